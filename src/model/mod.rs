@@ -1,0 +1,69 @@
+//! The pure routing model: Kubernetes objects in, a [`RouteTable`] and [`Diagnostic`]s out.
+//!
+//! Nothing here does I/O, reads a clock or the environment, or knows about tokio, hyper, rustls
+//! or the kube client. [`build`] never fails: objects it cannot use become diagnostics and the
+//! rest of the table is built regardless.
+
+mod build;
+pub mod diagnostic;
+pub mod table;
+
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+pub use build::build;
+pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+pub use table::{
+    Backend, HostMatch, PathKind, PathRule, Route, RouteTable, RouteTableBuilder, normalize_host,
+};
+
+/// Every object the model reads, as a source (cluster watchers or a manifests directory)
+/// collected them. Order does not matter: the same set in any order builds the same table.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// `networking.k8s.io/v1` Ingresses.
+    pub ingresses: Vec<Ingress>,
+    /// `networking.k8s.io/v1` IngressClasses.
+    pub ingress_classes: Vec<IngressClass>,
+    /// core/v1 Services.
+    pub services: Vec<Service>,
+    /// `discovery.k8s.io/v1` EndpointSlices (used for a Service when any exist for it).
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// core/v1 Endpoints (used for a Service that has no EndpointSlices).
+    pub endpoints: Vec<Endpoints>,
+    /// core/v1 Secrets (TLS).
+    pub secrets: Vec<Secret>,
+}
+
+/// The settings that change how objects are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// The IngressClass name weir serves (`--ingress-class`).
+    pub ingress_class: String,
+    /// The `spec.controller` value of IngressClasses weir owns (`--controller-name`).
+    pub controller_name: String,
+    /// Also serve Ingresses that name no class at all (`--watch-ingress-without-class`).
+    pub watch_ingress_without_class: bool,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            ingress_class: "weir".to_owned(),
+            controller_name: "weir.dev/ingress-controller".to_owned(),
+            watch_ingress_without_class: false,
+        }
+    }
+}
+
+/// The result of [`build`].
+#[derive(Debug)]
+pub struct Built {
+    /// The routing table.
+    pub table: RouteTable,
+    /// What was wrong with the input, sorted so that equal inputs give equal lists.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The Ingresses of weir's class that made it into the table (for status writing).
+    pub ingresses: Vec<ObjectRef>,
+}

@@ -1,0 +1,3 @@
+//! Where Kubernetes objects come from. Every source produces the same [`crate::model::Input`].
+
+pub mod manifests;
