@@ -1,7 +1,12 @@
 //! weir: a Kubernetes ingress controller with an embedded HTTP data plane.
 //!
-//! See `ARCHITECTURE.md`-style overview in the README. Data flows
-//! `source` → `model::build` → `state` → `proxy`.
+//! Data flows `source` → `controller` (which calls the pure `model::build`) → `state` → `proxy`.
+//! `proxy` and `controller` never import each other; they meet in `state`.
 
+pub mod admin;
+pub mod config;
+pub mod controller;
 pub mod model;
+pub mod proxy;
 pub mod source;
+pub mod state;

@@ -1,0 +1,65 @@
+//! The admin listener: `/healthz` (the process is alive) and `/readyz` (a table is published
+//! and the process is not shutting down).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::state::State;
+
+/// Serves the admin endpoints on `listener` until `cancel` fires.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<State>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let service = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&state, &req))));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = &mut conn => if let Err(error) = result { debug!(%error, "admin connection failed") },
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok\n"),
+        "/readyz" if state.is_ready() => (StatusCode::OK, "ready\n"),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

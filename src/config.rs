@@ -1,0 +1,169 @@
+//! Command line and environment: every flag `--some-name` also reads `WEIR_SOME_NAME`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+use crate::model::BuildConfig;
+
+/// weir: a Kubernetes ingress controller with an embedded HTTP/1.1 and HTTP/2 data plane.
+///
+/// With `--manifests DIR` weir needs no cluster: it serves the Ingresses, Services and
+/// Endpoints/EndpointSlices found in the YAML/JSON files of DIR and reloads them when they change.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+pub struct Config {
+    /// Serve the Kubernetes objects in the YAML/JSON files of this directory (no cluster needed).
+    #[arg(long, env = "WEIR_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Address of the plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
+    #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the admin listener: /healthz, /readyz.
+    #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_addr: SocketAddr,
+
+    /// The IngressClass name weir serves.
+    #[arg(long, env = "WEIR_INGRESS_CLASS", default_value = "weir")]
+    pub ingress_class: String,
+
+    /// The `spec.controller` value of the IngressClasses weir owns.
+    #[arg(
+        long,
+        env = "WEIR_CONTROLLER_NAME",
+        default_value = "weir.dev/ingress-controller"
+    )]
+    pub controller_name: String,
+
+    /// Also serve Ingresses that name no IngressClass at all.
+    #[arg(long, env = "WEIR_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+
+    /// Time allowed to open a TCP connection to an endpoint (then: next endpoint, or 504).
+    #[arg(long, env = "WEIR_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time allowed for an endpoint to send its response headers after the request (then 504).
+    #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// How long idle pooled connections to endpoints are kept.
+    #[arg(long, env = "WEIR_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_keepalive_timeout: Duration,
+
+    /// Most idle pooled connections kept per endpoint.
+    #[arg(
+        long,
+        env = "WEIR_UPSTREAM_KEEPALIVE_CONNECTIONS",
+        default_value_t = 320
+    )]
+    pub upstream_keepalive_connections: usize,
+
+    /// Time allowed for a client to send a complete HTTP/1 request head. The timer also runs
+    /// while a keep-alive connection waits for its next request, so it bounds idleness too.
+    #[arg(long, env = "WEIR_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// Close client connections (HTTP/1.1 keep-alive and HTTP/2) idle for this long.
+    #[arg(long, env = "WEIR_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[arg(long, env = "WEIR_MAX_REQUEST_HEADER_SIZE", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_request_header_size: u32,
+
+    /// Most request headers; more gets 431.
+    #[arg(long, env = "WEIR_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_headers: u32,
+
+    /// Peers (comma-separated IPs or CIDRs) whose X-Forwarded-* headers are kept and extended;
+    /// from anyone else they are replaced.
+    #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
+    pub trust_forwarded_from: Vec<IpNet>,
+
+    /// How long shutdown waits for requests in flight to finish.
+    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log filter (`info`, `debug`, `weir=debug,hyper=info`, …); `RUST_LOG` takes precedence.
+    #[arg(long, env = "WEIR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR"))
+}
+
+impl Config {
+    /// The settings the model needs.
+    pub fn build_config(&self) -> BuildConfig {
+        BuildConfig {
+            ingress_class: self.ingress_class.clone(),
+            controller_name: self.controller_name.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+        }
+    }
+
+    /// The settings the data plane needs.
+    pub fn proxy_config(&self) -> crate::proxy::ProxyConfig {
+        crate::proxy::ProxyConfig {
+            upstream_connect_timeout: self.upstream_connect_timeout,
+            upstream_response_timeout: self.upstream_response_timeout,
+            upstream_keepalive_timeout: self.upstream_keepalive_timeout,
+            upstream_keepalive_connections: self.upstream_keepalive_connections,
+            client_header_timeout: self.client_header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_request_header_size: self.max_request_header_size as usize,
+            max_headers: self.max_headers as usize,
+            trust_forwarded_from: self.trust_forwarded_from.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides_parse() {
+        let c = Config::try_parse_from(["weir"]).unwrap();
+        assert_eq!(c.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:10254");
+        assert_eq!(c.ingress_class, "weir");
+        assert_eq!(c.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_request_header_size, 32768);
+
+        let c = Config::try_parse_from([
+            "weir",
+            "--upstream-connect-timeout=250ms",
+            "--trust-forwarded-from=10.0.0.0/8, 192.0.2.1",
+        ])
+        .unwrap();
+        assert_eq!(c.upstream_connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.trust_forwarded_from.len(), 2);
+        assert!(Config::try_parse_from(["weir", "--trust-forwarded-from=nope"]).is_err());
+        assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_documents_its_environment_variable() {
+        use clap::CommandFactory;
+        for arg in Config::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let want = format!("WEIR_{}", id.to_ascii_uppercase());
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env.as_deref(), Some(want.as_str()), "flag {id}");
+        }
+    }
+}

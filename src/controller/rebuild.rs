@@ -1,0 +1,50 @@
+//! The rebuild loop: new input → `model::build` → publish.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::DiagnosticLog;
+use crate::model::{self, BuildConfig, Input};
+use crate::state::State;
+
+/// Builds and publishes a table for every input the source sends, until `cancel` fires or the
+/// source goes away. `None` means "not synced yet": nothing is published before the first
+/// complete input, so `/readyz` stays unready until then.
+pub async fn run_rebuild_loop(
+    mut inputs: watch::Receiver<Option<Arc<Input>>>,
+    state: Arc<State>,
+    config: BuildConfig,
+    cancel: CancellationToken,
+) {
+    let config = Arc::new(config);
+    let mut diagnostics = DiagnosticLog::default();
+    loop {
+        let input = inputs.borrow_and_update().clone();
+        if let Some(input) = input {
+            let config = config.clone();
+            let started = Instant::now();
+            let built = tokio::task::spawn_blocking(move || model::build(&input, &config))
+                .instrument(info_span!("rebuild"))
+                .await;
+            match built {
+                Ok(built) => {
+                    diagnostics.update(&built.diagnostics);
+                    let routes = built.table.route_count();
+                    let generation = state.publish(built.table);
+                    info!(generation, routes, ingresses = built.ingresses.len(), elapsed = ?started.elapsed(), "published routing table");
+                }
+                Err(error) => {
+                    warn!(%error, "building the routing table failed; the last good table keeps serving")
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = inputs.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Header rewriting between client and endpoint: hop-by-hop headers out, forwarding headers in.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones, removed in both directions.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Real-IP`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Request-ID`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names
+/// (except Host and Content-Length, which a client may not remove this way).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy knows about the client side of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The port of the listener the request came in on.
+    pub local_port: u16,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Peers whose forwarding headers are believed.
+    pub trusted: &'a [IpNet],
+}
+
+impl ClientInfo<'_> {
+    fn peer_is_trusted(&self) -> bool {
+        is_trusted(self.trusted, self.peer.ip())
+    }
+}
+
+fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. From a trusted peer the client's
+/// values are kept (X-Forwarded-For is extended with the peer); from anyone else they are
+/// replaced, so a client cannot forge its address. `host` is the request's Host as received.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    client: &ClientInfo<'_>,
+    host: Option<&HeaderValue>,
+) {
+    let peer_ip = canonical(client.peer.ip());
+    let trusted = client.peer_is_trusted();
+
+    let xff_in = if trusted {
+        let joined: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Some(joined.join(", ")).filter(|s| !s.trim().is_empty())
+    } else {
+        None
+    };
+    let real_ip = match &xff_in {
+        // The client is the rightmost address not in a trusted network.
+        Some(chain) => chain
+            .rsplit(',')
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|ip| !is_trusted(client.trusted, *ip))
+            .map_or(peer_ip, canonical),
+        None => peer_ip,
+    };
+    let xff = match xff_in {
+        Some(chain) => format!("{chain}, {peer_ip}"),
+        None => peer_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::try_from(real_ip.to_string()) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(client.scheme),
+        );
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PORT)) {
+        headers.insert(
+            X_FORWARDED_PORT.clone(),
+            HeaderValue::from(client.local_port),
+        );
+    }
+}
+
+/// Keeps a client's X-Request-ID when it is sane (1–200 visible ASCII characters), otherwise
+/// sets a new random one (32 hex digits). Returns the value used.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let bytes = id.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 200 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, byte) in buf.iter_mut().enumerate() {
+        let nibble = ((n >> (4 * i)) & 0xf) as u8;
+        *byte = if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        };
+    }
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret, host"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("host", "a.com"),
+            ("content-length", "3"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-length", "host", "x-keep"]);
+    }
+
+    fn client<'a>(peer: &str, trusted: &'a [IpNet]) -> ClientInfo<'a> {
+        ClientInfo {
+            peer: peer.parse().unwrap(),
+            local_port: 8080,
+            scheme: "http",
+            trusted,
+        }
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_forge_forwarding_headers() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.com"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        let host = HeaderValue::from_static("a.com");
+        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &[]), Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.com");
+        assert_eq!(h["x-forwarded-port"], "8080");
+    }
+
+    #[test]
+    fn trusted_peers_extend_the_chain() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = headers(&[
+            ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &trusted), None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_reported_as_ipv4() {
+        let mut h = HeaderMap::new();
+        set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &[]), None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut h = headers(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(h["x-request-id"], id);
+        let mut h = headers(&[("x-request-id", "")]);
+        assert_eq!(ensure_request_id(&mut h).len(), 32);
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
+    }
+}

@@ -1,0 +1,208 @@
+//! Accepting client connections and serving HTTP/1.1 or HTTP/2 (prior knowledge) on them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Proxy;
+use super::body::ConnActivity;
+use super::service::ConnInfo;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Proxy {
+    /// Accepts connections on `listener` until `cancel` fires; each connection is served on its
+    /// own tracked task and shut down gracefully on cancel.
+    pub async fn serve_http(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
+        let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let conn = ConnInfo {
+                peer,
+                local_port,
+                scheme: "http",
+            };
+            let proxy = self.clone();
+            let cancel = cancel.clone();
+            let span = info_span!("conn", %peer);
+            self.tasks.spawn(
+                async move { proxy.serve_connection(stream, conn, cancel).await }.instrument(span),
+            );
+        }
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        conn: ConnInfo,
+        cancel: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let is_h2 = match starts_with_h2_preface(&stream, self.config.client_header_timeout).await {
+            Some(is_h2) => is_h2,
+            None => return,
+        };
+        let activity = ConnActivity::new();
+        let proxy = self.clone();
+        let conn_activity = activity.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let in_flight = conn_activity.start();
+            async move {
+                let response = proxy.serve_request(&conn, req).await;
+                Ok::<_, Infallible>(response.map(|body| body.with_in_flight(in_flight)))
+            }
+        });
+        let io = TokioIo::new(stream);
+        let config = &self.config;
+        if is_h2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(config.max_request_header_size as u32)
+                .max_concurrent_streams(256);
+            let connection = builder.serve_connection(io, service);
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                config.keepalive_timeout,
+                &cancel,
+            )
+            .await;
+        } else {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.client_header_timeout)
+                .max_header_size(config.max_request_header_size)
+                .max_headers(config.max_headers);
+            let connection = builder.serve_connection(io, service);
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                config.keepalive_timeout,
+                &cancel,
+            )
+            .await;
+        }
+    }
+}
+
+/// Peeks at the first bytes: `Some(true)` for the HTTP/2 connection preface, `Some(false)` for
+/// anything else, `None` when the client sends nothing in time or goes away.
+async fn starts_with_h2_preface(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let peek = async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far. The socket stays readable while those bytes are
+            // unread, so wait a moment rather than spin on `readable()`.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.ok().flatten()
+}
+
+/// Runs a connection to its end; shuts it down gracefully when it has been idle for
+/// `keepalive` or when `cancel` fires.
+async fn drive<C>(
+    connection: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    activity: &ConnActivity,
+    keepalive: Duration,
+    cancel: &CancellationToken,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    let mut check_in = keepalive;
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = &mut connection => {
+                if let Err(error) = result {
+                    debug!(%error, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = cancel.cancelled(), if !shutting_down => {
+                graceful_shutdown(connection.as_mut());
+                shutting_down = true;
+            }
+            _ = tokio::time::sleep(check_in), if !shutting_down => {
+                match activity.idle_for() {
+                    Some(idle) if idle >= keepalive => {
+                        debug!("closing idle connection");
+                        graceful_shutdown(connection.as_mut());
+                        shutting_down = true;
+                    }
+                    Some(idle) => check_in = keepalive - idle,
+                    None => check_in = keepalive,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::AsyncWriteExt;
+
+    async fn detect(bytes: &'static [u8]) -> Option<bool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(bytes).await.unwrap();
+            s.shutdown().await.unwrap();
+            s
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let result = starts_with_h2_preface(&server, Duration::from_secs(5)).await;
+        drop(client.await.unwrap());
+        result
+    }
+
+    #[tokio::test]
+    async fn detects_the_http2_preface() {
+        assert_eq!(detect(H2_PREFACE).await, Some(true));
+        assert_eq!(detect(b"GET / HTTP/1.1\r\n\r\n").await, Some(false));
+        assert_eq!(detect(b"PRI * HTTP/1.1\r\n").await, Some(false));
+        assert_eq!(detect(b"").await, None);
+    }
+}

@@ -1,0 +1,97 @@
+//! The data plane: hyper listeners, request routing and forwarding to endpoints.
+//!
+//! [`Proxy`] holds what every request needs: the shared [`State`], the settings and the
+//! upstream connection pool. It never talks to the control plane except through `State`.
+
+mod body;
+mod headers;
+mod listener;
+mod respond;
+mod service;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::State;
+use upstream::{Pool, UpstreamConfig};
+
+/// Data-plane settings (see the flags of the same names).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// TCP connect timeout towards endpoints.
+    pub upstream_connect_timeout: Duration,
+    /// Time from the end of the request body to the endpoint's response head.
+    pub upstream_response_timeout: Duration,
+    /// How long idle upstream connections are pooled.
+    pub upstream_keepalive_timeout: Duration,
+    /// Most idle upstream connections per endpoint.
+    pub upstream_keepalive_connections: usize,
+    /// Time allowed to receive an HTTP/1 request head.
+    pub client_header_timeout: Duration,
+    /// Idle client connections are closed after this.
+    pub keepalive_timeout: Duration,
+    /// Largest request head in bytes (431 above).
+    pub max_request_header_size: usize,
+    /// Most request headers (431 above).
+    pub max_headers: usize,
+    /// Peers whose X-Forwarded-* headers are trusted.
+    pub trust_forwarded_from: Vec<IpNet>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            upstream_keepalive_timeout: Duration::from_secs(60),
+            upstream_keepalive_connections: 320,
+            client_header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_request_header_size: 32 * 1024,
+            max_headers: 100,
+            trust_forwarded_from: Vec::new(),
+        }
+    }
+}
+
+/// The data plane.
+pub struct Proxy {
+    state: Arc<State>,
+    config: ProxyConfig,
+    pool: Arc<Pool>,
+    tasks: TaskTracker,
+}
+
+impl Proxy {
+    /// A proxy serving whatever `state` holds. Connection tasks are spawned on `tasks`; the
+    /// upstream pool's reaper runs until `cancel` fires.
+    pub fn new(
+        state: Arc<State>,
+        config: ProxyConfig,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let pool = Arc::new(Pool::new(
+            UpstreamConfig {
+                connect_timeout: config.upstream_connect_timeout,
+                response_timeout: config.upstream_response_timeout,
+                keepalive_timeout: config.upstream_keepalive_timeout,
+                max_idle_per_endpoint: config.upstream_keepalive_connections,
+            },
+            tasks.clone(),
+        ));
+        let reaper = pool.clone();
+        tasks.spawn(async move { reaper.reap_idle(cancel).await });
+        Arc::new(Proxy {
+            state,
+            config,
+            pool,
+            tasks,
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! The one thing the control plane and the data plane share: the current [`Snapshot`].
+//!
+//! The controller publishes a new immutable snapshot; the proxy loads it once per request and
+//! keeps the `Arc`s it needs, so requests already running finish on the snapshot they started
+//! with while new ones see the new one. Nothing is locked on the request path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::model::RouteTable;
+
+/// An immutable view of everything the data plane serves.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every publish; 0 is the empty table served before the first.
+    pub generation: u64,
+    /// The routes.
+    pub table: Arc<RouteTable>,
+}
+
+/// The current snapshot plus the readiness flags the admin endpoints report.
+#[derive(Debug)]
+pub struct State {
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    published: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+impl State {
+    /// A state serving the empty table (every request 404) and not yet ready.
+    pub fn new() -> Self {
+        State {
+            current: ArcSwap::from_pointee(Snapshot {
+                generation: 0,
+                table: Arc::new(RouteTable::empty()),
+            }),
+            generation: AtomicU64::new(0),
+            published: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The snapshot to use for one request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new table atomically and returns its generation.
+    pub fn publish(&self, table: RouteTable) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.current.store(Arc::new(Snapshot {
+            generation,
+            table: Arc::new(table),
+        }));
+        self.published.store(true, Ordering::Release);
+        generation
+    }
+
+    /// Ready: a table has been published and the process is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.published.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the process as shutting down (`/readyz` turns unready).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_swaps_and_counts_generations() {
+        let state = State::new();
+        assert!(!state.is_ready());
+        let before = state.snapshot();
+        assert_eq!(before.generation, 0);
+        assert_eq!(state.publish(RouteTable::empty()), 1);
+        assert_eq!(state.publish(RouteTable::empty()), 2);
+        assert!(state.is_ready());
+        assert_eq!(before.generation, 0, "a loaded snapshot never changes");
+        assert_eq!(state.snapshot().generation, 2);
+        state.start_draining();
+        assert!(!state.is_ready());
+    }
+}

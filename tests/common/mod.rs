@@ -1,0 +1,347 @@
+//! Shared pieces of the integration tests: real backends, an in-process proxy, clients.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use weir::model::{
+    Backend, HostMatch, ObjectKind, ObjectRef, PathRule, Route, RouteTable, RouteTableBuilder,
+};
+use weir::proxy::{Proxy, ProxyConfig};
+use weir::state::State;
+
+/// A real HTTP/1.1 server standing in for a Service endpoint.
+///
+/// Paths: `/slow?ms=N` waits N ms before answering; `/sink` reads the body and answers its
+/// length; `/source?bytes=N` streams N bytes; `/reset` drops the connection without answering;
+/// `/close` answers the echo with `Connection: close`; anything else answers a JSON echo of
+/// the request.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    /// TCP connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl TestBackend {
+    pub async fn start(name: &str) -> TestBackend {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> TestBackend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let cancel = CancellationToken::new();
+        let (count, stop, backend_name) = (connections.clone(), cancel.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let name = backend_name.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(name.clone(), req));
+                    let conn =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        TestBackend {
+            addr,
+            name: name.to_owned(),
+            connections,
+            cancel,
+        }
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn handle(
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, std::io::Error> {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/reset" => Err(std::io::Error::other("reset on purpose")),
+        "/sink" => {
+            let mut body = req.into_body();
+            let mut total: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
+                    total += data.len() as u64;
+                }
+            }
+            Ok(Response::new(
+                Full::new(Bytes::from(total.to_string())).boxed(),
+            ))
+        }
+        "/source" => {
+            let total = query_number(&req, "bytes");
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let chunks = (0..total.div_ceil(chunk.len() as u64)).map(move |i| {
+                let len = (total - i * chunk.len() as u64).min(chunk.len() as u64) as usize;
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+            });
+            let body = StreamBody::new(futures_util::stream::iter(chunks));
+            Ok(Response::new(BodyExt::boxed(body)))
+        }
+        _ => {
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+            }
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let version = format!("{:?}", req.version());
+            let headers: Vec<(String, String)> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes();
+            let echo = serde_json::json!({
+                "backend": name, "method": method, "uri": uri, "version": version,
+                "headers": headers, "body_len": body.len(),
+            });
+            let connection = if path == "/close" {
+                "close"
+            } else {
+                "keep-alive"
+            };
+            Ok(Response::builder()
+                .header("content-type", "application/json")
+                .header("connection", connection)
+                .header("keep-alive", "timeout=30")
+                .header("server", "test-backend")
+                .body(Full::new(Bytes::from(echo.to_string())).boxed())
+                .unwrap())
+        }
+    }
+}
+
+/// The echo a [`TestBackend`] answers with.
+pub struct Echo(pub serde_json::Value);
+
+impl Echo {
+    pub fn backend(&self) -> &str {
+        self.0["backend"].as_str().unwrap()
+    }
+    pub fn uri(&self) -> &str {
+        self.0["uri"].as_str().unwrap()
+    }
+    /// Every value of a request header the backend received, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.0["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|kv| kv[0] == name)
+            .map(|kv| kv[1].as_str().unwrap().to_owned())
+            .collect()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_all(name).into_iter().next()
+    }
+}
+
+/// weir's data plane running in this process on 127.0.0.1:0.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    cancel: CancellationToken,
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl TestProxy {
+    pub async fn start(config: ProxyConfig, table: RouteTable) -> TestProxy {
+        let state = Arc::new(State::new());
+        state.publish(table);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Proxy::new(state.clone(), config, tasks.clone(), cancel.clone());
+        tokio::spawn(proxy.serve_http(listener, cancel.clone()));
+        TestProxy {
+            addr,
+            state,
+            cancel,
+        }
+    }
+}
+
+/// A route table from `(host, path rule, service name, endpoints)` rows.
+pub fn table(rows: &[(&str, PathRule, &str, Vec<SocketAddr>)]) -> RouteTable {
+    let mut builder = RouteTableBuilder::new();
+    for (host, path, service, endpoints) in rows {
+        let route = Arc::new(Route {
+            ingress: ObjectRef::new(ObjectKind::Ingress, "default", *service),
+            backend: Arc::new(Backend::new(
+                ObjectRef::new(ObjectKind::Service, "default", *service),
+                "80",
+                endpoints.clone(),
+            )),
+        });
+        builder
+            .insert(&HostMatch::from_rule_host(host), path, route)
+            .unwrap();
+    }
+    builder.build()
+}
+
+/// An HTTP/1.1 client with keep-alive.
+pub fn http1_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`; requests carry their own
+/// `:authority` in the URI.
+pub async fn http2_connect(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Reads a whole response.
+pub async fn read_answer(response: Response<Incoming>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body failed").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A response read to the end.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn echo(&self) -> Echo {
+        Echo(
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("not an echo ({e}): {} {:?}", self.status, self.body)),
+        )
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `req` and reads the whole response.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Answer {
+    read_answer(client.request(req).await.expect("request failed")).await
+}
+
+/// GET `http://{proxy}{path}` with the given Host header.
+pub async fn get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Answer {
+    let req = Request::get(format!("http://{proxy}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    send(client, req).await
+}
+
+/// Writes raw bytes and reads until the server closes the connection.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("server did not close the connection")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A local address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Waits until `condition` holds, checking every few milliseconds; panics after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,475 @@
+//! The data plane against real sockets: routing, status codes, headers, protocols, pooling.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+use common::*;
+use weir::model::PathRule;
+use weir::proxy::ProxyConfig;
+
+#[tokio::test]
+async fn routes_by_host_and_path() {
+    let (a, b, c) = tokio::join!(
+        TestBackend::start("a"),
+        TestBackend::start("b"),
+        TestBackend::start("c")
+    );
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[
+            ("a.example.com", PathRule::prefix("/"), "a", vec![a.addr]),
+            ("a.example.com", PathRule::prefix("/api"), "b", vec![b.addr]),
+            ("*.example.com", PathRule::exact("/only"), "c", vec![c.addr]),
+        ]),
+    )
+    .await;
+    let client = http1_client();
+    let cases = [
+        ("a.example.com", "/", Some("a")),
+        ("A.Example.COM:8080", "/web/page", Some("a")),
+        ("a.example.com", "/api", Some("b")),
+        ("a.example.com", "/api/v1/x?q=1", Some("b")),
+        ("a.example.com", "/apix", Some("a")),
+        ("z.example.com", "/only", Some("c")),
+        ("z.example.com", "/only/", None),
+        ("x.z.example.com", "/only", None),
+        ("other.com", "/", None),
+    ];
+    for (host, path, want) in cases {
+        let answer = get(&client, proxy.addr, host, path).await;
+        match want {
+            Some(backend) => {
+                assert_eq!(answer.status, 200, "{host}{path}");
+                assert_eq!(answer.echo().backend(), backend, "{host}{path}");
+                assert_eq!(
+                    answer.echo().uri(),
+                    path,
+                    "path and query reach the backend as sent"
+                );
+            }
+            None => {
+                assert_eq!(answer.status, 404, "{host}{path}");
+                assert_eq!(answer.headers["content-type"], "text/plain; charset=utf-8");
+                assert!(
+                    answer.text().starts_with("404 Not Found"),
+                    "{}",
+                    answer.text()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn answers_503_502_and_504() {
+    let slow = TestBackend::start("slow").await;
+    let dead = closed_port().await;
+    let config = ProxyConfig {
+        upstream_response_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[
+            ("h", PathRule::prefix("/empty"), "empty", vec![]),
+            ("h", PathRule::prefix("/dead"), "dead", vec![dead]),
+            ("h", PathRule::prefix("/"), "slow", vec![slow.addr]),
+        ]),
+    )
+    .await;
+    let client = http1_client();
+    assert_eq!(
+        get(&client, proxy.addr, "h", "/empty").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&client, proxy.addr, "h", "/dead").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        get(&client, proxy.addr, "h", "/reset").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let timed_out = get(&client, proxy.addr, "h", "/slow?ms=3000").await;
+    assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(timed_out.headers["server"], "weir");
+    // The endpoint still works afterwards: the timed-out connection was not pooled.
+    assert_eq!(
+        get(&client, proxy.addr, "h", "/slow?ms=0").await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn retries_idempotent_requests_on_another_endpoint_when_connect_fails() {
+    let live = TestBackend::start("live").await;
+    let dead = closed_port().await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("h", PathRule::prefix("/"), "s", vec![live.addr, dead])]),
+    )
+    .await;
+    let client = http1_client();
+    for _ in 0..6 {
+        let answer = get(&client, proxy.addr, "h", "/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.echo().backend(), "live");
+    }
+    // POST is not idempotent: when round-robin lands on the dead endpoint it gets 502.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let req = Request::post(format!("http://{}/", proxy.addr))
+            .header("host", "h")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        statuses.push(send(&client, req).await.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+}
+
+#[tokio::test]
+async fn balances_requests_round_robin_over_pooled_connections() {
+    let (a, b) = tokio::join!(TestBackend::start("a"), TestBackend::start("b"));
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("h", PathRule::prefix("/"), "s", vec![a.addr, b.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(
+            get(&client, proxy.addr, "h", "/")
+                .await
+                .echo()
+                .backend()
+                .to_owned(),
+        );
+    }
+    let a_count = seen.iter().filter(|s| *s == "a").count();
+    assert_eq!(a_count, 10, "per-request round robin: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "alternates: {seen:?}"
+    );
+    let opened = a.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened <= 2,
+        "sequential requests reuse pooled connections, opened {opened}"
+    );
+}
+
+#[tokio::test]
+async fn rewrites_headers_both_ways() {
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("h.example", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    let req = Request::post(format!("http://{}/p/a%20th?x=1&y=%2F", proxy.addr))
+        .header("host", "h.example:8080")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-connection", "keep-alive")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let answer = send(&client, req).await;
+    assert_eq!(answer.status, 200);
+    let echo = answer.echo();
+    assert_eq!(echo.uri(), "/p/a%20th?x=1&y=%2F");
+    assert_eq!(echo.0["method"], "POST");
+    assert_eq!(echo.0["body_len"], 5);
+    assert_eq!(echo.header("host").as_deref(), Some("h.example:8080"));
+    assert_eq!(echo.header("content-length").as_deref(), Some("5"));
+    assert_eq!(echo.header("x-custom").as_deref(), Some("kept"));
+    for gone in ["x-drop-me", "keep-alive", "te", "proxy-connection"] {
+        assert_eq!(echo.header(gone), None, "{gone} must not reach the backend");
+    }
+    // hyper's client adds its own `connection` only when needed; the client's never passes.
+    assert_ne!(
+        echo.header("connection").as_deref(),
+        Some("keep-alive, x-drop-me")
+    );
+    assert_eq!(echo.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        echo.header("x-forwarded-host").as_deref(),
+        Some("h.example:8080")
+    );
+    assert_eq!(
+        echo.header("x-forwarded-port").as_deref(),
+        Some(proxy.addr.port().to_string().as_str())
+    );
+    let id = echo
+        .header("x-request-id")
+        .expect("a request id is generated");
+    assert_eq!(id.len(), 32);
+
+    // Response side: hop-by-hop headers from the backend are dropped, Server is weir's.
+    assert_eq!(answer.headers["server"], "weir");
+    assert!(!answer.headers.contains_key("keep-alive"));
+
+    // A client's request id is kept.
+    let req = Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "h.example")
+        .header("x-request-id", "trace-me-42")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&client, req)
+            .await
+            .echo()
+            .header("x-request-id")
+            .as_deref(),
+        Some("trace-me-42")
+    );
+}
+
+#[tokio::test]
+async fn trusted_peers_keep_their_forwarding_headers() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        trust_forwarded_from: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[("h", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let req = Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "h")
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    let echo = send(&http1_client(), req).await.echo();
+    assert_eq!(
+        echo.header_all("x-forwarded-for"),
+        ["198.51.100.1, 127.0.0.1"]
+    );
+    assert_eq!(echo.header("x-real-ip").as_deref(), Some("198.51.100.1"));
+    assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("h2.example", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let sender = http2_connect(proxy.addr).await;
+    let mut requests = Vec::new();
+    for i in 0..20 {
+        let req = Request::get(format!("http://h2.example/stream/{i}?q={i}"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Full::default())
+            .unwrap();
+        let mut sender = sender.clone();
+        requests.push(async move { read_answer(sender.send_request(req).await.unwrap()).await });
+    }
+    let answers = futures_util::future::join_all(requests).await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 200);
+        let echo = answer.echo();
+        assert_eq!(
+            echo.0["version"], "HTTP/1.1",
+            "the upstream side is HTTP/1.1"
+        );
+        assert_eq!(echo.uri(), format!("/stream/{i}?q={i}"));
+        assert_eq!(echo.header("host").as_deref(), Some("h2.example"));
+        assert_eq!(echo.header_all("cookie"), ["a=1; b=2"]);
+    }
+    // A Host header that contradicts :authority is malformed.
+    let req = Request::get("http://h2.example/")
+        .header("host", "other.example")
+        .body(Full::default())
+        .unwrap();
+    let mut sender = sender.clone();
+    assert_eq!(
+        sender.send_request(req).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn rejects_oversized_and_malformed_requests() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        max_request_header_size: 4096,
+        max_headers: 20,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(8000)
+    );
+    assert!(
+        raw(proxy.addr, big.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert!(
+        raw(proxy.addr, many.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+
+    let no_host = raw(proxy.addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    let bad_host = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(bad_host.starts_with("HTTP/1.1 400"), "{bad_host}");
+    let connect = raw(
+        proxy.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    let garbage = raw(proxy.addr, b"\x16\x03\x01\x00garbage\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+
+    // HTTP/1.0 without Host is routed as the empty host.
+    let old = raw(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 200") || old.starts_with("HTTP/1.1 200"),
+        "{old}"
+    );
+}
+
+#[tokio::test]
+async fn slow_header_clients_are_cut_off() {
+    let config = ProxyConfig {
+        client_header_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, table(&[])).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("a client that never finishes its headers is disconnected")
+        .ok();
+}
+
+#[tokio::test]
+async fn idle_keepalive_connections_are_closed() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        keepalive_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("the idle connection is closed after the keep-alive timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request itself was answered: {text}"
+    );
+}
+
+#[tokio::test]
+async fn streams_chunked_bodies_both_ways() {
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    let answer = get(&client, proxy.addr, "h", "/source?bytes=5000000").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), 5_000_000);
+
+    let chunked = b"POST /sink HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let response = raw(proxy.addr, chunked).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("11"),
+        "the backend received all 11 bytes: {response}"
+    );
+}
+
+#[tokio::test]
+async fn connection_reuse_survives_backend_closing_idle_connections() {
+    // The backend closes each connection after one response; the pool must notice and not
+    // fail the next request.
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    let mut ids = HashSet::new();
+    let before = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        let answer = get(&client, proxy.addr, "h", "/close").await;
+        assert_eq!(answer.status, 200);
+        ids.insert(answer.echo().header("x-request-id").unwrap());
+    }
+    assert_eq!(ids.len(), 10, "every request gets its own id");
+    let opened = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - before;
+    assert_eq!(
+        opened, 10,
+        "a connection the backend closed is never reused"
+    );
+}
