@@ -1,1 +1,374 @@
-//! The `--manifests DIR` source. (Being written.)
+//! The `--manifests DIR` source: Kubernetes objects from YAML/JSON files in a directory,
+//! re-read whenever the directory changes.
+//!
+//! Rules (kept close to what `kubectl apply -R -f DIR` would do):
+//! - every `*.yaml`, `*.yml`, `*.json` file under DIR, recursively, in sorted path order
+//!   (component-wise [`Path`] order); hidden files and directories (`.git`, `.foo.swp`,
+//!   Kubernetes' `..data` ConfigMap mount dirs) are skipped; symlinked files are followed,
+//!   symlinked directories are not (no loops);
+//! - YAML files may hold several documents; empty ones are skipped; `kind: List` (and typed
+//!   `<Kind>List`) contributes its `items`; a JSON file holds one object (or a List);
+//! - only the kinds the model reads are kept; other kinds are skipped with a debug log;
+//! - namespaced objects without a namespace get `default`; a Secret's `stringData` is merged
+//!   into `data` as the API server would;
+//! - a file applies all-or-nothing: if any document in it is bad, the file's previous good
+//!   objects stay in use (none if it never parsed) and the problems are reported with the
+//!   path and the **1-based** document index; other files still apply;
+//! - the same `Kind namespace/name` twice: the first in sorted path order wins, the rest are
+//!   reported.
+
+mod parse;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch as tokio_watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::model::Input;
+use parse::{Object, Parsed};
+
+/// A problem found while reading the manifests directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// DIR does not exist, is not a directory, or (a subdirectory of it) cannot be listed.
+    #[error("manifests directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A manifest file could not be read (permissions, not UTF-8, …).
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A document does not parse, lacks `apiVersion`/`kind`, or is a known kind whose body
+    /// does not deserialize.
+    #[error("{path}: document {document}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based index of the YAML document in the file (always 1 for JSON).
+        document: usize,
+        /// 1-based line, when the parser reports it (syntax errors).
+        line: Option<usize>,
+        /// 1-based column, when the parser reports it (syntax errors).
+        column: Option<usize>,
+        /// The parser's message (includes the position when there is one).
+        message: String,
+    },
+    /// An object defined again after its first definition (in sorted path order); ignored.
+    #[error(
+        "{path}: document {document}: {object} is already defined in {first}; ignoring this one"
+    )]
+    Duplicate {
+        /// The file holding the ignored copy.
+        path: PathBuf,
+        /// 1-based document index of the ignored copy.
+        document: usize,
+        /// `Kind namespace/name` (or `Kind name` for cluster-scoped kinds).
+        object: String,
+        /// The file whose copy is used.
+        first: PathBuf,
+    },
+}
+
+impl ManifestError {
+    /// Logs the error as a warning with structured fields.
+    fn warn(&self) {
+        match self {
+            ManifestError::Parse {
+                path,
+                document,
+                line,
+                column,
+                message,
+            } => tracing::warn!(
+                path = %path.display(), document, line, column, error = %message,
+                "manifest does not parse; the file's last good objects (if any) stay in use"
+            ),
+            ManifestError::Duplicate {
+                path,
+                document,
+                object,
+                first,
+            } => tracing::warn!(
+                path = %path.display(), document, object, first = %first.display(),
+                "duplicate object; keeping the first"
+            ),
+            ManifestError::Dir { path, source } | ManifestError::Read { path, source } => {
+                tracing::warn!(path = %path.display(), error = %source, "cannot read manifests")
+            }
+        }
+    }
+}
+
+/// The result of one [`ManifestSource::load`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// Every object now in effect (files that failed contribute their last good objects).
+    pub input: Input,
+    /// The problems found by this load (each also logged as a warning).
+    pub errors: Vec<ManifestError>,
+}
+
+/// Reads Kubernetes objects from a directory of manifests; see the module docs for the rules.
+#[derive(Debug)]
+pub struct ManifestSource {
+    dir: PathBuf,
+    /// The last good objects of each file, keyed by full path (sorted).
+    cache: BTreeMap<PathBuf, Vec<Parsed>>,
+}
+
+impl ManifestSource {
+    /// Creates the source. Fails only if `dir` does not exist or is not a directory.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, ManifestError> {
+        let dir = dir.into();
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Ok(ManifestSource {
+                dir,
+                cache: BTreeMap::new(),
+            }),
+            Ok(_) => Err(ManifestError::Dir {
+                path: dir,
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            }),
+            Err(source) => Err(ManifestError::Dir { path: dir, source }),
+        }
+    }
+
+    /// The directory this source reads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the directory once and returns the objects in effect plus the problems found
+    /// this time. A file that fails keeps its last good objects; a deleted file drops its
+    /// objects; if DIR itself cannot be listed, everything from the last load stays.
+    pub fn load(&mut self) -> Loaded {
+        let mut errors = Vec::new();
+        let listing = list_files(&self.dir);
+        errors.extend(listing.errors);
+        let mut next = BTreeMap::new();
+        for path in listing.files {
+            let previous = self.cache.remove(&path);
+            let result = match std::fs::read_to_string(&path) {
+                Ok(text) => parse::parse_file(&path, &text),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                Err(source) => Err(vec![ManifestError::Read {
+                    path: path.clone(),
+                    source,
+                }]),
+            };
+            match result {
+                Ok(objects) => {
+                    next.insert(path, objects);
+                }
+                Err(errs) => {
+                    errors.extend(errs);
+                    if let Some(previous) = previous {
+                        next.insert(path, previous);
+                    }
+                }
+            }
+        }
+        // What is left was not listed: deleted, unless under a directory we could not list.
+        self.cache
+            .retain(|path, _| listing.unlisted.iter().any(|d| path.starts_with(d)));
+        next.append(&mut self.cache);
+        self.cache = next;
+        let input = self.merge(&mut errors);
+        for e in &errors {
+            e.warn();
+        }
+        Loaded { input, errors }
+    }
+
+    /// Flattens the cache in path order; the first definition of an object wins.
+    fn merge(&self, errors: &mut Vec<ManifestError>) -> Input {
+        let mut input = Input::default();
+        let mut seen: HashMap<String, &Path> = HashMap::new();
+        for (path, objects) in &self.cache {
+            for Parsed { document, object } in objects {
+                let key = object.key();
+                if let Some(first) = seen.get(&key) {
+                    errors.push(ManifestError::Duplicate {
+                        path: path.clone(),
+                        document: *document,
+                        object: key,
+                        first: first.to_path_buf(),
+                    });
+                    continue;
+                }
+                seen.insert(key, path);
+                match object.clone() {
+                    Object::Ingress(o) => input.ingresses.push(o),
+                    Object::IngressClass(o) => input.ingress_classes.push(o),
+                    Object::Service(o) => input.services.push(*o),
+                    Object::EndpointSlice(o) => input.endpoint_slices.push(o),
+                    Object::Endpoints(o) => input.endpoints.push(o),
+                    Object::Secret(o) => input.secrets.push(o),
+                }
+            }
+        }
+        input
+    }
+
+    /// Loads once and publishes, then watches DIR recursively and reloads on every change
+    /// (debounced: 100 ms of quiet, at most 500 ms after the first change), publishing a new
+    /// `Arc<Input>` only when the objects changed. Falls back to polling every 500 ms if the
+    /// filesystem watcher cannot be set up. Returns when `cancel` fires.
+    ///
+    /// Never fails today; the `Result` leaves room for fatal errors and matches the other
+    /// sources' task signature.
+    pub async fn run(
+        self,
+        tx: tokio_watch::Sender<Option<Arc<Input>>>,
+        cancel: CancellationToken,
+    ) -> Result<(), ManifestError> {
+        let span = tracing::info_span!("manifests", dir = %self.dir.display());
+        self.run_with(tx, cancel, false).instrument(span).await
+    }
+
+    async fn run_with(
+        self,
+        tx: tokio_watch::Sender<Option<Arc<Input>>>,
+        cancel: CancellationToken,
+        force_poll: bool,
+    ) -> Result<(), ManifestError> {
+        // Watch before the first load so no change between the two is missed.
+        let mut trigger = watch::Trigger::new(&self.dir, force_poll);
+        let (mut this, loaded) = load_blocking(self).await;
+        log_reload(&loaded);
+        let mut last = Arc::new(loaded.input);
+        tx.send_replace(Some(last.clone()));
+        loop {
+            if !trigger.debounced(&cancel).await {
+                return Ok(());
+            }
+            let loaded;
+            (this, loaded) = load_blocking(this).await;
+            if same(&last, &loaded.input) {
+                tracing::debug!(
+                    errors = loaded.errors.len(),
+                    "manifests reloaded, unchanged"
+                );
+                continue;
+            }
+            log_reload(&loaded);
+            last = Arc::new(loaded.input);
+            tx.send_replace(Some(last.clone()));
+        }
+    }
+}
+
+/// Runs [`ManifestSource::load`] off the async threads (it does blocking file I/O).
+async fn load_blocking(mut source: ManifestSource) -> (ManifestSource, Loaded) {
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let loaded = span.in_scope(|| source.load());
+        (source, loaded)
+    });
+    match task.await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn log_reload(loaded: &Loaded) {
+    let i = &loaded.input;
+    tracing::info!(
+        ingresses = i.ingresses.len(),
+        ingress_classes = i.ingress_classes.len(),
+        services = i.services.len(),
+        endpoint_slices = i.endpoint_slices.len(),
+        endpoints = i.endpoints.len(),
+        secrets = i.secrets.len(),
+        errors = loaded.errors.len(),
+        "manifests loaded"
+    );
+}
+
+/// Whether two inputs hold the same objects in the same order (`Input` has no `PartialEq`).
+fn same(a: &Input, b: &Input) -> bool {
+    a.ingresses == b.ingresses
+        && a.ingress_classes == b.ingress_classes
+        && a.services == b.services
+        && a.endpoint_slices == b.endpoint_slices
+        && a.endpoints == b.endpoints
+        && a.secrets == b.secrets
+}
+
+/// The manifest files under a directory, plus what could not be listed.
+struct Listing {
+    /// Sorted.
+    files: Vec<PathBuf>,
+    /// Directories that could not be listed.
+    unlisted: Vec<PathBuf>,
+    errors: Vec<ManifestError>,
+}
+
+/// Whether a directory entry name is a manifest file weir reads.
+fn is_manifest(name: &str) -> bool {
+    !name.starts_with('.')
+        && Path::new(name).extension().is_some_and(|e| {
+            ["yaml", "yml", "json"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        })
+}
+
+fn list_files(dir: &Path) -> Listing {
+    let mut listing = Listing {
+        files: Vec::new(),
+        unlisted: Vec::new(),
+        errors: Vec::new(),
+    };
+    walk(dir, &mut listing);
+    listing.files.sort();
+    listing
+}
+
+fn walk(dir: &Path, out: &mut Listing) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) => {
+            out.unlisted.push(dir.to_owned());
+            out.errors.push(ManifestError::Dir {
+                path: dir.to_owned(),
+                source,
+            });
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            walk(&path, out);
+        } else if is_manifest(name)
+            && (file_type.is_file() || std::fs::metadata(&path).is_ok_and(|m| m.is_file()))
+        {
+            out.files.push(path);
+        }
+    }
+}

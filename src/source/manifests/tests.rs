@@ -1,0 +1,566 @@
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tempfile::TempDir;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+fn write(dir: &TempDir, rel: &str, text: &str) {
+    let path = dir.path().join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(path, text).unwrap();
+}
+
+fn load(dir: &TempDir) -> (ManifestSource, Loaded) {
+    let mut s = ManifestSource::new(dir.path()).unwrap();
+    let loaded = s.load();
+    (s, loaded)
+}
+
+fn service(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n  - port: {port}\n"
+    )
+}
+
+fn names<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            let m = o.metadata();
+            format!(
+                "{}/{}",
+                m.namespace.as_deref().unwrap_or("-"),
+                m.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+const ALL_SIX: &str = r#"
+# leading comment, then an empty document
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: weir
+spec:
+  controller: weir.dev/ingress-controller
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: shop
+spec:
+  ingressClassName: weir
+  tls:
+  - hosts: [shop.example.com]
+    secretName: shop-tls
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port:
+              name: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: 8080
+endpoints:
+- addresses: [10.0.0.1]
+  conditions:
+    ready: true
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: web
+  namespace: shop
+subsets:
+- addresses:
+  - ip: 10.0.0.1
+  ports:
+  - name: http
+    port: 8080
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop-tls
+  namespace: shop
+type: kubernetes.io/tls
+data:
+  tls.crt: Y2VydA==
+  tls.key: a2V5
+"#;
+
+#[test]
+fn multi_document_yaml_with_all_six_kinds() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "all.yaml", ALL_SIX);
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let i = &loaded.input;
+    assert_eq!(names(&i.ingress_classes), ["-/weir"]);
+    assert_eq!(names(&i.ingresses), ["shop/web"]);
+    assert_eq!(names(&i.services), ["shop/web"]);
+    assert_eq!(names(&i.endpoint_slices), ["shop/web-abc"]);
+    assert_eq!(names(&i.endpoints), ["shop/web"]);
+    assert_eq!(names(&i.secrets), ["shop/shop-tls"]);
+    let data = i.secrets[0].data.as_ref().unwrap();
+    assert_eq!(data["tls.crt"], ByteString(b"cert".to_vec()));
+    let rule = &i.ingresses[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .rules
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("shop.example.com"));
+}
+
+#[test]
+fn list_kind_contributes_its_items() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "list.yaml",
+        &format!(
+            "apiVersion: v1\nkind: List\nitems:\n- {}\n- {}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {{name: d}}\n",
+            service("a", 80).replace('\n', "\n  ").trim_end(),
+            service("b", 81).replace('\n', "\n  ").trim_end(),
+        ),
+    );
+    // A typed list as the API returns it: items carry no apiVersion/kind.
+    write(
+        &dir,
+        "typed.json",
+        r#"{"apiVersion":"v1","kind":"ServiceList","metadata":{},
+            "items":[{"metadata":{"name":"c","namespace":"x"},"spec":{}}]}"#,
+    );
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(
+        names(&loaded.input.services),
+        ["default/a", "default/b", "x/c"]
+    );
+}
+
+#[test]
+fn json_file_holds_one_object() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "svc.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"j","namespace":"n"},"spec":{"ports":[{"port":80}]}}"#,
+    );
+    write(&dir, "empty.json", "\n");
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(names(&loaded.input.services), ["n/j"]);
+}
+
+#[test]
+fn unknown_kinds_are_skipped_silently() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "mixed.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec: {{}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n{}---\napiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {{name: old}}\n",
+            service("s", 80)
+        ),
+    );
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(names(&loaded.input.services), ["default/s"]);
+    assert!(loaded.input.ingresses.is_empty());
+}
+
+#[test]
+fn missing_kind_or_bad_body_is_an_error() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", "metadata: {name: x}\n");
+    write(
+        &dir,
+        "b.yaml",
+        &format!(
+            "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: bad}}\nspec:\n  ports: 80\n",
+            service("ok", 80)
+        ),
+    );
+    write(
+        &dir,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {namespace: x}\n",
+    );
+    let (_, loaded) = load(&dir);
+    assert!(
+        loaded.input.services.is_empty(),
+        "a bad file applies nothing"
+    );
+    let found: Vec<(String, usize)> = loaded
+        .errors
+        .iter()
+        .map(|e| match e {
+            ManifestError::Parse {
+                path,
+                document,
+                message,
+                ..
+            } => (
+                format!("{}: {message}", path.file_name().unwrap().to_string_lossy()),
+                *document,
+            ),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].0.starts_with("a.yaml: missing apiVersion or kind"));
+    assert!(
+        found[1]
+            .0
+            .starts_with("b.yaml: Service \"bad\": invalid type")
+    );
+    assert_eq!(found[1].1, 2);
+    assert!(found[2].0.contains("metadata.name is required"));
+}
+
+#[test]
+fn namespaced_objects_default_to_default() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "a.yaml",
+        &format!(
+            "{}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: weir, namespace: ignored}}\n",
+            service("s", 80)
+        ),
+    );
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(names(&loaded.input.services), ["default/s"]);
+    assert_eq!(names(&loaded.input.ingress_classes), ["-/weir"]);
+}
+
+#[test]
+fn string_data_is_merged_into_data() {
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "tls.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: t}\ntype: kubernetes.io/tls\ndata:\n  tls.key: b2xk\n  other: eA==\nstringData:\n  tls.crt: |\n    -----BEGIN CERTIFICATE-----\n  tls.key: new\n",
+    );
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let secret = &loaded.input.secrets[0];
+    assert_eq!(secret.string_data, None);
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(data["tls.crt"].0, b"-----BEGIN CERTIFICATE-----\n".to_vec());
+    assert_eq!(data["tls.key"].0, b"new".to_vec(), "stringData wins");
+    assert_eq!(data["other"].0, b"x".to_vec());
+}
+
+#[test]
+fn broken_file_keeps_its_last_good_objects_while_others_apply() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("a", 80));
+    write(&dir, "b.yaml", &service("b", 80));
+    let (mut source, loaded) = load(&dir);
+    assert_eq!(names(&loaded.input.services), ["default/a", "default/b"]);
+
+    // a.yaml breaks in its second document; b.yaml changes.
+    write(
+        &dir,
+        "a.yaml",
+        &format!("{}---\nkind: [unclosed\n", service("a2", 80)),
+    );
+    write(&dir, "b.yaml", &service("b", 81));
+    let loaded = source.load();
+    assert_eq!(names(&loaded.input.services), ["default/a", "default/b"]);
+    let b = &loaded.input.services[1];
+    assert_eq!(b.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 81);
+    let [
+        ManifestError::Parse {
+            path,
+            document,
+            line,
+            column,
+            message,
+        },
+    ] = &loaded.errors[..]
+    else {
+        panic!("{:?}", loaded.errors)
+    };
+    assert_eq!(path, &dir.path().join("a.yaml"));
+    assert_eq!(*document, 2);
+    assert_eq!(*line, Some(10));
+    assert!(column.is_some());
+    assert!(!message.is_empty());
+    let shown = loaded.errors[0].to_string();
+    assert!(shown.contains("a.yaml: document 2: "), "{shown}");
+
+    // A file that never parsed contributes nothing.
+    write(&dir, "c.json", "{\"apiVersion\": ");
+    let loaded = source.load();
+    assert_eq!(names(&loaded.input.services), ["default/a", "default/b"]);
+    assert_eq!(loaded.errors.len(), 2);
+    let ManifestError::Parse { line, document, .. } = &loaded.errors[1] else {
+        panic!()
+    };
+    assert_eq!((*line, *document), (Some(1), 1));
+
+    // Fixed: the new content applies.
+    write(&dir, "a.yaml", &service("a2", 80));
+    let loaded = source.load();
+    assert_eq!(names(&loaded.input.services), ["default/a2", "default/b"]);
+}
+
+#[test]
+fn deleted_file_removes_its_objects() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("a", 80));
+    write(&dir, "sub/b.yml", &service("b", 80));
+    let (mut source, loaded) = load(&dir);
+    assert_eq!(loaded.input.services.len(), 2);
+    fs::remove_file(dir.path().join("sub/b.yml")).unwrap();
+    let loaded = source.load();
+    assert_eq!(names(&loaded.input.services), ["default/a"]);
+    // Also when the file was broken at the time: its last good objects go too.
+    write(&dir, "a.yaml", "{{{");
+    assert_eq!(source.load().input.services.len(), 1);
+    fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let loaded = source.load();
+    assert!(loaded.input.services.is_empty());
+    assert!(loaded.errors.is_empty());
+}
+
+#[test]
+fn duplicates_keep_the_first_in_sorted_path_order() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "b.yaml", &service("s", 2));
+    write(&dir, "a/z.yaml", &service("s", 1));
+    write(
+        &dir,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: other}\n",
+    );
+    for _ in 0..2 {
+        let (_, loaded) = load(&dir);
+        assert_eq!(names(&loaded.input.services), ["default/s", "other/s"]);
+        let port = loaded.input.services[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .port;
+        assert_eq!(port, 1, "a/z.yaml sorts before b.yaml");
+        let [
+            ManifestError::Duplicate {
+                path,
+                object,
+                first,
+                document,
+            },
+        ] = &loaded.errors[..]
+        else {
+            panic!("{:?}", loaded.errors)
+        };
+        assert_eq!(path, &dir.path().join("b.yaml"));
+        assert_eq!(first, &dir.path().join("a/z.yaml"));
+        assert_eq!(object, "Service default/s");
+        assert_eq!(*document, 1);
+    }
+}
+
+#[test]
+fn hidden_and_other_files_are_skipped() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "ok.YAML", &service("ok", 80));
+    write(&dir, ".hidden.yaml", &service("hidden", 80));
+    write(&dir, ".git/config.yaml", &service("git", 80));
+    write(&dir, ".ok.yaml.swp", "binary junk {{{");
+    write(&dir, "ok.yaml~", &service("backup", 80));
+    write(&dir, "README.md", "# not a manifest");
+    write(&dir, "deep/er/x.yaml", &service("deep", 80));
+    let (_, loaded) = load(&dir);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(
+        names(&loaded.input.services),
+        ["default/deep", "default/ok"]
+    );
+}
+
+#[test]
+fn new_fails_only_without_a_directory() {
+    let dir = TempDir::new().unwrap();
+    assert!(matches!(
+        ManifestSource::new(dir.path().join("missing")),
+        Err(ManifestError::Dir { .. })
+    ));
+    write(&dir, "f.yaml", "");
+    assert!(matches!(
+        ManifestSource::new(dir.path().join("f.yaml")),
+        Err(ManifestError::Dir { .. })
+    ));
+    assert!(ManifestSource::new(dir.path()).is_ok());
+}
+
+/// Waits for the next published input; 5 s is a bound, not a delay.
+async fn next(rx: &mut watch::Receiver<Option<Arc<Input>>>) -> Arc<Input> {
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("no new Input within 5 s")
+        .expect("sender dropped");
+    rx.borrow_and_update().clone().expect("Some(input)")
+}
+
+fn port(input: &Arc<Input>) -> i32 {
+    input.services[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .port
+}
+
+async fn run_edits(force_poll: bool) {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "svc.yaml", &service("s", 80));
+    let (tx, mut rx) = watch::channel(None);
+    let cancel = CancellationToken::new();
+    let source = ManifestSource::new(dir.path()).unwrap();
+    let task = tokio::spawn(source.run_with(tx, cancel.clone(), force_poll));
+
+    assert_eq!(port(&next(&mut rx).await), 80);
+
+    // Plain edit.
+    write(&dir, "svc.yaml", &service("s", 8080));
+    assert_eq!(port(&next(&mut rx).await), 8080);
+
+    // Editor-style save: write a temp file, rename it over the original.
+    write(&dir, ".svc.yaml.tmp", &service("s", 9090));
+    fs::rename(
+        dir.path().join(".svc.yaml.tmp"),
+        dir.path().join("svc.yaml"),
+    )
+    .unwrap();
+    assert_eq!(port(&next(&mut rx).await), 9090);
+
+    // Create and delete.
+    write(
+        &dir,
+        "new/other.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"t"}}"#,
+    );
+    assert_eq!(next(&mut rx).await.services.len(), 2);
+    fs::remove_dir_all(dir.path().join("new")).unwrap();
+    assert_eq!(next(&mut rx).await.services.len(), 1);
+
+    // Rewriting the same content is a change on disk but not in the objects: nothing is sent.
+    // There is no event to wait for here, so wait a bounded time for one that must not come.
+    write(&dir, "svc.yaml", &service("s", 9090));
+    let got = tokio::time::timeout(Duration::from_millis(1500), rx.changed()).await;
+    assert!(got.is_err(), "an identical Input was re-sent");
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run() returns on cancel")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn run_publishes_changes_and_not_identical_inputs() {
+    run_edits(false).await;
+}
+
+#[tokio::test]
+async fn run_polls_when_it_cannot_watch() {
+    run_edits(true).await;
+}
+
+#[tokio::test]
+async fn broken_edit_keeps_serving_the_last_good_input() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("a", 80));
+    write(&dir, "b.yaml", &service("b", 80));
+    let (tx, mut rx) = watch::channel(None);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        ManifestSource::new(dir.path())
+            .unwrap()
+            .run(tx, cancel.clone()),
+    );
+    assert_eq!(next(&mut rx).await.services.len(), 2);
+
+    write(
+        &dir,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
+    );
+    write(&dir, "b.yaml", &service("b", 81));
+    let input = next(&mut rx).await;
+    assert_eq!(names(&input.services), ["default/a", "default/b"]);
+    assert_eq!(
+        input.services[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .port,
+        81
+    );
+
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The event-driven path must really be in use where inotify works (Linux), not a silent
+/// fallback to polling.
+#[tokio::test]
+async fn the_watcher_is_used_when_available() {
+    let dir = TempDir::new().unwrap();
+    let trigger = super::watch::Trigger::new(dir.path(), false);
+    assert!(matches!(trigger, super::watch::Trigger::Notify { .. }));
+}
