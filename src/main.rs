@@ -1,6 +1,7 @@
 //! The `weir` binary: parse flags, start the source, the rebuild loop, the data plane and the
 //! admin listener, then wait for a signal and drain.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -39,6 +40,7 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

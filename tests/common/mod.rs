@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: real backends, an in-process proxy, clients.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,345 @@
+//! The `weir` binary in `--manifests` mode, driven the way a user drives it: YAML files in a
+//! directory, real HTTP requests, edits while it runs.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use common::process::WeirProcess;
+use common::*;
+
+/// A Service `name` (port `http` 80) with core/v1 Endpoints: one subset per backend address.
+fn service_yaml(name: &str, endpoints: &[SocketAddr]) -> String {
+    let subsets: String = endpoints
+        .iter()
+        .map(|a| {
+            format!(
+                "  - addresses: [{{ip: \"{}\"}}]\n    ports: [{{name: http, port: {}}}]\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    let subsets = if subsets.is_empty() {
+        "[]\n".to_owned()
+    } else {
+        format!("\n{subsets}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: default}}\nsubsets: {subsets}"
+    )
+}
+
+/// An Ingress of class weir routing `host` + Prefix `path` to `service` port `http`.
+fn ingress_yaml(name: &str, host: &str, path: &str, service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ingressClassName: weir\n  rules:\n  - host: {host}\n    http:\n      paths:\n\
+         \x20     - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n\
+         \x20           name: {service}\n            port: {{name: http}}\n"
+    )
+}
+
+fn write(dir: &Path, file: &str, contents: &str) {
+    // Write then rename, as editors do, so weir never reads a half-written file.
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// Polls `host` + `path` through weir until it answers `status`; returns how long that took.
+async fn until_status(
+    weir: &WeirProcess,
+    host: &str,
+    path: &str,
+    status: u16,
+    limit: Duration,
+) -> Duration {
+    let client = http1_client();
+    let start = Instant::now();
+    loop {
+        let answer = get(&client, weir.http, host, path).await;
+        if answer.status == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{host}{path} still answers {} after {limit:?}; log:\n{}",
+            answer.status,
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn until_ready(weir: &WeirProcess) {
+    let client = http1_client();
+    let start = Instant::now();
+    loop {
+        let answer = get(&client, weir.admin, "admin", "/readyz").await;
+        if answer.status == 200 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "weir never became ready:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn edits_change_routing_within_a_second_without_dropping_requests_in_flight() {
+    let backend = TestBackend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("web", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("demo", "demo.local", "/hello", "web"),
+    );
+    let weir = WeirProcess::start(dir.path(), &[]);
+    until_ready(&weir).await;
+
+    let client = http1_client();
+    let answer = get(&client, weir.http, "demo.local", "/hello").await;
+    assert_eq!(answer.status, 200, "{}", weir.log());
+    assert_eq!(answer.echo().backend(), "web");
+    assert_eq!(
+        get(&client, weir.http, "demo.local", "/hi").await.status,
+        404
+    );
+    let health = get(&client, weir.admin, "admin", "/healthz").await;
+    assert_eq!(health.status, 200);
+
+    // A slow request is in flight while the routing changes under it.
+    let slow = {
+        let (client, addr) = (client.clone(), weir.http);
+        tokio::spawn(async move { get(&client, addr, "demo.local", "/hello/slow?ms=1500").await })
+    };
+    wait_until(
+        "the slow request reached the backend",
+        Duration::from_secs(10),
+        || {
+            backend
+                .connections
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 2
+        },
+    )
+    .await;
+
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("demo", "demo.local", "/hi", "web"),
+    );
+    let took = until_status(&weir, "demo.local", "/hi", 200, Duration::from_secs(1)).await;
+    println!("edit to routable: {took:?}");
+    assert_eq!(
+        get(&client, weir.http, "demo.local", "/hello").await.status,
+        404
+    );
+
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        slow.status,
+        200,
+        "the request in flight finished: {}",
+        slow.text()
+    );
+    assert_eq!(slow.echo().uri(), "/hello/slow?ms=1500");
+}
+
+#[tokio::test]
+async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
+    let backend = TestBackend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("web", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("demo", "demo.local", "/", "web"),
+    );
+    let weir = WeirProcess::start(dir.path(), &[]);
+    until_ready(&weir).await;
+    let client = http1_client();
+    assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
+
+    // The second document of the file is not YAML.
+    let broken = format!(
+        "{}---\nkind: Ingress\nmetadata: {{ name: [oops\n",
+        ingress_yaml("demo", "demo.local", "/", "web")
+    );
+    write(dir.path(), "ingress.yaml", &broken);
+    let start = Instant::now();
+    while !weir.log().contains("manifest does not parse") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no parse error logged:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let log = weir.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("manifest does not parse"))
+        .unwrap();
+    assert!(
+        line.contains("ingress.yaml") && line.contains("document=2"),
+        "{line}"
+    );
+    assert_eq!(
+        get(&client, weir.http, "demo.local", "/").await.status,
+        200,
+        "the last good table serves"
+    );
+
+    // A change to another file still applies while ingress.yaml is broken.
+    write(
+        dir.path(),
+        "more.yaml",
+        &ingress_yaml("more", "more.local", "/", "web"),
+    );
+    until_status(&weir, "more.local", "/", 200, Duration::from_secs(2)).await;
+    assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
+
+    // An Ingress whose Service does not exist: a diagnostic in the log, 503 for its requests,
+    // every other route unaffected.
+    write(
+        dir.path(),
+        "missing.yaml",
+        &ingress_yaml("missing", "missing.local", "/", "nope"),
+    );
+    until_status(&weir, "missing.local", "/", 503, Duration::from_secs(2)).await;
+    let log = weir.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ServiceNotFound") && l.contains("default/missing")),
+        "diagnostic logged:\n{log}"
+    );
+    assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn streams_a_hundred_mebibytes_each_way_without_growing_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let backend = TestBackend::start("big").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("big", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("big", "big.local", "/", "big"),
+    );
+    let weir = WeirProcess::start(dir.path(), &[]);
+    until_ready(&weir).await;
+    let client = http1_client();
+    assert_eq!(get(&client, weir.http, "big.local", "/").await.status, 200);
+    let (baseline, _) = weir.memory_kib();
+
+    // Upload: 100 MiB in 64 KiB chunks, produced as they are sent.
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    let chunks = (0..SIZE / chunk.len() as u64)
+        .map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone())));
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let upload = Request::post(format!("http://{}/sink", weir.http))
+        .header("host", "big.local")
+        .body(body)
+        .unwrap();
+    let streaming_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let response = streaming_client.request(upload).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let received = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        received,
+        SIZE.to_string().as_bytes(),
+        "the backend received every byte"
+    );
+
+    // Download: read it frame by frame without keeping it.
+    let download = Request::get(format!("http://{}/source?bytes={SIZE}", weir.http))
+        .header("host", "big.local")
+        .body(http_body_util::Full::<Bytes>::default())
+        .unwrap();
+    let mut body = client.request(download).await.unwrap().into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        total += frame.unwrap().into_data().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(total, SIZE);
+
+    let (_, peak) = weir.memory_kib();
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    println!("weir RSS baseline {baseline} KiB, peak {peak} KiB, growth {growth_mib:.1} MiB");
+    assert!(
+        growth_mib < 16.0,
+        "streaming 2 x 100 MiB grew weir's peak RSS by {growth_mib:.1} MiB"
+    );
+}
+
+#[tokio::test]
+async fn starts_with_clear_errors_and_stops_cleanly() {
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "--manifests",
+            "/nonexistent/weir-test",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("/nonexistent/weir-test"), "{stderr}");
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--manifests",
+        "--http-addr",
+        "--admin-addr",
+        "--ingress-class",
+        "--controller-name",
+        "--watch-ingress-without-class",
+        "WEIR_HTTP_ADDR",
+    ] {
+        assert!(help.contains(flag), "--help documents {flag}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let weir = WeirProcess::start(dir.path(), &[]);
+    until_ready(&weir).await;
+    let status = weir.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+}
