@@ -121,7 +121,11 @@ pub struct Backend {
 impl Backend {
     /// A backend for `service` port `port` with the given endpoints (sorted and deduplicated
     /// here so that equal inputs give equal backends).
-    pub fn new(service: ObjectRef, port: impl Into<String>, mut endpoints: Vec<SocketAddr>) -> Self {
+    pub fn new(
+        service: ObjectRef,
+        port: impl Into<String>,
+        mut endpoints: Vec<SocketAddr>,
+    ) -> Self {
         endpoints.sort_unstable();
         endpoints.dedup();
         Backend {
@@ -144,7 +148,9 @@ impl Backend {
 
 impl PartialEq for Backend {
     fn eq(&self, other: &Self) -> bool {
-        self.service == other.service && self.port == other.port && self.endpoints == other.endpoints
+        self.service == other.service
+            && self.port == other.port
+            && self.endpoints == other.endpoints
     }
 }
 
@@ -238,7 +244,12 @@ impl RouteTable {
             .chain(self.wildcard_hosts.values())
             .chain(std::iter::once(&self.any_host));
         let routes = hosts
-            .flat_map(|h| h.exact.values().chain(h.prefix.values()).chain(h.fallback.iter()))
+            .flat_map(|h| {
+                h.exact
+                    .values()
+                    .chain(h.prefix.values())
+                    .chain(h.fallback.iter())
+            })
             .chain(self.default_backend.iter());
         for route in routes {
             if !seen.iter().any(|b| Arc::ptr_eq(b, &route.backend)) {
@@ -294,7 +305,11 @@ impl RouteTableBuilder {
 
     /// Sets the route for requests to `host` that match no path (an Ingress's
     /// `spec.defaultBackend` for the hosts it defines). The first one set wins.
-    pub fn set_host_fallback(&mut self, host: &HostMatch, route: Arc<Route>) -> Result<(), Arc<Route>> {
+    pub fn set_host_fallback(
+        &mut self,
+        host: &HostMatch,
+        route: Arc<Route>,
+    ) -> Result<(), Arc<Route>> {
         let routes = self.host_routes(host);
         match &routes.fallback {
             Some(taken) => Err(taken.clone()),
@@ -422,7 +437,11 @@ mod tests {
             (&[(P, "/aaa/bbb", "bbb")], "/aaa/bbb/", Some("bbb")),
             (&[(P, "/aaa/bbb", "bbb")], "/aaa/bbb/ccc", Some("bbb")),
             (&[(P, "/aaa/bbb", "bbb")], "/aaa/bbbxyz", None),
-            (&[(P, "/", "root"), (P, "/aaa", "aaa")], "/aaa/ccc", Some("aaa")),
+            (
+                &[(P, "/", "root"), (P, "/aaa", "aaa")],
+                "/aaa/ccc",
+                Some("aaa"),
+            ),
             (
                 &[(P, "/", "root"), (P, "/aaa", "aaa"), (P, "/aaa/bbb", "bbb")],
                 "/aaa/bbb",
@@ -434,8 +453,16 @@ mod tests {
                 Some("root"),
             ),
             (&[(P, "/aaa", "aaa")], "/ccc", None),
-            (&[(P, "/foo", "prefix"), (E, "/foo", "exact")], "/foo", Some("exact")),
-            (&[(E, "/foo", "exact"), (P, "/foo", "prefix")], "/foo", Some("exact")),
+            (
+                &[(P, "/foo", "prefix"), (E, "/foo", "exact")],
+                "/foo",
+                Some("exact"),
+            ),
+            (
+                &[(E, "/foo", "exact"), (P, "/foo", "prefix")],
+                "/foo",
+                Some("exact"),
+            ),
         ];
         for (rules, path, want) in rows {
             let t = table("", rules);
@@ -460,7 +487,14 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_exact_beats_prefix_only_on_equal_path() {
-        let t = table("", &[(E, "/a", "exact-a"), (P, "/a/b", "prefix-ab"), (P, "/a", "prefix-a")]);
+        let t = table(
+            "",
+            &[
+                (E, "/a", "exact-a"),
+                (P, "/a/b", "prefix-ab"),
+                (P, "/a", "prefix-a"),
+            ],
+        );
         assert_eq!(served_by(&t, "h", "/a").as_deref(), Some("exact-a"));
         assert_eq!(served_by(&t, "h", "/a/").as_deref(), Some("prefix-a"));
         assert_eq!(served_by(&t, "h", "/a/b/c").as_deref(), Some("prefix-ab"));
@@ -474,12 +508,24 @@ mod tests {
         assert_eq!(served_by(&t, "baz.bar.foo.com", "/"), None);
         assert_eq!(served_by(&t, "foo.com", "/"), None);
         assert_eq!(served_by(&t, ".foo.com", "/"), None);
-        assert_eq!(served_by(&t, "BAR.Foo.COM:8080", "/").as_deref(), Some("wild"));
+        assert_eq!(
+            served_by(&t, "BAR.Foo.COM:8080", "/").as_deref(),
+            Some("wild")
+        );
 
         let t = table("Foo.Example.com", &[(P, "/", "exact")]);
-        assert_eq!(served_by(&t, "foo.example.com", "/").as_deref(), Some("exact"));
-        assert_eq!(served_by(&t, "FOO.EXAMPLE.COM:443", "/").as_deref(), Some("exact"));
-        assert_eq!(served_by(&t, "foo.example.com.", "/").as_deref(), Some("exact"));
+        assert_eq!(
+            served_by(&t, "foo.example.com", "/").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            served_by(&t, "FOO.EXAMPLE.COM:443", "/").as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            served_by(&t, "foo.example.com.", "/").as_deref(),
+            Some("exact")
+        );
         assert_eq!(served_by(&t, "bar.example.com", "/"), None);
     }
 
@@ -487,8 +533,10 @@ mod tests {
     fn exact_host_beats_wildcard_beats_any_host() {
         let mut b = RouteTableBuilder::new();
         let root = PathRule::prefix("/");
-        b.insert(&HostMatch::from_rule_host("a.x.com"), &root, route("exact")).unwrap();
-        b.insert(&HostMatch::from_rule_host("*.x.com"), &root, route("wild")).unwrap();
+        b.insert(&HostMatch::from_rule_host("a.x.com"), &root, route("exact"))
+            .unwrap();
+        b.insert(&HostMatch::from_rule_host("*.x.com"), &root, route("wild"))
+            .unwrap();
         b.insert(&HostMatch::Any, &root, route("any")).unwrap();
         let t = b.build();
         assert_eq!(served_by(&t, "a.x.com", "/").as_deref(), Some("exact"));
@@ -501,13 +549,20 @@ mod tests {
     fn host_without_matching_path_uses_its_fallback_then_the_default_backend() {
         let mut b = RouteTableBuilder::new();
         let h = HostMatch::from_rule_host("a.com");
-        b.insert(&h, &PathRule::prefix("/api"), route("api")).unwrap();
-        b.insert(&HostMatch::Any, &PathRule::prefix("/"), route("any")).unwrap();
+        b.insert(&h, &PathRule::prefix("/api"), route("api"))
+            .unwrap();
+        b.insert(&HostMatch::Any, &PathRule::prefix("/"), route("any"))
+            .unwrap();
         let without_defaults = b.build();
-        assert_eq!(served_by(&without_defaults, "a.com", "/web"), None, "no fall-through to other hosts");
+        assert_eq!(
+            served_by(&without_defaults, "a.com", "/web"),
+            None,
+            "no fall-through to other hosts"
+        );
 
         let mut b = RouteTableBuilder::new();
-        b.insert(&h, &PathRule::prefix("/api"), route("api")).unwrap();
+        b.insert(&h, &PathRule::prefix("/api"), route("api"))
+            .unwrap();
         b.set_default_backend(route("default")).unwrap();
         assert!(b.set_default_backend(route("second")).is_err());
         let t = b.build();
@@ -515,11 +570,15 @@ mod tests {
         assert_eq!(served_by(&t, "other.com", "/").as_deref(), Some("default"));
 
         let mut b = RouteTableBuilder::new();
-        b.insert(&h, &PathRule::prefix("/api"), route("api")).unwrap();
+        b.insert(&h, &PathRule::prefix("/api"), route("api"))
+            .unwrap();
         b.set_host_fallback(&h, route("host-default")).unwrap();
         b.set_default_backend(route("default")).unwrap();
         let t = b.build();
-        assert_eq!(served_by(&t, "a.com", "/web").as_deref(), Some("host-default"));
+        assert_eq!(
+            served_by(&t, "a.com", "/web").as_deref(),
+            Some("host-default")
+        );
         assert_eq!(served_by(&t, "b.com", "/web").as_deref(), Some("default"));
     }
 
@@ -527,17 +586,27 @@ mod tests {
     fn first_insert_wins_a_conflict() {
         let mut b = RouteTableBuilder::new();
         let h = HostMatch::from_rule_host("a.com");
-        b.insert(&h, &PathRule::prefix("/x/"), route("old")).unwrap();
-        let taken = b.insert(&h, &PathRule::prefix("/x"), route("new")).unwrap_err();
+        b.insert(&h, &PathRule::prefix("/x/"), route("old"))
+            .unwrap();
+        let taken = b
+            .insert(&h, &PathRule::prefix("/x"), route("new"))
+            .unwrap_err();
         assert_eq!(taken.ingress.name, "old");
         // Exact and Prefix on the same path do not conflict.
-        b.insert(&h, &PathRule::exact("/x"), route("exact")).unwrap();
+        b.insert(&h, &PathRule::exact("/x"), route("exact"))
+            .unwrap();
     }
 
     #[test]
     fn normalize_host_strips_ports_and_rejects_garbage() {
-        assert_eq!(normalize_host("Example.COM:8080").as_deref(), Some("example.com"));
-        assert_eq!(normalize_host("example.com").as_deref(), Some("example.com"));
+        assert_eq!(
+            normalize_host("Example.COM:8080").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            normalize_host("example.com").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("[::1]").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("example.com:http"), None);
@@ -548,10 +617,16 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_through_endpoints() {
-        let eps: Vec<SocketAddr> = vec!["10.0.0.2:80".parse().unwrap(), "10.0.0.1:80".parse().unwrap()];
+        let eps: Vec<SocketAddr> = vec![
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        ];
         let b = Backend::new(ObjectRef::new(ObjectKind::Service, "d", "s"), "80", eps);
         let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap().to_string()).collect();
-        assert_eq!(picks, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(
+            picks,
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
+        );
         let empty = Backend::new(ObjectRef::new(ObjectKind::Service, "d", "s"), "80", vec![]);
         assert_eq!(empty.pick(), None);
     }
