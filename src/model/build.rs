@@ -1,12 +1,298 @@
-//! `build`: Input → RouteTable + diagnostics. (Being written.)
+//! `build`: Input → RouteTable + diagnostics.
+//!
+//! Steps: pick weir's Ingresses ([`Classes`]), order them oldest first, then for each one
+//! read its annotations, validate its rules, resolve their backends ([`Backends`]) and insert
+//! the routes (the first insert of a host+path wins, so the oldest Ingress wins a conflict).
+//! Last, choose the catch-all default backend.
 
-use super::{BuildConfig, Built, Input, RouteTableBuilder};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
 
-/// Builds the routing table for `input`. Never fails.
-pub fn build(_input: &Input, _config: &BuildConfig) -> Built {
-    Built {
-        table: RouteTableBuilder::new().build(),
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::annotations;
+use super::classes::Classes;
+use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+use super::endpoints::Backends;
+use super::objects::index_by_name;
+use super::table::{HostMatch, PathRule, Route, RouteTableBuilder};
+use super::validate;
+use super::{BuildConfig, Built, Input};
+
+/// Builds the routing table for `input`. Never fails and never panics: objects that cannot be
+/// used become [`Diagnostic`]s and everything else is routed. The result does not depend on
+/// the order of the objects in `input`.
+///
+/// Precedence is by age: Ingresses are processed by `metadata.creationTimestamp` (an Ingress
+/// without one comes after all that have one), then namespace, then name. The first Ingress
+/// to claim a host+path keeps it; later ones get a `RouteConflict`. The same order decides
+/// which `spec.defaultBackend` serves a host's unmatched paths and, among Ingresses without
+/// rules first, which one is the catch-all default backend.
+pub fn build(input: &Input, config: &BuildConfig) -> Built {
+    let classes = Classes::new(&input.ingress_classes, config);
+    let ours = ordered_ingresses(input, &classes);
+    let mut builder = Builder {
+        table: RouteTableBuilder::new(),
+        backends: Backends::new(input),
         diagnostics: Vec::new(),
-        ingresses: Vec::new(),
+        created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
+    };
+
+    let mut catch_all = Vec::new();
+    for ingress in &ours {
+        if let Some(route) = builder.add_ingress(ingress) {
+            catch_all.push((ingress.has_rules, ingress.object.clone(), route));
+        }
+    }
+    builder.set_catch_all(catch_all);
+
+    let Builder {
+        table,
+        mut diagnostics,
+        ..
+    } = builder;
+    diagnostics.sort();
+    diagnostics.dedup();
+    let mut ingresses: Vec<ObjectRef> = ours.into_iter().map(|i| i.object).collect();
+    ingresses.sort();
+    Built {
+        table: table.build(),
+        diagnostics,
+        ingresses,
     }
 }
+
+/// One of weir's Ingresses, with what the build needs to know about it.
+struct OurIngress<'a> {
+    object: ObjectRef,
+    created: Option<&'a Time>,
+    has_rules: bool,
+    ingress: &'a Ingress,
+}
+
+/// weir's Ingresses, oldest first (see [`build`]), each (namespace, name) once.
+fn ordered_ingresses<'a>(input: &'a Input, classes: &Classes<'_>) -> Vec<OurIngress<'a>> {
+    let mut ours: Vec<OurIngress<'a>> = index_by_name(&input.ingresses, |i| &i.metadata)
+        .into_iter()
+        .filter(|(_, ingress)| classes.is_ours(ingress))
+        .map(|((ns, name), ingress)| OurIngress {
+            object: ObjectRef::new(ObjectKind::Ingress, ns, name),
+            created: ingress.metadata.creation_timestamp.as_ref(),
+            has_rules: ingress
+                .spec
+                .as_ref()
+                .and_then(|s| s.rules.as_ref())
+                .is_some_and(|r| !r.is_empty()),
+            ingress,
+        })
+        .collect();
+    ours.sort_by(|a, b| {
+        let key = |i: &OurIngress<'a>| (i.created.is_none(), i.created);
+        key(a).cmp(&key(b)).then_with(|| a.object.cmp(&b.object))
+    });
+    ours
+}
+
+/// Where a backend is referenced from, for messages.
+enum Site<'a> {
+    Rule { host: &'a str, path: &'a str },
+    DefaultBackend,
+}
+
+impl fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Site::Rule { host: "", path } => write!(f, "the rule for all hosts, path {path:?}"),
+            Site::Rule { host, path } => write!(f, "rule host {host:?} path {path:?}"),
+            Site::DefaultBackend => f.write_str("spec.defaultBackend"),
+        }
+    }
+}
+
+struct Builder<'a> {
+    table: RouteTableBuilder,
+    backends: Backends<'a>,
+    diagnostics: Vec<Diagnostic>,
+    created: BTreeMap<ObjectRef, Option<&'a Time>>,
+}
+
+impl Builder<'_> {
+    fn report(&mut self, object: &ObjectRef, reason: Reason, message: String) {
+        self.diagnostics
+            .push(Diagnostic::new(object.clone(), reason, message));
+    }
+
+    /// Adds the rules of one Ingress; returns the route of its `spec.defaultBackend`, if any.
+    ///
+    /// The defaultBackend also becomes the fallback of every valid host the Ingress has a rule
+    /// for (a rule without `http` included: it names the host, the defaultBackend serves it).
+    /// Rules without a host get no fallback of their own: "every host" is the catch-all's
+    /// job, so that Ingresses without rules keep their precedence there.
+    fn add_ingress(&mut self, ours: &OurIngress<'_>) -> Option<Arc<Route>> {
+        let me = &ours.object;
+        let _annotations = annotations::parse(
+            me,
+            ours.ingress.metadata.annotations.as_ref(),
+            &mut self.diagnostics,
+        );
+        let spec = ours.ingress.spec.as_ref()?;
+        let default_route = spec
+            .default_backend
+            .as_ref()
+            .and_then(|b| self.route(me, b, &Site::DefaultBackend));
+
+        let mut hosts = BTreeSet::new();
+        for rule in spec.rules.iter().flatten() {
+            let raw_host = rule.host.as_deref().unwrap_or("");
+            if let Err(why) = validate::check_host(raw_host) {
+                self.report(
+                    me,
+                    Reason::InvalidHost,
+                    format!("{why}; the rule is ignored"),
+                );
+                continue;
+            }
+            let host = HostMatch::from_rule_host(raw_host);
+            if host != HostMatch::Any {
+                hosts.insert(host.clone());
+            }
+            for path in rule.http.iter().flat_map(|h| &h.paths) {
+                let raw_path = path
+                    .path
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("/");
+                let rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type) {
+                    Ok(rule_path) => rule_path,
+                    Err(why) => {
+                        let message =
+                            format!("{why} (rule host {raw_host:?}); the path is ignored");
+                        self.report(me, Reason::InvalidPath, message);
+                        continue;
+                    }
+                };
+                let site = Site::Rule {
+                    host: raw_host,
+                    path: raw_path,
+                };
+                if let Some(route) = self.route(me, &path.backend, &site) {
+                    self.insert(me, &host, &rule_path, route);
+                }
+            }
+        }
+
+        if let Some(route) = &default_route {
+            for host in &hosts {
+                if let Err(winner) = self.table.set_host_fallback(host, route.clone()) {
+                    let message = format!(
+                        "spec.defaultBackend is not used for host \"{host}\": Ingress {} {} \
+                         already provides the default backend for that host",
+                        quoted(&winner.ingress),
+                        self.precedence(&winner.ingress, me),
+                    );
+                    self.report(me, Reason::DefaultBackendConflict, message);
+                }
+            }
+        }
+        default_route
+    }
+
+    /// Inserts one rule, reporting a conflict with an earlier one.
+    fn insert(&mut self, me: &ObjectRef, host: &HostMatch, path: &PathRule, route: Arc<Route>) {
+        let Err(winner) = self.table.insert(host, path, route) else {
+            return;
+        };
+        let what = match host {
+            HostMatch::Any => format!("path {:?} ({:?}) for all hosts", path.path, path.kind),
+            _ => format!("host \"{host}\" path {:?} ({:?})", path.path, path.kind),
+        };
+        let message = if winner.ingress == *me {
+            format!("{what} is defined twice in this Ingress; the first definition is used")
+        } else {
+            format!(
+                "{what} is already routed by Ingress {} {}; this path is ignored",
+                quoted(&winner.ingress),
+                self.precedence(&winner.ingress, me),
+            )
+        };
+        self.report(me, Reason::RouteConflict, message);
+    }
+
+    /// The route to `backend` for Ingress `me`, or `None` when the backend is unusable.
+    /// Reports what is wrong with the backend either way.
+    fn route(
+        &mut self,
+        me: &ObjectRef,
+        backend: &IngressBackend,
+        site: &Site<'_>,
+    ) -> Option<Arc<Route>> {
+        let service = match (&backend.service, &backend.resource) {
+            (Some(service), None) => service,
+            (_, Some(resource)) => {
+                let message = format!(
+                    "{site} is a resource backend ({} {:?}); weir only routes to Services, so it is ignored",
+                    resource.kind, resource.name
+                );
+                self.report(me, Reason::UnsupportedBackend, message);
+                return None;
+            }
+            (None, None) => {
+                let message = format!("{site} names no service; it is ignored");
+                self.report(me, Reason::UnsupportedBackend, message);
+                return None;
+            }
+        };
+        let resolved = self.backends.resolve(&me.namespace, service);
+        if let Some(problem) = resolved.problem {
+            let message = format!("{} (referenced by {site}); {}", problem.what, problem.hint);
+            self.report(me, problem.reason, message);
+        }
+        Some(Arc::new(Route {
+            ingress: me.clone(),
+            backend: resolved.backend,
+        }))
+    }
+
+    /// Chooses the catch-all default backend among `(has_rules, ingress, route)` candidates
+    /// given oldest first: Ingresses without rules take precedence, then age.
+    fn set_catch_all(&mut self, mut candidates: Vec<(bool, ObjectRef, Arc<Route>)>) {
+        // Stable: keeps the age order within each group.
+        candidates.sort_by_key(|(has_rules, _, _)| *has_rules);
+        for (has_rules, me, route) in candidates {
+            let Err(winner) = self.table.set_default_backend(route) else {
+                continue;
+            };
+            if has_rules {
+                // Its defaultBackend already serves its own hosts; nothing is lost.
+                continue;
+            }
+            let message = format!(
+                "spec.defaultBackend is not the default backend for all hosts: Ingress {} {} \
+                 already provides it; remove one of the two",
+                quoted(&winner.ingress),
+                self.precedence(&winner.ingress, &me),
+            );
+            self.report(&me, Reason::DefaultBackendConflict, message);
+        }
+    }
+
+    /// Why `winner` takes precedence over `loser`, in parentheses.
+    fn precedence(&self, winner: &ObjectRef, loser: &ObjectRef) -> &'static str {
+        let created = |o: &ObjectRef| self.created.get(o).copied().flatten();
+        match (created(winner), created(loser)) {
+            (Some(w), Some(l)) if w < l => "(which is older)",
+            (Some(_), None) => "(which has a creationTimestamp; this Ingress has none)",
+            (None, None) => "(neither has a creationTimestamp; it sorts first by namespace/name)",
+            _ => "(created at the same time; it sorts first by namespace/name)",
+        }
+    }
+}
+
+fn quoted(object: &ObjectRef) -> String {
+    format!("\"{}/{}\"", object.namespace, object.name)
+}
+
+#[cfg(test)]
+mod tests;

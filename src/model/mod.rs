@@ -4,9 +4,16 @@
 //! or the kube client. [`build`] never fails: objects it cannot use become diagnostics and the
 //! rest of the table is built regardless.
 
+mod annotations;
 mod build;
+mod classes;
 pub mod diagnostic;
+mod endpoints;
+#[cfg(test)]
+mod fixtures;
+mod objects;
 pub mod table;
+mod validate;
 
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -64,6 +71,7 @@ pub struct Built {
     pub table: RouteTable,
     /// What was wrong with the input, sorted so that equal inputs give equal lists.
     pub diagnostics: Vec<Diagnostic>,
-    /// The Ingresses of weir's class that made it into the table (for status writing).
+    /// Every Ingress of weir's class, sorted, including those with diagnostics (the controller
+    /// writes their status).
     pub ingresses: Vec<ObjectRef>,
 }

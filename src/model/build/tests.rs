@@ -1,0 +1,1024 @@
+//! Tests of `build`: whole inputs in, routes and diagnostics out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use crate::model::fixtures::{
+    IngressBuilder, backend, endpoint_slice, endpoints, external_service, ingress, ingress_class,
+    resource_backend, service,
+};
+use crate::model::{BuildConfig, Built, Input, Reason, build};
+
+const OURS: &str = "weir.dev/ingress-controller";
+
+/// An Ingress of weir's class.
+fn ing(ns: &str, name: &str) -> IngressBuilder {
+    ingress(ns, name).class("weir")
+}
+
+/// Service `ns/name` with one port `http` 80 → 8080 and ready endpoints `ips` on 8080.
+fn web(ns: &str, name: &str, ips: &[&str]) -> (Service, EndpointSlice) {
+    (
+        service(ns, name, &[(Some("http"), 80, 8080)]),
+        endpoint_slice(
+            ns,
+            &format!("{name}-abc"),
+            name,
+            &[(Some("http"), 8080)],
+            &[(ips, Some(true))],
+        ),
+    )
+}
+
+#[derive(Default)]
+struct World {
+    ingresses: Vec<Ingress>,
+    classes: Vec<IngressClass>,
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+    endpoints: Vec<Endpoints>,
+}
+
+impl World {
+    fn ingress(mut self, i: IngressBuilder) -> Self {
+        self.ingresses.push(i.build());
+        self
+    }
+    fn web(mut self, ns: &str, name: &str, ips: &[&str]) -> Self {
+        let (svc, slice) = web(ns, name, ips);
+        self.services.push(svc);
+        self.slices.push(slice);
+        self
+    }
+    fn service(mut self, s: Service) -> Self {
+        self.services.push(s);
+        self
+    }
+    fn slice(mut self, s: EndpointSlice) -> Self {
+        self.slices.push(s);
+        self
+    }
+    fn endpoints(mut self, e: Endpoints) -> Self {
+        self.endpoints.push(e);
+        self
+    }
+    fn class(mut self, c: IngressClass) -> Self {
+        self.classes.push(c);
+        self
+    }
+    fn input(self) -> Input {
+        Input {
+            ingresses: self.ingresses,
+            ingress_classes: self.classes,
+            services: self.services,
+            endpoint_slices: self.slices,
+            endpoints: self.endpoints,
+            secrets: Vec::new(),
+        }
+    }
+    fn build(self) -> Built {
+        build(&self.input(), &BuildConfig::default())
+    }
+}
+
+/// Where a request goes: (Ingress name, Service name, endpoints).
+fn served(built: &Built, host: &str, path: &str) -> Option<(String, String, Vec<String>)> {
+    let route = built.table.route(host, path)?;
+    Some((
+        route.ingress.name.clone(),
+        route.backend.service.name.clone(),
+        route
+            .backend
+            .endpoints
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect(),
+    ))
+}
+
+/// The Ingress that serves a request.
+fn served_by(built: &Built, host: &str, path: &str) -> Option<String> {
+    built
+        .table
+        .route(host, path)
+        .map(|r| r.ingress.name.clone())
+}
+
+/// Endpoints of the backend serving a request.
+fn eps(built: &Built, host: &str, path: &str) -> Vec<String> {
+    served(built, host, path).map(|s| s.2).unwrap_or_default()
+}
+
+/// The diagnostics as (Ingress name, reason).
+fn reasons(built: &Built) -> Vec<(String, Reason)> {
+    built
+        .diagnostics
+        .iter()
+        .map(|d| (d.object.name.clone(), d.reason))
+        .collect()
+}
+
+fn names(built: &Built) -> Vec<String> {
+    built
+        .ingresses
+        .iter()
+        .map(|o| format!("{}/{}", o.namespace, o.name))
+        .collect()
+}
+
+#[test]
+fn only_our_class_is_routed_and_others_are_ignored_silently() {
+    let built = World::default()
+        .class(ingress_class("weir", OURS, false))
+        .class(ingress_class("nginx", "k8s.io/ingress-nginx", false))
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "mine").prefix("a.com", "/", "web", 80))
+        .ingress(
+            ingress("d", "legacy")
+                .legacy_class("weir")
+                .prefix("b.com", "/", "web", 80),
+        )
+        .ingress(
+            ingress("d", "theirs")
+                .class("nginx")
+                .annotation("weir.dev/bogus", "x")
+                .prefix("c.com", "/", "missing", 80)
+                .prefix("bad host:80", "/", "web", 80),
+        )
+        .ingress(ingress("d", "classless").prefix("d.com", "/", "web", 80))
+        .build();
+    assert_eq!(served_by(&built, "a.com", "/").as_deref(), Some("mine"));
+    assert_eq!(served_by(&built, "b.com", "/").as_deref(), Some("legacy"));
+    assert_eq!(served_by(&built, "c.com", "/"), None);
+    assert_eq!(served_by(&built, "d.com", "/"), None);
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(names(&built), ["d/legacy", "d/mine"]);
+
+    // The classless one becomes ours once our class is the default.
+    let built = World::default()
+        .class(ingress_class("weir", OURS, true))
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ingress("d", "classless").prefix("d.com", "/", "web", 80))
+        .build();
+    assert_eq!(
+        served_by(&built, "d.com", "/").as_deref(),
+        Some("classless")
+    );
+
+    // Or with --watch-ingress-without-class.
+    let world = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ingress("d", "classless").prefix("d.com", "/", "web", 80));
+    let config = BuildConfig {
+        watch_ingress_without_class: true,
+        ..BuildConfig::default()
+    };
+    let built = build(&world.input(), &config);
+    assert_eq!(
+        served_by(&built, "d.com", "/").as_deref(),
+        Some("classless")
+    );
+}
+
+#[test]
+fn service_port_by_number_or_name_resolves_to_the_endpoint_port() {
+    let built = World::default()
+        .service(service(
+            "d",
+            "web",
+            &[(Some("http"), 80, 8080), (Some("admin"), 9000, 9090)],
+        ))
+        .slice(endpoint_slice(
+            "d",
+            "web-1",
+            "web",
+            &[(Some("http"), 8080), (Some("admin"), 9090)],
+            &[(&["10.0.0.1"], Some(true))],
+        ))
+        .service(service("d", "solo", &[(None, 80, 3000)]))
+        .endpoints(endpoints("d", "solo", &["10.0.0.9"], &[], &[(None, 3000)]))
+        .ingress(
+            ing("d", "i")
+                .prefix("a.com", "/number", "web", 80)
+                .prefix("a.com", "/name", "web", "http")
+                .prefix("a.com", "/admin", "web", 9000)
+                .prefix("a.com", "/admin-by-name", "web", "admin")
+                .prefix("a.com", "/solo", "solo", 80),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(eps(&built, "a.com", "/number"), ["10.0.0.1:8080"]);
+    assert_eq!(eps(&built, "a.com", "/name"), ["10.0.0.1:8080"]);
+    assert_eq!(eps(&built, "a.com", "/admin"), ["10.0.0.1:9090"]);
+    assert_eq!(eps(&built, "a.com", "/admin-by-name"), ["10.0.0.1:9090"]);
+    assert_eq!(eps(&built, "a.com", "/solo"), ["10.0.0.9:3000"]);
+    let port = |path| {
+        built
+            .table
+            .route("a.com", path)
+            .unwrap()
+            .backend
+            .port
+            .clone()
+    };
+    assert_eq!(port("/number"), "80");
+    assert_eq!(port("/name"), "http");
+}
+
+#[test]
+fn routes_to_the_same_service_port_share_one_backend() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1", "10.0.0.2"])
+        .ingress(ing("d", "one").prefix("a.com", "/", "web", 80))
+        .ingress(
+            ing("d", "two")
+                .prefix("b.com", "/", "web", 80)
+                .exact("b.com", "/x", "web", 80),
+        )
+        .build();
+    let a = &built.table.route("a.com", "/").unwrap().backend;
+    let b = &built.table.route("b.com", "/").unwrap().backend;
+    let x = &built.table.route("b.com", "/x").unwrap().backend;
+    assert!(Arc::ptr_eq(a, b) && Arc::ptr_eq(b, x));
+    assert_eq!(built.table.backends().len(), 1);
+}
+
+#[test]
+fn only_ready_endpoints_are_used() {
+    let built = World::default()
+        .service(service("d", "sliced", &[(Some("http"), 80, 8080)]))
+        .slice(endpoint_slice(
+            "d",
+            "sliced-1",
+            "sliced",
+            &[(Some("http"), 8080)],
+            &[
+                (&["10.0.0.1"], Some(true)),
+                (&["10.0.0.2"], None),
+                (&["10.0.0.3"], Some(false)),
+                (&["10.0.0.4", "fd00::4"], Some(true)),
+                (&["not-an-ip"], Some(true)),
+            ],
+        ))
+        .service(service("d", "legacy", &[(Some("http"), 80, 8080)]))
+        .endpoints(endpoints(
+            "d",
+            "legacy",
+            &["10.1.0.1", "bogus"],
+            &["10.1.0.2"],
+            &[(Some("http"), 8080)],
+        ))
+        .ingress(
+            ing("d", "i")
+                .prefix("a.com", "/sliced", "sliced", 80)
+                .prefix("a.com", "/legacy", "legacy", "http"),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(
+        eps(&built, "a.com", "/sliced"),
+        [
+            "10.0.0.1:8080",
+            "10.0.0.2:8080",
+            "10.0.0.4:8080",
+            "[fd00::4]:8080"
+        ]
+    );
+    assert_eq!(eps(&built, "a.com", "/legacy"), ["10.1.0.1:8080"]);
+}
+
+#[test]
+fn endpoint_slices_are_merged_and_preferred_over_endpoints() {
+    let built = World::default()
+        .service(service("d", "web", &[(Some("http"), 80, 8080)]))
+        .slice(endpoint_slice(
+            "d",
+            "web-1",
+            "web",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.1"], None)],
+        ))
+        .slice(endpoint_slice(
+            "d",
+            "web-2",
+            "web",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.2"], None)],
+        ))
+        // Same service name in another namespace: not ours.
+        .slice(endpoint_slice(
+            "e",
+            "web-3",
+            "web",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.3"], None)],
+        ))
+        .endpoints(endpoints(
+            "d",
+            "web",
+            &["10.9.9.9"],
+            &[],
+            &[(Some("http"), 8080)],
+        ))
+        .ingress(ing("d", "i").prefix("a.com", "/", "web", 80))
+        .build();
+    assert_eq!(
+        eps(&built, "a.com", "/"),
+        ["10.0.0.1:8080", "10.0.0.2:8080"]
+    );
+
+    // A slice that exists but is empty still wins over Endpoints.
+    let built = World::default()
+        .service(service("d", "web", &[(Some("http"), 80, 8080)]))
+        .slice(endpoint_slice(
+            "d",
+            "web-1",
+            "web",
+            &[(Some("http"), 8080)],
+            &[],
+        ))
+        .endpoints(endpoints(
+            "d",
+            "web",
+            &["10.9.9.9"],
+            &[],
+            &[(Some("http"), 8080)],
+        ))
+        .ingress(ing("d", "i").prefix("a.com", "/", "web", 80))
+        .build();
+    assert_eq!(eps(&built, "a.com", "/"), Vec::<String>::new());
+    assert_eq!(reasons(&built), [("i".into(), Reason::NoReadyEndpoints)]);
+}
+
+/// What the route at `a.com /` should be after a diagnostic.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    /// No route: the path was skipped.
+    NoRoute,
+    /// A route to a backend without endpoints (503).
+    Unavailable,
+    /// A route to working endpoints.
+    Works,
+}
+
+#[test]
+fn every_diagnostic_reason() {
+    use Expect::*;
+    use Reason::*;
+    let udp = {
+        let mut s = service("d", "dns", &[(Some("dns"), 53, 53)]);
+        s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        s
+    };
+    let rows: Vec<(&str, IngressBuilder, Reason, Expect)> = vec![
+        (
+            "service not found",
+            ing("d", "i").prefix("a.com", "/", "missing", 80),
+            ServiceNotFound,
+            Unavailable,
+        ),
+        (
+            "no such port number",
+            ing("d", "i").prefix("a.com", "/", "web", 81),
+            ServicePortNotFound,
+            Unavailable,
+        ),
+        (
+            "no such port name",
+            ing("d", "i").prefix("a.com", "/", "web", "grpc"),
+            ServicePortNotFound,
+            Unavailable,
+        ),
+        (
+            "UDP port",
+            ing("d", "i").prefix("a.com", "/", "dns", 53),
+            ServicePortNotFound,
+            Unavailable,
+        ),
+        (
+            "ExternalName service",
+            ing("d", "i").prefix("a.com", "/", "external", 80),
+            UnsupportedServiceType,
+            Unavailable,
+        ),
+        (
+            "no ready endpoints",
+            ing("d", "i").prefix("a.com", "/", "idle", 80),
+            NoReadyEndpoints,
+            Unavailable,
+        ),
+        (
+            "IP host",
+            ing("d", "i")
+                .prefix("10.0.0.1", "/", "web", 80)
+                .prefix("a.com", "/", "web", 80),
+            InvalidHost,
+            Works,
+        ),
+        (
+            "host with port",
+            ing("d", "i").prefix("a.com:80", "/", "web", 80),
+            InvalidHost,
+            NoRoute,
+        ),
+        (
+            "inner wildcard",
+            ing("d", "i").prefix("a.*.com", "/", "web", 80),
+            InvalidHost,
+            NoRoute,
+        ),
+        (
+            "relative path",
+            ing("d", "i").prefix("a.com", "api", "web", 80),
+            InvalidPath,
+            NoRoute,
+        ),
+        (
+            "dot segment",
+            ing("d", "i").exact("a.com", "/a/../", "web", 80),
+            InvalidPath,
+            NoRoute,
+        ),
+        (
+            "unknown pathType",
+            ing("d", "i").path("a.com", Some("/"), "Regex", backend("web", 80)),
+            InvalidPath,
+            NoRoute,
+        ),
+        (
+            "resource backend",
+            ing("d", "i").path("a.com", Some("/"), "Prefix", resource_backend()),
+            UnsupportedBackend,
+            NoRoute,
+        ),
+        (
+            "unknown weir annotation",
+            ing("d", "i")
+                .annotation("weir.dev/turbo", "on")
+                .prefix("a.com", "/", "web", 80),
+            UnknownAnnotation,
+            Works,
+        ),
+        (
+            "nginx annotation",
+            ing("d", "i")
+                .annotation("nginx.ingress.kubernetes.io/rewrite-target", "/")
+                .prefix("a.com", "/", "web", 80),
+            UnsupportedAnnotation,
+            Works,
+        ),
+        (
+            "nginx snippet",
+            ing("d", "i")
+                .annotation("nginx.ingress.kubernetes.io/server-snippet", "return 200;")
+                .prefix("a.com", "/", "web", 80),
+            UnsupportedAnnotation,
+            Works,
+        ),
+        (
+            "service not found in the default backend",
+            ing("d", "i").default_backend(backend("missing", 80)),
+            ServiceNotFound,
+            Unavailable,
+        ),
+        (
+            "resource default backend",
+            ing("d", "i").default_backend(resource_backend()),
+            UnsupportedBackend,
+            NoRoute,
+        ),
+    ];
+    for (name, ingress, reason, expect) in rows {
+        let built = World::default()
+            .web("d", "web", &["10.0.0.1"])
+            .service(service("d", "idle", &[(None, 80, 80)]))
+            .service(external_service("d", "external"))
+            .service(udp.clone())
+            .ingress(ingress)
+            .build();
+        assert_eq!(
+            reasons(&built),
+            [("i".into(), reason)],
+            "{name}: {:#?}",
+            built.diagnostics
+        );
+        let got = match built.table.route("a.com", "/") {
+            None => NoRoute,
+            Some(r) if r.backend.endpoints.is_empty() => Unavailable,
+            Some(_) => Works,
+        };
+        assert_eq!(got, expect, "{name}");
+        assert!(!built.diagnostics[0].message.is_empty());
+        assert_eq!(names(&built), ["d/i"], "{name}");
+    }
+}
+
+#[test]
+fn messages_say_what_to_fix() {
+    let built = World::default()
+        .web("default", "web", &["10.0.0.1"])
+        .ingress(
+            ing("", "i")
+                .prefix("a.com", "/api", "nope", 80)
+                .prefix("a.com", "/web", "web", 8080)
+                .prefix("", "/x", "nope", 80),
+        )
+        .build();
+    let messages: Vec<&str> = built
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "service \"default/nope\" not found (referenced by rule host \"a.com\" path \"/api\"); \
+             requests there are answered 503 until it exists",
+            "service \"default/nope\" not found (referenced by the rule for all hosts, path \"/x\"); \
+             requests there are answered 503 until it exists",
+            "service \"default/web\" has no port 8080 (referenced by rule host \"a.com\" path \
+             \"/web\"); its ports are 80 (\"http\"); requests there are answered 503 until the \
+             Ingress or the Service is fixed",
+        ]
+    );
+    assert_eq!(built.diagnostics[0].object.namespace, "default");
+    assert_eq!(
+        built.diagnostics[0].to_string().split(':').next(),
+        Some("Ingress default/i")
+    );
+}
+
+#[test]
+fn identical_diagnostics_are_reported_once() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "i")
+                .prefix("bad_host", "/a", "web", 80)
+                .rule_without_http("bad_host")
+                .prefix("a.com", "/", "web", 80),
+        )
+        .build();
+    assert_eq!(reasons(&built), [("i".into(), Reason::InvalidHost)]);
+    assert!(built.table.route("a.com", "/").is_some());
+}
+
+#[test]
+fn invalid_rules_are_skipped_and_the_rest_of_the_ingress_routes() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "i")
+                .prefix("1.2.3.4", "/", "web", 80)
+                .prefix("a.com", "/ok", "web", 80)
+                .prefix("a.com", "/bad//path", "web", 80)
+                .path("a.com", Some("/res"), "Prefix", resource_backend())
+                .prefix("*.b.com", "/", "web", 80),
+        )
+        .build();
+    assert_eq!(
+        reasons(&built),
+        [
+            ("i".into(), Reason::InvalidHost),
+            ("i".into(), Reason::InvalidPath),
+            ("i".into(), Reason::UnsupportedBackend),
+        ]
+    );
+    assert_eq!(served_by(&built, "a.com", "/ok/x").as_deref(), Some("i"));
+    assert_eq!(served_by(&built, "x.b.com", "/").as_deref(), Some("i"));
+    assert_eq!(served_by(&built, "a.com", "/res"), None);
+    assert_eq!(served_by(&built, "1.2.3.4", "/"), None);
+    assert_eq!(built.table.route_count(), 2);
+}
+
+#[test]
+fn path_types_and_missing_paths() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "i")
+                .path("a.com", None, "Prefix", backend("web", 80))
+                .path("a.com", Some("/exact"), "Exact", backend("web", 80))
+                .path(
+                    "a.com",
+                    Some("/impl/"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                )
+                .path("b.com", Some("/untyped"), "", backend("web", 80))
+                .prefix("UPPER.Example.COM", "/", "web", 80),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(built.table.route_count(), 5);
+    assert!(built.table.route("a.com", "/anything").is_some());
+    assert!(built.table.route("b.com", "/untyped/sub").is_some());
+    assert!(built.table.route("b.com", "/other").is_none());
+    assert!(built.table.route("upper.example.com", "/").is_some());
+}
+
+#[test]
+fn the_oldest_ingress_wins_a_conflict() {
+    let world = || {
+        World::default()
+            .web("d", "old-svc", &["10.0.0.1"])
+            .web("d", "new-svc", &["10.0.0.2"])
+            .ingress(
+                ing("d", "zz-old")
+                    .created(100)
+                    .prefix("a.com", "/api", "old-svc", 80),
+            )
+            .ingress(
+                ing("d", "aa-new")
+                    .created(200)
+                    .prefix("a.com", "/api/", "new-svc", 80),
+            )
+            .ingress(ing("d", "no-time").prefix("a.com", "/api", "new-svc", 80))
+    };
+    let mut input = world().input();
+    for _ in 0..2 {
+        let built = build(&input, &BuildConfig::default());
+        assert_eq!(
+            served_by(&built, "a.com", "/api").as_deref(),
+            Some("zz-old")
+        );
+        assert_eq!(
+            reasons(&built),
+            [
+                ("aa-new".into(), Reason::RouteConflict),
+                ("no-time".into(), Reason::RouteConflict)
+            ]
+        );
+        let message = &built.diagnostics[0].message;
+        assert!(message.contains("\"d/zz-old\""), "{message}");
+        assert!(message.contains("older"), "{message}");
+        assert_eq!(names(&built), ["d/aa-new", "d/no-time", "d/zz-old"]);
+        input.ingresses.reverse();
+    }
+}
+
+#[test]
+fn equal_creation_times_are_broken_by_namespace_then_name() {
+    let built = World::default()
+        .web("a", "web", &["10.0.0.1"])
+        .web("b", "web", &["10.0.0.2"])
+        .ingress(ing("b", "a").created(5).prefix("x.com", "/", "web", 80))
+        .ingress(ing("a", "z").created(5).prefix("x.com", "/", "web", 80))
+        .ingress(ing("a", "y").created(5).prefix("x.com", "/", "web", 80))
+        .build();
+    assert_eq!(
+        served(&built, "x.com", "/"),
+        Some(("y".into(), "web".into(), vec!["10.0.0.1:8080".into()]))
+    );
+    assert_eq!(
+        reasons(&built),
+        // Sorted by object: a/z before b/a.
+        [
+            ("z".into(), Reason::RouteConflict),
+            ("a".into(), Reason::RouteConflict)
+        ]
+    );
+    assert!(
+        built.diagnostics[0]
+            .message
+            .contains("created at the same time")
+    );
+
+    // Two Ingresses without creation time: the same rule.
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "b").prefix("x.com", "/", "web", 80))
+        .ingress(ing("d", "a").prefix("x.com", "/", "web", 80))
+        .build();
+    assert_eq!(served_by(&built, "x.com", "/").as_deref(), Some("a"));
+}
+
+#[test]
+fn a_path_defined_twice_in_one_ingress_is_reported() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "other", &["10.0.0.2"])
+        .ingress(
+            ing("d", "i")
+                .prefix("a.com", "/x", "web", 80)
+                .prefix("a.com", "/x/", "other", 80)
+                .exact("a.com", "/x", "other", 80),
+        )
+        .build();
+    assert_eq!(reasons(&built), [("i".into(), Reason::RouteConflict)]);
+    assert!(built.diagnostics[0].message.contains("defined twice"));
+    assert_eq!(served(&built, "a.com", "/x/y").unwrap().1, "web");
+    assert_eq!(served(&built, "a.com", "/x").unwrap().1, "other");
+}
+
+#[test]
+fn a_rule_less_ingress_catches_every_host() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "fallback", &["10.0.0.9"])
+        .ingress(ing("d", "catch-all").default_backend(backend("fallback", 80)))
+        .ingress(ing("d", "app").prefix("a.com", "/api", "web", 80))
+        .build();
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(served_by(&built, "a.com", "/api").as_deref(), Some("app"));
+    assert_eq!(
+        served_by(&built, "a.com", "/other").as_deref(),
+        Some("catch-all")
+    );
+    assert_eq!(
+        served_by(&built, "unknown.com", "/").as_deref(),
+        Some("catch-all")
+    );
+    assert_eq!(eps(&built, "unknown.com", "/"), ["10.0.0.9:8080"]);
+}
+
+#[test]
+fn default_backend_of_an_ingress_with_rules_serves_its_hosts() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "app-default", &["10.0.0.5"])
+        .web("d", "other-default", &["10.0.0.6"])
+        .ingress(
+            ing("d", "app")
+                .created(1)
+                .prefix("a.com", "/api", "web", 80)
+                .rule_without_http("b.com")
+                .default_backend(backend("app-default", 80)),
+        )
+        .ingress(
+            ing("d", "other")
+                .created(2)
+                .prefix("a.com", "/other", "web", 80)
+                .default_backend(backend("other-default", 80)),
+        )
+        .build();
+    assert_eq!(
+        served(&built, "a.com", "/nothing").unwrap().1,
+        "app-default"
+    );
+    assert_eq!(served(&built, "b.com", "/").unwrap().1, "app-default");
+    // No Ingress without rules: the oldest default backend is also the catch-all.
+    assert_eq!(served(&built, "c.com", "/").unwrap().1, "app-default");
+    // "other" loses host a.com's fallback to the older "app" (reported); losing the catch-all
+    // is not reported for Ingresses with rules.
+    assert_eq!(
+        reasons(&built),
+        [("other".into(), Reason::DefaultBackendConflict)]
+    );
+    assert!(built.diagnostics[0].message.contains("\"a.com\""));
+}
+
+#[test]
+fn rules_without_host_get_no_fallback_of_their_own() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "b-default", &["10.0.0.2"])
+        .web("d", "a-default", &["10.0.0.3"])
+        .ingress(
+            ing("d", "b")
+                .created(1)
+                .prefix("", "/api", "web", 80)
+                .prefix("b.com", "/api", "web", 80)
+                .default_backend(backend("b-default", 80)),
+        )
+        .ingress(
+            ing("d", "a")
+                .created(2)
+                .default_backend(backend("a-default", 80)),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(served(&built, "x.com", "/api").unwrap().1, "web");
+    // The Ingress without rules is the catch-all, also for hosts matched by rules without host.
+    assert_eq!(served(&built, "x.com", "/other").unwrap().1, "a-default");
+    // Hosts "b" names keep b's defaultBackend.
+    assert_eq!(served(&built, "b.com", "/other").unwrap().1, "b-default");
+}
+
+#[test]
+fn catch_all_prefers_ingresses_without_rules_then_the_oldest() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "oldest-with-rules")
+                .created(1)
+                .prefix("a.com", "/", "web", 80)
+                .default_backend(backend("web", 80)),
+        )
+        .ingress(
+            ing("d", "newer")
+                .created(3)
+                .default_backend(backend("web", 80)),
+        )
+        .ingress(
+            ing("d", "older")
+                .created(2)
+                .default_backend(backend("web", 80)),
+        )
+        .ingress(ing("d", "untimed").default_backend(backend("web", 80)))
+        .build();
+    assert_eq!(served_by(&built, "x.com", "/").as_deref(), Some("older"));
+    assert_eq!(
+        reasons(&built),
+        [
+            ("newer".into(), Reason::DefaultBackendConflict),
+            ("untimed".into(), Reason::DefaultBackendConflict),
+        ]
+    );
+    assert!(built.diagnostics[0].message.contains("\"d/older\""));
+}
+
+#[test]
+fn odd_objects_never_panic() {
+    let mut no_spec_service = service("d", "bare", &[]);
+    no_spec_service.spec = None;
+    let mut weird_slice = endpoint_slice("d", "s", "web", &[(Some("http"), 0)], &[(&[], None)]);
+    weird_slice.ports.as_mut().unwrap().push(Default::default());
+    let mut unlabeled = endpoint_slice("d", "u", "web", &[], &[]);
+    unlabeled.metadata.labels = None;
+    let mut nameless = ing("d", "x").prefix("a.com", "/", "web", 80).build();
+    nameless.metadata.name = None;
+    let built = World::default()
+        .service(service("d", "web", &[(Some("http"), 80, 8080)]))
+        .service(no_spec_service)
+        .slice(weird_slice)
+        .slice(unlabeled)
+        .endpoints(Endpoints::default())
+        .ingress(ingress("d", "no-spec").legacy_class("weir").without_spec())
+        .ingress(ing("d", "bare").prefix("b.com", "/", "bare", 80))
+        .ingress(ing("d", "big-port").prefix("c.com", "/", "web", 70000))
+        .ingress(ing("d", "no-port").path(
+            "e.com",
+            Some("/"),
+            "Prefix",
+            k8s_openapi::api::networking::v1::IngressBackend {
+                service: Some(k8s_openapi::api::networking::v1::IngressServiceBackend {
+                    name: "web".into(),
+                    port: None,
+                }),
+                resource: None,
+            },
+        ))
+        .ingress(ing("d", "empty-backend").path("f.com", Some("/"), "Prefix", Default::default()))
+        .ingress(ing("d", "empty-host").path("", Some(""), "", backend("web", "http")))
+        .build();
+    let mut input = World::default().input();
+    input.ingresses.push(nameless);
+    let _ = build(&input, &BuildConfig::default());
+    assert_eq!(
+        reasons(&built),
+        [
+            ("bare".into(), Reason::ServicePortNotFound),
+            ("big-port".into(), Reason::ServicePortNotFound),
+            ("empty-backend".into(), Reason::UnsupportedBackend),
+            ("empty-host".into(), Reason::NoReadyEndpoints),
+            ("no-port".into(), Reason::ServicePortNotFound),
+        ]
+    );
+    assert!(built.table.route("anything.com", "/").is_some());
+    assert_eq!(built.ingresses.len(), 6);
+}
+
+#[test]
+fn duplicate_objects_do_not_make_the_result_order_dependent() {
+    let (svc_a, slice) = web("d", "web", &["10.0.0.1"]);
+    let svc_b = service("d", "web", &[(Some("other"), 80, 8080)]);
+    let ing_a = ing("d", "i").prefix("a.com", "/", "web", 80).build();
+    let ing_b = ing("d", "i").prefix("b.com", "/", "web", 80).build();
+    let make = |services: Vec<Service>, ingresses: Vec<Ingress>| Input {
+        services,
+        ingresses,
+        endpoint_slices: vec![slice.clone()],
+        ..Input::default()
+    };
+    let one = build(
+        &make(
+            vec![svc_a.clone(), svc_b.clone()],
+            vec![ing_a.clone(), ing_b.clone()],
+        ),
+        &BuildConfig::default(),
+    );
+    let two = build(
+        &make(vec![svc_b, svc_a], vec![ing_b, ing_a]),
+        &BuildConfig::default(),
+    );
+    assert_eq!(one.table, two.table);
+    assert_eq!(one.diagnostics, two.diagnostics);
+    assert_eq!(one.ingresses, two.ingresses);
+    assert_eq!(one.ingresses.len(), 1);
+}
+
+/// A small deterministic PRNG (SplitMix64) for the shuffle test.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// An input that exercises every step: classes, conflicts, default backends, slices and
+/// Endpoints, duplicates and diagnostics.
+fn rich_world() -> World {
+    let mut world = World::default()
+        .class(ingress_class("weir", OURS, true))
+        .class(ingress_class("nginx", "k8s.io/ingress-nginx", false))
+        .web("a", "web", &["10.0.0.1", "10.0.0.2"])
+        .web("b", "web", &["10.0.1.1"])
+        .slice(endpoint_slice(
+            "a",
+            "web-more",
+            "web",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.3"], None)],
+        ))
+        .service(service("a", "legacy", &[(None, 80, 9000)]))
+        .endpoints(endpoints(
+            "a",
+            "legacy",
+            &["10.0.2.1", "10.0.2.2"],
+            &["10.0.2.3"],
+            &[(None, 9000)],
+        ))
+        .service(external_service("a", "ext"))
+        .service(service("a", "web", &[(Some("dup"), 80, 8080)]));
+    for i in 0..12 {
+        let ns = if i % 2 == 0 { "a" } else { "b" };
+        let mut b = ing(ns, &format!("ing-{i}"))
+            .prefix("shared.com", "/", "web", 80)
+            .prefix(&format!("h{}.com", i % 3), "/api", "web", "http")
+            .exact("*.wild.com", "/x", "legacy", 80)
+            .prefix("", &format!("/p{}", i % 4), "missing", 80);
+        if i % 3 != 0 {
+            b = b.created(i64::from(i % 5));
+        }
+        if i % 4 == 1 {
+            b = b.default_backend(backend("web", 80));
+        }
+        if i % 5 == 2 {
+            b = b.annotation("nginx.ingress.kubernetes.io/ssl-redirect", "true");
+        }
+        world = world.ingress(b);
+    }
+    world
+        .ingress(
+            ing("a", "catch-1")
+                .created(3)
+                .default_backend(backend("legacy", 80)),
+        )
+        .ingress(
+            ing("b", "catch-2")
+                .created(3)
+                .default_backend(backend("ext", 80)),
+        )
+        .ingress(ing("a", "catch-3").default_backend(backend("web", "http")))
+        .ingress(ingress("a", "classless").prefix("shared.com", "/", "web", 80))
+        .ingress(
+            ingress("a", "foreign")
+                .class("nginx")
+                .prefix("shared.com", "/", "web", 80),
+        )
+        .ingress(
+            ing("a", "bad")
+                .prefix("bad_host", "/", "web", 80)
+                .prefix("ok.com", "x", "web", 80),
+        )
+}
+
+#[test]
+fn shuffling_the_input_does_not_change_the_output() {
+    let reference = rich_world().build();
+    assert_eq!(reference.table.route_count(), 9);
+    assert!(reference.diagnostics.len() > 10);
+    let reference_reasons: std::collections::BTreeSet<Reason> =
+        reference.diagnostics.iter().map(|d| d.reason).collect();
+    assert_eq!(reference_reasons.len(), 8, "{reference_reasons:?}");
+    for seed in 0..200 {
+        let mut rng = SplitMix(seed);
+        let mut input = rich_world().input();
+        rng.shuffle(&mut input.ingresses);
+        rng.shuffle(&mut input.ingress_classes);
+        rng.shuffle(&mut input.services);
+        rng.shuffle(&mut input.endpoint_slices);
+        rng.shuffle(&mut input.endpoints);
+        let built = build(&input, &BuildConfig::default());
+        assert_eq!(built.table, reference.table, "seed {seed}");
+        assert_eq!(built.diagnostics, reference.diagnostics, "seed {seed}");
+        assert_eq!(built.ingresses, reference.ingresses, "seed {seed}");
+    }
+}

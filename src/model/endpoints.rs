@@ -1,0 +1,305 @@
+//! Backend resolution: an Ingress service backend → a Service port → ready endpoint addresses.
+//!
+//! The Service port is found by `port.number` (a ServicePort with that `port`) or by
+//! `port.name` (a ServicePort with that `name`). Endpoint ports are then found by the
+//! ServicePort's **name** (an unnamed ServicePort matches an unnamed endpoint port), which is
+//! how the endpoints controllers label them; their numbers are the target ports.
+//!
+//! EndpointSlices (`kubernetes.io/service-name` label) are used when any exist for the
+//! Service; the core/v1 Endpoints object of the same name otherwise. Only ready addresses
+//! count: a slice endpoint whose `conditions.ready` is `false` is skipped (unset means ready),
+//! and Endpoints' `notReadyAddresses` are never used.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressServiceBackend;
+
+use super::Input;
+use super::diagnostic::{ObjectKind, ObjectRef, Reason};
+use super::objects::{self, index_by_name};
+use super::table::Backend;
+
+/// The label that ties an EndpointSlice to its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A backend as the model resolved it, with what is wrong with it (if anything).
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// The backend; with no endpoints when something is wrong (requests get 503).
+    pub backend: Arc<Backend>,
+    /// Why the backend has no endpoints, if it has none.
+    pub problem: Option<Problem>,
+}
+
+/// A finding about a backend, to be reported on every Ingress that references it.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    /// Machine-readable reason.
+    pub reason: Reason,
+    /// What is wrong, e.g. `service "default/web" not found`.
+    pub what: String,
+    /// What it means and how to fix it.
+    pub hint: String,
+}
+
+/// How an Ingress names a Service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum PortRef {
+    Number(i32),
+    Name(String),
+    Missing,
+}
+
+impl PortRef {
+    fn of(backend: &IngressServiceBackend) -> PortRef {
+        let port = backend.port.as_ref();
+        if let Some(n) = port.and_then(|p| p.number) {
+            PortRef::Number(n)
+        } else if let Some(name) = port
+            .and_then(|p| p.name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
+            PortRef::Name(name.to_owned())
+        } else {
+            PortRef::Missing
+        }
+    }
+
+    /// The port as the Ingress wrote it, for [`Backend::port`].
+    fn as_written(&self) -> String {
+        match self {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(name) => name.clone(),
+            PortRef::Missing => String::new(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PortRef::Number(n) => format!("port {n}"),
+            PortRef::Name(name) => format!("port {name:?}"),
+            PortRef::Missing => "no port".to_owned(),
+        }
+    }
+}
+
+/// Resolves backends against the Services and endpoints of the input, once per
+/// (namespace, service, port), so that routes to the same Service port share one
+/// [`Backend`] (and its round-robin position).
+#[derive(Debug)]
+pub(crate) struct Backends<'a> {
+    services: BTreeMap<(&'a str, &'a str), &'a Service>,
+    slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    endpoints: BTreeMap<(&'a str, &'a str), &'a Endpoints>,
+    cache: BTreeMap<(String, String, PortRef), Resolved>,
+}
+
+impl<'a> Backends<'a> {
+    /// Indexes the Services, EndpointSlices and Endpoints of `input`.
+    pub(crate) fn new(input: &'a Input) -> Self {
+        let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &input.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                let ns = objects::namespace(&slice.metadata);
+                slices
+                    .entry((ns, service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Backends {
+            services: index_by_name(&input.services, |s| &s.metadata),
+            slices,
+            endpoints: index_by_name(&input.endpoints, |e| &e.metadata),
+            cache: BTreeMap::new(),
+        }
+    }
+
+    /// The backend for `backend` as referenced from namespace `namespace`.
+    pub(crate) fn resolve(&mut self, namespace: &str, backend: &IngressServiceBackend) -> Resolved {
+        let port = PortRef::of(backend);
+        let key = (namespace.to_owned(), backend.name.clone(), port);
+        if let Some(resolved) = self.cache.get(&key) {
+            return resolved.clone();
+        }
+        let service = ObjectRef::new(ObjectKind::Service, namespace, &backend.name);
+        let (endpoints, problem) = match self.endpoints_for(&service, &key.2) {
+            Ok(endpoints) => (endpoints, None),
+            Err(problem) => (Vec::new(), Some(problem)),
+        };
+        let resolved = Resolved {
+            backend: Arc::new(Backend::new(service, key.2.as_written(), endpoints)),
+            problem,
+        };
+        self.cache.insert(key, resolved.clone());
+        resolved
+    }
+
+    fn endpoints_for(
+        &self,
+        service: &ObjectRef,
+        port: &PortRef,
+    ) -> Result<Vec<SocketAddr>, Problem> {
+        let display = format!("{}/{}", service.namespace, service.name);
+        let key = (service.namespace.as_str(), service.name.as_str());
+        let Some(svc) = self.services.get(&key) else {
+            return Err(Problem {
+                reason: Reason::ServiceNotFound,
+                what: format!("service {display:?} not found"),
+                hint: "requests there are answered 503 until it exists".into(),
+            });
+        };
+        let spec = svc.spec.as_ref();
+        if let Some(kind) = spec
+            .and_then(|s| s.type_.as_deref())
+            .filter(|t| *t == "ExternalName")
+        {
+            return Err(Problem {
+                reason: Reason::UnsupportedServiceType,
+                what: format!("service {display:?} is of type {kind}, which weir does not route to"),
+                hint: "requests there are answered 503; point the Ingress at a Service with a selector or with endpoints".into(),
+            });
+        }
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let service_port = find_service_port(ports, port).map_err(|(what, detail)| Problem {
+            reason: Reason::ServicePortNotFound,
+            what: format!("service {display:?} {what}"),
+            hint: format!(
+                "{detail}; requests there are answered 503 until the Ingress or the Service is fixed"
+            ),
+        })?;
+        let port_name = service_port.name.as_deref().unwrap_or("");
+        let endpoints = match self.slices.get(&key) {
+            Some(slices) => slice_endpoints(slices, port_name),
+            None => self
+                .endpoints
+                .get(&key)
+                .map(|e| core_endpoints(e, port_name))
+                .unwrap_or_default(),
+        };
+        if endpoints.is_empty() {
+            return Err(Problem {
+                reason: Reason::NoReadyEndpoints,
+                what: format!(
+                    "service {display:?} port {} has no ready endpoints",
+                    describe_service_port(service_port)
+                ),
+                hint: "requests there are answered 503 until a pod behind it is ready".into(),
+            });
+        }
+        Ok(endpoints)
+    }
+}
+
+/// Finds the ServicePort an Ingress names, or says why there is none (what is wrong, and a
+/// detail that helps to fix it).
+fn find_service_port<'p>(
+    ports: &'p [ServicePort],
+    port: &PortRef,
+) -> Result<&'p ServicePort, (String, String)> {
+    let matching: Vec<&ServicePort> = match port {
+        PortRef::Number(n) => ports.iter().filter(|p| p.port == *n).collect(),
+        PortRef::Name(name) => ports
+            .iter()
+            .filter(|p| p.name.as_deref() == Some(name.as_str()))
+            .collect(),
+        PortRef::Missing => {
+            return Err((
+                "is referenced without a port".into(),
+                "set service.port.number or service.port.name".into(),
+            ));
+        }
+    };
+    let is_tcp = |p: &&&ServicePort| matches!(p.protocol.as_deref(), None | Some("TCP"));
+    if let Some(tcp) = matching.iter().find(is_tcp) {
+        return Ok(tcp);
+    }
+    if let Some(other) = matching.first() {
+        return Err((
+            format!(
+                "{} uses protocol {}",
+                port.describe(),
+                other.protocol.as_deref().unwrap_or("TCP")
+            ),
+            "weir forwards TCP only".into(),
+        ));
+    }
+    let known: Vec<String> = ports.iter().map(describe_service_port).collect();
+    let detail = if known.is_empty() {
+        "the Service has no ports".to_owned()
+    } else {
+        format!("its ports are {}", known.join(", "))
+    };
+    Err((format!("has no {}", port.describe()), detail))
+}
+
+fn describe_service_port(port: &ServicePort) -> String {
+    match port.name.as_deref() {
+        Some(name) if !name.is_empty() => format!("{} ({name:?})", port.port),
+        _ => port.port.to_string(),
+    }
+}
+
+/// A port number usable in a socket address (1..=65535).
+fn port_number(port: i32) -> Option<u16> {
+    u16::try_from(port).ok().filter(|p| *p != 0)
+}
+
+/// Whether an endpoint port's name matches a ServicePort's name (`""` = unnamed).
+fn same_name(endpoint_port: Option<&str>, service_port: &str) -> bool {
+    endpoint_port.unwrap_or("") == service_port
+}
+
+fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for slice in slices {
+        let ports = slice.ports.iter().flatten();
+        let numbers: Vec<u16> = ports
+            .filter(|p| same_name(p.name.as_deref(), port_name))
+            .filter_map(|p| p.port.and_then(port_number))
+            .collect();
+        let ready = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        for endpoint in ready {
+            for ip in endpoint
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+            {
+                out.extend(numbers.iter().map(|n| SocketAddr::new(ip, *n)));
+            }
+        }
+    }
+    out
+}
+
+fn core_endpoints(endpoints: &Endpoints, port_name: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let numbers: Vec<u16> = subset
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| same_name(p.name.as_deref(), port_name))
+            .filter_map(|p| port_number(p.port))
+            .collect();
+        for address in subset.addresses.iter().flatten() {
+            if let Ok(ip) = address.ip.parse::<IpAddr>() {
+                out.extend(numbers.iter().map(|n| SocketAddr::new(ip, *n)));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! Small helpers over Kubernetes object metadata shared by the build steps.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+
+/// The namespace of a namespaced object; a missing or empty namespace means `default` (as
+/// `kubectl apply` without `-n` would place it).
+pub(crate) fn namespace(meta: &ObjectMeta) -> &str {
+    match meta.namespace.as_deref() {
+        None | Some("") => "default",
+        Some(ns) => ns,
+    }
+}
+
+/// The name of an object (empty if missing, which only hand-written manifests can do).
+pub(crate) fn name(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+/// Indexes namespaced objects by (namespace, name).
+///
+/// The input should hold each object once, but a manifests directory can declare the same
+/// object twice. Then one of them is kept, chosen by content (the smaller JSON form) so that
+/// the choice does not depend on the order of the input.
+pub(crate) fn index_by_name<T: Serialize>(
+    items: &[T],
+    meta: impl Fn(&T) -> &ObjectMeta,
+) -> BTreeMap<(&str, &str), &T> {
+    let mut index: BTreeMap<(&str, &str), &T> = BTreeMap::new();
+    for item in items {
+        let m = meta(item);
+        match index.entry((namespace(m), name(m))) {
+            Entry::Vacant(slot) => {
+                slot.insert(item);
+            }
+            Entry::Occupied(mut slot) => {
+                if json(item) < json(slot.get()) {
+                    slot.insert(item);
+                }
+            }
+        }
+    }
+    index
+}
+
+fn json<T: Serialize>(item: &T) -> String {
+    serde_json::to_string(item).unwrap_or_default()
+}
