@@ -134,12 +134,7 @@ async fn edits_change_routing_within_a_second_without_dropping_requests_in_fligh
     wait_until(
         "the slow request reached the backend",
         Duration::from_secs(10),
-        || {
-            backend
-                .connections
-                .load(std::sync::atomic::Ordering::SeqCst)
-                >= 2
-        },
+        || backend.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2,
     )
     .await;
 

@@ -31,7 +31,7 @@ use weir::state::State;
 
 /// A real HTTP/1.1 server standing in for a Service endpoint.
 ///
-/// Paths: `/slow?ms=N` waits N ms before answering; `/sink` reads the body and answers its
+/// Paths: `…/slow?ms=N` waits N ms before answering; `/sink` reads the body and answers its
 /// length; `/source?bytes=N` streams N bytes; `/reset` drops the connection without answering;
 /// `/close` answers the echo with `Connection: close`; anything else answers a JSON echo of
 /// the request.
@@ -40,6 +40,8 @@ pub struct TestBackend {
     pub name: String,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Requests received so far (counted when their head arrives).
+    pub requests: Arc<AtomicUsize>,
     cancel: CancellationToken,
 }
 
@@ -58,8 +60,10 @@ impl TestBackend {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let (count, stop, backend_name) = (connections.clone(), cancel.clone(), name.to_owned());
+        let request_count = requests.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -69,8 +73,12 @@ impl TestBackend {
                 count.fetch_add(1, Ordering::SeqCst);
                 let name = backend_name.clone();
                 let stop = stop.clone();
+                let request_count = request_count.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(name.clone(), req));
+                    let service = service_fn(move |req| {
+                        request_count.fetch_add(1, Ordering::SeqCst);
+                        handle(name.clone(), req)
+                    });
                     let conn =
                         http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
@@ -84,6 +92,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             connections,
+            requests,
             cancel,
         }
     }
@@ -130,7 +139,7 @@ async fn handle(
             Ok(Response::new(BodyExt::boxed(body)))
         }
         _ => {
-            if path == "/slow" {
+            if path.ends_with("/slow") {
                 tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
             }
             let method = req.method().to_string();

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and test of weir. Needs only the Rust toolchain (cargo, rustfmt, clippy).
+# The last line is the summary: "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { echo "FAILED: $*"; echo "0 passed, 1 failed"; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all --check || fail "cargo fmt (run 'cargo fmt')"
+
+step "clippy (warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings || fail "clippy"
+
+step "src/model stays pure (no I/O, clock, environment, async runtime or network crates)"
+impure=$(grep -rnE '^\s*use (tokio|hyper|hyper_util|rustls|tokio_rustls|kube)\b|kube::(Client|Api|runtime)|std::(env|fs|net::Tcp)|SystemTime::now|Instant::now' src/model || true)
+[ -z "$impure" ] || fail "impure code in src/model:
+$impure"
+
+step "cargo test (unit, integration, binary, doc tests)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+summary=$(awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$log")
+if [ "$status" -ne 0 ] && ! grep -q '^test result: FAILED' "$log"; then
+  # A build failure: no test ran to report it.
+  echo "cargo test exited with $status before reporting results"
+  summary=$(echo "$summary" | awk '{ $3 = $3 + 1 "," ; print }')
+fi
+echo
+echo "$summary"
+exit "$status"
