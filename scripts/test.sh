@@ -28,7 +28,7 @@ summary=$(awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d pa
 if [ "$status" -ne 0 ] && ! grep -q '^test result: FAILED' "$log"; then
   # A build failure: no test ran to report it.
   echo "cargo test exited with $status before reporting results"
-  summary=$(echo "$summary" | awk '{ $3 = $3 + 1 "," ; print }')
+  summary=$(echo "$summary" | awk '{ $3 = $3 + 1; print }')
 fi
 echo
 echo "$summary"

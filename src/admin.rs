@@ -31,7 +31,9 @@ pub async fn serve_admin(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
                     warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },

@@ -45,15 +45,16 @@ pub struct Config {
     pub watch_ingress_without_class: bool,
 
     /// Time allowed to open a TCP connection to an endpoint (then: next endpoint, or 504).
-    #[arg(long, env = "WEIR_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WEIR_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub upstream_connect_timeout: Duration,
 
-    /// Time allowed for an endpoint to send its response headers after the request (then 504).
-    #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long an endpoint may stay silent: after the request body until its response head
+    /// (then 504), and between reads of its response body (then the response is cut off).
+    #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub upstream_response_timeout: Duration,
 
     /// How long idle pooled connections to endpoints are kept.
-    #[arg(long, env = "WEIR_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WEIR_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub upstream_keepalive_timeout: Duration,
 
     /// Most idle pooled connections kept per endpoint.
@@ -66,11 +67,15 @@ pub struct Config {
 
     /// Time allowed for a client to send a complete HTTP/1 request head. The timer also runs
     /// while a keep-alive connection waits for its next request, so it bounds idleness too.
-    #[arg(long, env = "WEIR_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WEIR_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub client_header_timeout: Duration,
 
+    /// How long a client may pause while sending a request body (then 408).
+    #[arg(long, env = "WEIR_CLIENT_BODY_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub client_body_timeout: Duration,
+
     /// Close client connections (HTTP/1.1 keep-alive and HTTP/2) idle for this long.
-    #[arg(long, env = "WEIR_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WEIR_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = positive_duration)]
     pub keepalive_timeout: Duration,
 
     /// Largest request head (request line and headers) in bytes; larger gets 431.
@@ -86,13 +91,26 @@ pub struct Config {
     #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
     pub trust_forwarded_from: Vec<IpNet>,
 
-    /// How long shutdown waits for requests in flight to finish.
-    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// On SIGTERM/SIGINT, how long weir keeps accepting connections while reporting unready,
+    /// so that load balancers stop sending before the listeners close. A second signal skips it.
+    #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the shutdown delay, how long requests in flight may take to finish.
+    #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub shutdown_timeout: Duration,
 
     /// Log filter (`info`, `debug`, `weir=debug,hyper=info`, …); `RUST_LOG` takes precedence.
     #[arg(long, env = "WEIR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -120,6 +138,7 @@ impl Config {
             upstream_keepalive_timeout: self.upstream_keepalive_timeout,
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
+            client_body_timeout: self.client_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
@@ -151,6 +170,8 @@ mod tests {
         assert_eq!(c.trust_forwarded_from.len(), 2);
         assert!(Config::try_parse_from(["weir", "--trust-forwarded-from=nope"]).is_err());
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
+        assert!(Config::try_parse_from(["weir", "--upstream-response-timeout=0s"]).is_err());
+        assert!(Config::try_parse_from(["weir", "--shutdown-delay=0s"]).is_ok());
     }
 
     #[test]

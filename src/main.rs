@@ -91,7 +91,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
-            info!(signal, "shutting down");
+            info!(signal, delay = ?config.shutdown_delay, "shutting down: unready now, closing listeners after the delay");
+            state.start_draining();
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown_delay) => {}
+                signal = shutdown_signal() => info!(signal, "second signal: skipping the shutdown delay"),
+            }
             Ok(())
         }
         ended = source_task => match ended {

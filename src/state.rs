@@ -54,7 +54,8 @@ impl State {
         self.current.load_full()
     }
 
-    /// Swaps in a new table atomically and returns its generation.
+    /// Swaps in a new table atomically and returns its generation. There is one publisher (the
+    /// rebuild loop); concurrent publishers could store their tables out of generation order.
     pub fn publish(&self, table: RouteTable) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.current.store(Arc::new(Snapshot {

@@ -3,7 +3,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -69,7 +72,7 @@ async fn routes_by_host_and_path() {
 #[tokio::test]
 async fn answers_503_502_and_504() {
     let slow = TestBackend::start("slow").await;
-    let dead = closed_port().await;
+    let dead = refusing_addr();
     let config = ProxyConfig {
         upstream_response_timeout: Duration::from_millis(300),
         ..ProxyConfig::default()
@@ -99,17 +102,56 @@ async fn answers_503_502_and_504() {
     let timed_out = get(&client, proxy.addr, "h", "/slow?ms=3000").await;
     assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(timed_out.headers["server"], "weir");
-    // The endpoint still works afterwards: the timed-out connection was not pooled.
+    // The timed-out connection was closed, not pooled: the next request opens a new one.
+    let opened = slow.connections.load(Ordering::SeqCst);
     assert_eq!(
         get(&client, proxy.addr, "h", "/slow?ms=0").await.status,
         200
     );
+    assert_eq!(slow.connections.load(Ordering::SeqCst), opened + 1);
+}
+
+#[tokio::test]
+async fn connect_timeouts_answer_504_or_move_to_the_next_endpoint() {
+    let (unanswering, live) = (Unanswering::new().await, TestBackend::start("live").await);
+    let config = ProxyConfig {
+        upstream_connect_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[
+            ("h", PathRule::prefix("/only"), "s", vec![unanswering.addr]),
+            (
+                "h",
+                PathRule::prefix("/"),
+                "t",
+                vec![unanswering.addr, live.addr],
+            ),
+        ]),
+    )
+    .await;
+    let client = http1_client();
+    let started = Instant::now();
+    let answer = get(&client, proxy.addr, "h", "/only").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        answer.text()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    for _ in 0..4 {
+        let answer = get(&client, proxy.addr, "h", "/").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.echo().backend(), "live");
+    }
 }
 
 #[tokio::test]
 async fn retries_idempotent_requests_on_another_endpoint_when_connect_fails() {
     let live = TestBackend::start("live").await;
-    let dead = closed_port().await;
+    let dead = refusing_addr();
     let proxy = TestProxy::start(
         ProxyConfig::default(),
         table(&[("h", PathRule::prefix("/"), "s", vec![live.addr, dead])]),
@@ -159,7 +201,7 @@ async fn balances_requests_round_robin_over_pooled_connections() {
         seen.windows(2).all(|w| w[0] != w[1]),
         "alternates: {seen:?}"
     );
-    let opened = a.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let opened = a.connections.load(Ordering::SeqCst);
     assert!(
         opened <= 2,
         "sequential requests reuse pooled connections, opened {opened}"
@@ -379,16 +421,26 @@ async fn slow_header_clients_are_cut_off() {
     };
     let proxy = TestProxy::start(config, table(&[])).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n")
         .await
         .unwrap();
+    let started = Instant::now();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
         .await
         .expect("a client that never finishes its headers is disconnected")
         .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.contains(" 404 ") && !text.contains(" 200 "),
+        "the unfinished request was not answered: {text}"
+    );
 }
 
 #[tokio::test]
@@ -404,16 +456,21 @@ async fn idle_keepalive_connections_are_closed() {
     )
     .await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .unwrap();
+    let started = Instant::now();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
         .await
         .expect("the idle connection is closed after the keep-alive timeout")
         .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}, before the keep-alive timeout",
+        started.elapsed()
+    );
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.starts_with("HTTP/1.1 200"),
@@ -444,9 +501,8 @@ async fn streams_chunked_bodies_both_ways() {
 }
 
 #[tokio::test]
-async fn connection_reuse_survives_backend_closing_idle_connections() {
-    // The backend closes each connection after one response; the pool must notice and not
-    // fail the next request.
+async fn connections_the_backend_closes_are_not_reused() {
+    // The backend answers `Connection: close`; the pool must not keep those connections.
     let backend = TestBackend::start("b").await;
     let proxy = TestProxy::start(
         ProxyConfig::default(),
@@ -471,5 +527,198 @@ async fn connection_reuse_survives_backend_closing_idle_connections() {
     assert_eq!(
         opened, 10,
         "a connection the backend closed is never reused"
+    );
+}
+
+#[tokio::test]
+async fn replays_idempotent_requests_when_a_pooled_connection_dies_under_them() {
+    // The backend answers one request per connection and drops the connection on the next one
+    // without answering: what a backend closing an idle connection as weir reuses it looks like.
+    let options = BackendOptions {
+        requests_per_connection: Some(1),
+        ..BackendOptions::default()
+    };
+    let backend = TestBackend::start_with("b", options).await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    for _ in 0..5 {
+        let answer = get(&client, proxy.addr, "h", "/").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    // Every request after the first was written to a pooled connection that died, then replayed.
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 9);
+    // A POST may have had side effects, so it is not replayed.
+    let req = Request::post(format!("http://{}/", proxy.addr))
+        .header("host", "h")
+        .body(Full::new(Bytes::from_static(b"once")))
+        .unwrap();
+    assert_eq!(send(&client, req).await.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn pooled_connections_the_backend_closed_while_idle_are_not_used() {
+    let options = BackendOptions {
+        idle_close: Some(Duration::from_millis(100)),
+        ..BackendOptions::default()
+    };
+    let backend = TestBackend::start_with("b", options).await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let client = http1_client();
+    for round in 1..=3 {
+        assert_eq!(get(&client, proxy.addr, "h", "/").await.status, 200);
+        wait_until(
+            "the backend closed its idle connection",
+            Duration::from_secs(5),
+            || backend.closed.load(Ordering::SeqCst) >= 2 * round - 1,
+        )
+        .await;
+        let req = Request::post(format!("http://{}/sink", proxy.addr))
+            .header("host", "h")
+            .body(Full::new(Bytes::from_static(b"with a body")))
+            .unwrap();
+        let answer = send(&client, req).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.text(), "11");
+        wait_until(
+            "the backend closed its idle connection",
+            Duration::from_secs(5),
+            || backend.closed.load(Ordering::SeqCst) >= 2 * round,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        client_body_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("the connection is closed after the body timeout")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test]
+async fn a_response_body_that_stalls_is_cut_off() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        upstream_response_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(
+        config,
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    )
+    .await;
+    let response = http1_client()
+        .request(
+            Request::get(format!("http://{}/stall", proxy.addr))
+                .header("host", "h")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let body = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("the stalled body ends");
+    assert!(
+        body.is_err(),
+        "the client sees the body fail, not a clean end"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn refuses_requests_it_cannot_forward_safely() {
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        table(&[
+            ("h", PathRule::prefix("/public"), "s", vec![backend.addr]),
+            (
+                "absolute.example",
+                PathRule::prefix("/"),
+                "abs",
+                vec![backend.addr],
+            ),
+        ]),
+    )
+    .await;
+    let cases: [(&[u8], &str); 6] = [
+        (b"GET /public HTTP/1.1\r\nHost: h\r\nHost: other\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /public/../admin HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET http://user@absolute.example/ HTTP/1.1\r\nHost: absolute.example\r\n\r\n", "HTTP/1.1 400"),
+        (
+            b"POST /public HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+        (b"GET http://absolute.example/x?y HTTP/1.1\r\nHost: ignored\r\nConnection: close\r\n\r\n", "HTTP/1.1 200"),
+    ];
+    for (request, want) in cases {
+        let response = raw(proxy.addr, request).await;
+        assert!(
+            response.starts_with(want),
+            "{}\n=> {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    // Absolute-form: routed by the URI's authority, forwarded in origin-form with that Host.
+    let response = raw(proxy.addr, cases[5].0).await;
+    let echo =
+        Echo(serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap());
+    assert_eq!(echo.uri(), "/x?y");
+    assert_eq!(echo.header("host").as_deref(), Some("absolute.example"));
+
+    // HEAD gets the headers of a GET and no body.
+    let head = raw(
+        proxy.addr,
+        b"HEAD /public HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body after the head: {head}");
+
+    // Content-Length with Transfer-Encoding: chunked framing wins, Content-Length is dropped.
+    let both = raw(
+        proxy.addr,
+        b"POST /public/sink HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        both.starts_with("HTTP/1.1 200") || both.starts_with("HTTP/1.1 400"),
+        "{both}"
     );
 }

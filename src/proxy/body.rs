@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::idle::{BoxError, IdleBody, Side};
+
 /// What a client connection is doing: how many responses are still being sent, and when the
 /// last one finished. The listener closes connections that stay idle too long.
 #[derive(Debug, Default)]
@@ -66,7 +68,7 @@ impl Drop for InFlight {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(IdleBody<Incoming>),
 }
 
 /// A response body: either bytes weir made itself, or an endpoint's body streamed through.
@@ -85,10 +87,11 @@ impl ProxyBody {
         }
     }
 
-    /// An endpoint's response body, streamed as it arrives.
-    pub fn upstream(body: Incoming) -> Self {
+    /// An endpoint's response body, streamed as it arrives; cut off when the endpoint sends
+    /// nothing for `read_timeout`.
+    pub fn upstream(body: Incoming, read_timeout: Duration) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(IdleBody::new(body, Side::Upstream, read_timeout)),
             _in_flight: None,
         }
     }
@@ -102,12 +105,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(
                 bytes

@@ -84,7 +84,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. From a trusted peer the client's
 /// values are kept (X-Forwarded-For is extended with the peer); from anyone else they are
-/// replaced, so a client cannot forge its address. `host` is the request's Host as received.
+/// replaced, and an RFC 7239 `Forwarded` header is removed, so a client cannot forge its
+/// address. `host` is the request's Host as received.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
     client: &ClientInfo<'_>,
@@ -92,6 +93,9 @@ pub fn set_forwarding_headers(
 ) {
     let peer_ip = canonical(client.peer.ip());
     let trusted = client.peer_is_trusted();
+    if !trusted {
+        headers.remove(header::FORWARDED);
+    }
 
     let xff_in = if trusted {
         let joined: Vec<&str> = headers
@@ -223,6 +227,7 @@ mod tests {
             ("x-forwarded-host", "evil.com"),
             ("x-forwarded-port", "443"),
             ("x-real-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4;proto=https"),
         ]);
         let host = HeaderValue::from_static("a.com");
         set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &[]), Some(&host));
@@ -231,6 +236,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.com");
         assert_eq!(h["x-forwarded-port"], "8080");
+        assert!(!h.contains_key("forwarded"));
     }
 
     #[test]

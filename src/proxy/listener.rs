@@ -17,9 +17,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
 use super::body::ConnActivity;
+use super::preface::{self, Detected};
 use super::service::ConnInfo;
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Proxy {
     /// Accepts connections on `listener` until `cancel` fires; each connection is served on its
@@ -60,9 +59,10 @@ impl Proxy {
         cancel: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let is_h2 = match starts_with_h2_preface(&stream, self.config.client_header_timeout).await {
-            Some(is_h2) => is_h2,
-            None => return,
+        let detected =
+            tokio::time::timeout(self.config.client_header_timeout, preface::detect(stream));
+        let Ok(Some(Detected { http2, stream })) = detected.await else {
+            return;
         };
         let activity = ConnActivity::new();
         let proxy = self.clone();
@@ -77,7 +77,7 @@ impl Proxy {
         });
         let io = TokioIo::new(stream);
         let config = &self.config;
-        if is_h2 {
+        if http2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -110,30 +110,6 @@ impl Proxy {
             .await;
         }
     }
-}
-
-/// Peeks at the first bytes: `Some(true)` for the HTTP/2 connection preface, `Some(false)` for
-/// anything else, `None` when the client sends nothing in time or goes away.
-async fn starts_with_h2_preface(stream: &TcpStream, timeout: Duration) -> Option<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let peek = async {
-        loop {
-            let n = stream.peek(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            if buf[..n] != H2_PREFACE[..n] {
-                return Some(false);
-            }
-            if n == H2_PREFACE.len() {
-                return Some(true);
-            }
-            // A prefix of the preface so far. The socket stays readable while those bytes are
-            // unread, so wait a moment rather than spin on `readable()`.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(timeout, peek).await.ok().flatten()
 }
 
 /// Runs a connection to its end; shuts it down gracefully when it has been idle for
@@ -174,35 +150,5 @@ async fn drive<C>(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::SocketAddr;
-    use tokio::io::AsyncWriteExt;
-
-    async fn detect(bytes: &'static [u8]) -> Option<bool> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(bytes).await.unwrap();
-            s.shutdown().await.unwrap();
-            s
-        });
-        let (server, _) = listener.accept().await.unwrap();
-        let result = starts_with_h2_preface(&server, Duration::from_secs(5)).await;
-        drop(client.await.unwrap());
-        result
-    }
-
-    #[tokio::test]
-    async fn detects_the_http2_preface() {
-        assert_eq!(detect(H2_PREFACE).await, Some(true));
-        assert_eq!(detect(b"GET / HTTP/1.1\r\n\r\n").await, Some(false));
-        assert_eq!(detect(b"PRI * HTTP/1.1\r\n").await, Some(false));
-        assert_eq!(detect(b"").await, None);
     }
 }

@@ -5,7 +5,9 @@
 
 mod body;
 mod headers;
+mod idle;
 mod listener;
+mod preface;
 mod respond;
 mod service;
 mod upstream;
@@ -25,7 +27,8 @@ use upstream::{Pool, UpstreamConfig};
 pub struct ProxyConfig {
     /// TCP connect timeout towards endpoints.
     pub upstream_connect_timeout: Duration,
-    /// Time from the end of the request body to the endpoint's response head.
+    /// How long an endpoint may stay silent: from the end of the request body to its response
+    /// head, and between reads of its response body.
     pub upstream_response_timeout: Duration,
     /// How long idle upstream connections are pooled.
     pub upstream_keepalive_timeout: Duration,
@@ -33,6 +36,8 @@ pub struct ProxyConfig {
     pub upstream_keepalive_connections: usize,
     /// Time allowed to receive an HTTP/1 request head.
     pub client_header_timeout: Duration,
+    /// How long a client may pause while sending its request body (then 408).
+    pub client_body_timeout: Duration,
     /// Idle client connections are closed after this.
     pub keepalive_timeout: Duration,
     /// Largest request head in bytes (431 above).
@@ -51,6 +56,7 @@ impl Default for ProxyConfig {
             upstream_keepalive_timeout: Duration::from_secs(60),
             upstream_keepalive_connections: 320,
             client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             max_request_header_size: 32 * 1024,
             max_headers: 100,
@@ -82,6 +88,7 @@ impl Proxy {
                 response_timeout: config.upstream_response_timeout,
                 keepalive_timeout: config.upstream_keepalive_timeout,
                 max_idle_per_endpoint: config.upstream_keepalive_connections,
+                client_body_timeout: config.client_body_timeout,
             },
             tasks.clone(),
         ));

@@ -12,10 +12,14 @@ pub const SERVER: HeaderValue = HeaderValue::from_static("weir");
 /// Why weir answered a request itself instead of relaying an endpoint's response.
 #[derive(Debug)]
 pub enum Refusal {
-    /// The request has no usable Host / `:authority`.
-    BadHost,
+    /// A malformed request (the detail says what is wrong).
+    BadRequest(&'static str),
     /// A method weir does not proxy (CONNECT).
     MethodNotAllowed,
+    /// A transfer coding other than chunked.
+    UnsupportedTransferCoding,
+    /// The client stopped sending its request body.
+    ClientBodyTimeout,
     /// No Ingress rule matches and there is no default backend.
     NoRoute,
     /// The route's Service is missing or has no ready endpoints.
@@ -25,29 +29,34 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The status code for this refusal.
-    pub fn status(&self) -> StatusCode {
+    /// The status code and a short explanation for this refusal.
+    fn status_and_detail(&self) -> (StatusCode, &'static str) {
         match self {
-            Refusal::BadHost => StatusCode::BAD_REQUEST,
-            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Refusal::BadRequest(detail) => (StatusCode::BAD_REQUEST, detail),
+            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            Refusal::UnsupportedTransferCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer codings other than chunked are not supported",
+            ),
+            Refusal::ClientBodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body stopped arriving",
+            ),
+            Refusal::NoRoute => (StatusCode::NOT_FOUND, "no route for this host and path"),
+            Refusal::NoEndpoints => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ready endpoints for this service",
+            ),
+            Refusal::Upstream(e) if e.is_timeout() => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
+            }
+            Refusal::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream connection failed"),
         }
     }
 
     /// A small plain-text response for this refusal.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let status = self.status();
-        let detail = match &self {
-            Refusal::BadHost => "missing or invalid Host header",
-            Refusal::MethodNotAllowed => "method not allowed",
-            Refusal::NoRoute => "no route for this host and path",
-            Refusal::NoEndpoints => "no ready endpoints for this service",
-            Refusal::Upstream(e) if e.is_timeout() => "upstream timed out",
-            Refusal::Upstream(_) => "upstream connection failed",
-        };
+        let (status, detail) = self.status_and_detail();
         let body = format!(
             "{} {}: {detail}\n",
             status.as_u16(),
@@ -61,11 +70,20 @@ impl Refusal {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(header::SERVER, SERVER);
-        if matches!(self, Refusal::MethodNotAllowed) {
-            headers.insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
-            );
+        match self {
+            Refusal::MethodNotAllowed => {
+                headers.insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+                );
+            }
+            // The connection's framing can no longer be trusted.
+            Refusal::BadRequest(_)
+            | Refusal::UnsupportedTransferCoding
+            | Refusal::ClientBodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -91,12 +109,20 @@ mod tests {
             addr,
             after: Duration::from_secs(1),
         };
-        assert_eq!(Refusal::NoRoute.status(), 404);
-        assert_eq!(Refusal::NoEndpoints.status(), 503);
-        assert_eq!(Refusal::BadHost.status(), 400);
-        assert_eq!(Refusal::Upstream(refused).status(), 502);
-        assert_eq!(Refusal::Upstream(timeout).status(), 504);
-        assert_eq!(Refusal::Upstream(connect_timeout).status(), 504);
+        assert_eq!(Refusal::NoRoute.status_and_detail().0, 404);
+        assert_eq!(Refusal::NoEndpoints.status_and_detail().0, 503);
+        assert_eq!(Refusal::BadRequest("x").status_and_detail().0, 400);
+        assert_eq!(Refusal::ClientBodyTimeout.status_and_detail().0, 408);
+        assert_eq!(
+            Refusal::UnsupportedTransferCoding.status_and_detail().0,
+            501
+        );
+        assert_eq!(Refusal::Upstream(refused).status_and_detail().0, 502);
+        assert_eq!(Refusal::Upstream(timeout).status_and_detail().0, 504);
+        assert_eq!(
+            Refusal::Upstream(connect_timeout).status_and_detail().0,
+            504
+        );
         let response = Refusal::NoRoute.into_response();
         assert_eq!(response.headers()["server"], "weir");
         assert_eq!(

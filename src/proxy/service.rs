@@ -1,4 +1,4 @@
-//! One request through the proxy: route → forward → relay.
+//! One request through the proxy: check → route → forward → relay.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -13,8 +13,10 @@ use tracing::{debug, warn};
 use super::Proxy;
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
+use super::idle::{IdleTimeout, Side};
 use super::respond::{Refusal, SERVER};
-use crate::model::{Route, normalize_host};
+use super::upstream::UpstreamError;
+use crate::model::{Backend, Route, normalize_host};
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +47,9 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        if req.method() == Method::CONNECT {
-            return Err(Refusal::MethodNotAllowed);
-        }
-        let host_value = request_host(&req).ok_or(Refusal::BadHost)?;
+        check_request(&req)?;
+        let host_value =
+            request_host(&req).ok_or(Refusal::BadRequest("missing or invalid Host"))?;
         let route: Arc<Route> = {
             let host = if host_value.is_empty() {
                 Cow::Borrowed("")
@@ -57,7 +58,7 @@ impl Proxy {
                     .to_str()
                     .ok()
                     .and_then(normalize_host)
-                    .ok_or(Refusal::BadHost)?
+                    .ok_or(Refusal::BadRequest("missing or invalid Host"))?
             };
             let snapshot = self.state.snapshot();
             snapshot
@@ -82,24 +83,16 @@ impl Proxy {
             },
         );
 
-        // One retry on another endpoint when the connect failed and the method is idempotent:
-        // nothing of the request has been sent at that point.
-        let attempts = if is_idempotent(req.method()) {
-            backend.endpoints.len().min(2)
-        } else {
-            1
-        };
-        let mut tried: Option<SocketAddr> = None;
+        // A failed connect sent nothing, so an idempotent request may try a second endpoint.
+        let idempotent = is_idempotent(req.method());
+        let first = backend.pick().ok_or(Refusal::NoEndpoints)?;
+        let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
         let mut last_error = None;
-        for _ in 0..attempts {
-            let Some(addr) = pick_other(backend, tried) else {
-                break;
-            };
-            tried = Some(addr);
+        for addr in std::iter::once(first).chain(second) {
             match self.pool.connection(addr).await {
                 Ok(upstream) => {
-                    let result = self.pool.send(upstream, req).await;
-                    return relay(result, &route);
+                    let result = self.pool.send(upstream, req, idempotent).await;
+                    return self.relay(result, &route);
                 }
                 Err(error) => {
                     warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
@@ -108,36 +101,43 @@ impl Proxy {
             }
         }
         Err(Refusal::Upstream(
-            last_error.expect("at least one attempt is made"),
+            last_error.expect("at least one endpoint was tried"),
         ))
     }
-}
 
-fn relay(
-    result: Result<Response<Incoming>, super::upstream::UpstreamError>,
-    route: &Route,
-) -> Result<Response<ProxyBody>, Refusal> {
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(header::SERVER, SERVER);
-            Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
-        }
-        Err(error) => {
-            warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");
-            Err(Refusal::Upstream(error))
+    fn relay(
+        &self,
+        result: Result<Response<Incoming>, UpstreamError>,
+        route: &Route,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                parts.headers.insert(header::SERVER, SERVER);
+                let body = ProxyBody::upstream(body, self.config.upstream_response_timeout);
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(UpstreamError::Request { source, .. })
+                if IdleTimeout::in_chain(&source, Side::Client) =>
+            {
+                debug!(ingress = %route.ingress, "client stopped sending its request body");
+                Err(Refusal::ClientBodyTimeout)
+            }
+            Err(error) => {
+                warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");
+                Err(Refusal::Upstream(error))
+            }
         }
     }
 }
 
-/// The round-robin pick, skipping `avoid` when there is another endpoint.
-fn pick_other(backend: &crate::model::Backend, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
-    let first = backend.pick()?;
-    if Some(first) != avoid {
-        return Some(first);
-    }
-    backend.pick().filter(|addr| Some(*addr) != avoid)
+/// The endpoint after `addr` in the backend's list, if there is another one.
+fn endpoint_after(backend: &Backend, addr: SocketAddr) -> Option<SocketAddr> {
+    let endpoints = &backend.endpoints;
+    let i = endpoints.iter().position(|e| *e == addr)?;
+    let next = endpoints[(i + 1) % endpoints.len()];
+    (next != addr).then_some(next)
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -147,13 +147,64 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// Refuses requests weir will not forward: CONNECT, transfer codings other than chunked
+/// (the endpoint would receive bytes in a coding it was not told about), and paths with
+/// dot-segments (routing on `/public/../admin` must not differ from what the endpoint serves).
+fn check_request(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next()
+        && (codings.next().is_some()
+            || !coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(Refusal::UnsupportedTransferCoding);
+    }
+    if has_dot_segment(req.uri().path()) {
+        return Err(Refusal::BadRequest("path with a dot-segment"));
+    }
+    Ok(())
+}
+
+/// True when a `/`-separated segment of `path` is `.` or `..`, also percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let rest = segment
+            .strip_prefix('.')
+            .or_else(|| strip_prefix_ignore_case(segment, "%2e"));
+        match rest {
+            Some("") => true,
+            Some(rest) => rest == "." || strip_prefix_ignore_case(rest, "%2e") == Some(""),
+            None => false,
+        }
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
 /// The host a request is for: the authority of an absolute-form or HTTP/2 request, else the
 /// Host header. HTTP/1.0 requests without one are routed as the empty host (`Some("")`).
-/// An HTTP/2 request whose Host header names another host than `:authority` is malformed
-/// (RFC 9113 §8.3.1), as is an HTTP/1.1 request without any host.
+/// Malformed (`None`): an HTTP/1.1 request without a host, several Host headers, an authority
+/// with user info, or an HTTP/2 Host header naming another host than `:authority`
+/// (RFC 9112 §3.2, RFC 9113 §8.3.1).
 fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    let header = req.headers().get(header::HOST);
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return None;
+    }
     if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return None;
+        }
         if req.version() == Version::HTTP_2
             && header.is_some_and(|h| {
                 !h.as_bytes()
@@ -195,10 +246,11 @@ fn prepare_upstream_request(
     if from_http2 {
         join_cookies(headers);
     }
-    if !host.is_empty() {
+    let host = (!host.is_empty()).then_some(host);
+    if let Some(host) = &host {
         headers.insert(header::HOST, host.clone());
     }
-    headers::set_forwarding_headers(headers, client, Some(&host).filter(|h| !h.is_empty()));
+    headers::set_forwarding_headers(headers, client, host.as_ref());
     let id = headers::ensure_request_id(headers);
     debug!(request_id = ?id, "forwarding");
 }
@@ -215,5 +267,60 @@ fn join_cookies(headers: &mut http::HeaderMap) {
         if let Ok(value) = HeaderValue::from_bytes(&joined) {
             headers.insert(header::COOKIE, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_dot_segments_plain_and_encoded() {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a/.",
+            "/./a",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/%2E/x",
+            "/%2e",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "/a/b",
+            "/.well-known/acme",
+            "/a/...",
+            "/a/.b",
+            "/a/b.",
+            "/%2e%2e%2e",
+            "/a%2e",
+        ] {
+            assert!(!has_dot_segment(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn the_retry_goes_to_the_next_endpoint() {
+        use crate::model::{ObjectKind, ObjectRef};
+        let eps: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let backend = Backend::new(
+            ObjectRef::new(ObjectKind::Service, "d", "s"),
+            "80",
+            eps.clone(),
+        );
+        assert_eq!(endpoint_after(&backend, eps[0]), Some(eps[1]));
+        assert_eq!(endpoint_after(&backend, eps[2]), Some(eps[0]));
+        let single = Backend::new(
+            ObjectRef::new(ObjectKind::Service, "d", "s"),
+            "80",
+            vec![eps[0]],
+        );
+        assert_eq!(endpoint_after(&single, eps[0]), None);
     }
 }

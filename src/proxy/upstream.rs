@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::idle::{BoxError, IdleBody, Side};
+
 /// Why a request could not get a response from an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -82,56 +84,79 @@ pub struct UpstreamConfig {
     pub keepalive_timeout: Duration,
     /// Most idle connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// How long a client may pause while sending its request body.
+    pub client_body_timeout: Duration,
 }
 
-/// The body sent to an endpoint: the client's body, streamed, with a signal when it ends
-/// (the response timeout starts then, so slow uploads are not cut off).
+/// The body sent to an endpoint: the client's body, streamed, cut off when the client goes
+/// quiet, with a signal when it ends (the response timeout starts then, so slow uploads are not
+/// cut off). A replayed request has an empty body.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Option<IdleBody<Incoming>>,
     done: Option<oneshot::Sender<()>>,
 }
 
 impl RequestBody {
     /// Wraps a client body. The receiver fires once the body has been sent completely; it is
-    /// `None` when the body is already complete (no body at all).
-    pub fn new(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
-        if inner.is_end_stream() {
-            return (RequestBody { inner, done: None }, None);
+    /// `None` when there is no body at all.
+    fn new(inner: Incoming, idle_timeout: Duration) -> (Self, Option<oneshot::Receiver<()>>) {
+        let (done, sent) = if inner.is_end_stream() {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let inner = Some(IdleBody::new(inner, Side::Client, idle_timeout));
+        (RequestBody { inner, done }, sent)
+    }
+
+    fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            done: None,
         }
-        let (tx, rx) = oneshot::channel();
-        (
-            RequestBody {
-                inner,
-                done: Some(tx),
-            },
-            Some(rx),
-        )
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let ended = matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream();
-        if let Some(done) = self.done.take_if(|_| ended) {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
+        if let Some(done) = this.done.take_if(|_| ended) {
             let _ = done.send(());
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
+}
+
+/// A copy of a request's head (method, URI, version, headers), to send it again.
+fn head_of(req: &Request<RequestBody>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
 }
 
 struct Idle {
@@ -215,62 +240,68 @@ impl Pool {
         })
     }
 
-    /// Sends `req` on `conn` and waits for the response head. A pooled connection that turns
-    /// out to be closed before the request was written is replaced by a new one.
+    /// Sends `req` on `conn` and waits for the response head.
+    ///
+    /// A pooled connection can turn out to be dead: closed before the request was written (the
+    /// request comes back unsent and goes out on a new connection), or closed by the endpoint
+    /// just as the request was written — the keep-alive race. In that case a request without a
+    /// body whose method is `idempotent` is sent once more on a new connection.
     pub async fn send(
         self: &Arc<Self>,
         mut conn: UpstreamConn,
         req: Request<Incoming>,
+        idempotent: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
-        let (body, mut body_sent) = RequestBody::new(body);
+        let (body, mut body_sent) = RequestBody::new(body, self.config.client_body_timeout);
+        let replayable = idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
         loop {
+            let replay = (conn.reused && replayable).then(|| head_of(&req));
             let response = conn.sender.try_send_request(req);
             tokio::pin!(response);
             // The response timeout runs from the end of the request body.
-            if let Some(sent) = body_sent.take() {
+            let mut early = None;
+            if let Some(sent) = body_sent.as_mut() {
                 tokio::select! {
                     biased;
-                    result = &mut response => return self.finish(conn, result, addr),
-                    _ = sent => {}
+                    result = &mut response => early = Some(result),
+                    _ = sent => body_sent = None,
                 }
             }
             let after = self.config.response_timeout;
-            let result = match tokio::time::timeout(after, &mut response).await {
-                Ok(result) => result,
-                Err(_) => return Err(UpstreamError::ResponseTimeout { addr, after }),
+            let result = match early {
+                Some(result) => result,
+                None => tokio::time::timeout(after, &mut response)
+                    .await
+                    .map_err(|_| UpstreamError::ResponseTimeout { addr, after })?,
             };
-            match result {
-                Err(mut err) if conn.reused => match err.take_message() {
-                    Some(unsent) => {
-                        debug!(%addr, "pooled connection was closed; reconnecting");
-                        req = unsent;
-                        conn = self.connect(addr).await?;
-                    }
-                    None => return self.finish(conn, Err(err), addr),
-                },
-                result => return self.finish(conn, result, addr),
+            let mut error = match result {
+                Ok(response) => {
+                    self.release_when_idle(conn);
+                    return Ok(response);
+                }
+                Err(error) => error,
+            };
+            let again = match error.take_message() {
+                Some(unsent) if conn.reused => Some(unsent),
+                _ if error.error().is_parse() => None,
+                _ => replay.map(|head| head.map(|()| RequestBody::empty())),
+            };
+            match again {
+                Some(again) => {
+                    debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
+                    req = again;
+                    conn = self.connect(addr).await?;
+                }
+                None => {
+                    return Err(UpstreamError::Request {
+                        addr,
+                        source: error.into_error(),
+                    });
+                }
             }
-        }
-    }
-
-    fn finish(
-        self: &Arc<Self>,
-        conn: UpstreamConn,
-        result: Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
-        addr: SocketAddr,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match result {
-            Ok(response) => {
-                self.release_when_idle(conn);
-                Ok(response)
-            }
-            Err(err) => Err(UpstreamError::Request {
-                addr,
-                source: err.into_error(),
-            }),
         }
     }
 

@@ -34,12 +34,14 @@ use weir::state::State;
 /// Paths: `…/slow?ms=N` waits N ms before answering; `/sink` reads the body and answers its
 /// length; `/source?bytes=N` streams N bytes; `/reset` drops the connection without answering;
 /// `/close` answers the echo with `Connection: close`; anything else answers a JSON echo of
-/// the request.
+/// the request. `/stall` sends a few bytes of its body and then nothing.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// TCP connections that ended so far.
+    pub closed: Arc<AtomicUsize>,
     /// Requests received so far (counted when their head arrives).
     pub requests: Arc<AtomicUsize>,
     cancel: CancellationToken,
@@ -51,40 +53,74 @@ impl Drop for TestBackend {
     }
 }
 
+/// How a [`TestBackend`] treats its connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendOptions {
+    /// Close connections that stay idle this long (silently, as servers with a keep-alive
+    /// timeout do).
+    pub idle_close: Option<Duration>,
+    /// Answer this many requests per connection; drop the connection on the next one without
+    /// answering (the keep-alive race, made deterministic).
+    pub requests_per_connection: Option<usize>,
+}
+
 impl TestBackend {
     pub async fn start(name: &str) -> TestBackend {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), name).await
+        Self::start_with(name, BackendOptions::default()).await
     }
 
-    pub async fn start_on(addr: SocketAddr, name: &str) -> TestBackend {
-        let listener = TcpListener::bind(addr).await.unwrap();
+    pub async fn start_with(name: &str, options: BackendOptions) -> TestBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
-        let (count, stop, backend_name) = (connections.clone(), cancel.clone(), name.to_owned());
-        let request_count = requests.clone();
+        let counters = (connections.clone(), closed.clone(), requests.clone());
+        let (stop, backend_name) = (cancel.clone(), name.to_owned());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     _ = stop.cancelled() => return,
                     accepted = listener.accept() => accepted.unwrap(),
                 };
-                count.fetch_add(1, Ordering::SeqCst);
-                let name = backend_name.clone();
-                let stop = stop.clone();
-                let request_count = request_count.clone();
+                counters.0.fetch_add(1, Ordering::SeqCst);
+                let (name, stop, closed, requests) = (
+                    backend_name.clone(),
+                    stop.clone(),
+                    counters.1.clone(),
+                    counters.2.clone(),
+                );
                 tokio::spawn(async move {
+                    let on_this_connection = Arc::new(AtomicUsize::new(0));
                     let service = service_fn(move |req| {
-                        request_count.fetch_add(1, Ordering::SeqCst);
-                        handle(name.clone(), req)
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        let n = on_this_connection.fetch_add(1, Ordering::SeqCst);
+                        let drop_it = options
+                            .requests_per_connection
+                            .is_some_and(|limit| n >= limit);
+                        let name = name.clone();
+                        async move {
+                            if drop_it {
+                                return Err(std::io::Error::other(
+                                    "dropping the connection on purpose",
+                                ));
+                            }
+                            handle(name, req).await
+                        }
                     });
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let mut builder = http1::Builder::new();
+                    if let Some(idle) = options.idle_close {
+                        builder
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(idle);
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = conn => {}
                         _ = stop.cancelled() => {}
                     }
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -92,6 +128,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             connections,
+            closed,
             requests,
             cancel,
         }
@@ -116,6 +153,17 @@ async fn handle(
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/reset" => Err(std::io::Error::other("reset on purpose")),
+        "/stall" => {
+            // One chunk, then nothing ever again.
+            let first = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"partial")))
+            });
+            let body = StreamBody::new(futures_util::StreamExt::chain(
+                first,
+                futures_util::stream::pending(),
+            ));
+            Ok(Response::new(BodyExt::boxed(body)))
+        }
         "/sink" => {
             let mut body = req.into_body();
             let mut total: u64 = 0;
@@ -339,10 +387,32 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A local address nothing listens on (bound, then released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A local address that refuses connections (nothing listens on TCP port 1).
+pub fn refusing_addr() -> SocketAddr {
+    "127.0.0.1:1".parse().unwrap()
+}
+
+/// A local address whose connects time out: a listener whose backlog is already full, so the
+/// kernel drops further SYNs. The address stays that way while this value lives.
+pub struct Unanswering {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: TcpStream,
+}
+
+impl Unanswering {
+    pub async fn new() -> Unanswering {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queued = TcpStream::connect(addr).await.unwrap();
+        Unanswering {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
 }
 
 /// Waits until `condition` holds, checking every few milliseconds; panics after `limit`.
