@@ -35,7 +35,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     let ours = ordered_ingresses(input, &classes);
     let mut builder = Builder {
         table: RouteTableBuilder::new(),
-        backends: Backends::new(input),
+        backends: Backends::new(input, config.balance_seed),
         diagnostics: Vec::new(),
         created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
     };
