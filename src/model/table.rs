@@ -247,30 +247,6 @@ impl RouteTable {
     pub fn route_count(&self) -> usize {
         self.route_count
     }
-
-    /// Every backend the table references, each once.
-    pub fn backends(&self) -> Vec<Arc<Backend>> {
-        let mut seen: Vec<Arc<Backend>> = Vec::new();
-        let hosts = self
-            .exact_hosts
-            .values()
-            .chain(self.wildcard_hosts.values())
-            .chain(std::iter::once(&self.any_host));
-        let routes = hosts
-            .flat_map(|h| {
-                h.exact
-                    .values()
-                    .chain(h.prefix.values())
-                    .chain(h.fallback.iter())
-            })
-            .chain(self.default_backend.iter());
-        for route in routes {
-            if !seen.iter().any(|b| Arc::ptr_eq(b, &route.backend)) {
-                seen.push(route.backend.clone());
-            }
-        }
-        seen
-    }
 }
 
 /// Collects routes into a [`RouteTable`]. The first route inserted for a key wins; insert in

@@ -149,11 +149,6 @@ impl ManifestSource {
         }
     }
 
-    /// The directory this source reads.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Reads the directory once and returns the objects in effect plus the problems found
     /// this time. A file that fails keeps its last good objects; a deleted file drops its
     /// objects; if DIR itself cannot be listed, everything from the last load stays.

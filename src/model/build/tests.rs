@@ -244,7 +244,6 @@ fn routes_to_the_same_service_port_share_one_backend() {
     let b = &built.table.route("b.com", "/").unwrap().backend;
     let x = &built.table.route("b.com", "/x").unwrap().backend;
     assert!(Arc::ptr_eq(a, b) && Arc::ptr_eq(b, x));
-    assert_eq!(built.table.backends().len(), 1);
 }
 
 #[test]
