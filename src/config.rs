@@ -127,6 +127,7 @@ impl Config {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
+            ..BuildConfig::default()
         }
     }
 

@@ -17,14 +17,16 @@ use crate::state::State;
 pub async fn run_rebuild_loop(
     mut inputs: watch::Receiver<Option<Arc<Input>>>,
     state: Arc<State>,
-    config: BuildConfig,
+    mut config: BuildConfig,
     cancel: CancellationToken,
 ) {
-    let config = Arc::new(config);
     let mut diagnostics = DiagnosticLog::default();
     loop {
         let input = inputs.borrow_and_update().clone();
         if let Some(input) = input {
+            // A fresh seed per build, so that rebuilds and replicas do not all start their
+            // round-robins on the same endpoint (the model itself stays deterministic).
+            config.balance_seed = fastrand::u64(..);
             let config = config.clone();
             let started = Instant::now();
             let built = tokio::task::spawn_blocking(move || model::build(&input, &config))

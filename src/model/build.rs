@@ -35,7 +35,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     let ours = ordered_ingresses(input, &classes);
     let mut builder = Builder {
         table: RouteTableBuilder::new(),
-        backends: Backends::new(input),
+        backends: Backends::new(input, config.balance_seed),
         diagnostics: Vec::new(),
         created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
     };
@@ -159,11 +159,7 @@ impl Builder<'_> {
                 hosts.insert(host.clone());
             }
             for path in rule.http.iter().flat_map(|h| &h.paths) {
-                let raw_path = path
-                    .path
-                    .as_deref()
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or("/");
+                let raw_path = validate::rule_path(path.path.as_deref());
                 let rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type) {
                     Ok(rule_path) => rule_path,
                     Err(why) => {

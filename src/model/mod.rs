@@ -52,6 +52,11 @@ pub struct BuildConfig {
     pub controller_name: String,
     /// Also serve Ingresses that name no class at all (`--watch-ingress-without-class`).
     pub watch_ingress_without_class: bool,
+    /// Offset for round-robin starting points; the controller passes a fresh random value per
+    /// build so replicas and rebuilds do not all start on the same endpoint. The model only
+    /// mixes it with each backend's (namespace, service, port), so equal seeds give equal
+    /// starting points.
+    pub balance_seed: u64,
 }
 
 impl Default for BuildConfig {
@@ -60,6 +65,7 @@ impl Default for BuildConfig {
             ingress_class: "weir".to_owned(),
             controller_name: "weir.dev/ingress-controller".to_owned(),
             watch_ingress_without_class: false,
+            balance_seed: 0,
         }
     }
 }

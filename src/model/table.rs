@@ -105,8 +105,11 @@ impl fmt::Display for PathRule {
 
 /// Where requests of a route go: one Service port and its ready endpoints.
 ///
-/// Endpoints are picked round-robin per request. A backend with no endpoints is still a
-/// backend: requests to it are answered 503.
+/// Endpoints are picked round-robin per request, starting at endpoint 0 unless
+/// [`Backend::with_start`] says otherwise. A backend with no endpoints is still a backend:
+/// requests to it are answered 503.
+///
+/// Equality compares the service, port and endpoints only, not the round-robin position.
 #[derive(Debug)]
 pub struct Backend {
     /// The Service (namespace and name).
@@ -134,6 +137,16 @@ impl Backend {
             endpoints,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The same backend with its round-robin order starting at endpoint `offset` (modulo the
+    /// number of endpoints), so that tables built with different offsets spread their first
+    /// requests over different endpoints.
+    #[must_use]
+    pub fn with_start(self, offset: usize) -> Self {
+        let start = offset.checked_rem(self.endpoints.len()).unwrap_or(0);
+        self.next.store(start, Ordering::Relaxed);
+        self
     }
 
     /// The next endpoint in round-robin order, or `None` when there is none.
@@ -233,30 +246,6 @@ impl RouteTable {
     /// How many (host, path) rules the table holds, default backends not counted.
     pub fn route_count(&self) -> usize {
         self.route_count
-    }
-
-    /// Every backend the table references, each once.
-    pub fn backends(&self) -> Vec<Arc<Backend>> {
-        let mut seen: Vec<Arc<Backend>> = Vec::new();
-        let hosts = self
-            .exact_hosts
-            .values()
-            .chain(self.wildcard_hosts.values())
-            .chain(std::iter::once(&self.any_host));
-        let routes = hosts
-            .flat_map(|h| {
-                h.exact
-                    .values()
-                    .chain(h.prefix.values())
-                    .chain(h.fallback.iter())
-            })
-            .chain(self.default_backend.iter());
-        for route in routes {
-            if !seen.iter().any(|b| Arc::ptr_eq(b, &route.backend)) {
-                seen.push(route.backend.clone());
-            }
-        }
-        seen
     }
 }
 
@@ -629,5 +618,22 @@ mod tests {
         );
         let empty = Backend::new(ObjectRef::new(ObjectKind::Service, "d", "s"), "80", vec![]);
         assert_eq!(empty.pick(), None);
+        assert_eq!(empty.with_start(7).pick(), None);
+    }
+
+    #[test]
+    fn round_robin_can_start_anywhere() {
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
+            .collect();
+        let svc = || ObjectRef::new(ObjectKind::Service, "d", "s");
+        let b = Backend::new(svc(), "80", eps.clone()).with_start(4);
+        let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap().to_string()).collect();
+        assert_eq!(
+            picks,
+            ["10.0.0.2:80", "10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"]
+        );
+        // The position is not part of equality.
+        assert_eq!(b, Backend::new(svc(), "80", eps));
     }
 }

@@ -83,17 +83,23 @@ const INVALID_SEQUENCES: [&str; 5] = ["//", "/./", "/../", "%2f", "%2F"];
 /// Endings the API server refuses in Exact and Prefix paths.
 const INVALID_SUFFIXES: [&str; 2] = ["/..", "/."];
 
+/// The path a rule means: as written, or `/` when it is missing or empty. The one place that
+/// applies that default ([`path_rule`] and the build's messages both go through it).
+pub(crate) fn rule_path(path: Option<&str>) -> &str {
+    match path {
+        None | Some("") => "/",
+        Some(p) => p,
+    }
+}
+
 /// Turns a rule path and its `pathType` into a [`PathRule`].
 ///
-/// A missing or empty path means `/`; a missing pathType means Prefix. `Exact` becomes an
+/// A missing or empty path means `/` ([`rule_path`]); a missing pathType means Prefix. `Exact` becomes an
 /// exact rule; `Prefix` and `ImplementationSpecific` become prefix rules (weir defines
 /// ImplementationSpecific as Prefix). Paths must start with `/`; Exact and Prefix paths must
 /// also pass the API server's checks (no `//`, `/./`, `/../`, `%2f`, no trailing `/..` or `/.`).
 pub(crate) fn path_rule(path: Option<&str>, path_type: &str) -> Result<PathRule, String> {
-    let path = match path {
-        None | Some("") => "/",
-        Some(p) => p,
-    };
+    let path = rule_path(path);
     let strict = match path_type {
         "Exact" | "Prefix" => true,
         "ImplementationSpecific" | "" => false,

@@ -149,11 +149,6 @@ impl ManifestSource {
         }
     }
 
-    /// The directory this source reads.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Reads the directory once and returns the objects in effect plus the problems found
     /// this time. A file that fails keeps its last good objects; a deleted file drops its
     /// objects; if DIR itself cannot be listed, everything from the last load stays.
@@ -320,14 +315,14 @@ struct Listing {
     errors: Vec<ManifestError>,
 }
 
-/// Whether a directory entry name is a manifest file weir reads.
+/// Whether a file name has a manifest extension (hidden names are already skipped by
+/// [`walk`]).
 fn is_manifest(name: &str) -> bool {
-    !name.starts_with('.')
-        && Path::new(name).extension().is_some_and(|e| {
-            ["yaml", "yml", "json"]
-                .iter()
-                .any(|x| e.eq_ignore_ascii_case(x))
-        })
+    Path::new(name).extension().is_some_and(|e| {
+        ["yaml", "yml", "json"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 fn list_files(dir: &Path) -> Listing {
@@ -356,6 +351,7 @@ fn walk(dir: &Path, out: &mut Listing) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        // Hidden files and directories: `.git`, editors' `.foo.swp`, ConfigMap `..data`.
         if name.starts_with('.') {
             continue;
         }

@@ -1,6 +1,7 @@
 //! When to reload: filesystem events (notify, recursive, on the directory so that editors'
 //! write-temp-and-rename saves, creates and deletes are all seen), or polling as a fallback.
 
+use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -17,8 +18,41 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// How often the fallback polls the directory.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Each file's path, mtime and size: what the poller compares.
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// Every manifest file with its [`Stamp`]: what the poller compares.
+type Fingerprint = Vec<(PathBuf, Option<Stamp>)>;
+
+/// What tells the poller that a file changed. mtime and size alone miss a same-size save
+/// within one timestamp tick when the editor renames a new file into place (or a ConfigMap
+/// mount swaps its `..data` link): the inode changes then, and ctime moves on every write,
+/// rename and link swap, with nanoseconds where the filesystem has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stamp {
+    mtime: Option<SystemTime>,
+    len: u64,
+    /// `(inode, ctime seconds, ctime nanoseconds)`; zeros where the platform has none.
+    identity: (u64, i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            mtime: meta.modified().ok(),
+            len: meta.len(),
+            identity: identity(meta),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn identity(meta: &Metadata) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.ino(), meta.ctime(), meta.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+fn identity(_: &Metadata) -> (u64, i64, i64) {
+    (0, 0, 0)
+}
 
 pub(super) enum Trigger {
     /// Filesystem events. The channel holds at most one pending "something changed": a full
@@ -126,10 +160,41 @@ fn fingerprint(dir: &Path) -> Fingerprint {
         .files
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path).ok();
-            let mtime = meta.as_ref().and_then(|m| m.modified().ok());
-            let len = meta.map_or(0, |m| m.len());
-            (path, mtime, len)
+            let stamp = std::fs::metadata(&path).ok().map(|m| Stamp::of(&m));
+            (path, stamp)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::fingerprint;
+
+    /// An editor's save: a new file of the same size, its mtime set to the old one's (as if
+    /// within one timestamp tick), renamed over the old one.
+    #[test]
+    fn fingerprint_sees_a_same_size_rename_in_the_same_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        fs::write(&path, "kind: A\n").unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let before = fingerprint(dir.path());
+
+        let temp = dir.path().join(".a.yaml.tmp");
+        fs::write(&temp, "kind: B\n").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&temp)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&temp, &path).unwrap();
+        let after = fingerprint(dir.path());
+
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.modified().unwrap(), meta.len()), (mtime, 8));
+        assert_ne!(before, after);
+    }
 }
