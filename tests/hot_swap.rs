@@ -43,11 +43,19 @@ async fn sixty_four_clients_see_no_failure_while_a_hundred_snapshots_are_publish
             let client = http1_client();
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let answer = get(&client, addr, "swap.example", "/x").await;
-                if answer.status != 200 {
-                    failures.push(format!("{} {}", answer.status, answer.text()));
-                    continue;
-                }
+                let answer = match try_get(&client, addr, "swap.example", "/x").await {
+                    Ok(answer) if answer.status == 200 => answer,
+                    Ok(answer) => {
+                        failures.push(format!("{} {}", answer.status, answer.text()));
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(error) => {
+                        failures.push(error);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                };
                 ok.fetch_add(1, Ordering::Relaxed);
                 match answer.echo().backend() {
                     "a" => seen_a.fetch_add(1, Ordering::Relaxed),
@@ -59,13 +67,13 @@ async fn sixty_four_clients_see_no_failure_while_a_hundred_snapshots_are_publish
     }
 
     // Publish each new table only after clients have completed requests on the previous one,
-    // so every snapshot is really exercised under load.
+    // so every snapshot is really exercised under load. A failing client stops them all.
     for i in 1..=SNAPSHOTS {
         let target = ok.load(Ordering::Relaxed) + CLIENTS;
         wait_until(
             "clients used the current table",
             Duration::from_secs(30),
-            || ok.load(Ordering::Relaxed) >= target,
+            || ok.load(Ordering::Relaxed) >= target || stop.load(Ordering::Relaxed),
         )
         .await;
         let generation = proxy.state.publish(table_for(i));
@@ -75,7 +83,7 @@ async fn sixty_four_clients_see_no_failure_while_a_hundred_snapshots_are_publish
     wait_until(
         "clients used the last table",
         Duration::from_secs(30),
-        || ok.load(Ordering::Relaxed) >= target,
+        || ok.load(Ordering::Relaxed) >= target || stop.load(Ordering::Relaxed),
     )
     .await;
     stop.store(true, Ordering::Relaxed);

@@ -299,7 +299,7 @@ async fn streams_a_hundred_mebibytes_each_way_without_growing_memory() {
 }
 
 #[tokio::test]
-async fn starts_with_clear_errors_and_stops_cleanly() {
+async fn bad_start_up_input_gets_a_clear_error() {
     let missing = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
             "--manifests",
@@ -314,6 +314,14 @@ async fn starts_with_clear_errors_and_stops_cleanly() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/nonexistent/weir-test"), "{stderr}");
+
+    let no_source = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .env_remove("WEIR_MANIFESTS")
+        .output()
+        .unwrap();
+    assert!(!no_source.status.success());
+    assert!(String::from_utf8_lossy(&no_source.stderr).contains("--manifests"));
 
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("--help")
@@ -331,10 +339,70 @@ async fn starts_with_clear_errors_and_stops_cleanly() {
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }
+}
 
+#[tokio::test]
+async fn sigterm_turns_unready_then_drains_and_exits_zero() {
+    let backend = TestBackend::start("web").await;
     let dir = tempfile::tempdir().unwrap();
-    let weir = WeirProcess::start(dir.path(), &[]);
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("web", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("demo", "demo.local", "/", "web"),
+    );
+    let mut weir = WeirProcess::start(dir.path(), &["--shutdown-delay", "1s"]);
     until_ready(&weir).await;
-    let status = weir.terminate();
+    let client = http1_client();
+    let slow = {
+        let (client, addr) = (client.clone(), weir.http);
+        tokio::spawn(async move { get(&client, addr, "demo.local", "/slow?ms=2000").await })
+    };
+    wait_until(
+        "the slow request reached the backend",
+        Duration::from_secs(10),
+        || backend.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+    )
+    .await;
+    let signalled = Instant::now();
+    weir.sigterm();
+
+    // During the delay: unready, but still serving new connections.
+    let fresh = http1_client();
+    loop {
+        let ready = get(&fresh, weir.admin, "admin", "/readyz").await;
+        if ready.status == 503 {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        get(&fresh, weir.http, "demo.local", "/").await.status,
+        200,
+        "new requests are served during the delay"
+    );
+
+    // The request in flight finishes, then weir exits 0.
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status, 200);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = weir.wait_exit(Duration::from_secs(10));
+        (status, weir)
+    })
+    .await
+    .unwrap()
+    .0;
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(1),
+        "not before the shutdown delay"
+    );
 }

@@ -375,6 +375,34 @@ pub async fn get(
     send(client, req).await
 }
 
+/// Like [`get`], but a transport error is returned instead of panicking.
+pub async fn try_get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<Answer, String> {
+    let req = Request::get(format!("http://{proxy}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    let response = client
+        .request(req)
+        .await
+        .map_err(|e| format!("request failed: {e:?}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body failed: {e:?}"))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Writes raw bytes and reads until the server closes the connection.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();

@@ -85,20 +85,27 @@ impl WeirProcess {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "weir did not exit after SIGTERM"
+                "weir did not exit within {limit:?}:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
