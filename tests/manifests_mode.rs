@@ -81,6 +81,30 @@ async fn until_status(
     }
 }
 
+/// weir serving `dir` with `ingress` (`host` + `path` → Service "web" → `backend`), ready.
+async fn start_weir(
+    backend: &TestBackend,
+    ingress: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> (tempfile::TempDir, WeirProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("web", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml(ingress, host, path, "web"),
+    );
+    let weir = WeirProcess::start(dir.path(), extra);
+    until_ready(&weir).await;
+    (dir, weir)
+}
+
 async fn until_ready(weir: &WeirProcess) {
     let client = http1_client();
     let start = Instant::now();
@@ -101,19 +125,7 @@ async fn until_ready(weir: &WeirProcess) {
 #[tokio::test]
 async fn edits_change_routing_within_a_second_without_dropping_requests_in_flight() {
     let backend = TestBackend::start("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "backend.yaml",
-        &service_yaml("web", &[backend.addr]),
-    );
-    write(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_yaml("demo", "demo.local", "/hello", "web"),
-    );
-    let weir = WeirProcess::start(dir.path(), &[]);
-    until_ready(&weir).await;
+    let (dir, weir) = start_weir(&backend, "demo", "demo.local", "/hello", &[]).await;
 
     let client = http1_client();
     let answer = get(&client, weir.http, "demo.local", "/hello").await;
@@ -163,19 +175,7 @@ async fn edits_change_routing_within_a_second_without_dropping_requests_in_fligh
 #[tokio::test]
 async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
     let backend = TestBackend::start("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "backend.yaml",
-        &service_yaml("web", &[backend.addr]),
-    );
-    write(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_yaml("demo", "demo.local", "/", "web"),
-    );
-    let weir = WeirProcess::start(dir.path(), &[]);
-    until_ready(&weir).await;
+    let (dir, weir) = start_weir(&backend, "demo", "demo.local", "/", &[]).await;
     let client = http1_client();
     assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
 
@@ -239,19 +239,7 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
 async fn streams_a_hundred_mebibytes_each_way_without_growing_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let backend = TestBackend::start("big").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "backend.yaml",
-        &service_yaml("big", &[backend.addr]),
-    );
-    write(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_yaml("big", "big.local", "/", "big"),
-    );
-    let weir = WeirProcess::start(dir.path(), &[]);
-    until_ready(&weir).await;
+    let (_dir, weir) = start_weir(&backend, "big", "big.local", "/", &[]).await;
     let client = http1_client();
     assert_eq!(get(&client, weir.http, "big.local", "/").await.status, 200);
     let (baseline, _) = weir.memory_kib();
@@ -344,19 +332,14 @@ async fn bad_start_up_input_gets_a_clear_error() {
 #[tokio::test]
 async fn sigterm_turns_unready_then_drains_and_exits_zero() {
     let backend = TestBackend::start("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "backend.yaml",
-        &service_yaml("web", &[backend.addr]),
-    );
-    write(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_yaml("demo", "demo.local", "/", "web"),
-    );
-    let mut weir = WeirProcess::start(dir.path(), &["--shutdown-delay", "1s"]);
-    until_ready(&weir).await;
+    let (_dir, mut weir) = start_weir(
+        &backend,
+        "demo",
+        "demo.local",
+        "/",
+        &["--shutdown-delay", "1s"],
+    )
+    .await;
     let client = http1_client();
     let slow = {
         let (client, addr) = (client.clone(), weir.http);

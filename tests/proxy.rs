@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -361,11 +359,7 @@ async fn rejects_oversized_and_malformed_requests() {
         max_headers: 20,
         ..ProxyConfig::default()
     };
-    let proxy = TestProxy::start(
-        config,
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(config, backend.addr).await;
 
     let big = format!(
         "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
@@ -420,23 +414,8 @@ async fn slow_header_clients_are_cut_off() {
         ..ProxyConfig::default()
     };
     let proxy = TestProxy::start(config, table(&[])).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
-        .await
-        .expect("a client that never finishes its headers is disconnected")
-        .ok();
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "cut off after {:?}",
-        started.elapsed()
-    );
-    let text = String::from_utf8_lossy(&out);
+    let (text, took) = raw_timed(proxy.addr, b"GET / HTTP/1.1\r\nHost: h\r\n").await;
+    assert!(took >= Duration::from_millis(300), "cut off after {took:?}");
     assert!(
         !text.contains(" 404 ") && !text.contains(" 200 "),
         "the unfinished request was not answered: {text}"
@@ -450,28 +429,12 @@ async fn idle_keepalive_connections_are_closed() {
         keepalive_timeout: Duration::from_millis(300),
         ..ProxyConfig::default()
     };
-    let proxy = TestProxy::start(
-        config,
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
-        .await
-        .expect("the idle connection is closed after the keep-alive timeout")
-        .unwrap();
+    let proxy = TestProxy::serving(config, backend.addr).await;
+    let (text, took) = raw_timed(proxy.addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "closed after {:?}, before the keep-alive timeout",
-        started.elapsed()
+        took >= Duration::from_millis(300),
+        "closed after {took:?}, before the keep-alive timeout"
     );
-    let text = String::from_utf8_lossy(&out);
     assert!(
         text.starts_with("HTTP/1.1 200"),
         "the request itself was answered: {text}"
@@ -481,11 +444,7 @@ async fn idle_keepalive_connections_are_closed() {
 #[tokio::test]
 async fn streams_chunked_bodies_both_ways() {
     let backend = TestBackend::start("b").await;
-    let proxy = TestProxy::start(
-        ProxyConfig::default(),
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(ProxyConfig::default(), backend.addr).await;
     let client = http1_client();
     let answer = get(&client, proxy.addr, "h", "/source?bytes=5000000").await;
     assert_eq!(answer.status, 200);
@@ -504,11 +463,7 @@ async fn streams_chunked_bodies_both_ways() {
 async fn connections_the_backend_closes_are_not_reused() {
     // The backend answers `Connection: close`; the pool must not keep those connections.
     let backend = TestBackend::start("b").await;
-    let proxy = TestProxy::start(
-        ProxyConfig::default(),
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(ProxyConfig::default(), backend.addr).await;
     let client = http1_client();
     let mut ids = HashSet::new();
     let before = backend
@@ -539,11 +494,7 @@ async fn replays_idempotent_requests_when_a_pooled_connection_dies_under_them() 
         ..BackendOptions::default()
     };
     let backend = TestBackend::start_with("b", options).await;
-    let proxy = TestProxy::start(
-        ProxyConfig::default(),
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(ProxyConfig::default(), backend.addr).await;
     let client = http1_client();
     for _ in 0..5 {
         let answer = get(&client, proxy.addr, "h", "/").await;
@@ -566,11 +517,7 @@ async fn pooled_connections_the_backend_closed_while_idle_are_not_used() {
         ..BackendOptions::default()
     };
     let backend = TestBackend::start_with("b", options).await;
-    let proxy = TestProxy::start(
-        ProxyConfig::default(),
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(ProxyConfig::default(), backend.addr).await;
     let client = http1_client();
     for round in 1..=3 {
         assert_eq!(get(&client, proxy.addr, "h", "/").await.status, 200);
@@ -603,24 +550,13 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
         client_body_timeout: Duration::from_millis(300),
         ..ProxyConfig::default()
     };
-    let proxy = TestProxy::start(
-        config,
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+    let proxy = TestProxy::serving(config, backend.addr).await;
+    let (text, took) = raw_timed(
+        proxy.addr,
+        b"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab",
     )
     .await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
-        .await
-        .expect("the connection is closed after the body timeout")
-        .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(300));
-    let text = String::from_utf8_lossy(&out);
+    assert!(took >= Duration::from_millis(300));
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
@@ -631,11 +567,7 @@ async fn a_response_body_that_stalls_is_cut_off() {
         upstream_response_timeout: Duration::from_millis(300),
         ..ProxyConfig::default()
     };
-    let proxy = TestProxy::start(
-        config,
-        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
-    )
-    .await;
+    let proxy = TestProxy::serving(config, backend.addr).await;
     let response = http1_client()
         .request(
             Request::get(format!("http://{}/stall", proxy.addr))

@@ -268,6 +268,15 @@ impl Drop for TestProxy {
 }
 
 impl TestProxy {
+    /// A proxy sending every request to one endpoint (service "s").
+    pub async fn serving(config: ProxyConfig, endpoint: SocketAddr) -> TestProxy {
+        Self::start(
+            config,
+            table(&[("", PathRule::prefix("/"), "s", vec![endpoint])]),
+        )
+        .await
+    }
+
     pub async fn start(config: ProxyConfig, table: RouteTable) -> TestProxy {
         let state = Arc::new(State::new());
         state.publish(table);
@@ -405,14 +414,24 @@ pub async fn try_get(
 
 /// Writes raw bytes and reads until the server closes the connection.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    raw_timed(addr, request).await.0
+}
+
+/// Like [`raw`], also returning how long after the write the server closed the connection.
+/// A connection reset ends the read like a close.
+pub async fn raw_timed(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    let started = tokio::time::Instant::now();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
         .await
         .expect("server did not close the connection")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+        .ok();
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
 }
 
 /// A local address that refuses connections (nothing listens on TCP port 1).
