@@ -351,6 +351,8 @@ async fn sigterm_turns_unready_then_drains_and_exits_zero() {
         || backend.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
     )
     .await;
+    // A client that connects and never sends a byte must not hold up the exit.
+    let silent = tokio::net::TcpStream::connect(weir.http).await.unwrap();
     let signalled = Instant::now();
     weir.sigterm();
 
@@ -384,6 +386,7 @@ async fn sigterm_turns_unready_then_drains_and_exits_zero() {
     .unwrap()
     .0;
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    drop(silent);
     assert!(
         signalled.elapsed() >= Duration::from_secs(1),
         "not before the shutdown delay"

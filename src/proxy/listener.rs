@@ -59,9 +59,14 @@ impl Proxy {
         cancel: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let detected =
+        let detect =
             tokio::time::timeout(self.config.client_header_timeout, preface::detect(stream));
-        let Ok(Some(Detected { http2, stream })) = detected.await else {
+        // A connection that has sent nothing yet must not hold up a shutdown.
+        let detected = tokio::select! {
+            detected = detect => detected,
+            _ = cancel.cancelled() => return,
+        };
+        let Ok(Some(Detected { http2, stream })) = detected else {
             return;
         };
         let activity = ConnActivity::new();
