@@ -1,7 +1,7 @@
 //! Responses weir makes itself, and the one place where failures become status codes.
 
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, Version};
 
 use super::body::ProxyBody;
 use super::upstream::UpstreamError;
@@ -54,8 +54,8 @@ impl Refusal {
         }
     }
 
-    /// A small plain-text response for this refusal.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// A small plain-text response for this refusal to a request of `version`.
+    pub fn into_response(self, version: Version) -> Response<ProxyBody> {
         let (status, detail) = self.status_and_detail();
         let body = format!(
             "{} {}: {detail}\n",
@@ -77,10 +77,13 @@ impl Refusal {
                     HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
                 );
             }
-            // The connection's framing can no longer be trusted.
+            // The connection's framing can no longer be trusted (HTTP/1 only: HTTP/2 frames
+            // each stream on its own and forbids the header).
             Refusal::BadRequest(_)
             | Refusal::UnsupportedTransferCoding
-            | Refusal::ClientBodyTimeout => {
+            | Refusal::ClientBodyTimeout
+                if version < Version::HTTP_2 =>
+            {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -123,7 +126,7 @@ mod tests {
             Refusal::Upstream(connect_timeout).status_and_detail().0,
             504
         );
-        let response = Refusal::NoRoute.into_response();
+        let response = Refusal::NoRoute.into_response(Version::HTTP_11);
         assert_eq!(response.headers()["server"], "weir");
         assert_eq!(
             response.headers()["content-type"],

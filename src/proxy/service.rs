@@ -36,9 +36,10 @@ impl Proxy {
         conn: &ConnInfo,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        let version = req.version();
         match self.forward(conn, req).await {
             Ok(response) => response,
-            Err(refusal) => refusal.into_response(),
+            Err(refusal) => refusal.into_response(version),
         }
     }
 
