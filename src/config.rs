@@ -8,6 +8,7 @@ use clap::Parser;
 use ipnet::IpNet;
 
 use crate::model::BuildConfig;
+use crate::source::cluster::{ClusterConfig, EndpointsApi};
 
 /// weir: a Kubernetes ingress controller with an embedded HTTP/1.1 and HTTP/2 data plane.
 ///
@@ -19,6 +20,20 @@ pub struct Config {
     /// Serve the Kubernetes objects in the YAML/JSON files of this directory (no cluster needed).
     #[arg(long, env = "WEIR_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig of the cluster to serve (default: `KUBECONFIG`, then `~/.kube/config`, then
+    /// the in-cluster service account). Ignored with `--manifests`.
+    #[arg(long, env = "WEIR_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WEIR_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Where Service endpoints are read from: `discovery.k8s.io/v1` EndpointSlices, core/v1
+    /// Endpoints, or `auto` (EndpointSlices when the API server serves them).
+    #[arg(long, env = "WEIR_ENDPOINTS_API", value_enum, default_value = "auto")]
+    pub endpoints_api: EndpointsApi,
 
     /// Address of the plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -128,6 +143,16 @@ impl Config {
             controller_name: self.controller_name.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
             ..BuildConfig::default()
+        }
+    }
+
+    /// The settings the cluster source needs.
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            namespace: self.watch_namespace.clone(),
+            endpoints_api: self.endpoints_api,
+            debounce: Duration::from_millis(50),
+            debounce_max: Duration::from_millis(500),
         }
     }
 

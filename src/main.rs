@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,16 +13,22 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use weir::admin::serve_admin;
 use weir::config::Config;
 use weir::controller::run_rebuild_loop;
 use weir::proxy::Proxy;
+use weir::source::cluster::ClusterSource;
 use weir::source::manifests::ManifestSource;
 use weir::state::State;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(&config.log_level)?;
+    // One process-wide TLS crypto provider, chosen here (the Kubernetes client uses rustls).
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,15 +51,42 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let Some(dir) = config.manifests.clone() else {
-        bail!(
-            "no source of Kubernetes objects: pass --manifests DIR (or set WEIR_MANIFESTS) to serve the \
-             Ingresses, Services and Endpoints in a directory of YAML files"
-        );
+/// Where the Kubernetes objects come from.
+enum Source {
+    Manifests(ManifestSource),
+    Cluster(ClusterSource),
+}
+
+async fn source(config: &Config) -> anyhow::Result<Source> {
+    if let Some(dir) = &config.manifests {
+        let source = ManifestSource::new(dir)
+            .with_context(|| format!("cannot serve --manifests {}", dir.display()))?;
+        info!(manifests = %dir.display(), "serving a directory of manifests");
+        return Ok(Source::Manifests(source));
+    }
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no --manifests DIR given and no cluster found (KUBECONFIG, ~/.kube/config or in-cluster); \
+             pass --manifests DIR to serve a directory of Kubernetes YAML without a cluster",
+        )?,
     };
-    let source = ManifestSource::new(&dir)
-        .with_context(|| format!("cannot serve --manifests {}", dir.display()))?;
+    info!(api_server = %kube_config.cluster_url, "serving a cluster");
+    let client =
+        kube::Client::try_from(kube_config).context("cannot create the Kubernetes client")?;
+    Ok(Source::Cluster(ClusterSource::new(
+        client,
+        config.cluster_config(),
+    )))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let source = source(&config).await?;
 
     let http = TcpListener::bind(config.http_addr)
         .await
@@ -61,7 +94,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
-    info!(http = %http.local_addr()?, admin = %admin.local_addr()?, manifests = %dir.display(), "weir listening");
+    info!(http = %http.local_addr()?, admin = %admin.local_addr()?, "weir listening");
 
     let state = Arc::new(State::new());
     let tasks = TaskTracker::new();
@@ -87,7 +120,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.build_config(),
         cancel.clone(),
     ));
-    let source_task = tasks.spawn(source.run(inputs_tx, cancel.clone()));
+    let source_task = match source {
+        Source::Manifests(source) => {
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                source
+                    .run(inputs_tx, cancel)
+                    .await
+                    .context("the manifests source failed")
+            })
+        }
+        Source::Cluster(source) => {
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                source
+                    .run(inputs_tx, cancel)
+                    .await
+                    .context("the cluster source failed")
+            })
+        }
+    };
 
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
@@ -100,9 +152,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         ended = source_task => match ended {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the manifests source failed")),
-            Err(e) => Err(anyhow::Error::new(e).context("the manifests source panicked")),
+            Ok(result) => result,
+            Err(e) => Err(anyhow::Error::new(e).context("the source panicked")),
         },
     };
 

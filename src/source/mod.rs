@@ -1,3 +1,4 @@
 //! Where Kubernetes objects come from. Every source produces the same [`crate::model::Input`].
 
+pub mod cluster;
 pub mod manifests;

@@ -1,0 +1,315 @@
+//! The cluster source: kube-rs watchers and reflectors for every kind the model reads.
+//!
+//! Each kind has a watcher whose objects (without `managedFields`) land in a reflector store.
+//! Nothing is sent before every watcher has listed once; after that, changes that can affect
+//! the table — any Ingress or IngressClass, and Services, endpoints and TLS Secrets that some
+//! Ingress references — are debounced and a new [`Input`] built from the stores is sent.
+//! When the API server goes away the watchers retry with backoff and the stores, and so the last
+//! table, stay as they were.
+
+mod references;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::model::Input;
+use references::References;
+use watch::{Change, watch_kind};
+
+/// Which API publishes a Service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndpointsApi {
+    /// `discovery.k8s.io/v1` EndpointSlices when the server serves them, else core/v1 Endpoints.
+    Auto,
+    /// `discovery.k8s.io/v1` EndpointSlices.
+    Endpointslices,
+    /// core/v1 Endpoints.
+    Endpoints,
+}
+
+/// Why the cluster source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A reflector's writer went away before its first list finished.
+    #[error("the {0} watcher stopped before its first list")]
+    WatcherStopped(&'static str),
+}
+
+/// Settings of the cluster source.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Where endpoints come from.
+    pub endpoints_api: EndpointsApi,
+    /// Quiet period after a change before rebuilding.
+    pub debounce: Duration,
+    /// Longest a stream of changes may delay a rebuild.
+    pub debounce_max: Duration,
+}
+
+/// The stores the reflectors fill, one per kind.
+struct Stores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Option<Store<EndpointSlice>>,
+    endpoints: Option<Store<Endpoints>>,
+    secrets: Store<Secret>,
+}
+
+impl Stores {
+    fn input(&self) -> Input {
+        fn owned<K>(store: &Store<K>) -> Vec<K>
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.state().iter().map(|o| K::clone(o)).collect()
+        }
+        Input {
+            ingresses: owned(&self.ingresses),
+            ingress_classes: owned(&self.classes),
+            services: owned(&self.services),
+            endpoint_slices: self.slices.as_ref().map(owned).unwrap_or_default(),
+            endpoints: self.endpoints.as_ref().map(owned).unwrap_or_default(),
+            secrets: owned(&self.secrets),
+        }
+    }
+}
+
+/// Watches the cluster and sends an [`Input`] for every change that matters.
+pub struct ClusterSource {
+    client: Client,
+    config: ClusterConfig,
+}
+
+impl ClusterSource {
+    /// A source reading through `client`.
+    pub fn new(client: Client, config: ClusterConfig) -> Self {
+        ClusterSource { client, config }
+    }
+
+    /// Runs until `cancel` fires. Sends the first input once every watcher has listed.
+    pub async fn run(
+        self,
+        tx: tokio_watch::Sender<Option<Arc<Input>>>,
+        cancel: CancellationToken,
+    ) -> Result<(), ClusterError> {
+        let span = info_span!(
+            "cluster",
+            namespace = self.config.namespace.as_deref().unwrap_or("*")
+        );
+        self.run_inner(tx, cancel).instrument(span).await
+    }
+
+    async fn run_inner(
+        self,
+        tx: tokio_watch::Sender<Option<Arc<Input>>>,
+        cancel: CancellationToken,
+    ) -> Result<(), ClusterError> {
+        let use_slices = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            slices = self.use_endpoint_slices() => slices,
+        };
+        info!(
+            api = if use_slices {
+                "discovery.k8s.io/v1 EndpointSlice"
+            } else {
+                "v1 Endpoints"
+            },
+            "reading endpoints"
+        );
+
+        let tasks = TaskTracker::new();
+        let (changes_tx, mut changes) = mpsc::channel::<Change>(1024);
+        let client = &self.client;
+        let ns = self.config.namespace.as_deref();
+        let namespaced = |client: &Client| -> (Api<Ingress>, Api<Service>, Api<Secret>) {
+            match ns {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                ),
+            }
+        };
+        let (ingress_api, service_api, secret_api) = namespaced(client);
+
+        let (ingresses, w) = reflector::store();
+        tasks.spawn(watch_kind(
+            ingress_api,
+            Default::default(),
+            w,
+            changes_tx.clone(),
+            cancel.clone(),
+        ));
+        let (classes, w) = reflector::store();
+        tasks.spawn(watch_kind(
+            Api::<IngressClass>::all(client.clone()),
+            Default::default(),
+            w,
+            changes_tx.clone(),
+            cancel.clone(),
+        ));
+        let (services, w) = reflector::store();
+        tasks.spawn(watch_kind(
+            service_api,
+            Default::default(),
+            w,
+            changes_tx.clone(),
+            cancel.clone(),
+        ));
+        let tls_only = kube::runtime::watcher::Config::default().fields("type=kubernetes.io/tls");
+        let (secrets, w) = reflector::store();
+        tasks.spawn(watch_kind(
+            secret_api,
+            tls_only,
+            w,
+            changes_tx.clone(),
+            cancel.clone(),
+        ));
+        let (slices, endpoints) = if use_slices {
+            let api: Api<EndpointSlice> = match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let (store, w) = reflector::store();
+            tasks.spawn(watch_kind(
+                api,
+                Default::default(),
+                w,
+                changes_tx.clone(),
+                cancel.clone(),
+            ));
+            (Some(store), None)
+        } else {
+            let api: Api<Endpoints> = match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let (store, w) = reflector::store();
+            tasks.spawn(watch_kind(
+                api,
+                Default::default(),
+                w,
+                changes_tx.clone(),
+                cancel.clone(),
+            ));
+            (None, Some(store))
+        };
+        drop(changes_tx);
+        tasks.close();
+        let stores = Stores {
+            ingresses,
+            classes,
+            services,
+            slices,
+            endpoints,
+            secrets,
+        };
+
+        let synced = tokio::select! {
+            _ = cancel.cancelled() => None,
+            synced = wait_for_first_lists(&stores) => Some(synced),
+        };
+        match synced {
+            None => {
+                tasks.wait().await;
+                return Ok(());
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => {}
+        }
+        let mut references = References::of(&stores.ingresses.state());
+        info!("every watcher has listed; publishing the first table");
+        let _ = tx.send(Some(Arc::new(stores.input())));
+
+        // Drain what arrived during the initial lists: it is in the first input already.
+        while changes.try_recv().is_ok() {}
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                change = changes.recv() => match change {
+                    Some(change) => change,
+                    None => break,
+                },
+            };
+            if !references.update_and_check(&first, &stores.ingresses) {
+                debug!(?first, "change cannot affect the table");
+                continue;
+            }
+            // Debounce: wait for a quiet period, bounded by a maximum delay.
+            let deadline = tokio::time::Instant::now() + self.config.debounce_max;
+            loop {
+                let quiet = tokio::time::Instant::now() + self.config.debounce;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(quiet.min(deadline)) => break,
+                    change = changes.recv() => match change {
+                        Some(change) => { references.update_and_check(&change, &stores.ingresses); }
+                        None => break,
+                    },
+                }
+            }
+            let _ = tx.send(Some(Arc::new(stores.input())));
+        }
+        tasks.wait().await;
+        Ok(())
+    }
+
+    /// Whether to read EndpointSlices, asking the server when `--endpoints-api auto`. Retries
+    /// (with a delay) while the server cannot be asked.
+    async fn use_endpoint_slices(&self) -> bool {
+        match self.config.endpoints_api {
+            EndpointsApi::Endpointslices => true,
+            EndpointsApi::Endpoints => false,
+            EndpointsApi::Auto => loop {
+                match self
+                    .client
+                    .list_api_group_resources("discovery.k8s.io/v1")
+                    .await
+                {
+                    Ok(list) => return list.resources.iter().any(|r| r.name == "endpointslices"),
+                    Err(kube::Error::Api(status)) if status.code == 404 => return false,
+                    Err(error) => {
+                        warn!(%error, "cannot ask the API server which endpoints API it serves; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
+    let ready = |result: Result<(), reflector::store::WriterDropped>, kind| {
+        result.map_err(|_| ClusterError::WatcherStopped(kind))
+    };
+    ready(stores.ingresses.wait_until_ready().await, "Ingress")?;
+    ready(stores.classes.wait_until_ready().await, "IngressClass")?;
+    ready(stores.services.wait_until_ready().await, "Service")?;
+    ready(stores.secrets.wait_until_ready().await, "Secret")?;
+    if let Some(slices) = &stores.slices {
+        ready(slices.wait_until_ready().await, "EndpointSlice")?;
+    }
+    if let Some(endpoints) = &stores.endpoints {
+        ready(endpoints.wait_until_ready().await, "Endpoints")?;
+    }
+    Ok(())
+}
