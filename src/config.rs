@@ -35,6 +35,41 @@ pub struct Config {
     #[arg(long, env = "WEIR_ENDPOINTS_API", value_enum, default_value = "auto")]
     pub endpoints_api: EndpointsApi,
 
+    /// Write the load-balancer addresses of this Service (or its cluster IP when it has none)
+    /// into the status of weir's Ingresses.
+    #[arg(long, env = "WEIR_PUBLISH_SERVICE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced, conflicts_with = "publish_status_address")]
+    pub publish_service: Option<(String, String)>,
+
+    /// Write these IPs or hostnames (comma-separated) into the status of weir's Ingresses.
+    #[arg(
+        long,
+        env = "WEIR_PUBLISH_STATUS_ADDRESS",
+        value_delimiter = ',',
+        value_name = "IP|HOSTNAME"
+    )]
+    pub publish_status_address: Vec<String>,
+
+    /// Name of the `coordination.k8s.io/v1` Lease that elects the replica writing status and Events.
+    #[arg(long, env = "WEIR_ELECTION_ID", default_value = "weir-leader")]
+    pub election_id: String,
+
+    /// Namespace of the election Lease (default: the pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "WEIR_ELECTION_NAMESPACE")]
+    pub election_namespace: Option<String>,
+
+    /// How long the Lease is valid without renewal: the longest a dead leader stays leader.
+    #[arg(long, env = "WEIR_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = positive_duration)]
+    pub election_lease_duration: Duration,
+
+    /// How often replicas try to acquire or renew the Lease.
+    #[arg(long, env = "WEIR_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = positive_duration)]
+    pub election_retry_period: Duration,
+
+    /// This replica's name in the election and in Events (set it to the pod name; default:
+    /// the host name plus a random suffix).
+    #[arg(long, env = "WEIR_IDENTITY")]
+    pub identity: Option<String>,
+
     /// Address of the plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -128,6 +163,15 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_namespaced(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()
@@ -198,6 +242,17 @@ mod tests {
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
         assert!(Config::try_parse_from(["weir", "--upstream-response-timeout=0s"]).is_err());
         assert!(Config::try_parse_from(["weir", "--shutdown-delay=0s"]).is_ok());
+        let c = Config::try_parse_from(["weir", "--publish-service=ingress/weir"]).unwrap();
+        assert_eq!(c.publish_service, Some(("ingress".into(), "weir".into())));
+        assert!(Config::try_parse_from(["weir", "--publish-service=weir"]).is_err());
+        assert!(
+            Config::try_parse_from([
+                "weir",
+                "--publish-service=a/b",
+                "--publish-status-address=1.2.3.4"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

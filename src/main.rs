@@ -14,9 +14,13 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::Reporter;
 use weir::admin::serve_admin;
 use weir::config::Config;
-use weir::controller::run_rebuild_loop;
+use weir::controller::events::run_event_writer;
+use weir::controller::leader::{ElectionConfig, run_election};
+use weir::controller::status::{PublishFrom, run_status_writer};
+use weir::controller::{Published, run_rebuild_loop};
 use weir::proxy::Proxy;
 use weir::source::cluster::ClusterSource;
 use weir::source::manifests::ManifestSource;
@@ -54,7 +58,7 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
 /// Where the Kubernetes objects come from.
 enum Source {
     Manifests(ManifestSource),
-    Cluster(ClusterSource),
+    Cluster(Box<ClusterSource>, kube::Client),
 }
 
 async fn source(config: &Config) -> anyhow::Result<Source> {
@@ -79,10 +83,10 @@ async fn source(config: &Config) -> anyhow::Result<Source> {
     info!(api_server = %kube_config.cluster_url, "serving a cluster");
     let client =
         kube::Client::try_from(kube_config).context("cannot create the Kubernetes client")?;
-    Ok(Source::Cluster(ClusterSource::new(
+    Ok(Source::Cluster(
+        Box::new(ClusterSource::new(client.clone(), config.cluster_config())),
         client,
-        config.cluster_config(),
-    )))
+    ))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -114,10 +118,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     ));
     let (inputs_tx, inputs_rx) = watch::channel(None);
+    let (published_tx, published_rx) = watch::channel(None);
     tasks.spawn(run_rebuild_loop(
         inputs_rx,
         state.clone(),
         config.build_config(),
+        published_tx,
         cancel.clone(),
     ));
     let source_task = match source {
@@ -130,7 +136,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     .context("the manifests source failed")
             })
         }
-        Source::Cluster(source) => {
+        Source::Cluster(source, client) => {
+            spawn_api_writers(&config, client, published_rx, &tasks, &cancel).await;
             let cancel = cancel.clone();
             tasks.spawn(async move {
                 source
@@ -170,6 +177,88 @@ async fn run(config: Config) -> anyhow::Result<()> {
         error!("{e:#}");
     }
     outcome
+}
+
+/// Starts what only the leader does on a cluster: the election, the status writer and Events.
+async fn spawn_api_writers(
+    config: &Config,
+    client: kube::Client,
+    published: watch::Receiver<Option<Arc<Published>>>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let identity = config.identity.clone().unwrap_or_else(default_identity);
+    let namespace = match &config.election_namespace {
+        Some(ns) => ns.clone(),
+        None => std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .map(|ns| ns.trim().to_owned())
+            .unwrap_or_else(|_| client.default_namespace().to_owned()),
+    };
+    let election = ElectionConfig {
+        namespace,
+        name: config.election_id.clone(),
+        identity: identity.clone(),
+        lease_duration: config.election_lease_duration,
+        retry_period: config.election_retry_period,
+    };
+    info!(lease = %format!("{}/{}", election.namespace, election.name), %identity, "joining the leader election");
+    let (leader_tx, leader_rx) = watch::channel(false);
+    tasks.spawn(run_election(
+        client.clone(),
+        election,
+        leader_tx,
+        cancel.clone(),
+    ));
+
+    let reporter = Reporter {
+        controller: config.controller_name.clone(),
+        instance: Some(identity),
+    };
+    tasks.spawn(run_event_writer(
+        client.clone(),
+        reporter,
+        published.clone(),
+        leader_rx.clone(),
+        cancel.clone(),
+    ));
+
+    let from = match (
+        &config.publish_service,
+        config.publish_status_address.is_empty(),
+    ) {
+        (Some((namespace, name)), _) => Some(PublishFrom::Service {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        }),
+        (None, false) => Some(PublishFrom::Addresses(
+            config.publish_status_address.clone(),
+        )),
+        (None, true) => None,
+    };
+    match from {
+        Some(from) => {
+            tasks.spawn(run_status_writer(
+                client,
+                from,
+                published,
+                leader_rx,
+                cancel.clone(),
+            ));
+        }
+        None => {
+            info!("no --publish-service or --publish-status-address: Ingress status is not written")
+        }
+    }
+}
+
+/// The host name plus a random suffix, so that replicas on one host never share an identity.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weir".to_owned());
+    format!("{host}-{:05x}", fastrand::u32(..0x100000))
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.

@@ -1,8 +1,12 @@
 //! The control loop: turns every new [`Input`](crate::model::Input) from a source into a
-//! routing table, publishes it, and reports what was wrong with the input.
+//! routing table and publishes it; on a cluster, the leader also reports to the API what is
+//! served (Ingress status) and what is wrong (Events).
 
 mod diagnostics;
+pub mod events;
+pub mod leader;
 mod rebuild;
+pub mod status;
 
 pub use diagnostics::DiagnosticLog;
-pub use rebuild::run_rebuild_loop;
+pub use rebuild::{Published, run_rebuild_loop};

@@ -8,16 +8,31 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::DiagnosticLog;
-use crate::model::{self, BuildConfig, Input};
+use crate::model::{self, BuildConfig, Diagnostic, Input, ObjectRef};
 use crate::state::State;
+
+/// What the data plane serves now, for the writers that report it to the API (status, Events).
+#[derive(Debug)]
+pub struct Published {
+    /// The generation of the snapshot the data plane serves.
+    pub generation: u64,
+    /// The input it was built from.
+    pub input: Arc<Input>,
+    /// weir's Ingresses, all of them in the served table.
+    pub ingresses: Vec<ObjectRef>,
+    /// What was wrong with the input.
+    pub diagnostics: Vec<Diagnostic>,
+}
 
 /// Builds and publishes a table for every input the source sends, until `cancel` fires or the
 /// source goes away. `None` means "not synced yet": nothing is published before the first
-/// complete input, so `/readyz` stays unready until then.
+/// complete input, so `/readyz` stays unready until then. After each publish, `published`
+/// says what is now served.
 pub async fn run_rebuild_loop(
     mut inputs: watch::Receiver<Option<Arc<Input>>>,
     state: Arc<State>,
     mut config: BuildConfig,
+    published: watch::Sender<Option<Arc<Published>>>,
     cancel: CancellationToken,
 ) {
     let mut diagnostics = DiagnosticLog::default();
@@ -29,7 +44,8 @@ pub async fn run_rebuild_loop(
             config.balance_seed = fastrand::u64(..);
             let config = config.clone();
             let started = Instant::now();
-            let built = tokio::task::spawn_blocking(move || model::build(&input, &config))
+            let for_build = input.clone();
+            let built = tokio::task::spawn_blocking(move || model::build(&for_build, &config))
                 .instrument(info_span!("rebuild"))
                 .await;
             match built {
@@ -38,6 +54,12 @@ pub async fn run_rebuild_loop(
                     let routes = built.table.route_count();
                     let generation = state.publish(built.table);
                     info!(generation, routes, ingresses = built.ingresses.len(), elapsed = ?started.elapsed(), "published routing table");
+                    published.send_replace(Some(Arc::new(Published {
+                        generation,
+                        input,
+                        ingresses: built.ingresses,
+                        diagnostics: built.diagnostics,
+                    })));
                 }
                 Err(error) => {
                     warn!(%error, "building the routing table failed; the last good table keeps serving")

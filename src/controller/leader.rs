@@ -1,0 +1,288 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease.
+//!
+//! Every replica serves traffic; only the leader writes to the API (Ingress status, Events).
+//! Each replica tries every `retry_period` to create, renew or take over the Lease: it takes
+//! over when the holder has not renewed within `lease_duration`. Updates carry the Lease's
+//! resourceVersion, so two replicas can never both win the same round. A leader that cannot
+//! renew within `lease_duration` stops acting as leader before anyone else may take over
+//! (checked against its own clock, on the safe side); on shutdown it releases the Lease so a
+//! successor takes over at once.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Settings of the election.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease (`--election-id`).
+    pub name: String,
+    /// This replica's identity (the pod name on a cluster).
+    pub identity: String,
+    /// How long a Lease is valid without renewal.
+    pub lease_duration: Duration,
+    /// How often to try to acquire or renew.
+    pub retry_period: Duration,
+}
+
+/// What a replica should do with the Lease as it finds it at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No Lease exists: create one held by us.
+    Create,
+    /// We hold it: renew it.
+    Renew,
+    /// Its holder let it expire (or released it): take it over.
+    TakeOver,
+    /// Someone else holds a valid Lease.
+    Follow {
+        /// The current holder.
+        holder: String,
+    },
+}
+
+/// Decides, from the Lease as read (`None`: it does not exist), what `identity` should do.
+pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
+    let Some(lease) = lease else {
+        return Decision::Create;
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.unwrap_or_default();
+    if holder == identity {
+        return Decision::Renew;
+    }
+    let duration = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0).into());
+    let renewed = spec
+        .renew_time
+        .map(|t| t.0)
+        .or(spec.acquire_time.map(|t| t.0));
+    let expired = match renewed {
+        Some(renewed) => renewed + duration <= now,
+        None => true,
+    };
+    if holder.is_empty() || expired {
+        Decision::TakeOver
+    } else {
+        Decision::Follow { holder }
+    }
+}
+
+fn lease_spec(
+    config: &ElectionConfig,
+    previous: Option<&LeaseSpec>,
+    now: Timestamp,
+    taking_over: bool,
+) -> LeaseSpec {
+    let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(config.identity.clone()),
+        lease_duration_seconds: Some(config.lease_duration.as_secs().max(1) as i32),
+        acquire_time: if taking_over {
+            Some(MicroTime(now))
+        } else {
+            previous
+                .and_then(|s| s.acquire_time.clone())
+                .or(Some(MicroTime(now)))
+        },
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(if taking_over {
+            transitions + 1
+        } else {
+            transitions
+        }),
+        ..LeaseSpec::default()
+    }
+}
+
+/// Runs the election until `cancel` fires, reporting leadership on `leader`. Releases the Lease
+/// when it stops while leading.
+pub async fn run_election(
+    client: Client,
+    config: ElectionConfig,
+    leader: watch::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let mut last_renewal: Option<tokio::time::Instant> = None;
+    loop {
+        let attempt_started = tokio::time::Instant::now();
+        match try_acquire(&api, &config).await {
+            Ok(true) => {
+                last_renewal = Some(attempt_started);
+                if !*leader.borrow() {
+                    info!(lease = %config.name, identity = %config.identity, "became the leader");
+                }
+                leader.send_replace(true);
+            }
+            Ok(false) => {
+                if *leader.borrow() {
+                    info!(lease = %config.name, "lost the leadership");
+                }
+                last_renewal = None;
+                leader.send_replace(false);
+            }
+            Err(error) => {
+                warn!(lease = %config.name, %error, "cannot reach the lease");
+                // Step down before the lease can have expired for the others.
+                let valid =
+                    last_renewal.is_some_and(|t| t.elapsed() < config.lease_duration.mul_f32(0.8));
+                if !valid && *leader.borrow() {
+                    warn!(lease = %config.name, "could not renew the lease in time; stepping down");
+                    leader.send_replace(false);
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(config.retry_period) => {}
+        }
+    }
+    if *leader.borrow() {
+        leader.send_replace(false);
+        if let Err(error) = release(&api, &config).await {
+            warn!(lease = %config.name, %error, "could not release the lease");
+        } else {
+            info!(lease = %config.name, "released the lease");
+        }
+    }
+}
+
+/// One round: returns whether we hold the Lease afterwards.
+async fn try_acquire(api: &Api<Lease>, config: &ElectionConfig) -> Result<bool, kube::Error> {
+    let current = api.get_opt(&config.name).await?;
+    let now = Timestamp::now();
+    let decision = decide(current.as_ref(), &config.identity, now);
+    let result = match (&decision, current) {
+        (Decision::Follow { .. }, _) => return Ok(false),
+        (Decision::Create, _) => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(config.name.clone()),
+                    namespace: Some(config.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(lease_spec(config, None, now, true)),
+            };
+            api.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+        (decision, Some(mut lease)) => {
+            // `replace` sends the resourceVersion we read: a concurrent winner makes this fail
+            // with a conflict instead of both of us leading.
+            lease.spec = Some(lease_spec(
+                config,
+                lease.spec.as_ref(),
+                now,
+                *decision == Decision::TakeOver,
+            ));
+            api.replace(&config.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+        (_, None) => unreachable!("only Create is decided without a lease"),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::Error> {
+    let Some(mut lease) = api.get_opt(&config.name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(&config.identity) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    api.replace(&config.name, &PostParams::default(), &lease)
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: Timestamp, seconds: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()).filter(|h| !h.is_empty()),
+                lease_duration_seconds: Some(seconds),
+                renew_time: Some(MicroTime(renewed)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn decides_from_the_lease_as_read() {
+        let now: Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        assert_eq!(decide(None, "me", now), Decision::Create);
+        assert_eq!(
+            decide(
+                Some(&lease("me", at("2026-01-01T00:00:00Z"), 15)),
+                "me",
+                now
+            ),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(
+                Some(&lease("other", at("2026-01-01T00:00:20Z"), 15)),
+                "me",
+                now
+            ),
+            Decision::Follow {
+                holder: "other".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                Some(&lease("other", at("2026-01-01T00:00:15Z"), 15)),
+                "me",
+                now
+            ),
+            Decision::TakeOver,
+            "expired exactly now"
+        );
+        assert_eq!(
+            decide(Some(&lease("", at("2026-01-01T00:00:29Z"), 15)), "me", now),
+            Decision::TakeOver,
+            "released"
+        );
+    }
+
+    #[test]
+    fn taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() {
+        let config = ElectionConfig {
+            namespace: "ns".into(),
+            name: "weir-leader".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(2),
+        };
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:00:05Z".parse().unwrap();
+        let first = lease_spec(&config, None, t0, true);
+        assert_eq!(first.lease_transitions, Some(1));
+        assert_eq!(first.lease_duration_seconds, Some(15));
+        let renewed = lease_spec(&config, Some(&first), t1, false);
+        assert_eq!(renewed.acquire_time, first.acquire_time);
+        assert_eq!(renewed.renew_time, Some(MicroTime(t1)));
+        assert_eq!(renewed.lease_transitions, Some(1));
+    }
+}
