@@ -56,6 +56,8 @@ impl Drop for TestBackend {
 /// How a [`TestBackend`] treats its connections.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackendOptions {
+    /// Listen on this IP (default 127.0.0.1), on an ephemeral port.
+    pub ip: Option<std::net::IpAddr>,
     /// Close connections that stay idle this long (silently, as servers with a keep-alive
     /// timeout do).
     pub idle_close: Option<Duration>,
@@ -70,7 +72,8 @@ impl TestBackend {
     }
 
     pub async fn start_with(name: &str, options: BackendOptions) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ip = options.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));

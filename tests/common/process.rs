@@ -26,11 +26,16 @@ impl WeirProcess {
     /// Starts `weir --manifests DIR` on ephemeral ports plus `extra` flags, and waits until it
     /// says where it listens.
     pub fn start(manifests: &Path, extra: &[&str]) -> WeirProcess {
+        let mut args = vec!["--manifests", manifests.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Starts `weir ARGS` on ephemeral ports and waits until it says where it listens.
+    pub fn spawn(args: &[&str]) -> WeirProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("--manifests")
-            .arg(manifests)
             .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

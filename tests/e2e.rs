@@ -1,0 +1,877 @@
+//! weir against a real kube-apiserver and etcd. These tests need the environment that
+//! `scripts/e2e-env.sh` prepares (a private network namespace with the API server, backend
+//! addresses 192.0.2.x on `lo`); they are `#[ignore]`d in a plain `cargo test` and run by
+//! `scripts/test.sh` as `scripts/e2e-env.sh -- cargo test --test e2e -- --ignored`.
+//!
+//! weir runs as a real process, authenticated with a ServiceAccount token bound to the
+//! ClusterRole in `deploy/rbac.yaml`, so every case also proves the RBAC is sufficient.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+use common::process::WeirProcess;
+use common::*;
+
+const WEIR_NAMESPACE: &str = "weir";
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run this test through scripts/e2e-env.sh"))
+}
+
+/// The API server of the environment, an admin client, and a kubeconfig for weir's
+/// ServiceAccount.
+struct Cluster {
+    admin: Client,
+    weir_kubeconfig: PathBuf,
+    backend_ips: Vec<IpAddr>,
+    _dir: tempfile::TempDir,
+}
+
+async fn admin_client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(env("WEIR_E2E_KUBECONFIG")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Creates `obj` unless it exists.
+async fn ensure<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("cannot create {obj:?}: {error}"),
+    }
+}
+
+impl Cluster {
+    /// Installs weir's RBAC from deploy/rbac.yaml (idempotent) and writes a kubeconfig with a
+    /// fresh token of weir's ServiceAccount.
+    async fn connect() -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let admin = admin_client().await;
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        ensure(
+            &namespaces,
+            &serde_json::from_value(json!({"metadata": {"name": WEIR_NAMESPACE}})).unwrap(),
+        )
+        .await;
+        let rbac =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml"))
+                .unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
+            let value = serde_json::to_value(
+                <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap(),
+            )
+            .unwrap();
+            let ns = value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            match value["kind"].as_str().unwrap() {
+                "ServiceAccount" => {
+                    ensure(
+                        &Api::<ServiceAccount>::namespaced(admin.clone(), &ns),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                }
+                "ClusterRole" => {
+                    ensure(
+                        &Api::<ClusterRole>::all(admin.clone()),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                }
+                "ClusterRoleBinding" => {
+                    ensure(
+                        &Api::<ClusterRoleBinding>::all(admin.clone()),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                }
+                "Role" => {
+                    ensure(
+                        &Api::<Role>::namespaced(admin.clone(), &ns),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                }
+                "RoleBinding" => {
+                    ensure(
+                        &Api::<RoleBinding>::namespaced(admin.clone(), &ns),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                }
+                other => panic!("unexpected kind {other} in deploy/rbac.yaml"),
+            }
+        }
+        let classes: Api<IngressClass> = Api::all(admin.clone());
+        ensure(&classes, &serde_json::from_value(json!({"metadata": {"name": "weir"}, "spec": {"controller": "weir.dev/ingress-controller"}})).unwrap()).await;
+        ensure(
+            &classes,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "other"}, "spec": {"controller": "example.com/other"}}),
+            )
+            .unwrap(),
+        )
+        .await;
+
+        let token = Api::<ServiceAccount>::namespaced(admin.clone(), WEIR_NAMESPACE)
+            .create_token_request(
+                "weir",
+                &PostParams::default(),
+                &TokenRequest {
+                    spec: Some(TokenRequestSpec {
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("TokenRequest for weir's ServiceAccount")
+            .status
+            .and_then(|s| s.token)
+            .expect("a token");
+        let dir = tempfile::tempdir().unwrap();
+        let weir_kubeconfig = dir.path().join("weir.kubeconfig");
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: weir\n  user:\n    token: {token}\ncontexts:\n- name: weir\n  context:\n    cluster: e2e\n    user: weir\n    namespace: {WEIR_NAMESPACE}\n\
+             current-context: weir\n",
+            env("WEIR_E2E_APISERVER"),
+            env("WEIR_E2E_CA"),
+        );
+        std::fs::write(&weir_kubeconfig, kubeconfig).unwrap();
+        let backend_ips = env("WEIR_E2E_BACKEND_IPS")
+            .split_whitespace()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        Cluster {
+            admin,
+            weir_kubeconfig,
+            backend_ips,
+            _dir: dir,
+        }
+    }
+
+    /// A namespace of this test's own.
+    async fn namespace(&self, name: &str) -> String {
+        let namespaces: Api<Namespace> = Api::all(self.admin.clone());
+        ensure(
+            &namespaces,
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await;
+        name.to_owned()
+    }
+
+    /// Starts weir with the ServiceAccount's kubeconfig; `election_id` keeps the tests'
+    /// replicas from electing each other.
+    async fn weir(&self, election_id: &str, extra: &[&str]) -> WeirProcess {
+        let mut args = vec![
+            "--kubeconfig",
+            self.weir_kubeconfig.to_str().unwrap(),
+            "--election-id",
+            election_id,
+            "--election-lease-duration",
+            "3s",
+            "--election-retry-period",
+            "500ms",
+            "--shutdown-delay",
+            "0s",
+        ];
+        args.extend_from_slice(extra);
+        let weir = WeirProcess::spawn(&args);
+        until_ready(&weir).await;
+        weir
+    }
+
+    async fn backend(&self, index: usize, name: &str) -> TestBackend {
+        let options = BackendOptions {
+            ip: Some(self.backend_ips[index % self.backend_ips.len()]),
+            ..BackendOptions::default()
+        };
+        TestBackend::start_with(name, options).await
+    }
+
+    /// A Service `name` with port `http` 80 and core/v1 Endpoints for `backends`.
+    async fn service(&self, ns: &str, name: &str, backends: &[&TestBackend]) {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        Api::<Service>::namespaced(self.admin.clone(), ns)
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap();
+        self.endpoints(ns, name, backends).await;
+    }
+
+    /// Creates or replaces the Endpoints of Service `name`.
+    async fn endpoints(&self, ns: &str, name: &str, backends: &[&TestBackend]) {
+        let subsets: Vec<_> = backends
+            .iter()
+            .map(|b| json!({"addresses": [{"ip": b.addr.ip().to_string()}], "ports": [{"name": "http", "port": b.addr.port()}]}))
+            .collect();
+        let api: Api<Endpoints> = Api::namespaced(self.admin.clone(), ns);
+        let mut endpoints: Endpoints = serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": ns}, "subsets": subsets}),
+        )
+        .unwrap();
+        match api.get_opt(name).await.unwrap() {
+            Some(current) => {
+                endpoints.metadata.resource_version = current.metadata.resource_version;
+                api.replace(name, &PostParams::default(), &endpoints)
+                    .await
+                    .unwrap();
+            }
+            None => {
+                api.create(&PostParams::default(), &endpoints)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn ingress(&self, ns: &str, spec: serde_json::Value) -> Ingress {
+        let ingress: Ingress = serde_json::from_value(spec).unwrap();
+        Api::<Ingress>::namespaced(self.admin.clone(), ns)
+            .create(&PostParams::default(), &ingress)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until an Event with `reason` about the Ingress `name` exists.
+    async fn until_event(&self, ns: &str, name: &str, reason: &str) {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.admin.clone(), ns);
+        let started = Instant::now();
+        loop {
+            let list = events.list(&Default::default()).await.unwrap();
+            if list.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.involved_object.name.as_deref() == Some(name)
+            }) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no {reason} Event on {ns}/{name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The IPs and hostnames in an Ingress's status.
+    async fn status(&self, ns: &str, name: &str) -> Vec<String> {
+        let ingress = Api::<Ingress>::namespaced(self.admin.clone(), ns)
+            .get(name)
+            .await
+            .unwrap();
+        ingress
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.ip.or(e.hostname))
+            .collect()
+    }
+
+    async fn until_status(&self, ns: &str, name: &str, want: &[&str]) {
+        let started = Instant::now();
+        loop {
+            if self.status(ns, name).await == want {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "status of {ns}/{name} never became {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn ingress_json(
+    ns: &str,
+    name: &str,
+    class: Option<&str>,
+    host: &str,
+    path: &str,
+    service: &str,
+    port: serde_json::Value,
+) -> serde_json::Value {
+    let mut spec = json!({
+        "rules": [{"host": host, "http": {"paths": [{"path": path, "pathType": "Prefix",
+            "backend": {"service": {"name": service, "port": port}}}]}}]
+    });
+    if let Some(class) = class {
+        spec["ingressClassName"] = json!(class);
+    }
+    json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+async fn until_ready(weir: &WeirProcess) {
+    let client = http1_client();
+    let started = Instant::now();
+    loop {
+        if let Ok(answer) = try_get(&client, weir.admin, "admin", "/readyz").await
+            && answer.status == 200
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "weir never became ready:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `host` + `path` through weir until it answers `status`; returns how long that took.
+async fn until_answer(weir: &WeirProcess, host: &str, path: &str, status: u16) -> Duration {
+    let client = http1_client();
+    let started = Instant::now();
+    loop {
+        let answer = get(&client, weir.http, host, path).await;
+        if answer.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{host}{path} still answers {} instead of {status}; log:\n{}",
+            answer.status,
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
+async fn ingresses_become_routable_change_and_go_away() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-lifecycle").await;
+    let backend = cluster.backend(0, "web").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    let weir = cluster
+        .weir(
+            "e2e-lifecycle",
+            &["--publish-status-address", "203.0.113.10"],
+        )
+        .await;
+
+    // Create → routable, 50 times; measure create-to-first-200.
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let host = format!("app{i}.lifecycle.test");
+        cluster
+            .ingress(
+                &ns,
+                ingress_json(
+                    &ns,
+                    &format!("app{i}"),
+                    Some("weir"),
+                    &host,
+                    "/",
+                    "web",
+                    json!({"name": "http"}),
+                ),
+            )
+            .await;
+        latencies.push(until_answer(&weir, &host, "/", 200).await);
+    }
+    latencies.sort();
+    println!(
+        "create-to-routable over 50 Ingresses: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+    cluster.until_status(&ns, "app0", &["203.0.113.10"]).await;
+
+    // Change host and path.
+    let api: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    let mut app0 = api.get("app0").await.unwrap();
+    let rule = &mut app0.spec.as_mut().unwrap().rules.as_mut().unwrap()[0];
+    rule.host = Some("moved.lifecycle.test".into());
+    rule.http.as_mut().unwrap().paths[0].path = Some("/v2".into());
+    api.replace("app0", &PostParams::default(), &app0)
+        .await
+        .unwrap();
+    until_answer(&weir, "moved.lifecycle.test", "/v2/x", 200).await;
+    assert_eq!(
+        get(&http1_client(), weir.http, "app0.lifecycle.test", "/")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&http1_client(), weir.http, "moved.lifecycle.test", "/v1")
+            .await
+            .status,
+        404
+    );
+
+    // Delete → 404.
+    api.delete("app1", &DeleteParams::default()).await.unwrap();
+    until_answer(&weir, "app1.lifecycle.test", "/", 404).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
+async fn endpoints_scale_from_one_to_ten_to_zero() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-endpoints").await;
+    let mut backends = Vec::new();
+    for i in 0..10 {
+        backends.push(cluster.backend(i, &format!("b{i}")).await);
+    }
+    cluster.service(&ns, "scaled", &[&backends[0]]).await;
+    let weir = cluster.weir("e2e-endpoints", &[]).await;
+    // The Service port is referenced by number here (by name in the other cases).
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "scaled",
+                Some("weir"),
+                "scaled.test",
+                "/",
+                "scaled",
+                json!({"number": 80}),
+            ),
+        )
+        .await;
+    until_answer(&weir, "scaled.test", "/", 200).await;
+
+    let all: Vec<&TestBackend> = backends.iter().collect();
+    cluster.endpoints(&ns, "scaled", &all).await;
+    let client = http1_client();
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 10 {
+        let answer = get(&client, weir.http, "scaled.test", "/").await;
+        assert_eq!(answer.status, 200);
+        seen.insert(answer.echo().backend().to_owned());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "only {seen:?} answered"
+        );
+    }
+
+    cluster.endpoints(&ns, "scaled", &[]).await;
+    until_answer(&weir, "scaled.test", "/", 503).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
+async fn classes_conflicts_and_diagnostics() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-classes").await;
+    let (old_backend, new_backend) = (
+        cluster.backend(1, "old").await,
+        cluster.backend(2, "new").await,
+    );
+    cluster.service(&ns, "old", &[&old_backend]).await;
+    cluster.service(&ns, "new", &[&new_backend]).await;
+    let weir = cluster
+        .weir(
+            "e2e-classes",
+            &[
+                "--publish-status-address",
+                "203.0.113.20",
+                "--watch-namespace",
+                &ns,
+            ],
+        )
+        .await;
+
+    // Two Ingresses claim the same host and path: the older one wins, the newer gets an Event.
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "first",
+                Some("weir"),
+                "conflict.test",
+                "/",
+                "old",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    until_answer(&weir, "conflict.test", "/", 200).await;
+    // "first" is older, or (creationTimestamp has a resolution of one second) equally old and
+    // first by name: it wins either way.
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "second",
+                Some("weir"),
+                "conflict.test",
+                "/",
+                "new",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    cluster.until_event(&ns, "second", "RouteConflict").await;
+    assert_eq!(
+        get(&http1_client(), weir.http, "conflict.test", "/")
+            .await
+            .echo()
+            .backend(),
+        "old"
+    );
+
+    // A missing Service: an Event, 503, and everything else keeps serving.
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "orphan",
+                Some("weir"),
+                "orphan.test",
+                "/",
+                "nope",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    cluster.until_event(&ns, "orphan", "ServiceNotFound").await;
+    assert_eq!(
+        get(&http1_client(), weir.http, "orphan.test", "/")
+            .await
+            .status,
+        503
+    );
+
+    // Another controller's class is ignored and never gets our status.
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "foreign",
+                Some("other"),
+                "foreign.test",
+                "/",
+                "old",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "marker",
+                Some("weir"),
+                "marker.test",
+                "/",
+                "old",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    cluster.until_status(&ns, "marker", &["203.0.113.20"]).await;
+    assert_eq!(
+        get(&http1_client(), weir.http, "foreign.test", "/")
+            .await
+            .status,
+        404
+    );
+    assert!(cluster.status(&ns, "foreign").await.is_empty());
+
+    // An Ingress that leaves weir's class loses the status weir wrote.
+    let api: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    let mut marker = api.get("marker").await.unwrap();
+    marker.spec.as_mut().unwrap().ingress_class_name = Some("other".into());
+    api.replace("marker", &PostParams::default(), &marker)
+        .await
+        .unwrap();
+    until_answer(&weir, "marker.test", "/", 404).await;
+    cluster.until_status(&ns, "marker", &[]).await;
+
+    // A default IngressClass of weir's makes class-less Ingresses weir's.
+    let classes: Api<IngressClass> = Api::all(cluster.admin.clone());
+    ensure(
+        &classes,
+        &serde_json::from_value(json!({"metadata": {"name": "weir-default", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "weir.dev/ingress-controller"}}))
+        .unwrap(),
+    )
+    .await;
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "classless",
+                None,
+                "classless.test",
+                "/",
+                "old",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    until_answer(&weir, "classless.test", "/", 200).await;
+    classes
+        .delete("weir-default", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
+async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-outage").await;
+    let backend = cluster.backend(3, "steady").await;
+    cluster.service(&ns, "steady", &[&backend]).await;
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "steady",
+                Some("weir"),
+                "steady.test",
+                "/",
+                "steady",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    let mut weir = cluster
+        .weir("e2e-outage", &["--watch-namespace", &ns])
+        .await;
+    until_answer(&weir, "steady.test", "/", 200).await;
+
+    // A client keeps sending while the API server is stopped and started again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client_task = {
+        let (stop, addr) = (stop.clone(), weir.http);
+        tokio::spawn(async move {
+            let client = http1_client();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match try_get(&client, addr, "steady.test", "/").await {
+                    Ok(answer) if answer.status == 200 => ok += 1,
+                    Ok(answer) => failed.push(answer.status.to_string()),
+                    Err(error) => failed.push(error),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let ctl = env("WEIR_E2E_APISERVER_CTL");
+    let stopped = tokio::process::Command::new(&ctl)
+        .arg("stop")
+        .status()
+        .await
+        .unwrap();
+    assert!(stopped.success());
+    // While it is down, weir keeps serving (the client task counts) and stays ready.
+    assert_eq!(
+        get(&http1_client(), weir.admin, "admin", "/readyz")
+            .await
+            .status,
+        200
+    );
+    let started = tokio::process::Command::new(&ctl)
+        .arg("start")
+        .status()
+        .await
+        .unwrap();
+    assert!(started.success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client_task.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests during the outage: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 0);
+
+    // The watchers reconnect: a change made after the restart reaches the table.
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "after",
+                Some("weir"),
+                "after.test",
+                "/",
+                "steady",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    until_answer(&weir, "after.test", "/", 200).await;
+
+    // weir restarts: it is ready again only with the full table.
+    let status = {
+        weir.sigterm();
+        weir.wait_exit(Duration::from_secs(20))
+    };
+    assert!(status.success());
+    let weir = cluster
+        .weir("e2e-outage", &["--watch-namespace", &ns])
+        .await;
+    assert_eq!(
+        get(&http1_client(), weir.http, "steady.test", "/")
+            .await
+            .status,
+        200,
+        "ready means the table is complete"
+    );
+    assert_eq!(
+        get(&http1_client(), weir.http, "after.test", "/")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
+async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-replicas").await;
+    let backend = cluster.backend(4, "ha").await;
+    cluster.service(&ns, "ha", &[&backend]).await;
+    let flags = [
+        "--publish-status-address",
+        "203.0.113.30",
+        "--watch-namespace",
+        ns.as_str(),
+    ];
+    let identities = ["replica-a", "replica-b"];
+    let mut replicas = Vec::new();
+    for identity in identities {
+        replicas.push(
+            cluster
+                .weir(
+                    "e2e-replicas",
+                    &[&flags[..], &["--identity", identity]].concat(),
+                )
+                .await,
+        );
+    }
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "ha",
+                Some("weir"),
+                "ha.test",
+                "/",
+                "ha",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    // Both replicas serve; the status is written once.
+    for replica in &replicas {
+        until_answer(replica, "ha.test", "/", 200).await;
+    }
+    cluster.until_status(&ns, "ha", &["203.0.113.30"]).await;
+
+    let leases: Api<Lease> = Api::namespaced(cluster.admin.clone(), WEIR_NAMESPACE);
+    let holder = leases
+        .get("e2e-replicas")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let writers: Vec<&str> = identities
+        .iter()
+        .zip(&replicas)
+        .filter(|(_, w)| w.log().contains("wrote Ingress status"))
+        .map(|(identity, _)| *identity)
+        .collect();
+    assert_eq!(
+        writers,
+        [holder.as_str()],
+        "exactly one replica, the Lease holder, writes status"
+    );
+    let leader_index = identities.iter().position(|i| *i == holder).unwrap();
+    let mut leader = replicas.remove(leader_index);
+    let follower = &replicas[0];
+    let follower_identity = identities[1 - leader_index];
+
+    // Kill the leader without a chance to release the Lease: the follower takes over within
+    // the lease duration (3 s) and writes the status of a new Ingress.
+    leader.child.kill().unwrap();
+    let killed = Instant::now();
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "ha2",
+                Some("weir"),
+                "ha2.test",
+                "/",
+                "ha",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    until_answer(follower, "ha2.test", "/", 200).await;
+    cluster.until_status(&ns, "ha2", &["203.0.113.30"]).await;
+    println!(
+        "leader killed; the other replica wrote status after {:?}",
+        killed.elapsed()
+    );
+    let holder = leases
+        .get("e2e-replicas")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    assert_eq!(holder, follower_identity);
+}
