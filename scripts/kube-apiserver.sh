@@ -11,6 +11,14 @@
 #   ${WEIR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/weir}/kube-apiserver-v1.20.2/kube-apiserver
 # and later runs only check that it still runs. See /work/shared/notes/kube-apiserver.md.
 #
+# One patch is applied: kubernetes 1.20 vendors github.com/modern-go/reflect2 v1.0.1, which
+# declares reflect.mapiterinit with the pre-Go-1.18 signature (go:linkname). Built with Go >= 1.18
+# (bookworm has 1.19) the API server corrupts memory whenever JSON encodes or decodes a map and
+# panics at random ("invalid memory address or nil pointer dereference" in reflect2, HTTP/2
+# INTERNAL_ERROR for the client), e.g. on POST of a ServiceAccount or a TokenRequest.
+# reflect2 v1.0.2 (modern-go/reflect2#24, #25) fixes this; its source comes from bookworm's
+# `golang-github-modern-go-reflect2` source package and replaces the vendored copy.
+#
 # `install` is idempotent and safe to run on every CI run: it calls `apt-get update` only when
 # it has something to install, and it holds a lock so that two runs never build at once.
 set -euo pipefail
@@ -22,6 +30,12 @@ readonly DEBSRC_FILE=/etc/apt/sources.list.d/weir-kubernetes-deb-src.sources
 readonly CACHE_ROOT=${WEIR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/weir}
 readonly BIN_DIR=$CACHE_ROOT/kube-apiserver-$KUBE_VERSION
 readonly BIN=$BIN_DIR/kube-apiserver
+# Bumped whenever the build recipe changes, so that a binary built by an older recipe (or by
+# hand, following the note, without the reflect2 fix) is rebuilt.
+readonly RECIPE="2 (reflect2 v1.0.2)"
+readonly RECIPE_FILE=$BIN_DIR/RECIPE
+readonly REFLECT2_SOURCE=golang-github-modern-go-reflect2
+readonly REFLECT2_VERSION=1.0.2
 
 # Needed to run the e2e environment (scripts/e2e-env.sh): checked on every install.
 readonly RUNTIME_PACKAGES=(etcd-server openssl iproute2 curl util-linux procps)
@@ -39,9 +53,9 @@ EOF
   exit 2
 }
 
-# True if the cached binary exists and runs.
+# True if the cached binary exists, runs and was built by the current recipe.
 binary_works() {
-  [[ -x $BIN ]] && "$BIN" --version >/dev/null 2>&1
+  [[ -x $BIN ]] && "$BIN" --version >/dev/null 2>&1 && [[ $(cat "$RECIPE_FILE" 2>/dev/null) == "$RECIPE" ]]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -116,10 +130,11 @@ find_debian_mirror() {
   ' "${files[@]}" | head -n1 | grep .
 }
 
-# True if apt knows the source package in a version with upstream 1.20.2 (apt-cache showsrc
-# does not take a /suite; `apt-get source` below does).
+# True if apt knows both source packages (apt-cache showsrc does not take a /suite;
+# `apt-get source` below does).
 source_package_known() {
-  apt-cache showsrc "$DEB_SOURCE" 2>/dev/null | grep -q "^Version: .*${KUBE_VERSION#v}"
+  apt-cache showsrc "$DEB_SOURCE" 2>/dev/null | grep -q "^Version: .*${KUBE_VERSION#v}" &&
+    apt-cache showsrc "$REFLECT2_SOURCE" 2>/dev/null | grep -q "^Version: $REFLECT2_VERSION"
 }
 
 # Makes `apt-get source kubernetes/bookworm` possible: a deb-src entry for the same mirror.
@@ -157,6 +172,21 @@ cleanup_build() {
   fi
 }
 
+# Replaces the vendored reflect2 v1.0.1 (broken with Go >= 1.18, see the top) by v1.0.2.
+patch_reflect2() {
+  local tree=$1 orig new vendored=$1/vendor/github.com/modern-go/reflect2
+  orig=$(find "$BUILD_DIR" -maxdepth 1 -name "${REFLECT2_SOURCE}_${REFLECT2_VERSION}.orig.tar.gz" | head -n1)
+  [[ -n $orig ]] || die "no ${REFLECT2_SOURCE}_${REFLECT2_VERSION}.orig.tar.gz in $BUILD_DIR"
+  [[ -f $vendored/unsafe_link.go ]] || die "no vendored reflect2 at $vendored"
+  new=$BUILD_DIR/reflect2
+  mkdir "$new"
+  tar -xzf "$orig" -C "$new" --strip-components=1 || die "cannot unpack $orig"
+  [[ -f $new/go_above_118.go ]] || die "$orig does not look like reflect2 $REFLECT2_VERSION"
+  log "replacing vendored reflect2 v1.0.1 by v$REFLECT2_VERSION (Go >= 1.18 fix)"
+  rm -f "$vendored"/*.go "$vendored"/*.s
+  find "$new" -maxdepth 1 \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$vendored/" \;
+}
+
 build() {
   mkdir -p "$CACHE_ROOT"
   BUILD_DIR=$(mktemp -d "$CACHE_ROOT/build.XXXXXX")
@@ -166,6 +196,8 @@ build() {
   log "downloading source package $DEB_SOURCE/$DEB_SUITE into $BUILD_DIR"
   (cd "$BUILD_DIR" && apt-get source -q --download-only "$DEB_SOURCE/$DEB_SUITE" >&2) \
     || die "apt-get source --download-only $DEB_SOURCE/$DEB_SUITE failed"
+  (cd "$BUILD_DIR" && apt-get source -q --download-only "$REFLECT2_SOURCE/$DEB_SUITE" >&2) \
+    || die "apt-get source --download-only $REFLECT2_SOURCE/$DEB_SUITE failed"
   local orig
   orig=$(find "$BUILD_DIR" -maxdepth 1 -name "${DEB_SOURCE}_*.orig.tar.gz" | head -n1)
   [[ -n $orig ]] || die "no ${DEB_SOURCE}_*.orig.tar.gz in $BUILD_DIR: $(ls "$BUILD_DIR")"
@@ -177,6 +209,7 @@ build() {
   tree=$(dirname "$(find "$BUILD_DIR/src" -maxdepth 3 -path '*/cmd/kube-apiserver' -type d | head -n1)")
   tree=$(dirname "$tree")
   [[ -f $tree/Makefile && -d $tree/vendor ]] || die "unexpected source tree layout under $BUILD_DIR/src"
+  patch_reflect2 "$tree"
 
   # There is no .git: pin the version the binary reports (otherwise "v0.0.0-master").
   cat >"$BUILD_DIR/version.env" <<EOF
@@ -192,7 +225,7 @@ EOF
   (
     cd "$tree"
     export GOCACHE=$BUILD_DIR/gocache GOPATH=$BUILD_DIR/gopath GOMODCACHE=$BUILD_DIR/gopath/pkg/mod
-    export GOPROXY=off GOFLAGS= GOTOOLCHAIN=local KUBE_GIT_VERSION_FILE=$BUILD_DIR/version.env
+    export GOPROXY=off GOFLAGS='' GOTOOLCHAIN=local KUBE_GIT_VERSION_FILE=$BUILD_DIR/version.env
     make WHAT=cmd/kube-apiserver
   ) >"$BUILD_DIR/build.log" 2>&1 || {
     tail -n 40 "$BUILD_DIR/build.log" >&2
@@ -204,6 +237,7 @@ EOF
   mkdir -p "$BIN_DIR"
   cp -L "$built" "$BIN.tmp"
   mv -f "$BIN.tmp" "$BIN"
+  echo "$RECIPE" >"$RECIPE_FILE"
   local took=$((SECONDS - start))
   printf 'built %s from %s in %ss on %s\n' "$("$BIN" --version)" "$(basename "$orig")" "$took" "$(date -u +%FT%TZ)" \
     >"$BIN_DIR/BUILD-INFO"
@@ -224,7 +258,7 @@ install() {
   if binary_works; then
     log "cached: $("$BIN" --version)"
   else
-    [[ -e $BIN ]] && log "cached $BIN does not run; rebuilding"
+    [[ -e $BIN ]] && log "cached $BIN does not run or predates recipe $RECIPE; rebuilding"
     [[ $(id -u) == 0 ]] || die "building needs root (apt-get source, apt-get install)"
     ensure_packages "${BUILD_PACKAGES[@]}"
     ensure_deb_src
