@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of weir. Needs only the Rust toolchain (cargo, rustfmt, clippy).
+# Runs every check and test of weir on a Debian machine with the Rust toolchain (cargo,
+# rustfmt, clippy); as root, it installs what the end-to-end suite needs (etcd, a kube-apiserver
+# built from Debian's source package, cached under ~/.cache/weir).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,24 @@ trap 'rm -f "$log"' EXIT
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
+if [ "$status" -eq 0 ]; then
+  step "end-to-end: weir against a real kube-apiserver and etcd (scripts/e2e-env.sh)"
+  if ! scripts/kube-apiserver.sh install; then
+    echo "cannot install kube-apiserver and etcd"
+    status=1
+  elif ! cargo test --locked --test e2e --no-run; then
+    status=1
+  else
+    # Inside the private network namespace there is no registry: everything is built above.
+    scripts/e2e-env.sh -- cargo test --offline --locked --test e2e -- --nocapture 2>&1 | tee -a "$log"
+    status=${PIPESTATUS[0]}
+  fi
+fi
+
 summary=$(awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$log")
 if [ "$status" -ne 0 ] && ! grep -q '^test result: FAILED' "$log"; then
-  # A build failure: no test ran to report it.
-  echo "cargo test exited with $status before reporting results"
+  # A build or set-up failure: no test ran to report it.
+  echo "the tests could not run (exit status $status)"
   summary=$(echo "$summary" | awk '{ $3 = $3 + 1; print }')
 fi
 echo

@@ -1,7 +1,8 @@
 //! weir against a real kube-apiserver and etcd. These tests need the environment that
 //! `scripts/e2e-env.sh` prepares (a private network namespace with the API server, backend
-//! addresses 192.0.2.x on `lo`); they are `#[ignore]`d in a plain `cargo test` and run by
-//! `scripts/test.sh` as `scripts/e2e-env.sh -- cargo test --test e2e -- --ignored`.
+//! addresses 192.0.2.x on `lo`), so a plain `cargo test` leaves them out (`test = false` in
+//! Cargo.toml) and `scripts/test.sh` runs them as
+//! `scripts/e2e-env.sh -- cargo test --test e2e`.
 //!
 //! weir runs as a real process, authenticated with a ServiceAccount token bound to the
 //! ClusterRole in `deploy/rbac.yaml`, so every case also proves the RBAC is sufficient.
@@ -32,9 +33,18 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run this test through scripts/e2e-env.sh"))
 }
 
+/// Tests share the API server; the one that stops it takes it for itself.
+static API_SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum ApiServerUse {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
 /// The API server of the environment, an admin client, and a kubeconfig for weir's
 /// ServiceAccount.
 struct Cluster {
+    _use: ApiServerUse,
     admin: Client,
     weir_kubeconfig: PathBuf,
     backend_ips: Vec<IpAddr>,
@@ -65,6 +75,16 @@ impl Cluster {
     /// Installs weir's RBAC from deploy/rbac.yaml (idempotent) and writes a kubeconfig with a
     /// fresh token of weir's ServiceAccount.
     async fn connect() -> Cluster {
+        Self::connect_with(ApiServerUse::Shared(API_SERVER.read().await)).await
+    }
+
+    /// Like [`Cluster::connect`], for a test that stops and starts the API server: no other
+    /// test runs meanwhile.
+    async fn connect_exclusive() -> Cluster {
+        Self::connect_with(ApiServerUse::Exclusive(API_SERVER.write().await)).await
+    }
+
+    async fn connect_with(api_server_use: ApiServerUse) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let admin = admin_client().await;
         let namespaces: Api<Namespace> = Api::all(admin.clone());
@@ -167,6 +187,7 @@ impl Cluster {
             .map(|ip| ip.parse().unwrap())
             .collect();
         Cluster {
+            _use: api_server_use,
             admin,
             weir_kubeconfig,
             backend_ips,
@@ -375,7 +396,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 #[tokio::test]
-#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
 async fn ingresses_become_routable_change_and_go_away() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-lifecycle").await;
@@ -446,7 +466,6 @@ async fn ingresses_become_routable_change_and_go_away() {
 }
 
 #[tokio::test]
-#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
 async fn endpoints_scale_from_one_to_ten_to_zero() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-endpoints").await;
@@ -493,7 +512,6 @@ async fn endpoints_scale_from_one_to_ten_to_zero() {
 }
 
 #[tokio::test]
-#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
 async fn classes_conflicts_and_diagnostics() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-classes").await;
@@ -658,9 +676,8 @@ async fn classes_conflicts_and_diagnostics() {
 }
 
 #[tokio::test]
-#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
 async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() {
-    let cluster = Cluster::connect().await;
+    let cluster = Cluster::connect_exclusive().await;
     let ns = cluster.namespace("e2e-outage").await;
     let backend = cluster.backend(3, "steady").await;
     cluster.service(&ns, "steady", &[&backend]).await;
@@ -772,7 +789,6 @@ async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() 
 }
 
 #[tokio::test]
-#[ignore = "needs a kube-apiserver: run through scripts/e2e-env.sh"]
 async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-replicas").await;
