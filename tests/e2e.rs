@@ -891,3 +891,117 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
         .unwrap();
     assert_eq!(holder, follower_identity);
 }
+
+#[tokio::test]
+async fn only_changes_that_can_affect_the_table_trigger_a_rebuild() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-relevance").await;
+    let backend = cluster.backend(5, "tls").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    let weir = cluster
+        .weir("e2e-relevance", &["--watch-namespace", &ns])
+        .await;
+    // An Ingress whose TLS Secret does not exist yet.
+    let mut spec = ingress_json(
+        &ns,
+        "secure",
+        Some("weir"),
+        "secure.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    spec["spec"]["tls"] = json!([{"hosts": ["secure.test"], "secretName": "secure-cert"}]);
+    cluster.ingress(&ns, spec).await;
+    until_answer(&weir, "secure.test", "/", 200).await;
+    let publishes = || weir.log().matches("published routing table").count();
+    let settled = publishes();
+
+    // A Service, Endpoints and a TLS Secret that no Ingress references change nothing. There is
+    // no event to wait for, so give a rebuild twice the longest debounce (500 ms) to show up.
+    let other = cluster.backend(6, "other").await;
+    cluster.service(&ns, "unreferenced", &[&other]).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.admin.clone(), &ns);
+    let tls_secret = |name: &str| -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": &ns},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "", "tls.key": ""}
+        }))
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &tls_secret("unreferenced-cert"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        publishes(),
+        settled,
+        "unreferenced objects triggered a rebuild:\n{}",
+        weir.log()
+    );
+
+    // The TLS Secret the Ingress names, created after it, does.
+    secrets
+        .create(&PostParams::default(), &tls_secret("secure-cert"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while publishes() == settled {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the referenced Secret triggered no rebuild"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        get(&http1_client(), weir.http, "secure.test", "/")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn status_comes_from_the_publish_service() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-publish").await;
+    let backend = cluster.backend(7, "pub").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    // weir's own Service: without a load balancer, its cluster IP is what Ingresses report.
+    let services: Api<Service> = Api::namespaced(cluster.admin.clone(), &ns);
+    let own: Service = serde_json::from_value(json!({
+        "metadata": {"name": "weir-front", "namespace": &ns},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }))
+    .unwrap();
+    let own = services.create(&PostParams::default(), &own).await.unwrap();
+    let cluster_ip = own.spec.unwrap().cluster_ip.unwrap();
+    let publish = format!("{ns}/weir-front");
+    let weir = cluster
+        .weir(
+            "e2e-publish",
+            &["--publish-service", &publish, "--watch-namespace", &ns],
+        )
+        .await;
+    cluster
+        .ingress(
+            &ns,
+            ingress_json(
+                &ns,
+                "published",
+                Some("weir"),
+                "published.test",
+                "/",
+                "web",
+                json!({"name": "http"}),
+            ),
+        )
+        .await;
+    until_answer(&weir, "published.test", "/", 200).await;
+    cluster
+        .until_status(&ns, "published", &[cluster_ip.as_str()])
+        .await;
+}
