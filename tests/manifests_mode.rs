@@ -185,20 +185,9 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
         ingress_yaml("demo", "demo.local", "/", "web")
     );
     write(dir.path(), "ingress.yaml", &broken);
-    let start = Instant::now();
-    while !weir.log().contains("manifest does not parse") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no parse error logged:\n{}",
-            weir.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let log = weir.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("manifest does not parse"))
-        .unwrap();
+    let line = weir.wait_for_line("with the parse error", Duration::from_secs(5), |l| {
+        l.contains("manifest does not parse")
+    });
     assert!(
         line.contains("ingress.yaml") && line.contains("document=2"),
         "{line}"
@@ -226,11 +215,10 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
         &ingress_yaml("missing", "missing.local", "/", "nope"),
     );
     until_status(&weir, "missing.local", "/", 503, Duration::from_secs(2)).await;
-    let log = weir.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("ServiceNotFound") && l.contains("default/missing")),
-        "diagnostic logged:\n{log}"
+    weir.wait_for_line(
+        "with the ServiceNotFound diagnostic",
+        Duration::from_secs(5),
+        |l| l.contains("ServiceNotFound") && l.contains("default/missing"),
     );
     assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
 }

@@ -1,18 +1,19 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease.
 //!
 //! Every replica serves traffic; only the leader writes to the API (Ingress status, Events).
-//! Each replica tries every `retry_period` to create, renew or take over the Lease: it takes
-//! over when the holder has not renewed within `lease_duration`. Updates carry the Lease's
-//! resourceVersion, so two replicas can never both win the same round. A leader that cannot
-//! renew within `lease_duration` stops acting as leader before anyone else may take over
-//! (checked against its own clock, on the safe side); on shutdown it releases the Lease so a
-//! successor takes over at once.
+//! Each replica tries every `retry_period` to create, renew or take over the Lease. A follower
+//! takes over when the Lease record (holder and renew time) has not changed for the Lease's
+//! duration *as measured by the follower's own clock* — as client-go does — so clock skew
+//! between nodes cannot cut a leader's term short. Updates carry the Lease's resourceVersion, so
+//! two replicas can never both win the same round. A leader that cannot renew stops acting as
+//! leader after 80% of the duration, before anyone else may take over; on shutdown it releases
+//! the Lease so a successor takes over at once.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
@@ -50,8 +51,9 @@ pub enum Decision {
     },
 }
 
-/// Decides, from the Lease as read (`None`: it does not exist), what `identity` should do.
-pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
+/// Decides what `identity` should do with the Lease as read (`None`: it does not exist), given
+/// how long its record has been seen unchanged on this replica's clock.
+pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(lease) = lease else {
         return Decision::Create;
     };
@@ -60,19 +62,37 @@ pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision
     if holder == identity {
         return Decision::Renew;
     }
-    let duration = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0).into());
-    let renewed = spec
-        .renew_time
-        .map(|t| t.0)
-        .or(spec.acquire_time.map(|t| t.0));
-    let expired = match renewed {
-        Some(renewed) => renewed + duration <= now,
-        None => true,
-    };
-    if holder.is_empty() || expired {
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    if holder.is_empty() || unchanged_for >= duration {
         Decision::TakeOver
     } else {
         Decision::Follow { holder }
+    }
+}
+
+/// The part of a Lease that changes when its holder renews it.
+fn record(lease: Option<&Lease>) -> Option<(Option<String>, Option<MicroTime>)> {
+    let spec = lease?.spec.as_ref()?;
+    Some((spec.holder_identity.clone(), spec.renew_time.clone()))
+}
+
+/// Remembers when this replica first saw the current Lease record.
+#[derive(Default)]
+struct Observed {
+    record: Option<(Option<String>, Option<MicroTime>)>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Observed {
+    /// How long `lease`'s record has been seen unchanged.
+    fn unchanged_for(&mut self, lease: Option<&Lease>) -> Duration {
+        let record = record(lease);
+        let now = tokio::time::Instant::now();
+        if record != self.record || self.since.is_none() {
+            self.record = record;
+            self.since = Some(now);
+        }
+        now - self.since.unwrap_or(now)
     }
 }
 
@@ -113,9 +133,10 @@ pub async fn run_election(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut last_renewal: Option<tokio::time::Instant> = None;
+    let mut observed = Observed::default();
     loop {
         let attempt_started = tokio::time::Instant::now();
-        match try_acquire(&api, &config).await {
+        match try_acquire(&api, &config, &mut observed).await {
             Ok(true) => {
                 last_renewal = Some(attempt_started);
                 if !*leader.borrow() {
@@ -157,10 +178,15 @@ pub async fn run_election(
 }
 
 /// One round: returns whether we hold the Lease afterwards.
-async fn try_acquire(api: &Api<Lease>, config: &ElectionConfig) -> Result<bool, kube::Error> {
+async fn try_acquire(
+    api: &Api<Lease>,
+    config: &ElectionConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(&config.name).await?;
+    let unchanged_for = observed.unchanged_for(current.as_ref());
+    let decision = decide(current.as_ref(), &config.identity, unchanged_for);
     let now = Timestamp::now();
-    let decision = decide(current.as_ref(), &config.identity, now);
     let result = match (&decision, current) {
         (Decision::Follow { .. }, _) => return Ok(false),
         (Decision::Create, _) => {
@@ -229,40 +255,47 @@ mod tests {
 
     #[test]
     fn decides_from_the_lease_as_read() {
-        let now: Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
-        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
-        assert_eq!(decide(None, "me", now), Decision::Create);
+        let renewed: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(decide(None, "me", secs(0)), Decision::Create);
         assert_eq!(
-            decide(
-                Some(&lease("me", at("2026-01-01T00:00:00Z"), 15)),
-                "me",
-                now
-            ),
+            decide(Some(&lease("me", renewed, 15)), "me", secs(60)),
             Decision::Renew
         );
         assert_eq!(
-            decide(
-                Some(&lease("other", at("2026-01-01T00:00:20Z"), 15)),
-                "me",
-                now
-            ),
+            decide(Some(&lease("other", renewed, 15)), "me", secs(14)),
             Decision::Follow {
                 holder: "other".into()
             }
         );
         assert_eq!(
-            decide(
-                Some(&lease("other", at("2026-01-01T00:00:15Z"), 15)),
-                "me",
-                now
-            ),
+            decide(Some(&lease("other", renewed, 15)), "me", secs(15)),
             Decision::TakeOver,
-            "expired exactly now"
+            "unchanged for the whole duration"
         );
         assert_eq!(
-            decide(Some(&lease("", at("2026-01-01T00:00:29Z"), 15)), "me", now),
+            decide(Some(&lease("", renewed, 15)), "me", secs(0)),
             Decision::TakeOver,
             "released"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_is_timed_on_the_local_clock_from_the_last_change() {
+        let mut observed = Observed::default();
+        let t0: Timestamp = "2020-01-01T00:00:00Z".parse().unwrap();
+        let old = lease("other", t0, 15);
+        // A renew time far in the past (a skewed clock) does not make the lease expired.
+        assert_eq!(observed.unchanged_for(Some(&old)), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(observed.unchanged_for(Some(&old)), Duration::from_secs(10));
+        // A renewal restarts the count.
+        let renewed = lease("other", "2020-01-01T00:00:05Z".parse().unwrap(), 15);
+        assert_eq!(observed.unchanged_for(Some(&renewed)), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(
+            decide(Some(&renewed), "me", observed.unchanged_for(Some(&renewed))),
+            Decision::TakeOver
         );
     }
 

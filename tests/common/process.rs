@@ -80,6 +80,29 @@ impl WeirProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits until a logged line satisfies `matches`, checking every few milliseconds; panics
+    /// with the whole log after `limit`. (Lines reach the log through a pipe and a reader
+    /// thread, so they may trail what weir already does.)
+    pub fn wait_for_line(
+        &self,
+        what: &str,
+        limit: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| matches(l)) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line {what} within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Resident memory and its peak (VmRSS, VmHWM) in KiB.
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

@@ -237,12 +237,12 @@ impl ClusterSource {
             Some(Err(e)) => return Err(e),
             Some(Ok(())) => {}
         }
+        // What arrived during the initial lists is in the stores already. Drain it before
+        // reading them, so that a change landing after the read is not drained unseen.
+        while changes.try_recv().is_ok() {}
         let mut references = References::of(&stores.ingresses.state());
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input())));
-
-        // Drain what arrived during the initial lists: it is in the first input already.
-        while changes.try_recv().is_ok() {}
         loop {
             let first = tokio::select! {
                 _ = cancel.cancelled() => break,
