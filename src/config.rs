@@ -190,6 +190,27 @@ impl Config {
         }
     }
 
+    /// Checks the flags that constrain each other; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.election_retry_period * 3 > self.election_lease_duration {
+            return Err(format!(
+                "--election-retry-period ({:?}) must be at most a third of --election-lease-duration ({:?}), \
+                 so that a leader gets several chances to renew before its term ends",
+                self.election_retry_period, self.election_lease_duration
+            ));
+        }
+        if let Some(empty) = self
+            .publish_status_address
+            .iter()
+            .find(|a| a.trim().is_empty())
+        {
+            return Err(format!(
+                "--publish-status-address has an empty entry ({empty:?})"
+            ));
+        }
+        Ok(())
+    }
+
     /// The settings the cluster source needs.
     pub fn cluster_config(&self) -> ClusterConfig {
         ClusterConfig {

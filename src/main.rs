@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,11 @@ use weir::state::State;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Err(message) = config.validate() {
+        Config::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     init_tracing(&config.log_level)?;
     // One process-wide TLS crypto provider, chosen here (the Kubernetes client uses rustls).
     rustls::crypto::ring::default_provider()

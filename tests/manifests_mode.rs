@@ -185,9 +185,11 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
         ingress_yaml("demo", "demo.local", "/", "web")
     );
     write(dir.path(), "ingress.yaml", &broken);
-    let line = weir.wait_for_line("with the parse error", Duration::from_secs(5), |l| {
-        l.contains("manifest does not parse")
-    });
+    let line = weir
+        .wait_for_line("with the parse error", Duration::from_secs(5), |l| {
+            l.contains("manifest does not parse")
+        })
+        .await;
     assert!(
         line.contains("ingress.yaml") && line.contains("document=2"),
         "{line}"
@@ -219,7 +221,8 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
         "with the ServiceNotFound diagnostic",
         Duration::from_secs(5),
         |l| l.contains("ServiceNotFound") && l.contains("default/missing"),
-    );
+    )
+    .await;
     assert_eq!(get(&client, weir.http, "demo.local", "/").await.status, 200);
 }
 
@@ -366,13 +369,7 @@ async fn sigterm_turns_unready_then_drains_and_exits_zero() {
     // The request in flight finishes, then weir exits 0.
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, 200);
-    let status = tokio::task::spawn_blocking(move || {
-        let status = weir.wait_exit(Duration::from_secs(10));
-        (status, weir)
-    })
-    .await
-    .unwrap()
-    .0;
+    let status = weir.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
     drop(silent);
     assert!(

@@ -15,7 +15,7 @@ pub struct DiagnosticLog {
 
 impl DiagnosticLog {
     /// Logs the diagnostics that are new since the last call and those that went away.
-    /// Returns the new ones (the cluster mode turns them into Events).
+    /// Returns the new ones.
     pub fn update(&mut self, current: &[Diagnostic]) -> Vec<Diagnostic> {
         let current: BTreeSet<Diagnostic> = current.iter().cloned().collect();
         for gone in self.reported.difference(&current) {

@@ -1,9 +1,11 @@
 //! Diagnostics as Kubernetes Events (leader only): one Warning Event on the object concerned
-//! when a diagnostic appears; the same diagnostic on later rebuilds adds nothing. A replica that
-//! becomes leader reports the diagnostics that are current then.
+//! when a diagnostic appears; the same diagnostic on later rebuilds adds nothing, and one that
+//! could not be published is retried. A replica that becomes leader reports the diagnostics
+//! that are current then (so a change of leader may repeat an Event).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -28,11 +30,14 @@ pub async fn run_event_writer(
     loop {
         let is_leader = *leader.borrow_and_update();
         let current = published.borrow_and_update().clone();
+        let mut failed = false;
         match (is_leader, current) {
             (false, _) => reported.clear(),
             (true, Some(current)) => {
                 let now: BTreeSet<Diagnostic> = current.diagnostics.iter().cloned().collect();
-                for diagnostic in now.difference(&reported) {
+                // Forget the resolved ones, so that a diagnostic that comes back is reported again.
+                reported.retain(|d| now.contains(d));
+                for diagnostic in now.difference(&reported.clone()) {
                     let reference = object_reference(diagnostic, &current.input);
                     let event = Event {
                         type_: EventType::Warning,
@@ -41,11 +46,24 @@ pub async fn run_event_writer(
                         action: "BuildRoutes".to_owned(),
                         secondary: None,
                     };
-                    if let Err(error) = recorder.publish(&event, &reference).await {
-                        warn!(object = %diagnostic.object, %error, "cannot publish an Event");
+                    let published = recorder.publish(&event, &reference);
+                    match tokio::time::timeout(Duration::from_secs(10), published).await {
+                        Ok(Ok(())) => {
+                            reported.insert(diagnostic.clone());
+                        }
+                        Ok(Err(error)) => {
+                            warn!(object = %diagnostic.object, %error, "cannot publish an Event; retrying");
+                            failed = true;
+                        }
+                        Err(_) => {
+                            warn!(object = %diagnostic.object, "publishing an Event timed out; retrying");
+                            failed = true;
+                        }
+                    }
+                    if !*leader.borrow() {
+                        break;
                     }
                 }
-                reported = now;
             }
             (true, None) => {}
         }
@@ -53,6 +71,7 @@ pub async fn run_event_writer(
             _ = cancel.cancelled() => return,
             changed = published.changed() => if changed.is_err() { return },
             changed = leader.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)), if failed => {}
         }
     }
 }

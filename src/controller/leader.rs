@@ -6,8 +6,8 @@
 //! duration *as measured by the follower's own clock* — as client-go does — so clock skew
 //! between nodes cannot cut a leader's term short. Updates carry the Lease's resourceVersion, so
 //! two replicas can never both win the same round. A leader that cannot renew stops acting as
-//! leader after 80% of the duration, before anyone else may take over; on shutdown it releases
-//! the Lease so a successor takes over at once.
+//! leader two thirds of the duration after its last renewal began, before anyone else may take
+//! over; on shutdown it releases the Lease so a successor takes over at once.
 
 use std::time::Duration;
 
@@ -125,6 +125,11 @@ fn lease_spec(
 
 /// Runs the election until `cancel` fires, reporting leadership on `leader`. Releases the Lease
 /// when it stops while leading.
+///
+/// Safety: a leader counts its term from the *start* of its last successful renewal and steps
+/// down at two thirds of the Lease duration after it, whatever its requests are doing (they are
+/// bounded by timeouts and by that deadline). A follower takes over only after seeing the Lease
+/// unchanged for the whole duration, which begins after that renewal was written.
 pub async fn run_election(
     client: Client,
     config: ElectionConfig,
@@ -132,47 +137,62 @@ pub async fn run_election(
     cancel: CancellationToken,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let mut last_renewal: Option<tokio::time::Instant> = None;
+    let term = config.lease_duration.mul_f64(2.0 / 3.0);
+    let mut term_ends: Option<tokio::time::Instant> = None;
     let mut observed = Observed::default();
     loop {
         let attempt_started = tokio::time::Instant::now();
-        match try_acquire(&api, &config, &mut observed).await {
-            Ok(true) => {
-                last_renewal = Some(attempt_started);
+        // Never wait past the end of the current term, and never longer than a retry period.
+        let limit = term_ends.map_or(config.retry_period, |end| {
+            config
+                .retry_period
+                .min(end.saturating_duration_since(attempt_started))
+        });
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            attempt = tokio::time::timeout(limit, try_acquire(&api, &config, &mut observed)) => attempt,
+        };
+        match attempt {
+            Ok(Ok(true)) => {
+                term_ends = Some(attempt_started + term);
                 if !*leader.borrow() {
                     info!(lease = %config.name, identity = %config.identity, "became the leader");
                 }
                 leader.send_replace(true);
             }
-            Ok(false) => {
+            Ok(Ok(false)) => {
                 if *leader.borrow() {
                     info!(lease = %config.name, "lost the leadership");
                 }
-                last_renewal = None;
+                term_ends = None;
                 leader.send_replace(false);
             }
-            Err(error) => {
-                warn!(lease = %config.name, %error, "cannot reach the lease");
-                // Step down before the lease can have expired for the others.
-                let valid =
-                    last_renewal.is_some_and(|t| t.elapsed() < config.lease_duration.mul_f32(0.8));
-                if !valid && *leader.borrow() {
+            Ok(Err(error)) => warn!(lease = %config.name, %error, "cannot reach the lease"),
+            Err(_) => warn!(lease = %config.name, after = ?limit, "the lease request timed out"),
+        }
+        let next_attempt = attempt_started + config.retry_period;
+        loop {
+            let step_down = term_ends.filter(|_| *leader.borrow());
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(next_attempt) => break,
+                _ = tokio::time::sleep_until(step_down.unwrap_or(next_attempt)), if step_down.is_some() => {
                     warn!(lease = %config.name, "could not renew the lease in time; stepping down");
+                    term_ends = None;
                     leader.send_replace(false);
                 }
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(config.retry_period) => {}
+        if cancel.is_cancelled() {
+            break;
         }
     }
     if *leader.borrow() {
         leader.send_replace(false);
-        if let Err(error) = release(&api, &config).await {
-            warn!(lease = %config.name, %error, "could not release the lease");
-        } else {
-            info!(lease = %config.name, "released the lease");
+        match tokio::time::timeout(config.retry_period, release(&api, &config)).await {
+            Ok(Ok(())) => info!(lease = %config.name, "released the lease"),
+            Ok(Err(error)) => warn!(lease = %config.name, %error, "could not release the lease"),
+            Err(_) => warn!(lease = %config.name, "releasing the lease timed out"),
         }
     }
 }

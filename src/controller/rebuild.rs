@@ -18,7 +18,8 @@ pub struct Published {
     pub generation: u64,
     /// The input it was built from.
     pub input: Arc<Input>,
-    /// weir's Ingresses, all of them in the served table.
+    /// Every Ingress of weir's class, as of the served table (also those whose rules were all
+    /// rejected: their status still says where weir serves them).
     pub ingresses: Vec<ObjectRef>,
     /// What was wrong with the input.
     pub diagnostics: Vec<Diagnostic>,

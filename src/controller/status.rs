@@ -111,6 +111,7 @@ pub fn status_changes(
 
 /// Runs until `cancel` fires: while `leader` is true, brings the status of Ingresses in line
 /// with what is published, after every publish and every minute (someone may have changed it).
+/// Failures are retried with exponential backoff (1 s doubling to 1 min).
 pub async fn run_status_writer(
     client: Client,
     from: PublishFrom,
@@ -118,39 +119,62 @@ pub async fn run_status_writer(
     mut leader: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    let mut retry_in = Duration::from_secs(60);
+    const RESYNC: Duration = Duration::from_secs(60);
+    let mut backoff = Duration::from_secs(1);
+    let mut next_pass_in = RESYNC;
     loop {
         let is_leader = *leader.borrow_and_update();
         let current = published.borrow_and_update().clone();
         if let (true, Some(current)) = (is_leader, current) {
-            retry_in = match write_statuses(&client, &from, &current).await {
-                Ok(()) => Duration::from_secs(60),
-                Err(error) => {
-                    warn!(%error, "writing Ingress status failed; retrying");
-                    Duration::from_secs(2)
-                }
-            };
+            let failures = write_statuses(&client, &from, &current, &leader).await;
+            if failures == 0 {
+                backoff = Duration::from_secs(1);
+                next_pass_in = RESYNC;
+            } else {
+                warn!(failures, retry_in = ?backoff, "some Ingress statuses could not be written");
+                next_pass_in = backoff;
+                backoff = (backoff * 2).min(RESYNC);
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = published.changed() => if changed.is_err() { return },
             changed = leader.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(retry_in) => {}
+            _ = tokio::time::sleep(next_pass_in) => {}
         }
     }
 }
 
+/// One pass: patches every Ingress whose status differs from what it should say. Stops as soon
+/// as this replica is no longer the leader. Returns how many writes failed.
 async fn write_statuses(
     client: &Client,
     from: &PublishFrom,
     published: &Published,
-) -> Result<(), kube::Error> {
-    let addresses = publish_addresses(client, from).await?;
+    leader: &watch::Receiver<bool>,
+) -> usize {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    let addresses =
+        match tokio::time::timeout(REQUEST_TIMEOUT, publish_addresses(client, from)).await {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(error)) => {
+                warn!(%error, "cannot read the addresses to publish");
+                return 1;
+            }
+            Err(_) => {
+                warn!("reading the addresses to publish timed out");
+                return 1;
+            }
+        };
     if addresses.is_empty() {
         debug!("no address to publish yet");
     }
     let ours: BTreeSet<ObjectRef> = published.ingresses.iter().cloned().collect();
+    let mut failures = 0;
     for (object, desired) in status_changes(&published.input.ingresses, &ours, &addresses) {
+        if !*leader.borrow() {
+            break;
+        }
         let api: Api<Ingress> = Api::namespaced(client.clone(), &object.namespace);
         let entries: Vec<_> = desired.iter().map(LbAddress::to_json).collect();
         let patch = if entries.is_empty() {
@@ -158,17 +182,23 @@ async fn write_statuses(
         } else {
             json!({ "status": { "loadBalancer": { "ingress": entries } } })
         };
-        match api
-            .patch_status(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => info!(ingress = %object, addresses = ?desired, "wrote Ingress status"),
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let patched = api.patch_status(&object.name, &params, &patch);
+        match tokio::time::timeout(REQUEST_TIMEOUT, patched).await {
+            Ok(Ok(_)) => info!(ingress = %object, addresses = ?desired, "wrote Ingress status"),
             // Deleted since the table was built: nothing to write.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(error)) => {
+                warn!(ingress = %object, %error, "cannot write Ingress status");
+                failures += 1;
+            }
+            Err(_) => {
+                warn!(ingress = %object, "writing Ingress status timed out");
+                failures += 1;
+            }
         }
     }
-    Ok(())
+    failures
 }
 
 async fn publish_addresses(

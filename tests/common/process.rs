@@ -83,7 +83,7 @@ impl WeirProcess {
     /// Waits until a logged line satisfies `matches`, checking every few milliseconds; panics
     /// with the whole log after `limit`. (Lines reach the log through a pipe and a reader
     /// thread, so they may trail what weir already does.)
-    pub fn wait_for_line(
+    pub async fn wait_for_line(
         &self,
         what: &str,
         limit: Duration,
@@ -99,7 +99,7 @@ impl WeirProcess {
                 "no log line {what} within {limit:?}:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -124,7 +124,7 @@ impl WeirProcess {
     }
 
     /// Waits up to `limit` for the process to exit and returns its status.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -135,7 +135,7 @@ impl WeirProcess {
                 "weir did not exit within {limit:?}:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

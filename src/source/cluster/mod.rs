@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::model::Input;
 use references::References;
-use watch::{Change, watch_kind};
+use watch::{Change, Watched, watch_kind};
 
 /// Which API publishes a Service's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,120 +124,69 @@ impl ClusterSource {
             _ = cancel.cancelled() => return Ok(()),
             slices = self.use_endpoint_slices() => slices,
         };
-        info!(
-            api = if use_slices {
-                "discovery.k8s.io/v1 EndpointSlice"
-            } else {
-                "v1 Endpoints"
-            },
-            "reading endpoints"
-        );
+        let endpoints_api = if use_slices {
+            "discovery.k8s.io/v1 EndpointSlice"
+        } else {
+            "v1 Endpoints"
+        };
+        info!(api = endpoints_api, "reading endpoints");
 
         let tasks = TaskTracker::new();
         let (changes_tx, mut changes) = mpsc::channel::<Change>(1024);
-        let client = &self.client;
-        let ns = self.config.namespace.as_deref();
-        let namespaced = |client: &Client| -> (Api<Ingress>, Api<Service>, Api<Secret>) {
-            match ns {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (
-                    Api::all(client.clone()),
-                    Api::all(client.clone()),
-                    Api::all(client.clone()),
-                ),
-            }
-        };
-        let (ingress_api, service_api, secret_api) = namespaced(client);
-
-        let (ingresses, w) = reflector::store();
-        tasks.spawn(watch_kind(
-            ingress_api,
-            Default::default(),
-            w,
-            changes_tx.clone(),
-            cancel.clone(),
-        ));
-        let (classes, w) = reflector::store();
-        tasks.spawn(watch_kind(
-            Api::<IngressClass>::all(client.clone()),
-            Default::default(),
-            w,
-            changes_tx.clone(),
-            cancel.clone(),
-        ));
-        let (services, w) = reflector::store();
-        tasks.spawn(watch_kind(
-            service_api,
-            Default::default(),
-            w,
-            changes_tx.clone(),
-            cancel.clone(),
-        ));
-        let tls_only = kube::runtime::watcher::Config::default().fields("type=kubernetes.io/tls");
-        let (secrets, w) = reflector::store();
-        tasks.spawn(watch_kind(
-            secret_api,
-            tls_only,
-            w,
-            changes_tx.clone(),
-            cancel.clone(),
-        ));
-        let (slices, endpoints) = if use_slices {
-            let api: Api<EndpointSlice> = match ns {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let (store, w) = reflector::store();
-            tasks.spawn(watch_kind(
-                api,
-                Default::default(),
-                w,
-                changes_tx.clone(),
-                cancel.clone(),
-            ));
-            (Some(store), None)
-        } else {
-            let api: Api<Endpoints> = match ns {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let (store, w) = reflector::store();
-            tasks.spawn(watch_kind(
-                api,
-                Default::default(),
-                w,
-                changes_tx.clone(),
-                cancel.clone(),
-            ));
-            (None, Some(store))
-        };
-        drop(changes_tx);
+        let stores = self.spawn_watchers(use_slices, &tasks, changes_tx, &cancel);
         tasks.close();
-        let stores = Stores {
-            ingresses,
-            classes,
-            services,
-            slices,
-            endpoints,
-            secrets,
-        };
 
         let synced = tokio::select! {
-            _ = cancel.cancelled() => None,
-            synced = wait_for_first_lists(&stores) => Some(synced),
+            _ = cancel.cancelled() => Ok(false),
+            synced = wait_for_first_lists(&stores) => synced.map(|()| true),
         };
-        match synced {
-            None => {
-                tasks.wait().await;
-                return Ok(());
-            }
-            Some(Err(e)) => return Err(e),
-            Some(Ok(())) => {}
+        if synced? {
+            self.send_changes(&stores, &mut changes, &tx, &cancel).await;
         }
+        // Dropping the receiver unblocks watchers waiting to send, so they see the cancel.
+        drop(changes);
+        tasks.wait().await;
+        Ok(())
+    }
+
+    /// Starts one watcher per kind; their stores fill as they list and watch.
+    fn spawn_watchers(
+        &self,
+        use_slices: bool,
+        tasks: &TaskTracker,
+        changes: mpsc::Sender<Change>,
+        cancel: &CancellationToken,
+    ) -> Stores {
+        let client = &self.client;
+        let ns = self.config.namespace.as_deref();
+        let watchers = Watchers {
+            tasks,
+            changes,
+            cancel,
+        };
+        let all = watcher::Config::default;
+        Stores {
+            ingresses: watchers.spawn(namespaced_api(client, ns), all()),
+            classes: watchers.spawn(Api::all(client.clone()), all()),
+            services: watchers.spawn(namespaced_api(client, ns), all()),
+            secrets: watchers.spawn(
+                namespaced_api(client, ns),
+                all().fields("type=kubernetes.io/tls"),
+            ),
+            slices: use_slices.then(|| watchers.spawn(namespaced_api(client, ns), all())),
+            endpoints: (!use_slices).then(|| watchers.spawn(namespaced_api(client, ns), all())),
+        }
+    }
+
+    /// Sends the first input, then a new one after every debounced burst of changes that can
+    /// affect the table, until `cancel` fires or the watchers are gone.
+    async fn send_changes(
+        &self,
+        stores: &Stores,
+        changes: &mut mpsc::Receiver<Change>,
+        tx: &tokio_watch::Sender<Option<Arc<Input>>>,
+        cancel: &CancellationToken,
+    ) {
         // What arrived during the initial lists is in the stores already. Drain it before
         // reading them, so that a change landing after the read is not drained unseen.
         while changes.try_recv().is_ok() {}
@@ -245,21 +195,23 @@ impl ClusterSource {
         let _ = tx.send(Some(Arc::new(stores.input())));
         loop {
             let first = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => return,
                 change = changes.recv() => match change {
                     Some(change) => change,
-                    None => break,
+                    None => return,
                 },
             };
             if !references.update_and_check(&first, &stores.ingresses) {
                 debug!(?first, "change cannot affect the table");
                 continue;
             }
-            // Debounce: wait for a quiet period, bounded by a maximum delay.
+            // Debounce: wait for a quiet period, bounded by a maximum delay. Changes that arrive
+            // meanwhile are in the stores already; they only update the references.
             let deadline = tokio::time::Instant::now() + self.config.debounce_max;
             loop {
                 let quiet = tokio::time::Instant::now() + self.config.debounce;
                 tokio::select! {
+                    _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep_until(quiet.min(deadline)) => break,
                     change = changes.recv() => match change {
                         Some(change) => { references.update_and_check(&change, &stores.ingresses); }
@@ -269,8 +221,6 @@ impl ClusterSource {
             }
             let _ = tx.send(Some(Arc::new(stores.input())));
         }
-        tasks.wait().await;
-        Ok(())
     }
 
     /// Whether to read EndpointSlices, asking the server when `--endpoints-api auto`. Retries
@@ -294,6 +244,45 @@ impl ClusterSource {
                 }
             },
         }
+    }
+}
+
+/// What every watcher shares: the task tracker, the change channel and the cancel token.
+struct Watchers<'a> {
+    tasks: &'a TaskTracker,
+    changes: mpsc::Sender<Change>,
+    cancel: &'a CancellationToken,
+}
+
+impl Watchers<'_> {
+    /// Starts a watcher of `api` and returns the store it fills.
+    fn spawn<K>(&self, api: Api<K>, config: watcher::Config) -> Store<K>
+    where
+        K: Watched,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, writer) = reflector::store();
+        let task = watch_kind(
+            api,
+            config,
+            writer,
+            self.changes.clone(),
+            self.cancel.clone(),
+        );
+        self.tasks.spawn(task);
+        store
+    }
+}
+
+/// An API for a namespaced kind: in `namespace`, or in all namespaces.
+fn namespaced_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 

@@ -1,7 +1,8 @@
-//! Which Services and Secrets some Ingress references: changes to anything else cannot affect
-//! the routing table and trigger no rebuild.
+//! Which Services and Secrets some Ingress references, and what each Ingress looked like:
+//! changes to anything else, and Ingress updates that touch only the status (weir's own status
+//! writes among them), cannot affect the routing table and trigger no rebuild.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -15,6 +16,7 @@ use super::watch::Change;
 pub struct References {
     services: HashSet<(String, String)>,
     secrets: HashSet<(String, String)>,
+    fingerprints: HashMap<(String, String), u64>,
 }
 
 impl References {
@@ -23,6 +25,11 @@ impl References {
         let mut refs = References::default();
         for ingress in ingresses {
             let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
+            if let Some(fingerprint) = super::watch::ingress_fingerprint(ingress) {
+                let name = ingress.metadata.name.clone().unwrap_or_default();
+                refs.fingerprints
+                    .insert((namespace.clone(), name), fingerprint);
+            }
             let Some(spec) = &ingress.spec else { continue };
             let rule_backends = spec
                 .rules
@@ -50,7 +57,10 @@ impl References {
     pub fn update_and_check(&mut self, change: &Change, ingresses: &Store<Ingress>) -> bool {
         match change {
             Change::Always => true,
-            Change::Ingress => {
+            Change::Ingress { key, fingerprint } => {
+                if fingerprint.is_some() && self.fingerprints.get(key) == fingerprint.as_ref() {
+                    return false;
+                }
                 *self = References::of(&ingresses.state());
                 true
             }
@@ -103,5 +113,50 @@ mod tests {
         assert!(!has(&refs.services, "default", "web"));
         assert!(has(&refs.secrets, "apps", "a-cert"));
         assert_eq!(refs.services.len(), 2);
+    }
+
+    #[test]
+    fn status_only_updates_do_not_count_but_spec_and_annotation_changes_do() {
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = kube::runtime::reflector::store::<Ingress>();
+        let v1 = ingress(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "apps", "generation": 1},
+            "spec": {"rules": [{"host": "a.com"}]}
+        }));
+        writer.apply_watcher_event(&Event::Apply((*v1).clone()));
+        let mut refs = References::of(&store.state());
+        let change = |i: &Ingress| Change::Ingress {
+            key: ("apps".into(), "a".into()),
+            fingerprint: super::super::watch::ingress_fingerprint(i),
+        };
+
+        let mut status_only = (*v1).clone();
+        status_only.status = serde_json::from_value(
+            serde_json::json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}),
+        )
+        .unwrap();
+        writer.apply_watcher_event(&Event::Apply(status_only.clone()));
+        assert!(!refs.update_and_check(&change(&status_only), &store));
+
+        let mut annotated = status_only.clone();
+        annotated.metadata.annotations =
+            Some([("kubernetes.io/ingress.class".to_owned(), "weir".to_owned())].into());
+        writer.apply_watcher_event(&Event::Apply(annotated.clone()));
+        assert!(refs.update_and_check(&change(&annotated), &store));
+
+        let mut respec = annotated.clone();
+        respec.metadata.generation = Some(2);
+        writer.apply_watcher_event(&Event::Apply(respec.clone()));
+        assert!(refs.update_and_check(&change(&respec), &store));
+        assert!(
+            !refs.update_and_check(&change(&respec), &store),
+            "the same object again"
+        );
+
+        let deleted = Change::Ingress {
+            key: ("apps".into(), "a".into()),
+            fingerprint: None,
+        };
+        assert!(refs.update_and_check(&deleted, &store));
     }
 }

@@ -19,8 +19,14 @@ pub enum Change {
     /// An object of a kind that always matters (Ingress, IngressClass) changed, or a watcher
     /// relisted after a disconnect: rebuild.
     Always,
-    /// An Ingress changed: references must be recomputed, and rebuild.
-    Ingress,
+    /// An Ingress changed: rebuild (and recompute references) unless only its status changed.
+    Ingress {
+        /// Its namespace and name.
+        key: (String, String),
+        /// What the table depends on beyond its key (see [`ingress_fingerprint`]); `None` when
+        /// it was deleted or cannot be fingerprinted.
+        fingerprint: Option<u64>,
+    },
     /// The Service, or the endpoints of the Service, `namespace/name` changed.
     Service { namespace: String, name: String },
     /// The TLS Secret `namespace/name` changed.
@@ -29,8 +35,21 @@ pub enum Change {
 
 /// How objects of a kind map to [`Change`]s.
 pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
-    /// The change an event about `self` means.
-    fn change(&self) -> Change;
+    /// The change an event about `self` means; `deleted` for a deletion.
+    fn change(&self, deleted: bool) -> Change;
+}
+
+/// A hash of what the table depends on in an Ingress besides its name: its spec (through
+/// `metadata.generation`, which the API server bumps on every spec change) and its annotations
+/// (the legacy class annotation, weir's own). A status update changes neither. `None` without
+/// a generation (then every update counts).
+pub fn ingress_fingerprint(ingress: &k8s_openapi::api::networking::v1::Ingress) -> Option<u64> {
+    use std::hash::Hasher;
+    let generation = ingress.metadata.generation?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    generation.hash(&mut hasher);
+    ingress.metadata.annotations.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn key(obj: &impl Resource) -> (String, String) {
@@ -41,33 +60,40 @@ fn key(obj: &impl Resource) -> (String, String) {
 }
 
 impl Watched for k8s_openapi::api::networking::v1::Ingress {
-    fn change(&self) -> Change {
-        Change::Ingress
+    fn change(&self, deleted: bool) -> Change {
+        Change::Ingress {
+            key: key(self),
+            fingerprint: if deleted {
+                None
+            } else {
+                ingress_fingerprint(self)
+            },
+        }
     }
 }
 
 impl Watched for k8s_openapi::api::networking::v1::IngressClass {
-    fn change(&self) -> Change {
+    fn change(&self, _deleted: bool) -> Change {
         Change::Always
     }
 }
 
 impl Watched for k8s_openapi::api::core::v1::Service {
-    fn change(&self) -> Change {
+    fn change(&self, _deleted: bool) -> Change {
         let (namespace, name) = key(self);
         Change::Service { namespace, name }
     }
 }
 
 impl Watched for k8s_openapi::api::core::v1::Endpoints {
-    fn change(&self) -> Change {
+    fn change(&self, _deleted: bool) -> Change {
         let (namespace, name) = key(self);
         Change::Service { namespace, name }
     }
 }
 
 impl Watched for k8s_openapi::api::discovery::v1::EndpointSlice {
-    fn change(&self) -> Change {
+    fn change(&self, _deleted: bool) -> Change {
         let (namespace, _) = key(self);
         match self.labels().get("kubernetes.io/service-name") {
             Some(service) => Change::Service {
@@ -80,7 +106,7 @@ impl Watched for k8s_openapi::api::discovery::v1::EndpointSlice {
 }
 
 impl Watched for k8s_openapi::api::core::v1::Secret {
-    fn change(&self) -> Change {
+    fn change(&self, _deleted: bool) -> Change {
         let (namespace, name) = key(self);
         Change::Secret { namespace, name }
     }
@@ -115,7 +141,8 @@ pub async fn watch_kind<K>(
             },
         };
         let change = match event {
-            Ok(Event::Apply(obj) | Event::Delete(obj)) => obj.change(),
+            Ok(Event::Apply(obj)) => obj.change(false),
+            Ok(Event::Delete(obj)) => obj.change(true),
             Ok(Event::InitDone) => {
                 debug!(%kind, "list complete");
                 Change::Always
@@ -126,8 +153,9 @@ pub async fn watch_kind<K>(
                 continue;
             }
         };
-        if changes.send(change).await.is_err() {
-            return;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            sent = changes.send(change) => if sent.is_err() { return },
         }
     }
 }
