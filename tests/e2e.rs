@@ -275,6 +275,20 @@ impl Cluster {
         }
     }
 
+    /// An Ingress of class weir routing `host` (every path) to port `http` of `service`.
+    async fn route(&self, ns: &str, name: &str, host: &str, service: &str) -> Ingress {
+        let spec = ingress_json(
+            ns,
+            name,
+            Some("weir"),
+            host,
+            "/",
+            service,
+            json!({"name": "http"}),
+        );
+        self.ingress(ns, spec).await
+    }
+
     async fn ingress(&self, ns: &str, spec: serde_json::Value) -> Ingress {
         let ingress: Ingress = serde_json::from_value(spec).unwrap();
         Api::<Ingress>::namespaced(self.admin.clone(), ns)
@@ -534,37 +548,11 @@ async fn classes_conflicts_and_diagnostics() {
         .await;
 
     // Two Ingresses claim the same host and path: the older one wins, the newer gets an Event.
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "first",
-                Some("weir"),
-                "conflict.test",
-                "/",
-                "old",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "first", "conflict.test", "old").await;
     until_answer(&weir, "conflict.test", "/", 200).await;
     // "first" is older, or (creationTimestamp has a resolution of one second) equally old and
     // first by name: it wins either way.
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "second",
-                Some("weir"),
-                "conflict.test",
-                "/",
-                "new",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "second", "conflict.test", "new").await;
     cluster.until_event(&ns, "second", "RouteConflict").await;
     assert_eq!(
         get(&http1_client(), weir.http, "conflict.test", "/")
@@ -575,20 +563,7 @@ async fn classes_conflicts_and_diagnostics() {
     );
 
     // A missing Service: an Event, 503, and everything else keeps serving.
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "orphan",
-                Some("weir"),
-                "orphan.test",
-                "/",
-                "nope",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "orphan", "orphan.test", "nope").await;
     cluster.until_event(&ns, "orphan", "ServiceNotFound").await;
     assert_eq!(
         get(&http1_client(), weir.http, "orphan.test", "/")
@@ -612,20 +587,7 @@ async fn classes_conflicts_and_diagnostics() {
             ),
         )
         .await;
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "marker",
-                Some("weir"),
-                "marker.test",
-                "/",
-                "old",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "marker", "marker.test", "old").await;
     cluster.until_status(&ns, "marker", &["203.0.113.20"]).await;
     assert_eq!(
         get(&http1_client(), weir.http, "foreign.test", "/")
@@ -704,20 +666,7 @@ async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() 
     let ns = cluster.namespace("e2e-outage").await;
     let backend = cluster.backend(3, "steady").await;
     cluster.service(&ns, "steady", &[&backend]).await;
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "steady",
-                Some("weir"),
-                "steady.test",
-                "/",
-                "steady",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "steady", "steady.test", "steady").await;
     let mut weir = cluster
         .weir("e2e-outage", &["--watch-namespace", &ns])
         .await;
@@ -771,20 +720,7 @@ async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() 
     assert!(ok > 0);
 
     // The watchers reconnect: a change made after the restart reaches the table.
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "after",
-                Some("weir"),
-                "after.test",
-                "/",
-                "steady",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "after", "after.test", "steady").await;
     until_answer(&weir, "after.test", "/", 200).await;
 
     // weir restarts: it is ready again only with the full table.
@@ -835,20 +771,7 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
                 .await,
         );
     }
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "ha",
-                Some("weir"),
-                "ha.test",
-                "/",
-                "ha",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "ha", "ha.test", "ha").await;
     // Both replicas serve; the status is written once.
     for replica in &replicas {
         until_answer(replica, "ha.test", "/", 200).await;
@@ -885,20 +808,7 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
     // the lease duration (3 s) and writes the status of a new Ingress.
     leader.child.kill().unwrap();
     let killed = Instant::now();
-    cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "ha2",
-                Some("weir"),
-                "ha2.test",
-                "/",
-                "ha",
-                json!({"name": "http"}),
-            ),
-        )
-        .await;
+    cluster.route(&ns, "ha2", "ha2.test", "ha").await;
     until_answer(follower, "ha2.test", "/", 200).await;
     cluster.until_status(&ns, "ha2", &["203.0.113.30"]).await;
     let took = killed.elapsed();
@@ -1021,18 +931,7 @@ async fn status_comes_from_the_publish_service() {
         )
         .await;
     cluster
-        .ingress(
-            &ns,
-            ingress_json(
-                &ns,
-                "published",
-                Some("weir"),
-                "published.test",
-                "/",
-                "web",
-                json!({"name": "http"}),
-            ),
-        )
+        .route(&ns, "published", "published.test", "web")
         .await;
     until_answer(&weir, "published.test", "/", 200).await;
     cluster

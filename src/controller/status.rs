@@ -60,6 +60,15 @@ impl LbAddress {
     }
 }
 
+/// One load-balancer entry as an address (entries with neither an IP nor a hostname are skipped).
+fn lb_address(ip: &Option<String>, hostname: &Option<String>) -> Option<LbAddress> {
+    match (ip, hostname) {
+        (Some(ip), _) => Some(LbAddress::Ip(ip.clone())),
+        (None, Some(host)) => Some(LbAddress::Hostname(host.clone())),
+        (None, None) => None,
+    }
+}
+
 /// The addresses an Ingress's status currently lists.
 fn current_addresses(ingress: &Ingress) -> BTreeSet<LbAddress> {
     let entries = ingress
@@ -70,11 +79,7 @@ fn current_addresses(ingress: &Ingress) -> BTreeSet<LbAddress> {
     entries
         .into_iter()
         .flatten()
-        .filter_map(|e| match (&e.ip, &e.hostname) {
-            (Some(ip), _) => Some(LbAddress::Ip(ip.clone())),
-            (None, Some(host)) => Some(LbAddress::Hostname(host.clone())),
-            _ => None,
-        })
+        .filter_map(|e| lb_address(&e.ip, &e.hostname))
         .collect()
 }
 
@@ -227,11 +232,7 @@ pub fn service_addresses(service: &Service) -> BTreeSet<LbAddress> {
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|e| match (&e.ip, &e.hostname) {
-            (Some(ip), _) => Some(LbAddress::Ip(ip.clone())),
-            (None, Some(host)) => Some(LbAddress::Hostname(host.clone())),
-            _ => None,
-        })
+        .filter_map(|e| lb_address(&e.ip, &e.hostname))
         .collect();
     if !lb.is_empty() {
         return lb;
