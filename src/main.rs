@@ -142,7 +142,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             })
         }
         Source::Cluster(source, client) => {
-            spawn_api_writers(&config, client, published_rx, &tasks, &cancel).await;
+            let ingresses = source.ingresses();
+            spawn_api_writers(&config, client, ingresses, published_rx, &tasks, &cancel).await;
             let cancel = cancel.clone();
             tasks.spawn(async move {
                 source
@@ -188,6 +189,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 async fn spawn_api_writers(
     config: &Config,
     client: kube::Client,
+    ingresses: kube::runtime::reflector::Store<k8s_openapi::api::networking::v1::Ingress>,
     published: watch::Receiver<Option<Arc<Published>>>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
@@ -245,6 +247,7 @@ async fn spawn_api_writers(
             tasks.spawn(run_status_writer(
                 client,
                 from,
+                ingresses,
                 published,
                 leader_rx,
                 cancel.clone(),

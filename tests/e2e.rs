@@ -937,4 +937,20 @@ async fn status_comes_from_the_publish_service() {
     cluster
         .until_status(&ns, "published", &[cluster_ip.as_str()])
         .await;
+    // Written once: lease renewals (every 0.5 s here) and weir's own status update coming back
+    // through the watch must not make it write again. No event marks "nothing happened", so
+    // give it four renewal periods.
+    let line = weir
+        .wait_for_line("about writing the status", Duration::from_secs(5), |l| {
+            l.contains("wrote Ingress status")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = weir.log().matches("wrote Ingress status").count();
+    assert_eq!(
+        writes,
+        1,
+        "status written {writes} times, first: {line}\n{}",
+        weir.log()
+    );
 }

@@ -158,14 +158,14 @@ pub async fn run_election(
                 if !*leader.borrow() {
                     info!(lease = %config.name, identity = %config.identity, "became the leader");
                 }
-                leader.send_replace(true);
+                set(&leader, true);
             }
             Ok(Ok(false)) => {
                 if *leader.borrow() {
                     info!(lease = %config.name, "lost the leadership");
                 }
                 term_ends = None;
-                leader.send_replace(false);
+                set(&leader, false);
             }
             Ok(Err(error)) => warn!(lease = %config.name, %error, "cannot reach the lease"),
             Err(_) => warn!(lease = %config.name, after = ?limit, "the lease request timed out"),
@@ -179,7 +179,7 @@ pub async fn run_election(
                 _ = tokio::time::sleep_until(step_down.unwrap_or(next_attempt)), if step_down.is_some() => {
                     warn!(lease = %config.name, "could not renew the lease in time; stepping down");
                     term_ends = None;
-                    leader.send_replace(false);
+                    set(&leader, false);
                 }
             }
         }
@@ -188,13 +188,18 @@ pub async fn run_election(
         }
     }
     if *leader.borrow() {
-        leader.send_replace(false);
+        set(&leader, false);
         match tokio::time::timeout(config.retry_period, release(&api, &config)).await {
             Ok(Ok(())) => info!(lease = %config.name, "released the lease"),
             Ok(Err(error)) => warn!(lease = %config.name, %error, "could not release the lease"),
             Err(_) => warn!(lease = %config.name, "releasing the lease timed out"),
         }
     }
+}
+
+/// Reports a change of leadership (renewals that change nothing wake no one).
+fn set(leader: &watch::Sender<bool>, leading: bool) {
+    leader.send_if_modified(|current| std::mem::replace(current, leading) != leading);
 }
 
 /// One round: returns whether we hold the Lease afterwards.

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,7 @@ fn current_addresses(ingress: &Ingress) -> BTreeSet<LbAddress> {
 /// weir's Ingresses get `ours_addresses`; any other Ingress whose status lists exactly those
 /// addresses (it left weir's class) is cleared.
 pub fn status_changes(
-    ingresses: &[Ingress],
+    ingresses: &[Arc<Ingress>],
     ours: &BTreeSet<ObjectRef>,
     addresses: &BTreeSet<LbAddress>,
 ) -> Vec<(ObjectRef, BTreeSet<LbAddress>)> {
@@ -116,10 +117,13 @@ pub fn status_changes(
 
 /// Runs until `cancel` fires: while `leader` is true, brings the status of Ingresses in line
 /// with what is published, after every publish and every minute (someone may have changed it).
-/// Failures are retried with exponential backoff (1 s doubling to 1 min).
+/// Current statuses are read from `live`, the source's Ingress store (published inputs are not
+/// renewed for status-only changes). Failures are retried with exponential backoff (1 s
+/// doubling to 1 min).
 pub async fn run_status_writer(
     client: Client,
     from: PublishFrom,
+    live: Store<Ingress>,
     mut published: watch::Receiver<Option<Arc<Published>>>,
     mut leader: watch::Receiver<bool>,
     cancel: CancellationToken,
@@ -131,7 +135,7 @@ pub async fn run_status_writer(
         let is_leader = *leader.borrow_and_update();
         let current = published.borrow_and_update().clone();
         if let (true, Some(current)) = (is_leader, current) {
-            let failures = write_statuses(&client, &from, &current, &leader).await;
+            let failures = write_statuses(&client, &from, &current, &live, &leader).await;
             if failures == 0 {
                 backoff = Duration::from_secs(1);
                 next_pass_in = RESYNC;
@@ -156,6 +160,7 @@ async fn write_statuses(
     client: &Client,
     from: &PublishFrom,
     published: &Published,
+    live: &Store<Ingress>,
     leader: &watch::Receiver<bool>,
 ) -> usize {
     const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +181,7 @@ async fn write_statuses(
     }
     let ours: BTreeSet<ObjectRef> = published.ingresses.iter().cloned().collect();
     let mut failures = 0;
-    for (object, desired) in status_changes(&published.input.ingresses, &ours, &addresses) {
+    for (object, desired) in status_changes(&live.state(), &ours, &addresses) {
         if !*leader.borrow() {
             break;
         }
@@ -273,7 +278,8 @@ mod tests {
             ingress("stale", &["198.51.100.1"]),
             ingress("left", &["203.0.113.7"]),
             ingress("someone-elses", &["192.0.2.99"]),
-        ];
+        ]
+        .map(Arc::new);
         let ours: BTreeSet<ObjectRef> = [obj("new"), obj("done"), obj("stale")].into();
         let changes = status_changes(&ingresses, &ours, &addrs);
         assert_eq!(

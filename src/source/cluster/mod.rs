@@ -94,12 +94,26 @@ impl Stores {
 pub struct ClusterSource {
     client: Client,
     config: ClusterConfig,
+    ingresses: Store<Ingress>,
+    ingress_writer: Option<reflector::store::Writer<Ingress>>,
 }
 
 impl ClusterSource {
     /// A source reading through `client`.
     pub fn new(client: Client, config: ClusterConfig) -> Self {
-        ClusterSource { client, config }
+        let (ingresses, ingress_writer) = reflector::store();
+        ClusterSource {
+            client,
+            config,
+            ingresses,
+            ingress_writer: Some(ingress_writer),
+        }
+    }
+
+    /// The live store of Ingresses (current status included, which the inputs sent by
+    /// [`ClusterSource::run`] may lag: status-only updates trigger no new input).
+    pub fn ingresses(&self) -> Store<Ingress> {
+        self.ingresses.clone()
     }
 
     /// Runs until `cancel` fires. Sends the first input once every watcher has listed.
@@ -116,7 +130,7 @@ impl ClusterSource {
     }
 
     async fn run_inner(
-        self,
+        mut self,
         tx: tokio_watch::Sender<Option<Arc<Input>>>,
         cancel: CancellationToken,
     ) -> Result<(), ClusterError> {
@@ -151,7 +165,7 @@ impl ClusterSource {
 
     /// Starts one watcher per kind; their stores fill as they list and watch.
     fn spawn_watchers(
-        &self,
+        &mut self,
         use_slices: bool,
         tasks: &TaskTracker,
         changes: mpsc::Sender<Change>,
@@ -166,7 +180,13 @@ impl ClusterSource {
         };
         let all = watcher::Config::default;
         Stores {
-            ingresses: watchers.spawn(namespaced_api(client, ns), all()),
+            ingresses: match self.ingress_writer.take() {
+                Some(writer) => {
+                    watchers.spawn_into(namespaced_api(client, ns), all(), writer);
+                    self.ingresses.clone()
+                }
+                None => watchers.spawn(namespaced_api(client, ns), all()),
+            },
             classes: watchers.spawn(Api::all(client.clone()), all()),
             services: watchers.spawn(namespaced_api(client, ns), all()),
             secrets: watchers.spawn(
@@ -262,6 +282,20 @@ impl Watchers<'_> {
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
         let (store, writer) = reflector::store();
+        self.spawn_into(api, config, writer);
+        store
+    }
+
+    /// Starts a watcher of `api` that fills a store through `writer`.
+    fn spawn_into<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        writer: reflector::store::Writer<K>,
+    ) where
+        K: Watched,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
         let task = watch_kind(
             api,
             config,
@@ -270,7 +304,6 @@ impl Watchers<'_> {
             self.cancel.clone(),
         );
         self.tasks.spawn(task);
-        store
     }
 }
 
