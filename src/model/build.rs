@@ -19,7 +19,7 @@ use super::endpoints::Backends;
 use super::objects::index_by_name;
 use super::table::{HostMatch, PathRule, Route, RouteTableBuilder};
 use super::validate;
-use super::{BuildConfig, Built, Input};
+use super::{BuildConfig, Built, Input, TlsBinding};
 
 /// Builds the routing table for `input`. Never fails and never panics: objects that cannot be
 /// used become [`Diagnostic`]s and everything else is routed. The result does not depend on
@@ -47,6 +47,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         }
     }
     builder.set_catch_all(catch_all);
+    let tls = tls_bindings(&ours, &mut builder.diagnostics);
 
     let Builder {
         table,
@@ -60,8 +61,55 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     Built {
         table: table.build(),
         diagnostics,
+        tls,
         ingresses,
     }
+}
+
+/// The TLS hosts of weir's Ingresses (oldest first) and the Secrets that serve them. A host
+/// claimed by an older Ingress with another Secret stays with it (`TlsConflict` for the newer);
+/// an entry without `secretName` or without hosts binds nothing (such hosts get the default
+/// certificate).
+fn tls_bindings(ours: &[OurIngress<'_>], diagnostics: &mut Vec<Diagnostic>) -> Vec<TlsBinding> {
+    let mut bound: BTreeMap<String, TlsBinding> = BTreeMap::new();
+    for ours in ours {
+        let me = &ours.object;
+        let entries = ours.ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
+        for entry in entries.into_iter().flatten() {
+            let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let secret = ObjectRef::new(ObjectKind::Secret, me.namespace.clone(), secret);
+            for raw_host in entry.hosts.iter().flatten() {
+                if let Err(why) = validate::check_host(raw_host) {
+                    diagnostics.push(Diagnostic::new(
+                        me.clone(),
+                        Reason::InvalidHost,
+                        format!("TLS {why}; it is ignored"),
+                    ));
+                    continue;
+                }
+                let host = raw_host.to_ascii_lowercase();
+                match bound.get(&host) {
+                    Some(existing) if existing.secret != secret => diagnostics.push(Diagnostic::new(
+                        me.clone(),
+                        Reason::TlsConflict,
+                        format!(
+                            "TLS host {host:?} is already served with Secret {:?} by {}; Secret {:?} is not used for it",
+                            format!("{}/{}", existing.secret.namespace, existing.secret.name),
+                            existing.ingress,
+                            format!("{}/{}", secret.namespace, secret.name),
+                        ),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        bound.insert(host.clone(), TlsBinding { host, secret: secret.clone(), ingress: me.clone() });
+                    }
+                }
+            }
+        }
+    }
+    bound.into_values().collect()
 }
 
 /// One of weir's Ingresses, with what the build needs to know about it.

@@ -111,6 +111,14 @@ pub enum Reason {
     UnsupportedAnnotation,
     /// An annotation weir knows, with a value it cannot use.
     InvalidAnnotationValue,
+    /// A `spec.tls` entry names a Secret that does not exist (or is not a TLS Secret).
+    TlsSecretNotFound,
+    /// A TLS Secret whose certificate or key does not parse, or whose key does not match.
+    InvalidTlsSecret,
+    /// A TLS Secret whose certificate does not cover a host its `spec.tls` entry lists.
+    TlsHostNotCovered,
+    /// Two Ingresses name different Secrets for the same TLS host; the older one wins.
+    TlsConflict,
 }
 
 impl Reason {
@@ -129,6 +137,10 @@ impl Reason {
             Reason::UnknownAnnotation => "UnknownAnnotation",
             Reason::UnsupportedAnnotation => "UnsupportedAnnotation",
             Reason::InvalidAnnotationValue => "InvalidAnnotationValue",
+            Reason::TlsSecretNotFound => "TlsSecretNotFound",
+            Reason::InvalidTlsSecret => "InvalidTlsSecret",
+            Reason::TlsHostNotCovered => "TlsHostNotCovered",
+            Reason::TlsConflict => "TlsConflict",
         }
     }
 }

@@ -70,6 +70,19 @@ impl Default for BuildConfig {
     }
 }
 
+/// One host of a `spec.tls` entry of one of weir's Ingresses: the Secret whose certificate
+/// serves it. Bindings are resolved like routes: the oldest Ingress wins a host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TlsBinding {
+    /// The host as matched against SNI: lower-case, exact (`a.example.com`) or wildcard
+    /// (`*.example.com`).
+    pub host: String,
+    /// The `kubernetes.io/tls` Secret (namespace and name).
+    pub secret: ObjectRef,
+    /// The Ingress whose `spec.tls` entry names it.
+    pub ingress: ObjectRef,
+}
+
 /// The result of [`build`].
 #[derive(Debug)]
 pub struct Built {
@@ -77,6 +90,8 @@ pub struct Built {
     pub table: RouteTable,
     /// What was wrong with the input, sorted so that equal inputs give equal lists.
     pub diagnostics: Vec<Diagnostic>,
+    /// Which Secret serves which TLS host, sorted by host (one binding per host).
+    pub tls: Vec<TlsBinding>,
     /// Every Ingress of weir's class, sorted, including those with diagnostics (the controller
     /// writes their status).
     pub ingresses: Vec<ObjectRef>,

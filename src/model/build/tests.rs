@@ -1045,3 +1045,61 @@ fn shuffling_the_input_does_not_change_the_output() {
         assert_eq!(built.ingresses, reference.ingresses, "seed {seed}");
     }
 }
+
+#[test]
+fn tls_hosts_bind_to_the_secret_of_the_oldest_ingress() {
+    let ingress = |name: &str,
+                   created: &str,
+                   secret: &str,
+                   hosts: &[&str]|
+     -> k8s_openapi::api::networking::v1::Ingress {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {"ingressClassName": "weir", "tls": [{"hosts": hosts, "secretName": secret}]}
+        }))
+        .unwrap()
+    };
+    let input = crate::model::Input {
+        ingresses: vec![
+            ingress(
+                "newer",
+                "2026-01-02T00:00:00Z",
+                "b-cert",
+                &["A.example.com", "*.wild.example.com"],
+            ),
+            ingress(
+                "older",
+                "2026-01-01T00:00:00Z",
+                "a-cert",
+                &["a.example.com", "bad host"],
+            ),
+        ],
+        ..Default::default()
+    };
+    let built = crate::model::build(&input, &crate::model::BuildConfig::default());
+    let bound: Vec<(&str, &str)> = built
+        .tls
+        .iter()
+        .map(|b| (b.host.as_str(), b.secret.name.as_str()))
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("*.wild.example.com", "b-cert"),
+            ("a.example.com", "a-cert")
+        ]
+    );
+    let reasons: Vec<(&str, crate::model::Reason)> = built
+        .diagnostics
+        .iter()
+        .map(|d| (d.object.name.as_str(), d.reason))
+        .collect();
+    assert!(
+        reasons.contains(&("newer", crate::model::Reason::TlsConflict)),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("older", crate::model::Reason::InvalidHost)),
+        "{reasons:?}"
+    );
+}
