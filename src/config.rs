@@ -74,6 +74,19 @@ pub struct Config {
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
+    /// Address of the TLS listener (HTTP/1.1 and HTTP/2 by ALPN; certificates by SNI).
+    #[arg(long, env = "WEIR_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: SocketAddr,
+
+    /// The certificate for TLS hosts without one of their own and for clients without SNI
+    /// (a `kubernetes.io/tls` Secret); default: a self-signed certificate made at start-up.
+    #[arg(long, env = "WEIR_DEFAULT_SSL_CERTIFICATE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    pub default_ssl_certificate: Option<(String, String)>,
+
+    /// Time allowed for a client to complete the TLS handshake.
+    #[arg(long, env = "WEIR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub tls_handshake_timeout: Duration,
+
     /// Address of the admin listener: /healthz, /readyz.
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
@@ -229,6 +242,7 @@ impl Config {
             upstream_keepalive_timeout: self.upstream_keepalive_timeout,
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
+            tls_handshake_timeout: self.tls_handshake_timeout,
             client_body_timeout: self.client_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
             max_request_header_size: self.max_request_header_size as usize,

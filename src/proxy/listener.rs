@@ -1,4 +1,5 @@
-//! Accepting client connections and serving HTTP/1.1 or HTTP/2 (prior knowledge) on them.
+//! Accepting client connections and serving HTTP/1.1 or HTTP/2 on them: in cleartext (HTTP/2
+//! with prior knowledge) or over TLS (HTTP/2 by ALPN).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +12,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -20,11 +23,44 @@ use super::body::ConnActivity;
 use super::preface::{self, Detected};
 use super::service::ConnInfo;
 
+/// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
+/// (told by ALPN).
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    Tls(TlsAcceptor),
+}
+
 impl Proxy {
-    /// Accepts connections on `listener` until `cancel` fires; each connection is served on its
-    /// own tracked task and shut down gracefully on cancel.
+    /// Accepts plain HTTP connections on `listener` until `cancel` fires; each connection is
+    /// served on its own tracked task and shut down gracefully on cancel.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
+        self.accept_loop(listener, Transport::Plain, cancel).await
+    }
+
+    /// Accepts TLS connections on `listener` until `cancel` fires, with the certificates and
+    /// ALPN of `tls`; otherwise like [`Proxy::serve_http`].
+    pub async fn serve_https(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        cancel: CancellationToken,
+    ) {
+        self.accept_loop(listener, Transport::Tls(TlsAcceptor::from(tls)), cancel)
+            .await
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        transport: Transport,
+        cancel: CancellationToken,
+    ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let scheme = match transport {
+            Transport::Plain => "http",
+            Transport::Tls(_) => "https",
+        };
         loop {
             let (stream, peer) = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -41,34 +77,76 @@ impl Proxy {
             let conn = ConnInfo {
                 peer,
                 local_port,
-                scheme: "http",
+                scheme,
             };
             let proxy = self.clone();
-            let cancel = cancel.clone();
-            let span = info_span!("conn", %peer);
+            let (cancel, transport) = (cancel.clone(), transport.clone());
+            let span = info_span!("conn", %peer, scheme);
             self.tasks.spawn(
-                async move { proxy.serve_connection(stream, conn, cancel).await }.instrument(span),
+                async move {
+                    proxy
+                        .start_connection(stream, transport, conn, cancel)
+                        .await
+                }
+                .instrument(span),
             );
         }
     }
 
-    async fn serve_connection(
+    /// Finds out the protocol (preface or TLS handshake + ALPN), then serves the connection.
+    /// A connection that has not got that far yet must not hold up a shutdown.
+    async fn start_connection(
         self: Arc<Self>,
         stream: TcpStream,
+        transport: Transport,
         conn: ConnInfo,
         cancel: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let detect =
-            tokio::time::timeout(self.config.client_header_timeout, preface::detect(stream));
-        // A connection that has sent nothing yet must not hold up a shutdown.
-        let detected = tokio::select! {
-            detected = detect => detected,
-            _ = cancel.cancelled() => return,
-        };
-        let Ok(Some(Detected { http2, stream })) = detected else {
-            return;
-        };
+        match transport {
+            Transport::Plain => {
+                let detect = tokio::time::timeout(
+                    self.config.client_header_timeout,
+                    preface::detect(stream),
+                );
+                let detected = tokio::select! {
+                    detected = detect => detected,
+                    _ = cancel.cancelled() => return,
+                };
+                if let Ok(Some(Detected { http2, stream })) = detected {
+                    self.serve_connection(stream, http2, conn, cancel).await;
+                }
+            }
+            Transport::Tls(acceptor) => {
+                let handshake = tokio::time::timeout(
+                    self.config.tls_handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                let handshake = tokio::select! {
+                    handshake = handshake => handshake,
+                    _ = cancel.cancelled() => return,
+                };
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.serve_connection(stream, http2, conn, cancel).await;
+                    }
+                    Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+                    Err(_) => debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_connection<I>(
+        self: Arc<Self>,
+        stream: I,
+        http2: bool,
+        conn: ConnInfo,
+        cancel: CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = ConnActivity::new();
         let proxy = self.clone();
         let conn_activity = activity.clone();

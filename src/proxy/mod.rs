@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub upstream_keepalive_connections: usize,
     /// Time allowed to receive an HTTP/1 request head.
     pub client_header_timeout: Duration,
+    /// Time allowed for a client to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// How long a client may pause while sending its request body (then 408).
     pub client_body_timeout: Duration,
     /// Idle client connections are closed after this.
@@ -56,6 +58,7 @@ impl Default for ProxyConfig {
             upstream_keepalive_timeout: Duration::from_secs(60),
             upstream_keepalive_connections: 320,
             client_header_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
             client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             max_request_header_size: 32 * 1024,
