@@ -10,3 +10,4 @@ pub mod model;
 pub mod proxy;
 pub mod source;
 pub mod state;
+pub mod tls;

@@ -1,0 +1,38 @@
+//! The rustls [`ServerConfig`] of weir's HTTPS listener.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::ring;
+use rustls::server::{ResolvesServerCert, ServerSessionMemoryCache};
+
+use super::error::TlsError;
+
+/// TLS sessions remembered for session-ID resumption (TLS 1.2 clients without ticket support).
+/// A few hundred bytes each.
+const SESSION_CACHE_SIZE: usize = 4096;
+
+/// A rustls [`ServerConfig`] for the HTTPS listener: TLS 1.2 and 1.3 only, ALPN `h2` then
+/// `http/1.1`, certificates from `resolver`, and session resumption on (an in-memory session
+/// cache plus stateless tickets from ring's rotating [`ring::Ticketer`]).
+///
+/// The ring provider is named explicitly rather than taken from the process default, so the
+/// listener's cipher suites do not depend on what else installed a provider. Ticket keys live in
+/// this process only: a client resumes on the replica that issued its ticket and makes a full
+/// handshake elsewhere.
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
+    let config_error = |e: rustls::Error| TlsError::Config(e.to_string());
+    let provider = Arc::new(ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    config.ticketer = ring::Ticketer::new().map_err(config_error)?;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,24 @@
+//! TLS termination: PEM Secrets → rustls keys, the SNI certificate store and the listener's
+//! rustls configuration.
+//!
+//! This is the only module that names rustls traits; the proxy gets a ready
+//! [`rustls::ServerConfig`] from [`server_config`] and a resolver ([`CertStore`] or
+//! [`LiveResolver`]), the controller calls [`compile`] with the model's TLS bindings.
+//!
+//! Key material never appears in logs, errors or `Debug` output: errors describe *what* is wrong
+//! (never the bytes), and the types holding keys print only host names and counts.
+
+mod certs;
+mod compile;
+mod config;
+mod error;
+mod store;
+
+pub use certs::{certified_key_from_pem, self_signed_default};
+pub use compile::compile;
+pub use config::server_config;
+pub use error::TlsError;
+pub use store::{CertStore, LiveResolver};
+
+#[cfg(test)]
+mod testutil;
