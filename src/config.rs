@@ -231,6 +231,7 @@ impl Config {
             endpoints_api: self.endpoints_api,
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
+            default_certificate: self.default_ssl_certificate.clone(),
         }
     }
 

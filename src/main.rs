@@ -20,11 +20,13 @@ use weir::config::Config;
 use weir::controller::events::run_event_writer;
 use weir::controller::leader::{ElectionConfig, run_election};
 use weir::controller::status::{PublishFrom, run_status_writer};
-use weir::controller::{Published, run_rebuild_loop};
+use weir::controller::{DefaultCertificate, Published, run_rebuild_loop};
+use weir::model::{ObjectKind, ObjectRef};
 use weir::proxy::Proxy;
 use weir::source::cluster::ClusterSource;
 use weir::source::manifests::ManifestSource;
 use weir::state::State;
+use weir::tls::{CertStore, LiveResolver};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -100,12 +102,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on --http-addr {}", config.http_addr))?;
+    let https = TcpListener::bind(config.https_addr)
+        .await
+        .with_context(|| format!("cannot listen on --https-addr {}", config.https_addr))?;
     let admin = TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
-    info!(http = %http.local_addr()?, admin = %admin.local_addr()?, "weir listening");
+    info!(http = %http.local_addr()?, https = %https.local_addr()?, admin = %admin.local_addr()?, "weir listening");
 
-    let state = Arc::new(State::new());
+    let generated =
+        weir::tls::self_signed_default().context("cannot make the default certificate")?;
+    let state = Arc::new(State::new(Arc::new(CertStore::new(generated.clone()))));
+    let default_certificate = DefaultCertificate {
+        generated,
+        secret: config
+            .default_ssl_certificate
+            .as_ref()
+            .map(|(ns, name)| ObjectRef::new(ObjectKind::Secret, ns.clone(), name.clone())),
+    };
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
 
@@ -115,7 +129,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tasks.clone(),
         cancel.clone(),
     );
-    tasks.spawn(proxy.serve_http(http, cancel.clone()));
+    tasks.spawn(proxy.clone().serve_http(http, cancel.clone()));
+    let current = state.clone();
+    let resolver = LiveResolver::new(move || current.snapshot().certs.clone());
+    let tls = weir::tls::server_config(Arc::new(resolver)).context("cannot configure TLS")?;
+    tasks.spawn(proxy.serve_https(https, tls, cancel.clone()));
     tasks.spawn(serve_admin(
         admin,
         state.clone(),
@@ -128,6 +146,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         inputs_rx,
         state.clone(),
         config.build_config(),
+        default_certificate,
         published_tx,
         cancel.clone(),
     ));

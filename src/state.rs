@@ -1,8 +1,9 @@
 //! The one thing the control plane and the data plane share: the current [`Snapshot`].
 //!
-//! The controller publishes a new immutable snapshot; the proxy loads it once per request and
-//! keeps the `Arc`s it needs, so requests already running finish on the snapshot they started
-//! with while new ones see the new one. Nothing is locked on the request path.
+//! The controller publishes a new immutable snapshot — routes and certificates together, in one
+//! swap; the proxy loads it once per request (and the TLS resolver once per handshake) and keeps
+//! the `Arc`s it needs, so requests already running finish on the snapshot they started with
+//! while new ones see the new one. Nothing is locked on the request path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::model::RouteTable;
+use crate::tls::CertStore;
 
 /// An immutable view of everything the data plane serves.
 #[derive(Debug)]
@@ -18,6 +20,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The routes.
     pub table: Arc<RouteTable>,
+    /// The certificates, by SNI.
+    pub certs: Arc<CertStore>,
 }
 
 /// The current snapshot plus the readiness flags the admin endpoints report.
@@ -29,19 +33,14 @@ pub struct State {
     draining: AtomicBool,
 }
 
-impl Default for State {
-    fn default() -> Self {
-        State::new()
-    }
-}
-
 impl State {
-    /// A state serving the empty table (every request 404) and not yet ready.
-    pub fn new() -> Self {
+    /// A state serving the empty table (every request 404) and `certs`, not yet ready.
+    pub fn new(certs: Arc<CertStore>) -> Self {
         State {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
                 table: Arc::new(RouteTable::empty()),
+                certs,
             }),
             generation: AtomicU64::new(0),
             published: AtomicBool::new(false),
@@ -49,18 +48,20 @@ impl State {
         }
     }
 
-    /// The snapshot to use for one request.
+    /// The snapshot to use for one request or handshake.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
-    /// Swaps in a new table atomically and returns its generation. There is one publisher (the
-    /// rebuild loop); concurrent publishers could store their tables out of generation order.
-    pub fn publish(&self, table: RouteTable) -> u64 {
+    /// Swaps in a new table and certificates atomically and returns its generation. There is
+    /// one publisher (the rebuild loop); concurrent publishers could store their snapshots out
+    /// of generation order.
+    pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.current.store(Arc::new(Snapshot {
             generation,
             table: Arc::new(table),
+            certs,
         }));
         self.published.store(true, Ordering::Release);
         generation
@@ -83,12 +84,13 @@ mod tests {
 
     #[test]
     fn publish_swaps_and_counts_generations() {
-        let state = State::new();
+        let certs = Arc::new(CertStore::new(crate::tls::self_signed_default().unwrap()));
+        let state = State::new(certs.clone());
         assert!(!state.is_ready());
         let before = state.snapshot();
         assert_eq!(before.generation, 0);
-        assert_eq!(state.publish(RouteTable::empty()), 1);
-        assert_eq!(state.publish(RouteTable::empty()), 2);
+        assert_eq!(state.publish(RouteTable::empty(), certs.clone()), 1);
+        assert_eq!(state.publish(RouteTable::empty(), certs), 2);
         assert!(state.is_ready());
         assert_eq!(before.generation, 0, "a loaded snapshot never changes");
         assert_eq!(state.snapshot().generation, 2);

@@ -76,7 +76,7 @@ async fn sixty_four_clients_see_no_failure_while_a_hundred_snapshots_are_publish
             || ok.load(Ordering::Relaxed) >= target || stop.load(Ordering::Relaxed),
         )
         .await;
-        let generation = proxy.state.publish(table_for(i));
+        let generation = proxy.publish(table_for(i));
         assert_eq!(generation, i as u64 + 1);
     }
     let target = ok.load(Ordering::Relaxed) + CLIENTS;
@@ -146,7 +146,7 @@ async fn a_request_in_flight_finishes_on_the_table_it_started_with() {
         || old.connections.load(Ordering::SeqCst) > 0,
     )
     .await;
-    proxy.state.publish(table(&[(
+    proxy.publish(table(&[(
         "h",
         PathRule::prefix("/"),
         "new",

@@ -295,7 +295,14 @@ async fn bad_start_up_input_gets_a_clear_error() {
     assert!(stderr.contains("/nonexistent/weir-test"), "{stderr}");
 
     let no_source = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
         .env_remove("WEIR_MANIFESTS")
         .output()
         .unwrap();

@@ -9,4 +9,4 @@ mod rebuild;
 pub mod status;
 
 pub use diagnostics::DiagnosticLog;
-pub use rebuild::{Published, run_rebuild_loop};
+pub use rebuild::{DefaultCertificate, Published, run_rebuild_loop};

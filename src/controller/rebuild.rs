@@ -10,6 +10,34 @@ use tracing::{Instrument, info, info_span, warn};
 use super::DiagnosticLog;
 use crate::model::{self, BuildConfig, Diagnostic, Input, ObjectRef};
 use crate::state::State;
+use crate::tls::{self, CertStore, Certified};
+
+/// Where the certificate for hosts without one of their own comes from.
+#[derive(Debug, Clone)]
+pub struct DefaultCertificate {
+    /// The self-signed certificate made at start-up.
+    pub generated: Certified,
+    /// `--default-ssl-certificate`: a TLS Secret to use instead, when it exists and is valid.
+    pub secret: Option<ObjectRef>,
+}
+
+/// The model's build plus the certificate store for its TLS bindings, with the diagnostics of
+/// both in one sorted list.
+fn build_with_certificates(
+    input: &Input,
+    config: &BuildConfig,
+    default: &DefaultCertificate,
+) -> (model::Built, CertStore) {
+    let mut built = model::build(input, config);
+    let (default, problem) =
+        tls::default_certificate(default.secret.as_ref(), &input.secrets, &default.generated);
+    let (certs, tls_diagnostics) = tls::compile(&built.tls, &input.secrets, default);
+    built.diagnostics.extend(problem);
+    built.diagnostics.extend(tls_diagnostics);
+    built.diagnostics.sort();
+    built.diagnostics.dedup();
+    (built, certs)
+}
 
 /// What the data plane serves now, for the writers that report it to the API (status, Events).
 #[derive(Debug)]
@@ -33,6 +61,7 @@ pub async fn run_rebuild_loop(
     mut inputs: watch::Receiver<Option<Arc<Input>>>,
     state: Arc<State>,
     mut config: BuildConfig,
+    default_certificate: DefaultCertificate,
     published: watch::Sender<Option<Arc<Published>>>,
     cancel: CancellationToken,
 ) {
@@ -45,16 +74,19 @@ pub async fn run_rebuild_loop(
             config.balance_seed = fastrand::u64(..);
             let config = config.clone();
             let started = Instant::now();
-            let for_build = input.clone();
-            let built = tokio::task::spawn_blocking(move || model::build(&for_build, &config))
-                .instrument(info_span!("rebuild"))
-                .await;
+            let (for_build, default_certificate) = (input.clone(), default_certificate.clone());
+            let built = tokio::task::spawn_blocking(move || {
+                build_with_certificates(&for_build, &config, &default_certificate)
+            })
+            .instrument(info_span!("rebuild"))
+            .await;
             match built {
-                Ok(built) => {
+                Ok((built, certs)) => {
                     diagnostics.update(&built.diagnostics);
                     let routes = built.table.route_count();
-                    let generation = state.publish(built.table);
-                    info!(generation, routes, ingresses = built.ingresses.len(), elapsed = ?started.elapsed(), "published routing table");
+                    let tls_hosts = certs.len();
+                    let generation = state.publish(built.table, Arc::new(certs));
+                    info!(generation, routes, tls_hosts, ingresses = built.ingresses.len(), elapsed = ?started.elapsed(), "published routing table");
                     published.send_replace(Some(Arc::new(Published {
                         generation,
                         input,

@@ -11,12 +11,14 @@
 mod certs;
 mod compile;
 mod config;
+mod default;
 mod error;
 mod store;
 
 pub use certs::{certified_key_from_pem, self_signed_default};
 pub use compile::compile;
 pub use config::server_config;
+pub use default::{Certified, default_certificate};
 pub use error::TlsError;
 pub use store::{CertStore, LiveResolver};
 

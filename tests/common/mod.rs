@@ -281,8 +281,8 @@ impl TestProxy {
     }
 
     pub async fn start(config: ProxyConfig, table: RouteTable) -> TestProxy {
-        let state = Arc::new(State::new());
-        state.publish(table);
+        let state = Arc::new(State::new(test_certs()));
+        state.publish(table, test_certs());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -295,6 +295,26 @@ impl TestProxy {
             cancel,
         }
     }
+}
+
+impl TestProxy {
+    /// Swaps in `table` (with the test certificates) and returns its generation.
+    pub fn publish(&self, table: RouteTable) -> u64 {
+        self.state.publish(table, test_certs())
+    }
+}
+
+/// A certificate store with only a self-signed default, made once per test process.
+pub fn test_certs() -> Arc<weir::tls::CertStore> {
+    static CERTS: std::sync::OnceLock<Arc<weir::tls::CertStore>> = std::sync::OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Arc::new(weir::tls::CertStore::new(
+                weir::tls::self_signed_default().unwrap(),
+            ))
+        })
+        .clone()
 }
 
 /// A route table from `(host, path rule, service name, endpoints)` rows.

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub struct WeirProcess {
     pub child: Child,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     log: Arc<Mutex<String>>,
 }
@@ -34,7 +35,14 @@ impl WeirProcess {
     /// Starts `weir ARGS` on ephemeral ports and waits until it says where it listens.
     pub fn spawn(args: &[&str]) -> WeirProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -69,6 +77,7 @@ impl WeirProcess {
         };
         WeirProcess {
             http: field("http"),
+            https: field("https"),
             admin: field("admin"),
             child,
             log,

@@ -58,6 +58,8 @@ pub struct ClusterConfig {
     pub debounce: Duration,
     /// Longest a stream of changes may delay a rebuild.
     pub debounce_max: Duration,
+    /// The `--default-ssl-certificate` Secret (namespace, name): its changes always matter.
+    pub default_certificate: Option<(String, String)>,
 }
 
 /// The stores the reflectors fill, one per kind.
@@ -210,7 +212,8 @@ impl ClusterSource {
         // What arrived during the initial lists is in the stores already. Drain it before
         // reading them, so that a change landing after the read is not drained unseen.
         while changes.try_recv().is_ok() {}
-        let mut references = References::of(&stores.ingresses.state());
+        let mut references = References::of(&stores.ingresses.state())
+            .pin_secret(self.config.default_certificate.clone());
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input())));
         loop {

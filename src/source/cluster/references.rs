@@ -17,6 +17,8 @@ pub struct References {
     services: HashSet<(String, String)>,
     secrets: HashSet<(String, String)>,
     fingerprints: HashMap<(String, String), u64>,
+    /// A Secret that always matters (`--default-ssl-certificate`).
+    pinned_secret: Option<(String, String)>,
 }
 
 impl References {
@@ -52,6 +54,12 @@ impl References {
         refs
     }
 
+    /// Also counts `secret` (namespace, name) as referenced, whatever the Ingresses say.
+    pub fn pin_secret(mut self, secret: Option<(String, String)>) -> Self {
+        self.pinned_secret = secret;
+        self
+    }
+
     /// Whether `change` can affect the table; an Ingress change also recomputes the references
     /// from `ingresses`.
     pub fn update_and_check(&mut self, change: &Change, ingresses: &Store<Ingress>) -> bool {
@@ -61,14 +69,16 @@ impl References {
                 if fingerprint.is_some() && self.fingerprints.get(key) == fingerprint.as_ref() {
                     return false;
                 }
-                *self = References::of(&ingresses.state());
+                let pinned = self.pinned_secret.take();
+                *self = References::of(&ingresses.state()).pin_secret(pinned);
                 true
             }
             Change::Service { namespace, name } => {
                 self.services.contains(&(namespace.clone(), name.clone()))
             }
             Change::Secret { namespace, name } => {
-                self.secrets.contains(&(namespace.clone(), name.clone()))
+                let key = (namespace.clone(), name.clone());
+                self.secrets.contains(&key) || self.pinned_secret.as_ref() == Some(&key)
             }
         }
     }

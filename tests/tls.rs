@@ -1,0 +1,401 @@
+//! TLS termination against real TLS clients: certificates by SNI, HTTP/2 by ALPN, bad Secrets,
+//! rotation under load.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Secret;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use common::*;
+use weir::model::{ObjectKind, ObjectRef, PathRule, TlsBinding};
+use weir::proxy::{Proxy, ProxyConfig};
+use weir::state::State;
+
+/// A certificate and its key, as a Secret would hold them.
+struct Cert {
+    der: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn cert_for(names: &[&str]) -> Cert {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    Cert {
+        der: certified.cert.der().to_vec(),
+        cert_pem: certified.cert.pem(),
+        key_pem: certified.signing_key.serialize_pem(),
+    }
+}
+
+fn secret(name: &str, cert: &Cert) -> Secret {
+    let data = [
+        (
+            "tls.crt".to_owned(),
+            k8s_openapi::ByteString(cert.cert_pem.clone().into_bytes()),
+        ),
+        (
+            "tls.key".to_owned(),
+            k8s_openapi::ByteString(cert.key_pem.clone().into_bytes()),
+        ),
+    ];
+    Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("default".to_owned()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data.into()),
+        ..Default::default()
+    }
+}
+
+fn binding(host: &str, secret: &str) -> TlsBinding {
+    TlsBinding {
+        host: host.to_owned(),
+        secret: ObjectRef::new(ObjectKind::Secret, "default", secret),
+        ingress: ObjectRef::new(ObjectKind::Ingress, "default", "tls-test"),
+    }
+}
+
+/// Accepts any server certificate and keeps nothing: the tests look at which one was sent.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AcceptAny))
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Sending no SNI is what an IP-address name does.
+    config.enable_sni = true;
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Handshakes with `sni` (an IP address sends none) and returns the stream and the leaf cert.
+async fn handshake(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> (tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let stream = connector(alpn)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (stream, leaf)
+}
+
+/// weir's data plane with an HTTPS listener, serving `table` and the certificates of `bindings`.
+struct TlsProxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+    default_der: Vec<u8>,
+    _cancel: tokio_util::sync::DropGuard,
+}
+
+async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Secret]) -> TlsProxy {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let default = weir::tls::self_signed_default().unwrap();
+    let default_der = default.cert[0].to_vec();
+    let (certs, _diagnostics) = weir::tls::compile(bindings, secrets, default.clone());
+    let state = Arc::new(State::new(Arc::new(weir::tls::CertStore::new(default))));
+    state.publish(
+        table(&[("", PathRule::prefix("/"), "s", vec![backend])]),
+        Arc::new(certs),
+    );
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = Proxy::new(state.clone(), ProxyConfig::default(), tasks, cancel.clone());
+    let current = state.clone();
+    let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
+    let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
+    tokio::spawn(proxy.serve_https(listener, tls, cancel.clone()));
+    TlsProxy {
+        addr,
+        state,
+        default_der,
+        _cancel: cancel.drop_guard(),
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_chosen_by_sni_exact_then_wildcard_then_default() {
+    let backend = TestBackend::start("b").await;
+    let (a, wild) = (
+        cert_for(&["a.example.com"]),
+        cert_for(&["*.wild.example.com"]),
+    );
+    let proxy = start(
+        backend.addr,
+        &[
+            binding("a.example.com", "a"),
+            binding("*.wild.example.com", "wild"),
+        ],
+        &[secret("a", &a), secret("wild", &wild)],
+    )
+    .await;
+    let cases: [(&str, &[u8]); 6] = [
+        ("a.example.com", &a.der),
+        ("A.Example.COM", &a.der),
+        ("x.wild.example.com", &wild.der),
+        ("y.x.wild.example.com", &proxy.default_der),
+        ("unknown.example.com", &proxy.default_der),
+        // An IP address as the name: the client sends no SNI.
+        ("127.0.0.1", &proxy.default_der),
+    ];
+    for (sni, want) in cases {
+        let (_, leaf) = handshake(proxy.addr, sni, &[b"http/1.1"]).await;
+        assert_eq!(leaf, want, "certificate for SNI {sni}");
+    }
+}
+
+#[tokio::test]
+async fn http2_and_http1_over_tls_reach_the_backend_with_https_forwarding_headers() {
+    let backend = TestBackend::start("b").await;
+    let a = cert_for(&["a.example.com"]);
+    let proxy = start(
+        backend.addr,
+        &[binding("a.example.com", "a")],
+        &[secret("a", &a)],
+    )
+    .await;
+
+    let (stream, _) = handshake(proxy.addr, "a.example.com", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://a.example.com/over/h2?x=1")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    let echo = answer.echo();
+    assert_eq!(echo.uri(), "/over/h2?x=1");
+    assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(echo.header("host").as_deref(), Some("a.example.com"));
+
+    let (stream, _) = handshake(proxy.addr, "a.example.com", &[b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/over/h1")
+        .header("host", "a.example.com")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.echo().header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+}
+
+#[tokio::test]
+async fn a_bad_secret_gets_a_diagnostic_and_its_host_the_default_certificate() {
+    let backend = TestBackend::start("b").await;
+    let (good, other) = (
+        cert_for(&["good.example.com"]),
+        cert_for(&["other.example.com"]),
+    );
+    let mut broken = secret("broken", &good);
+    broken.data.as_mut().unwrap().insert(
+        "tls.key".into(),
+        k8s_openapi::ByteString(b"not a key".to_vec()),
+    );
+    let bindings = [
+        binding("good.example.com", "good"),
+        binding("broken.example.com", "broken"),
+        binding("wrong.example.com", "other"),
+        binding("missing.example.com", "missing"),
+    ];
+    let secrets = [secret("good", &good), broken, secret("other", &other)];
+    let default = weir::tls::self_signed_default().unwrap();
+    let (_, diagnostics) = weir::tls::compile(&bindings, &secrets, default);
+    let reasons: Vec<String> = diagnostics.iter().map(|d| d.reason.to_string()).collect();
+    assert!(
+        reasons.contains(&"InvalidTlsSecret".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"TlsHostNotCovered".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"TlsSecretNotFound".to_owned()),
+        "{reasons:?}"
+    );
+    // No key material in any message: no line of any key's base64 body.
+    let key_lines: Vec<&str> = [&good, &other]
+        .iter()
+        .flat_map(|c| c.key_pem.lines())
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| key_lines.iter().all(|l| !d.message.contains(l))),
+        "key material in messages: {diagnostics:?}"
+    );
+
+    let proxy = start(backend.addr, &bindings, &secrets).await;
+    assert_eq!(
+        handshake(proxy.addr, "good.example.com", &[]).await.1,
+        good.der
+    );
+    for sni in [
+        "broken.example.com",
+        "wrong.example.com",
+        "missing.example.com",
+    ] {
+        assert_eq!(
+            handshake(proxy.addr, sni, &[]).await.1,
+            proxy.default_der,
+            "{sni}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_fails_no_request_and_new_handshakes_see_the_new_certificate() {
+    let backend = TestBackend::start("b").await;
+    let (old, new) = (
+        cert_for(&["rot.example.com"]),
+        cert_for(&["rot.example.com"]),
+    );
+    let proxy = Arc::new(
+        start(
+            backend.addr,
+            &[binding("rot.example.com", "rot")],
+            &[secret("rot", &old)],
+        )
+        .await,
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (proxy, stop, done) = (proxy.clone(), stop.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // A new connection (and handshake) per request, so handshakes overlap the swap.
+                let (stream, _) = handshake(proxy.addr, "rot.example.com", &[b"http/1.1"]).await;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let req = Request::get("/")
+                    .header("host", "rot.example.com")
+                    .body(Full::<Bytes>::default())
+                    .unwrap();
+                match sender.send_request(req).await {
+                    Ok(response) if response.status() == 200 => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(response) => failures.push(response.status().to_string()),
+                    Err(error) => failures.push(error.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    wait_until("clients are busy", Duration::from_secs(10), || {
+        done.load(Ordering::Relaxed) >= 50
+    })
+    .await;
+    let default = weir::tls::self_signed_default().unwrap();
+    let (certs, _) = weir::tls::compile(
+        &[binding("rot.example.com", "rot")],
+        &[secret("rot", &new)],
+        default,
+    );
+    proxy.state.publish(
+        table(&[("", PathRule::prefix("/"), "s", vec![backend.addr])]),
+        Arc::new(certs),
+    );
+    let after = done.load(Ordering::Relaxed) + 50;
+    wait_until(
+        "clients used the new certificate",
+        Duration::from_secs(10),
+        || done.load(Ordering::Relaxed) >= after,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        handshake(proxy.addr, "rot.example.com", &[]).await.1,
+        new.der,
+        "new handshakes get the new certificate"
+    );
+}
