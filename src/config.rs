@@ -83,6 +83,26 @@ pub struct Config {
     #[arg(long, env = "WEIR_DEFAULT_SSL_CERTIFICATE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
     pub default_ssl_certificate: Option<(String, String)>,
 
+    /// Status of HTTP→HTTPS redirects: 308 (keeps the method and body), 301, 302 or 307.
+    #[arg(long, env = "WEIR_HTTP_REDIRECT_CODE", default_value_t = 308, value_parser = parse_redirect_code)]
+    pub http_redirect_code: u16,
+
+    /// The HTTPS port clients see (behind a load balancer); redirects name it unless it is 443.
+    #[arg(long, env = "WEIR_HTTPS_PORT_EXTERNAL", default_value_t = 443)]
+    pub https_port_external: u16,
+
+    /// Send `Strict-Transport-Security` on HTTPS responses of hosts with TLS.
+    #[arg(long, env = "WEIR_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+
+    /// The HSTS `max-age`.
+    #[arg(long, env = "WEIR_HSTS_MAX_AGE", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub hsts_max_age: Duration,
+
+    /// Add `includeSubDomains` to HSTS.
+    #[arg(long, env = "WEIR_HSTS_INCLUDE_SUBDOMAINS")]
+    pub hsts_include_subdomains: bool,
+
     /// Time allowed for a client to complete the TLS handshake.
     #[arg(long, env = "WEIR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub tls_handshake_timeout: Duration,
@@ -176,6 +196,13 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_redirect_code(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(code @ (301 | 302 | 307 | 308)) => Ok(code),
+        _ => Err(format!("{s:?} is not one of 301, 302, 307, 308")),
+    }
+}
+
 fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -244,6 +271,17 @@ impl Config {
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
             tls_handshake_timeout: self.tls_handshake_timeout,
+            redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
+                .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            https_port_external: self.https_port_external,
+            hsts: self.hsts.then(|| {
+                let mut value = format!("max-age={}", self.hsts_max_age.as_secs());
+                if self.hsts_include_subdomains {
+                    value.push_str("; includeSubDomains");
+                }
+                http::HeaderValue::try_from(value)
+                    .expect("digits and ASCII are a valid header value")
+            }),
             client_body_timeout: self.client_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
             max_request_header_size: self.max_request_header_size as usize,

@@ -847,7 +847,8 @@ async fn only_changes_that_can_affect_the_table_trigger_a_rebuild() {
     );
     spec["spec"]["tls"] = json!([{"hosts": ["secure.test"], "secretName": "secure-cert"}]);
     cluster.ingress(&ns, spec).await;
-    until_answer(&weir, "secure.test", "/", 200).await;
+    // A host with TLS: plain HTTP is redirected to HTTPS (308).
+    until_answer(&weir, "secure.test", "/", 308).await;
     let publishes = || weir.log().matches("published routing table").count();
     // Log lines trail weir a little (pipe and reader thread): take the count once it has held
     // still for 300 ms.
@@ -904,7 +905,7 @@ async fn only_changes_that_can_affect_the_table_trigger_a_rebuild() {
         get(&http1_client(), weir.http, "secure.test", "/")
             .await
             .status,
-        200
+        308
     );
 }
 

@@ -654,3 +654,108 @@ async fn refuses_requests_it_cannot_forward_safely() {
         "{both}"
     );
 }
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_https_where_the_route_says_so() {
+    use weir::model::HttpsPolicy;
+    let backend = TestBackend::start("b").await;
+    let redirect = HttpsPolicy {
+        tls_host: true,
+        redirect: true,
+    };
+    let stay = HttpsPolicy {
+        tls_host: true,
+        redirect: false,
+    };
+    let rows = [
+        (
+            "secure.example",
+            PathRule::prefix("/"),
+            "s",
+            vec![backend.addr],
+            redirect,
+        ),
+        (
+            "optout.example",
+            PathRule::prefix("/"),
+            "o",
+            vec![backend.addr],
+            stay,
+        ),
+    ];
+    let proxy = TestProxy::start(ProxyConfig::default(), table_https(&rows)).await;
+    let client = http1_client();
+
+    let answer = get(&client, proxy.addr, "Secure.Example:8080", "/a/b?x=1&y=2").await;
+    assert_eq!(answer.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        answer.headers["location"],
+        "https://secure.example/a/b?x=1&y=2"
+    );
+    assert_eq!(answer.headers["server"], "weir");
+    // 308 keeps the method: a POST is redirected too, not forwarded.
+    let post = Request::post(format!("http://{}/form", proxy.addr))
+        .header("host", "secure.example")
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    assert_eq!(
+        send(&client, post).await.status,
+        StatusCode::PERMANENT_REDIRECT
+    );
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+
+    // ACME HTTP-01 challenges are never redirected; nor is a route that opted out.
+    let acme = get(
+        &client,
+        proxy.addr,
+        "secure.example",
+        "/.well-known/acme-challenge/token",
+    )
+    .await;
+    assert_eq!(acme.status, 200);
+    assert_eq!(
+        get(&client, proxy.addr, "optout.example", "/").await.status,
+        200
+    );
+
+    // An untrusted client claiming HTTPS is still redirected.
+    let claim = Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "secure.example")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(&client, claim).await.status,
+        StatusCode::PERMANENT_REDIRECT
+    );
+
+    // Behind a trusted proxy that terminated TLS, it is not; a non-443 external port and
+    // another code are honoured.
+    let config = ProxyConfig {
+        trust_forwarded_from: vec!["127.0.0.0/8".parse().unwrap()],
+        https_port_external: 8443,
+        redirect_code: StatusCode::MOVED_PERMANENTLY,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, table_https(&rows)).await;
+    let trusted = Request::get(format!("http://{}/", proxy.addr))
+        .header("host", "secure.example")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, trusted).await.status, 200);
+    let answer = get(&client, proxy.addr, "secure.example", "/p").await;
+    assert_eq!(answer.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(answer.headers["location"], "https://secure.example:8443/p");
+    // Plain HTTP responses never carry HSTS.
+    assert!(
+        !get(&client, proxy.addr, "optout.example", "/")
+            .await
+            .headers
+            .contains_key("strict-transport-security")
+    );
+}

@@ -152,15 +152,25 @@ struct TlsProxy {
 }
 
 async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Secret]) -> TlsProxy {
+    start_with(
+        table(&[("", PathRule::prefix("/"), "s", vec![backend])]),
+        bindings,
+        secrets,
+    )
+    .await
+}
+
+async fn start_with(
+    routes: weir::model::RouteTable,
+    bindings: &[TlsBinding],
+    secrets: &[Secret],
+) -> TlsProxy {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default = weir::tls::self_signed_default().unwrap();
     let default_der = default.cert[0].to_vec();
     let (certs, _diagnostics) = weir::tls::compile(bindings, secrets, default.clone());
     let state = Arc::new(State::new(Arc::new(weir::tls::CertStore::new(default))));
-    state.publish(
-        table(&[("", PathRule::prefix("/"), "s", vec![backend])]),
-        Arc::new(certs),
-    );
+    state.publish(routes, Arc::new(certs));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -398,4 +408,57 @@ async fn rotation_under_load_fails_no_request_and_new_handshakes_see_the_new_cer
         new.der,
         "new handshakes get the new certificate"
     );
+}
+
+#[tokio::test]
+async fn hsts_goes_on_https_responses_of_tls_hosts_only() {
+    use weir::model::HttpsPolicy;
+    let backend = TestBackend::start("b").await;
+    let a = cert_for(&["a.example.com"]);
+    let rows = [
+        (
+            "a.example.com",
+            PathRule::prefix("/"),
+            "a",
+            vec![backend.addr],
+            HttpsPolicy {
+                tls_host: true,
+                redirect: true,
+            },
+        ),
+        (
+            "plain.example.com",
+            PathRule::prefix("/"),
+            "p",
+            vec![backend.addr],
+            HttpsPolicy::default(),
+        ),
+    ];
+    let proxy = start_with(
+        table_https(&rows),
+        &[binding("a.example.com", "a")],
+        &[secret("a", &a)],
+    )
+    .await;
+    for (host, want) in [("a.example.com", true), ("plain.example.com", false)] {
+        let (stream, _) = handshake(proxy.addr, host, &[b"http/1.1"]).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header("host", host)
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+        assert_eq!(answer.status, 200, "HTTPS requests are never redirected");
+        assert_eq!(
+            answer
+                .headers
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            want.then_some("max-age=31536000"),
+            "{host}"
+        );
+    }
 }

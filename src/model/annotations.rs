@@ -19,13 +19,70 @@ pub(crate) const WEIR_PREFIX: &str = "weir.dev/";
 /// The prefix of ingress-nginx annotations.
 pub(crate) const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-/// Every annotation key weir implements (full keys, with their prefix). Empty for now.
-pub(crate) const KNOWN: &[&str] = &[];
+/// Every annotation key weir implements (full keys, with their prefix).
+pub(crate) const KNOWN: &[&str] = &[
+    "weir.dev/ssl-redirect",
+    "nginx.ingress.kubernetes.io/ssl-redirect",
+    "weir.dev/force-ssl-redirect",
+    "nginx.ingress.kubernetes.io/force-ssl-redirect",
+];
 
-/// The typed values of the known annotations on one Ingress. weir implements none yet; fields
-/// such as `ssl_redirect: Option<bool>` or `proxy_read_timeout: Option<Duration>` go here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct IngressAnnotations {}
+/// The typed values of the known annotations on one Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IngressAnnotations {
+    /// `ssl-redirect`: redirect plain HTTP to HTTPS on hosts with TLS (default true).
+    pub ssl_redirect: bool,
+    /// `force-ssl-redirect`: redirect plain HTTP to HTTPS even without TLS (default false).
+    pub force_ssl_redirect: bool,
+}
+
+impl Default for IngressAnnotations {
+    fn default() -> Self {
+        IngressAnnotations {
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+        }
+    }
+}
+
+/// The value of annotation `name` under weir's prefix, else under ingress-nginx's, with its
+/// full key.
+fn lookup<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    name: &str,
+) -> Option<(String, &'a str)> {
+    let annotations = annotations?;
+    [WEIR_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
+        let key = format!("{prefix}{name}");
+        annotations.get(&key).map(|value| (key, value.as_str()))
+    })
+}
+
+/// A boolean annotation: `true` or `false` (any case, surrounding spaces allowed); anything
+/// else is reported and `default` used.
+fn boolean(
+    object: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+    name: &str,
+    default: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some((key, value)) = lookup(annotations, name) else {
+        return default;
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            diagnostics.push(Diagnostic::new(
+                object.clone(),
+                Reason::InvalidAnnotationValue,
+                format!("annotation {key:?} must be \"true\" or \"false\", not {value:?}; {default} is used"),
+            ));
+            default
+        }
+    }
+}
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form and
 /// reports the ones under `weir.dev/` or `nginx.ingress.kubernetes.io/` that weir does not
@@ -63,7 +120,23 @@ pub(crate) fn parse(
             ));
         }
     }
-    IngressAnnotations::default()
+    let defaults = IngressAnnotations::default();
+    IngressAnnotations {
+        ssl_redirect: boolean(
+            object,
+            annotations,
+            "ssl-redirect",
+            defaults.ssl_redirect,
+            diagnostics,
+        ),
+        force_ssl_redirect: boolean(
+            object,
+            annotations,
+            "force-ssl-redirect",
+            defaults.force_ssl_redirect,
+            diagnostics,
+        ),
+    }
 }
 
 /// Whether an ingress-nginx annotation name (without prefix) carries raw configuration text:
@@ -114,7 +187,54 @@ mod tests {
         assert!(diagnostics[4].message.contains("weir.dev/nope"));
 
         let mut none = Vec::new();
-        parse(&object, None, &mut none);
+        assert_eq!(
+            parse(&object, None, &mut none),
+            IngressAnnotations::default()
+        );
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn reads_redirect_annotations_weir_first_then_nginx() {
+        let object = ObjectRef::new(ObjectKind::Ingress, "d", "i");
+        let read = |pairs: &[(&str, &str)]| {
+            let map: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let mut diagnostics = Vec::new();
+            let parsed = parse(&object, Some(&map), &mut diagnostics);
+            (
+                parsed.ssl_redirect,
+                parsed.force_ssl_redirect,
+                diagnostics.len(),
+            )
+        };
+        assert_eq!(read(&[]), (true, false, 0));
+        assert_eq!(
+            read(&[("nginx.ingress.kubernetes.io/ssl-redirect", "false")]),
+            (false, false, 0)
+        );
+        assert_eq!(
+            read(&[("weir.dev/ssl-redirect", " FALSE ")]),
+            (false, false, 0)
+        );
+        assert_eq!(
+            read(&[
+                ("weir.dev/ssl-redirect", "true"),
+                ("nginx.ingress.kubernetes.io/ssl-redirect", "false")
+            ]),
+            (true, false, 0),
+            "weir's own annotation wins"
+        );
+        assert_eq!(
+            read(&[("nginx.ingress.kubernetes.io/force-ssl-redirect", "true")]),
+            (true, true, 0)
+        );
+        assert_eq!(
+            read(&[("weir.dev/force-ssl-redirect", "yes")]),
+            (true, false, 1),
+            "bad value: reported, default used"
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::classes::Classes;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::endpoints::Backends;
 use super::objects::index_by_name;
-use super::table::{HostMatch, PathRule, Route, RouteTableBuilder};
+use super::table::{HostMatch, HttpsPolicy, PathRule, Route, RouteTableBuilder};
 use super::validate;
 use super::{BuildConfig, Built, Input, TlsBinding};
 
@@ -38,6 +38,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         backends: Backends::new(input, config.balance_seed),
         diagnostics: Vec::new(),
         created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
+        tls_hosts: tls_hosts(&ours),
     };
 
     let mut catch_all = Vec::new();
@@ -64,6 +65,18 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         tls,
         ingresses,
     }
+}
+
+/// Every valid host named in the `spec.tls` of weir's Ingresses, lower-case (with or without a
+/// Secret: hosts without one are served the default certificate, and are still TLS hosts).
+fn tls_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<String> {
+    ours.iter()
+        .filter_map(|o| o.ingress.spec.as_ref()?.tls.as_ref())
+        .flatten()
+        .flat_map(|entry| entry.hosts.iter().flatten())
+        .filter(|host| validate::check_host(host).is_ok())
+        .map(|host| host.to_ascii_lowercase())
+        .collect()
 }
 
 /// The TLS hosts of weir's Ingresses (oldest first) and the Secrets that serve them. A host
@@ -164,6 +177,8 @@ struct Builder<'a> {
     backends: Backends<'a>,
     diagnostics: Vec<Diagnostic>,
     created: BTreeMap<ObjectRef, Option<&'a Time>>,
+    /// Every valid host in the `spec.tls` of weir's Ingresses, lower-case.
+    tls_hosts: BTreeSet<String>,
 }
 
 impl Builder<'_> {
@@ -180,16 +195,19 @@ impl Builder<'_> {
     /// job, so that Ingresses without rules keep their precedence there.
     fn add_ingress(&mut self, ours: &OurIngress<'_>) -> Option<Arc<Route>> {
         let me = &ours.object;
-        let _annotations = annotations::parse(
+        let annotations = annotations::parse(
             me,
             ours.ingress.metadata.annotations.as_ref(),
             &mut self.diagnostics,
         );
         let spec = ours.ingress.spec.as_ref()?;
-        let default_route = spec
-            .default_backend
-            .as_ref()
-            .and_then(|b| self.route(me, b, &Site::DefaultBackend));
+        let default_route = spec.default_backend.as_ref().and_then(|b| {
+            let https = HttpsPolicy {
+                tls_host: false,
+                redirect: annotations.force_ssl_redirect,
+            };
+            self.route(me, b, &Site::DefaultBackend, https)
+        });
 
         let mut hosts = BTreeSet::new();
         for rule in spec.rules.iter().flatten() {
@@ -206,6 +224,11 @@ impl Builder<'_> {
             if host != HostMatch::Any {
                 hosts.insert(host.clone());
             }
+            let tls_host = host != HostMatch::Any && self.tls_hosts.contains(&host.to_string());
+            let https = HttpsPolicy {
+                tls_host,
+                redirect: annotations.force_ssl_redirect || (tls_host && annotations.ssl_redirect),
+            };
             for path in rule.http.iter().flat_map(|h| &h.paths) {
                 let raw_path = validate::rule_path(path.path.as_deref());
                 let rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type) {
@@ -221,7 +244,7 @@ impl Builder<'_> {
                     host: raw_host,
                     path: raw_path,
                 };
-                if let Some(route) = self.route(me, &path.backend, &site) {
+                if let Some(route) = self.route(me, &path.backend, &site, https) {
                     self.insert(me, &host, &rule_path, route);
                 }
             }
@@ -271,6 +294,7 @@ impl Builder<'_> {
         me: &ObjectRef,
         backend: &IngressBackend,
         site: &Site<'_>,
+        https: HttpsPolicy,
     ) -> Option<Arc<Route>> {
         let service = match (&backend.service, &backend.resource) {
             (Some(service), None) => service,
@@ -296,6 +320,7 @@ impl Builder<'_> {
         Some(Arc::new(Route {
             ingress: me.clone(),
             backend: resolved.backend,
+            https,
         }))
     }
 

@@ -22,7 +22,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use table::{
-    Backend, HostMatch, PathKind, PathRule, Route, RouteTable, RouteTableBuilder, normalize_host,
+    Backend, HostMatch, HttpsPolicy, PathKind, PathRule, Route, RouteTable, RouteTableBuilder,
+    normalize_host,
 };
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)

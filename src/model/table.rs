@@ -169,6 +169,16 @@ impl PartialEq for Backend {
 
 impl Eq for Backend {}
 
+/// How a route treats plain HTTP and HTTPS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpsPolicy {
+    /// The route's host has a `spec.tls` entry (HSTS goes on its HTTPS responses).
+    pub tls_host: bool,
+    /// Plain-HTTP requests are redirected to HTTPS: the host has TLS and `ssl-redirect` is not
+    /// false, or `force-ssl-redirect` is true.
+    pub redirect: bool,
+}
+
 /// What a matched request is served by.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
@@ -176,6 +186,8 @@ pub struct Route {
     pub ingress: ObjectRef,
     /// The backend that serves it.
     pub backend: Arc<Backend>,
+    /// Redirect and HSTS behaviour.
+    pub https: HttpsPolicy,
 }
 
 /// The routes of one host (or of the wildcard or any-host rules).
@@ -375,6 +387,7 @@ mod tests {
 
     fn route(name: &str) -> Arc<Route> {
         Arc::new(Route {
+            https: HttpsPolicy::default(),
             ingress: ObjectRef::new(ObjectKind::Ingress, "default", name),
             backend: Arc::new(Backend::new(
                 ObjectRef::new(ObjectKind::Service, "default", name),

@@ -70,7 +70,8 @@ impl ClientInfo<'_> {
     }
 }
 
-fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+/// Whether `ip` is in one of the `trusted` networks (IPv4-mapped IPv6 counts as IPv4).
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
 }

@@ -38,6 +38,12 @@ pub struct ProxyConfig {
     pub client_header_timeout: Duration,
     /// Time allowed for a client to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Status of HTTP→HTTPS redirects.
+    pub redirect_code: http::StatusCode,
+    /// The HTTPS port clients see; redirects name it unless it is 443.
+    pub https_port_external: u16,
+    /// The `Strict-Transport-Security` value for HTTPS responses of TLS hosts (`None`: off).
+    pub hsts: Option<http::HeaderValue>,
     /// How long a client may pause while sending its request body (then 408).
     pub client_body_timeout: Duration,
     /// Idle client connections are closed after this.
@@ -59,6 +65,9 @@ impl Default for ProxyConfig {
             upstream_keepalive_connections: 320,
             client_header_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            redirect_code: http::StatusCode::PERMANENT_REDIRECT,
+            https_port_external: 443,
+            hsts: Some(http::HeaderValue::from_static("max-age=31536000")),
             client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             max_request_header_size: 32 * 1024,

@@ -92,6 +92,18 @@ impl Refusal {
     }
 }
 
+/// A redirect to `location` (HTTP→HTTPS), with an empty body.
+pub fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(""));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::try_from(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::SERVER, SERVER);
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use super::Proxy;
 use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
-use super::respond::{Refusal, SERVER};
+use super::respond::{self, Refusal, SERVER};
 use super::upstream::UpstreamError;
 use crate::model::{Backend, Route, normalize_host};
 
@@ -68,6 +68,9 @@ impl Proxy {
                 .cloned()
                 .ok_or(Refusal::NoRoute)?
         };
+        if conn.scheme == "http" && route.https.redirect && self.redirects(conn, &req) {
+            return Ok(self.https_redirect(&host_value, &req));
+        }
         let backend = &route.backend;
         if backend.endpoints.is_empty() {
             return Err(Refusal::NoEndpoints);
@@ -93,7 +96,7 @@ impl Proxy {
             match self.pool.connection(addr).await {
                 Ok(upstream) => {
                     let result = self.pool.send(upstream, req, idempotent).await;
-                    return self.relay(result, &route);
+                    return self.relay(result, &route, conn);
                 }
                 Err(error) => {
                     warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
@@ -106,16 +109,60 @@ impl Proxy {
         ))
     }
 
+    /// Whether a plain-HTTP request on a redirecting route is redirected: not for ACME HTTP-01
+    /// challenges (cert-manager must reach its solver), nor when a trusted proxy in front says
+    /// the client already used HTTPS.
+    fn redirects(&self, conn: &ConnInfo, req: &Request<Incoming>) -> bool {
+        if req.uri().path().starts_with("/.well-known/acme-challenge/") {
+            return false;
+        }
+        let trusted = headers::is_trusted(&self.config.trust_forwarded_from, conn.peer.ip());
+        let says_https = req
+            .headers()
+            .get(&headers::X_FORWARDED_PROTO)
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        !(trusted && says_https)
+    }
+
+    /// The redirect of a plain-HTTP request to the same host, path and query over HTTPS.
+    fn https_redirect(&self, host: &HeaderValue, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let host = host
+            .to_str()
+            .ok()
+            .and_then(normalize_host)
+            .unwrap_or_default();
+        let port = match self.config.https_port_external {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        respond::redirect(
+            self.config.redirect_code,
+            &format!("https://{host}{port}{path}"),
+        )
+    }
+
     fn relay(
         &self,
         result: Result<Response<Incoming>, UpstreamError>,
         route: &Route,
+        conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, Refusal> {
         match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.insert(header::SERVER, SERVER);
+                if let Some(hsts) = self
+                    .config
+                    .hsts
+                    .as_ref()
+                    .filter(|_| conn.scheme == "https" && route.https.tls_host)
+                {
+                    parts
+                        .headers
+                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
                 let body = ProxyBody::upstream(body, self.config.upstream_response_timeout);
                 Ok(Response::from_parts(parts, body))
             }

@@ -319,9 +319,35 @@ pub fn test_certs() -> Arc<weir::tls::CertStore> {
 
 /// A route table from `(host, path rule, service name, endpoints)` rows.
 pub fn table(rows: &[(&str, PathRule, &str, Vec<SocketAddr>)]) -> RouteTable {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(host, path, service, endpoints)| {
+            (
+                *host,
+                path.clone(),
+                *service,
+                endpoints.clone(),
+                weir::model::HttpsPolicy::default(),
+            )
+        })
+        .collect();
+    table_https(&rows)
+}
+
+/// Like [`table`], each row with its redirect and HSTS policy.
+pub fn table_https(
+    rows: &[(
+        &str,
+        PathRule,
+        &str,
+        Vec<SocketAddr>,
+        weir::model::HttpsPolicy,
+    )],
+) -> RouteTable {
     let mut builder = RouteTableBuilder::new();
-    for (host, path, service, endpoints) in rows {
+    for (host, path, service, endpoints, https) in rows {
         let route = Arc::new(Route {
+            https: *https,
             ingress: ObjectRef::new(ObjectKind::Ingress, "default", *service),
             backend: Arc::new(Backend::new(
                 ObjectRef::new(ObjectKind::Service, "default", *service),

@@ -994,7 +994,7 @@ fn rich_world() -> World {
             b = b.default_backend(backend("web", 80));
         }
         if i % 5 == 2 {
-            b = b.annotation("nginx.ingress.kubernetes.io/ssl-redirect", "true");
+            b = b.annotation("nginx.ingress.kubernetes.io/rewrite-target", "/");
         }
         world = world.ingress(b);
     }
@@ -1102,4 +1102,45 @@ fn tls_hosts_bind_to_the_secret_of_the_oldest_ingress() {
         reasons.contains(&("older", crate::model::Reason::InvalidHost)),
         "{reasons:?}"
     );
+}
+
+#[test]
+fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
+    use crate::model::HttpsPolicy;
+    let ingress = |name: &str, annotations: serde_json::Value| -> Ingress {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {
+                "ingressClassName": "weir",
+                "tls": [{"hosts": [format!("{name}.tls.test")]}],
+                "rules": [
+                    {"host": format!("{name}.tls.test"), "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}},
+                    {"host": format!("{name}.plain.test"), "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}
+                ]
+            }
+        }))
+        .unwrap()
+    };
+    let input = Input {
+        ingresses: vec![
+            ingress("default", serde_json::json!({})),
+            ingress(
+                "optout",
+                serde_json::json!({"nginx.ingress.kubernetes.io/ssl-redirect": "false"}),
+            ),
+            ingress(
+                "forced",
+                serde_json::json!({"weir.dev/force-ssl-redirect": "true"}),
+            ),
+        ],
+        ..Default::default()
+    };
+    let built = build(&input, &BuildConfig::default());
+    let policy = |host: &str| built.table.route(host, "/").unwrap().https;
+    let p = |tls_host, redirect| HttpsPolicy { tls_host, redirect };
+    assert_eq!(policy("default.tls.test"), p(true, true));
+    assert_eq!(policy("default.plain.test"), p(false, false));
+    assert_eq!(policy("optout.tls.test"), p(true, false));
+    assert_eq!(policy("forced.plain.test"), p(false, true));
+    assert_eq!(policy("forced.tls.test"), p(true, true));
 }
