@@ -955,3 +955,113 @@ async fn status_comes_from_the_publish_service() {
         weir.log()
     );
 }
+
+#[tokio::test]
+async fn a_tls_secret_is_served_rotated_and_removed() {
+    use common::tls::{cert_for, handshake};
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-tls").await;
+    let backend = cluster.backend(8, "tls").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    let weir = cluster.weir("e2e-tls", &["--watch-namespace", &ns]).await;
+    let mut spec = ingress_json(
+        &ns,
+        "secure",
+        Some("weir"),
+        "tls.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    spec["spec"]["tls"] = json!([{"hosts": ["tls.test"], "secretName": "tls-cert"}]);
+    cluster.ingress(&ns, spec).await;
+    until_answer(&weir, "tls.test", "/", 308).await;
+    // No Secret yet: the default certificate.
+    let (_, default) = handshake(weir.https, "tls.test", &[]).await;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.admin.clone(), &ns);
+    let secret_of = |cert: &common::tls::Cert| -> k8s_openapi::api::core::v1::Secret {
+        let data = [
+            (
+                "tls.crt".to_owned(),
+                k8s_openapi::ByteString(cert.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_owned(),
+                k8s_openapi::ByteString(cert.key_pem.clone().into_bytes()),
+            ),
+        ];
+        k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("tls-cert".into()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data.into()),
+            ..Default::default()
+        }
+    };
+    let served_becomes = |want: Vec<u8>, what: &'static str| {
+        let addr = weir.https;
+        async move {
+            let started = Instant::now();
+            loop {
+                if handshake(addr, "tls.test", &[]).await.1 == want {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never served {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Created after its Ingress: served.
+    let first = cert_for(&["tls.test"]);
+    secrets
+        .create(&PostParams::default(), &secret_of(&first))
+        .await
+        .unwrap();
+    served_becomes(first.der.clone(), "the created certificate").await;
+
+    // Rotated: new handshakes get the new certificate.
+    let second = cert_for(&["tls.test"]);
+    let mut rotated = secret_of(&second);
+    rotated.metadata.resource_version = secrets
+        .get("tls-cert")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    secrets
+        .replace("tls-cert", &PostParams::default(), &rotated)
+        .await
+        .unwrap();
+    served_becomes(second.der.clone(), "the rotated certificate").await;
+
+    // HTTPS works, with HSTS, and is not redirected.
+    let (stream, _) = handshake(weir.https, "tls.test", &[b"http/1.1"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "tls.test")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.headers.contains_key("strict-transport-security"));
+
+    // Deleted: back to the default certificate.
+    secrets
+        .delete("tls-cert", &DeleteParams::default())
+        .await
+        .unwrap();
+    served_becomes(default, "the default certificate again").await;
+}
