@@ -13,7 +13,7 @@ use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Secret;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,6 +76,15 @@ async fn start_with(
     bindings: &[TlsBinding],
     secrets: &[Secret],
 ) -> TlsProxy {
+    start_configured(ProxyConfig::default(), routes, bindings, secrets).await
+}
+
+async fn start_configured(
+    config: ProxyConfig,
+    routes: weir::model::RouteTable,
+    bindings: &[TlsBinding],
+    secrets: &[Secret],
+) -> TlsProxy {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default = weir::tls::self_signed_default().unwrap();
     let default_der = default.cert[0].to_vec();
@@ -86,7 +95,7 @@ async fn start_with(
     let tasks = TaskTracker::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = Proxy::new(state.clone(), ProxyConfig::default(), tasks, cancel.clone());
+    let proxy = Proxy::new(state.clone(), config, tasks, cancel.clone());
     let current = state.clone();
     let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
     let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
@@ -372,4 +381,26 @@ async fn hsts_goes_on_https_responses_of_tls_hosts_only() {
             "{host}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_handshake_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let config = ProxyConfig {
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_configured(config, weir::model::RouteTable::empty(), &[], &[]).await;
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf))
+        .await
+        .expect("the connection is closed after the handshake timeout")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
