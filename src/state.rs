@@ -6,7 +6,7 @@
 //! while new ones see the new one. Nothing is locked on the request path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -28,7 +28,6 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct State {
     current: ArcSwap<Snapshot>,
-    generation: AtomicU64,
     published: AtomicBool,
     draining: AtomicBool,
 }
@@ -42,7 +41,6 @@ impl State {
                 table: Arc::new(RouteTable::empty()),
                 certs,
             }),
-            generation: AtomicU64::new(0),
             published: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
@@ -57,7 +55,7 @@ impl State {
     /// one publisher (the rebuild loop); concurrent publishers could store their snapshots out
     /// of generation order.
     pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Snapshot {
             generation,
             table: Arc::new(table),

@@ -37,8 +37,9 @@ pub async fn run_event_writer(
                 let now: BTreeSet<Diagnostic> = current.diagnostics.iter().cloned().collect();
                 // Forget the resolved ones, so that a diagnostic that comes back is reported again.
                 reported.retain(|d| now.contains(d));
-                for diagnostic in now.difference(&reported.clone()) {
-                    let reference = object_reference(diagnostic, &current.input);
+                let new: Vec<Diagnostic> = now.difference(&reported).cloned().collect();
+                for diagnostic in new {
+                    let reference = object_reference(&diagnostic, &current.input);
                     let event = Event {
                         type_: EventType::Warning,
                         reason: diagnostic.reason.as_str().to_owned(),
@@ -49,7 +50,7 @@ pub async fn run_event_writer(
                     let published = recorder.publish(&event, &reference);
                     match tokio::time::timeout(Duration::from_secs(10), published).await {
                         Ok(Ok(())) => {
-                            reported.insert(diagnostic.clone());
+                            reported.insert(diagnostic);
                         }
                         Ok(Err(error)) => {
                             warn!(object = %diagnostic.object, %error, "cannot publish an Event; retrying");

@@ -51,16 +51,16 @@ impl Proxy {
         check_request(&req)?;
         let host_value =
             request_host(&req).ok_or(Refusal::BadRequest("missing or invalid Host"))?;
+        let host = if host_value.is_empty() {
+            Cow::Borrowed("")
+        } else {
+            host_value
+                .to_str()
+                .ok()
+                .and_then(normalize_host)
+                .ok_or(Refusal::BadRequest("missing or invalid Host"))?
+        };
         let route: Arc<Route> = {
-            let host = if host_value.is_empty() {
-                Cow::Borrowed("")
-            } else {
-                host_value
-                    .to_str()
-                    .ok()
-                    .and_then(normalize_host)
-                    .ok_or(Refusal::BadRequest("missing or invalid Host"))?
-            };
             let snapshot = self.state.snapshot();
             snapshot
                 .table
@@ -69,7 +69,7 @@ impl Proxy {
                 .ok_or(Refusal::NoRoute)?
         };
         if conn.scheme == "http" && route.https.redirect && self.redirects(conn, &req) {
-            return Ok(self.https_redirect(&host_value, &req));
+            return Ok(self.https_redirect(&host, &req));
         }
         let backend = &route.backend;
         if backend.endpoints.is_empty() {
@@ -124,13 +124,9 @@ impl Proxy {
         !(trusted && says_https)
     }
 
-    /// The redirect of a plain-HTTP request to the same host, path and query over HTTPS.
-    fn https_redirect(&self, host: &HeaderValue, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let host = host
-            .to_str()
-            .ok()
-            .and_then(normalize_host)
-            .unwrap_or_default();
+    /// The redirect of a plain-HTTP request to the same host (normalized), path and query over
+    /// HTTPS.
+    fn https_redirect(&self, host: &str, req: &Request<Incoming>) -> Response<ProxyBody> {
         let port = match self.config.https_port_external {
             443 => String::new(),
             port => format!(":{port}"),

@@ -77,9 +77,17 @@ pub fn compile(
 
 /// Why a Secret cannot be used: the reason and a message naming the Secret.
 #[derive(Debug)]
-struct Problem {
-    reason: Reason,
-    message: String,
+pub(super) struct Problem {
+    pub(super) reason: Reason,
+    pub(super) message: String,
+}
+
+/// Loads the TLS Secret `secret` from `secrets`, as [`compile`] does for each binding.
+pub(super) fn load_secret(
+    secrets: &[Secret],
+    secret: &ObjectRef,
+) -> Result<Arc<CertifiedKey>, Problem> {
+    load(&index_secrets(secrets), secret)
 }
 
 /// Secrets by (namespace, name); a missing namespace means `default`, as in the model. Should

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use rustls::sign::CertifiedKey;
 
-use crate::model::{Diagnostic, ObjectRef, Reason};
+use super::compile::load_secret;
+use crate::model::{Diagnostic, ObjectRef};
 
 /// A certificate with its key, ready for handshakes.
 pub type Certified = Arc<CertifiedKey>;
@@ -21,42 +22,69 @@ pub fn default_certificate(
     let Some(wanted) = secret else {
         return (generated.clone(), None);
     };
-    let found = secrets.iter().find(|s| {
-        s.metadata.name.as_deref() == Some(wanted.name.as_str())
-            && s.metadata.namespace.as_deref().unwrap_or("default") == wanted.namespace
-    });
-    let problem = |reason, message: String| Some(Diagnostic::new(wanted.clone(), reason, message));
-    let Some(found) = found.filter(|s| s.type_.as_deref() == Some("kubernetes.io/tls")) else {
-        let message = format!(
-            "the --default-ssl-certificate Secret {}/{} does not exist or is not of type kubernetes.io/tls; \
-             the self-signed default certificate is served",
-            wanted.namespace, wanted.name
-        );
-        return (
-            generated.clone(),
-            problem(Reason::TlsSecretNotFound, message),
-        );
-    };
-    let field = |key: &str| {
-        found
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.as_slice())
-            .unwrap_or_default()
-    };
-    match super::certified_key_from_pem(field("tls.crt"), field("tls.key")) {
+    match load_secret(secrets, wanted) {
         Ok(key) => (key, None),
-        Err(error) => {
+        Err(problem) => {
             let message = format!(
-                "the --default-ssl-certificate Secret {}/{} cannot be used ({error}); the self-signed default \
-                 certificate is served",
-                wanted.namespace, wanted.name
+                "--default-ssl-certificate: {}; the self-signed default certificate is served",
+                problem.message
             );
             (
                 generated.clone(),
-                problem(Reason::InvalidTlsSecret, message),
+                Some(Diagnostic::new(wanted.clone(), problem.reason, message)),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectKind, Reason};
+    use crate::tls::testutil::{certified, self_signed};
+    use k8s_openapi::ByteString;
+
+    fn tls_secret(name: &str, cert: &str, key: &str) -> Secret {
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ingress".into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [
+                    ("tls.crt".to_owned(), ByteString(cert.as_bytes().to_vec())),
+                    ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_flag_secret_when_valid_else_the_generated_certificate_and_a_diagnostic() {
+        let generated = certified(&["weir-default.invalid"]);
+        let wanted = ObjectRef::new(ObjectKind::Secret, "ingress", "default-cert");
+        let (cert, key) = self_signed(&["example.com"]);
+        let good = [tls_secret("default-cert", &cert, &key)];
+
+        let (chosen, problem) = default_certificate(None, &good, &generated);
+        assert!(Arc::ptr_eq(&chosen, &generated) && problem.is_none());
+
+        let (chosen, problem) = default_certificate(Some(&wanted), &good, &generated);
+        assert!(!Arc::ptr_eq(&chosen, &generated) && problem.is_none());
+
+        let (chosen, problem) = default_certificate(Some(&wanted), &[], &generated);
+        assert!(Arc::ptr_eq(&chosen, &generated));
+        assert_eq!(problem.unwrap().reason, Reason::TlsSecretNotFound);
+
+        let broken = [tls_secret("default-cert", &cert, "not a key")];
+        let (chosen, problem) = default_certificate(Some(&wanted), &broken, &generated);
+        assert!(Arc::ptr_eq(&chosen, &generated));
+        let problem = problem.unwrap();
+        assert_eq!(problem.reason, Reason::InvalidTlsSecret);
+        assert_eq!(problem.object, wanted, "reported on the Secret");
     }
 }

@@ -73,11 +73,6 @@ impl CertStore {
         self.len() == 0
     }
 
-    /// The default certificate.
-    pub fn default_key(&self) -> &Arc<CertifiedKey> {
-        &self.default
-    }
-
     fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
         let name = name.strip_suffix('.').unwrap_or(name);
         let lowered;
