@@ -11,6 +11,7 @@
 //! `InvalidAnnotationValue`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 
@@ -25,7 +26,12 @@ pub(crate) const KNOWN: &[&str] = &[
     "nginx.ingress.kubernetes.io/ssl-redirect",
     "weir.dev/force-ssl-redirect",
     "nginx.ingress.kubernetes.io/force-ssl-redirect",
+    "weir.dev/proxy-read-timeout",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout",
 ];
+
+/// The longest `proxy-read-timeout` accepted, in seconds (7 days).
+pub(crate) const MAX_READ_TIMEOUT_SECS: u64 = 7 * 24 * 60 * 60;
 
 /// The typed values of the known annotations on one Ingress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +40,9 @@ pub(crate) struct IngressAnnotations {
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: redirect plain HTTP to HTTPS even without TLS (default false).
     pub force_ssl_redirect: bool,
+    /// `proxy-read-timeout`: how long the endpoint may stay silent, and an upgraded connection
+    /// idle, in whole seconds (`None`: the data plane's defaults).
+    pub proxy_read_timeout: Option<Duration>,
 }
 
 impl Default for IngressAnnotations {
@@ -41,6 +50,7 @@ impl Default for IngressAnnotations {
         IngressAnnotations {
             ssl_redirect: true,
             force_ssl_redirect: false,
+            proxy_read_timeout: None,
         }
     }
 }
@@ -80,6 +90,33 @@ fn boolean(
                 format!("annotation {key:?} must be \"true\" or \"false\", not {value:?}; {default} is used"),
             ));
             default
+        }
+    }
+}
+
+/// A timeout annotation in whole seconds, as ingress-nginx writes them (`"3600"`, surrounding
+/// spaces allowed), from 1 to `max_secs`; anything else is reported and `None` used.
+fn seconds(
+    object: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+    name: &str,
+    max_secs: u64,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    let (key, value) = lookup(annotations, name)?;
+    match value.trim().parse::<u64>() {
+        Ok(secs) if (1..=max_secs).contains(&secs) => Some(Duration::from_secs(secs)),
+        _ => {
+            diagnostics.push(Diagnostic::new(
+                object.clone(),
+                Reason::InvalidAnnotationValue,
+                format!(
+                    "annotation {key:?} must be a whole number of seconds from 1 to {max_secs} \
+                     (without a unit, e.g. \"3600\"), not {value:?}; it is ignored and the \
+                     default timeouts are used"
+                ),
+            ));
+            None
         }
     }
 }
@@ -134,6 +171,13 @@ pub(crate) fn parse(
             annotations,
             "force-ssl-redirect",
             defaults.force_ssl_redirect,
+            diagnostics,
+        ),
+        proxy_read_timeout: seconds(
+            object,
+            annotations,
+            "proxy-read-timeout",
+            MAX_READ_TIMEOUT_SECS,
             diagnostics,
         ),
     }
@@ -236,5 +280,61 @@ mod tests {
             (true, false, 1),
             "bad value: reported, default used"
         );
+    }
+
+    #[test]
+    fn reads_proxy_read_timeout_weir_first_then_nginx() {
+        let object = ObjectRef::new(ObjectKind::Ingress, "d", "i");
+        let read = |pairs: &[(&str, &str)]| {
+            let map: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let mut diagnostics = Vec::new();
+            let parsed = parse(&object, Some(&map), &mut diagnostics);
+            (parsed.proxy_read_timeout, diagnostics)
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        const WEIR: &str = "weir.dev/proxy-read-timeout";
+        const NGINX: &str = "nginx.ingress.kubernetes.io/proxy-read-timeout";
+
+        assert_eq!(read(&[]), (None, vec![]));
+        assert_eq!(read(&[(NGINX, "3600")]), (secs(3600), vec![]));
+        assert_eq!(read(&[(WEIR, " 120 ")]), (secs(120), vec![]));
+        assert_eq!(read(&[(WEIR, "1")]), (secs(1), vec![]));
+        assert_eq!(read(&[(WEIR, "604800")]), (secs(604_800), vec![]));
+        assert_eq!(
+            read(&[(WEIR, "30"), (NGINX, "3600")]),
+            (secs(30), vec![]),
+            "weir's own annotation wins"
+        );
+
+        for bad in [
+            "abc",
+            "",
+            "0",
+            "-5",
+            "604801",
+            "99999999999999999999999",
+            "60s",
+            "1.5",
+        ] {
+            for key in [WEIR, NGINX] {
+                let (timeout, diagnostics) = read(&[(key, bad)]);
+                assert_eq!(timeout, None, "{key}: {bad:?}");
+                let reasons: Vec<Reason> = diagnostics.iter().map(|d| d.reason).collect();
+                assert_eq!(reasons, [Reason::InvalidAnnotationValue], "{key}: {bad:?}");
+                let message = &diagnostics[0].message;
+                assert!(message.contains(key), "{message}");
+                assert!(message.contains(&format!("{bad:?}")), "{message}");
+                assert!(message.contains("whole number of seconds"), "{message}");
+            }
+        }
+
+        // weir's own annotation wins even when it is invalid: reported, not replaced.
+        let (timeout, diagnostics) = read(&[(WEIR, "0"), (NGINX, "3600")]);
+        assert_eq!(timeout, None);
+        assert_eq!(diagnostics.len(), 1);
+        assert!(diagnostics[0].message.contains(WEIR));
     }
 }

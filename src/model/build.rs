@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -200,13 +201,14 @@ impl Builder<'_> {
             ours.ingress.metadata.annotations.as_ref(),
             &mut self.diagnostics,
         );
+        let read_timeout = annotations.proxy_read_timeout;
         let spec = ours.ingress.spec.as_ref()?;
         let default_route = spec.default_backend.as_ref().and_then(|b| {
             let https = HttpsPolicy {
                 tls_host: false,
                 redirect: annotations.force_ssl_redirect,
             };
-            self.route(me, b, &Site::DefaultBackend, https)
+            self.route(me, b, &Site::DefaultBackend, https, read_timeout)
         });
 
         let mut hosts = BTreeSet::new();
@@ -244,7 +246,7 @@ impl Builder<'_> {
                     host: raw_host,
                     path: raw_path,
                 };
-                if let Some(route) = self.route(me, &path.backend, &site, https) {
+                if let Some(route) = self.route(me, &path.backend, &site, https, read_timeout) {
                     self.insert(me, &host, &rule_path, route);
                 }
             }
@@ -287,14 +289,16 @@ impl Builder<'_> {
         self.report(me, Reason::RouteConflict, message);
     }
 
-    /// The route to `backend` for Ingress `me`, or `None` when the backend is unusable.
-    /// Reports what is wrong with the backend either way.
+    /// The route to `backend` for Ingress `me` (with that Ingress's HTTPS policy and read
+    /// timeout), or `None` when the backend is unusable. Reports what is wrong with the backend
+    /// either way.
     fn route(
         &mut self,
         me: &ObjectRef,
         backend: &IngressBackend,
         site: &Site<'_>,
         https: HttpsPolicy,
+        read_timeout: Option<Duration>,
     ) -> Option<Arc<Route>> {
         let service = match (&backend.service, &backend.resource) {
             (Some(service), None) => service,
@@ -321,6 +325,7 @@ impl Builder<'_> {
             ingress: me.clone(),
             backend: resolved.backend,
             https,
+            read_timeout,
         }))
     }
 

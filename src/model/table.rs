@@ -188,6 +188,10 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// Redirect and HSTS behaviour.
     pub https: HttpsPolicy,
+    /// From `proxy-read-timeout`: how long the endpoint may stay silent (before its response
+    /// head and between body reads), and how long an upgraded connection (WebSocket) may stay
+    /// idle in both directions. `None`: the data plane's defaults.
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 /// The routes of one host (or of the wildcard or any-host rules).
@@ -394,6 +398,7 @@ mod tests {
                 "80",
                 vec![],
             )),
+            read_timeout: None,
         })
     }
 

@@ -355,6 +355,7 @@ pub fn table_https(
                 "80",
                 endpoints.clone(),
             )),
+            read_timeout: None,
         });
         builder
             .insert(&HostMatch::from_rule_host(host), path, route)

@@ -503,6 +503,14 @@ fn every_diagnostic_reason() {
             Works,
         ),
         (
+            "proxy-read-timeout not a number",
+            ing("d", "i")
+                .annotation("weir.dev/proxy-read-timeout", "soon")
+                .prefix("a.com", "/", "web", 80),
+            InvalidAnnotationValue,
+            Works,
+        ),
+        (
             "service not found in the default backend",
             ing("d", "i").default_backend(backend("missing", 80)),
             ServiceNotFound,
@@ -1143,4 +1151,87 @@ fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
     assert_eq!(policy("optout.tls.test"), p(true, false));
     assert_eq!(policy("forced.plain.test"), p(false, true));
     assert_eq!(policy("forced.tls.test"), p(true, true));
+}
+
+#[test]
+fn proxy_read_timeout_reaches_every_route_of_its_ingress() {
+    use std::time::Duration;
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "fallback", &["10.0.0.9"])
+        .ingress(
+            ing("d", "slow")
+                .created(1)
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600")
+                .prefix("a.com", "/", "web", 80)
+                .exact("a.com", "/exact", "web", 80)
+                .prefix("*.wild.com", "/ws", "web", 80)
+                .prefix("", "/any", "web", 80)
+                .default_backend(backend("fallback", 80)),
+        )
+        .ingress(
+            ing("d", "both")
+                .created(2)
+                .annotation("weir.dev/proxy-read-timeout", " 30 ")
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600")
+                .prefix("b.com", "/", "web", 80),
+        )
+        .ingress(ing("d", "plain").created(3).prefix("c.com", "/", "web", 80))
+        .build();
+    assert_eq!(built.diagnostics, []);
+    let timeout = |host: &str, path: &str| {
+        let route = built.table.route(host, path).unwrap();
+        (route.ingress.name.clone(), route.read_timeout)
+    };
+    let hour = Some(Duration::from_secs(3600));
+    for (host, path) in [
+        ("a.com", "/"),
+        ("a.com", "/exact"),
+        ("x.wild.com", "/ws/chat"),
+        ("nowhere.com", "/any"),
+        // The defaultBackend: as the fallback of a.com and as the catch-all.
+        ("x.wild.com", "/other"),
+        ("unknown.com", "/"),
+    ] {
+        assert_eq!(timeout(host, path), ("slow".into(), hour), "{host}{path}");
+    }
+    assert_eq!(
+        timeout("b.com", "/"),
+        ("both".into(), Some(Duration::from_secs(30))),
+        "weir's own annotation wins"
+    );
+    assert_eq!(timeout("c.com", "/"), ("plain".into(), None));
+}
+
+#[test]
+fn an_invalid_proxy_read_timeout_is_reported_once_and_the_ingress_still_serves() {
+    for bad in ["abc", "0", "-1", "604801", "60s", ""] {
+        let built = World::default()
+            .web("d", "web", &["10.0.0.1"])
+            .ingress(
+                ing("d", "i")
+                    .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", bad)
+                    .prefix("a.com", "/", "web", 80)
+                    .prefix("b.com", "/", "web", 80)
+                    .default_backend(backend("web", 80)),
+            )
+            .build();
+        assert_eq!(
+            reasons(&built),
+            [("i".into(), Reason::InvalidAnnotationValue)],
+            "{bad:?}"
+        );
+        assert!(
+            built.diagnostics[0]
+                .message
+                .contains("nginx.ingress.kubernetes.io/proxy-read-timeout"),
+            "{}",
+            built.diagnostics[0].message
+        );
+        for host in ["a.com", "b.com", "other.com"] {
+            let route = built.table.route(host, "/").unwrap();
+            assert_eq!(route.read_timeout, None, "{bad:?} {host}");
+            assert_eq!(eps(&built, host, "/"), ["10.0.0.1:8080"], "{bad:?} {host}");
+        }
+    }
 }
