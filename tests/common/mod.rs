@@ -3,6 +3,7 @@
 
 pub mod process;
 pub mod tls;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,875 @@
+//! WebSocket pieces of the integration tests: real tungstenite backends (echo, closing, dropping),
+//! backends that refuse an upgrade or answer it wrongly, a proxy with both listeners, and
+//! ws://, wss:// and HTTP/2 extended-CONNECT clients.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::tls::{Cert, connector};
+use weir::model::{
+    Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule, Route, RouteTable,
+    RouteTableBuilder,
+};
+use weir::proxy::{Proxy, ProxyConfig};
+use weir::state::State;
+use weir::tls::CertStore;
+
+/// How long any single step of a WebSocket exchange may take before a test gives up.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A WebSocket over plain TCP (ws://).
+pub type PlainWs = WebSocketStream<TcpStream>;
+/// A WebSocket over TLS (wss://).
+pub type TlsWs = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+/// A WebSocket on an HTTP/2 stream (RFC 8441 extended CONNECT).
+pub type H2Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// The HTTP response a WebSocket client handshake got.
+pub type WsResponse = tungstenite::handshake::client::Response;
+
+/// What a [`WsBackend`] does on its WebSocket connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsBehaviour {
+    /// Echo every text and binary message.
+    Echo,
+    /// Echo this many messages, then close with a close frame (and finish the close handshake).
+    CloseAfter(usize),
+    /// Echo this many messages, then drop the TCP connection without a close frame.
+    DropAfter(usize),
+}
+
+/// A request head as a backend received it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    /// The first value of `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+    /// Every value of `name`, as text.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+}
+
+/// What a [`WsBackend`] saw so far.
+#[derive(Debug, Default)]
+pub struct WsStats {
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
+    /// WebSocket handshakes completed.
+    pub upgrades: AtomicUsize,
+    /// Text and binary messages echoed.
+    pub messages: AtomicUsize,
+    /// Close frames received from the peer.
+    pub closes_received: AtomicUsize,
+    /// WebSocket sessions that ended (close handshake, EOF or error).
+    pub ended: AtomicUsize,
+    /// The upgrade requests, in arrival order.
+    heads: Mutex<Vec<Head>>,
+}
+
+impl WsStats {
+    pub fn get(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+    pub fn upgrades(&self) -> usize {
+        Self::get(&self.upgrades)
+    }
+    pub fn ended(&self) -> usize {
+        Self::get(&self.ended)
+    }
+    pub fn closes_received(&self) -> usize {
+        Self::get(&self.closes_received)
+    }
+    pub fn messages(&self) -> usize {
+        Self::get(&self.messages)
+    }
+    /// The upgrade requests received so far.
+    pub fn heads(&self) -> Vec<Head> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// A real WebSocket server (tokio-tungstenite) standing in for a Service endpoint. It answers
+/// the handshake with `x-backend: <name>` and picks the first subprotocol offered, if any.
+pub struct WsBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub stats: Arc<WsStats>,
+    cancel: CancellationToken,
+}
+
+impl Drop for WsBackend {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl WsBackend {
+    pub async fn start(name: &str) -> WsBackend {
+        Self::start_with(name, WsBehaviour::Echo).await
+    }
+
+    pub async fn start_with(name: &str, behaviour: WsBehaviour) -> WsBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(WsStats::default());
+        let cancel = CancellationToken::new();
+        let (stop, counters, backend_name) = (cancel.clone(), stats.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                counters.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(ws_session(
+                    stream,
+                    backend_name.clone(),
+                    behaviour,
+                    counters.clone(),
+                    stop.clone(),
+                ));
+            }
+        });
+        WsBackend {
+            addr,
+            name: name.to_owned(),
+            stats,
+            cancel,
+        }
+    }
+}
+
+async fn ws_session(
+    stream: TcpStream,
+    name: String,
+    behaviour: WsBehaviour,
+    stats: Arc<WsStats>,
+    stop: CancellationToken,
+) {
+    let recorder = stats.clone();
+    // tungstenite's callback type, not ours.
+    #[allow(clippy::result_large_err)]
+    let callback =
+        move |req: &tungstenite::handshake::server::Request,
+              mut response: tungstenite::handshake::server::Response| {
+            recorder.heads.lock().unwrap().push(Head {
+                method: req.method().to_string(),
+                uri: req.uri().to_string(),
+                headers: req.headers().clone(),
+            });
+            response
+                .headers_mut()
+                .insert("x-backend", HeaderValue::from_str(&name).unwrap());
+            let offered = req
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|p| p.trim().to_owned());
+            if let Some(protocol) = offered {
+                response.headers_mut().insert(
+                    "sec-websocket-protocol",
+                    HeaderValue::from_str(&protocol).unwrap(),
+                );
+            }
+            Ok(response)
+        };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    stats.upgrades.fetch_add(1, Ordering::SeqCst);
+    let mut echoed = 0;
+    loop {
+        let next = tokio::select! {
+            next = ws.next() => next,
+            _ = stop.cancelled() => break,
+        };
+        match next {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if ws.send(message).await.is_err() {
+                    break;
+                }
+                stats.messages.fetch_add(1, Ordering::SeqCst);
+                echoed += 1;
+                match behaviour {
+                    WsBehaviour::CloseAfter(n) if echoed == n => {
+                        // The peer's reply arrives as a Close message; reading on finishes
+                        // the close handshake.
+                        let _ = ws.close(None).await;
+                    }
+                    WsBehaviour::DropAfter(n) if echoed == n => break,
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite queues the reply; the next read sends it and then ends.
+                stats.closes_received.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    drop(ws);
+    stats.ended.fetch_add(1, Ordering::SeqCst);
+}
+
+/// An HTTP/1.1 backend that refuses upgrades: a request with an `Upgrade` header gets `status`
+/// and `body` (a 426 also names `Upgrade: websocket`, as it must); any other request gets
+/// `200 plain <path>`.
+pub struct RefusingBackend {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<Head>>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for RefusingBackend {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RefusingBackend {
+    pub async fn start(status: StatusCode, body: &'static str) -> RefusingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
+        let (stop, recorder) = (cancel.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                let recorder = recorder.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    recorder.lock().unwrap().push(Head {
+                        method: req.method().to_string(),
+                        uri: req.uri().to_string(),
+                        headers: req.headers().clone(),
+                    });
+                    let path = req.uri().path().to_owned();
+                    async move {
+                        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+                        let _ = req.into_body().collect().await;
+                        let mut response = Response::builder().header("content-type", "text/plain");
+                        let response = if upgrade {
+                            if status == StatusCode::UPGRADE_REQUIRED {
+                                response = response
+                                    .header("upgrade", "websocket")
+                                    .header("connection", "upgrade");
+                            }
+                            response.status(status).body(Full::new(Bytes::from(body)))
+                        } else {
+                            response.body(Full::new(Bytes::from(format!("plain {path}"))))
+                        };
+                        Ok::<_, std::convert::Infallible>(response.unwrap())
+                    }
+                });
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let conn =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        RefusingBackend {
+            addr,
+            heads,
+            cancel,
+        }
+    }
+
+    /// The requests received so far.
+    pub fn heads(&self) -> Vec<Head> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// A TCP backend that reads one request head per connection, records it, answers with the
+/// fixed bytes `response` and then only reads (and discards) until the peer closes.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RawBackend {
+    pub async fn start(response: &'static str) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
+        let (stop, recorder) = (cancel.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                let (recorder, stop) = (recorder.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let session = async {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        recorder
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let mut sink = [0u8; 4096];
+                        while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+                    };
+                    tokio::select! {
+                        _ = session => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            heads,
+            cancel,
+        }
+    }
+
+    /// The request heads received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// weir's data plane in this process with a plain and a TLS listener on 127.0.0.1:0, sharing
+/// one [`State`].
+pub struct WsProxy {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub state: Arc<State>,
+    cancel: CancellationToken,
+}
+
+impl Drop for WsProxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl WsProxy {
+    pub async fn start(config: ProxyConfig, table: RouteTable, certs: Arc<CertStore>) -> WsProxy {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = Arc::new(State::new(certs.clone()));
+        state.publish(table, certs);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (http, https) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
+        let proxy = Proxy::new(state.clone(), config, tasks, cancel.clone());
+        let current = state.clone();
+        let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
+        let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
+        tokio::spawn(proxy.clone().serve_http(plain, cancel.clone()));
+        tokio::spawn(proxy.serve_https(secure, tls, cancel.clone()));
+        WsProxy {
+            http,
+            https,
+            state,
+            cancel,
+        }
+    }
+
+    /// Swaps in `table`, keeping the current certificates; returns the generation.
+    pub fn publish(&self, table: RouteTable) -> u64 {
+        let certs = self.state.snapshot().certs.clone();
+        self.state.publish(table, certs)
+    }
+
+    /// Swaps in `table` and `certs` together; returns the generation.
+    pub fn publish_with_certs(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
+        self.state.publish(table, certs)
+    }
+}
+
+/// A certificate store serving `cert` for `host` and a fresh self-signed default otherwise.
+pub fn cert_store(host: &str, cert: &Cert) -> Arc<CertStore> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut store = CertStore::new(weir::tls::self_signed_default().unwrap());
+    let key = weir::tls::certified_key_from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+        .unwrap();
+    store.insert(host, key);
+    Arc::new(store)
+}
+
+/// A table with one route, `host` + Prefix `/` → service "ws" on `endpoints`, with the route's
+/// `read_timeout` (the tunnel idle timeout) set to `read_timeout`.
+pub fn ws_table(
+    host: &str,
+    endpoints: Vec<SocketAddr>,
+    read_timeout: Option<Duration>,
+) -> RouteTable {
+    let mut builder = RouteTableBuilder::new();
+    let route = Arc::new(Route {
+        https: HttpsPolicy::default(),
+        ingress: ObjectRef::new(ObjectKind::Ingress, "default", "ws"),
+        backend: Arc::new(Backend::new(
+            ObjectRef::new(ObjectKind::Service, "default", "ws"),
+            "80",
+            endpoints,
+        )),
+        read_timeout,
+    });
+    builder
+        .insert(
+            &HostMatch::from_rule_host(host),
+            &PathRule::prefix("/"),
+            route,
+        )
+        .unwrap();
+    builder.build()
+}
+
+/// Opens ws://`host``path` through the proxy's plain listener at `addr`.
+pub async fn try_ws_connect(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(PlainWs, WsResponse), tungstenite::Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let request = format!("ws://{host}{path}").into_client_request()?;
+    in_time(tokio_tungstenite::client_async(request, tcp)).await
+}
+
+pub async fn ws_connect(addr: SocketAddr, host: &str, path: &str) -> (PlainWs, WsResponse) {
+    try_ws_connect(addr, host, path)
+        .await
+        .unwrap_or_else(|e| panic!("ws://{host}{path} via {addr}: {}", describe_error(&e)))
+}
+
+/// Opens wss://`host``path` through the proxy's TLS listener at `addr` (SNI `host`, ALPN
+/// http/1.1); also returns the leaf certificate the proxy sent.
+pub async fn try_wss_connect(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(TlsWs, WsResponse, Vec<u8>), tungstenite::Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let tls = in_time(connector(&[b"http/1.1"]).connect(name, tcp)).await?;
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let request = format!("wss://{host}{path}").into_client_request()?;
+    let (ws, response) = in_time(tokio_tungstenite::client_async(request, tls)).await?;
+    Ok((ws, response, leaf))
+}
+
+pub async fn wss_connect(addr: SocketAddr, host: &str, path: &str) -> (TlsWs, WsResponse, Vec<u8>) {
+    try_wss_connect(addr, host, path)
+        .await
+        .unwrap_or_else(|e| panic!("wss://{host}{path} via {addr}: {}", describe_error(&e)))
+}
+
+/// A tungstenite error, with the status and body when the server refused the handshake.
+pub fn describe_error(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::Http(response) => format!(
+            "handshake answered {} {:?}",
+            response.status(),
+            response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The status of a refused WebSocket handshake (panics on any other outcome).
+pub fn refused_status<T>(result: Result<T, tungstenite::Error>) -> StatusCode {
+    match result {
+        Err(tungstenite::Error::Http(response)) => response.status(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, the handshake succeeded"),
+    }
+}
+
+async fn in_time<T, E: From<std::io::Error>>(
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(STEP, work)
+        .await
+        .map_err(|_| E::from(std::io::Error::other("timed out")))?
+}
+
+/// An HTTP/2 client connection over `io` (h2c with prior knowledge, or TLS with ALPN h2),
+/// returned once the server's SETTINGS have enabled extended CONNECT (RFC 8441); panics if
+/// they do not.
+pub async fn h2_connect<S>(io: S) -> SendRequest<Full<Bytes>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    let enabled = Arc::new(AtomicBool::new(false));
+    let flag = enabled.clone();
+    let mut conn = Box::pin(conn);
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        let polled = conn.as_mut().poll(cx);
+        if conn.is_extended_connect_protocol_enabled() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        polled
+    }));
+    super::wait_until(
+        "the server's SETTINGS enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+        Duration::from_secs(5),
+        || enabled.load(Ordering::SeqCst),
+    )
+    .await;
+    sender
+}
+
+/// Opens a WebSocket on a new stream of `sender` with an RFC 8441 extended CONNECT to `uri`
+/// (`http://host/path` or `https://host/path`). Panics unless the answer is 200.
+pub async fn h2_websocket(sender: &mut SendRequest<Full<Bytes>>, uri: &str) -> (H2Ws, HeaderMap) {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(uri)
+        .header("sec-websocket-version", "13")
+        .body(Full::default())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    tokio::time::timeout(STEP, sender.ready())
+        .await
+        .expect("HTTP/2 connection ready in time")
+        .expect("HTTP/2 connection ready");
+    let mut response = tokio::time::timeout(STEP, sender.send_request(req))
+        .await
+        .expect("extended CONNECT answered in time")
+        .expect("extended CONNECT answered");
+    if response.status() != StatusCode::OK {
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        panic!("extended CONNECT to {uri} answered {status} {body:?}");
+    }
+    let upgraded = tokio::time::timeout(STEP, hyper::upgrade::on(&mut response))
+        .await
+        .expect("stream upgraded in time")
+        .expect("stream upgraded");
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    (ws, response.headers().clone())
+}
+
+/// `len` bytes of pseudo-random content, the same for the same `seed`.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// A text message of exactly `len` ASCII bytes, the same for the same `seed`.
+pub fn text(len: usize, seed: u64) -> Message {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    Message::text((0..len).map(|_| rng.alphanumeric()).collect::<String>())
+}
+
+/// The sizes that cross WebSocket framing boundaries (7-bit, 16-bit and 64-bit lengths) plus
+/// a large one.
+pub const FRAME_SIZES: [usize; 7] = [0, 1, 125, 126, 65535, 65536, 1024 * 1024];
+
+/// Kind and length of a message, for failure messages (never the whole payload).
+pub fn describe(message: &Message) -> String {
+    match message {
+        Message::Text(t) => format!("text({} B)", t.len()),
+        Message::Binary(b) => format!("binary({} B)", b.len()),
+        Message::Close(c) => format!("close({c:?})"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sends `message` and waits for the identical message to come back.
+pub async fn echo<S>(ws: &mut WebSocketStream<S>, message: Message) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let sent = describe(&message);
+    match tokio::time::timeout(STEP, ws.send(message.clone())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("sending {sent}: {e}")),
+        Err(_) => return Err(format!("sending {sent} timed out")),
+    }
+    loop {
+        match tokio::time::timeout(STEP, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(got))) if got == message => return Ok(()),
+            Ok(Some(Ok(got))) => {
+                return Err(format!("sent {sent}, got back {}", describe(&got)));
+            }
+            Ok(Some(Err(e))) => return Err(format!("waiting for the echo of {sent}: {e}")),
+            Ok(None) => return Err(format!("connection ended before the echo of {sent}")),
+            Err(_) => return Err(format!("no echo of {sent} within {STEP:?}")),
+        }
+    }
+}
+
+/// Echoes text and binary messages of every size in [`FRAME_SIZES`].
+pub async fn echo_all_sizes<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for (i, size) in FRAME_SIZES.into_iter().enumerate() {
+        echo(ws, text(size, i as u64)).await.unwrap();
+        echo(ws, Message::binary(payload(size, 100 + i as u64)))
+            .await
+            .unwrap();
+    }
+}
+
+/// How a WebSocket connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The peer sent a close frame.
+    CloseFrame,
+    /// The stream ended without (another) close frame.
+    Eof,
+    /// The stream failed (e.g. reset, or closed without a close handshake).
+    Error(String),
+}
+
+/// Reads until the connection ends (pings and pongs are skipped; a data message is an error)
+/// and says how; panics if it has not ended within `limit`.
+pub async fn wait_ended<S>(ws: &mut WebSocketStream<S>, limit: Duration) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ended = tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) => return Ended::CloseFrame,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("unexpected {} instead of the end", describe(&other)),
+                Some(Err(e)) => return Ended::Error(e.to_string()),
+                None => return Ended::Eof,
+            }
+        }
+    })
+    .await;
+    ended.unwrap_or_else(|_| panic!("the WebSocket connection did not end within {limit:?}"))
+}
+
+/// A plain TCP client speaking HTTP/1.1 by hand, so a test controls exactly which requests go
+/// over which connection.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response as [`RawConn`] read it.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `request` and reads one response (Content-Length, chunked, or no body for
+    /// 1xx/204/304).
+    pub async fn send(&mut self, request: &str) -> RawResponse {
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::timeout(STEP, self.read_response())
+            .await
+            .expect("a response in time")
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed mid-response after {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+                self.buf.drain(..at + 2);
+                return line;
+            }
+            self.fill().await;
+        }
+    }
+
+    async fn exactly(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.fill().await;
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    async fn read_response(&mut self) -> RawResponse {
+        let status_line = self.line().await;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header line");
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        let mut response = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if status < 200 || status == 204 || status == 304 {
+            return response;
+        }
+        if let Some(len) = response.header("content-length") {
+            let len = len.parse().unwrap();
+            response.body = self.exactly(len).await;
+        } else if response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let size = self.line().await;
+                let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+                    .expect("chunk size");
+                if size == 0 {
+                    while !self.line().await.is_empty() {}
+                    break;
+                }
+                let chunk = self.exactly(size).await;
+                response.body.extend_from_slice(&chunk);
+                self.exactly(2).await;
+            }
+        } else {
+            loop {
+                let mut chunk = [0u8; 8192];
+                let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+            response.body = std::mem::take(&mut self.buf);
+        }
+        response
+    }
+}
+
+/// The handshake request of a WebSocket client, by hand.
+pub fn upgrade_request(host: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Closes with a close handshake: sends a close frame, then expects the peer's close frame
+/// in reply and the end of the connection, each within [`STEP`].
+pub async fn close_cleanly<S>(ws: &mut WebSocketStream<S>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STEP, ws.close(None)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("sending the close frame: {e}")),
+        Err(_) => return Err("sending the close frame timed out".to_owned()),
+    }
+    match wait_ended(ws, STEP).await {
+        Ended::CloseFrame => {}
+        other => return Err(format!("no close frame in reply: {other:?}")),
+    }
+    match wait_ended(ws, STEP).await {
+        Ended::Eof => Ok(()),
+        other => Err(format!(
+            "the connection did not end after the close handshake: {other:?}"
+        )),
+    }
+}
