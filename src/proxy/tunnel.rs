@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -95,8 +96,9 @@ impl Direction {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            // Uninitialised: the reader writes what it returns, and nothing else is read.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             match reader.as_mut().poll_read(cx, &mut buf) {
                 Poll::Pending => {
                     if self.needs_flush {
