@@ -133,8 +133,14 @@ pub struct Config {
 
     /// How long an endpoint may stay silent: after the request body until its response head
     /// (then 504), and between reads of its response body (then the response is cut off).
+    /// An Ingress's `proxy-read-timeout` annotation overrides it for its routes.
     #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub upstream_response_timeout: Duration,
+
+    /// How long an upgraded connection (WebSocket) may carry no byte either way before both
+    /// sides are closed. An Ingress's `proxy-read-timeout` annotation overrides it.
+    #[arg(long, env = "WEIR_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = positive_duration)]
+    pub tunnel_idle_timeout: Duration,
 
     /// How long idle pooled connections to endpoints are kept.
     #[arg(long, env = "WEIR_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
@@ -179,7 +185,8 @@ pub struct Config {
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
 
-    /// After the shutdown delay, how long requests in flight may take to finish.
+    /// After the shutdown delay, how long requests in flight and open tunnels (WebSockets) may
+    /// take to finish; what is still open then is closed.
     #[arg(long, env = "WEIR_SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub shutdown_timeout: Duration,
 
@@ -283,6 +290,7 @@ impl Config {
                     .expect("digits and ASCII are a valid header value")
             }),
             client_body_timeout: self.client_body_timeout,
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
             keepalive_timeout: self.keepalive_timeout,
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,

@@ -11,11 +11,12 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
@@ -152,18 +153,20 @@ impl Proxy {
         let conn_activity = activity.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
-            let in_flight = conn_activity.start();
+            let activity = conn_activity.clone();
+            let in_flight = activity.start();
             async move {
-                let response = proxy.serve_request(&conn, req).await;
+                let response = proxy.serve_request(&conn, &activity, req).await;
                 Ok::<_, Infallible>(response.map(|body| body.with_in_flight(in_flight)))
             }
         });
         let io = TokioIo::new(stream);
         let config = &self.config;
         if http2 {
-            let mut builder = http2::Builder::new(TokioExecutor::new());
+            let mut builder = http2::Builder::new(TrackedExecutor(self.tasks.clone()));
             builder
                 .timer(TokioTimer::new())
+                .enable_connect_protocol()
                 .max_header_list_size(config.max_request_header_size as u32)
                 .max_concurrent_streams(256);
             let connection = builder.serve_connection(io, service);
@@ -182,7 +185,8 @@ impl Proxy {
                 .header_read_timeout(config.client_header_timeout)
                 .max_header_size(config.max_request_header_size)
                 .max_headers(config.max_headers);
-            let connection = builder.serve_connection(io, service);
+            // An accepted upgrade ends this future and hands the socket to the tunnel.
+            let connection = builder.serve_connection(io, service).with_upgrades();
             drive(
                 connection,
                 |c| c.graceful_shutdown(),
@@ -192,6 +196,21 @@ impl Proxy {
             )
             .await;
         }
+    }
+}
+
+/// Runs the tasks hyper spawns (HTTP/2 streams) on the proxy's task tracker, in the span of the
+/// connection, so that shutdown waits for them too.
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future.in_current_span());
     }
 }
 

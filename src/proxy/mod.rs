@@ -10,6 +10,8 @@ mod listener;
 mod preface;
 mod respond;
 mod service;
+mod tunnel;
+mod upgrade;
 mod upstream;
 
 use std::sync::Arc;
@@ -46,6 +48,9 @@ pub struct ProxyConfig {
     pub hsts: Option<http::HeaderValue>,
     /// How long a client may pause while sending its request body (then 408).
     pub client_body_timeout: Duration,
+    /// How long an upgraded connection (WebSocket) may stay idle in both directions, unless
+    /// the route's `proxy-read-timeout` says otherwise.
+    pub tunnel_idle_timeout: Duration,
     /// Idle client connections are closed after this.
     pub keepalive_timeout: Duration,
     /// Largest request head in bytes (431 above).
@@ -69,6 +74,7 @@ impl Default for ProxyConfig {
             https_port_external: 443,
             hsts: Some(http::HeaderValue::from_static("max-age=31536000")),
             client_body_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             keepalive_timeout: Duration::from_secs(75),
             max_request_header_size: 32 * 1024,
             max_headers: 100,
@@ -97,7 +103,6 @@ impl Proxy {
         let pool = Arc::new(Pool::new(
             UpstreamConfig {
                 connect_timeout: config.upstream_connect_timeout,
-                response_timeout: config.upstream_response_timeout,
                 keepalive_timeout: config.upstream_keepalive_timeout,
                 max_idle_per_endpoint: config.upstream_keepalive_connections,
                 client_body_timeout: config.client_body_timeout,

@@ -26,6 +26,8 @@ pub enum Refusal {
     NoEndpoints,
     /// Every endpoint tried failed.
     Upstream(UpstreamError),
+    /// The endpoint switched protocols when no upgrade, or another one, was asked for.
+    UnexpectedUpgrade,
 }
 
 impl Refusal {
@@ -51,6 +53,10 @@ impl Refusal {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
             Refusal::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream connection failed"),
+            Refusal::UnexpectedUpgrade => (
+                StatusCode::BAD_GATEWAY,
+                "upstream switched to a protocol that was not asked for",
+            ),
         }
     }
 

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::Proxy;
-use super::body::ProxyBody;
+use super::body::{ConnActivity, ProxyBody};
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
 use super::respond::{self, Refusal, SERVER};
+use super::upgrade::UpgradeRequest;
 use super::upstream::UpstreamError;
 use crate::model::{Backend, Route, normalize_host};
 
@@ -31,13 +32,17 @@ pub struct ConnInfo {
 
 impl Proxy {
     /// Serves one request: finds its route and relays it, or answers it with a refusal.
+    ///
+    /// `activity` is the connection's: a tunnel opened by an upgrade counts as in flight on it
+    /// for as long as it is open.
     pub(super) async fn serve_request(
         self: &Arc<Self>,
         conn: &ConnInfo,
+        activity: &Arc<ConnActivity>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let version = req.version();
-        match self.forward(conn, req).await {
+        match self.forward(conn, activity, req).await {
             Ok(response) => response,
             Err(refusal) => refusal.into_response(version),
         }
@@ -46,9 +51,11 @@ impl Proxy {
     async fn forward(
         self: &Arc<Self>,
         conn: &ConnInfo,
+        activity: &Arc<ConnActivity>,
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        check_request(&req)?;
+        let upgrade = UpgradeRequest::of(&req);
+        check_request(&req, upgrade.as_ref())?;
         let host_value =
             request_host(&req).ok_or(Refusal::BadRequest("missing or invalid Host"))?;
         let host = if host_value.is_empty() {
@@ -86,6 +93,11 @@ impl Proxy {
                 trusted: &self.config.trust_forwarded_from,
             },
         );
+        let client_upgrade = upgrade.as_ref().map(|upgrade| {
+            upgrade.apply(&mut req);
+            hyper::upgrade::on(&mut req)
+        });
+        let read_timeout = self.read_timeout(&route);
 
         // A failed connect sent nothing, so an idempotent request may try a second endpoint.
         let idempotent = is_idempotent(req.method());
@@ -95,8 +107,16 @@ impl Proxy {
         for addr in std::iter::once(first).chain(second) {
             match self.pool.connection(addr).await {
                 Ok(upstream) => {
-                    let result = self.pool.send(upstream, req, idempotent).await;
-                    return self.relay(result, &route, conn);
+                    let result = self
+                        .pool
+                        .send(upstream, req, idempotent, read_timeout)
+                        .await;
+                    return match (upgrade, client_upgrade) {
+                        (Some(upgrade), Some(client)) => {
+                            self.switch(result, &upgrade, client, &route, conn, activity)
+                        }
+                        _ => self.relay(result, &route, conn),
+                    };
                 }
                 Err(error) => {
                     warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
@@ -138,13 +158,25 @@ impl Proxy {
         )
     }
 
-    fn relay(
+    /// How long the route's endpoint may stay silent before its response head and between
+    /// body reads.
+    fn read_timeout(&self, route: &Route) -> std::time::Duration {
+        route
+            .read_timeout
+            .unwrap_or(self.config.upstream_response_timeout)
+    }
+
+    pub(super) fn relay(
         &self,
         result: Result<Response<Incoming>, UpstreamError>,
         route: &Route,
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, Refusal> {
         match result {
+            Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                warn!(ingress = %route.ingress, service = %route.backend.service, "upstream switched protocols although no upgrade was asked for");
+                Err(Refusal::UnexpectedUpgrade)
+            }
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
@@ -159,7 +191,7 @@ impl Proxy {
                         .headers
                         .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                 }
-                let body = ProxyBody::upstream(body, self.config.upstream_response_timeout);
+                let body = ProxyBody::upstream(body, self.read_timeout(route));
                 Ok(Response::from_parts(parts, body))
             }
             Err(UpstreamError::Request { source, .. })
@@ -191,11 +223,13 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Refuses requests weir will not forward: CONNECT, transfer codings other than chunked
+/// Refuses requests weir will not forward: CONNECT (except HTTP/2 extended CONNECT, an
+/// upgrade), transfer codings other than chunked
 /// (the endpoint would receive bytes in a coding it was not told about), and paths with
 /// dot-segments (routing on `/public/../admin` must not differ from what the endpoint serves).
-fn check_request(req: &Request<Incoming>) -> Result<(), Refusal> {
-    if req.method() == Method::CONNECT {
+fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> Result<(), Refusal> {
+    if req.method() == Method::CONNECT && !upgrade.is_some_and(UpgradeRequest::is_extended_connect)
+    {
         return Err(Refusal::MethodNotAllowed);
     }
     let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();

@@ -78,8 +78,6 @@ impl UpstreamError {
 pub struct UpstreamConfig {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Time from the end of the request body to the response head.
-    pub response_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub keepalive_timeout: Duration,
     /// Most idle connections kept per endpoint.
@@ -229,7 +227,8 @@ impl Pool {
             .await
             .map_err(|source| UpstreamError::Request { addr, source })?;
         self.tasks.spawn(async move {
-            if let Err(error) = conn.await {
+            // An accepted upgrade ends this task and hands the socket to the tunnel.
+            if let Err(error) = conn.with_upgrades().await {
                 debug!(%addr, %error, "upstream connection ended with an error");
             }
         });
@@ -240,7 +239,8 @@ impl Pool {
         })
     }
 
-    /// Sends `req` on `conn` and waits for the response head.
+    /// Sends `req` on `conn` and waits for the response head, which must start within
+    /// `response_timeout` after the request body was sent.
     ///
     /// A pooled connection can turn out to be dead: closed before the request was written (the
     /// request comes back unsent and goes out on a new connection), or closed by the endpoint
@@ -251,6 +251,7 @@ impl Pool {
         mut conn: UpstreamConn,
         req: Request<Incoming>,
         idempotent: bool,
+        response_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
@@ -270,7 +271,7 @@ impl Pool {
                     _ = sent => body_sent = None,
                 }
             }
-            let after = self.config.response_timeout;
+            let after = response_timeout;
             let result = match early {
                 Some(result) => result,
                 None => tokio::time::timeout(after, &mut response)
