@@ -219,9 +219,10 @@ async fn a_refused_upgrade_is_relayed_as_a_response_and_the_connection_stays_htt
 #[tokio::test]
 async fn a_101_for_another_protocol_than_asked_is_a_502() {
     let answers = [
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: tls/1.3\r\n\r\n",
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
+        &b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"[..],
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: tls/1.3\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
     ];
     for answer in answers {
         let backend = RawBackend::start(answer).await;
@@ -393,13 +394,12 @@ async fn an_idle_tunnel_is_closed_after_the_routes_read_timeout_but_not_while_me
     .await;
 
     // Traffic every 100 ms for four timeouts keeps it open; then silence closes it.
-    for (name, mut ws) in [
-        (
-            "ws",
-            Box::new(ws_connect(proxy.http, HOST, "/").await.0) as Box<dyn Tunnel>,
-        ),
-        ("wss", Box::new(wss_connect(proxy.https, HOST, "/").await.0)),
-    ] {
+    for name in ["ws", "wss"] {
+        let mut ws: Box<dyn Tunnel> = if name == "ws" {
+            Box::new(ws_connect(proxy.http, HOST, "/").await.0)
+        } else {
+            Box::new(wss_connect(proxy.https, HOST, "/").await.0)
+        };
         let started = tokio::time::Instant::now();
         let mut sent = 0;
         while started.elapsed() < IDLE * 4 {
@@ -427,6 +427,8 @@ trait Tunnel: Send {
     fn time_until_ended(&mut self) -> Step<'_, Duration>;
     /// Closes with a close handshake; an error unless it completes cleanly in time.
     fn close(&mut self) -> Step<'_, Result<(), String>>;
+    /// The next message (pings and pongs skipped), or what went wrong.
+    fn next_message(&mut self) -> Step<'_, Result<Message, String>>;
 }
 
 impl<S> Tunnel for tokio_tungstenite::WebSocketStream<S>
@@ -441,6 +443,9 @@ where
     }
     fn close(&mut self) -> Step<'_, Result<(), String>> {
         Box::pin(close_cleanly(self))
+    }
+    fn next_message(&mut self) -> Step<'_, Result<Message, String>> {
+        Box::pin(next_message(self))
     }
 }
 
@@ -559,6 +564,228 @@ async fn open_tunnels_survive_route_removal_endpoint_removal_and_certificate_rot
     close_cleanly(&mut ws).await.unwrap();
     close_cleanly(&mut wss).await.unwrap();
     close_cleanly(&mut h2).await.unwrap();
+}
+
+#[tokio::test]
+async fn bytes_the_backend_sends_together_with_its_101_reach_the_client() {
+    let backend = WsBackend::start_with("greeter", WsBehaviour::Greet("welcome")).await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
+    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
+    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
+    let tunnels: [(&str, Box<dyn Tunnel>); 3] = [
+        ("ws", Box::new(ws)),
+        ("wss", Box::new(wss)),
+        ("h2", Box::new(h2)),
+    ];
+    for (name, mut tunnel) in tunnels {
+        assert_eq!(
+            tunnel.next_message().await,
+            Ok(Message::text("welcome")),
+            "{name}"
+        );
+        tunnel
+            .echo(Message::text("and then"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(backend.stats.upgrades(), 3);
+}
+
+#[tokio::test]
+async fn http2_extended_connect_refused_by_the_backend_is_relayed_and_a_200_is_a_502() {
+    let cases = [
+        (
+            StatusCode::UPGRADE_REQUIRED,
+            "use a newer WebSocket version\n",
+        ),
+        (StatusCode::BAD_REQUEST, "bad handshake: missing origin\n"),
+    ];
+    for (status, body) in cases {
+        let backend = RefusingBackend::start(status, body).await;
+        let (proxy, _) = proxy_to(vec![backend.addr]).await;
+        let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+        let Err((got, got_body)) =
+            try_h2_websocket(&mut sender, &format!("http://{HOST}/chat")).await
+        else {
+            panic!("the backend refused the upgrade, yet the stream opened");
+        };
+        assert_eq!((got, &got_body[..]), (status, body.as_bytes()));
+        assert_upgrade_headers(&backend.heads()[0]);
+
+        // The same HTTP/2 connection still serves requests.
+        let req = http::Request::get(format!("http://{HOST}/next"))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), "plain /next");
+    }
+
+    // A 2xx instead of a 101 would open a stream the backend never agreed to tunnel.
+    let backend = RefusingBackend::start(StatusCode::OK, "not upgrading").await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let refused = try_h2_websocket(&mut sender, &format!("http://{HOST}/chat")).await;
+    assert_eq!(
+        refused.err().map(|(status, _)| status),
+        Some(StatusCode::BAD_GATEWAY)
+    );
+
+    // And a 101 to another protocol than websocket.
+    let backend = RawBackend::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let refused = try_h2_websocket(&mut sender, &format!("http://{HOST}/chat")).await;
+    assert_eq!(
+        refused.err().map(|(status, _)| status),
+        Some(StatusCode::BAD_GATEWAY)
+    );
+}
+
+#[tokio::test]
+async fn an_http2_client_resetting_its_stream_or_losing_its_connection_ends_the_backend_side() {
+    let backend = WsBackend::start("a").await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+
+    // Dropping the stream (RST_STREAM) ends its tunnel and nothing else.
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (mut first, _) = h2_websocket(&mut sender, &format!("http://{HOST}/1")).await;
+    let (mut second, _) = h2_websocket(&mut sender, &format!("http://{HOST}/2")).await;
+    echo(&mut first, Message::text("one")).await.unwrap();
+    drop(first);
+    wait_until("the backend saw the stream end", PROMPTLY, || {
+        backend.stats.ended() == 1
+    })
+    .await;
+    echo(&mut second, Message::text("the other stream carries on"))
+        .await
+        .unwrap();
+
+    // The client's TCP connection goes away under two open tunnels.
+    let std_stream = std::net::TcpStream::connect(proxy.http).unwrap();
+    std_stream.set_nonblocking(true).unwrap();
+    let cable = std_stream.try_clone().unwrap();
+    let mut sender = h2_connect(TcpStream::from_std(std_stream).unwrap()).await;
+    let (mut third, _) = h2_websocket(&mut sender, &format!("http://{HOST}/3")).await;
+    let (mut fourth, _) = h2_websocket(&mut sender, &format!("http://{HOST}/4")).await;
+    echo(&mut third, Message::text("three")).await.unwrap();
+    echo(&mut fourth, Message::text("four")).await.unwrap();
+    cable.shutdown(std::net::Shutdown::Both).unwrap();
+    wait_until("the backend saw both tunnels end", PROMPTLY, || {
+        backend.stats.ended() == 3
+    })
+    .await;
+    echo(&mut second, Message::text("still unaffected"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_a_route_timeout_the_configured_tunnel_idle_timeout_applies() {
+    const IDLE: Duration = Duration::from_millis(300);
+    let backend = WsBackend::start("a").await;
+    let cert = cert_for(&[HOST]);
+    let config = ProxyConfig {
+        tunnel_idle_timeout: IDLE,
+        ..ProxyConfig::default()
+    };
+    let proxy = WsProxy::start(
+        config,
+        ws_table(HOST, vec![backend.addr], None),
+        cert_store(HOST, &cert),
+    )
+    .await;
+    let in_time = |took: Duration, timeout: Duration| {
+        took >= timeout.mul_f32(0.9) && took < timeout + Duration::from_secs(3)
+    };
+
+    let (mut ws, _) = ws_connect(proxy.http, HOST, "/").await;
+    echo(&mut ws, Message::text("then nothing")).await.unwrap();
+    let took = time_until_ended(&mut ws).await;
+    assert!(in_time(took, IDLE), "ws closed after {took:?}");
+
+    // An HTTP/2 stream's tunnel times out alone; its connection opens the next one.
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (mut h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
+    echo(&mut h2, Message::text("then nothing")).await.unwrap();
+    let took = time_until_ended(&mut h2).await;
+    assert!(in_time(took, IDLE), "h2 stream closed after {took:?}");
+    let (mut again, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
+    echo(&mut again, Message::text("a new stream"))
+        .await
+        .unwrap();
+    wait_until("both backend sides were closed", PROMPTLY, || {
+        backend.stats.ended() == 2
+    })
+    .await;
+
+    // The route's own timeout wins over the configured one, both ways.
+    for route_timeout in [Duration::from_millis(1200), Duration::from_millis(100)] {
+        proxy.publish(ws_table(HOST, vec![backend.addr], Some(route_timeout)));
+        let (mut ws, _) = ws_connect(proxy.http, HOST, "/").await;
+        echo(&mut ws, Message::text("then nothing")).await.unwrap();
+        let took = time_until_ended(&mut ws).await;
+        assert!(
+            in_time(took, route_timeout),
+            "closed after {took:?} with a route timeout of {route_timeout:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_other_timeout_cuts_a_quiet_tunnel() {
+    const SHORT: Duration = Duration::from_millis(300);
+    let backend = WsBackend::start("a").await;
+    let cert = cert_for(&[HOST]);
+    let config = ProxyConfig {
+        keepalive_timeout: SHORT,
+        upstream_response_timeout: SHORT,
+        upstream_keepalive_timeout: SHORT,
+        client_body_timeout: SHORT,
+        client_header_timeout: SHORT,
+        ..ProxyConfig::default()
+    };
+    let proxy = WsProxy::start(
+        config,
+        ws_table(HOST, vec![backend.addr], None),
+        cert_store(HOST, &cert),
+    )
+    .await;
+    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
+    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
+    let mut h2c_sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (h2c, _) = h2_websocket(&mut h2c_sender, &format!("http://{HOST}/")).await;
+    let (tls, _) = handshake(proxy.https, HOST, &[b"h2"]).await;
+    let mut h2_sender = h2_connect(tls).await;
+    let (h2, _) = h2_websocket(&mut h2_sender, &format!("https://{HOST}/")).await;
+    let mut tunnels: [(&str, Box<dyn Tunnel>); 4] = [
+        ("ws", Box::new(ws)),
+        ("wss", Box::new(wss)),
+        ("h2c", Box::new(h2c)),
+        ("h2", Box::new(h2)),
+    ];
+    for (name, tunnel) in tunnels.iter_mut() {
+        tunnel
+            .echo(Message::text(format!("{name} before")))
+            .await
+            .unwrap();
+    }
+    // Silence for several times every one of those timeouts (the tunnel idle timeout is an
+    // hour).
+    tokio::time::sleep(SHORT * 4).await;
+    for (name, tunnel) in tunnels.iter_mut() {
+        tunnel
+            .echo(Message::text("after the silence"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(backend.stats.ended(), 0);
 }
 
 const PLAIN: usize = 500;

@@ -57,6 +57,9 @@ pub enum WsBehaviour {
     CloseAfter(usize),
     /// Echo this many messages, then drop the TCP connection without a close frame.
     DropAfter(usize),
+    /// Answer the handshake by hand with the 101 and a first text message in one write (so
+    /// they arrive together), then echo.
+    Greet(&'static str),
 }
 
 /// A request head as a backend received it.
@@ -181,7 +184,7 @@ async fn ws_session(
     stats: Arc<WsStats>,
     stop: CancellationToken,
 ) {
-    let recorder = stats.clone();
+    let (recorder, own_name) = (stats.clone(), name.clone());
     // tungstenite's callback type, not ours.
     #[allow(clippy::result_large_err)]
     let callback =
@@ -194,7 +197,7 @@ async fn ws_session(
             });
             response
                 .headers_mut()
-                .insert("x-backend", HeaderValue::from_str(&name).unwrap());
+                .insert("x-backend", HeaderValue::from_str(&own_name).unwrap());
             let offered = req
                 .headers()
                 .get("sec-websocket-protocol")
@@ -209,8 +212,19 @@ async fn ws_session(
             }
             Ok(response)
         };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-        return;
+    let mut ws = if let WsBehaviour::Greet(greeting) = behaviour {
+        match accept_with_greeting(stream, &name, greeting).await {
+            Some((ws, head)) => {
+                stats.heads.lock().unwrap().push(head);
+                ws
+            }
+            None => return,
+        }
+    } else {
+        match tokio_tungstenite::accept_hdr_async(stream, callback).await {
+            Ok(ws) => ws,
+            Err(_) => return,
+        }
     };
     stats.upgrades.fetch_add(1, Ordering::SeqCst);
     let mut echoed = 0;
@@ -246,6 +260,64 @@ async fn ws_session(
     }
     drop(ws);
     stats.ended.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The server side of a WebSocket handshake done by hand: the `101` and a first (unmasked)
+/// text frame carrying `greeting` go out in a single write.
+async fn accept_with_greeting(
+    mut stream: TcpStream,
+    name: &str,
+    greeting: &str,
+) -> Option<(WebSocketStream<TcpStream>, Head)> {
+    let raw = read_head(&mut stream).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split_whitespace();
+    let (method, uri) = (
+        request_line.next()?.to_owned(),
+        request_line.next()?.to_owned(),
+    );
+    let mut headers = HeaderMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(':')?;
+        headers.append(
+            http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+            HeaderValue::from_str(v.trim()).ok()?,
+        );
+    }
+    let accept =
+        tungstenite::handshake::derive_accept_key(headers.get("sec-websocket-key")?.as_bytes());
+    assert!(greeting.len() < 126, "a one-byte payload length");
+    let mut answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nx-backend: {name}\r\n\r\n"
+    )
+    .into_bytes();
+    answer.extend_from_slice(&[0x81, greeting.len() as u8]);
+    answer.extend_from_slice(greeting.as_bytes());
+    stream.write_all(&answer).await.ok()?;
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+    Some((
+        ws,
+        Head {
+            method,
+            uri,
+            headers,
+        },
+    ))
+}
+
+/// Reads a request head byte by byte (nothing past it); `None` if the peer closes first.
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
 }
 
 /// An HTTP/1.1 backend that refuses upgrades: a request with an `Upgrade` header gets `status`
@@ -326,7 +398,8 @@ impl RefusingBackend {
 }
 
 /// A TCP backend that reads one request head per connection, records it, answers with the
-/// fixed bytes `response` and then only reads (and discards) until the peer closes.
+/// fixed bytes `response` (which may go on past the head) and then only reads (and discards)
+/// until the peer closes.
 pub struct RawBackend {
     pub addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
@@ -340,7 +413,7 @@ impl Drop for RawBackend {
 }
 
 impl RawBackend {
-    pub async fn start(response: &'static str) -> RawBackend {
+    pub async fn start(response: &'static [u8]) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -355,19 +428,14 @@ impl RawBackend {
                 let (recorder, stop) = (recorder.clone(), stop.clone());
                 tokio::spawn(async move {
                     let session = async {
-                        let mut head = Vec::new();
-                        let mut byte = [0u8; 1];
-                        while !head.ends_with(b"\r\n\r\n") {
-                            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push(byte[0]);
-                        }
+                        let Some(head) = read_head(&mut stream).await else {
+                            return;
+                        };
                         recorder
                             .lock()
                             .unwrap()
                             .push(String::from_utf8_lossy(&head).into_owned());
-                        if stream.write_all(response.as_bytes()).await.is_err() {
+                        if stream.write_all(response).await.is_err() {
                             return;
                         }
                         let mut sink = [0u8; 4096];
@@ -567,14 +635,21 @@ where
             .unwrap();
     let enabled = Arc::new(AtomicBool::new(false));
     let flag = enabled.clone();
-    let mut conn = Box::pin(conn);
-    tokio::spawn(std::future::poll_fn(move |cx| {
-        let polled = conn.as_mut().poll(cx);
-        if conn.is_extended_connect_protocol_enabled() {
-            flag.store(true, Ordering::SeqCst);
+    // hyper drives the h2 connection on a task of its own, so the setting is looked at every
+    // few milliseconds rather than whenever this future happens to be woken.
+    tokio::spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tokio::time::sleep(Duration::from_millis(2)), if !flag.load(Ordering::SeqCst) => {
+                    if conn.is_extended_connect_protocol_enabled() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
         }
-        polled
-    }));
+    });
     super::wait_until(
         "the server's SETTINGS enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)",
         Duration::from_secs(5),
@@ -587,6 +662,17 @@ where
 /// Opens a WebSocket on a new stream of `sender` with an RFC 8441 extended CONNECT to `uri`
 /// (`http://host/path` or `https://host/path`). Panics unless the answer is 200.
 pub async fn h2_websocket(sender: &mut SendRequest<Full<Bytes>>, uri: &str) -> (H2Ws, HeaderMap) {
+    match try_h2_websocket(sender, uri).await {
+        Ok(opened) => opened,
+        Err((status, body)) => panic!("extended CONNECT to {uri} answered {status} {body:?}"),
+    }
+}
+
+/// Like [`h2_websocket`]; an answer other than 200 is returned with its body.
+pub async fn try_h2_websocket(
+    sender: &mut SendRequest<Full<Bytes>>,
+    uri: &str,
+) -> Result<(H2Ws, HeaderMap), (StatusCode, Bytes)> {
     let mut req = Request::builder()
         .method(Method::CONNECT)
         .uri(uri)
@@ -605,15 +691,19 @@ pub async fn h2_websocket(sender: &mut SendRequest<Full<Bytes>>, uri: &str) -> (
         .expect("extended CONNECT answered");
     if response.status() != StatusCode::OK {
         let status = response.status();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes());
-        panic!("extended CONNECT to {uri} answered {status} {body:?}");
+        let body = tokio::time::timeout(STEP, response.into_body().collect())
+            .await
+            .expect("the body in time")
+            .expect("the body")
+            .to_bytes();
+        return Err((status, body));
     }
     let upgraded = tokio::time::timeout(STEP, hyper::upgrade::on(&mut response))
         .await
         .expect("stream upgraded in time")
         .expect("stream upgraded");
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
-    (ws, response.headers().clone())
+    Ok((ws, response.headers().clone()))
 }
 
 /// `len` bytes of pseudo-random content, the same for the same `seed`.
@@ -663,6 +753,22 @@ where
             Ok(Some(Err(e))) => return Err(format!("waiting for the echo of {sent}: {e}")),
             Ok(None) => return Err(format!("connection ended before the echo of {sent}")),
             Err(_) => return Err(format!("no echo of {sent} within {STEP:?}")),
+        }
+    }
+}
+
+/// The next message (pings and pongs skipped), within [`STEP`].
+pub async fn next_message<S>(ws: &mut WebSocketStream<S>) -> Result<Message, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(STEP, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(message))) => return Ok(message),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Err("the connection ended".to_owned()),
+            Err(_) => return Err(format!("no message within {STEP:?}")),
         }
     }
 }
@@ -754,6 +860,13 @@ impl RawConn {
         tokio::time::timeout(STEP, self.read_response())
             .await
             .expect("a response in time")
+    }
+
+    /// Reads exactly `n` more bytes (after a response: what the connection carries next).
+    pub async fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        tokio::time::timeout(STEP, self.exactly(n))
+            .await
+            .expect("the bytes in time")
     }
 
     async fn fill(&mut self) {
