@@ -235,6 +235,19 @@ async fn a_101_for_another_protocol_than_asked_is_a_502() {
         );
         assert_eq!(backend.heads().len(), 1);
     }
+
+    // A 101 to a request that asked for no upgrade at all.
+    let backend = RawBackend::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let mut conn = RawConn::connect(proxy.http).await;
+    let response = conn
+        .send(&format!("GET /plain HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .await;
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(!backend.heads()[0].to_ascii_lowercase().contains("upgrade"));
 }
 
 #[tokio::test]
@@ -485,6 +498,19 @@ async fn thirty_websockets_are_balanced_round_robin_over_three_endpoints() {
             .unwrap();
     }
     assert_eq!(a.stats.ended() + b.stats.ended() + c.stats.ended(), 0);
+}
+
+#[tokio::test]
+async fn a_websocket_whose_endpoint_refuses_the_connect_goes_to_the_next_one() {
+    let backend = WsBackend::start("a").await;
+    let (proxy, _) = proxy_to(vec![refusing_addr(), backend.addr]).await;
+    for i in 0..6 {
+        let (mut ws, _) = ws_connect(proxy.http, HOST, "/").await;
+        echo(&mut ws, Message::text(format!("attempt {i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(backend.stats.upgrades(), 6);
 }
 
 #[tokio::test]
@@ -786,6 +812,62 @@ async fn no_other_timeout_cuts_a_quiet_tunnel() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert_eq!(backend.stats.ended(), 0);
+}
+
+#[tokio::test]
+async fn on_shutdown_open_tunnels_keep_working_until_their_clients_close_them() {
+    let backend = WsBackend::start("a").await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
+    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
+    let mut tunnels: [(&str, Box<dyn Tunnel>); 3] = [
+        ("ws", Box::new(ws)),
+        ("wss", Box::new(wss)),
+        ("h2", Box::new(h2)),
+    ];
+    for (name, tunnel) in tunnels.iter_mut() {
+        tunnel
+            .echo(Message::text(format!("{name} before")))
+            .await
+            .unwrap();
+    }
+
+    let tasks = proxy.shut_down();
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while TcpStream::connect(proxy.http).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener still accepts after the shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (name, tunnel) in tunnels.iter_mut() {
+        tunnel
+            .echo(Message::text(format!("{name} while draining")))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), tasks.wait())
+            .await
+            .is_err(),
+        "the drain waits for open tunnels"
+    );
+    for (name, tunnel) in tunnels.iter_mut() {
+        tunnel
+            .close()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // A client that keeps its socket after the close handshake gets weir's half-close linger;
+    // these let go at once.
+    drop(tunnels);
+    tokio::time::timeout(PROMPTLY, tasks.wait())
+        .await
+        .expect("the drain ends once the tunnels are closed");
+    assert_eq!(backend.stats.closes_received(), 3);
 }
 
 const PLAIN: usize = 500;

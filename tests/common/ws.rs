@@ -468,6 +468,7 @@ pub struct WsProxy {
     pub https: SocketAddr,
     pub state: Arc<State>,
     cancel: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Drop for WsProxy {
@@ -486,7 +487,7 @@ impl WsProxy {
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http, https) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
-        let proxy = Proxy::new(state.clone(), config, tasks, cancel.clone());
+        let proxy = Proxy::new(state.clone(), config, tasks.clone(), cancel.clone());
         let current = state.clone();
         let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
         let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
@@ -497,7 +498,17 @@ impl WsProxy {
             https,
             state,
             cancel,
+            tasks,
         }
+    }
+
+    /// Shuts down as the binary does after its delay: the listeners close and connections
+    /// drain. Returns the tracker of every task the proxy spawned (closed: `wait` ends once
+    /// they all have).
+    pub fn shut_down(&self) -> TaskTracker {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.clone()
     }
 
     /// Swaps in `table`, keeping the current certificates; returns the generation.
