@@ -514,6 +514,54 @@ async fn a_websocket_whose_endpoint_refuses_the_connect_goes_to_the_next_one() {
 }
 
 #[tokio::test]
+async fn plain_requests_and_websockets_share_an_endpoint_and_its_pooled_connections() {
+    let backend = HybridBackend::start().await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let client = http1_client();
+    for round in 0..3 {
+        // A plain request leaves a pooled connection to the endpoint...
+        let answer = get(&client, proxy.http, HOST, &format!("/page/{round}")).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), format!("plain /page/{round}"));
+        // ...which the upgrade may take over, and must not give back to the pool.
+        let (mut ws, _) = ws_connect(proxy.http, HOST, "/live").await;
+        echo(&mut ws, Message::text(format!("round {round}")))
+            .await
+            .unwrap();
+        let answer = get(&client, proxy.http, HOST, "/after").await;
+        assert_eq!(answer.text(), "plain /after");
+        echo(&mut ws, Message::binary(payload(5000, round)))
+            .await
+            .unwrap();
+        close_cleanly(&mut ws).await.unwrap();
+    }
+    assert_eq!(backend.upgrades.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 9);
+}
+
+#[tokio::test]
+async fn an_upgrade_on_a_pooled_connection_the_endpoint_just_closed_is_sent_again() {
+    // Every connection serves one request; the next one on it is dropped unanswered.
+    let backend = HybridBackend::start_with(Some(1)).await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    let client = http1_client();
+    for round in 0..3 {
+        let answer = get(&client, proxy.http, HOST, "/page").await;
+        assert_eq!(answer.text(), "plain /page");
+        let (mut ws, _) = ws_connect(proxy.http, HOST, "/live").await;
+        echo(&mut ws, Message::text(format!("round {round}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(backend.upgrades.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        9,
+        "each upgrade first went out on the pooled connection, which dropped it"
+    );
+}
+
+#[tokio::test]
 async fn open_tunnels_survive_route_removal_endpoint_removal_and_certificate_rotation() {
     let (a, other) = tokio::join!(WsBackend::start("a"), WsBackend::start("other"));
     let (old, new) = (cert_for(&[HOST]), cert_for(&[HOST]));

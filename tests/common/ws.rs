@@ -397,6 +397,132 @@ impl RefusingBackend {
     }
 }
 
+/// An HTTP/1.1 server (hyper) that serves plain requests with `200 plain <path>` and accepts
+/// WebSocket upgrades on the same keep-alive connections, echoing messages on them, as most
+/// application servers do.
+pub struct HybridBackend {
+    pub addr: SocketAddr,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    /// Requests received (plain and upgrades).
+    pub requests: Arc<AtomicUsize>,
+    /// WebSocket sessions opened.
+    pub upgrades: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+}
+
+impl Drop for HybridBackend {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl HybridBackend {
+    pub async fn start() -> HybridBackend {
+        Self::start_with(None).await
+    }
+
+    /// With `Some(n)`, each connection answers `n` requests and is dropped, unanswered, on the
+    /// next one (the keep-alive race, made deterministic).
+    pub async fn start_with(requests_per_connection: Option<usize>) -> HybridBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let upgrades = Arc::new(AtomicUsize::new(0));
+        let cancel = CancellationToken::new();
+        let (stop, counters) = (
+            cancel.clone(),
+            (connections.clone(), requests.clone(), upgrades.clone()),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                counters.0.fetch_add(1, Ordering::SeqCst);
+                let (requests, upgrades, session_stop) =
+                    (counters.1.clone(), counters.2.clone(), stop.clone());
+                let on_this_connection = Arc::new(AtomicUsize::new(0));
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let n = on_this_connection.fetch_add(1, Ordering::SeqCst);
+                    let drop_it = requests_per_connection.is_some_and(|limit| n >= limit);
+                    let (upgrades, stop) = (upgrades.clone(), session_stop.clone());
+                    async move {
+                        if drop_it {
+                            return Err(std::io::Error::other(
+                                "dropping the connection on purpose",
+                            ));
+                        }
+                        let key = req.headers().get("sec-websocket-key").cloned();
+                        let Some(key) = key else {
+                            let body = format!("plain {}", req.uri().path());
+                            return Ok::<_, std::io::Error>(Response::new(Full::new(Bytes::from(
+                                body,
+                            ))));
+                        };
+                        let on_upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(upgraded) = on_upgrade.await else {
+                                return;
+                            };
+                            upgrades.fetch_add(1, Ordering::SeqCst);
+                            let mut ws = WebSocketStream::from_raw_socket(
+                                TokioIo::new(upgraded),
+                                Role::Server,
+                                None,
+                            )
+                            .await;
+                            loop {
+                                let next = tokio::select! {
+                                    next = ws.next() => next,
+                                    _ = stop.cancelled() => return,
+                                };
+                                match next {
+                                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                                        if ws.send(m).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => return,
+                                }
+                            }
+                        });
+                        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                        Ok(Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .header("sec-websocket-accept", accept)
+                            .body(Full::default())
+                            .unwrap())
+                    }
+                });
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        HybridBackend {
+            addr,
+            connections,
+            requests,
+            upgrades,
+            cancel,
+        }
+    }
+}
+
 /// A TCP backend that reads one request head per connection, records it, answers with the
 /// fixed bytes `response` (which may go on past the head) and then only reads (and discards)
 /// until the peer closes.
