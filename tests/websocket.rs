@@ -120,13 +120,32 @@ async fn http2_extended_connect_over_tls_becomes_a_websocket_to_an_http1_backend
     assert_eq!(leaf, cert.der);
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut sender = h2_connect(tls).await;
-    let (mut ws, _) = h2_websocket(&mut sender, &format!("https://{HOST}/chat")).await;
+    let (mut ws, headers) = try_h2_websocket_with(
+        &mut sender,
+        &format!("https://{HOST}/chat"),
+        &[("sec-websocket-protocol", "chat, superchat")],
+    )
+    .await
+    .unwrap_or_else(|(status, body)| panic!("extended CONNECT answered {status} {body:?}"));
+    assert_eq!(
+        headers["x-backend"], "a",
+        "the 101's headers reach the client"
+    );
+    assert_eq!(headers["sec-websocket-protocol"], "chat");
+    assert!(
+        !headers.contains_key("sec-websocket-accept"),
+        "no HTTP/1.1 handshake answer over HTTP/2: {headers:?}"
+    );
     echo_all_sizes(&mut ws).await;
 
     let head = &backend.stats.heads()[0];
     assert_upgrade_headers(head);
     assert_eq!(head.uri, "/chat");
     assert_eq!(head.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        head.header("sec-websocket-protocol").as_deref(),
+        Some("chat, superchat")
+    );
 
     // The same connection still serves more WebSocket streams.
     let (mut second, _) = h2_websocket(&mut sender, &format!("https://{HOST}/again")).await;
@@ -178,6 +197,13 @@ async fn http2_extended_connect_over_h2c_becomes_a_websocket_to_an_http1_backend
         .unwrap();
     let answer = read_answer(sender.send_request(req).await.unwrap()).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // A CONNECT without `:protocol` is a forward-proxy request, which weir does not serve.
+    let req = http::Request::connect(format!("{HOST}:443"))
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(backend.stats.upgrades(), 2);
 
     close_cleanly(&mut second).await.unwrap();
     echo(&mut ws, Message::text("still here")).await.unwrap();
@@ -918,6 +944,38 @@ async fn on_shutdown_open_tunnels_keep_working_until_their_clients_close_them() 
     assert_eq!(backend.stats.closes_received(), 3);
 }
 
+/// The soft and hard limits on open files of this process (Linux; `None` elsewhere).
+fn open_files_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    Some((numbers.next()?, numbers.next().unwrap_or(u64::MAX)))
+}
+
+/// Makes sure this process may open `needed` files: raises the soft limit towards the hard one
+/// (with util-linux `prlimit`, as `ulimit -n` would) when it is lower, else fails clearly.
+fn ensure_open_files(needed: u64) {
+    let Some((soft, hard)) = open_files_limits() else {
+        return;
+    };
+    if soft >= needed {
+        return;
+    }
+    if hard >= needed {
+        let _ = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={needed}:{hard}"))
+            .status();
+    }
+    let (soft, _) = open_files_limits().unwrap();
+    assert!(
+        soft >= needed,
+        "this test needs {needed} open files; the limit is {soft} (raise it: ulimit -n {needed})"
+    );
+}
+
 const PLAIN: usize = 500;
 const SECURE: usize = 500;
 const MESSAGES: usize = 20;
@@ -926,6 +984,9 @@ const SNAPSHOTS: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tunnels_lose_nothing_while_a_hundred_snapshots_and_a_rotation_are_published() {
     const CLIENTS: usize = PLAIN + SECURE;
+    // Each tunnel holds four sockets in this process: client, proxy's client side, proxy's
+    // upstream side, backend.
+    ensure_open_files(CLIENTS as u64 * 4 + 1000);
     let (a, b) = tokio::join!(WsBackend::start("a"), WsBackend::start("b"));
     let (old, new) = (cert_for(&[HOST]), cert_for(&[HOST]));
     // Alternate which backend serves the host, and add a route only this table has.

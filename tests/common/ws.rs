@@ -810,12 +810,23 @@ pub async fn try_h2_websocket(
     sender: &mut SendRequest<Full<Bytes>>,
     uri: &str,
 ) -> Result<(H2Ws, HeaderMap), (StatusCode, Bytes)> {
+    try_h2_websocket_with(sender, uri, &[]).await
+}
+
+/// Like [`try_h2_websocket`], with `headers` added to the CONNECT request.
+pub async fn try_h2_websocket_with(
+    sender: &mut SendRequest<Full<Bytes>>,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Result<(H2Ws, HeaderMap), (StatusCode, Bytes)> {
     let mut req = Request::builder()
         .method(Method::CONNECT)
         .uri(uri)
-        .header("sec-websocket-version", "13")
-        .body(Full::default())
-        .unwrap();
+        .header("sec-websocket-version", "13");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let mut req = req.body(Full::default()).unwrap();
     req.extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
     tokio::time::timeout(STEP, sender.ready())
