@@ -66,9 +66,12 @@ async fn ws_echoes_text_and_binary_frames_of_every_size_with_the_upgrade_headers
             "ws://{HOST}/chat?room=1"
         ))
         .unwrap();
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
+    let headers = request.headers_mut();
+    headers.insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
+    // Hop-by-hop headers of the client's own (named by Connection) stay on this hop.
+    headers.insert("connection", "keep-alive, Upgrade, X-Hop".parse().unwrap());
+    headers.insert("x-hop", "for weir only".parse().unwrap());
+    headers.insert("keep-alive", "timeout=5".parse().unwrap());
     let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(response.headers()["x-backend"], "a", "101 headers relayed");
@@ -90,6 +93,8 @@ async fn ws_echoes_text_and_binary_frames_of_every_size_with_the_upgrade_headers
         head.header("sec-websocket-protocol").as_deref(),
         Some("chat, superchat")
     );
+    assert_eq!(head.header("x-hop"), None);
+    assert_eq!(head.header("keep-alive"), None);
 
     close_cleanly(&mut ws).await.unwrap();
 }
@@ -397,16 +402,6 @@ async fn a_backend_dropping_the_connection_ends_the_client_tunnel_promptly() {
     assert_ne!(ended, Ended::CloseFrame, "the backend sent no close frame");
 }
 
-/// Reads from `ws` until it ends; returns how long that took.
-async fn time_until_ended<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Duration
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let started = tokio::time::Instant::now();
-    wait_ended(ws, Duration::from_secs(10)).await;
-    started.elapsed()
-}
-
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_the_routes_read_timeout_but_not_while_messages_flow() {
     const IDLE: Duration = Duration::from_millis(400);
@@ -455,36 +450,6 @@ async fn an_idle_tunnel_is_closed_after_the_routes_read_timeout_but_not_while_me
                 && took < IDLE + Duration::from_secs(3),
             "{name} closed {took:?} after the last echo, the idle timeout is {IDLE:?}"
         );
-    }
-}
-
-type Step<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Lets one test loop over ws:// and wss:// tunnels alike.
-trait Tunnel: Send {
-    fn echo(&mut self, message: Message) -> Step<'_, Result<(), String>>;
-    fn time_until_ended(&mut self) -> Step<'_, Duration>;
-    /// Closes with a close handshake; an error unless it completes cleanly in time.
-    fn close(&mut self) -> Step<'_, Result<(), String>>;
-    /// The next message (pings and pongs skipped), or what went wrong.
-    fn next_message(&mut self) -> Step<'_, Result<Message, String>>;
-}
-
-impl<S> Tunnel for tokio_tungstenite::WebSocketStream<S>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
-    fn echo(&mut self, message: Message) -> Step<'_, Result<(), String>> {
-        Box::pin(echo(self, message))
-    }
-    fn time_until_ended(&mut self) -> Step<'_, Duration> {
-        Box::pin(time_until_ended(self))
-    }
-    fn close(&mut self) -> Step<'_, Result<(), String>> {
-        Box::pin(close_cleanly(self))
-    }
-    fn next_message(&mut self) -> Step<'_, Result<Message, String>> {
-        Box::pin(next_message(self))
     }
 }
 

@@ -966,6 +966,47 @@ where
     ended.unwrap_or_else(|_| panic!("the WebSocket connection did not end within {limit:?}"))
 }
 
+/// Reads from `ws` until it ends (within 10 s); returns how long that took.
+pub async fn time_until_ended<S>(ws: &mut WebSocketStream<S>) -> Duration
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = tokio::time::Instant::now();
+    wait_ended(ws, Duration::from_secs(10)).await;
+    started.elapsed()
+}
+
+pub type Step<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A WebSocket client of any transport (ws://, wss://, HTTP/2), so one test can loop over
+/// them alike.
+pub trait Tunnel: Send {
+    fn echo(&mut self, message: Message) -> Step<'_, Result<(), String>>;
+    fn time_until_ended(&mut self) -> Step<'_, Duration>;
+    /// Closes with a close handshake; an error unless it completes cleanly in time.
+    fn close(&mut self) -> Step<'_, Result<(), String>>;
+    /// The next message (pings and pongs skipped), or what went wrong.
+    fn next_message(&mut self) -> Step<'_, Result<Message, String>>;
+}
+
+impl<S> Tunnel for WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn echo(&mut self, message: Message) -> Step<'_, Result<(), String>> {
+        Box::pin(echo(self, message))
+    }
+    fn time_until_ended(&mut self) -> Step<'_, Duration> {
+        Box::pin(time_until_ended(self))
+    }
+    fn close(&mut self) -> Step<'_, Result<(), String>> {
+        Box::pin(close_cleanly(self))
+    }
+    fn next_message(&mut self) -> Step<'_, Result<Message, String>> {
+        Box::pin(next_message(self))
+    }
+}
+
 /// A plain TCP client speaking HTTP/1.1 by hand, so a test controls exactly which requests go
 /// over which connection.
 pub struct RawConn {
