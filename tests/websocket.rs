@@ -660,6 +660,21 @@ async fn bytes_the_backend_sends_together_with_its_101_reach_the_client() {
 }
 
 #[tokio::test]
+async fn bytes_a_client_sends_right_behind_its_upgrade_request_reach_the_backend() {
+    let backend = WsBackend::start("a").await;
+    let (proxy, _) = proxy_to(vec![backend.addr]).await;
+    // The handshake and a first frame in one write, without waiting for the 101 (a WebSocket
+    // client should wait, but weir must not lose bytes it has already read).
+    let mut bytes = upgrade_request(HOST, "/").into_bytes();
+    bytes.extend_from_slice(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']); // "hi", zero mask
+    let mut conn = RawConn::connect(proxy.http).await;
+    let response = conn.send_bytes(&bytes).await;
+    assert_eq!(response.status, 101);
+    assert_eq!(conn.read_bytes(4).await, [0x81, 0x02, b'h', b'i']);
+    assert_eq!(backend.stats.messages(), 1);
+}
+
+#[tokio::test]
 async fn http2_extended_connect_refused_by_the_backend_is_relayed_and_a_200_is_a_502() {
     let cases = [
         (

@@ -94,7 +94,7 @@ pub struct WsStats {
     pub connections: AtomicUsize,
     /// WebSocket handshakes completed.
     pub upgrades: AtomicUsize,
-    /// Text and binary messages echoed.
+    /// Text and binary messages received (counted before their echo is sent).
     pub messages: AtomicUsize,
     /// Close frames received from the peer.
     pub closes_received: AtomicUsize,
@@ -235,10 +235,11 @@ async fn ws_session(
         };
         match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                // Counted before the echo leaves, so a client that got it can count on it.
+                stats.messages.fetch_add(1, Ordering::SeqCst);
                 if ws.send(message).await.is_err() {
                     break;
                 }
-                stats.messages.fetch_add(1, Ordering::SeqCst);
                 echoed += 1;
                 match behaviour {
                     WsBehaviour::CloseAfter(n) if echoed == n => {
@@ -1045,7 +1046,12 @@ impl RawConn {
     /// Writes `request` and reads one response (Content-Length, chunked, or no body for
     /// 1xx/204/304).
     pub async fn send(&mut self, request: &str) -> RawResponse {
-        self.stream.write_all(request.as_bytes()).await.unwrap();
+        self.send_bytes(request.as_bytes()).await
+    }
+
+    /// Like [`RawConn::send`], with any bytes.
+    pub async fn send_bytes(&mut self, request: &[u8]) -> RawResponse {
+        self.stream.write_all(request).await.unwrap();
         tokio::time::timeout(STEP, self.read_response())
             .await
             .expect("a response in time")
