@@ -1127,4 +1127,12 @@ async fn a_thousand_tunnels_lose_nothing_while_a_hundred_snapshots_and_a_rotatio
     assert_eq!(leaf, new.der);
     assert_eq!(response.headers()["x-backend"], "a");
     echo(&mut wss, Message::text("after it all")).await.unwrap();
+    drop(wss);
+
+    // Nothing is left behind: with every client gone, every task the proxy spawned (connections,
+    // tunnels, HTTP/2 streams, the pool's reaper) ends.
+    let tasks = proxy.shut_down();
+    tokio::time::timeout(PROMPTLY, tasks.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{} proxy tasks still running", tasks.len()));
 }
