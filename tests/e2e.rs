@@ -9,10 +9,11 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
@@ -22,6 +23,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use common::process::WeirProcess;
 use common::*;
@@ -237,6 +240,12 @@ impl Cluster {
 
     /// A Service `name` with port `http` 80 and core/v1 Endpoints for `backends`.
     async fn service(&self, ns: &str, name: &str, backends: &[&TestBackend]) {
+        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+        self.service_at(ns, name, &addrs).await;
+    }
+
+    /// Like [`Cluster::service`], with the endpoints' addresses.
+    async fn service_at(&self, ns: &str, name: &str, addrs: &[SocketAddr]) {
         let service: Service = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns},
             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
@@ -246,14 +255,20 @@ impl Cluster {
             .create(&PostParams::default(), &service)
             .await
             .unwrap();
-        self.endpoints(ns, name, backends).await;
+        self.endpoints_at(ns, name, addrs).await;
     }
 
     /// Creates or replaces the Endpoints of Service `name`.
     async fn endpoints(&self, ns: &str, name: &str, backends: &[&TestBackend]) {
-        let subsets: Vec<_> = backends
+        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+        self.endpoints_at(ns, name, &addrs).await;
+    }
+
+    /// Like [`Cluster::endpoints`], with the endpoints' addresses.
+    async fn endpoints_at(&self, ns: &str, name: &str, addrs: &[SocketAddr]) {
+        let subsets: Vec<_> = addrs
             .iter()
-            .map(|b| json!({"addresses": [{"ip": b.addr.ip().to_string()}], "ports": [{"name": "http", "port": b.addr.port()}]}))
+            .map(|a| json!({"addresses": [{"ip": a.ip().to_string()}], "ports": [{"name": "http", "port": a.port()}]}))
             .collect();
         let api: Api<Endpoints> = Api::namespaced(self.admin.clone(), ns);
         let mut endpoints: Endpoints = serde_json::from_value(
@@ -1064,4 +1079,260 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
         .await
         .unwrap();
     served_becomes(default, "the default certificate again").await;
+}
+
+/// A WebSocket echo server on `ip`: every text and binary message comes back, except the text
+/// `who`, which is answered with `name`.
+async fn ws_echo_backend(ip: IpAddr, name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let name = name.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let reply = if message.to_text().is_ok_and(|t| t == "who") {
+                        Message::text(name.as_str())
+                    } else if message.is_text() || message.is_binary() {
+                        message
+                    } else {
+                        continue;
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens `ws://{host}/` through weir, retrying until the route exists (bounded).
+async fn until_ws(weir: &WeirProcess, host: &str) -> Ws {
+    let started = Instant::now();
+    loop {
+        let stream = tokio::net::TcpStream::connect(weir.http).await.unwrap();
+        let request = format!("ws://{host}/").into_client_request().unwrap();
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((ws, _)) => return ws,
+            Err(error) => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no WebSocket to {host} through weir: {error}; log:\n{}",
+                weir.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next message, which must be text, within a few seconds.
+async fn next_text(ws: &mut Ws) -> String {
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text.as_str().to_owned(),
+        Ok(other) => panic!("expected a text message, got {other:?}"),
+        Err(_) => panic!("no message within 10 s"),
+    }
+}
+
+/// Which endpoint a new WebSocket through weir reaches (the socket is then closed).
+async fn ws_reaches(weir: &WeirProcess, host: &str) -> String {
+    let mut ws = until_ws(weir, host).await;
+    ws.send(Message::text("who")).await.unwrap();
+    let name = next_text(&mut ws).await;
+    ws.close(None).await.unwrap();
+    name
+}
+
+/// Numbered messages sent one after the other on a WebSocket, each echo checked (the message
+/// just sent, nothing lost, nothing reordered), until [`Chatter::finish`].
+struct Chatter {
+    echoed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Ws>,
+}
+
+impl Chatter {
+    fn start(mut ws: Ws) -> Chatter {
+        let echoed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (count, stopped) = (echoed.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            for n in 0.. {
+                let text = format!("message {n}");
+                ws.send(Message::text(text.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("sending message {n} failed: {e}"));
+                let back = next_text(&mut ws).await;
+                assert_eq!(back, text, "every echo is the message just sent");
+                count.store(n + 1, std::sync::atomic::Ordering::SeqCst);
+                // Pacing only: a few hundred messages a second at most.
+                tokio::select! {
+                    _ = stopped.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                }
+            }
+            ws
+        });
+        Chatter { echoed, stop, task }
+    }
+
+    fn echoed(&self) -> usize {
+        self.echoed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until messages keep flowing: `more` echoes beyond what had come back so far.
+    async fn until_flowing(&self, more: usize, after: &str) {
+        let target = self.echoed() + more;
+        wait_until(
+            &format!("{more} more echoes after {after}"),
+            Duration::from_secs(20),
+            || self.echoed() >= target || self.task.is_finished(),
+        )
+        .await;
+        assert!(
+            !self.task.is_finished(),
+            "the WebSocket failed after {after}"
+        );
+    }
+
+    /// Stops after the current echo and hands back the (still open) socket.
+    async fn finish(self) -> (Ws, usize) {
+        self.stop.cancel();
+        let ws = self.task.await.expect("every echo came back, in order");
+        (ws, self.echoed.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_stays_open_while_the_cluster_changes() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-websocket").await;
+    let a = ws_echo_backend(cluster.backend_ips[0], "a").await;
+    let b = ws_echo_backend(cluster.backend_ips[1], "b").await;
+    let web = cluster.backend(2, "web").await;
+    cluster.service_at(&ns, "chat", &[a]).await;
+    cluster.service(&ns, "web", &[&web]).await;
+    let weir = cluster
+        .weir("e2e-websocket", &["--watch-namespace", &ns])
+        .await;
+    let host = "chat.websocket.test";
+    cluster.route(&ns, "chat", host, "chat").await;
+
+    let mut ws = until_ws(&weir, host).await;
+    ws.send(Message::text("who")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "a");
+    let chatter = Chatter::start(ws);
+    chatter.until_flowing(20, "the start").await;
+
+    // The Ingress changes: a new path (to another Service) and an annotation.
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    let mut chat = ingresses.get("chat").await.unwrap();
+    chat.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("weir.dev/proxy-read-timeout".into(), "120".into());
+    chat.spec.as_mut().unwrap().rules.as_mut().unwrap()[0]
+        .http
+        .as_mut()
+        .unwrap()
+        .paths
+        .push(
+            serde_json::from_value(json!({"path": "/added", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"name": "http"}}}}))
+            .unwrap(),
+        );
+    ingresses
+        .replace("chat", &PostParams::default(), &chat)
+        .await
+        .unwrap();
+    until_answer(&weir, host, "/added", 200).await;
+    chatter.until_flowing(20, "the Ingress changed").await;
+
+    // A second endpoint: new WebSockets reach it.
+    cluster.endpoints_at(&ns, "chat", &[a, b]).await;
+    let started = Instant::now();
+    while ws_reaches(&weir, host).await != "b" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no new WebSocket reached the second endpoint"
+        );
+    }
+    chatter.until_flowing(20, "a second endpoint").await;
+
+    // The endpoint our WebSocket is connected to goes away: new WebSockets (round-robin) reach
+    // only the other one — three in a row — and ours stays open.
+    cluster.endpoints_at(&ns, "chat", &[b]).await;
+    let (started, mut in_a_row) = (Instant::now(), 0);
+    while in_a_row < 3 {
+        in_a_row = match ws_reaches(&weir, host).await.as_str() {
+            "b" => in_a_row + 1,
+            _ => 0,
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "new WebSockets still reach the removed endpoint"
+        );
+    }
+    chatter.until_flowing(20, "its endpoint was removed").await;
+
+    // Twenty other Ingresses come and go.
+    for i in 0..20 {
+        cluster
+            .route(
+                &ns,
+                &format!("other{i}"),
+                &format!("other{i}.websocket.test"),
+                "web",
+            )
+            .await;
+    }
+    for i in 0..20 {
+        until_answer(&weir, &format!("other{i}.websocket.test"), "/", 200).await;
+    }
+    chatter
+        .until_flowing(20, "twenty Ingresses were created")
+        .await;
+    for i in 0..20 {
+        ingresses
+            .delete(&format!("other{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        until_answer(&weir, &format!("other{i}.websocket.test"), "/", 404).await;
+    }
+    chatter
+        .until_flowing(20, "twenty Ingresses were deleted")
+        .await;
+
+    // Still open, still connected to the removed endpoint, every message echoed; then a clean
+    // close (the endpoint answers the close frame).
+    let (mut ws, echoed) = chatter.finish().await;
+    println!("{echoed} messages echoed in order while the cluster changed");
+    ws.send(Message::text("who")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "a");
+    ws.close(None).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut close_frame = false;
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(_)) => close_frame = true,
+                Ok(other) => panic!("unexpected {other:?} after the close"),
+                Err(error) => panic!("the close handshake failed: {error}"),
+            }
+        }
+        close_frame
+    })
+    .await
+    .expect("the close handshake completes");
+    assert!(closed, "the endpoint answered the close frame");
 }
