@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use common::process::WeirProcess;
+use common::ws::WsBackend;
 use common::*;
 
 const WEIR_NAMESPACE: &str = "weir";
@@ -1081,39 +1082,6 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
     served_becomes(default, "the default certificate again").await;
 }
 
-/// A WebSocket echo server on `ip`: every text and binary message comes back, except the text
-/// `who`, which is answered with `name`.
-async fn ws_echo_backend(ip: IpAddr, name: &str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let name = name.to_owned();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let name = name.clone();
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    let reply = if message.to_text().is_ok_and(|t| t == "who") {
-                        Message::text(name.as_str())
-                    } else if message.is_text() || message.is_binary() {
-                        message
-                    } else {
-                        continue;
-                    };
-                    if ws.send(reply).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens `ws://{host}/` through weir, retrying until the route exists (bounded).
@@ -1216,10 +1184,10 @@ impl Chatter {
 async fn a_websocket_stays_open_while_the_cluster_changes() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-websocket").await;
-    let a = ws_echo_backend(cluster.backend_ips[0], "a").await;
-    let b = ws_echo_backend(cluster.backend_ips[1], "b").await;
+    let a = WsBackend::start_at(cluster.backend_ips[0], "a").await;
+    let b = WsBackend::start_at(cluster.backend_ips[1], "b").await;
     let web = cluster.backend(2, "web").await;
-    cluster.service_at(&ns, "chat", &[a]).await;
+    cluster.service_at(&ns, "chat", &[a.addr]).await;
     cluster.service(&ns, "web", &[&web]).await;
     let weir = cluster
         .weir("e2e-websocket", &["--watch-namespace", &ns])
@@ -1258,7 +1226,7 @@ async fn a_websocket_stays_open_while_the_cluster_changes() {
     chatter.until_flowing(20, "the Ingress changed").await;
 
     // A second endpoint: new WebSockets reach it.
-    cluster.endpoints_at(&ns, "chat", &[a, b]).await;
+    cluster.endpoints_at(&ns, "chat", &[a.addr, b.addr]).await;
     let started = Instant::now();
     while ws_reaches(&weir, host).await != "b" {
         assert!(
@@ -1270,7 +1238,7 @@ async fn a_websocket_stays_open_while_the_cluster_changes() {
 
     // The endpoint our WebSocket is connected to goes away: new WebSockets (round-robin) reach
     // only the other one — three in a row — and ours stays open.
-    cluster.endpoints_at(&ns, "chat", &[b]).await;
+    cluster.endpoints_at(&ns, "chat", &[b.addr]).await;
     let (started, mut in_a_row) = (Instant::now(), 0);
     while in_a_row < 3 {
         in_a_row = match ws_reaches(&weir, host).await.as_str() {

@@ -14,44 +14,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use common::process::WeirProcess;
+use common::ws::WsBackend;
 use common::*;
 
 const HOST: &str = "demo.local";
-
-/// A WebSocket echo server on 127.0.0.1: every text and binary message comes back; the text
-/// `close` makes it close the socket itself (close handshake, then TCP close).
-async fn ws_echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    let sent = if message.to_text().is_ok_and(|t| t == "close") {
-                        ws.close(None).await
-                    } else if message.is_text() || message.is_binary() {
-                        ws.send(message).await
-                    } else {
-                        Ok(())
-                    };
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Service `name` (port `http` 80) with core/v1 Endpoints on `endpoint`.
 fn service_yaml(name: &str, endpoint: SocketAddr) -> String {
@@ -75,18 +47,20 @@ const INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
 /// An HTTP test backend, a WebSocket echo backend, and weir serving both, ready.
 struct Setup {
     web: TestBackend,
+    /// Kept alive for the test (dropping it stops the backend).
+    chat: WsBackend,
     weir: WeirProcess,
     _dir: tempfile::TempDir,
 }
 
 async fn start(delay: &str, timeout: &str) -> Setup {
     let web = TestBackend::start("web").await;
-    let chat = ws_echo_backend().await;
+    let chat = WsBackend::start("chat").await;
     let dir = tempfile::tempdir().unwrap();
     let manifests = format!(
         "{}---\n{}---\n{INGRESS}",
         service_yaml("web", web.addr),
-        service_yaml("chat", chat)
+        service_yaml("chat", chat.addr)
     );
     std::fs::write(dir.path().join("demo.yaml"), manifests).unwrap();
     let weir = WeirProcess::start(
@@ -96,6 +70,7 @@ async fn start(delay: &str, timeout: &str) -> Setup {
     until_ready(&weir).await;
     Setup {
         web,
+        chat,
         weir,
         _dir: dir,
     }
@@ -393,7 +368,12 @@ mod h2raw {
 #[tokio::test]
 async fn sigterm_turns_unready_then_drains_and_exits_zero() {
     let delay = Duration::from_secs(1);
-    let Setup { web, mut weir, .. } = start("1s", "30s").await;
+    let Setup {
+        chat: _chat,
+        web,
+        mut weir,
+        ..
+    } = start("1s", "30s").await;
     let client = http1_client();
     let before = web.requests.load(std::sync::atomic::Ordering::SeqCst);
     let slow = {
@@ -447,7 +427,11 @@ async fn sigterm_turns_unready_then_drains_and_exits_zero() {
 #[tokio::test]
 async fn after_the_delay_new_connections_are_refused_while_a_tunnel_keeps_weir_running() {
     let delay = Duration::from_millis(500);
-    let Setup { mut weir, .. } = start("500ms", "30s").await;
+    let Setup {
+        chat: _chat,
+        mut weir,
+        ..
+    } = start("500ms", "30s").await;
     let mut ws = open_ws(&weir).await;
     echo(&mut ws, "before").await;
     assert!(TcpStream::connect(weir.https).await.is_ok());
@@ -488,7 +472,12 @@ async fn after_the_delay_new_connections_are_refused_while_a_tunnel_keeps_weir_r
 #[tokio::test]
 async fn after_the_delay_idle_connections_close_and_http2_gets_goaway() {
     let delay = Duration::from_millis(500);
-    let Setup { web, mut weir, .. } = start("500ms", "30s").await;
+    let Setup {
+        chat: _chat,
+        web,
+        mut weir,
+        ..
+    } = start("500ms", "30s").await;
     // Keeps weir running past the delay, so that closes are weir's doing, not its exit.
     let mut ws = open_ws(&weir).await;
 
@@ -577,7 +566,11 @@ async fn after_the_delay_idle_connections_close_and_http2_gets_goaway() {
 #[tokio::test]
 async fn a_websocket_is_served_until_the_shutdown_timeout_then_closed() {
     let (delay, timeout) = (Duration::from_millis(500), Duration::from_secs(2));
-    let Setup { mut weir, .. } = start("500ms", "2s").await;
+    let Setup {
+        chat: _chat,
+        mut weir,
+        ..
+    } = start("500ms", "2s").await;
     let mut chatter = Chatter::start(open_ws(&weir).await);
     wait_until("the WebSocket echoes", Duration::from_secs(5), || {
         chatter.echoes() >= 5
@@ -635,7 +628,11 @@ async fn a_websocket_is_served_until_the_shutdown_timeout_then_closed() {
 /// the shutdown timeout. One socket is closed by the client, the last by the backend.
 #[tokio::test]
 async fn weir_exits_as_soon_as_the_last_tunnel_closes() {
-    let Setup { mut weir, .. } = start("300ms", "60s").await;
+    let Setup {
+        chat: _chat,
+        mut weir,
+        ..
+    } = start("300ms", "60s").await;
     let mut first = open_ws(&weir).await;
     let mut last = open_ws(&weir).await;
     echo(&mut first, "one").await;

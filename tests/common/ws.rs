@@ -3,7 +3,7 @@
 //! ws://, wss:// and HTTP/2 extended-CONNECT clients.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,6 +128,8 @@ impl WsStats {
 
 /// A real WebSocket server (tokio-tungstenite) standing in for a Service endpoint. It answers
 /// the handshake with `x-backend: <name>` and picks the first subprotocol offered, if any.
+/// Besides echoing, it answers the text `who` with its name and closes the socket itself
+/// (close handshake, then TCP close) on the text `close`.
 pub struct WsBackend {
     pub addr: SocketAddr,
     pub name: String,
@@ -147,7 +149,16 @@ impl WsBackend {
     }
 
     pub async fn start_with(name: &str, behaviour: WsBehaviour) -> WsBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(IpAddr::from([127, 0, 0, 1]), name, behaviour).await
+    }
+
+    /// An echoing backend listening on `ip` (any free port).
+    pub async fn start_at(ip: IpAddr, name: &str) -> WsBackend {
+        Self::start_on(ip, name, WsBehaviour::Echo).await
+    }
+
+    async fn start_on(ip: IpAddr, name: &str, behaviour: WsBehaviour) -> WsBackend {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(WsStats::default());
         let cancel = CancellationToken::new();
@@ -234,6 +245,14 @@ async fn ws_session(
             _ = stop.cancelled() => break,
         };
         match next {
+            Some(Ok(Message::Text(text))) if text.as_str() == "who" => {
+                if ws.send(Message::text(name.as_str())).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(Message::Text(text))) if text.as_str() == "close" => {
+                let _ = ws.close(None).await;
+            }
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                 // Counted before the echo leaves, so a client that got it can count on it.
                 stats.messages.fetch_add(1, Ordering::SeqCst);
