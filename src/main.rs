@@ -192,11 +192,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     state.start_draining();
     cancel.cancel();
     tasks.close();
+    info!(timeout = ?config.shutdown_timeout, "listeners closed; draining requests in flight and open tunnels");
     if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
         .await
         .is_err()
     {
-        warn!(timeout = ?config.shutdown_timeout, "connections still open at the shutdown timeout; exiting");
+        warn!(timeout = ?config.shutdown_timeout, tasks = tasks.len(), "connections still open at the shutdown timeout; closing them and exiting");
     }
     if let Err(e) = &outcome {
         error!("{e:#}");

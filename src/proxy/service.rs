@@ -224,9 +224,9 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Refuses requests weir will not forward: CONNECT (except HTTP/2 extended CONNECT, an
-/// upgrade), transfer codings other than chunked
-/// (the endpoint would receive bytes in a coding it was not told about), and paths with
-/// dot-segments (routing on `/public/../admin` must not differ from what the endpoint serves).
+/// upgrade), transfer codings other than chunked (the endpoint would receive bytes in a coding
+/// it was not told about), and paths with dot-segments (routing on `/public/../admin` must not
+/// differ from what the endpoint serves).
 fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> Result<(), Refusal> {
     if req.method() == Method::CONNECT && !upgrade.is_some_and(UpgradeRequest::is_extended_connect)
     {
