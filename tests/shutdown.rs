@@ -128,7 +128,7 @@ async fn open_ws(weir: &WeirProcess) -> Ws {
     let request = format!("ws://{HOST}/ws").into_client_request().unwrap();
     let (ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
-        .expect("WebSocket handshake through weir");
+        .unwrap_or_else(|e| panic!("WebSocket handshake through weir: {e:?}\n{}", weir.log()));
     assert_eq!(response.status(), 101);
     ws
 }

@@ -14,6 +14,10 @@
 //! the cost does not grow with the number of rules.
 
 use std::collections::HashMap;
+
+/// The maps looked up on every request: foldhash instead of SipHash (the keys come from the
+/// table, so flooding them is not the client's to do).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::SocketAddr;
@@ -197,8 +201,8 @@ pub struct Route {
 /// The routes of one host (or of the wildcard or any-host rules).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct HostRoutes {
-    exact: HashMap<String, Arc<Route>>,
-    prefix: HashMap<String, Arc<Route>>,
+    exact: FastMap<String, Arc<Route>>,
+    prefix: FastMap<String, Arc<Route>>,
     fallback: Option<Arc<Route>>,
 }
 
@@ -229,8 +233,8 @@ impl HostRoutes {
 /// An immutable routing table. Build one with [`RouteTableBuilder`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    exact_hosts: HashMap<String, HostRoutes>,
-    wildcard_hosts: HashMap<String, HostRoutes>,
+    exact_hosts: FastMap<String, HostRoutes>,
+    wildcard_hosts: FastMap<String, HostRoutes>,
     any_host: HostRoutes,
     default_backend: Option<Arc<Route>>,
     route_count: usize,

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::idle::{BoxError, IdleBody, Side};
+use super::upstream::Lease;
 
 /// What a client connection is doing: how many responses are still being sent, and when the
 /// last one finished. The listener closes connections that stay idle too long.
@@ -68,7 +69,8 @@ impl Drop for InFlight {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(IdleBody<Incoming>),
+    /// The endpoint's body, and its connection until the body has been read to the end.
+    Upstream(IdleBody<Incoming>, Option<Lease>),
 }
 
 /// A response body: either bytes weir made itself, or an endpoint's body streamed through.
@@ -88,10 +90,18 @@ impl ProxyBody {
     }
 
     /// An endpoint's response body, streamed as it arrives; cut off when the endpoint sends
-    /// nothing for `read_timeout`.
-    pub fn upstream(body: Incoming, read_timeout: Duration) -> Self {
+    /// nothing for `read_timeout`. The connection goes back to the pool when the body ends.
+    pub fn upstream(body: Incoming, read_timeout: Duration, lease: Lease) -> Self {
+        let body = IdleBody::new(body, Side::Upstream, read_timeout);
+        let lease = if body.is_end_stream() {
+            // hyper never polls a body that is already at its end.
+            lease.release();
+            None
+        } else {
+            Some(lease)
+        };
         ProxyBody {
-            kind: Kind::Upstream(IdleBody::new(body, Side::Upstream, read_timeout)),
+            kind: Kind::Upstream(body, lease),
             _in_flight: None,
         }
     }
@@ -118,21 +128,32 @@ impl Body for ProxyBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body, lease) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                };
+                if let Some(lease) = lease.take_if(|_| ended) {
+                    lease.release();
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
         }
     }
 }

@@ -46,27 +46,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Most messages carry none of them: looking is cheaper than removing (which hashes).
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
-/// What the proxy knows about the client side of one request.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientInfo<'a> {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// The port of the listener the request came in on.
-    pub local_port: u16,
+/// What the proxy knows about a client connection. The header values it yields are made once
+/// per connection: formatting an address costs more than all the rest of a request's header
+/// rewriting.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// Peers whose forwarding headers are believed.
-    pub trusted: &'a [IpNet],
+    /// Whether the peer is in `--trust-forwarded-from` (its X-Forwarded-* are believed).
+    pub trusted: bool,
+    /// The peer's address (IPv4-mapped IPv6 as IPv4), as a header value.
+    peer_ip: HeaderValue,
+    /// The port of the listener the connection came in on, as a header value.
+    local_port: HeaderValue,
 }
 
-impl ClientInfo<'_> {
-    fn peer_is_trusted(&self) -> bool {
-        is_trusted(self.trusted, self.peer.ip())
+impl ClientInfo {
+    /// The facts of a connection from `peer` to the listener on `local_port`.
+    pub fn new(
+        peer: SocketAddr,
+        local_port: u16,
+        scheme: &'static str,
+        trusted: &[IpNet],
+    ) -> ClientInfo {
+        let peer_ip = HeaderValue::try_from(canonical(peer.ip()).to_string())
+            .expect("an IP address is a valid header value");
+        ClientInfo {
+            scheme,
+            trusted: is_trusted(trusted, peer.ip()),
+            peer_ip,
+            local_port: HeaderValue::from(local_port),
+        }
     }
 }
 
@@ -89,44 +107,44 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// address. `host` is the request's Host as received.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
-    client: &ClientInfo<'_>,
+    client: &ClientInfo,
+    trusted_nets: &[IpNet],
     host: Option<&HeaderValue>,
 ) {
-    let peer_ip = canonical(client.peer.ip());
-    let trusted = client.peer_is_trusted();
+    let trusted = client.trusted;
     if !trusted {
         headers.remove(header::FORWARDED);
     }
 
-    let xff_in = if trusted {
-        let joined: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        Some(joined.join(", ")).filter(|s| !s.trim().is_empty())
-    } else {
-        None
+    // The untrusted (common) case only copies the connection's ready-made value.
+    let chain = trusted
+        .then(|| {
+            let joined: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            joined.join(", ")
+        })
+        .filter(|chain| !chain.trim().is_empty());
+    let (xff, real_ip) = match chain {
+        Some(chain) => {
+            // The client is the rightmost address not in a trusted network.
+            let real_ip = chain
+                .rsplit(',')
+                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+                .find(|ip| !is_trusted(trusted_nets, *ip))
+                .and_then(|ip| HeaderValue::try_from(canonical(ip).to_string()).ok())
+                .unwrap_or_else(|| client.peer_ip.clone());
+            let peer = client.peer_ip.to_str().unwrap_or_default();
+            let xff = HeaderValue::try_from(format!("{chain}, {peer}"))
+                .unwrap_or_else(|_| client.peer_ip.clone());
+            (xff, real_ip)
+        }
+        None => (client.peer_ip.clone(), client.peer_ip.clone()),
     };
-    let real_ip = match &xff_in {
-        // The client is the rightmost address not in a trusted network.
-        Some(chain) => chain
-            .rsplit(',')
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .find(|ip| !is_trusted(client.trusted, *ip))
-            .map_or(peer_ip, canonical),
-        None => peer_ip,
-    };
-    let xff = match xff_in {
-        Some(chain) => format!("{chain}, {peer_ip}"),
-        None => peer_ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::try_from(real_ip.to_string()) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_REAL_IP.clone(), real_ip);
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -140,10 +158,7 @@ pub fn set_forwarding_headers(
         };
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PORT)) {
-        headers.insert(
-            X_FORWARDED_PORT.clone(),
-            HeaderValue::from(client.local_port),
-        );
+        headers.insert(X_FORWARDED_PORT.clone(), client.local_port.clone());
     }
 }
 
@@ -211,13 +226,8 @@ mod tests {
         assert_eq!(left, ["content-length", "host", "x-keep"]);
     }
 
-    fn client<'a>(peer: &str, trusted: &'a [IpNet]) -> ClientInfo<'a> {
-        ClientInfo {
-            peer: peer.parse().unwrap(),
-            local_port: 8080,
-            scheme: "http",
-            trusted,
-        }
+    fn client(peer: &str, trusted: &[IpNet]) -> ClientInfo {
+        ClientInfo::new(peer.parse().unwrap(), 8080, "http", trusted)
     }
 
     #[test]
@@ -231,7 +241,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4;proto=https"),
         ]);
         let host = HeaderValue::from_static("a.com");
-        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &[]), Some(&host));
+        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &[]), &[], Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -247,7 +257,7 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &trusted), None);
+        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &trusted), &trusted, None);
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -257,7 +267,7 @@ mod tests {
     #[test]
     fn ipv4_mapped_peers_are_reported_as_ipv4() {
         let mut h = HeaderMap::new();
-        set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &[]), None);
+        set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &[]), &[], None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
     }
 

@@ -21,8 +21,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
 use super::body::ConnActivity;
+use super::headers::ClientInfo;
 use super::preface::{self, Detected};
-use super::service::ConnInfo;
 
 /// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
 /// (told by ALPN).
@@ -75,16 +75,13 @@ impl Proxy {
                     }
                 },
             };
-            let conn = ConnInfo {
-                peer,
-                local_port,
-                scheme,
-            };
             let proxy = self.clone();
             let (cancel, transport) = (cancel.clone(), transport.clone());
             let span = info_span!("conn", %peer, scheme);
             self.tasks.spawn(
                 async move {
+                    let trusted = &proxy.config.trust_forwarded_from;
+                    let conn = ClientInfo::new(peer, local_port, scheme, trusted);
                     proxy
                         .start_connection(stream, transport, conn, cancel)
                         .await
@@ -100,7 +97,7 @@ impl Proxy {
         self: Arc<Self>,
         stream: TcpStream,
         transport: Transport,
-        conn: ConnInfo,
+        conn: ClientInfo,
         cancel: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
@@ -143,7 +140,7 @@ impl Proxy {
         self: Arc<Self>,
         stream: I,
         http2: bool,
-        conn: ConnInfo,
+        conn: ClientInfo,
         cancel: CancellationToken,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -151,8 +148,10 @@ impl Proxy {
         let activity = ConnActivity::new();
         let proxy = self.clone();
         let conn_activity = activity.clone();
+        let conn = Arc::new(conn);
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
+            let conn = conn.clone();
             let activity = conn_activity.clone();
             let in_flight = activity.start();
             async move {

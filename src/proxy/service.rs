@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::Proxy;
@@ -16,19 +17,8 @@ use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
 use super::respond::{self, Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
-use super::upstream::UpstreamError;
+use super::upstream::{Lease, UpstreamError};
 use crate::model::{Backend, Route, normalize_host};
-
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// The listener's local port.
-    pub local_port: u16,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-}
 
 impl Proxy {
     /// Serves one request: finds its route and relays it, or answers it with a refusal.
@@ -37,7 +27,7 @@ impl Proxy {
     /// for as long as it is open.
     pub(super) async fn serve_request(
         self: &Arc<Self>,
-        conn: &ConnInfo,
+        conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
@@ -50,7 +40,7 @@ impl Proxy {
 
     async fn forward(
         self: &Arc<Self>,
-        conn: &ConnInfo,
+        conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Refusal> {
@@ -86,12 +76,8 @@ impl Proxy {
         prepare_upstream_request(
             &mut req,
             host_value,
-            &ClientInfo {
-                peer: conn.peer,
-                local_port: conn.local_port,
-                scheme: conn.scheme,
-                trusted: &self.config.trust_forwarded_from,
-            },
+            conn,
+            &self.config.trust_forwarded_from,
         );
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
@@ -132,16 +118,15 @@ impl Proxy {
     /// Whether a plain-HTTP request on a redirecting route is redirected: not for ACME HTTP-01
     /// challenges (cert-manager must reach its solver), nor when a trusted proxy in front says
     /// the client already used HTTPS.
-    fn redirects(&self, conn: &ConnInfo, req: &Request<Incoming>) -> bool {
+    fn redirects(&self, conn: &ClientInfo, req: &Request<Incoming>) -> bool {
         if req.uri().path().starts_with("/.well-known/acme-challenge/") {
             return false;
         }
-        let trusted = headers::is_trusted(&self.config.trust_forwarded_from, conn.peer.ip());
         let says_https = req
             .headers()
             .get(&headers::X_FORWARDED_PROTO)
             .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-        !(trusted && says_https)
+        !(conn.trusted && says_https)
     }
 
     /// The redirect of a plain-HTTP request to the same host (normalized), path and query over
@@ -168,16 +153,16 @@ impl Proxy {
 
     pub(super) fn relay(
         &self,
-        result: Result<Response<Incoming>, UpstreamError>,
+        result: Result<(Response<Incoming>, Lease), UpstreamError>,
         route: &Route,
-        conn: &ConnInfo,
+        conn: &ClientInfo,
     ) -> Result<Response<ProxyBody>, Refusal> {
         match result {
-            Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Ok((response, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 warn!(ingress = %route.ingress, service = %route.backend.service, "upstream switched protocols although no upgrade was asked for");
                 Err(Refusal::UnexpectedUpgrade)
             }
-            Ok(response) => {
+            Ok((response, lease)) => {
                 let (mut parts, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.insert(header::SERVER, SERVER);
@@ -191,7 +176,7 @@ impl Proxy {
                         .headers
                         .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                 }
-                let body = ProxyBody::upstream(body, self.read_timeout(route));
+                let body = ProxyBody::upstream(body, self.read_timeout(route), lease);
                 Ok(Response::from_parts(parts, body))
             }
             Err(UpstreamError::Request { source, .. })
@@ -306,7 +291,8 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 fn prepare_upstream_request(
     req: &mut Request<Incoming>,
     host: HeaderValue,
-    client: &ClientInfo<'_>,
+    client: &ClientInfo,
+    trusted_nets: &[IpNet],
 ) {
     let from_http2 = req.version() == Version::HTTP_2;
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
@@ -328,7 +314,7 @@ fn prepare_upstream_request(
     if let Some(host) = &host {
         headers.insert(header::HOST, host.clone());
     }
-    headers::set_forwarding_headers(headers, client, host.as_ref());
+    headers::set_forwarding_headers(headers, client, trusted_nets, host.as_ref());
     let id = headers::ensure_request_id(headers);
     debug!(request_id = ?id, "forwarding");
 }

@@ -23,11 +23,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
 use super::body::{ConnActivity, ProxyBody};
-use super::headers;
+use super::headers::{self, ClientInfo};
 use super::respond::{Refusal, SERVER};
-use super::service::ConnInfo;
 use super::tunnel::Tunnel;
-use super::upstream::UpstreamError;
+use super::upstream::{Lease, UpstreamError};
 use crate::model::Route;
 
 /// `Sec-WebSocket-Key`.
@@ -159,18 +158,21 @@ impl Proxy {
     /// normal response.
     pub(super) fn switch(
         &self,
-        result: Result<Response<Incoming>, UpstreamError>,
+        result: Result<(Response<Incoming>, Lease), UpstreamError>,
         upgrade: &UpgradeRequest,
         client: OnUpgrade,
         route: &Route,
-        conn: &ConnInfo,
+        conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let mut response = match result {
-            Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => response,
+            // The connection is the tunnel's now: its lease is dropped, never released.
+            Ok((response, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => response,
             // A 2xx to an extended CONNECT would open the stream as a tunnel the endpoint never
             // agreed to.
-            Ok(response) if upgrade.is_extended_connect() && response.status().is_success() => {
+            Ok((response, _))
+                if upgrade.is_extended_connect() && response.status().is_success() =>
+            {
                 warn!(ingress = %route.ingress, service = %route.backend.service, status = %response.status(), "upstream answered a WebSocket over HTTP/2 with neither 101 nor an error");
                 return Err(Refusal::UnexpectedUpgrade);
             }

@@ -169,10 +169,27 @@ pub struct UpstreamConn {
     reused: bool,
 }
 
+/// The connection a response came on, lent to that response: [`Lease::release`] puts it back
+/// into the pool once the body has been read to the end; dropped before that, the connection
+/// is closed (hyper cannot reuse it with a body half read).
+pub struct Lease {
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+    sender: SendRequest<RequestBody>,
+}
+
+impl Lease {
+    /// Returns the connection to the pool. Its next request waits until hyper has finished
+    /// with this response, which has normally happened already.
+    pub fn release(self) {
+        self.pool.put(self.addr, self.sender);
+    }
+}
+
 /// Keep-alive connections to endpoints, shared by all requests.
 pub struct Pool {
     config: UpstreamConfig,
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>>,
     tasks: TaskTracker,
 }
 
@@ -181,7 +198,7 @@ impl Pool {
     pub fn new(config: UpstreamConfig, tasks: TaskTracker) -> Self {
         Pool {
             config,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             tasks,
         }
     }
@@ -202,7 +219,8 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.get_mut(&addr)?;
         while let Some(conn) = conns.pop() {
-            if conn.since.elapsed() < self.config.keepalive_timeout && conn.sender.is_ready() {
+            // Not ready yet is fine: `send` waits until the previous response is finished.
+            if conn.since.elapsed() < self.config.keepalive_timeout && !conn.sender.is_closed() {
                 return Some(conn.sender);
             }
         }
@@ -240,7 +258,8 @@ impl Pool {
     }
 
     /// Sends `req` on `conn` and waits for the response head, which must start within
-    /// `response_timeout` after the request body was sent.
+    /// `response_timeout` after the request body was sent. The connection comes back as the
+    /// response's [`Lease`].
     ///
     /// A pooled connection can turn out to be dead: closed before the request was written (the
     /// request comes back unsent and goes out on a new connection), or closed by the endpoint
@@ -252,13 +271,17 @@ impl Pool {
         req: Request<Incoming>,
         idempotent: bool,
         response_timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
         let (body, mut body_sent) = RequestBody::new(body, self.config.client_body_timeout);
         let replayable = idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
         loop {
+            if conn.reused && conn.sender.ready().await.is_err() {
+                debug!(%addr, "pooled connection was closed; connecting again");
+                conn = self.connect(addr).await?;
+            }
             let replay = (conn.reused && replayable).then(|| head_of(&req));
             let response = conn.sender.try_send_request(req);
             tokio::pin!(response);
@@ -280,8 +303,12 @@ impl Pool {
             };
             let mut error = match result {
                 Ok(response) => {
-                    self.release_when_idle(conn);
-                    return Ok(response);
+                    let lease = Lease {
+                        pool: self.clone(),
+                        addr,
+                        sender: conn.sender,
+                    };
+                    return Ok((response, lease));
                 }
                 Err(error) => error,
             };
@@ -304,16 +331,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// Returns the connection to the pool once the response body has been read to the end.
-    fn release_when_idle(self: &Arc<Self>, mut conn: UpstreamConn) {
-        let pool = self.clone();
-        self.tasks.spawn(async move {
-            if conn.sender.ready().await.is_ok() {
-                pool.put(conn.addr, conn.sender);
-            }
-        });
     }
 
     fn put(&self, addr: SocketAddr, sender: SendRequest<RequestBody>) {
