@@ -129,7 +129,16 @@ pub struct Loaded {
 pub struct ManifestSource {
     dir: PathBuf,
     /// The last good objects of each file, keyed by full path (sorted).
-    cache: BTreeMap<PathBuf, Vec<Parsed>>,
+    cache: BTreeMap<PathBuf, CachedFile>,
+}
+
+/// A file's last good objects, and the stamp of the file they were parsed from (`None` when
+/// the file failed since: it is read again on every load until it parses). An unchanged file
+/// is not read or parsed again, so an edit among 10,000 files costs one parse.
+#[derive(Debug)]
+struct CachedFile {
+    stamp: Option<watch::Stamp>,
+    objects: Vec<Parsed>,
 }
 
 impl ManifestSource {
@@ -159,6 +168,15 @@ impl ManifestSource {
         let mut next = BTreeMap::new();
         for path in listing.files {
             let previous = self.cache.remove(&path);
+            // Stamped before reading: a write during the read makes the next load read again.
+            let stamp = std::fs::metadata(&path).ok().map(|m| watch::Stamp::of(&m));
+            let previous = match previous {
+                Some(unchanged) if unchanged.stamp.is_some() && unchanged.stamp == stamp => {
+                    next.insert(path, unchanged);
+                    continue;
+                }
+                previous => previous,
+            };
             let result = match std::fs::read_to_string(&path) {
                 Ok(text) => parse::parse_file(&path, &text),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
@@ -169,12 +187,19 @@ impl ManifestSource {
             };
             match result {
                 Ok(objects) => {
-                    next.insert(path, objects);
+                    next.insert(path, CachedFile { stamp, objects });
                 }
                 Err(errs) => {
                     errors.extend(errs);
                     if let Some(previous) = previous {
-                        next.insert(path, previous);
+                        let objects = previous.objects;
+                        next.insert(
+                            path,
+                            CachedFile {
+                                stamp: None,
+                                objects,
+                            },
+                        );
                     }
                 }
             }
@@ -195,8 +220,8 @@ impl ManifestSource {
     fn merge(&self, errors: &mut Vec<ManifestError>) -> Input {
         let mut input = Input::default();
         let mut seen: HashMap<String, &Path> = HashMap::new();
-        for (path, objects) in &self.cache {
-            for Parsed { document, object } in objects {
+        for (path, file) in &self.cache {
+            for Parsed { document, object } in &file.objects {
                 let key = object.key();
                 if let Some(first) = seen.get(&key) {
                     errors.push(ManifestError::Duplicate {
@@ -222,7 +247,7 @@ impl ManifestSource {
     }
 
     /// Loads once and publishes, then watches DIR recursively and reloads on every change
-    /// (debounced: 100 ms of quiet, at most 500 ms after the first change), publishing a new
+    /// (debounced: 20 ms of quiet, at most 200 ms after the first change), publishing a new
     /// `Arc<Input>` only when the objects changed. Falls back to polling every 500 ms if the
     /// filesystem watcher cannot be set up. Returns when `cancel` fires.
     ///

@@ -12,9 +12,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 /// Reload after this long without further changes…
-const QUIET: Duration = Duration::from_millis(100);
+const QUIET: Duration = Duration::from_millis(20);
 /// …but never later than this after the first change, even under a stream of changes.
-const MAX_DELAY: Duration = Duration::from_millis(500);
+const MAX_DELAY: Duration = Duration::from_millis(200);
 /// How often the fallback polls the directory.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -34,7 +34,7 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Stamp {
+    pub(super) fn of(meta: &Metadata) -> Stamp {
         Stamp {
             mtime: meta.modified().ok(),
             len: meta.len(),
