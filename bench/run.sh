@@ -792,6 +792,8 @@ main() {
     port_free "$port" || die "port $port is in use"
   done
 
+  # Other work on the machine shows up as noise: say how busy it was.
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
   WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
   trap cleanup EXIT
   trap 'exit 130' INT
@@ -842,6 +844,7 @@ main() {
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --meta "machine=$cpu, $(nproc --all) cores, $(uname -sr)" \
     --meta "pinning=proxy on CPU $PROXY_CPU; load generators and backend on CPU $LOAD_CPU" \
+    --meta "load average=$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine is noise)" \
     --meta "weir=commit $commit" \
     --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir has no access log)" \
     --meta "tools=$(tool_versions)" \
