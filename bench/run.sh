@@ -1,0 +1,857 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2046,SC2086  # lists of pids are split into words on purpose
+# weir's benchmark: weir and nginx (and the backend direct, the physical limit) doing the same
+# job on the same machine, in one run. See bench/README.md for what each test does exactly.
+#
+#   bench/run.sh            # the full run: 5 interleaved runs of every test (about 15 minutes)
+#   bench/run.sh --quick    # a smoke run: 1 run of 2 s per test (a few minutes)
+#   bench/run.sh --help
+#
+# Writes bench/results/latest.md and bench/results/latest.json.
+set -Eeuo pipefail
+trap '[ -n "${ERR_SEEN:-}" ] || echo "bench/run.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2; ERR_SEEN=1' ERR
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+COMMAND_LINE="bench/run.sh${*:+ $*}"
+
+# ---------------------------------------------------------------------------------------------
+# Settings (flags below override them)
+
+RUNS=5                # interleaved runs per test; the table shows medians
+DURATION=4            # seconds measured per load test
+WARMUP=1              # seconds of load before measuring (tool-driven tests)
+CPU_REQUESTS=100000   # requests of the fixed-rate CPU test
+RATE=10000            # its rate (req/s): well below what either proxy can do on one core
+MEM_CONNS=5000        # idle connections / WebSockets held open in the memory tests
+CFG_INGRESSES=10000   # Ingresses (nginx: server blocks) loaded for the configuration tests
+CFG_CHANGES=20        # changes timed from write to routable
+CFG_LOAD_CHANGES=100  # changes (nginx: reloads) made while clients send requests
+CFG_LOAD_RATE=2000    # the rate of those clients (req/s, 64 keep-alive connections)
+LOAD_CPU=${LOAD_CPU:-0}    # CPU of the load generators and the backend
+PROXY_CPU=${PROXY_CPU:-1}  # CPU(s) of the proxy under test (weir, nginx)
+ONLY=""               # comma-separated test groups (default: all)
+KEEP=0                # keep the work directory (configs, logs, raw outputs)
+
+GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg"
+
+BACKEND_PORT=19000
+WEIR_HTTP=19080 WEIR_HTTPS=19443 WEIR_ADMIN=19254
+NGINX_HTTP=19081 NGINX_HTTPS=19444
+# Fresh instances for the memory and configuration tests.
+WEIR2_HTTP=19180 WEIR2_HTTPS=19543 WEIR2_ADMIN=19354
+NGINX2_HTTP=19181 NGINX2_HTTPS=19544
+
+HOST=bench.local
+
+usage() {
+  cat <<EOF
+usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [--keep]
+
+  --quick           1 run of 2 s per test, fewer configuration changes (a smoke run)
+  --runs N          interleaved runs per test (default $RUNS; the table shows medians)
+  --duration S      seconds measured per load test (default $DURATION)
+  --only GROUPS     comma-separated subset of: $GROUPS_ALL
+  --keep            keep the work directory (configs, logs, raw tool outputs)
+
+The proxy under test runs on CPU $PROXY_CPU; load generators and the backend on CPU $LOAD_CPU
+(override with LOAD_CPU=... PROXY_CPU=... in the environment).
+EOF
+}
+
+parse_flags() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --quick)
+        RUNS=1 DURATION=2 WARMUP=0.5 CPU_REQUESTS=20000
+        CFG_CHANGES=5 CFG_LOAD_CHANGES=10 ;;
+      --runs) RUNS=$2; shift ;;
+      --duration) DURATION=$2; shift ;;
+      --only) ONLY=$2; shift ;;
+      --keep) KEEP=1 ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "unknown flag: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  WARMUP_MS=$(awk "BEGIN { printf \"%d\", $WARMUP * 1000 }")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+STARTED=$(date +%s)
+log() { printf '\n==> [%ss] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+
+wants() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+# awk arithmetic: calc '1 + 2' prints 3 (with up to 3 decimals).
+calc() { awk "BEGIN { v = $1; printf \"%.3f\n\", v }"; }
+
+now() { date +%s.%N; }
+
+# The JSON field $1 of the JSON object given as $2.
+field() { printf '%s' "$2" | "$TOOL" field "$1"; }
+
+# wrk's and h2load's versions, on one line.
+tool_versions() {
+  local wrk_v h2_v
+  wrk_v=$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)
+  h2_v=$(h2load --version 2>&1 | awk 'NR == 1' || true)
+  echo "$wrk_v, $h2_v"
+}
+
+# Load generators and the backend run here.
+on_load_cpu() { taskset -c "$LOAD_CPU" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started is recorded and stopped on exit, Ctrl-C included.
+
+PIDS=()
+WORK=""
+
+cleanup() {
+  local status=$? pid children=()
+  trap - EXIT INT TERM ERR
+  for pid in "${PIDS[@]}"; do
+    # nginx workers are children of a started master: stop them by pid too.
+    mapfile -t -O "${#children[@]}" children < <(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  for pid in "${children[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ "$KEEP" = 1 ] || [ "$status" -ne 0 ]; then
+      echo "work directory kept: $WORK" >&2
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$status"
+}
+
+# Starts "$@" in the background, records its pid in PIDS and in the variable named $1.
+# "$@" must be a program (taskset, …), never a shell function: a function would run in a
+# subshell whose pid is not the program's, and stopping it would orphan the program.
+spawn() {
+  local spawn_var_=$1; shift
+  "$@" &
+  local spawn_pid_=$!
+  PIDS+=("$spawn_pid_")
+  printf -v "$spawn_var_" '%s' "$spawn_pid_"
+}
+
+# Stops one process started by spawn (SIGTERM, then SIGKILL after 5 s) and forgets it.
+stop() {
+  local pid=$1 rest=() p
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || rest+=("$p"); done
+  PIDS=("${rest[@]}")
+}
+
+port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
+
+# Waits until an HTTP request to port $1 with Host $2 answers status $3 (default 200).
+wait_http() {
+  local port=$1 host=$2 want=${3:-200} code
+  for _ in $(seq 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $host" \
+      "http://127.0.0.1:$port/" 2>/dev/null || true)
+    [ "$code" = "$want" ] && return 0
+    sleep 0.05
+  done
+  die "port $port (Host: $host) never answered $want (last: $code)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+# The pids of a target's proxy: weir's process, or nginx's master and workers.
+proxy_pids() {
+  case "$1" in
+    weir) echo "$WEIR_PID" ;;
+    nginx) nginx_pids "$NGINX_PID" ;;
+    direct) ;;
+  esac
+}
+
+nginx_pids() { echo "$1" $(pgrep -P "$1" || true); }
+
+# Sum of VmRSS (KiB) of the given pids.
+rss_kib() {
+  local p sum=0 v
+  for p in "$@"; do
+    v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# Sum of Pss (KiB) of the given pids (shared pages divided among their sharers).
+pss_kib() {
+  local p sum=0 v
+  for p in "$@"; do
+    v=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# Sum of utime + stime (clock ticks) of the given pids.
+cpu_ticks() {
+  local p sum=0 v
+  for p in "$@"; do
+    # Fields after "pid (comm) ": $12 is utime, $13 stime.
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------------------------------------
+# Installation and build (idempotent)
+
+install_packages() {
+  local missing=() cmd pkg
+  for pair in nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
+              taskset:util-linux ss:iproute2; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  # Keep the Debian nginx service from starting on port 80: this script runs its own.
+  local guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    guard=1
+  fi
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}" ||
+    { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
+  [ "$guard" = 0 ] || $sudo rm -f /usr/sbin/policy-rc.d
+}
+
+build() {
+  log "building weir (cargo build --release --locked) and weir-bench"
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+  (cd "$BENCH" && cargo build --release --locked --quiet)
+  WEIR_BIN=$ROOT/target/release/weir
+  TOOL=$BENCH/target/release/weir-bench
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: a self-signed certificate, weir's manifests and nginx's configuration
+
+make_certificate() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$HOST" \
+    -addext "subjectAltName=DNS:$HOST,DNS:*.$HOST" \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+}
+
+# weir's manifests: the Service and EndpointSlice of the backend, the TLS Secret, one Ingress.
+write_weir_manifests() {
+  local dir=$1
+  mkdir -p "$dir"
+  cat >"$dir/backend.yaml" <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: bench, namespace: default}
+spec:
+  ports: [{name: http, port: 80, targetPort: $BACKEND_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: bench-1
+  namespace: default
+  labels: {kubernetes.io/service-name: bench}
+addressType: IPv4
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+ports: [{name: http, port: $BACKEND_PORT, protocol: TCP}]
+EOF
+  cat >"$dir/secret.yaml" <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-tls, namespace: default}
+type: kubernetes.io/tls
+data:
+  tls.crt: $(base64 -w0 "$WORK/tls.crt")
+  tls.key: $(base64 -w0 "$WORK/tls.key")
+EOF
+  # ssl-redirect off: plain HTTP is served as such, as in the nginx configuration.
+  cat >"$dir/ingress.yaml" <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: default
+  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: "false"}
+spec:
+  ingressClassName: weir
+  tls: [{hosts: [$HOST], secretName: bench-tls}]
+  rules:
+    - host: $HOST
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
+EOF
+}
+
+# The template of one more Ingress ({{i}} is the index).
+weir_ingress_template() {
+  cat <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: h{{i}}
+  namespace: default
+spec:
+  ingressClassName: weir
+  rules:
+    - host: h{{i}}.$HOST
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: bench
+                port:
+                  name: http
+EOF
+}
+
+# What ingress-nginx puts in a location that proxies to a Service (its defaults).
+nginx_location() {
+  cat <<'EOF'
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Request-ID $req_id;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Scheme $scheme;
+            proxy_set_header Proxy "";
+            proxy_connect_timeout 5s;
+            proxy_send_timeout 60s;
+            proxy_read_timeout 60s;
+            proxy_buffering off;
+            proxy_buffer_size 4k;
+            proxy_buffers 4 4k;
+            proxy_request_buffering on;
+            proxy_next_upstream error timeout;
+            proxy_pass http://bench_backend;
+EOF
+}
+
+# The template of one more server block ({{i}} is the index) on port $1.
+nginx_server_template() {
+  cat <<EOF
+    server {
+        listen 127.0.0.1:$1;
+        server_name h{{i}}.$HOST;
+        location / {
+$(nginx_location)
+        }
+    }
+EOF
+}
+
+# nginx.conf for prefix $1, ports $2 (HTTP) and $3 (HTTPS), with conf.d/*.conf included.
+write_nginx_conf() {
+  local prefix=$1 http=$2 https=$3 workers
+  workers=$(taskset -c "$PROXY_CPU" nproc)
+  mkdir -p "$prefix/conf.d" "$prefix/tmp"
+  cat >"$prefix/nginx.conf" <<EOF
+# ingress-nginx's shape: one worker per CPU the proxy may use, upstream keep-alive,
+# the WebSocket map, TLS with HTTP/2; access_log off (weir has no access log).
+# The certificate is set in the servers that listen with TLS only: set at the http level (as
+# ingress-nginx does for its default certificate) every server block, TLS or not, builds its
+# own SSL context, which at 10,000 servers costs 5 s per parse and about 1 GB.
+user root;
+worker_processes $workers;
+worker_rlimit_nofile $(ulimit -n);
+daemon off;
+master_process on;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log warn;
+
+events {
+    worker_connections $(($(ulimit -n) - 100));
+    multi_accept on;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    server_tokens off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server_names_hash_max_size 65536;
+    server_names_hash_bucket_size 128;
+
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+    ssl_session_tickets off;
+
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        ''      '';
+    }
+    map \$http_x_request_id \$req_id {
+        default \$http_x_request_id;
+        ''      \$request_id;
+    }
+
+    upstream bench_backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 320;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+
+    # Hosts without a rule: 404, as ingress-nginx's default backend.
+    server {
+        listen 127.0.0.1:$http default_server backlog=4096;
+        listen 127.0.0.1:$https ssl http2 default_server backlog=4096;
+        server_name _;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        return 404;
+    }
+
+    server {
+        listen 127.0.0.1:$http;
+        listen 127.0.0.1:$https ssl http2;
+        server_name $HOST;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        location / {
+$(nginx_location)
+        }
+    }
+
+    include $prefix/conf.d/*.conf;
+}
+EOF
+}
+
+nginx_cmd() { echo "nginx -p $1 -e $1/error.log -c $1/nginx.conf"; }
+
+# ---------------------------------------------------------------------------------------------
+# Starting the servers
+
+start_backend() {
+  spawn BACKEND_PID taskset -c "$LOAD_CPU" "$TOOL" --threads 1 backend \
+    --listen "127.0.0.1:$BACKEND_PORT" 2>"$WORK/backend.log"
+  wait_http "$BACKEND_PORT" "$HOST"
+}
+
+# start_weir VAR DIR HTTP HTTPS ADMIN: weir in --manifests mode on the proxy CPU.
+start_weir() {
+  local var=$1 dir=$2 http=$3 https=$4 admin=$5
+  spawn "$var" taskset -c "$PROXY_CPU" "$WEIR_BIN" --manifests "$dir" \
+    --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
+    --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s \
+    >>"$WORK/weir-$http.log" 2>&1
+  local code
+  for _ in $(seq 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.05
+  done
+  die "weir on $http never became ready (see $WORK/weir-$http.log)"
+}
+
+# start_nginx VAR PREFIX HTTP: nginx (master + workers) on the proxy CPU.
+start_nginx() {
+  local var=$1 prefix=$2 http=$3
+  spawn "$var" taskset -c "$PROXY_CPU" $(nginx_cmd "$prefix")
+  wait_http "$http" "$HOST"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The tests. Each takes the target (direct, weir, nginx) and the run number and appends one
+# record to $RECORDS.
+
+record() { "$TOOL" report record --records "$RECORDS" "$@" >/dev/null; }
+
+http_port() {
+  case "$1" in direct) echo "$BACKEND_PORT" ;; weir) echo "$WEIR_HTTP" ;; nginx) echo "$NGINX_HTTP" ;; esac
+}
+https_port() {
+  case "$1" in weir) echo "$WEIR_HTTPS" ;; nginx) echo "$NGINX_HTTPS" ;; esac
+}
+
+# Runs "$@" (a load generator) and prints the proxy's CPU use meanwhile, in % of one core.
+PROXY_CPU_PCT=""
+with_cpu() {
+  local target=$1; shift
+  local pids t0 c0 t1 c1
+  pids=$(proxy_pids "$target")
+  t0=$(now); c0=$(cpu_ticks $pids)
+  "$@"
+  t1=$(now); c1=$(cpu_ticks $pids)
+  if [ -n "$pids" ]; then
+    PROXY_CPU_PCT=$(calc "($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100")
+  else
+    PROXY_CPU_PCT=""
+  fi
+}
+
+cpu_set() { [ -n "$PROXY_CPU_PCT" ] && echo "--set proxy_cpu_pct=$PROXY_CPU_PCT" || true; }
+
+# 1. HTTP/1.1 keep-alive: wrk, 64 connections, one thread on the load CPU.
+t_wrk() {
+  local test=$1 path=$2 target=$3 run=$4; shift 4
+  local out=$WORK/out/$test-$target-$run.txt
+  with_cpu "$target" on_load_cpu timeout $((DURATION + 30)) \
+    wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $HOST" "$@" \
+    "http://127.0.0.1:$(http_port "$target")$path" >"$out"
+  record --test "$test" --target "$target" --run "$run" --wrk "$out" $(cpu_set)
+}
+
+t_h1_tiny() { t_wrk h1_tiny / "$@"; }
+t_h1_1k() { t_wrk h1_1k /1k "$@"; }
+# 2. One request per connection: wrk reconnects after every response to Connection: close.
+t_newconn() { t_wrk newconn / "$@" -H 'Connection: close'; }
+
+# 3a. HTTP/2 over TLS: h2load, 16 connections × 10 concurrent streams.
+t_h2_tls() {
+  local target=$1 run=$2 port
+  [ "$target" = direct ] && return 0 # the backend speaks neither TLS nor HTTP/2
+  port=$(https_port "$target")
+  local out=$WORK/out/h2_tls-$target-$run.txt log=$WORK/out/h2_tls-$target-$run.log
+  with_cpu "$target" on_load_cpu timeout $((DURATION + 30)) \
+    h2load -t1 -c16 -m10 -D "$DURATION" --warm-up-time="${WARMUP_MS}ms" \
+    --connect-to="127.0.0.1:$port" --log-file="$log" "https://$HOST:$port/" >"$out"
+  record --test h2_tls --target "$target" --run "$run" --h2load "$out" --h2load-log "$log" $(cpu_set)
+  rm -f "$log"
+}
+
+# 3b. TLS handshakes: new connection, full handshake, one request, 32 concurrent clients.
+t_tls_handshake() {
+  local target=$1 run=$2 json
+  [ "$target" = direct ] && return 0
+  with_cpu "$target" on_load_cpu "$TOOL" --threads 1 conn --tls \
+    --addr "127.0.0.1:$(https_port "$target")" --host "$HOST" --connections 32 \
+    --duration "$DURATION" --warmup "$WARMUP" >"$WORK/out/tls-$target-$run.json"
+  json=$(cat "$WORK/out/tls-$target-$run.json")
+  record --test tls_handshake --target "$target" --run "$run" --json "$json" $(cpu_set)
+}
+
+# 4. WebSocket echo: 100 connections, closed loop, 64-byte binary messages.
+t_ws_echo() {
+  local target=$1 run=$2 json
+  with_cpu "$target" on_load_cpu "$TOOL" --threads 1 ws-load \
+    --addr "127.0.0.1:$(http_port "$target")" --host "$HOST" --connections 100 \
+    --duration "$DURATION" --warmup "$WARMUP" --size 64 >"$WORK/out/ws-$target-$run.json"
+  json=$(cat "$WORK/out/ws-$target-$run.json")
+  record --test ws_echo --target "$target" --run "$run" --json "$json" $(cpu_set)
+}
+
+# 6. CPU-seconds of the proxy per 100,000 requests at a fixed rate.
+t_cpu_rate() {
+  local target=$1 run=$2 json pids c0 c1 requests
+  [ "$target" = direct ] && return 0
+  pids=$(proxy_pids "$target")
+  c0=$(cpu_ticks $pids)
+  json=$(on_load_cpu "$TOOL" --threads 1 rate --addr "127.0.0.1:$(http_port "$target")" \
+    --host "$HOST" --rate "$RATE" --requests "$CPU_REQUESTS" --connections 64)
+  c1=$(cpu_ticks $pids)
+  requests=$(field requests "$json")
+  [ "$requests" -gt 0 ] || die "no request answered by $target: $json"
+  record --test cpu_rate --target "$target" --run "$run" --json "$json" \
+    --set cpu_s="$(calc "($c1 - $c0) / $CLK_TCK")" \
+    --set cpu_s_per_100k="$(calc "($c1 - $c0) / $CLK_TCK * 100000 / $requests")"
+}
+
+# 5. Memory per idle connection: a fresh proxy, its RSS before and while $MEM_CONNS idle
+# connections (http) or WebSockets (ws) are held open through it.
+t_mem() {
+  local kind=$1 target=$2 run=$3 pid pids before held hold_pid ready=$WORK/hold-ready
+  case "$target" in
+    direct) return 0 ;;
+    weir) start_weir pid "$WORK/weir-base" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN" ;;
+    nginx) start_nginx pid "$WORK/nginx-mem" "$NGINX2_HTTP" ;;
+  esac
+  local port=$NGINX2_HTTP
+  [ "$target" = weir ] && port=$WEIR2_HTTP
+  # One request first, so that lazily built state (pools, buffers) is in the baseline.
+  curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$port/"
+  sleep 0.5
+  if [ "$target" = nginx ]; then pids=$(nginx_pids "$pid"); else pids=$pid; fi
+  before=$(rss_kib $pids)
+  rm -f "$ready"
+  spawn hold_pid taskset -c "$LOAD_CPU" "$TOOL" --threads 1 hold --kind "$kind" \
+    --addr "127.0.0.1:$port" --host "$HOST" --path "$([ "$kind" = ws ] && echo /ws || echo /)" \
+    --connections "$MEM_CONNS" --ready-file "$ready" >"$WORK/out/mem_$kind-$target-$run.json"
+  for _ in $(seq 1200); do [ -s "$ready" ] && break; sleep 0.1; done
+  [ -s "$ready" ] || die "the holder never got its $MEM_CONNS connections open"
+  sleep 1
+  held=$(rss_kib $pids)
+  stop "$hold_pid"
+  stop "$pid"
+  local json opened
+  json=$(cat "$WORK/out/mem_$kind-$target-$run.json")
+  opened=$(field opened "$json")
+  [ "$opened" -gt 0 ] || die "no connection opened through $target: $json"
+  record --test "mem_$kind" --target "$target" --run "$run" --json "$json" \
+    --set rss_before_mib="$(calc "$before / 1024")" --set rss_held_mib="$(calc "$held / 1024")" \
+    --set kib_per_conn="$(calc "($held - $before) / $opened")"
+}
+
+t_mem_http() { t_mem http "$@"; }
+t_mem_ws() { t_mem ws "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# 8. Configuration changes with $CFG_INGRESSES Ingresses (nginx: server blocks) loaded.
+
+# The elapsed times (ms) of weir's table rebuilds logged after line $2 of log $1.
+weir_rebuilds_ms() {
+  tail -n +"$(($2 + 1))" "$1" | sed 's/\x1b\[[0-9;]*m//g' | grep 'published routing table' |
+    sed -n 's/.*elapsed=\([0-9.]*\)\([µun]*s\|ms\|s\).*/\1 \2/p' |
+    awk '{ f = ($2 == "s") ? 1000 : ($2 == "ms") ? 1 : ($2 == "ns") ? 1e-6 : 0.001; print $1 * f }'
+}
+
+cfg_tests() {
+  local n=$CFG_INGRESSES
+  log "8. configuration: $n Ingresses (nginx: $n server blocks)"
+  local wdir=$WORK/weir-10k ndir=$WORK/nginx-10k
+  write_weir_manifests "$wdir"
+  weir_ingress_template >"$WORK/ingress.tmpl"
+  "$TOOL" gen --template "$WORK/ingress.tmpl" --dest "$wdir/ing-{{i}}.yaml" --count "$n"
+  write_nginx_conf "$ndir" "$NGINX2_HTTP" "$NGINX2_HTTPS"
+  nginx_server_template "$NGINX2_HTTP" >"$WORK/server.tmpl"
+  "$TOOL" gen --template "$WORK/server.tmpl" --dest "$ndir/conf.d/servers.conf" --count "$n"
+  local last="h$((n - 1)).$HOST"
+
+  # Memory: one Ingress against n, and the time from start to the last host routable.
+  local target pid pids rss1 rss pss t0 load_s
+  for target in weir nginx; do
+    if [ "$target" = weir ]; then
+      start_weir pid "$WORK/weir-base" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN"
+      curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$WEIR2_HTTP/"
+      sleep 0.5; rss1=$(rss_kib "$pid")
+    else
+      start_nginx pid "$WORK/nginx-mem" "$NGINX2_HTTP"
+      curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$NGINX2_HTTP/"
+      sleep 0.5; rss1=$(rss_kib $(nginx_pids "$pid"))
+    fi
+    stop "$pid"
+    t0=$(now)
+    if [ "$target" = weir ]; then
+      start_weir WEIR10K_PID "$wdir" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN"
+      wait_http "$WEIR2_HTTP" "$last"
+      load_s=$(calc "$(now) - $t0")
+      sleep 0.5; pids=$WEIR10K_PID
+    else
+      start_nginx NGINX10K_PID "$ndir" "$NGINX2_HTTP"
+      wait_http "$NGINX2_HTTP" "$last"
+      load_s=$(calc "$(now) - $t0")
+      sleep 0.5; pids=$(nginx_pids "$NGINX10K_PID")
+    fi
+    rss=$(rss_kib $pids); pss=$(pss_kib $pids)
+    record --test cfg_memory --target "$target" \
+      --set rss_1_mib="$(calc "$rss1 / 1024")" --set rss_10k_mib="$(calc "$rss / 1024")" \
+      --set pss_10k_mib="$(calc "$pss / 1024")" --set table_mib="$(calc "($rss - $rss1) / 1024")" \
+      --set load_s="$load_s"
+    note "$target: RSS $((rss1 / 1024)) MiB with 1, $((rss / 1024)) MiB with $n; loaded in ${load_s}s"
+    if [ "$target" = weir ]; then stop "$WEIR10K_PID"; else stop "$NGINX10K_PID"; fi
+  done
+
+  # Change → routable, then errors under load during changes.
+  printf '%s\n' "$(weir_ingress_template | sed "s/name: h{{i}}/name: c{{i}}/; s/host: h{{i}}/host: c{{i}}/")" \
+    >"$WORK/change-weir.tmpl"
+  nginx_server_template "$NGINX2_HTTP" | sed 's/server_name h{{i}}/server_name c{{i}}/' \
+    >"$WORK/change-nginx.tmpl"
+  local reload
+  reload="$(nginx_cmd "$ndir") -s reload"
+  for target in weir nginx; do
+    local dest tmpl after=() lines=0 port
+    if [ "$target" = weir ]; then
+      port=$WEIR2_HTTP
+      start_weir pid "$wdir" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN"
+      wait_http "$WEIR2_HTTP" "$last"
+      dest="$wdir/change-{{i}}.yaml" tmpl=$WORK/change-weir.tmpl
+      lines=$(wc -l <"$WORK/weir-$WEIR2_HTTP.log")
+    else
+      start_nginx pid "$ndir" "$NGINX2_HTTP"
+      wait_http "$NGINX2_HTTP" "$last"
+      dest="$ndir/conf.d/change-{{i}}.conf" tmpl=$WORK/change-nginx.tmpl
+      after=(--after-write "$reload")
+      port=$NGINX2_HTTP
+    fi
+    local json
+    json=$(on_load_cpu "$TOOL" --threads 1 change --template "$tmpl" --dest "$dest" \
+      --host "c{{i}}.$HOST" --addr "127.0.0.1:$port" --start 100000 \
+      --count "$CFG_CHANGES" "${after[@]}" 2>>"$WORK/change.log")
+    local extra=()
+    if [ "$target" = weir ]; then
+      local rebuild
+      rebuild=$(weir_rebuilds_ms "$WORK/weir-$WEIR2_HTTP.log" "$lines" | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+      [ -z "$rebuild" ] || extra=(--set "rebuild_p50_ms=$rebuild")
+    fi
+    record --test cfg_latency --target "$target" --json "$json" "${extra[@]}"
+    note "$target: change → routable p50 $(field p50_ms "$json") ms, p99 $(field p99_ms "$json") ms"
+
+    # Errors under load: clients at a fixed rate on keep-alive connections, meanwhile changes.
+    local load_pid load_out=$WORK/out/cfg_errors-$target.json
+    spawn load_pid taskset -c "$LOAD_CPU" "$TOOL" --threads 1 rate --addr "127.0.0.1:$port" \
+      --host "h1.$HOST" --rate "$CFG_LOAD_RATE" --connections 64 >"$load_out"
+    sleep 1
+    on_load_cpu "$TOOL" --threads 1 change --template "$tmpl" --dest "$dest" \
+      --host "c{{i}}.$HOST" --addr "127.0.0.1:$port" --start 200000 \
+      --count "$CFG_LOAD_CHANGES" --gap 0.05 "${after[@]}" >"$WORK/out/cfg_errors-changes-$target.json" \
+      2>>"$WORK/change.log"
+    sleep 1
+    stop "$load_pid"
+    record --test cfg_errors --target "$target" --json "$(cat "$load_out")" \
+      --set changes="$(field seen "$(cat "$WORK/out/cfg_errors-changes-$target.json")")"
+    note "$target: $(field errors "$(cat "$load_out")") client errors in $(field requests "$(cat "$load_out")") requests during $CFG_LOAD_CHANGES changes"
+    stop "$pid"
+    rm -f "$wdir"/change-*.yaml "$ndir"/conf.d/change-*.conf
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+# Counts (and samples) what the servers logged as going wrong during the run.
+problems() {
+  local f n
+  for f in "$WORK"/weir-*.log; do
+    [ -e "$f" ] || continue
+    n=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -cE ' (WARN|ERROR) ' || true)
+    note "$(basename "$f"): $n WARN/ERROR lines"
+    sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E ' (WARN|ERROR) ' | sed 's/^/      /' | head -5 >&2 || true
+  done
+  for f in "$WORK"/nginx*/error.log; do
+    [ -e "$f" ] || continue
+    n=$(grep -cE '\[(warn|error|crit|alert|emerg)\]' "$f" || true)
+    note "$(basename "$(dirname "$f")")/error.log: $n warn/error lines"
+    grep -E '\[(warn|error|crit|alert|emerg)\]' "$f" | sed 's/^/      /' | head -5 >&2 || true
+  done
+  n=$(grep -c . "$WORK/backend.log" || true)
+  note "backend.log: $n lines"
+}
+
+# Runs test function $1 for every run, interleaving the targets: direct, weir, nginx in odd
+# runs, direct, nginx, weir in even ones.
+interleaved() {
+  local fn=$1 run target order
+  for run in $(seq "$RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order="direct weir nginx"; else order="direct nginx weir"; fi
+    for target in $order; do
+      note "$fn $target (run $run/$RUNS)"
+      "$fn" "$target" "$run"
+    done
+  done
+}
+
+main() {
+  parse_flags "$@"
+  [ "$(nproc --all)" -ge 2 ] || note "fewer than 2 CPUs: proxy and load generators share one"
+  install_packages
+  build
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  [ "$(ulimit -n)" -ge $((2 * MEM_CONNS + 1000)) ] ||
+    die "ulimit -n is $(ulimit -n): too low for $MEM_CONNS connections"
+  local port
+  for port in $BACKEND_PORT $WEIR_HTTP $WEIR_HTTPS $WEIR_ADMIN $NGINX_HTTP $NGINX_HTTPS \
+              $WEIR2_HTTP $WEIR2_HTTPS $WEIR2_ADMIN $NGINX2_HTTP $NGINX2_HTTPS; do
+    port_free "$port" || die "port $port is in use"
+  done
+
+  # Other work on the machine shows up as noise: say how busy it was.
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  mkdir -p "$WORK/out"
+  RECORDS=$WORK/records.jsonl
+  : >"$RECORDS"
+  make_certificate
+  write_weir_manifests "$WORK/weir-base"
+  write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS"
+  write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS"
+
+  log "starting the backend (CPU $LOAD_CPU), weir and nginx (CPU $PROXY_CPU)"
+  start_backend
+  start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
+  start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
+  note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+
+  log "warm-up"
+  local target
+  for target in direct weir nginx; do
+    on_load_cpu wrk -t1 -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
+  done
+
+  if wants h1; then log "1. HTTP/1.1 keep-alive"; interleaved t_h1_tiny; interleaved t_h1_1k; fi
+  if wants newconn; then log "2. new connections"; interleaved t_newconn; fi
+  if wants h2; then log "3a. HTTP/2 over TLS"; interleaved t_h2_tls; fi
+  if wants tls; then log "3b. TLS handshakes"; interleaved t_tls_handshake; fi
+  if wants ws; then log "4. WebSocket echo"; interleaved t_ws_echo; fi
+  if wants cpu; then log "6. CPU at $RATE req/s"; interleaved t_cpu_rate; fi
+  if wants mem; then
+    log "5. memory: $MEM_CONNS idle connections, fresh proxies"
+    interleaved t_mem_http
+    interleaved t_mem_ws
+  fi
+  if wants cfg; then cfg_tests; fi
+
+  log "problems logged by the servers"
+  problems
+  log "report"
+  local commit cpu
+  commit=$(git -C "$ROOT" rev-parse --short=12 HEAD)
+  git -C "$ROOT" diff --quiet HEAD -- . ':!bench/results' 2>/dev/null || commit="$commit (with uncommitted changes)"
+  cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  mkdir -p "$BENCH/results"
+  "$TOOL" report render --records "$RECORDS" \
+    --markdown "$BENCH/results/latest.md" --json "$BENCH/results/latest.json" \
+    --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --meta "machine=$cpu, $(nproc --all) cores, $(uname -sr)" \
+    --meta "pinning=proxy on CPU $PROXY_CPU; load generators and backend on CPU $LOAD_CPU" \
+    --meta "load average=$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine is noise)" \
+    --meta "weir=commit $commit" \
+    --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir has no access log)" \
+    --meta "tools=$(tool_versions)" \
+    --meta "command=$COMMAND_LINE" \
+    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s"
+  echo
+  echo "written: bench/results/latest.md, bench/results/latest.json"
+}
+
+main "$@"

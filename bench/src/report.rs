@@ -1,0 +1,634 @@
+//! Records of a run and the final report.
+//!
+//! `weir-bench report record …` appends one line of JSON per measurement to a records file:
+//! `{"test", "target", "run", "metrics": {…}}`, with the metrics taken from the JSON output of
+//! another subcommand, or parsed from the text output of wrk or h2load, plus `--set` values.
+//! `weir-bench report render …` reads the records, takes the median of every metric over the
+//! runs, and writes the markdown table and the JSON document.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+
+use crate::stats::{percentile, round3};
+
+/// Arguments of `report`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The two report steps.
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Append one measurement to a records file.
+    Record(RecordArgs),
+    /// Render the records as markdown and JSON.
+    Render(RenderArgs),
+}
+
+/// Arguments of `report record`.
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// The records file (JSON lines) to append to.
+    #[arg(long)]
+    records: PathBuf,
+    /// Test id (`h1_tiny`, `ws_echo`, …).
+    #[arg(long)]
+    test: String,
+    /// `direct`, `weir` or `nginx`.
+    #[arg(long)]
+    target: String,
+    /// Run number.
+    #[arg(long, default_value_t = 1)]
+    run: u32,
+    /// Metrics as a JSON object (a subcommand's output).
+    #[arg(long)]
+    json: Option<String>,
+    /// Metrics parsed from a file of wrk output (`wrk --latency`).
+    #[arg(long)]
+    wrk: Option<PathBuf>,
+    /// Metrics parsed from a file of h2load output.
+    #[arg(long)]
+    h2load: Option<PathBuf>,
+    /// h2load's `--log-file` (per-request times) for its latency percentiles.
+    #[arg(long)]
+    h2load_log: Option<PathBuf>,
+    /// Extra metrics, `key=value` (numbers stay numbers).
+    #[arg(long = "set", value_parser = parse_kv)]
+    set: Vec<(String, String)>,
+}
+
+/// Arguments of `report render`.
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// The records file written by `report record`.
+    #[arg(long)]
+    records: PathBuf,
+    /// Facts about the run, `key=value`, in the order to print them.
+    #[arg(long = "meta", value_parser = parse_kv)]
+    meta: Vec<(String, String)>,
+    /// Where to write the markdown.
+    #[arg(long)]
+    markdown: PathBuf,
+    /// Where to write the JSON.
+    #[arg(long)]
+    json: PathBuf,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// Runs `report record` or `report render`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Record(args) => record(args),
+        Command::Render(args) => render(args),
+    }
+}
+
+fn record(args: RecordArgs) -> anyhow::Result<()> {
+    let mut metrics = Map::new();
+    if let Some(text) = &args.json {
+        match serde_json::from_str(text).with_context(|| format!("not JSON: {text:?}"))? {
+            Value::Object(map) => metrics.extend(map),
+            _ => bail!("--json is not an object"),
+        }
+    }
+    if let Some(path) = &args.wrk {
+        metrics.extend(parse_wrk(&std::fs::read_to_string(path)?)?);
+    }
+    if let Some(path) = &args.h2load {
+        metrics.extend(parse_h2load(&std::fs::read_to_string(path)?)?);
+    }
+    if let Some(path) = &args.h2load_log {
+        metrics.extend(h2load_percentiles(&std::fs::read_to_string(path)?));
+    }
+    for (key, value) in args.set {
+        let value = value
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::String(value), Value::Number);
+        metrics.insert(key, value);
+    }
+    // The proxy's CPU time per request (message, handshake): comparable even when the load
+    // generator, not the proxy, limited the throughput.
+    let rate = ["rps", "msgs_per_s", "conns_per_s"]
+        .iter()
+        .find_map(|k| metrics.get(*k).and_then(Value::as_f64));
+    if let (Some(pct), Some(rate)) = (metrics.get("proxy_cpu_pct").and_then(Value::as_f64), rate)
+        && rate > 0.0
+    {
+        insert(
+            &mut metrics,
+            "proxy_cpu_us",
+            Some(round3(pct / 100.0 / rate * 1e6)),
+        );
+    }
+    let line =
+        json!({"test": args.test, "target": args.target, "run": args.run, "metrics": metrics});
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.records)?;
+    writeln!(file, "{line}")?;
+    println!("{line}");
+    Ok(())
+}
+
+/// A duration as wrk prints it (`512.00us`, `1.20ms`, `2.00s`, `1.00m`) in milliseconds.
+fn wrk_ms(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return None,
+    };
+    Some(round3(number * factor))
+}
+
+/// `rps`, `p50_ms`, `p99_ms`, `requests`, `errors` from `wrk --latency` output.
+fn parse_wrk(text: &str) -> anyhow::Result<Map<String, Value>> {
+    let mut m = Map::new();
+    let mut errors = 0.0;
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", v] => insert(&mut m, "p50_ms", wrk_ms(v)),
+            ["99%", v] => insert(&mut m, "p99_ms", wrk_ms(v)),
+            ["Requests/sec:", v] => insert(&mut m, "rps", v.parse().ok().map(round3)),
+            [n, "requests", "in", ..] => insert(&mut m, "requests", n.parse().ok()),
+            ["Socket", "errors:", rest @ ..] => {
+                // connect 0, read 0, write 0, timeout 0
+                for pair in rest.chunks(2) {
+                    if let [kind, n] = pair {
+                        let n: f64 = n.trim_end_matches(',').parse().unwrap_or(0.0);
+                        errors += n;
+                        insert(&mut m, &format!("socket_{kind}"), Some(n));
+                    }
+                }
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                let n: f64 = n.parse().unwrap_or(0.0);
+                errors += n;
+                insert(&mut m, "non_2xx", Some(n));
+            }
+            _ => {}
+        }
+    }
+    if !m.contains_key("rps") {
+        bail!("no Requests/sec in the wrk output:\n{text}");
+    }
+    insert(&mut m, "errors", Some(errors));
+    Ok(m)
+}
+
+/// `rps`, `requests`, `errors` from h2load output.
+fn parse_h2load(text: &str) -> anyhow::Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            // finished in 2.00s, 41234.50 req/s, 5.12MB/s
+            let rps = rest
+                .split(", ")
+                .nth(1)
+                .and_then(|f| f.strip_suffix(" req/s"));
+            insert(&mut m, "rps", rps.and_then(|v| v.parse().ok()).map(round3));
+        } else if let Some(rest) = line.strip_prefix("requests: ") {
+            // 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout
+            let mut errors = 0.0;
+            for field in rest.split(", ") {
+                if let Some((n, what)) = field.split_once(' ') {
+                    let n: f64 = n.parse().unwrap_or(0.0);
+                    match what {
+                        "succeeded" => insert(&mut m, "requests", Some(n)),
+                        "failed" | "errored" | "timeout" => errors += n,
+                        _ => {}
+                    }
+                }
+            }
+            insert(&mut m, "request_errors", Some(errors));
+        } else if let Some(rest) = line.strip_prefix("status codes: ") {
+            // 100 2xx, 0 3xx, 0 4xx, 0 5xx
+            let mut non_2xx = 0.0;
+            for field in rest.split(", ") {
+                if let Some((n, class)) = field.split_once(' ')
+                    && class != "2xx"
+                {
+                    non_2xx += n.parse::<f64>().unwrap_or(0.0);
+                }
+            }
+            insert(&mut m, "non_2xx", Some(non_2xx));
+        }
+    }
+    if !m.contains_key("rps") {
+        bail!("no 'finished in' line in the h2load output:\n{text}");
+    }
+    let errors = ["request_errors", "non_2xx"]
+        .iter()
+        .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+        .sum::<f64>();
+    insert(&mut m, "errors", Some(errors));
+    Ok(m)
+}
+
+/// `p50_ms`, `p99_ms` from h2load's per-request log (third column: microseconds).
+fn h2load_percentiles(log: &str) -> Map<String, Value> {
+    let mut micros: Vec<f64> = log
+        .lines()
+        .filter_map(|line| line.split('\t').nth(2)?.trim().parse().ok())
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    let mut m = Map::new();
+    insert(
+        &mut m,
+        "p50_ms",
+        percentile(&micros, 50.0).map(|v| round3(v / 1000.0)),
+    );
+    insert(
+        &mut m,
+        "p99_ms",
+        percentile(&micros, 99.0).map(|v| round3(v / 1000.0)),
+    );
+    m
+}
+
+fn insert(m: &mut Map<String, Value>, key: &str, value: Option<f64>) {
+    if let Some(n) = value.and_then(serde_json::Number::from_f64) {
+        m.insert(key.to_owned(), Value::Number(n));
+    }
+}
+
+/// Which way a metric is better.
+#[derive(Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+    /// Context, not a score.
+    Info,
+}
+
+/// A metric shown in the table.
+struct Shown {
+    key: &'static str,
+    label: &'static str,
+    better: Better,
+}
+
+/// A test in the table, in the order of the table.
+struct Test {
+    id: &'static str,
+    title: &'static str,
+    metrics: &'static [Shown],
+}
+
+const fn shown(key: &'static str, label: &'static str, better: Better) -> Shown {
+    Shown { key, label, better }
+}
+
+use Better::{Higher, Info, Lower};
+
+/// Throughput, latency and errors of a load test.
+const LOAD: &[Shown] = &[
+    shown("rps", "req/s", Higher),
+    shown("p50_ms", "p50 latency (ms)", Lower),
+    shown("p99_ms", "p99 latency (ms)", Lower),
+    shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
+    shown("proxy_cpu_us", "proxy CPU per request (µs)", Lower),
+    shown("errors", "errors", Lower),
+];
+
+/// The tests, in table order.
+const TESTS: &[Test] = &[
+    Test {
+        id: "h1_tiny",
+        title: "1a. HTTP/1.1 keep-alive, 64 conns, 13 B body (wrk)",
+        metrics: LOAD,
+    },
+    Test {
+        id: "h1_1k",
+        title: "1b. HTTP/1.1 keep-alive, 64 conns, 1 KiB body (wrk)",
+        metrics: LOAD,
+    },
+    Test {
+        id: "newconn",
+        title: "2. New connection per request, 64 clients (wrk, Connection: close)",
+        metrics: &[
+            shown("rps", "conn/s", Higher),
+            shown("p50_ms", "p50 latency (ms)", Lower),
+            shown("p99_ms", "p99 latency (ms)", Lower),
+            shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
+            shown("proxy_cpu_us", "proxy CPU per connection (µs)", Lower),
+            shown("errors", "errors", Lower),
+        ],
+    },
+    Test {
+        id: "h2_tls",
+        title: "3a. HTTP/2 over TLS, 16 conns × 10 streams (h2load)",
+        metrics: LOAD,
+    },
+    Test {
+        id: "tls_handshake",
+        title: "3b. New TLS connections: full handshake (RSA-2048, no resumption) + 1 request, 32 clients",
+        metrics: &[
+            shown("conns_per_s", "handshakes/s", Higher),
+            shown("p50_ms", "p50 connect→response (ms)", Lower),
+            shown("p99_ms", "p99 connect→response (ms)", Lower),
+            shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
+            shown("proxy_cpu_us", "proxy CPU per handshake (µs)", Lower),
+            shown("errors", "errors", Lower),
+        ],
+    },
+    Test {
+        id: "ws_echo",
+        title: "4. WebSocket echo, 100 connections, 64 B messages",
+        metrics: &[
+            shown("msgs_per_s", "messages/s", Higher),
+            shown("p50_ms", "p50 round trip (ms)", Lower),
+            shown("p99_ms", "p99 round trip (ms)", Lower),
+            shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
+            shown("proxy_cpu_us", "proxy CPU per message (µs)", Lower),
+            shown("errors", "errors", Lower),
+        ],
+    },
+    Test {
+        id: "mem_http",
+        title: "5a. Idle HTTP/1.1 keep-alive connections held open (one request each)",
+        metrics: &[
+            shown("kib_per_conn", "RSS per connection (KiB)", Lower),
+            shown("rss_before_mib", "RSS before (MiB)", Info),
+            shown("rss_held_mib", "RSS holding them (MiB)", Info),
+            shown("opened", "opened", Info),
+            shown("alive_at_end", "still open at the end", Higher),
+        ],
+    },
+    Test {
+        id: "mem_ws",
+        title: "5b. Idle WebSockets held open (one echo each)",
+        metrics: &[
+            shown("kib_per_conn", "RSS per WebSocket (KiB)", Lower),
+            shown("rss_before_mib", "RSS before (MiB)", Info),
+            shown("rss_held_mib", "RSS holding them (MiB)", Info),
+            shown("opened", "opened", Info),
+            shown("alive_at_end", "still open at the end", Higher),
+        ],
+    },
+    Test {
+        id: "cpu_rate",
+        title: "6. CPU at a fixed rate (64 keep-alive conns, 13 B body)",
+        metrics: &[
+            shown("cpu_s_per_100k", "CPU-seconds per 100,000 requests", Lower),
+            shown("achieved_rps", "achieved req/s", Info),
+            shown("p99_ms", "p99 latency (ms)", Lower),
+            shown("errors", "errors", Lower),
+        ],
+    },
+    Test {
+        id: "cfg_latency",
+        title: "8a. Change → first request that sees it, 10,000 Ingresses loaded",
+        metrics: &[
+            shown("p50_ms", "p50 (ms)", Lower),
+            shown("p99_ms", "p99 (ms)", Lower),
+            shown("max_ms", "max (ms)", Lower),
+            shown("rebuild_p50_ms", "weir's table rebuild, median (ms)", Info),
+            shown("seen", "changes seen", Info),
+            shown("lost", "changes never seen", Lower),
+        ],
+    },
+    Test {
+        id: "cfg_memory",
+        title: "8b. Memory of the configuration: 10,000 Ingresses vs 1",
+        metrics: &[
+            shown("table_mib", "RSS(10,000) − RSS(1) (MiB)", Lower),
+            shown("rss_1_mib", "RSS with 1 (MiB)", Info),
+            shown("rss_10k_mib", "RSS with 10,000 (MiB)", Info),
+            shown("pss_10k_mib", "PSS with 10,000 (MiB)", Info),
+            shown("load_s", "start → last host routable (s)", Lower),
+        ],
+    },
+    Test {
+        id: "cfg_errors",
+        title: "8c. Client errors under load (fixed rate, keep-alive) during changes",
+        metrics: &[
+            shown("errors", "errors seen by clients", Lower),
+            shown("io_errors", "… reset/closed mid-request", Lower),
+            shown("non_2xx", "… non-2xx responses", Lower),
+            shown("connect_errors", "… connects refused", Lower),
+            shown("reconnects", "idle connections closed by the proxy", Info),
+            shown("requests", "requests", Info),
+            shown("changes", "changes", Info),
+        ],
+    },
+];
+
+const TARGETS: [&str; 3] = ["direct", "weir", "nginx"];
+
+fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.records)
+        .with_context(|| format!("cannot read {}", args.records.display()))?;
+    // test -> metric -> target -> values over runs
+    let mut runs: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let record: Value = serde_json::from_str(line)?;
+        let (Some(test), Some(target), Some(metrics)) = (
+            record["test"].as_str(),
+            record["target"].as_str(),
+            record["metrics"].as_object(),
+        ) else {
+            bail!("malformed record: {line}");
+        };
+        for (key, value) in metrics {
+            if let Some(v) = value.as_f64() {
+                runs.entry(test.to_owned())
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(target.to_owned())
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+
+    let mut md = String::from("# weir vs nginx\n\n");
+    for (key, value) in &args.meta {
+        md.push_str(&format!("- {key}: {value}\n"));
+    }
+    md.push_str(
+        "\nMedians over the runs. `direct` is the load generator against the backend with no \
+         proxy: the physical limit. The ratio is weir/nginx; ↑ higher is better, ↓ lower is \
+         better.\n\n",
+    );
+    md.push_str("| test | metric | direct | weir | nginx | weir/nginx |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|\n");
+    let mut results = Vec::new();
+    for test in TESTS {
+        let Some(metrics) = runs.get(test.id) else {
+            continue;
+        };
+        let mut first = true;
+        for shown in test.metrics {
+            let Some(by_target) = metrics.get(shown.key) else {
+                continue;
+            };
+            let median_of = |t: &str| by_target.get(t).map(|v| median(v));
+            let (direct, weir, nginx) =
+                (median_of("direct"), median_of("weir"), median_of("nginx"));
+            let ratio = match (weir, nginx) {
+                (Some(w), Some(n)) if n != 0.0 => Some(round3(w / n)),
+                _ => None,
+            };
+            let arrow = match shown.better {
+                Higher => " ↑",
+                Lower => " ↓",
+                Info => "",
+            };
+            md.push_str(&format!(
+                "| {} | {}{} | {} | {} | {} | {} |\n",
+                if first { test.title } else { "" },
+                shown.label,
+                arrow,
+                fmt(direct),
+                fmt(weir),
+                fmt(nginx),
+                ratio.map_or("–".to_owned(), |r| format!("{r:.2}")),
+            ));
+            first = false;
+            results.push(json!({
+                "test": test.id,
+                "title": test.title,
+                "metric": shown.key,
+                "label": shown.label,
+                "better": match shown.better { Higher => "higher", Lower => "lower", Info => "info" },
+                "direct": direct,
+                "weir": weir,
+                "nginx": nginx,
+                "ratio": ratio,
+                "runs": TARGETS.iter()
+                    .filter_map(|t| by_target.get(*t).map(|v| (t.to_string(), json!(v))))
+                    .collect::<Map<_, _>>(),
+            }));
+        }
+    }
+    let meta: Map<String, Value> = args
+        .meta
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let document = json!({"meta": meta, "results": results, "all_runs": runs});
+    std::fs::write(&args.markdown, &md)?;
+    std::fs::write(&args.json, serde_json::to_string_pretty(&document)? + "\n")?;
+    print!("{md}");
+    Ok(())
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A number for the table: thousands separated, decimals by size.
+fn fmt(value: Option<f64>) -> String {
+    let Some(v) = value else {
+        return "–".to_owned();
+    };
+    let abs = v.abs();
+    if abs >= 1000.0 {
+        let digits = format!("{:.0}", abs);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 { format!("−{out}") } else { out }
+    } else if abs >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if abs >= 10.0 {
+        format!("{v:.1}")
+    } else if abs >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 2s test @ http://127.0.0.1:19000/
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   520.22us  100.00us   3.00ms   90.00%
+  Latency Distribution
+     50%  500.00us
+     75%  550.00us
+     90%  600.00us
+     99%    1.20ms
+  120000 requests in 2.00s, 15.00MB read
+  Socket errors: connect 0, read 10, write 0, timeout 2
+  Non-2xx or 3xx responses: 5
+Requests/sec:  60000.00
+Transfer/sec:      7.50MB
+";
+
+    #[test]
+    fn wrk_output() {
+        let m = parse_wrk(WRK).unwrap();
+        assert_eq!(m["rps"], json!(60000.0));
+        assert_eq!(m["p50_ms"], json!(0.5));
+        assert_eq!(m["p99_ms"], json!(1.2));
+        assert_eq!(m["requests"], json!(120000.0));
+        assert_eq!(m["socket_read"], json!(10.0));
+        assert_eq!(m["errors"], json!(17.0));
+    }
+
+    #[test]
+    fn h2load_output() {
+        let text = "finished in 2.00s, 41234.50 req/s, 5.12MB/s
+requests: 82469 total, 82469 started, 82469 done, 82400 succeeded, 69 failed, 0 errored, 0 timeout
+status codes: 82400 2xx, 0 3xx, 3 4xx, 0 5xx
+";
+        let m = parse_h2load(text).unwrap();
+        assert_eq!(m["rps"], json!(41234.5));
+        assert_eq!(m["requests"], json!(82400.0));
+        assert_eq!(m["errors"], json!(72.0));
+        let log = "1\t200\t100\n2\t200\t300\n3\t200\t200\n";
+        let p = h2load_percentiles(log);
+        assert_eq!(p["p50_ms"], json!(0.2));
+        assert_eq!(p["p99_ms"], json!(0.3));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(fmt(Some(1234567.8)), "1,234,568");
+        assert_eq!(fmt(Some(0.1234)), "0.123");
+        assert_eq!(fmt(Some(12.34)), "12.3");
+        assert_eq!(fmt(Some(3.0)), "3");
+        assert_eq!(fmt(None), "–");
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
