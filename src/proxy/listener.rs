@@ -112,13 +112,15 @@ impl Proxy {
                     _ = cancel.cancelled() => return,
                 };
                 if let Ok(Some(Detected { http2, stream })) = detected {
-                    self.serve_connection(stream, http2, conn, cancel).await;
+                    // Boxed here and below: a task's future is as large as its largest state,
+                    // and every connection would pay for the TLS and HTTP/2 ones.
+                    Box::pin(self.serve_connection(stream, http2, conn, cancel)).await;
                 }
             }
             Transport::Tls(acceptor) => {
                 let handshake = tokio::time::timeout(
                     self.config.tls_handshake_timeout,
-                    acceptor.accept(stream),
+                    Box::pin(acceptor.accept(stream)),
                 );
                 let handshake = tokio::select! {
                     handshake = handshake => handshake,
@@ -127,7 +129,7 @@ impl Proxy {
                 match handshake {
                     Ok(Ok(stream)) => {
                         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        self.serve_connection(stream, http2, conn, cancel).await;
+                        Box::pin(self.serve_connection(stream, http2, conn, cancel)).await;
                     }
                     Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
                     Err(_) => debug!("TLS handshake timed out"),
@@ -169,13 +171,13 @@ impl Proxy {
                 .max_header_list_size(config.max_request_header_size as u32)
                 .max_concurrent_streams(256);
             let connection = builder.serve_connection(io, service);
-            drive(
+            Box::pin(drive(
                 connection,
                 |c| c.graceful_shutdown(),
                 &activity,
                 config.keepalive_timeout,
                 &cancel,
-            )
+            ))
             .await;
         } else {
             let mut builder = http1::Builder::new();
