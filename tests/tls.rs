@@ -23,7 +23,8 @@ use weir::model::{ObjectKind, ObjectRef, PathRule, TlsBinding};
 use weir::proxy::{Proxy, ProxyConfig};
 use weir::state::State;
 
-fn secret(name: &str, cert: &Cert) -> Secret {
+/// A TLS Secret, shared as an `Input` holds it.
+fn secret(name: &str, cert: &Cert) -> Arc<Secret> {
     let data = [
         (
             "tls.crt".to_owned(),
@@ -34,7 +35,7 @@ fn secret(name: &str, cert: &Cert) -> Secret {
             k8s_openapi::ByteString(cert.key_pem.clone().into_bytes()),
         ),
     ];
-    Secret {
+    Arc::new(Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some("default".to_owned()),
@@ -43,7 +44,7 @@ fn secret(name: &str, cert: &Cert) -> Secret {
         type_: Some("kubernetes.io/tls".to_owned()),
         data: Some(data.into()),
         ..Default::default()
-    }
+    })
 }
 
 fn binding(host: &str, secret: &str) -> TlsBinding {
@@ -62,7 +63,7 @@ struct TlsProxy {
     _cancel: tokio_util::sync::DropGuard,
 }
 
-async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Secret]) -> TlsProxy {
+async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Arc<Secret>]) -> TlsProxy {
     start_with(
         table(&[("", PathRule::prefix("/"), "s", vec![backend])]),
         bindings,
@@ -74,7 +75,7 @@ async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Secret])
 async fn start_with(
     routes: weir::model::RouteTable,
     bindings: &[TlsBinding],
-    secrets: &[Secret],
+    secrets: &[Arc<Secret>],
 ) -> TlsProxy {
     start_configured(ProxyConfig::default(), routes, bindings, secrets).await
 }
@@ -83,7 +84,7 @@ async fn start_configured(
     config: ProxyConfig,
     routes: weir::model::RouteTable,
     bindings: &[TlsBinding],
-    secrets: &[Secret],
+    secrets: &[Arc<Secret>],
 ) -> TlsProxy {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let default = weir::tls::self_signed_default().unwrap();
@@ -193,7 +194,7 @@ async fn a_bad_secret_gets_a_diagnostic_and_its_host_the_default_certificate() {
         cert_for(&["other.example.com"]),
     );
     let mut broken = secret("broken", &good);
-    broken.data.as_mut().unwrap().insert(
+    Arc::make_mut(&mut broken).data.as_mut().unwrap().insert(
         "tls.key".into(),
         k8s_openapi::ByteString(b"not a key".to_vec()),
     );

@@ -1,5 +1,7 @@
 //! Class selection: which Ingresses weir serves.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::BuildConfig;
@@ -13,7 +15,7 @@ pub(crate) const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is
 /// What the IngressClasses of the input say about weir's classes.
 #[derive(Debug)]
 pub(crate) struct Classes<'a> {
-    classes: &'a [IngressClass],
+    classes: &'a [Arc<IngressClass>],
     config: &'a BuildConfig,
     /// Whether Ingresses without any class are weir's.
     classless_are_ours: bool,
@@ -21,7 +23,7 @@ pub(crate) struct Classes<'a> {
 
 impl<'a> Classes<'a> {
     /// Reads the IngressClasses once.
-    pub(crate) fn new(classes: &'a [IngressClass], config: &'a BuildConfig) -> Self {
+    pub(crate) fn new(classes: &'a [Arc<IngressClass>], config: &'a BuildConfig) -> Self {
         let default_is_ours = classes.iter().any(|c| {
             is_our_controller(c, config)
                 && c.metadata
@@ -91,7 +93,7 @@ fn is_our_controller(class: &IngressClass, config: &BuildConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{ingress, ingress_class};
+    use crate::model::fixtures::{ingress, ingress_class, shared};
 
     const OURS: &str = "weir.dev/ingress-controller";
     const NGINX: &str = "k8s.io/ingress-nginx";
@@ -227,7 +229,7 @@ mod tests {
             ),
         ];
         for (name, ing, classes, config, want) in rows {
-            let got = Classes::new(&classes, config).is_ours(&ing);
+            let got = Classes::new(&shared(classes), config).is_ours(&ing);
             assert_eq!(got, want, "{name}");
         }
     }

@@ -1,6 +1,7 @@
 //! Tiny builders for the Kubernetes objects the model tests use.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
@@ -17,6 +18,11 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::classes::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 use super::endpoints::SERVICE_NAME_LABEL;
+
+/// Objects as an [`Input`](super::Input) holds them: `shared([a, b])`.
+pub(crate) fn shared<T>(objects: impl IntoIterator<Item = T>) -> Vec<Arc<T>> {
+    objects.into_iter().map(Arc::new).collect()
+}
 
 fn meta(ns: &str, name: &str) -> ObjectMeta {
     ObjectMeta {

@@ -15,6 +15,8 @@ mod objects;
 pub mod table;
 mod validate;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -28,20 +30,27 @@ pub use table::{
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)
 /// collected them. Order does not matter: the same set in any order builds the same table.
+///
+/// Objects are shared (`Arc`), not owned: a source builds a new `Input` for every change, and
+/// copying every object each time allocated and freed all of them per change and kept two or
+/// three copies of each alive (the source's, the served input's, the next one's). The cluster
+/// source hands over its reflector stores' `Arc`s and the manifests source its per-file cache's,
+/// so building an `Input` only bumps reference counts. [`build`] reads the objects through the
+/// `Arc`s and never changes them.
 #[derive(Debug, Clone, Default)]
 pub struct Input {
     /// `networking.k8s.io/v1` Ingresses.
-    pub ingresses: Vec<Ingress>,
+    pub ingresses: Vec<Arc<Ingress>>,
     /// `networking.k8s.io/v1` IngressClasses.
-    pub ingress_classes: Vec<IngressClass>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
     /// core/v1 Services.
-    pub services: Vec<Service>,
+    pub services: Vec<Arc<Service>>,
     /// `discovery.k8s.io/v1` EndpointSlices (used for a Service when any exist for it).
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// core/v1 Endpoints (used for a Service that has no EndpointSlices).
-    pub endpoints: Vec<Endpoints>,
+    pub endpoints: Vec<Arc<Endpoints>>,
     /// core/v1 Secrets (TLS).
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 /// The settings that change how objects are read.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -26,11 +27,11 @@ pub(crate) fn name(meta: &ObjectMeta) -> &str {
 /// object twice. Then one of them is kept, chosen by content (the smaller JSON form) so that
 /// the choice does not depend on the order of the input.
 pub(crate) fn index_by_name<T: Serialize>(
-    items: &[T],
+    items: &[Arc<T>],
     meta: impl Fn(&T) -> &ObjectMeta,
 ) -> BTreeMap<(&str, &str), &T> {
     let mut index: BTreeMap<(&str, &str), &T> = BTreeMap::new();
-    for item in items {
+    for item in items.iter().map(Arc::as_ref) {
         let m = meta(item);
         match index.entry((namespace(m), name(m))) {
             Entry::Vacant(slot) => {

@@ -233,10 +233,11 @@ impl ManifestSource {
                     continue;
                 }
                 seen.insert(key, path);
+                // Clones an `Arc`, not the object.
                 match object.clone() {
                     Object::Ingress(o) => input.ingresses.push(o),
                     Object::IngressClass(o) => input.ingress_classes.push(o),
-                    Object::Service(o) => input.services.push(*o),
+                    Object::Service(o) => input.services.push(o),
                     Object::EndpointSlice(o) => input.endpoint_slices.push(o),
                     Object::Endpoints(o) => input.endpoints.push(o),
                     Object::Secret(o) => input.secrets.push(o),
@@ -322,13 +323,20 @@ fn log_reload(loaded: &Loaded) {
 }
 
 /// Whether two inputs hold the same objects in the same order (`Input` has no `PartialEq`).
+///
+/// Objects of files that were not read again are the very same `Arc`s in both, so contents are
+/// compared only where the pointers differ: objects of re-parsed files, or objects at shifted
+/// positions (and an added or removed object usually changes a length first).
 fn same(a: &Input, b: &Input) -> bool {
-    a.ingresses == b.ingresses
-        && a.ingress_classes == b.ingress_classes
-        && a.services == b.services
-        && a.endpoint_slices == b.endpoint_slices
-        && a.endpoints == b.endpoints
-        && a.secrets == b.secrets
+    fn same_objects<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+    }
+    same_objects(&a.ingresses, &b.ingresses)
+        && same_objects(&a.ingress_classes, &b.ingress_classes)
+        && same_objects(&a.services, &b.services)
+        && same_objects(&a.endpoint_slices, &b.endpoint_slices)
+        && same_objects(&a.endpoints, &b.endpoints)
+        && same_objects(&a.secrets, &b.secrets)
 }
 
 /// The manifest files under a directory, plus what could not be listed.

@@ -32,7 +32,7 @@ const WILDCARD_PROBE: &str = "weir-check";
 /// checked: an expired certificate is still the one the user asked for.
 pub fn compile(
     bindings: &[TlsBinding],
-    secrets: &[Secret],
+    secrets: &[Arc<Secret>],
     default: Arc<CertifiedKey>,
 ) -> (CertStore, Vec<Diagnostic>) {
     let index = index_secrets(secrets);
@@ -84,7 +84,7 @@ pub(super) struct Problem {
 
 /// Loads the TLS Secret `secret` from `secrets`, as [`compile`] does for each binding.
 pub(super) fn load_secret(
-    secrets: &[Secret],
+    secrets: &[Arc<Secret>],
     secret: &ObjectRef,
 ) -> Result<Arc<CertifiedKey>, Problem> {
     load(&index_secrets(secrets), secret)
@@ -93,9 +93,9 @@ pub(super) fn load_secret(
 /// Secrets by (namespace, name); a missing namespace means `default`, as in the model. Should
 /// a manifests directory declare one Secret twice, the smaller JSON form wins (like the model's
 /// index), so the choice does not depend on input order.
-fn index_secrets(secrets: &[Secret]) -> BTreeMap<(&str, &str), &Secret> {
+fn index_secrets(secrets: &[Arc<Secret>]) -> BTreeMap<(&str, &str), &Secret> {
     let mut index: BTreeMap<(&str, &str), &Secret> = BTreeMap::new();
-    for secret in secrets {
+    for secret in secrets.iter().map(Arc::as_ref) {
         let namespace = match secret.metadata.namespace.as_deref() {
             None | Some("") => "default",
             Some(ns) => ns,

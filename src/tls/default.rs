@@ -16,7 +16,7 @@ pub type Certified = Arc<CertifiedKey>;
 /// `generated`. A Secret that is missing or invalid is reported (on the Secret).
 pub fn default_certificate(
     secret: Option<&ObjectRef>,
-    secrets: &[Secret],
+    secrets: &[Arc<Secret>],
     generated: &Certified,
 ) -> (Certified, Option<Diagnostic>) {
     let Some(wanted) = secret else {
@@ -44,8 +44,8 @@ mod tests {
     use crate::tls::testutil::{certified, self_signed};
     use k8s_openapi::ByteString;
 
-    fn tls_secret(name: &str, cert: &str, key: &str) -> Secret {
-        Secret {
+    fn tls_secret(name: &str, cert: &str, key: &str) -> Arc<Secret> {
+        Arc::new(Secret {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ingress".into()),
@@ -60,7 +60,7 @@ mod tests {
                 .into(),
             ),
             ..Default::default()
-        }
+        })
     }
 
     #[test]

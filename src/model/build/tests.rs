@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::model::fixtures::{
     IngressBuilder, backend, endpoint_slice, endpoints, external_service, ingress, ingress_class,
-    resource_backend, service,
+    resource_backend, service, shared,
 };
 use crate::model::{BuildConfig, Built, Input, Reason, build};
 
@@ -72,11 +72,11 @@ impl World {
     }
     fn input(self) -> Input {
         Input {
-            ingresses: self.ingresses,
-            ingress_classes: self.classes,
-            services: self.services,
-            endpoint_slices: self.slices,
-            endpoints: self.endpoints,
+            ingresses: shared(self.ingresses),
+            ingress_classes: shared(self.classes),
+            services: shared(self.services),
+            endpoint_slices: shared(self.slices),
+            endpoints: shared(self.endpoints),
             secrets: Vec::new(),
         }
     }
@@ -898,7 +898,7 @@ fn odd_objects_never_panic() {
         .ingress(ing("d", "empty-host").path("", Some(""), "", backend("web", "http")))
         .build();
     let mut input = World::default().input();
-    input.ingresses.push(nameless);
+    input.ingresses.push(Arc::new(nameless));
     let _ = build(&input, &BuildConfig::default());
     assert_eq!(
         reasons(&built),
@@ -921,9 +921,9 @@ fn duplicate_objects_do_not_make_the_result_order_dependent() {
     let ing_a = ing("d", "i").prefix("a.com", "/", "web", 80).build();
     let ing_b = ing("d", "i").prefix("b.com", "/", "web", 80).build();
     let make = |services: Vec<Service>, ingresses: Vec<Ingress>| Input {
-        services,
-        ingresses,
-        endpoint_slices: vec![slice.clone()],
+        services: shared(services),
+        ingresses: shared(ingresses),
+        endpoint_slices: shared([slice.clone()]),
         ..Input::default()
     };
     let one = build(
@@ -1068,7 +1068,7 @@ fn tls_hosts_bind_to_the_secret_of_the_oldest_ingress() {
         .unwrap()
     };
     let input = crate::model::Input {
-        ingresses: vec![
+        ingresses: shared([
             ingress(
                 "newer",
                 "2026-01-02T00:00:00Z",
@@ -1081,7 +1081,7 @@ fn tls_hosts_bind_to_the_secret_of_the_oldest_ingress() {
                 "a-cert",
                 &["a.example.com", "bad host"],
             ),
-        ],
+        ]),
         ..Default::default()
     };
     let built = crate::model::build(&input, &crate::model::BuildConfig::default());
@@ -1130,7 +1130,7 @@ fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
         .unwrap()
     };
     let input = Input {
-        ingresses: vec![
+        ingresses: shared([
             ingress("default", serde_json::json!({})),
             ingress(
                 "optout",
@@ -1140,7 +1140,7 @@ fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
                 "forced",
                 serde_json::json!({"weir.dev/force-ssl-redirect": "true"}),
             ),
-        ],
+        ]),
         ..Default::default()
     };
     let built = build(&input, &BuildConfig::default());

@@ -73,21 +73,20 @@ struct Stores {
 }
 
 impl Stores {
+    /// The stores' objects as an [`Input`]. `Store::state` hands out the store's own `Arc`s, so
+    /// this copies pointers, not objects.
     fn input(&self) -> Input {
-        fn owned<K>(store: &Store<K>) -> Vec<K>
-        where
-            K: kube::Resource + Clone + 'static,
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            store.state().iter().map(|o| K::clone(o)).collect()
-        }
         Input {
-            ingresses: owned(&self.ingresses),
-            ingress_classes: owned(&self.classes),
-            services: owned(&self.services),
-            endpoint_slices: self.slices.as_ref().map(owned).unwrap_or_default(),
-            endpoints: self.endpoints.as_ref().map(owned).unwrap_or_default(),
-            secrets: owned(&self.secrets),
+            ingresses: self.ingresses.state(),
+            ingress_classes: self.classes.state(),
+            services: self.services.state(),
+            endpoint_slices: self.slices.as_ref().map(Store::state).unwrap_or_default(),
+            endpoints: self
+                .endpoints
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default(),
+            secrets: self.secrets.state(),
         }
     }
 }

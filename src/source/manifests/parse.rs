@@ -1,6 +1,7 @@
 //! One manifest file's text → the objects weir reads, or the errors that stop the file.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -20,15 +21,17 @@ pub(super) struct Parsed {
     pub object: Object,
 }
 
-/// The six kinds weir reads.
+/// The six kinds weir reads. Shared (`Arc`): every load puts the cached objects of every file
+/// into a new [`Input`](crate::model::Input), which then costs a reference count per object
+/// instead of a deep copy.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Object {
-    Ingress(Ingress),
-    IngressClass(IngressClass),
-    Service(Box<Service>), // boxed: by far the largest
-    EndpointSlice(EndpointSlice),
-    Endpoints(Endpoints),
-    Secret(Secret),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Endpoints(Arc<Endpoints>),
+    Secret(Arc<Secret>),
 }
 
 impl Object {
@@ -147,15 +150,19 @@ fn one(v: Value, at: &str, out: &mut dyn FnMut(Object)) -> Result<(), String> {
         .to_owned();
     let ctx = |e: String| format!("{at}{kind} {name:?}: {e}");
     let object = match (api_version.as_str(), kind.as_str()) {
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(decode(v, true).map_err(ctx)?),
-        ("networking.k8s.io/v1", "IngressClass") => {
-            Object::IngressClass(decode(v, false).map_err(ctx)?)
+        ("networking.k8s.io/v1", "Ingress") => {
+            Object::Ingress(Arc::new(decode(v, true).map_err(ctx)?))
         }
-        ("v1", "Service") => Object::Service(Box::new(decode(v, true).map_err(ctx)?)),
-        ("v1", "Endpoints") => Object::Endpoints(decode(v, true).map_err(ctx)?),
-        ("v1", "Secret") => Object::Secret(merge_string_data(decode(v, true).map_err(ctx)?)),
+        ("networking.k8s.io/v1", "IngressClass") => {
+            Object::IngressClass(Arc::new(decode(v, false).map_err(ctx)?))
+        }
+        ("v1", "Service") => Object::Service(Arc::new(decode(v, true).map_err(ctx)?)),
+        ("v1", "Endpoints") => Object::Endpoints(Arc::new(decode(v, true).map_err(ctx)?)),
+        ("v1", "Secret") => {
+            Object::Secret(Arc::new(merge_string_data(decode(v, true).map_err(ctx)?)))
+        }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(decode(v, true).map_err(ctx)?)
+            Object::EndpointSlice(Arc::new(decode(v, true).map_err(ctx)?))
         }
         _ => {
             tracing::debug!(%api_version, %kind, %name, "skipping a kind weir does not read");

@@ -30,7 +30,7 @@ fn service(name: &str, port: u16) -> String {
     )
 }
 
-fn names<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Vec<String> {
+fn names<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(objects: &[Arc<T>]) -> Vec<String> {
     objects
         .iter()
         .map(|o| {
@@ -366,6 +366,32 @@ fn deleted_file_removes_its_objects() {
     let loaded = source.load();
     assert!(loaded.input.services.is_empty());
     assert!(loaded.errors.is_empty());
+}
+
+#[test]
+fn unchanged_files_share_their_objects_across_loads() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("a", 80));
+    write(&dir, "b.yaml", &service("b", 80));
+    let (mut source, first) = load(&dir);
+    write(&dir, "b.yaml", &service("b", 8080));
+    let second = source.load();
+    let (a1, b1) = (&first.input.services[0], &first.input.services[1]);
+    let (a2, b2) = (&second.input.services[0], &second.input.services[1]);
+    assert!(
+        Arc::ptr_eq(a1, a2),
+        "a.yaml was not read again: the same object"
+    );
+    assert!(!Arc::ptr_eq(b1, b2));
+    assert!(!same(&first.input, &second.input));
+
+    // The same object parsed again (from another file): another `Arc`, the same input.
+    fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    write(&dir, "c.yaml", &service("b", 8080));
+    let third = source.load();
+    assert!(!Arc::ptr_eq(b2, &third.input.services[1]));
+    assert!(same(&second.input, &third.input));
+    assert!(!same(&first.input, &third.input));
 }
 
 #[test]

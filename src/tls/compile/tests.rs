@@ -63,7 +63,7 @@ fn good_secrets_land_in_the_store() {
         binding("*.wild.example.com", "wild", "web"),
         binding("rsa.example.com", "rsa", "other"),
     ];
-    let (store, diagnostics) = compile(&bindings, &[a, wild, rsa], default.clone());
+    let (store, diagnostics) = compile(&bindings, &[a, wild, rsa].map(Arc::new), default.clone());
     assert_eq!(diagnostics, []);
     assert_eq!(store.len(), 4);
     for host in [
@@ -93,7 +93,7 @@ fn missing_and_wrong_type_secrets_are_not_found() {
         binding("a2.example.com", "missing", "one"),
         binding("b.example.com", "opaque", "two"),
     ];
-    let (store, diagnostics) = compile(&bindings, &[opaque], default);
+    let (store, diagnostics) = compile(&bindings, &[Arc::new(opaque)], default);
     assert!(store.is_empty());
     assert_eq!(
         reasons(&diagnostics),
@@ -135,7 +135,11 @@ fn bad_pem_and_mismatched_keys_are_invalid_without_leaking_keys() {
         binding("b.example.com", "mismatch", "m"),
         binding("c.example.com", "nokey", "n"),
     ];
-    let (store, diagnostics) = compile(&bindings, &[garbage, mismatch, no_key], default);
+    let (store, diagnostics) = compile(
+        &bindings,
+        &[garbage, mismatch, no_key].map(Arc::new),
+        default,
+    );
     assert!(store.is_empty());
     assert_eq!(
         reasons(&diagnostics),
@@ -175,7 +179,7 @@ fn certificates_must_cover_the_host() {
         binding("x.wild.example.com", "wild", "ok"),
         binding("*.wild.example.com", "wild", "ok"),
     ];
-    let (store, diagnostics) = compile(&bindings, &[a, wild], default);
+    let (store, diagnostics) = compile(&bindings, &[a, wild].map(Arc::new), default);
     assert_eq!(
         reasons(&diagnostics),
         [
@@ -226,7 +230,7 @@ fn string_data_and_default_namespace_are_read() {
         secret: ObjectRef::new(ObjectKind::Secret, "default", "a"),
         ingress: ObjectRef::new(ObjectKind::Ingress, "default", "web"),
     };
-    let (store, diagnostics) = compile(&[b], &[s], default);
+    let (store, diagnostics) = compile(&[b], &[Arc::new(s)], default);
     assert_eq!(diagnostics, []);
     assert!(store.has_host("a.example.com"));
 }
