@@ -55,6 +55,28 @@ fn assert_upgrade_headers(head: &Head) {
     assert_eq!(head.header("x-forwarded-host").as_deref(), Some(HOST));
 }
 
+/// One tunnel of each kind through `proxy` to `HOST/`: ws, wss and HTTP/2 extended CONNECT
+/// (h2c), named. The HTTP/2 connection's sender is returned too: the tunnel lives on it.
+async fn one_tunnel_of_each_kind(
+    proxy: &WsProxy,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    [(&'static str, Box<dyn Tunnel>); 3],
+) {
+    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
+    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
+    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
+    let (h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
+    (
+        sender,
+        [
+            ("ws", Box::new(ws)),
+            ("wss", Box::new(wss)),
+            ("h2", Box::new(h2)),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn ws_echoes_text_and_binary_frames_of_every_size_with_the_upgrade_headers_forwarded() {
     let backend = WsBackend::start("a").await;
@@ -636,15 +658,7 @@ async fn bytes_the_backend_sends_together_with_its_101_reach_the_client() {
     let backend = WsBackend::start_with("greeter", WsBehaviour::Greet("welcome")).await;
     let (proxy, _) = proxy_to(vec![backend.addr]).await;
 
-    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
-    let (h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
-    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
-    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
-    let tunnels: [(&str, Box<dyn Tunnel>); 3] = [
-        ("ws", Box::new(ws)),
-        ("wss", Box::new(wss)),
-        ("h2", Box::new(h2)),
-    ];
+    let (_h2_connection, tunnels) = one_tunnel_of_each_kind(&proxy).await;
     for (name, mut tunnel) in tunnels {
         assert_eq!(
             tunnel.next_message().await,
@@ -872,15 +886,7 @@ async fn no_other_timeout_cuts_a_quiet_tunnel() {
 async fn on_shutdown_open_tunnels_keep_working_until_their_clients_close_them() {
     let backend = WsBackend::start("a").await;
     let (proxy, _) = proxy_to(vec![backend.addr]).await;
-    let (ws, _) = ws_connect(proxy.http, HOST, "/").await;
-    let (wss, _, _) = wss_connect(proxy.https, HOST, "/").await;
-    let mut sender = h2_connect(TcpStream::connect(proxy.http).await.unwrap()).await;
-    let (h2, _) = h2_websocket(&mut sender, &format!("http://{HOST}/")).await;
-    let mut tunnels: [(&str, Box<dyn Tunnel>); 3] = [
-        ("ws", Box::new(ws)),
-        ("wss", Box::new(wss)),
-        ("h2", Box::new(h2)),
-    ];
+    let (_h2_connection, mut tunnels) = one_tunnel_of_each_kind(&proxy).await;
     for (name, tunnel) in tunnels.iter_mut() {
         tunnel
             .echo(Message::text(format!("{name} before")))

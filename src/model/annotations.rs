@@ -238,16 +238,25 @@ mod tests {
         assert!(none.is_empty());
     }
 
+    /// Parses annotations given as `(key, value)` pairs.
+    fn parse_pairs(
+        object: &ObjectRef,
+        pairs: &[(&str, &str)],
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut diagnostics = Vec::new();
+        let parsed = parse(object, Some(&map), &mut diagnostics);
+        (parsed, diagnostics)
+    }
+
     #[test]
     fn reads_redirect_annotations_weir_first_then_nginx() {
         let object = ObjectRef::new(ObjectKind::Ingress, "d", "i");
         let read = |pairs: &[(&str, &str)]| {
-            let map: BTreeMap<String, String> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let mut diagnostics = Vec::new();
-            let parsed = parse(&object, Some(&map), &mut diagnostics);
+            let (parsed, diagnostics) = parse_pairs(&object, pairs);
             (
                 parsed.ssl_redirect,
                 parsed.force_ssl_redirect,
@@ -286,12 +295,7 @@ mod tests {
     fn reads_proxy_read_timeout_weir_first_then_nginx() {
         let object = ObjectRef::new(ObjectKind::Ingress, "d", "i");
         let read = |pairs: &[(&str, &str)]| {
-            let map: BTreeMap<String, String> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let mut diagnostics = Vec::new();
-            let parsed = parse(&object, Some(&map), &mut diagnostics);
+            let (parsed, diagnostics) = parse_pairs(&object, pairs);
             (parsed.proxy_read_timeout, diagnostics)
         };
         let secs = |s| Some(Duration::from_secs(s));
