@@ -616,7 +616,9 @@ t_mem() {
     --connections "$MEM_CONNS" --ready-file "$ready" >"$WORK/out/mem_$kind-$target-$run.json"
   for _ in $(seq 1200); do [ -s "$ready" ] && break; sleep 0.1; done
   [ -s "$ready" ] || die "the holder never got its $MEM_CONNS connections open"
-  sleep 1
+  # weir parks HTTP/1 connections idle for 1 s (--keepalive-park-after); nginx frees its
+  # buffers at once. Measure once both have settled.
+  sleep 2
   held=$(rss_kib $pids)
   stop "$hold_pid"
   stop "$pid"

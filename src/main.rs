@@ -28,6 +28,21 @@ use weir::source::manifests::ManifestSource;
 use weir::state::State;
 use weir::tls::{CertStore, LiveResolver};
 
+/// jemalloc, because a proxy's memory comes and goes in bursts (connections, table rebuilds):
+/// with glibc's malloc, buffers freed by idle connections stayed in the process's RSS.
+#[cfg(feature = "jemalloc")]
+mod allocator {
+    #[global_allocator]
+    static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+    /// Read by jemalloc when it starts (`_RJEM_MALLOC_CONF` in the environment overrides it):
+    /// a background thread returns pages freed for about a second to the system, at once
+    /// rather than lazily (MADV_FREE pages would still count in RSS).
+    #[unsafe(export_name = "_rjem_malloc_conf")]
+    static MALLOC_CONF: &[u8; 60] =
+        b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+}
+
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Err(message) = config.validate() {

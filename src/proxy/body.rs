@@ -1,71 +1,16 @@
-//! The response body weir sends to clients, and the per-connection activity it reports.
+//! The response body weir sends to clients.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::activity::InFlight;
 use super::idle::{BoxError, IdleBody, Side};
 use super::upstream::Lease;
-
-/// What a client connection is doing: how many responses are still being sent, and when the
-/// last one finished. The listener closes connections that stay idle too long.
-#[derive(Debug, Default)]
-pub struct ConnActivity {
-    in_flight: AtomicUsize,
-    last_done_ms: AtomicU64,
-}
-
-fn process_start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    process_start().elapsed().as_millis() as u64
-}
-
-impl ConnActivity {
-    /// Activity of a connection that was just accepted (idle since now).
-    pub fn new() -> Arc<Self> {
-        Arc::new(ConnActivity {
-            in_flight: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(now_ms()),
-        })
-    }
-
-    /// Counts a request as in flight until the returned guard is dropped.
-    pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
-    /// How long the connection has had nothing in flight, or `None` while something is.
-    pub fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = self.last_done_ms.load(Ordering::Acquire);
-        Some(Duration::from_millis(now_ms().saturating_sub(since)))
-    }
-}
-
-/// Marks one request in flight on its connection; dropping it marks the request done.
-#[derive(Debug)]
-pub struct InFlight(Arc<ConnActivity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.last_done_ms.store(now_ms(), Ordering::Release);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 enum Kind {
     Full(Option<Bytes>),
@@ -161,23 +106,6 @@ impl Body for ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_flight_guards_track_idleness() {
-        let activity = ConnActivity::new();
-        assert!(activity.idle_for().is_some());
-        let a = activity.start();
-        let b = activity.start();
-        assert_eq!(activity.idle_for(), None);
-        drop(a);
-        assert_eq!(activity.idle_for(), None);
-        drop(b);
-        assert!(
-            activity
-                .idle_for()
-                .is_some_and(|d| d < Duration::from_secs(1))
-        );
-    }
 
     #[test]
     fn full_body_reports_exact_size() {

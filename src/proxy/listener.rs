@@ -7,12 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +21,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
-use super::body::ConnActivity;
+use super::activity::ConnActivity;
+use super::body::ProxyBody;
 use super::headers::ClientInfo;
+use super::park::{self, ReadReady, Resumable, Wake};
 use super::preface::{self, Detected};
 
 /// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
@@ -93,6 +96,10 @@ impl Proxy {
 
     /// Finds out the protocol (preface or TLS handshake + ALPN), then serves the connection.
     /// A connection that has not got that far yet must not hold up a shutdown.
+    ///
+    /// A task's future is as large as its largest state and lives as long as the connection,
+    /// so the states are boxed: finding out the protocol (a timer, a TLS handshake) in a box
+    /// freed once it is known, serving in one sized for the protocol found.
     async fn start_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -101,104 +108,214 @@ impl Proxy {
         cancel: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
+        let negotiate = Box::pin(self.negotiate(stream, transport, conn, cancel.clone()));
+        let serving = tokio::select! {
+            serving = negotiate => serving,
+            _ = cancel.cancelled() => return,
+        };
+        if let Some(serving) = serving {
+            serving.await;
+        }
+    }
+
+    /// The preface or the TLS handshake, then the serving future for the protocol it gave.
+    async fn negotiate(
+        self: Arc<Self>,
+        stream: TcpStream,
+        transport: Transport,
+        conn: ClientInfo,
+        cancel: CancellationToken,
+    ) -> Option<Serving> {
         match transport {
             Transport::Plain => {
-                let detect = tokio::time::timeout(
-                    self.config.client_header_timeout,
-                    preface::detect(stream),
-                );
-                let detected = tokio::select! {
-                    detected = detect => detected,
-                    _ = cancel.cancelled() => return,
+                let timeout = self.config.client_header_timeout;
+                let detected = tokio::time::timeout(timeout, preface::detect(stream)).await;
+                let Ok(Some(Detected { http2, stream })) = detected else {
+                    return None;
                 };
-                if let Ok(Some(Detected { http2, stream })) = detected {
-                    // Boxed here and below: a task's future is as large as its largest state,
-                    // and every connection would pay for the TLS and HTTP/2 ones.
-                    Box::pin(self.serve_connection(stream, http2, conn, cancel)).await;
-                }
+                Some(self.serve(stream, http2, conn, cancel))
             }
             Transport::Tls(acceptor) => {
-                let handshake = tokio::time::timeout(
-                    self.config.tls_handshake_timeout,
-                    Box::pin(acceptor.accept(stream)),
-                );
-                let handshake = tokio::select! {
-                    handshake = handshake => handshake,
-                    _ = cancel.cancelled() => return,
-                };
-                match handshake {
+                let timeout = self.config.tls_handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(self.serve_connection(stream, http2, conn, cancel)).await;
+                        Some(self.serve(stream, http2, conn, cancel))
                     }
-                    Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
-                    Err(_) => debug!("TLS handshake timed out"),
+                    Ok(Err(error)) => {
+                        debug!(%error, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        debug!("TLS handshake timed out");
+                        None
+                    }
                 }
             }
         }
     }
 
-    async fn serve_connection<I>(
+    fn serve<I>(
         self: Arc<Self>,
         stream: I,
         http2: bool,
         conn: ClientInfo,
         cancel: CancellationToken,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    ) -> Serving
+    where
+        I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
         let activity = ConnActivity::new();
-        let proxy = self.clone();
-        let conn_activity = activity.clone();
-        let conn = Arc::new(conn);
-        let service = service_fn(move |req: Request<Incoming>| {
+        let service = self.service(conn, &activity);
+        if http2 {
+            Box::pin(self.serve_http2(stream, service, activity, cancel))
+        } else {
+            Box::pin(self.serve_http1(stream, service, activity, cancel))
+        }
+    }
+
+    /// The HTTP service of one client connection.
+    fn service(
+        self: &Arc<Self>,
+        conn: ClientInfo,
+        activity: &Arc<ConnActivity>,
+    ) -> impl Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + Unpin
+    + 'static {
+        let (proxy, conn, activity) = (self.clone(), Arc::new(conn), activity.clone());
+        service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
-            let activity = conn_activity.clone();
+            let activity = activity.clone();
             let in_flight = activity.start();
             async move {
                 let response = proxy.serve_request(&conn, &activity, req).await;
                 Ok::<_, Infallible>(response.map(|body| body.with_in_flight(in_flight)))
             }
-        });
-        let io = TokioIo::new(stream);
+        })
+    }
+
+    async fn serve_http2<I, S>(
+        self: Arc<Self>,
+        stream: I,
+        service: S,
+        activity: Arc<ConnActivity>,
+        cancel: CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<
+                Request<Incoming>,
+                Response = Response<ProxyBody>,
+                Error = Infallible,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + 'static,
+    {
         let config = &self.config;
-        if http2 {
-            let mut builder = http2::Builder::new(TrackedExecutor(self.tasks.clone()));
-            builder
-                .timer(TokioTimer::new())
-                .enable_connect_protocol()
-                .max_header_list_size(config.max_request_header_size as u32)
-                .max_concurrent_streams(256);
-            let connection = builder.serve_connection(io, service);
-            Box::pin(drive(
-                connection,
+        let mut builder = http2::Builder::new(TrackedExecutor(self.tasks.clone()));
+        builder
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_header_list_size(config.max_request_header_size as u32)
+            .max_concurrent_streams(256);
+        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
+        let idle = IdleLimits {
+            keepalive: config.keepalive_timeout,
+            park_after: None,
+        };
+        drive(
+            connection.as_mut(),
+            |c| c.graceful_shutdown(),
+            &activity,
+            idle,
+            &cancel,
+        )
+        .await;
+    }
+
+    async fn serve_http1<I, S>(
+        self: Arc<Self>,
+        stream: I,
+        service: S,
+        activity: Arc<ConnActivity>,
+        cancel: CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+        S: Service<
+                Request<Incoming>,
+                Response = Response<ProxyBody>,
+                Error = Infallible,
+                Future: Send + 'static,
+            > + Send
+            + Unpin
+            + 'static,
+    {
+        let config = &self.config;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.client_header_timeout)
+            .max_header_size(config.max_request_header_size)
+            .max_headers(config.max_headers);
+        let idle = IdleLimits {
+            keepalive: config.keepalive_timeout,
+            park_after: Some(config.keepalive_park_after),
+        };
+        let (mut io, mut service) = (Resumable::new(stream, activity.clone()), service);
+        loop {
+            // Boxed, so that a parked connection does not keep its room in the task. An
+            // accepted upgrade ends it and hands the socket to the tunnel.
+            let mut connection = Box::pin(
+                builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            let ended = drive(
+                connection.as_mut(),
                 |c| c.graceful_shutdown(),
                 &activity,
-                config.keepalive_timeout,
+                idle,
                 &cancel,
-            ))
-            .await;
-        } else {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.client_header_timeout)
-                .max_header_size(config.max_request_header_size)
-                .max_headers(config.max_headers);
-            // An accepted upgrade ends this future and hands the socket to the tunnel.
-            let connection = builder.serve_connection(io, service).with_upgrades();
-            drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                &activity,
-                config.keepalive_timeout,
-                &cancel,
-            )
-            .await;
+            );
+            if ended.await == Ended::Closed {
+                return;
+            }
+            let Some(parts) = Pin::into_inner(connection).into_parts() else {
+                return;
+            };
+            activity.set_parking(false);
+            let _parked = self.parked.count();
+            (io, service) = (parts.io.into_inner(), parts.service);
+            if !parts.read_buf.is_empty() {
+                // The start of the next request was already read: serve it right away.
+                io.rewind(parts.read_buf);
+                continue;
+            }
+            // Even empty, `read_buf` shares hyper's read buffer: let it go before waiting.
+            drop(parts.read_buf);
+            debug!("parked idle connection");
+            if park::wait(&mut io, &activity, idle.keepalive, &cancel).await == Wake::Close {
+                debug!("closing parked connection");
+                let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+                return;
+            }
         }
     }
 }
+
+/// A connection being served, whatever its stream and protocol.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How long closing a parked connection may take (a TLS close_notify on a full socket).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the tasks hyper spawns (HTTP/2 streams) on the proxy's task tracker, in the span of the
 /// connection, so that shutdown waits for them too.
@@ -215,41 +332,81 @@ where
     }
 }
 
-/// Runs a connection to its end; shuts it down gracefully when it has been idle for
-/// `keepalive` or when `cancel` fires.
+/// When an idle client connection is closed, and (HTTP/1) when it is parked.
+#[derive(Debug, Clone, Copy)]
+struct IdleLimits {
+    keepalive: Duration,
+    park_after: Option<Duration>,
+}
+
+/// How [`drive`] left a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Finished, failed or shut down: the socket is done with.
+    Closed,
+    /// Shut down while idle without closing the socket, to be parked.
+    Parked,
+}
+
+/// Runs a connection until it ends. Shuts it down gracefully when it has been idle for
+/// `keepalive` or when `cancel` fires; with `park_after`, shuts it down for parking once it has
+/// been idle that long after finishing a request, and nothing is left to write.
 async fn drive<C>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     graceful_shutdown: fn(Pin<&mut C>),
     activity: &ConnActivity,
-    keepalive: Duration,
+    limits: IdleLimits,
     cancel: &CancellationToken,
-) where
+) -> Ended
+where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    tokio::pin!(connection);
-    let mut check_in = keepalive;
-    let mut shutting_down = false;
+    let IdleLimits {
+        keepalive,
+        park_after,
+    } = limits;
+    // Parking needs a finished request since this connection started: one that never got a
+    // request whole stays under hyper's header timeout.
+    let completed_at_start = activity.completed();
+    let busy_check = park_after.map_or(keepalive, |p| p.min(keepalive));
+    let mut check_in = busy_check;
+    let mut shutdown = None;
     loop {
         tokio::select! {
-            result = &mut connection => {
+            result = connection.as_mut() => {
                 if let Err(error) = result {
                     debug!(%error, "client connection ended with an error");
+                    return Ended::Closed;
                 }
-                return;
+                return shutdown.unwrap_or(Ended::Closed);
             }
-            _ = cancel.cancelled(), if !shutting_down => {
+            _ = cancel.cancelled(), if shutdown.is_none() => {
                 graceful_shutdown(connection.as_mut());
-                shutting_down = true;
+                shutdown = Some(Ended::Closed);
             }
-            _ = tokio::time::sleep(check_in), if !shutting_down => {
-                match activity.idle_for() {
-                    Some(idle) if idle >= keepalive => {
-                        debug!("closing idle connection");
+            _ = tokio::time::sleep(check_in), if shutdown.is_none() => {
+                let Some(idle) = activity.idle_for() else {
+                    check_in = busy_check;
+                    continue;
+                };
+                if idle >= keepalive {
+                    debug!("closing idle connection");
+                    graceful_shutdown(connection.as_mut());
+                    shutdown = Some(Ended::Closed);
+                    continue;
+                }
+                let served = activity.completed() != completed_at_start;
+                check_in = keepalive - idle;
+                if let Some(park_after) = park_after.filter(|_| served) {
+                    if idle < park_after {
+                        check_in = park_after - idle;
+                    } else if activity.write_blocked() {
+                        check_in = park_after.min(check_in);
+                    } else {
+                        activity.set_parking(true);
                         graceful_shutdown(connection.as_mut());
-                        shutting_down = true;
+                        shutdown = Some(Ended::Parked);
                     }
-                    Some(idle) => check_in = keepalive - idle,
-                    None => check_in = keepalive,
                 }
             }
         }

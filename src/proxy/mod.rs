@@ -3,10 +3,12 @@
 //! [`Proxy`] holds what every request needs: the shared [`State`], the settings and the
 //! upstream connection pool. It never talks to the control plane except through `State`.
 
+mod activity;
 mod body;
 mod headers;
 mod idle;
 mod listener;
+mod park;
 mod preface;
 mod respond;
 mod service;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::state::State;
+use park::ParkedCount;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names).
@@ -53,6 +56,9 @@ pub struct ProxyConfig {
     pub tunnel_idle_timeout: Duration,
     /// Idle client connections are closed after this.
     pub keepalive_timeout: Duration,
+    /// An HTTP/1 connection idle this long after a request gives back its buffers and
+    /// connection state, keeping only the socket, until the client sends again.
+    pub keepalive_park_after: Duration,
     /// Largest request head in bytes (431 above).
     pub max_request_header_size: usize,
     /// Most request headers (431 above).
@@ -76,6 +82,7 @@ impl Default for ProxyConfig {
             client_body_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             keepalive_timeout: Duration::from_secs(75),
+            keepalive_park_after: Duration::from_secs(1),
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             trust_forwarded_from: Vec::new(),
@@ -89,6 +96,7 @@ pub struct Proxy {
     config: ProxyConfig,
     pool: Arc<Pool>,
     tasks: TaskTracker,
+    parked: ParkedCount,
 }
 
 impl Proxy {
@@ -116,6 +124,18 @@ impl Proxy {
             config,
             pool,
             tasks,
+            parked: ParkedCount::default(),
         })
+    }
+
+    /// How many idle HTTP/1 connections are parked (holding only their socket) right now.
+    pub fn parked_connections(&self) -> usize {
+        self.parked.now()
+    }
+
+    /// How many times an idle HTTP/1 connection was parked since the start (also counting
+    /// those resumed at once because the next request had begun to arrive).
+    pub fn parks_total(&self) -> u64 {
+        self.parked.total()
     }
 }

@@ -56,6 +56,18 @@ pub struct Rewind<S> {
     inner: S,
 }
 
+impl<S> Rewind<S> {
+    /// Whether bytes read during detection are still to be replayed.
+    pub fn has_prefix(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,

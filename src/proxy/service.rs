@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::Proxy;
-use super::body::{ConnActivity, ProxyBody};
+use super::activity::ConnActivity;
+use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
 use super::respond::{self, Refusal, SERVER};
@@ -95,7 +96,7 @@ impl Proxy {
                 Ok(upstream) => {
                     let result = self
                         .pool
-                        .send(upstream, req, idempotent, read_timeout)
+                        .send(upstream, req, activity, idempotent, read_timeout)
                         .await;
                     return match (upgrade, client_upgrade) {
                         (Some(upgrade), Some(client)) => {

@@ -22,7 +22,8 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Proxy;
-use super::body::{ConnActivity, ProxyBody};
+use super::activity::ConnActivity;
+use super::body::ProxyBody;
 use super::headers::{self, ClientInfo};
 use super::respond::{Refusal, SERVER};
 use super::tunnel::Tunnel;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::activity::{ConnActivity, InFlight};
 use super::idle::{BoxError, IdleBody, Side};
 
 /// Why a request could not get a response from an endpoint.
@@ -92,26 +93,38 @@ pub struct UpstreamConfig {
 pub struct RequestBody {
     inner: Option<IdleBody<Incoming>>,
     done: Option<oneshot::Sender<()>>,
+    /// Keeps the client connection busy while the body is still being read from it.
+    reading: Option<InFlight>,
 }
 
 impl RequestBody {
     /// Wraps a client body. The receiver fires once the body has been sent completely; it is
     /// `None` when there is no body at all.
-    fn new(inner: Incoming, idle_timeout: Duration) -> (Self, Option<oneshot::Receiver<()>>) {
-        let (done, sent) = if inner.is_end_stream() {
-            (None, None)
+    fn new(
+        inner: Incoming,
+        idle_timeout: Duration,
+        client: &Arc<ConnActivity>,
+    ) -> (Self, Option<oneshot::Receiver<()>>) {
+        let (done, sent, reading) = if inner.is_end_stream() {
+            (None, None, None)
         } else {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
+            (Some(tx), Some(rx), Some(client.start()))
         };
         let inner = Some(IdleBody::new(inner, Side::Client, idle_timeout));
-        (RequestBody { inner, done }, sent)
+        let body = RequestBody {
+            inner,
+            done,
+            reading,
+        };
+        (body, sent)
     }
 
     fn empty() -> Self {
         RequestBody {
             inner: None,
             done: None,
+            reading: None,
         }
     }
 }
@@ -132,6 +145,7 @@ impl Body for RequestBody {
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
         if let Some(done) = this.done.take_if(|_| ended) {
             let _ = done.send(());
+            this.reading = None;
         }
         polled
     }
@@ -265,16 +279,20 @@ impl Pool {
     /// request comes back unsent and goes out on a new connection), or closed by the endpoint
     /// just as the request was written — the keep-alive race. In that case a request without a
     /// body whose method is `idempotent` is sent once more on a new connection.
+    ///
+    /// `client` is the activity of the connection the request came on: it stays busy until
+    /// the request body has been read.
     pub async fn send(
         self: &Arc<Self>,
         mut conn: UpstreamConn,
         req: Request<Incoming>,
+        client: &Arc<ConnActivity>,
         idempotent: bool,
         response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
-        let (body, mut body_sent) = RequestBody::new(body, self.config.client_body_timeout);
+        let (body, mut body_sent) = RequestBody::new(body, self.config.client_body_timeout, client);
         let replayable = idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
         loop {

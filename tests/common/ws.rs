@@ -613,6 +613,7 @@ pub struct WsProxy {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub state: Arc<State>,
+    pub proxy: Arc<Proxy>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -638,11 +639,12 @@ impl WsProxy {
         let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
         let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
         tokio::spawn(proxy.clone().serve_http(plain, cancel.clone()));
-        tokio::spawn(proxy.serve_https(secure, tls, cancel.clone()));
+        tokio::spawn(proxy.clone().serve_https(secure, tls, cancel.clone()));
         WsProxy {
             http,
             https,
             state,
+            proxy,
             cancel,
             tasks,
         }
