@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     }
     init_tracing(&config.log_level)?;
     // One process-wide TLS crypto provider, chosen here (the Kubernetes client uses rustls).
-    rustls::crypto::ring::default_provider()
+    rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -89,7 +89,7 @@ impl Cluster {
     }
 
     async fn connect_with(api_server_use: ApiServerUse) -> Cluster {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let admin = admin_client().await;
         let namespaces: Api<Namespace> = Api::all(admin.clone());
         ensure(

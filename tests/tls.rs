@@ -86,7 +86,7 @@ async fn start_configured(
     bindings: &[TlsBinding],
     secrets: &[Arc<Secret>],
 ) -> TlsProxy {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let default = weir::tls::self_signed_default().unwrap();
     let default_der = default.cert[0].to_vec();
     let (certs, _diagnostics) = weir::tls::compile(bindings, secrets, default.clone());

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::crypto::ring::sign::any_supported_type;
+use rustls::crypto::aws_lc_rs::sign::any_supported_type;
 use rustls::sign::CertifiedKey;
 use rustls::{Error as RustlsError, InconsistentKeys};
 use rustls_pki_types::pem::{self, PemObject};
@@ -13,7 +13,7 @@ use super::error::{TlsError, describe_pem_error};
 
 /// Parses a PEM certificate chain (leaf first) and a PEM private key (PKCS#1 `RSA PRIVATE KEY`,
 /// PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`) into a rustls [`CertifiedKey`] signing with
-/// the ring provider, and checks that the key belongs to the leaf certificate.
+/// the aws-lc-rs provider, and checks that the key belongs to the leaf certificate.
 ///
 /// PEM blocks of other types (for example a key pasted into the certificate file) are skipped.
 pub fn certified_key_from_pem(
@@ -40,7 +40,7 @@ pub fn certified_key_from_pem(
         Err(RustlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
             Err(TlsError::KeyMismatch)
         }
-        // The ring signers all expose their public key, so this does not happen with them; a
+        // The aws-lc-rs signers all expose their public key, so this does not happen with them; a
         // key we cannot check is refused rather than served unchecked.
         Err(RustlsError::InconsistentKeys(InconsistentKeys::Unknown)) => Err(
             TlsError::UnsupportedKey("its public key cannot be derived to check it".to_owned()),
@@ -173,7 +173,7 @@ mod tests {
         let cert = webpki::EndEntityCert::try_from(&ck.cert[0]).unwrap();
         let san = rustls_pki_types::ServerName::try_from(DEFAULT_SAN).unwrap();
         cert.verify_is_valid_for_subject_name(&san).unwrap();
-        // Debug output shows no key material (ring's key types print only the algorithm).
+        // Debug output shows no key material (aws-lc-rs' key types print only the algorithm).
         assert!(!format!("{:?}", ck.key).contains("PRIVATE"));
     }
 }

@@ -311,7 +311,7 @@ pub fn test_certs() -> Arc<weir::tls::CertStore> {
     static CERTS: std::sync::OnceLock<Arc<weir::tls::CertStore>> = std::sync::OnceLock::new();
     CERTS
         .get_or_init(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             Arc::new(weir::tls::CertStore::new(
                 weir::tls::self_signed_default().unwrap(),
             ))

@@ -626,7 +626,7 @@ impl Drop for WsProxy {
 
 impl WsProxy {
     pub async fn start(config: ProxyConfig, table: RouteTable, certs: Arc<CertStore>) -> WsProxy {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let state = Arc::new(State::new(certs.clone()));
         state.publish(table, certs);
         let cancel = CancellationToken::new();
@@ -673,7 +673,7 @@ impl WsProxy {
 
 /// A certificate store serving `cert` for `host` and a fresh self-signed default otherwise.
 pub fn cert_store(host: &str, cert: &Cert) -> Arc<CertStore> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut store = CertStore::new(weir::tls::self_signed_default().unwrap());
     let key = weir::tls::certified_key_from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
         .unwrap();

@@ -7,7 +7,7 @@ mod handshake {
     use std::sync::{Arc, Mutex};
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature};
+    use rustls::crypto::{aws_lc_rs, verify_tls12_signature, verify_tls13_signature};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{
         ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, ServerConnection,
@@ -38,7 +38,7 @@ mod handshake {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algs = ring::default_provider().signature_verification_algorithms;
+            let algs = aws_lc_rs::default_provider().signature_verification_algorithms;
             verify_tls12_signature(message, cert, dss, &algs)
         }
 
@@ -48,12 +48,12 @@ mod handshake {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algs = ring::default_provider().signature_verification_algorithms;
+            let algs = aws_lc_rs::default_provider().signature_verification_algorithms;
             verify_tls13_signature(message, cert, dss, &algs)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            ring::default_provider()
+            aws_lc_rs::default_provider()
                 .signature_verification_algorithms
                 .supported_schemes()
         }
@@ -67,12 +67,13 @@ mod handshake {
         alpn: &[&[u8]],
     ) -> (CertificateDer<'static>, Option<Vec<u8>>) {
         let recorder = Arc::new(Recorder::default());
-        let mut client = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(recorder.clone())
-            .with_no_client_auth();
+        let mut client =
+            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(recorder.clone())
+                .with_no_client_auth();
         client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::try_from(sni.to_owned()).unwrap();
         let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
