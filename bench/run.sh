@@ -7,7 +7,7 @@
 #   bench/run.sh --quick    # a smoke run: 1 run of 2 s per test (a few minutes)
 #   bench/run.sh --help
 #
-# Writes bench/results/latest.md and bench/results/latest.json.
+# Writes bench/results/latest.md and bench/results/latest.json (or into --out DIR).
 set -Eeuo pipefail
 trap '[ -n "${ERR_SEEN:-}" ] || echo "bench/run.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2; ERR_SEEN=1' ERR
 
@@ -29,9 +29,10 @@ CFG_CHANGES=20        # changes timed from write to routable
 CFG_LOAD_CHANGES=100  # changes (nginx: reloads) made while clients send requests
 CFG_LOAD_RATE=2000    # the rate of those clients (req/s, 64 keep-alive connections)
 LOAD_CPU=${LOAD_CPU:-0}    # CPU of the load generators and the backend
-PROXY_CPU=${PROXY_CPU:-1}  # CPU(s) of the proxy under test (weir, nginx)
+PROXY_CPU=${PROXY_CPU:-$(($(nproc --all) > 1 ? 1 : 0))}  # CPU(s) of the proxy (weir, nginx)
 ONLY=""               # comma-separated test groups (default: all)
 KEEP=0                # keep the work directory (configs, logs, raw outputs)
+OUT=$BENCH/results    # where latest.md and latest.json are written
 
 GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg"
 
@@ -46,13 +47,14 @@ HOST=bench.local
 
 usage() {
   cat <<EOF
-usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [--keep]
+usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [--keep] [--out DIR]
 
   --quick           1 run of 2 s per test, fewer configuration changes (a smoke run)
   --runs N          interleaved runs per test (default $RUNS; the table shows medians)
   --duration S      seconds measured per load test (default $DURATION)
   --only GROUPS     comma-separated subset of: $GROUPS_ALL
   --keep            keep the work directory (configs, logs, raw tool outputs)
+  --out DIR         write latest.md and latest.json into DIR (default bench/results)
 
 The proxy under test runs on CPU $PROXY_CPU; load generators and the backend on CPU $LOAD_CPU
 (override with LOAD_CPU=... PROXY_CPU=... in the environment).
@@ -69,6 +71,7 @@ parse_flags() {
       --duration) DURATION=$2; shift ;;
       --only) ONLY=$2; shift ;;
       --keep) KEEP=1 ;;
+      --out) OUT=$2; shift ;;
       -h|--help) usage; exit 0 ;;
       *) echo "unknown flag: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -616,9 +619,10 @@ t_mem() {
     --connections "$MEM_CONNS" --ready-file "$ready" >"$WORK/out/mem_$kind-$target-$run.json"
   for _ in $(seq 1200); do [ -s "$ready" ] && break; sleep 0.1; done
   [ -s "$ready" ] || die "the holder never got its $MEM_CONNS connections open"
-  # weir parks HTTP/1 connections idle for 1 s (--keepalive-park-after); nginx frees its
-  # buffers at once. Measure once both have settled.
-  sleep 2
+  # weir parks HTTP/1 connections idle for 1 s (--keepalive-park-after) and its allocator
+  # returns the freed pages over about a second more; nginx frees its buffers at once.
+  # Measure once both have settled.
+  sleep 3
   held=$(rss_kib $pids)
   stop "$hold_pid"
   stop "$pid"
@@ -840,9 +844,9 @@ main() {
   commit=$(git -C "$ROOT" rev-parse --short=12 HEAD)
   git -C "$ROOT" diff --quiet HEAD -- . ':!bench/results' 2>/dev/null || commit="$commit (with uncommitted changes)"
   cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-  mkdir -p "$BENCH/results"
+  mkdir -p "$OUT"
   "$TOOL" report render --records "$RECORDS" \
-    --markdown "$BENCH/results/latest.md" --json "$BENCH/results/latest.json" \
+    --markdown "$OUT/latest.md" --json "$OUT/latest.json" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --meta "machine=$cpu, $(nproc --all) cores, $(uname -sr)" \
     --meta "pinning=proxy on CPU $PROXY_CPU; load generators and backend on CPU $LOAD_CPU" \
@@ -853,7 +857,7 @@ main() {
     --meta "command=$COMMAND_LINE" \
     --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s"
   echo
-  echo "written: bench/results/latest.md, bench/results/latest.json"
+  echo "written: $OUT/latest.md, $OUT/latest.json"
 }
 
 main "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of weir on a Debian machine with the Rust toolchain (cargo,
 # rustfmt, clippy); as root, it installs what the end-to-end suite needs (etcd, a kube-apiserver
-# built from Debian's source package, cached under ~/.cache/weir).
+# built from Debian's source package, cached under ~/.cache/weir) and what the benchmark smoke
+# run needs (nginx, wrk, h2load from Debian's packages).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,20 @@ if [ "$status" -eq 0 ]; then
     scripts/e2e-env.sh -- cargo test --offline --locked --test e2e -- --nocapture 2>&1 | tee -a "$log"
     status=${PIPESTATUS[0]}
   fi
+fi
+
+if [ "$status" -eq 0 ]; then
+  step "benchmark smoke: bench/run.sh --quick (the command works; its numbers are not asserted)"
+  bench_out=$(mktemp -d)
+  if bench/run.sh --quick --out "$bench_out" >"$bench_out/run.log" 2>&1; then
+    tail -n 5 "$bench_out/run.log"
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored" | tee -a "$log"
+  else
+    tail -n 30 "$bench_out/run.log"
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored" | tee -a "$log"
+    status=1
+  fi
+  rm -rf "$bench_out"
 fi
 
 summary=$(awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$log")

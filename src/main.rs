@@ -36,11 +36,11 @@ mod allocator {
     static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
     /// Read by jemalloc when it starts (`_RJEM_MALLOC_CONF` in the environment overrides it):
-    /// a background thread returns pages freed for about a second to the system, at once
+    /// one background thread returns pages freed for about a second to the system, at once
     /// rather than lazily (MADV_FREE pages would still count in RSS).
     #[unsafe(export_name = "_rjem_malloc_conf")]
-    static MALLOC_CONF: &[u8; 60] =
-        b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+    static MALLOC_CONF: &[u8; 85] =
+        b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,11 +55,29 @@ fn main() -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime(config.worker_threads)?;
+    runtime.block_on(run(config))
+}
+
+/// The tokio runtime with `threads` workers (default: the CPUs available): the work-stealing
+/// scheduler, or the single-threaded one when there is one worker (~6% less CPU per request
+/// than a one-worker work-stealing runtime).
+fn runtime(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(config))
+        .context("cannot start the tokio runtime")
 }
 
 fn init_tracing(level: &str) -> anyhow::Result<()> {

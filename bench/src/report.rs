@@ -428,7 +428,11 @@ const TESTS: &[Test] = &[
             shown("non_2xx", "… non-2xx responses", Lower),
             shown("connect_errors", "… connects refused", Lower),
             shown("reconnects", "idle connections closed by the proxy", Info),
-            shown("requests", "requests", Info),
+            shown(
+                "requests",
+                "requests sent while the changes ran (faster changes, fewer requests)",
+                Info,
+            ),
             shown("changes", "changes", Info),
         ],
     },
