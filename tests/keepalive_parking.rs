@@ -103,6 +103,32 @@ fn get_request(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
 }
 
+/// A raw connection that has had one request answered and is now parked, and when the answer
+/// arrived.
+async fn parked_connection(proxy: &WsProxy) -> (TcpStream, tokio::time::Instant) {
+    let parked_before = proxy.proxy.parked_connections();
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.write_all(&get_request("/")).await.unwrap();
+    let (head, _) = read_one(&mut stream).await;
+    let answered = tokio::time::Instant::now();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    wait_until("the connection is parked", LIMIT, || {
+        proxy.proxy.parked_connections() == parked_before + 1
+    })
+    .await;
+    (stream, answered)
+}
+
+/// Waits until the server closes `stream`, which must send nothing more.
+async fn closed_by_server(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 #[tokio::test]
 async fn idle_connections_are_parked_and_serve_again_over_tcp_and_tls() {
     let (proxy, _backend) = setup(Duration::from_secs(75)).await;
@@ -161,21 +187,9 @@ async fn the_start_of_a_request_read_before_parking_is_kept() {
 async fn a_parked_connection_is_closed_at_the_keepalive_timeout() {
     let keepalive = Duration::from_millis(400);
     let (proxy, _backend) = setup(keepalive).await;
-    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-    stream.write_all(&get_request("/")).await.unwrap();
-    read_one(&mut stream).await;
-    let answered = tokio::time::Instant::now();
-    wait_until("the connection is parked", LIMIT, || {
-        proxy.proxy.parked_connections() == 1
-    })
-    .await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest))
-        .await
-        .expect("the parked connection was closed")
-        .unwrap();
+    let (mut stream, answered) = parked_connection(&proxy).await;
+    closed_by_server(&mut stream).await;
     let took = answered.elapsed();
-    assert!(rest.is_empty(), "{rest:?}");
     // The timeout runs from the end of the response, which the server saw a moment before
     // the client did; its clock counts whole milliseconds.
     assert!(
@@ -188,19 +202,9 @@ async fn a_parked_connection_is_closed_at_the_keepalive_timeout() {
 #[tokio::test]
 async fn shutting_down_closes_parked_connections() {
     let (proxy, _backend) = setup(Duration::from_secs(75)).await;
-    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-    stream.write_all(&get_request("/")).await.unwrap();
-    read_one(&mut stream).await;
-    wait_until("the connection is parked", LIMIT, || {
-        proxy.proxy.parked_connections() == 1
-    })
-    .await;
+    let (mut stream, _) = parked_connection(&proxy).await;
     let tasks = proxy.shut_down();
-    let mut rest = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest))
-        .await
-        .expect("the parked connection was closed")
-        .unwrap();
+    closed_by_server(&mut stream).await;
     tokio::time::timeout(LIMIT, tasks.wait())
         .await
         .expect("every connection task ended");
@@ -209,13 +213,7 @@ async fn shutting_down_closes_parked_connections() {
 #[tokio::test]
 async fn a_connection_is_not_parked_under_an_upload_or_a_download() {
     let (proxy, _backend) = setup(Duration::from_secs(75)).await;
-    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-    stream.write_all(&get_request("/")).await.unwrap();
-    read_one(&mut stream).await;
-    wait_until("the connection is parked", LIMIT, || {
-        proxy.proxy.parks_total() == 1
-    })
-    .await;
+    let (mut stream, _) = parked_connection(&proxy).await;
 
     // Half a body, then a pause several times the park delay: the connection is busy
     // reading it, so nothing may park it. (A pause, because the check is that nothing

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -130,17 +131,22 @@ impl Proxy {
             Transport::Plain => {
                 let timeout = self.config.client_header_timeout;
                 let detected = tokio::time::timeout(timeout, preface::detect(stream)).await;
-                let Ok(Some(Detected { http2, stream })) = detected else {
+                let Ok(Some(Detected {
+                    http2,
+                    read,
+                    stream,
+                })) = detected
+                else {
                     return None;
                 };
-                Some(self.serve(stream, http2, conn, cancel))
+                Some(self.serve(read, stream, http2, conn, cancel))
             }
             Transport::Tls(acceptor) => {
                 let timeout = self.config.tls_handshake_timeout;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Some(self.serve(stream, http2, conn, cancel))
+                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel))
                     }
                     Ok(Err(error)) => {
                         debug!(%error, "TLS handshake failed");
@@ -157,6 +163,7 @@ impl Proxy {
 
     fn serve<I>(
         self: Arc<Self>,
+        read: Bytes,
         stream: I,
         http2: bool,
         conn: ClientInfo,
@@ -166,11 +173,11 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
         let activity = ConnActivity::new();
-        let service = self.service(conn, &activity);
+        let io = Resumable::new(read, stream, activity.clone());
         if http2 {
-            Box::pin(self.serve_http2(stream, service, activity, cancel))
+            Box::pin(self.serve_http2(io, activity, conn, cancel))
         } else {
-            Box::pin(self.serve_http1(stream, service, activity, cancel))
+            Box::pin(self.serve_http1(io, activity, conn, cancel))
         }
     }
 
@@ -202,23 +209,16 @@ impl Proxy {
         })
     }
 
-    async fn serve_http2<I, S>(
+    async fn serve_http2<I>(
         self: Arc<Self>,
-        stream: I,
-        service: S,
+        io: Resumable<I>,
         activity: Arc<ConnActivity>,
+        conn: ClientInfo,
         cancel: CancellationToken,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<
-                Request<Incoming>,
-                Response = Response<ProxyBody>,
-                Error = Infallible,
-                Future: Send + 'static,
-            > + Clone
-            + Send
-            + 'static,
     {
+        let service = self.service(conn, &activity);
         let config = &self.config;
         let mut builder = http2::Builder::new(TrackedExecutor(self.tasks.clone()));
         builder
@@ -226,7 +226,7 @@ impl Proxy {
             .enable_connect_protocol()
             .max_header_list_size(config.max_request_header_size as u32)
             .max_concurrent_streams(256);
-        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
+        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
         let idle = IdleLimits {
             keepalive: config.keepalive_timeout,
             park_after: None,
@@ -241,23 +241,16 @@ impl Proxy {
         .await;
     }
 
-    async fn serve_http1<I, S>(
+    async fn serve_http1<I>(
         self: Arc<Self>,
-        stream: I,
-        service: S,
+        mut io: Resumable<I>,
         activity: Arc<ConnActivity>,
+        conn: ClientInfo,
         cancel: CancellationToken,
     ) where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-        S: Service<
-                Request<Incoming>,
-                Response = Response<ProxyBody>,
-                Error = Infallible,
-                Future: Send + 'static,
-            > + Send
-            + Unpin
-            + 'static,
     {
+        let mut service = self.service(conn, &activity);
         let config = &self.config;
         let mut builder = http1::Builder::new();
         builder
@@ -269,7 +262,6 @@ impl Proxy {
             keepalive: config.keepalive_timeout,
             park_after: Some(config.keepalive_park_after),
         };
-        let (mut io, mut service) = (Resumable::new(stream, activity.clone()), service);
         loop {
             // Boxed, so that a parked connection does not keep its room in the task. An
             // accepted upgrade ends it and hands the socket to the tunnel.

@@ -22,11 +22,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::ConnActivity;
-use super::preface::Rewind;
 
-/// A client socket that can be told apart from hyper's connection state: it replays bytes
-/// hyper read but had not used, records whether writes are blocked, and ignores hyper's
-/// shutdown while the listener is parking the connection.
+/// A client stream that can be told apart from hyper's connection state: it first replays bytes
+/// already read from it (the preface check's, or those hyper had read but not used when it was
+/// parked), records whether writes are blocked, and ignores hyper's shutdown while the listener
+/// is parking the connection.
 pub struct Resumable<I> {
     replay: Bytes,
     inner: I,
@@ -34,10 +34,10 @@ pub struct Resumable<I> {
 }
 
 impl<I> Resumable<I> {
-    /// Wraps a fresh client socket.
-    pub fn new(inner: I, activity: Arc<ConnActivity>) -> Self {
+    /// Wraps a client stream from which `read` was already read.
+    pub fn new(read: Bytes, inner: I, activity: Arc<ConnActivity>) -> Self {
         Resumable {
-            replay: Bytes::new(),
+            replay: read,
             inner,
             activity,
         }
@@ -61,6 +61,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Resumable<I> {
             let n = this.replay.len().min(buf.remaining());
             buf.put_slice(&this.replay[..n]);
             this.replay.advance(n);
+            if this.replay.is_empty() {
+                // An emptied `Bytes` still holds its allocation.
+                this.replay = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -119,15 +123,6 @@ pub trait ReadReady {
 impl ReadReady for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
-    }
-}
-
-impl<S: ReadReady> ReadReady for Rewind<S> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.has_prefix() {
-            return Poll::Ready(Ok(()));
-        }
-        self.get_ref().poll_read_ready(cx)
     }
 }
 

@@ -1,13 +1,11 @@
 //! Telling HTTP/2 with prior knowledge from HTTP/1 on a cleartext connection.
 //!
 //! The first bytes are read (not peeked, so a slow client costs no polling) and compared with
-//! the HTTP/2 connection preface; [`Rewind`] then hands them to the HTTP server before the rest.
+//! the HTTP/2 connection preface; the listener then hands them to the HTTP server before the
+//! rest (see [`super::park::Resumable`]).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -15,8 +13,10 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Detected<S> {
     /// True for HTTP/2 with prior knowledge.
     pub http2: bool,
-    /// The stream, replaying the bytes already read.
-    pub stream: Rewind<S>,
+    /// The bytes read, to be served before the rest of the stream.
+    pub read: Bytes,
+    /// The stream, after those bytes.
+    pub stream: S,
 }
 
 /// Reads just enough to tell whether `stream` starts with the HTTP/2 preface. `None` when the
@@ -39,80 +39,9 @@ pub async fn detect<S: AsyncRead + Unpin>(mut stream: S) -> Option<Detected<S>> 
     };
     Some(Detected {
         http2,
-        stream: Rewind {
-            prefix: buf,
-            start: 0,
-            end: filled,
-            inner: stream,
-        },
+        read: Bytes::copy_from_slice(&buf[..filled]),
+        stream,
     })
-}
-
-/// A stream whose first bytes come from a buffer already read from it.
-pub struct Rewind<S> {
-    prefix: [u8; H2_PREFACE.len()],
-    start: usize,
-    end: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    /// Whether bytes read during detection are still to be replayed.
-    pub fn has_prefix(&self) -> bool {
-        self.start < self.end
-    }
-
-    /// The stream underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.start < this.end {
-            let n = (this.end - this.start).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.start..this.start + n]);
-            this.start += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -126,10 +55,9 @@ mod tests {
             client.write_all(chunk).await.unwrap();
         }
         drop(client);
-        let detected = detect(server).await?;
-        let mut replayed = Vec::new();
-        let mut stream = detected.stream;
-        stream.read_to_end(&mut replayed).await.unwrap();
+        let mut detected = detect(server).await?;
+        let mut replayed = detected.read.to_vec();
+        detected.stream.read_to_end(&mut replayed).await.unwrap();
         Some((detected.http2, replayed))
     }
 
