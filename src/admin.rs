@@ -1,11 +1,11 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (a table is published
-//! and the process is not shutting down).
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (a table is published
+//! and the process is not shutting down) and `/metrics` (Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::metrics;
 use crate::state::State;
 
 /// Serves the admin endpoints on `listener` until `cancel` fires.
@@ -59,6 +60,14 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if state.is_ready() => (StatusCode::OK, "ready\n"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(state.metrics().encode())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            return response;
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

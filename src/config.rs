@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
+pub use crate::access_log::LogFormat;
+use crate::metrics::{ControllerLabels, MetricsConfig, RequestLabels};
 use crate::model::BuildConfig;
 use crate::source::cluster::{ClusterConfig, EndpointsApi};
 
@@ -204,6 +206,54 @@ pub struct Config {
     /// Log filter (`info`, `debug`, `weir=debug,hyper=info`, …); `RUST_LOG` takes precedence.
     #[arg(long, env = "WEIR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Format of weir's logs and of the access log.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Where the access log (one line per request) goes.
+    #[arg(long, env = "WEIR_ACCESS_LOG", value_enum, default_value = "stdout")]
+    pub access_log: AccessLogTarget,
+
+    /// Count requests in the `weir_request*` / `weir_upstream_*_duration` metrics.
+    #[arg(long, env = "WEIR_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub request_metrics: bool,
+
+    /// Label request metrics with the Ingress rule's host (bounded by the rules, not by what
+    /// clients send).
+    #[arg(long, env = "WEIR_METRICS_PER_HOST")]
+    pub metrics_per_host: bool,
+
+    /// Label request metrics with the Ingress rule's path (bounded by the rules, not by what
+    /// clients send).
+    #[arg(long, env = "WEIR_METRICS_PER_PATH")]
+    pub metrics_per_path: bool,
+
+    /// Label request metrics with the status class (`2xx`) instead of the code.
+    #[arg(long, env = "WEIR_METRICS_STATUS_CLASSES")]
+    pub metrics_status_classes: bool,
+
+    /// Also export request and certificate metrics under another controller's names.
+    #[arg(long, env = "WEIR_METRICS_COMPAT", value_enum)]
+    pub metrics_compat: Option<MetricsCompat>,
+}
+
+/// Where the access log goes (`--access-log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogTarget {
+    /// Standard output (weir's own logs go to standard error).
+    Stdout,
+    /// Standard error, with weir's own logs.
+    Stderr,
+    /// No access log.
+    Off,
+}
+
+/// Another controller's metric names (`--metrics-compat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsCompat {
+    /// ingress-nginx: `nginx_ingress_controller_requests`, `…_request_duration_seconds`, …
+    IngressNginx,
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -269,6 +319,26 @@ impl Config {
         Ok(())
     }
 
+    /// How the metrics look. `pod` and `namespace` name this replica in the ingress-nginx
+    /// labels.
+    pub fn metrics_config(&self, pod: &str, namespace: &str) -> MetricsConfig {
+        MetricsConfig {
+            labels: RequestLabels {
+                per_host: self.metrics_per_host,
+                per_path: self.metrics_per_path,
+                status_classes: self.metrics_status_classes,
+            },
+            requests: self.request_metrics,
+            ingress_nginx: self.metrics_compat.map(|MetricsCompat::IngressNginx| {
+                ControllerLabels {
+                    class: self.controller_name.clone(),
+                    namespace: namespace.to_owned(),
+                    pod: pod.to_owned(),
+                }
+            }),
+        }
+    }
+
     /// The settings the cluster source needs.
     pub fn cluster_config(&self) -> ClusterConfig {
         ClusterConfig {
@@ -307,6 +377,7 @@ impl Config {
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
             trust_forwarded_from: self.trust_forwarded_from.clone(),
+            access_log: None,
         }
     }
 }

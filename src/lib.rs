@@ -3,9 +3,11 @@
 //! Data flows `source` → `controller` (which calls the pure `model::build`) → `state` → `proxy`.
 //! `proxy` and `controller` never import each other; they meet in `state`.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod controller;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod source;

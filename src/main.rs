@@ -15,12 +15,14 @@ use tracing_subscriber::EnvFilter;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::Reporter;
+use weir::access_log::AccessLog;
 use weir::admin::serve_admin;
-use weir::config::Config;
+use weir::config::{AccessLogTarget, Config, LogFormat};
 use weir::controller::events::run_event_writer;
 use weir::controller::leader::{ElectionConfig, run_election};
 use weir::controller::status::{PublishFrom, run_status_writer};
 use weir::controller::{DefaultCertificate, Published, run_rebuild_loop};
+use weir::metrics::Metrics;
 use weir::model::{ObjectKind, ObjectRef};
 use weir::proxy::Proxy;
 use weir::source::cluster::ClusterSource;
@@ -50,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    init_tracing(&config.log_level)?;
+    init_tracing(&config.log_level, config.log_format)?;
     // One process-wide TLS crypto provider, chosen here (the Kubernetes client uses rustls).
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
@@ -80,19 +82,56 @@ fn runtime(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the tokio runtime")
 }
 
-fn init_tracing(level: &str) -> anyhow::Result<()> {
+fn init_tracing(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => {
             EnvFilter::try_new(from_env).context("invalid RUST_LOG")?
         }
         _ => EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?,
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(())
+}
+
+/// The access log `config` asks for, counting drops in `metrics`.
+fn access_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<AccessLog>> {
+    let out: Box<dyn std::io::Write + Send> = match config.access_log {
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+        AccessLogTarget::Off => return Ok(None),
+    };
+    let dropped = metrics.connections.access_log_dropped.clone();
+    let log = AccessLog::start(config.log_format, out, dropped)
+        .context("cannot start the access log writer")?;
+    Ok(Some(log))
+}
+
+/// This replica's pod name and namespace for the ingress-nginx metric labels: `POD_NAME` and
+/// `POD_NAMESPACE` (the Downward API), else the host name and the service account's namespace.
+fn pod_identity() -> (String, String) {
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    let pod = from_env("POD_NAME")
+        .or_else(|| read("/etc/hostname"))
+        .unwrap_or_default();
+    let namespace = from_env("POD_NAMESPACE")
+        .or_else(|| read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
+        .unwrap_or_default();
+    (pod, namespace)
 }
 
 /// Where the Kubernetes objects come from.
@@ -101,7 +140,7 @@ enum Source {
     Cluster(Box<ClusterSource>, kube::Client),
 }
 
-async fn source(config: &Config) -> anyhow::Result<Source> {
+async fn source(config: &Config, metrics: &Metrics) -> anyhow::Result<Source> {
     if let Some(dir) = &config.manifests {
         let source = ManifestSource::new(dir)
             .with_context(|| format!("cannot serve --manifests {}", dir.display()))?;
@@ -124,13 +163,18 @@ async fn source(config: &Config) -> anyhow::Result<Source> {
     let client =
         kube::Client::try_from(kube_config).context("cannot create the Kubernetes client")?;
     Ok(Source::Cluster(
-        Box::new(ClusterSource::new(client.clone(), config.cluster_config())),
+        Box::new(
+            ClusterSource::new(client.clone(), config.cluster_config())
+                .with_watch_restarts(metrics.control.watch_restarts.clone()),
+        ),
         client,
     ))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let source = source(&config).await?;
+    let (pod, namespace) = pod_identity();
+    let metrics = Arc::new(Metrics::new(config.metrics_config(&pod, &namespace)));
+    let source = source(&config, &metrics).await?;
 
     let http = TcpListener::bind(config.http_addr)
         .await
@@ -145,7 +189,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let generated =
         weir::tls::self_signed_default().context("cannot make the default certificate")?;
-    let state = Arc::new(State::new(Arc::new(CertStore::new(generated.clone()))));
+    let state = Arc::new(State::with_metrics(
+        Arc::new(CertStore::new(generated.clone())),
+        metrics.clone(),
+    ));
     let default_certificate = DefaultCertificate {
         generated,
         secret: config
@@ -156,12 +203,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
 
-    let proxy = Proxy::new(
-        state.clone(),
-        config.proxy_config(),
-        tasks.clone(),
-        cancel.clone(),
-    );
+    let proxy_config = weir::proxy::ProxyConfig {
+        access_log: access_log(&config, &metrics)?,
+        ..config.proxy_config()
+    };
+    let proxy = Proxy::new(state.clone(), proxy_config, tasks.clone(), cancel.clone());
     tasks.spawn(proxy.clone().serve_http(http, cancel.clone()));
     let current = state.clone();
     let resolver = LiveResolver::new(move || current.snapshot().certs.clone());
@@ -195,7 +241,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         Source::Cluster(source, client) => {
             let ingresses = source.ingresses();
-            spawn_api_writers(&config, client, ingresses, published_rx, &tasks, &cancel).await;
+            let leader = metrics.control.leader.clone();
+            spawn_api_writers(
+                &config,
+                client,
+                ingresses,
+                published_rx,
+                leader,
+                &tasks,
+                &cancel,
+            )
+            .await;
             let cancel = cancel.clone();
             tasks.spawn(async move {
                 source
@@ -244,6 +300,7 @@ async fn spawn_api_writers(
     client: kube::Client,
     ingresses: kube::runtime::reflector::Store<k8s_openapi::api::networking::v1::Ingress>,
     published: watch::Receiver<Option<Arc<Published>>>,
+    leader_gauge: prometheus::IntGauge,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -269,6 +326,15 @@ async fn spawn_api_writers(
         leader_tx,
         cancel.clone(),
     ));
+    let mut leading = leader_rx.clone();
+    tasks.spawn(async move {
+        loop {
+            leader_gauge.set(i64::from(*leading.borrow_and_update()));
+            if leading.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 
     let reporter = Reporter {
         controller: config.controller_name.clone(),

@@ -4,12 +4,16 @@
 //! swap; the proxy loads it once per request (and the TLS resolver once per handshake) and keeps
 //! the `Arc`s it needs, so requests already running finish on the snapshot they started with
 //! while new ones see the new one. Nothing is locked on the request path.
+//!
+//! The state also holds the process's [`Metrics`]: each published table comes with the
+//! request-metric handles of its routes, prepared by `publish`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::metrics::{Metrics, RouteIndex};
 use crate::model::RouteTable;
 use crate::tls::CertStore;
 
@@ -22,6 +26,8 @@ pub struct Snapshot {
     pub table: Arc<RouteTable>,
     /// The certificates, by SNI.
     pub certs: Arc<CertStore>,
+    /// The request metrics of each route of `table`.
+    pub route_stats: RouteIndex,
 }
 
 /// The current snapshot plus the readiness flags the admin endpoints report.
@@ -30,20 +36,34 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     published: AtomicBool,
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
-    /// A state serving the empty table (every request 404) and `certs`, not yet ready.
+    /// A state serving the empty table (every request 404) and `certs`, not yet ready, with
+    /// metrics of its own.
     pub fn new(certs: Arc<CertStore>) -> Self {
+        State::with_metrics(certs, Arc::new(Metrics::default()))
+    }
+
+    /// Like [`State::new`], counting into `metrics`.
+    pub fn with_metrics(certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Self {
         State {
             current: ArcSwap::from_pointee(Snapshot {
                 generation: 0,
                 table: Arc::new(RouteTable::empty()),
                 certs,
+                route_stats: RouteIndex::default(),
             }),
             published: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            metrics,
         }
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The snapshot to use for one request or handshake.
@@ -53,14 +73,18 @@ impl State {
 
     /// Swaps in a new table and certificates atomically and returns its generation. There is
     /// one publisher (the rebuild loop); concurrent publishers could store their snapshots out
-    /// of generation order.
+    /// of generation order. Prepares the request metrics of the table's routes first (a few
+    /// milliseconds for 10,000 routes: call it off the async workers).
     pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
+        let route_stats = self.metrics.requests.index(&table);
         let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Snapshot {
             generation,
             table: Arc::new(table),
             certs,
+            route_stats,
         }));
+        self.metrics.control.generation.set(generation as i64);
         self.published.store(true, Ordering::Release);
         generation
     }

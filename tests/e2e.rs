@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use common::metrics::{parse, scrape, total, value};
 use common::process::WeirProcess;
 use common::ws::WsBackend;
 use common::*;
@@ -738,6 +739,10 @@ async fn the_last_table_serves_while_the_api_server_is_down_and_weir_restarts() 
     // The watchers reconnect: a change made after the restart reaches the table.
     cluster.route(&ns, "after", "after.test", "steady").await;
     until_answer(&weir, "after.test", "/", 200).await;
+    // … and the failed watches were counted.
+    let samples = parse(&scrape(&weir).await);
+    let restarts = total(&samples, "weir_watch_restarts_total");
+    assert!(restarts >= 1.0, "weir_watch_restarts_total is {restarts}");
 
     // weir restarts: it is ready again only with the full table.
     let status = {
@@ -804,6 +809,8 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
         .holder_identity
         .unwrap();
     let leader_index = identities.iter().position(|i| *i == holder).unwrap();
+    until_leader_gauge(&replicas[leader_index], 1.0).await;
+    until_leader_gauge(&replicas[1 - leader_index], 0.0).await;
     // The status is on the API, so the holder logged writing it; the other replica never did.
     replicas[leader_index]
         .wait_for_line("about writing the status", Duration::from_secs(5), |l| {
@@ -840,6 +847,23 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over() {
         .holder_identity
         .unwrap();
     assert_eq!(holder, follower_identity);
+    until_leader_gauge(follower, 1.0).await;
+}
+
+/// Waits (5 s at most) until `weir_leader` of `weir` is `expected`.
+async fn until_leader_gauge(weir: &WeirProcess, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let leading = value(&parse(&scrape(weir).await), "weir_leader", &[]);
+        if leading == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "weir_leader stays {leading}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The rebuild loop: new input → `model::build` → publish.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::DiagnosticLog;
-use crate::model::{self, BuildConfig, Diagnostic, Input, ObjectRef};
+use crate::metrics::ControlMetrics;
+use crate::model::{self, BuildConfig, Diagnostic, Input, ObjectRef, RouteTable};
 use crate::state::State;
 use crate::tls::{self, CertStore, Certified};
 
@@ -37,6 +39,75 @@ fn build_with_certificates(
     built.diagnostics.sort();
     built.diagnostics.dedup();
     (built, certs)
+}
+
+/// What a table holds, for the `weir_table_*` gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct TableCounts {
+    routes: usize,
+    backends: usize,
+    backends_without_endpoints: usize,
+}
+
+impl TableCounts {
+    fn of(table: &RouteTable) -> Self {
+        let mut backends = HashSet::new();
+        let mut without_endpoints = 0;
+        for entry in table.entries() {
+            let backend = &entry.route.backend;
+            if backends.insert(Arc::as_ptr(backend)) && backend.endpoints.is_empty() {
+                without_endpoints += 1;
+            }
+        }
+        TableCounts {
+            routes: table.route_count(),
+            backends: backends.len(),
+            backends_without_endpoints: without_endpoints,
+        }
+    }
+
+    fn report(&self, metrics: &ControlMetrics, ingresses: usize, diagnostics: &[Diagnostic]) {
+        metrics.routes.set(gauge(self.routes));
+        metrics.backends.set(gauge(self.backends));
+        metrics
+            .backends_without_endpoints
+            .set(gauge(self.backends_without_endpoints));
+        metrics.ingresses.set(gauge(ingresses));
+        let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+        for diagnostic in diagnostics {
+            *by_reason.entry(diagnostic.reason.as_str()).or_default() += 1;
+        }
+        metrics.diagnostics.reset();
+        for (reason, count) in by_reason {
+            metrics
+                .diagnostics
+                .with_label_values(&[reason])
+                .set(gauge(count));
+        }
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Sets `weir_ssl_certificate_expire_time_seconds` to the certificates `certs` serves.
+fn report_certificates(metrics: &ControlMetrics, certs: &CertStore) {
+    metrics.certificate_expiry.reset();
+    for served in certs.served() {
+        if let Some(not_after) = served.not_after {
+            metrics
+                .certificate_expiry
+                .with_label_values(&[&served.namespace, &served.secret, &served.host])
+                .set(not_after as f64);
+        }
+    }
 }
 
 /// What the data plane serves now, for the writers that report it to the API (status, Events).
@@ -75,26 +146,54 @@ pub async fn run_rebuild_loop(
             let config = config.clone();
             let started = Instant::now();
             let (for_build, default_certificate) = (input.clone(), default_certificate.clone());
+            let publisher = state.clone();
+            // The build and the metric handles of its routes take milliseconds with thousands
+            // of Ingresses: off the async workers.
             let built = tokio::task::spawn_blocking(move || {
-                build_with_certificates(&for_build, &config, &default_certificate)
+                let (built, certs) =
+                    build_with_certificates(&for_build, &config, &default_certificate);
+                let counts = TableCounts::of(&built.table);
+                report_certificates(&publisher.metrics().control, &certs);
+                let tls_hosts = certs.len();
+                let generation = publisher.publish(built.table, Arc::new(certs));
+                (
+                    generation,
+                    counts,
+                    tls_hosts,
+                    built.ingresses,
+                    built.diagnostics,
+                )
             })
             .instrument(info_span!("rebuild"))
             .await;
+            let metrics = &state.metrics().control;
             match built {
-                Ok((built, certs)) => {
-                    diagnostics.update(&built.diagnostics);
-                    let routes = built.table.route_count();
-                    let tls_hosts = certs.len();
-                    let generation = state.publish(built.table, Arc::new(certs));
-                    info!(generation, routes, tls_hosts, ingresses = built.ingresses.len(), elapsed = ?started.elapsed(), "published routing table");
+                Ok((generation, counts, tls_hosts, ingresses, built_diagnostics)) => {
+                    diagnostics.update(&built_diagnostics);
+                    let elapsed = started.elapsed();
+                    counts.report(metrics, ingresses.len(), &built_diagnostics);
+                    metrics.rebuilds.with_label_values(&["success"]).inc();
+                    metrics.rebuild_duration.observe(elapsed.as_secs_f64());
+                    metrics.last_successful.set(1);
+                    metrics.last_success.set(unix_now());
+                    info!(
+                        generation,
+                        routes = counts.routes,
+                        tls_hosts,
+                        ingresses = ingresses.len(),
+                        ?elapsed,
+                        "published routing table"
+                    );
                     published.send_replace(Some(Arc::new(Published {
                         generation,
                         input,
-                        ingresses: built.ingresses,
-                        diagnostics: built.diagnostics,
+                        ingresses,
+                        diagnostics: built_diagnostics,
                     })));
                 }
                 Err(error) => {
+                    metrics.rebuilds.with_label_values(&["failure"]).inc();
+                    metrics.last_successful.set(0);
                     warn!(%error, "building the routing table failed; the last good table keeps serving")
                 }
             }

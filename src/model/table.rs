@@ -267,6 +267,56 @@ impl RouteTable {
     pub fn route_count(&self) -> usize {
         self.route_count
     }
+
+    /// Every entry of the table with the rule host and path it is reached by (`""` for rules
+    /// without a host and for default backends), so that data kept per route (metrics) can be
+    /// prepared once per table. A route shared by several entries (an Ingress's default backend
+    /// serving each of its hosts) comes once per entry.
+    pub fn entries(&self) -> impl Iterator<Item = TableEntry<'_>> {
+        let exact = self
+            .exact_hosts
+            .iter()
+            .flat_map(|(host, routes)| routes.entries(host.clone()));
+        let wildcard = self
+            .wildcard_hosts
+            .iter()
+            .flat_map(|(suffix, routes)| routes.entries(format!("*.{suffix}")));
+        let default = self.default_backend.iter().map(|route| TableEntry {
+            host: String::new(),
+            path: "",
+            route,
+        });
+        exact
+            .chain(wildcard)
+            .chain(self.any_host.entries(String::new()))
+            .chain(default)
+    }
+}
+
+/// One entry of a [`RouteTable`]: a rule (or default backend) and its route.
+#[derive(Debug)]
+pub struct TableEntry<'a> {
+    /// The rule host as written (`foo.example.com`, `*.example.com`), `""` for every host.
+    pub host: String,
+    /// The rule path (without a Prefix rule's trailing slash), `""` for a default backend.
+    pub path: &'a str,
+    /// The route it leads to.
+    pub route: &'a Arc<Route>,
+}
+
+impl HostRoutes {
+    fn entries(&self, host: String) -> impl Iterator<Item = TableEntry<'_>> {
+        let paths = self.exact.iter().chain(&self.prefix);
+        let fallback = self.fallback.iter().map(|route| ("", route));
+        paths
+            .map(|(path, route)| (path.as_str(), route))
+            .chain(fallback)
+            .map(move |(path, route)| TableEntry {
+                host: host.clone(),
+                path,
+                route,
+            })
+    }
 }
 
 /// Collects routes into a [`RouteTable`]. The first route inserted for a key wins; insert in

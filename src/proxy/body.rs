@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::activity::InFlight;
+use super::exchange::Exchange;
 use super::idle::{BoxError, IdleBody, Side};
 use super::upstream::Lease;
 
@@ -19,10 +20,12 @@ enum Kind {
 }
 
 /// A response body: either bytes weir made itself, or an endpoint's body streamed through.
-/// It holds the request's [`InFlight`] mark until the body has been sent or dropped.
+/// It holds the request's [`InFlight`] mark until the body has been sent or dropped, and the
+/// request's [`Exchange`] record, which reports the request when the body is dropped.
 pub struct ProxyBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
+    exchange: Option<Box<Exchange>>,
 }
 
 impl ProxyBody {
@@ -31,6 +34,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
+            exchange: None,
         }
     }
 
@@ -48,12 +52,20 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body, lease),
             _in_flight: None,
+            exchange: None,
         }
     }
 
     /// Attaches the request's in-flight mark, released when the body is finished or dropped.
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
+        self
+    }
+
+    /// Attaches the request's record: it counts the body's bytes and reports the request when
+    /// the body is finished or dropped.
+    pub(super) fn with_exchange(mut self, exchange: Box<Exchange>) -> Self {
+        self.exchange = Some(exchange);
         self
     }
 }
@@ -66,7 +78,8 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.kind {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(
                 bytes
                     .take()
@@ -82,10 +95,19 @@ impl Body for ProxyBody {
                 };
                 if let Some(lease) = lease.take_if(|_| ended) {
                     lease.release();
+                    if let Some(exchange) = &mut this.exchange {
+                        exchange.upstream_finished();
+                    }
                 }
                 polled
             }
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange)
+            && let Some(data) = frame.data_ref()
+        {
+            exchange.sent(data.len());
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

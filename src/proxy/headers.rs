@@ -59,6 +59,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// rewriting.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Whether the peer is in `--trust-forwarded-from` (its X-Forwarded-* are believed).
@@ -80,6 +82,7 @@ impl ClientInfo {
         let peer_ip = HeaderValue::try_from(canonical(peer.ip()).to_string())
             .expect("an IP address is a valid header value");
         ClientInfo {
+            peer,
             scheme,
             trusted: is_trusted(trusted, peer.ip()),
             peer_ip,

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info_span, warn};
 
 use super::Proxy;
 use super::activity::ConnActivity;
@@ -27,6 +27,7 @@ use super::body::ProxyBody;
 use super::headers::ClientInfo;
 use super::park::{self, ReadReady, Resumable, Wake};
 use super::preface::{self, Detected};
+use crate::metrics::GaugeGuard;
 
 /// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
 /// (told by ALPN).
@@ -66,6 +67,9 @@ impl Proxy {
             Transport::Plain => "http",
             Transport::Tls(_) => "https",
         };
+        let connections = &self.metrics.connections;
+        let active = connections.active.with_label_values(&[scheme]);
+        let accepted = connections.accepted.with_label_values(&[scheme]);
         loop {
             let (stream, peer) = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -79,11 +83,14 @@ impl Proxy {
                     }
                 },
             };
+            accepted.inc();
+            let open = GaugeGuard::new(active.clone());
             let proxy = self.clone();
             let (cancel, transport) = (cancel.clone(), transport.clone());
             let span = info_span!("conn", %peer, scheme);
             self.tasks.spawn(
                 async move {
+                    let _open = open;
                     let trusted = &proxy.config.trust_forwarded_from;
                     let conn = ClientInfo::new(peer, local_port, scheme, trusted);
                     proxy
@@ -143,17 +150,39 @@ impl Proxy {
             }
             Transport::Tls(acceptor) => {
                 let timeout = self.config.tls_handshake_timeout;
+                let metrics = &self.metrics.connections;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let session = stream.get_ref().1;
+                        let alpn = session.alpn_protocol();
+                        let version = session.protocol_version().and_then(|v| v.as_str());
+                        let alpn_label =
+                            alpn.map_or("", |p| std::str::from_utf8(p).unwrap_or("other"));
+                        metrics
+                            .tls_handshakes
+                            .with_label_values(&[version.unwrap_or("unknown"), alpn_label])
+                            .inc();
+                        let http2 = alpn == Some(b"h2");
                         Some(self.serve(Bytes::new(), stream, http2, conn, cancel))
                     }
                     Ok(Err(error)) => {
                         debug!(%error, "TLS handshake failed");
+                        let is_tls = error
+                            .get_ref()
+                            .is_some_and(|inner| inner.is::<rustls::Error>());
+                        let reason = if is_tls { "protocol" } else { "io" };
+                        metrics
+                            .tls_handshake_errors
+                            .with_label_values(&[reason])
+                            .inc();
                         None
                     }
                     Err(_) => {
                         debug!("TLS handshake timed out");
+                        metrics
+                            .tls_handshake_errors
+                            .with_label_values(&["timeout"])
+                            .inc();
                         None
                     }
                 }
@@ -202,10 +231,13 @@ impl Proxy {
             let conn = conn.clone();
             let activity = activity.clone();
             let in_flight = activity.start();
+            // Costs nothing unless debug logging is on for weir.
+            let span = debug_span!("request", method = %req.method(), path = req.uri().path());
             async move {
                 let response = proxy.serve_request(&conn, &activity, req).await;
                 Ok::<_, Infallible>(response.map(|body| body.with_in_flight(in_flight)))
             }
+            .instrument(span)
         })
     }
 

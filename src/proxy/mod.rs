@@ -5,6 +5,7 @@
 
 mod activity;
 mod body;
+mod exchange;
 mod headers;
 mod idle;
 mod listener;
@@ -23,6 +24,8 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
+use crate::metrics::Metrics;
 use crate::state::State;
 use park::ParkedCount;
 use upstream::{Pool, UpstreamConfig};
@@ -65,6 +68,8 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Peers whose X-Forwarded-* headers are trusted.
     pub trust_forwarded_from: Vec<IpNet>,
+    /// Where each finished request is logged (`None`: no access log).
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for ProxyConfig {
@@ -86,6 +91,7 @@ impl Default for ProxyConfig {
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             trust_forwarded_from: Vec::new(),
+            access_log: None,
         }
     }
 }
@@ -97,11 +103,12 @@ pub struct Proxy {
     pool: Arc<Pool>,
     tasks: TaskTracker,
     parked: ParkedCount,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    /// A proxy serving whatever `state` holds. Connection tasks are spawned on `tasks`; the
-    /// upstream pool's reaper runs until `cancel` fires.
+    /// A proxy serving whatever `state` holds, counting into the state's metrics. Connection
+    /// tasks are spawned on `tasks`; the upstream pool's reaper runs until `cancel` fires.
     pub fn new(
         state: Arc<State>,
         config: ProxyConfig,
@@ -119,12 +126,14 @@ impl Proxy {
         ));
         let reaper = pool.clone();
         tasks.spawn(async move { reaper.reap_idle(cancel).await });
+        let metrics = state.metrics().clone();
         Arc::new(Proxy {
             state,
             config,
             pool,
             tasks,
-            parked: ParkedCount::default(),
+            parked: ParkedCount::new(&metrics.connections),
+            metrics,
         })
     }
 

@@ -12,7 +12,6 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use prometheus::{IntCounter, IntGauge};
+
 use super::activity::ConnActivity;
+use crate::metrics::{ConnectionMetrics, GaugeGuard};
 
 /// A client stream that can be told apart from hyper's connection state: it first replays bytes
 /// already read from it (the preface check's, or those hyper had read but not used when it was
@@ -160,37 +162,36 @@ pub async fn wait<I: ReadReady>(
     }
 }
 
-/// How many connections are parked right now, and how many times one was.
-#[derive(Debug, Default)]
+/// How many connections are parked right now, and how many times one was (the metrics
+/// `weir_client_connections_parked` and `weir_client_connections_parks_total`).
+#[derive(Debug)]
 pub struct ParkedCount {
-    now: AtomicUsize,
-    total: AtomicU64,
+    now: IntGauge,
+    total: IntCounter,
 }
 
 impl ParkedCount {
+    /// Counts into the connection metrics.
+    pub fn new(metrics: &ConnectionMetrics) -> Self {
+        ParkedCount {
+            now: metrics.parked.clone(),
+            total: metrics.parks.clone(),
+        }
+    }
+
     /// Counts one more parked connection until the guard is dropped.
-    pub fn count(&self) -> Parked<'_> {
-        self.now.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Parked(self)
+    pub fn count(&self) -> GaugeGuard {
+        self.total.inc();
+        GaugeGuard::new(self.now.clone())
     }
 
     /// The number of parked connections.
     pub fn now(&self) -> usize {
-        self.now.load(Ordering::Relaxed)
+        usize::try_from(self.now.get()).unwrap_or(0)
     }
 
     /// How many times a connection was parked since the start.
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-/// One parked connection, counted in its [`ParkedCount`] while it lives.
-pub struct Parked<'a>(&'a ParkedCount);
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::Relaxed);
+        self.total.get()
     }
 }

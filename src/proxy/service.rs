@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
+use super::exchange::Exchange;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
 use super::respond::{self, Refusal, SERVER};
@@ -33,10 +34,27 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let version = req.version();
-        match self.forward(conn, activity, req).await {
+        let mut exchange = self.exchange(conn, &req);
+        let response = match self.forward(conn, activity, req, &mut exchange).await {
             Ok(response) => response,
             Err(refusal) => refusal.into_response(version),
+        };
+        match exchange {
+            Some(mut exchange) => {
+                exchange.responding(&response);
+                response.map(|body| body.with_exchange(exchange))
+            }
+            None => response,
         }
+    }
+
+    /// The record of a request, counted as unrouted until it is routed; `None` when neither
+    /// request metrics nor the access log want it.
+    fn exchange(&self, conn: &ClientInfo, req: &Request<Incoming>) -> Option<Box<Exchange>> {
+        let requests = &self.metrics.requests;
+        let stats = requests.enabled().then(|| requests.unrouted().clone());
+        let log = self.config.access_log.as_ref();
+        (stats.is_some() || log.is_some()).then(|| Exchange::start(req, conn.peer, stats, log))
     }
 
     async fn forward(
@@ -44,6 +62,7 @@ impl Proxy {
         conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
         mut req: Request<Incoming>,
+        exchange: &mut Option<Box<Exchange>>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let upgrade = UpgradeRequest::of(&req);
         check_request(&req, upgrade.as_ref())?;
@@ -58,14 +77,17 @@ impl Proxy {
                 .and_then(normalize_host)
                 .ok_or(Refusal::BadRequest("missing or invalid Host"))?
         };
-        let route: Arc<Route> = {
+        let (route, stats): (Arc<Route>, _) = {
             let snapshot = self.state.snapshot();
-            snapshot
+            let route = snapshot
                 .table
                 .route(&host, req.uri().path())
-                .cloned()
-                .ok_or(Refusal::NoRoute)?
+                .ok_or(Refusal::NoRoute)?;
+            (route.clone(), snapshot.route_stats.get(route).cloned())
         };
+        if let Some(exchange) = exchange.as_deref_mut() {
+            exchange.routed(&route, stats.as_ref());
+        }
         if conn.scheme == "http" && route.https.redirect && self.redirects(conn, &req) {
             return Ok(self.https_redirect(&host, &req));
         }
@@ -74,7 +96,7 @@ impl Proxy {
             return Err(Refusal::NoEndpoints);
         }
 
-        prepare_upstream_request(
+        let request_id = prepare_upstream_request(
             &mut req,
             host_value,
             conn,
@@ -90,23 +112,47 @@ impl Proxy {
         let idempotent = is_idempotent(req.method());
         let first = backend.pick().ok_or(Refusal::NoEndpoints)?;
         let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
+        let has_body = !http_body::Body::is_end_stream(req.body());
+        if let Some(exchange) = exchange.as_deref_mut() {
+            exchange.connecting();
+        }
         let mut last_error = None;
         for addr in std::iter::once(first).chain(second) {
             match self.pool.connection(addr).await {
                 Ok(upstream) => {
+                    let body_bytes = exchange
+                        .as_deref_mut()
+                        .and_then(|e| e.sending(addr, &request_id, has_body));
                     let result = self
                         .pool
-                        .send(upstream, req, activity, idempotent, read_timeout)
+                        .send(
+                            upstream,
+                            req,
+                            activity,
+                            idempotent,
+                            read_timeout,
+                            body_bytes,
+                        )
                         .await;
+                    if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
+                    {
+                        exchange.upstream_answered(response.status());
+                    }
                     return match (upgrade, client_upgrade) {
-                        (Some(upgrade), Some(client)) => {
-                            self.switch(result, &upgrade, client, &route, conn, activity)
-                        }
+                        (Some(upgrade), Some(client)) => self.switch(
+                            result,
+                            (&upgrade, client),
+                            &route,
+                            conn,
+                            activity,
+                            exchange,
+                        ),
                         _ => self.relay(result, &route, conn),
                     };
                 }
                 Err(error) => {
                     warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
+                    self.count_upstream_error(backend, &error);
                     last_error = Some(error);
                 }
             }
@@ -188,9 +234,20 @@ impl Proxy {
             }
             Err(error) => {
                 warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");
+                self.count_upstream_error(&route.backend, &error);
                 Err(Refusal::Upstream(error))
             }
         }
+    }
+
+    /// Counts a failed attempt in `weir_upstream_errors_total`.
+    fn count_upstream_error(&self, backend: &Backend, error: &UpstreamError) {
+        let service = &backend.service;
+        self.metrics
+            .connections
+            .upstream_errors
+            .with_label_values(&[&service.namespace, &service.name, error.reason()])
+            .inc();
     }
 }
 
@@ -287,14 +344,14 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// Turns the client's request into the one sent upstream (HTTP/1.1, origin-form, hop-by-hop
-/// headers removed, forwarding headers set). Method, path, query, Host and Content-Length stay
-/// as the client sent them.
+/// headers removed, forwarding headers set) and returns its request id. Method, path, query,
+/// Host and Content-Length stay as the client sent them.
 fn prepare_upstream_request(
     req: &mut Request<Incoming>,
     host: HeaderValue,
     client: &ClientInfo,
     trusted_nets: &[IpNet],
-) {
+) -> HeaderValue {
     let from_http2 = req.version() == Version::HTTP_2;
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req
@@ -318,6 +375,7 @@ fn prepare_upstream_request(
     headers::set_forwarding_headers(headers, client, trusted_nets, host.as_ref());
     let id = headers::ensure_request_id(headers);
     debug!(request_id = ?id, "forwarding");
+    id
 }
 
 /// HTTP/2 may split Cookie into several fields; HTTP/1.1 wants one, joined with "; ".

@@ -24,10 +24,12 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
+use super::exchange::Exchange;
 use super::headers::{self, ClientInfo};
 use super::respond::{Refusal, SERVER};
 use super::tunnel::Tunnel;
 use super::upstream::{Lease, UpstreamError};
+use crate::metrics::GaugeGuard;
 use crate::model::Route;
 
 /// `Sec-WebSocket-Key`.
@@ -156,15 +158,17 @@ impl UpgradeRequest {
 impl Proxy {
     /// Answers an upgrade request with the endpoint's answer: an accepted `101` opens a tunnel
     /// (on its own tracked task) and tells the client so; any other answer is relayed as a
-    /// normal response.
+    /// normal response. `upgrade` is what the client asked for and its side of the upgrade.
+    /// The tunnel takes the request's record from `exchange`: the request is reported when
+    /// the tunnel closes, with the bytes it carried.
     pub(super) fn switch(
         &self,
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
-        upgrade: &UpgradeRequest,
-        client: OnUpgrade,
+        (upgrade, client): (&UpgradeRequest, OnUpgrade),
         route: &Route,
         conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
+        exchange: &mut Option<Box<Exchange>>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let mut response = match result {
             // The connection is the tunnel's now: its lease is dropped, never released.
@@ -195,7 +199,13 @@ impl Proxy {
         let idle_timeout = route
             .read_timeout
             .unwrap_or(self.config.tunnel_idle_timeout);
+        let response = Response::from_parts(parts, ProxyBody::full(Bytes::new()));
+        let mut exchange = exchange.take();
+        if let Some(exchange) = exchange.as_deref_mut() {
+            exchange.responding(&response);
+        }
         let in_flight = activity.start();
+        let tunnels = self.metrics.connections.tunnels.clone();
         let span = info_span!("tunnel", ingress = %route.ingress, service = %route.backend.service);
         self.tasks.spawn(
             async move {
@@ -206,6 +216,7 @@ impl Proxy {
                         return;
                     }
                 };
+                let _open = GaugeGuard::new(tunnels);
                 debug!(?idle_timeout, "tunnel open");
                 let tunnel = Tunnel::new(TokioIo::new(client), TokioIo::new(upstream), idle_timeout);
                 let (end, bytes) = tunnel.await;
@@ -213,11 +224,14 @@ impl Proxy {
                     Ok(end) => debug!(?end, bytes.upstream = bytes.upstream, bytes.downstream = bytes.downstream, "tunnel closed"),
                     Err(error) => debug!(%error, bytes.upstream = bytes.upstream, bytes.downstream = bytes.downstream, "tunnel closed by an error"),
                 }
+                if let Some(exchange) = exchange.as_deref_mut() {
+                    exchange.tunnel_closed(bytes.upstream, bytes.downstream);
+                }
                 drop(in_flight);
             }
             .instrument(span),
         );
-        Ok(Response::from_parts(parts, ProxyBody::full(Bytes::new())))
+        Ok(response)
     }
 }
 

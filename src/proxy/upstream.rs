@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -65,6 +66,21 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The `reason` label of `weir_upstream_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                "connect_refused"
+            }
+            UpstreamError::Connect { .. } => "connect_error",
+            UpstreamError::ConnectTimeout { .. } => "connect_timeout",
+            UpstreamError::ResponseTimeout { .. } => "response_timeout",
+            UpstreamError::Request { .. } => "request_failed",
+        }
+    }
+
     /// True for the errors answered with 504.
     pub fn is_timeout(&self) -> bool {
         matches!(
@@ -95,15 +111,18 @@ pub struct RequestBody {
     done: Option<oneshot::Sender<()>>,
     /// Keeps the client connection busy while the body is still being read from it.
     reading: Option<InFlight>,
+    /// Where the bytes of the body are counted (for metrics and the access log).
+    counted: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
-    /// Wraps a client body. The receiver fires once the body has been sent completely; it is
-    /// `None` when there is no body at all.
+    /// Wraps a client body, counting its bytes into `counted`. The receiver fires once the
+    /// body has been sent completely; it is `None` when there is no body at all.
     fn new(
         inner: Incoming,
         idle_timeout: Duration,
         client: &Arc<ConnActivity>,
+        counted: Option<Arc<AtomicU64>>,
     ) -> (Self, Option<oneshot::Receiver<()>>) {
         let (done, sent, reading) = if inner.is_end_stream() {
             (None, None, None)
@@ -116,6 +135,7 @@ impl RequestBody {
             inner,
             done,
             reading,
+            counted,
         };
         (body, sent)
     }
@@ -125,6 +145,7 @@ impl RequestBody {
             inner: None,
             done: None,
             reading: None,
+            counted: None,
         }
     }
 }
@@ -142,6 +163,11 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(counted)) = (&polled, &this.counted)
+            && let Some(data) = frame.data_ref()
+        {
+            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
         if let Some(done) = this.done.take_if(|_| ended) {
             let _ = done.send(());
@@ -289,10 +315,12 @@ impl Pool {
         client: &Arc<ConnActivity>,
         idempotent: bool,
         response_timeout: Duration,
+        body_bytes: Option<Arc<AtomicU64>>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
-        let (body, mut body_sent) = RequestBody::new(body, self.config.client_body_timeout, client);
+        let (body, mut body_sent) =
+            RequestBody::new(body, self.config.client_body_timeout, client, body_bytes);
         let replayable = idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
         loop {

@@ -11,6 +11,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::error::{TlsError, describe_pem_error};
 
+/// The notAfter of `key`'s leaf certificate, in Unix seconds.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Parses a PEM certificate chain (leaf first) and a PEM private key (PKCS#1 `RSA PRIVATE KEY`,
 /// PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`) into a rustls [`CertifiedKey`] signing with
 /// the aws-lc-rs provider, and checks that the key belongs to the leaf certificate.

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::ServerName;
 
-use super::certs::certified_key_from_pem;
-use super::store::CertStore;
+use super::certs::{certified_key_from_pem, not_after};
+use super::store::{CertStore, ServedCertificate};
 use crate::model::{Diagnostic, ObjectRef, Reason, TlsBinding};
 
 /// The Secret type whose `tls.crt`/`tls.key` weir reads.
@@ -59,7 +59,15 @@ pub fn compile(
             }
         };
         match covers(key, &binding.host) {
-            Ok(()) => store.insert(&binding.host, key.clone()),
+            Ok(()) => {
+                store.insert(&binding.host, key.clone());
+                store.record(ServedCertificate {
+                    host: binding.host.clone(),
+                    namespace: binding.secret.namespace.clone(),
+                    secret: binding.secret.name.clone(),
+                    not_after: not_after(key),
+                });
+            }
             Err(why) => diagnostics.push(Diagnostic::new(
                 binding.ingress.clone(),
                 Reason::TlsHostNotCovered,

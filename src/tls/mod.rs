@@ -20,7 +20,7 @@ pub use compile::compile;
 pub use config::server_config;
 pub use default::{Certified, default_certificate};
 pub use error::TlsError;
-pub use store::{CertStore, LiveResolver};
+pub use store::{CertStore, LiveResolver, ServedCertificate};
 
 #[cfg(test)]
 mod testutil;

@@ -20,6 +20,21 @@ pub struct CertStore {
     /// Wildcards by the suffix after `*.` (`*.example.com` is stored as `example.com`).
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// Which Secret serves which host, and until when (for the expiry metric).
+    served: Vec<ServedCertificate>,
+}
+
+/// A host served a certificate of its own: from which Secret, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCertificate {
+    /// The TLS host (`a.example.com` or `*.example.com`).
+    pub host: String,
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The leaf certificate's notAfter, in Unix seconds (`None` if it could not be read).
+    pub not_after: Option<i64>,
 }
 
 impl CertStore {
@@ -29,7 +44,18 @@ impl CertStore {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default,
+            served: Vec::new(),
         }
+    }
+
+    /// Notes which Secret serves `host` (see [`CertStore::served`]).
+    pub(super) fn record(&mut self, served: ServedCertificate) {
+        self.served.push(served);
+    }
+
+    /// The hosts served a certificate of their own, with their Secret and expiry.
+    pub fn served(&self) -> &[ServedCertificate] {
+        &self.served
     }
 
     /// Adds (or replaces) the certificate of `host`: an exact host (`a.example.com`) or a

@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: real backends, an in-process proxy, clients.
 #![allow(dead_code)]
 
+pub mod manifests;
+pub mod metrics;
 pub mod process;
 pub mod tls;
 pub mod ws;

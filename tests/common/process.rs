@@ -7,13 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A running `weir` with its listen addresses and everything it logged so far.
+/// A running `weir` with its listen addresses, everything it logged so far (standard error)
+/// and its access log (standard output).
 pub struct WeirProcess {
     pub child: Child,
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
     log: Arc<Mutex<String>>,
+    access: Arc<Mutex<String>>,
 }
 
 impl Drop for WeirProcess {
@@ -34,6 +36,11 @@ impl WeirProcess {
 
     /// Starts `weir ARGS` on ephemeral ports and waits until it says where it listens.
     pub fn spawn(args: &[&str]) -> WeirProcess {
+        Self::spawn_with_env(args, &[("RUST_LOG", "info")])
+    }
+
+    /// Like [`WeirProcess::spawn`], with these environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args([
                 "--http-addr",
@@ -44,11 +51,21 @@ impl WeirProcess {
                 "127.0.0.1:0",
             ])
             .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("weir starts");
+        let access = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = access.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut access = sink.lock().unwrap();
+                access.push_str(&line);
+                access.push('\n');
+            }
+        });
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -66,14 +83,16 @@ impl WeirProcess {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("weir did not start: {}", log.lock().unwrap()));
+        // `http=ADDR` in text logs, `"http":"ADDR"` in JSON logs.
         let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).expect("address field") + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+            let (start, end) = match line.find(&format!("\"{name}\":\"")) {
+                Some(at) => (at + name.len() + 4, '"'),
+                None => {
+                    let at = line.find(&format!("{name}=")).expect("address field");
+                    (at + name.len() + 1, ' ')
+                }
+            };
+            line[start..].split(end).next().unwrap().parse().unwrap()
         };
         WeirProcess {
             http: field("http"),
@@ -81,6 +100,40 @@ impl WeirProcess {
             admin: field("admin"),
             child,
             log,
+            access,
+        }
+    }
+
+    /// Every access log line so far.
+    pub fn access_log(&self) -> String {
+        self.access.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` access log lines satisfy `matches`; panics with the access log after
+    /// `limit`.
+    pub async fn wait_for_access_lines(
+        &self,
+        count: usize,
+        limit: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let lines: Vec<String> = self
+                .access_log()
+                .lines()
+                .filter(|l| matches(l))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} matching access log lines within {limit:?}:\n{}",
+                self.access_log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

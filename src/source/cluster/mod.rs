@@ -19,6 +19,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use prometheus::IntCounterVec;
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -97,6 +98,7 @@ pub struct ClusterSource {
     config: ClusterConfig,
     ingresses: Store<Ingress>,
     ingress_writer: Option<reflector::store::Writer<Ingress>>,
+    restarts: Option<IntCounterVec>,
 }
 
 impl ClusterSource {
@@ -108,7 +110,15 @@ impl ClusterSource {
             config,
             ingresses,
             ingress_writer: Some(ingress_writer),
+            restarts: None,
         }
+    }
+
+    /// Counts failed watches in `restarts` (labelled by resource kind).
+    #[must_use]
+    pub fn with_watch_restarts(mut self, restarts: IntCounterVec) -> Self {
+        self.restarts = Some(restarts);
+        self
     }
 
     /// The live store of Ingresses (current status included, which the inputs sent by
@@ -177,6 +187,7 @@ impl ClusterSource {
         let watchers = Watchers {
             tasks,
             changes,
+            restarts: self.restarts.clone(),
             cancel,
         };
         let all = watcher::Config::default;
@@ -273,6 +284,7 @@ impl ClusterSource {
 struct Watchers<'a> {
     tasks: &'a TaskTracker,
     changes: mpsc::Sender<Change>,
+    restarts: Option<IntCounterVec>,
     cancel: &'a CancellationToken,
 }
 
@@ -303,6 +315,7 @@ impl Watchers<'_> {
             config,
             writer,
             self.changes.clone(),
+            self.restarts.clone(),
             self.cancel.clone(),
         );
         self.tasks.spawn(task);

@@ -8,6 +8,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
+use prometheus::IntCounterVec;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -114,19 +115,21 @@ impl Watched for k8s_openapi::api::core::v1::Secret {
 
 /// Watches `api`, keeps `writer`'s store up to date (without managedFields) and sends a
 /// [`Change`] for every applied or deleted object and every completed relist, until `cancel`
-/// fires. Errors (the API server going away, a watch expiring) are logged and retried with
-/// backoff; the store keeps its objects meanwhile.
+/// fires. Errors (the API server going away, a watch expiring) are logged, counted in
+/// `restarts` (by kind) and retried with backoff; the store keeps its objects meanwhile.
 pub async fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: Writer<K>,
     changes: mpsc::Sender<Change>,
+    restarts: Option<IntCounterVec>,
     cancel: CancellationToken,
 ) where
     K: Watched,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let kind = K::kind(&Default::default()).into_owned();
+    let restarts = restarts.map(|r| r.with_label_values(&[&kind]));
     let events = watcher::watcher(api, config)
         .default_backoff()
         .modify(|obj: &mut K| obj.managed_fields_mut().clear())
@@ -149,6 +152,9 @@ pub async fn watch_kind<K>(
             }
             Ok(Event::Init | Event::InitApply(_)) => continue,
             Err(error) => {
+                if let Some(restarts) = &restarts {
+                    restarts.inc();
+                }
                 warn!(%kind, %error, "watch failed; retrying with backoff (the last known objects stay in use)");
                 continue;
             }

@@ -1,0 +1,114 @@
+//! Data-plane metrics that are not per request: client connections, tunnels, TLS handshakes,
+//! upstream failures and the access log's drops.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Connection-level metrics of the data plane. Handles are cheap to clone.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    /// `weir_client_connections_active{listener}`: `http` or `https`.
+    pub active: IntGaugeVec,
+    /// `weir_client_connections_total{listener}`: accepted connections.
+    pub accepted: IntCounterVec,
+    /// `weir_client_connections_parked`: idle HTTP/1 connections holding only their socket.
+    pub parked: IntGauge,
+    /// `weir_client_connections_parks_total`: times a connection was parked.
+    pub parks: IntCounter,
+    /// `weir_websocket_tunnels_active`: open upgraded connections (WebSocket).
+    pub tunnels: IntGauge,
+    /// `weir_tls_handshakes_total{version,alpn}`: completed TLS handshakes.
+    pub tls_handshakes: IntCounterVec,
+    /// `weir_tls_handshake_errors_total{reason}`: `timeout`, `protocol` or `io`.
+    pub tls_handshake_errors: IntCounterVec,
+    /// `weir_upstream_errors_total{namespace,service,reason}`: failed attempts to get a
+    /// response from an endpoint.
+    pub upstream_errors: IntCounterVec,
+    /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
+}
+
+impl ConnectionMetrics {
+    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = ConnectionMetrics {
+            active: IntGaugeVec::new(
+                Opts::new(
+                    "weir_client_connections_active",
+                    "Open client connections, by listener.",
+                ),
+                &["listener"],
+            )?,
+            accepted: IntCounterVec::new(
+                Opts::new(
+                    "weir_client_connections_total",
+                    "Accepted client connections, by listener.",
+                ),
+                &["listener"],
+            )?,
+            parked: IntGauge::new(
+                "weir_client_connections_parked",
+                "Idle HTTP/1 keep-alive connections parked (holding only their socket).",
+            )?,
+            parks: IntCounter::new(
+                "weir_client_connections_parks_total",
+                "Times an idle HTTP/1 keep-alive connection was parked.",
+            )?,
+            tunnels: IntGauge::new(
+                "weir_websocket_tunnels_active",
+                "Open upgraded connections (WebSocket tunnels).",
+            )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "weir_tls_handshakes_total",
+                    "Completed TLS handshakes, by version and ALPN protocol.",
+                ),
+                &["version", "alpn"],
+            )?,
+            tls_handshake_errors: IntCounterVec::new(
+                Opts::new(
+                    "weir_tls_handshake_errors_total",
+                    "Failed TLS handshakes: timeout, protocol (a TLS error, e.g. no shared cipher), io (the peer went away).",
+                ),
+                &["reason"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "weir_upstream_errors_total",
+                    "Failed attempts to get a response from an endpoint, by Service and reason: connect_refused, connect_error, connect_timeout, response_timeout, request_failed.",
+                ),
+                &["namespace", "service", "reason"],
+            )?,
+            access_log_dropped: IntCounter::new(
+                "weir_access_log_dropped_total",
+                "Access log lines dropped because the log writer could not keep up.",
+            )?,
+        };
+        registry.register(Box::new(metrics.active.clone()))?;
+        registry.register(Box::new(metrics.accepted.clone()))?;
+        registry.register(Box::new(metrics.parked.clone()))?;
+        registry.register(Box::new(metrics.parks.clone()))?;
+        registry.register(Box::new(metrics.tunnels.clone()))?;
+        registry.register(Box::new(metrics.tls_handshakes.clone()))?;
+        registry.register(Box::new(metrics.tls_handshake_errors.clone()))?;
+        registry.register(Box::new(metrics.upstream_errors.clone()))?;
+        registry.register(Box::new(metrics.access_log_dropped.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Counts one in a gauge while it lives (an open connection, a tunnel).
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now and decrements it on drop.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

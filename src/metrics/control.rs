@@ -1,0 +1,125 @@
+//! Control-plane metrics: table rebuilds, what the table holds, Diagnostics, leadership,
+//! watches and certificate expiry.
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// The control plane's metrics. Handles are cheap to clone; the controller and the sources
+/// update them, `/metrics` reads them.
+#[derive(Clone)]
+pub struct ControlMetrics {
+    /// `weir_table_rebuilds_total{result}`: `success` or `failure`.
+    pub rebuilds: IntCounterVec,
+    /// `weir_table_rebuild_duration_seconds`: from the input to the published table.
+    pub rebuild_duration: Histogram,
+    /// `weir_table_last_rebuild_success_timestamp_seconds`.
+    pub last_success: Gauge,
+    /// `weir_table_last_rebuild_successful`: 1 when the last rebuild published a table.
+    pub last_successful: IntGauge,
+    /// `weir_table_generation`: the generation the data plane serves.
+    pub generation: IntGauge,
+    /// `weir_table_routes`: (host, path) rules in the table.
+    pub routes: IntGauge,
+    /// `weir_table_backends`: distinct Service ports the table routes to.
+    pub backends: IntGauge,
+    /// `weir_table_backends_without_endpoints`: those with no ready endpoint (answered 503).
+    pub backends_without_endpoints: IntGauge,
+    /// `weir_table_ingresses`: Ingresses of weir's class.
+    pub ingresses: IntGauge,
+    /// `weir_diagnostics{reason}`: current Diagnostics by reason.
+    pub diagnostics: IntGaugeVec,
+    /// `weir_leader`: 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
+    /// `weir_watch_restarts_total{resource}`: watch streams that failed and were restarted.
+    pub watch_restarts: IntCounterVec,
+    /// `weir_ssl_certificate_expire_time_seconds{namespace,secret,host}`.
+    pub certificate_expiry: GaugeVec,
+}
+
+impl ControlMetrics {
+    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = ControlMetrics {
+            rebuilds: IntCounterVec::new(
+                Opts::new(
+                    "weir_table_rebuilds_total",
+                    "Routing table rebuilds, by result.",
+                ),
+                &["result"],
+            )?,
+            rebuild_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "weir_table_rebuild_duration_seconds",
+                    "Time to build and publish a routing table.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            )?,
+            last_success: Gauge::new(
+                "weir_table_last_rebuild_success_timestamp_seconds",
+                "When the last routing table was published (Unix time).",
+            )?,
+            last_successful: IntGauge::new(
+                "weir_table_last_rebuild_successful",
+                "1 when the last rebuild published its table, 0 when it failed.",
+            )?,
+            generation: IntGauge::new(
+                "weir_table_generation",
+                "Generation of the routing table being served.",
+            )?,
+            routes: IntGauge::new(
+                "weir_table_routes",
+                "(host, path) rules in the routing table.",
+            )?,
+            backends: IntGauge::new(
+                "weir_table_backends",
+                "Distinct Service ports the routing table sends requests to.",
+            )?,
+            backends_without_endpoints: IntGauge::new(
+                "weir_table_backends_without_endpoints",
+                "Backends with no ready endpoint: their requests are answered 503.",
+            )?,
+            ingresses: IntGauge::new("weir_table_ingresses", "Ingresses of weir's class.")?,
+            diagnostics: IntGaugeVec::new(
+                Opts::new(
+                    "weir_diagnostics",
+                    "Problems found in the input (also reported as Events), by reason.",
+                ),
+                &["reason"],
+            )?,
+            leader: IntGauge::new(
+                "weir_leader",
+                "1 while this replica is the leader (writes Ingress status and Events).",
+            )?,
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    "weir_watch_restarts_total",
+                    "Kubernetes watch streams that failed and were restarted, by resource.",
+                ),
+                &["resource"],
+            )?,
+            certificate_expiry: GaugeVec::new(
+                Opts::new(
+                    "weir_ssl_certificate_expire_time_seconds",
+                    "When each served certificate expires (Unix time), by TLS host and Secret.",
+                ),
+                &["namespace", "secret", "host"],
+            )?,
+        };
+        registry.register(Box::new(metrics.rebuilds.clone()))?;
+        registry.register(Box::new(metrics.rebuild_duration.clone()))?;
+        registry.register(Box::new(metrics.last_success.clone()))?;
+        registry.register(Box::new(metrics.last_successful.clone()))?;
+        registry.register(Box::new(metrics.generation.clone()))?;
+        registry.register(Box::new(metrics.routes.clone()))?;
+        registry.register(Box::new(metrics.backends.clone()))?;
+        registry.register(Box::new(metrics.backends_without_endpoints.clone()))?;
+        registry.register(Box::new(metrics.ingresses.clone()))?;
+        registry.register(Box::new(metrics.diagnostics.clone()))?;
+        registry.register(Box::new(metrics.leader.clone()))?;
+        registry.register(Box::new(metrics.watch_restarts.clone()))?;
+        registry.register(Box::new(metrics.certificate_expiry.clone()))?;
+        Ok(metrics)
+    }
+}

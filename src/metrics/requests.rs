@@ -1,0 +1,572 @@
+//! Request metrics, by route and by method and status.
+//!
+//! The route labels (namespace, Ingress, Service, and with the flags the rule's host and path)
+//! are resolved once per table: [`RequestMetrics::index`] maps each route of a new table to its
+//! [`RouteStats`], reusing the one of the previous table for the same labels, so a request
+//! finds its counters with one pointer-keyed lookup. Within a route, the series of a method and
+//! status are created on first use and then found by a short scan, without locks.
+//!
+//! Every label comes from the configuration or from a closed set (methods outside the standard
+//! ones are `OTHER`, statuses are three digits), so the number of series is bounded whatever
+//! clients send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Method, StatusCode};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+
+use crate::model::{Route, RouteTable};
+
+/// Buckets of the duration histograms, in seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of the size histograms, in bytes (64 B to 16 MiB, ×4).
+pub const SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// Which optional labels the request metrics carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLabels {
+    /// A `host` label: the rule's host as written (`*.example.com` for a wildcard rule, `""`
+    /// for rules without a host and default backends).
+    pub per_host: bool,
+    /// A `path` label: the rule's path (`""` for default backends).
+    pub per_path: bool,
+    /// `status` is the class (`2xx`) instead of the code.
+    pub status_classes: bool,
+}
+
+/// What one finished request reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The status sent to the client.
+    pub status: StatusCode,
+    /// From the request head to the end of the response body.
+    pub duration: Duration,
+    /// From choosing the endpoint to its response head (`None`: no endpoint answered).
+    pub upstream_header: Option<Duration>,
+    /// From choosing the endpoint to the end of its response body.
+    pub upstream_response: Option<Duration>,
+    /// Request line, headers and body, in bytes.
+    pub request_size: u64,
+    /// Status line, headers and body, in bytes.
+    pub response_size: u64,
+}
+
+/// The metric families of requests.
+struct Families {
+    label_names: Vec<&'static str>,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_header: HistogramVec,
+    upstream_response: HistogramVec,
+    request_size: HistogramVec,
+    response_size: HistogramVec,
+}
+
+impl Families {
+    fn new(labels: RequestLabels) -> prometheus::Result<Self> {
+        let mut label_names = vec!["namespace", "ingress", "service", "method", "status"];
+        if labels.per_host {
+            label_names.push("host");
+        }
+        if labels.per_path {
+            label_names.push("path");
+        }
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &label_names,
+            )
+        };
+        Ok(Families {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "weir_requests_total",
+                    "Requests answered, by route, method and status.",
+                ),
+                &label_names,
+            )?,
+            duration: histogram(
+                "weir_request_duration_seconds",
+                "Time from the request head to the last byte of the response (for upgrades: until the tunnel closed).",
+                DURATION_BUCKETS,
+            )?,
+            upstream_header: histogram(
+                "weir_upstream_header_duration_seconds",
+                "Time from choosing an endpoint (connect included) to its response head.",
+                DURATION_BUCKETS,
+            )?,
+            upstream_response: histogram(
+                "weir_upstream_response_duration_seconds",
+                "Time from choosing an endpoint (connect included) to the end of its response body.",
+                DURATION_BUCKETS,
+            )?,
+            request_size: histogram(
+                "weir_request_size_bytes",
+                "Request size: request line, headers (as HTTP/1.1) and body.",
+                SIZE_BUCKETS,
+            )?,
+            response_size: histogram(
+                "weir_response_size_bytes",
+                "Response size: status line, headers (as HTTP/1.1) and body.",
+                SIZE_BUCKETS,
+            )?,
+            label_names,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.requests.clone()))?;
+        for histogram in self.histograms() {
+            registry.register(Box::new(histogram.clone()))?;
+        }
+        Ok(())
+    }
+
+    fn histograms(&self) -> [&HistogramVec; 5] {
+        [
+            &self.duration,
+            &self.upstream_header,
+            &self.upstream_response,
+            &self.request_size,
+            &self.response_size,
+        ]
+    }
+}
+
+/// The labels of a route's series (without method and status).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteLabels {
+    /// The Ingress's namespace (`""` for requests that matched no route).
+    pub namespace: String,
+    /// The Ingress's name.
+    pub ingress: String,
+    /// The Service's name.
+    pub service: String,
+    /// The rule host, with `--metrics-per-host` (else `""`).
+    pub host: String,
+    /// The rule path, with `--metrics-per-path` (else `""`).
+    pub path: String,
+}
+
+/// The series of one method and status of a route.
+struct Cell {
+    values: Vec<String>,
+    requests: IntCounter,
+    duration: Histogram,
+    upstream_header: Histogram,
+    upstream_response: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+impl Cell {
+    fn registered(families: &Families, values: Vec<String>) -> Self {
+        let v: Vec<&str> = values.iter().map(String::as_str).collect();
+        Cell {
+            requests: families.requests.with_label_values(&v),
+            duration: families.duration.with_label_values(&v),
+            upstream_header: families.upstream_header.with_label_values(&v),
+            upstream_response: families.upstream_response.with_label_values(&v),
+            request_size: families.request_size.with_label_values(&v),
+            response_size: families.response_size.with_label_values(&v),
+            values,
+        }
+    }
+
+    /// Series that are not exported: for the last requests of a route that left the table.
+    fn detached() -> Self {
+        let histogram = || {
+            Histogram::with_opts(HistogramOpts::new("detached", "detached"))
+                .expect("a valid histogram")
+        };
+        Cell {
+            values: Vec::new(),
+            requests: IntCounter::new("detached", "detached").expect("a valid counter"),
+            duration: histogram(),
+            upstream_header: histogram(),
+            upstream_response: histogram(),
+            request_size: histogram(),
+            response_size: histogram(),
+        }
+    }
+
+    fn observe(&self, o: &Observation<'_>) {
+        self.requests.inc();
+        self.duration.observe(o.duration.as_secs_f64());
+        if let Some(header) = o.upstream_header {
+            self.upstream_header.observe(header.as_secs_f64());
+        }
+        if let Some(response) = o.upstream_response {
+            self.upstream_response.observe(response.as_secs_f64());
+        }
+        self.request_size.observe(o.request_size as f64);
+        self.response_size.observe(o.response_size as f64);
+    }
+
+    fn unregister(&self, families: &Families) {
+        let v: Vec<&str> = self.values.iter().map(String::as_str).collect();
+        let _ = families.requests.remove_label_values(&v);
+        for histogram in families.histograms() {
+            let _ = histogram.remove_label_values(&v);
+        }
+    }
+}
+
+/// The request series of one route (one label set): what a request reports into.
+pub struct RouteStats {
+    labels: RouteLabels,
+    families: Arc<Families>,
+    status_classes: bool,
+    /// Read on every request; replaced (copy and push) when a method/status is first seen.
+    cells: ArcSwap<Vec<(u32, Arc<Cell>)>>,
+    /// Held while adding a cell or retiring; true once the route left the table.
+    retired: Mutex<bool>,
+}
+
+impl std::fmt::Debug for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteStats")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteStats {
+    fn new(labels: RouteLabels, families: Arc<Families>, status_classes: bool) -> Self {
+        RouteStats {
+            labels,
+            families,
+            status_classes,
+            cells: ArcSwap::from_pointee(Vec::new()),
+            retired: Mutex::new(false),
+        }
+    }
+
+    /// The route's labels.
+    pub fn labels(&self) -> &RouteLabels {
+        &self.labels
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, o: &Observation<'_>) {
+        let (method_index, method) = method_label(o.method);
+        let status_key = if self.status_classes {
+            o.status.as_u16() / 100
+        } else {
+            o.status.as_u16()
+        };
+        let key = (method_index << 16) | u32::from(status_key);
+        if let Some((_, cell)) = self.cells.load().iter().find(|(k, _)| *k == key) {
+            cell.observe(o);
+            return;
+        }
+        self.add_cell(key, method, o.status).observe(o);
+    }
+
+    #[cold]
+    fn add_cell(&self, key: u32, method: &str, status: StatusCode) -> Arc<Cell> {
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, cell)) = self.cells.load().iter().find(|(k, _)| *k == key) {
+            return cell.clone();
+        }
+        if *retired {
+            return Arc::new(Cell::detached());
+        }
+        let status = if self.status_classes {
+            format!("{}xx", status.as_u16() / 100)
+        } else {
+            status.as_u16().to_string()
+        };
+        let labels = &self.labels;
+        let mut values = vec![
+            labels.namespace.clone(),
+            labels.ingress.clone(),
+            labels.service.clone(),
+            method.to_owned(),
+            status,
+        ];
+        if self.families.label_names.contains(&"host") {
+            values.push(labels.host.clone());
+        }
+        if self.families.label_names.contains(&"path") {
+            values.push(labels.path.clone());
+        }
+        let cell = Arc::new(Cell::registered(&self.families, values));
+        let mut cells = Vec::clone(&self.cells.load());
+        cells.push((key, cell.clone()));
+        self.cells.store(Arc::new(cells));
+        cell
+    }
+
+    /// Removes the route's series from the registry: its route left the table. Requests still
+    /// running on it count into series that are no longer exported.
+    fn retire(&self) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        *retired = true;
+        for (_, cell) in self.cells.swap(Arc::new(Vec::new())).iter() {
+            cell.unregister(&self.families);
+        }
+    }
+}
+
+/// The method label: the standard methods by name, any other as `OTHER`, and its index.
+fn method_label(method: &Method) -> (u32, &'static str) {
+    match *method {
+        Method::GET => (0, "GET"),
+        Method::POST => (1, "POST"),
+        Method::HEAD => (2, "HEAD"),
+        Method::PUT => (3, "PUT"),
+        Method::DELETE => (4, "DELETE"),
+        Method::PATCH => (5, "PATCH"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "OTHER"),
+    }
+}
+
+/// The [`RouteStats`] of each route of one table, by the route's address (the table owns the
+/// routes for as long as the index lives next to it in the snapshot).
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    by_route: HashMap<usize, Arc<RouteStats>, foldhash::fast::RandomState>,
+}
+
+impl RouteIndex {
+    /// The stats of `route`, when it is a route of the indexed table.
+    pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteStats>> {
+        self.by_route.get(&(Arc::as_ptr(route) as usize))
+    }
+
+    /// How many routes are indexed.
+    pub fn len(&self) -> usize {
+        self.by_route.len()
+    }
+
+    /// True when no route is indexed (request metrics are off, or the table is empty).
+    pub fn is_empty(&self) -> bool {
+        self.by_route.is_empty()
+    }
+}
+
+/// The request metrics: their families, and the stats of the routes of the current table.
+pub struct RequestMetrics {
+    families: Arc<Families>,
+    labels: RequestLabels,
+    enabled: bool,
+    live: Mutex<HashMap<RouteLabels, Arc<RouteStats>>>,
+    unrouted: Arc<RouteStats>,
+}
+
+impl RequestMetrics {
+    /// Request metrics with `labels`, registered in `registry`; when not `enabled`, nothing is
+    /// counted and [`RequestMetrics::index`] gives empty indexes.
+    pub(super) fn new(
+        labels: RequestLabels,
+        enabled: bool,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        let families = Arc::new(Families::new(labels)?);
+        families.register(registry)?;
+        let unrouted = RouteLabels {
+            namespace: String::new(),
+            ingress: String::new(),
+            service: String::new(),
+            host: String::new(),
+            path: String::new(),
+        };
+        Ok(RequestMetrics {
+            unrouted: Arc::new(RouteStats::new(
+                unrouted,
+                families.clone(),
+                labels.status_classes,
+            )),
+            families,
+            labels,
+            enabled,
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether requests are counted at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The stats of requests that matched no route or were refused before routing (all route
+    /// labels empty).
+    pub fn unrouted(&self) -> &Arc<RouteStats> {
+        &self.unrouted
+    }
+
+    /// Prepares the stats of every route of `table`, keeping those of label sets already
+    /// known and removing the series of label sets that left. Call once per published table.
+    pub fn index(&self, table: &RouteTable) -> RouteIndex {
+        let mut index = RouteIndex::default();
+        if !self.enabled {
+            return index;
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(live.len());
+        for entry in table.entries() {
+            let address = Arc::as_ptr(entry.route) as usize;
+            if index.by_route.contains_key(&address) {
+                continue;
+            }
+            let route = entry.route;
+            let labels = RouteLabels {
+                namespace: route.ingress.namespace.clone(),
+                ingress: route.ingress.name.clone(),
+                service: route.backend.service.name.clone(),
+                host: if self.labels.per_host {
+                    entry.host
+                } else {
+                    String::new()
+                },
+                path: if self.labels.per_path {
+                    entry.path.to_owned()
+                } else {
+                    String::new()
+                },
+            };
+            let stats = match next.get(&labels) {
+                Some(stats) => Arc::clone(stats),
+                None => {
+                    let stats = live.remove(&labels).unwrap_or_else(|| {
+                        Arc::new(RouteStats::new(
+                            labels.clone(),
+                            self.families.clone(),
+                            self.labels.status_classes,
+                        ))
+                    });
+                    next.insert(labels, stats.clone());
+                    stats
+                }
+            };
+            index.by_route.insert(address, stats);
+        }
+        for (_, gone) in live.drain() {
+            gone.retire();
+        }
+        *live = next;
+        index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Metrics, MetricsConfig};
+    use crate::model::{Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule};
+    use crate::model::{RouteTableBuilder, TableEntry};
+
+    fn table(ingresses: &[&str]) -> RouteTable {
+        let mut builder = RouteTableBuilder::new();
+        for name in ingresses {
+            let route = Arc::new(Route {
+                ingress: ObjectRef::new(ObjectKind::Ingress, "ns", *name),
+                backend: Arc::new(Backend::new(
+                    ObjectRef::new(ObjectKind::Service, "ns", "svc"),
+                    "80",
+                    vec![],
+                )),
+                https: HttpsPolicy::default(),
+                read_timeout: None,
+            });
+            for path in ["/a", "/b"] {
+                let host = HostMatch::from_rule_host(&format!("{name}.example"));
+                builder
+                    .insert(&host, &PathRule::prefix(path), route.clone())
+                    .unwrap();
+            }
+        }
+        builder.build()
+    }
+
+    fn observe(stats: &RouteStats, status: u16) {
+        stats.observe(&Observation {
+            method: &Method::GET,
+            status: StatusCode::from_u16(status).unwrap(),
+            duration: Duration::from_millis(3),
+            upstream_header: None,
+            upstream_response: None,
+            request_size: 100,
+            response_size: 200,
+        });
+    }
+
+    fn stats_of<'a>(
+        index: &'a RouteIndex,
+        table: &RouteTable,
+        ingress: &str,
+    ) -> &'a Arc<RouteStats> {
+        let entry: TableEntry<'_> = table
+            .entries()
+            .find(|e| e.route.ingress.name == ingress)
+            .unwrap();
+        index.get(entry.route).unwrap()
+    }
+
+    #[test]
+    fn label_sets_survive_rebuilds_and_leave_with_their_routes() {
+        let metrics = Metrics::new(MetricsConfig::default());
+        let first = table(&["a", "b"]);
+        let index = metrics.requests.index(&first);
+        assert_eq!(index.len(), 2, "one entry per route, shared by its paths");
+        observe(stats_of(&index, &first, "a"), 200);
+        observe(stats_of(&index, &first, "b"), 200);
+        observe(stats_of(&index, &first, "b"), 503);
+
+        // A new table with equal labels keeps counting into the same series.
+        let second = table(&["a"]);
+        let next = metrics.requests.index(&second);
+        assert!(Arc::ptr_eq(
+            stats_of(&index, &first, "a"),
+            stats_of(&next, &second, "a")
+        ));
+        observe(stats_of(&next, &second, "a"), 200);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "weir_requests_total{ingress=\"a\",method=\"GET\",namespace=\"ns\",service=\"svc\",status=\"200\"} 2"
+        ), "{text}");
+        // Ingress b left the table: its series are gone, and a late request on its old stats
+        // does not bring them back.
+        assert!(!text.contains("ingress=\"b\""), "{text}");
+        observe(stats_of(&index, &first, "b"), 404);
+        assert!(!metrics.encode().contains("ingress=\"b\""));
+    }
+
+    #[test]
+    fn off_means_empty_indexes_and_no_series() {
+        let config = MetricsConfig {
+            requests: false,
+            ..MetricsConfig::default()
+        };
+        let metrics = Metrics::new(config);
+        assert!(metrics.requests.index(&table(&["a"])).is_empty());
+        assert!(!metrics.requests.enabled());
+        assert!(!metrics.encode().contains("weir_requests_total{"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(
+            method_label(&Method::from_bytes(b"PURGE").unwrap()).1,
+            "OTHER"
+        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()).0, 9);
+        assert_eq!(method_label(&Method::PATCH).1, "PATCH");
+    }
+}

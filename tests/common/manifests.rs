@@ -1,0 +1,68 @@
+//! Manifests directories for the `weir` binary: YAML for Services and Ingresses, atomic
+//! writes, and waiting for readiness.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::process::WeirProcess;
+use super::{get, http1_client};
+
+/// A Service `name` (port `http` 80) with core/v1 Endpoints: one subset per backend address.
+pub fn service_yaml(name: &str, endpoints: &[SocketAddr]) -> String {
+    let subsets: String = endpoints
+        .iter()
+        .map(|a| {
+            format!(
+                "  - addresses: [{{ip: \"{}\"}}]\n    ports: [{{name: http, port: {}}}]\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    let subsets = if subsets.is_empty() {
+        "[]\n".to_owned()
+    } else {
+        format!("\n{subsets}")
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}, namespace: default}}\nsubsets: {subsets}"
+    )
+}
+
+/// An Ingress of class weir routing `host` + Prefix `path` to `service` port `http`.
+pub fn ingress_yaml(name: &str, host: &str, path: &str, service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ingressClassName: weir\n  rules:\n  - host: {host}\n    http:\n      paths:\n\
+         \x20     - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n\
+         \x20           name: {service}\n            port: {{name: http}}\n"
+    )
+}
+
+pub fn write(dir: &Path, file: &str, contents: &str) {
+    // Write then rename, as editors do, so weir never reads a half-written file.
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// Waits until weir answers `/readyz` with 200 (10 s at most).
+pub async fn until_ready(weir: &WeirProcess) {
+    let client = http1_client();
+    let start = Instant::now();
+    loop {
+        let answer = get(&client, weir.admin, "admin", "/readyz").await;
+        if answer.status == 200 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "weir never became ready:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
