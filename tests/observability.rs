@@ -819,3 +819,86 @@ fn memory_access_log() -> (
     .unwrap();
     (log, lines)
 }
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_weir() {
+    let backend = TestBackend::start("web").await;
+    let (_dir, weir) = start(&backend, &["--metrics-compat", "ingress-nginx"], &[]).await;
+    let client = http1_client();
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client, weir.http, "web.local", "/app").await.status,
+            200
+        );
+    }
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+             scrape_configs:\n- job_name: weir\n  static_configs:\n  - targets: ['{}']\n",
+            weir.admin
+        ),
+    )
+    .unwrap();
+    // A free port for Prometheus's API (it cannot report a port chosen by the OS).
+    let api = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut prometheus = KillOnDrop(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={api}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`; scripts/test.sh installs it)"),
+    );
+    let query = |q: &str| {
+        let url = format!(
+            "/api/v1/query?query={}",
+            q.replace('(', "%28").replace(')', "%29")
+        );
+        async move {
+            let answer = try_get(&http1_client(), api, "prometheus", &url)
+                .await
+                .ok()?;
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+            let value = body["data"]["result"][0]["value"][1].as_str()?.to_owned();
+            value.parse::<f64>().ok()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let weir_count = query("sum(weir_requests_total)").await;
+        let nginx_count = query("sum(nginx_ingress_controller_requests)").await;
+        if weir_count == Some(5.0) && nginx_count == Some(5.0) {
+            break;
+        }
+        if let Some(status) = prometheus.0.try_wait().unwrap() {
+            panic!("prometheus exited: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never saw 5 requests (weir: {weir_count:?}, nginx names: {nginx_count:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(query("up").await, Some(1.0), "the scrape succeeds");
+}
+
+/// Kills the child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
