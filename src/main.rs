@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
@@ -203,8 +204,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
 
+    let access_log = access_log(&config, &metrics)?;
     let proxy_config = weir::proxy::ProxyConfig {
-        access_log: access_log(&config, &metrics)?,
+        access_log: access_log.clone(),
         ..config.proxy_config()
     };
     let proxy = Proxy::new(state.clone(), proxy_config, tasks.clone(), cancel.clone());
@@ -287,6 +289,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .is_err()
     {
         warn!(timeout = ?config.shutdown_timeout, tasks = tasks.len(), "connections still open at the shutdown timeout; closing them and exiting");
+    }
+    if let Some(log) = access_log {
+        let flushed = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2))).await;
+        if !matches!(flushed, Ok(true)) {
+            warn!("the last access log lines could not be written");
+        }
     }
     if let Err(e) = &outcome {
         error!("{e:#}");

@@ -228,7 +228,7 @@ impl Cluster {
         ];
         args.extend_from_slice(extra);
         let weir = WeirProcess::spawn(&args);
-        until_ready(&weir).await;
+        weir.until_ready().await;
         weir
     }
 
@@ -383,24 +383,6 @@ fn ingress_json(
         spec["ingressClassName"] = json!(class);
     }
     json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})
-}
-
-async fn until_ready(weir: &WeirProcess) {
-    let client = http1_client();
-    let started = Instant::now();
-    loop {
-        if let Ok(answer) = try_get(&client, weir.admin, "admin", "/readyz").await
-            && answer.status == 200
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "weir never became ready:\n{}",
-            weir.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Polls `host` + `path` through weir until it answers `status`; returns how long that took.

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use common::manifests::{ingress_yaml, service_yaml, until_ready, write};
+use common::manifests::{ingress_yaml, service_yaml, write};
 use common::process::WeirProcess;
 use common::*;
 
@@ -59,7 +59,7 @@ async fn start_weir(
         &ingress_yaml(ingress, host, path, "web"),
     );
     let weir = WeirProcess::start(dir.path(), extra);
-    until_ready(&weir).await;
+    weir.until_ready().await;
     (dir, weir)
 }
 

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::manifests::{ingress_yaml, service_yaml, until_ready, write};
+use common::manifests::{ingress_yaml, service_yaml, write};
 use common::metrics::{Sample, parse, scrape, series, total, value};
 use common::process::WeirProcess;
 use common::ws::{WsBackend, WsProxy, ws_connect, ws_table};
@@ -93,7 +93,7 @@ async fn start(
     let mut with_env = vec![("RUST_LOG", "info")];
     with_env.extend_from_slice(env);
     let weir = WeirProcess::spawn_with_env(&args, &with_env);
-    until_ready(&weir).await;
+    weir.until_ready().await;
     (dir, weir)
 }
 
@@ -338,7 +338,7 @@ async fn ingress_nginx_names_mirror_requests_and_certificates() {
             ("POD_NAMESPACE", "ingress"),
         ],
     );
-    until_ready(&weir).await;
+    weir.until_ready().await;
     let client = http1_client();
     for _ in 0..2 {
         assert_eq!(
@@ -647,6 +647,26 @@ async fn with_the_access_log_off_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn the_last_lines_are_written_before_weir_exits() {
+    let backend = TestBackend::start("web").await;
+    let (_dir, mut weir) = start(&backend, &["--shutdown-delay", "0s"], &[]).await;
+    let client = http1_client();
+    for i in 0..20 {
+        let path = format!("/app/last/{i}");
+        assert_eq!(
+            get(&client, weir.http, "web.local", &path).await.status,
+            200
+        );
+    }
+    weir.sigterm();
+    assert!(weir.wait_exit(LIMIT).await.success());
+    let lines = weir
+        .wait_for_access_lines(20, LIMIT, |l| l.contains("/app/last/"))
+        .await;
+    assert!(lines[19].contains("/app/last/19 "), "in order: {lines:?}");
+}
+
+#[tokio::test]
 async fn a_client_gone_before_the_answer_is_logged_and_counted_as_499() {
     let backend = TestBackend::start("web").await;
     let (_dir, weir) = start(&backend, &[], &[]).await;
@@ -717,7 +737,7 @@ async fn secret_contents_never_reach_the_logs_even_at_trace_level() {
         ],
         &[("RUST_LOG", "trace")],
     );
-    until_ready(&weir).await;
+    weir.until_ready().await;
     weir.wait_for_line("the bad Secret's diagnostic", LIMIT, |l| {
         l.contains("InvalidTlsSecret")
     })

@@ -67,7 +67,7 @@ async fn start(delay: &str, timeout: &str) -> Setup {
         dir.path(),
         &["--shutdown-delay", delay, "--shutdown-timeout", timeout],
     );
-    until_ready(&weir).await;
+    weir.until_ready().await;
     Setup {
         web,
         chat,
@@ -91,13 +91,6 @@ async fn until_readyz(weir: &WeirProcess, status: u16, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn until_ready(weir: &WeirProcess) {
-    until_readyz(weir, 200, Duration::from_secs(10)).await;
-    // The table is published too: the route answers.
-    let answer = get(&http1_client(), weir.http, HOST, "/").await;
-    assert_eq!(answer.status, 200, "{}", weir.log());
 }
 
 /// Waits until a TCP connect to `addr` is refused: weir has closed that listener. Returns when.

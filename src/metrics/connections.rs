@@ -1,6 +1,7 @@
 //! Data-plane metrics that are not per request: client connections, tunnels, TLS handshakes,
 //! upstream failures and the access log's drops.
 
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Connection-level metrics of the data plane. Handles are cheap to clone.
@@ -82,15 +83,21 @@ impl ConnectionMetrics {
                 "Access log lines dropped because the log writer could not keep up.",
             )?,
         };
-        registry.register(Box::new(metrics.active.clone()))?;
-        registry.register(Box::new(metrics.accepted.clone()))?;
-        registry.register(Box::new(metrics.parked.clone()))?;
-        registry.register(Box::new(metrics.parks.clone()))?;
-        registry.register(Box::new(metrics.tunnels.clone()))?;
-        registry.register(Box::new(metrics.tls_handshakes.clone()))?;
-        registry.register(Box::new(metrics.tls_handshake_errors.clone()))?;
-        registry.register(Box::new(metrics.upstream_errors.clone()))?;
-        registry.register(Box::new(metrics.access_log_dropped.clone()))?;
+        let m = metrics.clone();
+        super::register_all(
+            registry,
+            [
+                Box::new(m.active) as Box<dyn Collector>,
+                Box::new(m.accepted),
+                Box::new(m.parked),
+                Box::new(m.parks),
+                Box::new(m.tunnels),
+                Box::new(m.tls_handshakes),
+                Box::new(m.tls_handshake_errors),
+                Box::new(m.upstream_errors),
+                Box::new(m.access_log_dropped),
+            ],
+        )?;
         Ok(metrics)
     }
 }

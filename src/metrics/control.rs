@@ -1,6 +1,7 @@
 //! Control-plane metrics: table rebuilds, what the table holds, Diagnostics, leadership,
 //! watches and certificate expiry.
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -107,19 +108,25 @@ impl ControlMetrics {
                 &["namespace", "secret", "host"],
             )?,
         };
-        registry.register(Box::new(metrics.rebuilds.clone()))?;
-        registry.register(Box::new(metrics.rebuild_duration.clone()))?;
-        registry.register(Box::new(metrics.last_success.clone()))?;
-        registry.register(Box::new(metrics.last_successful.clone()))?;
-        registry.register(Box::new(metrics.generation.clone()))?;
-        registry.register(Box::new(metrics.routes.clone()))?;
-        registry.register(Box::new(metrics.backends.clone()))?;
-        registry.register(Box::new(metrics.backends_without_endpoints.clone()))?;
-        registry.register(Box::new(metrics.ingresses.clone()))?;
-        registry.register(Box::new(metrics.diagnostics.clone()))?;
-        registry.register(Box::new(metrics.leader.clone()))?;
-        registry.register(Box::new(metrics.watch_restarts.clone()))?;
-        registry.register(Box::new(metrics.certificate_expiry.clone()))?;
+        let m = metrics.clone();
+        super::register_all(
+            registry,
+            [
+                Box::new(m.rebuilds) as Box<dyn Collector>,
+                Box::new(m.rebuild_duration),
+                Box::new(m.last_success),
+                Box::new(m.last_successful),
+                Box::new(m.generation),
+                Box::new(m.routes),
+                Box::new(m.backends),
+                Box::new(m.backends_without_endpoints),
+                Box::new(m.ingresses),
+                Box::new(m.diagnostics),
+                Box::new(m.leader),
+                Box::new(m.watch_restarts),
+                Box::new(m.certificate_expiry),
+            ],
+        )?;
         Ok(metrics)
     }
 }

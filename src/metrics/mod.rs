@@ -119,5 +119,15 @@ impl Metrics {
     }
 }
 
+/// Registers each of `collectors` in `registry`.
+fn register_all(
+    registry: &Registry,
+    collectors: impl IntoIterator<Item = Box<dyn prometheus::core::Collector>>,
+) -> prometheus::Result<()> {
+    collectors
+        .into_iter()
+        .try_for_each(|collector| registry.register(collector))
+}
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
@@ -127,11 +128,11 @@ impl Families {
     }
 
     fn register(&self, registry: &Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.requests.clone()))?;
-        for histogram in self.histograms() {
-            registry.register(Box::new(histogram.clone()))?;
-        }
-        Ok(())
+        let histograms = self
+            .histograms()
+            .map(|h| Box::new(h.clone()) as Box<dyn Collector>);
+        let counter = Box::new(self.requests.clone()) as Box<dyn Collector>;
+        super::register_all(registry, histograms.into_iter().chain([counter]))
     }
 
     fn histograms(&self) -> [&HistogramVec; 5] {

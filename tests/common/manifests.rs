@@ -1,12 +1,8 @@
-//! Manifests directories for the `weir` binary: YAML for Services and Ingresses, atomic
-//! writes, and waiting for readiness.
+//! Manifests directories for the `weir` binary: YAML for Services and Ingresses, written
+//! atomically.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use super::process::WeirProcess;
-use super::{get, http1_client};
 
 /// A Service `name` (port `http` 80) with core/v1 Endpoints: one subset per backend address.
 pub fn service_yaml(name: &str, endpoints: &[SocketAddr]) -> String {
@@ -47,22 +43,4 @@ pub fn write(dir: &Path, file: &str, contents: &str) {
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, dir.join(file)).unwrap();
-}
-
-/// Waits until weir answers `/readyz` with 200 (10 s at most).
-pub async fn until_ready(weir: &WeirProcess) {
-    let client = http1_client();
-    let start = Instant::now();
-    loop {
-        let answer = get(&client, weir.admin, "admin", "/readyz").await;
-        if answer.status == 200 {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "weir never became ready:\n{}",
-            weir.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -104,6 +104,25 @@ impl WeirProcess {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (30 s at most).
+    pub async fn until_ready(&self) {
+        let client = super::http1_client();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(answer) = super::try_get(&client, self.admin, "admin", "/readyz").await
+                && answer.status == 200
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "weir never became ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Every access log line so far.
     pub fn access_log(&self) -> String {
         self.access.lock().unwrap().clone()
