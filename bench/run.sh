@@ -34,7 +34,7 @@ ONLY=""               # comma-separated test groups (default: all)
 KEEP=0                # keep the work directory (configs, logs, raw outputs)
 OUT=$BENCH/results    # where latest.md and latest.json are written
 
-GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg"
+GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry"
 
 BACKEND_PORT=19000
 WEIR_HTTP=19080 WEIR_HTTPS=19443 WEIR_ADMIN=19254
@@ -42,6 +42,9 @@ NGINX_HTTP=19081 NGINX_HTTPS=19444
 # Fresh instances for the memory and configuration tests.
 WEIR2_HTTP=19180 WEIR2_HTTPS=19543 WEIR2_ADMIN=19354
 NGINX2_HTTP=19181 NGINX2_HTTPS=19544
+# The variants of weir in the telemetry test (the third one is the main weir above).
+BARE_HTTP=19082 BARE_HTTPS=19445 BARE_ADMIN=19255
+LOGGED_HTTP=19083 LOGGED_HTTPS=19446 LOGGED_ADMIN=19256
 
 HOST=bench.local
 
@@ -181,7 +184,9 @@ wait_http() {
 # The pids of a target's proxy: weir's process, or nginx's master and workers.
 proxy_pids() {
   case "$1" in
-    weir) echo "$WEIR_PID" ;;
+    weir|metrics) echo "$WEIR_PID" ;;
+    bare) echo "$BARE_PID" ;;
+    metrics_log) echo "$LOGGED_PID" ;;
     nginx) nginx_pids "$NGINX_PID" ;;
     direct) ;;
   esac
@@ -385,7 +390,7 @@ write_nginx_conf() {
   mkdir -p "$prefix/conf.d" "$prefix/tmp"
   cat >"$prefix/nginx.conf" <<EOF
 # ingress-nginx's shape: one worker per CPU the proxy may use, upstream keep-alive,
-# the WebSocket map, TLS with HTTP/2; access_log off (weir has no access log).
+# the WebSocket map, TLS with HTTP/2; access_log off (weir runs with --access-log off too).
 # The certificate is set in the servers that listen with TLS only: set at the http level (as
 # ingress-nginx does for its default certificate) every server block, TLS or not, builds its
 # own SSL context, which at 10,000 servers costs 5 s per parse and about 1 GB.
@@ -478,13 +483,18 @@ start_backend() {
   wait_http "$BACKEND_PORT" "$HOST"
 }
 
-# start_weir VAR DIR HTTP HTTPS ADMIN: weir in --manifests mode on the proxy CPU.
+# start_weir VAR DIR HTTP HTTPS ADMIN [WEIR FLAGS…]: weir in --manifests mode on the proxy CPU,
+# with --access-log off (as nginx's access_log off) unless the extra flags set --access-log; its
+# request metrics stay on unless they say --request-metrics=false. weir's own log (stderr) goes
+# to $WORK/weir-HTTP.log, its stdout (the access log, when it is on) to $WORK/weir-HTTP.stdout.
 start_weir() {
-  local var=$1 dir=$2 http=$3 https=$4 admin=$5
+  local var=$1 dir=$2 http=$3 https=$4 admin=$5; shift 5
+  local flags=("$@")
+  [[ " $* " == *" --access-log"[=\ ]* ]] || flags=(--access-log off "${flags[@]}")
   spawn "$var" taskset -c "$PROXY_CPU" "$WEIR_BIN" --manifests "$dir" \
     --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
-    --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s \
-    >>"$WORK/weir-$http.log" 2>&1
+    --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s "${flags[@]}" \
+    >>"$WORK/weir-$http.stdout" 2>>"$WORK/weir-$http.log"
   local code
   for _ in $(seq 600); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
@@ -508,7 +518,10 @@ start_nginx() {
 record() { "$TOOL" report record --records "$RECORDS" "$@" >/dev/null; }
 
 http_port() {
-  case "$1" in direct) echo "$BACKEND_PORT" ;; weir) echo "$WEIR_HTTP" ;; nginx) echo "$NGINX_HTTP" ;; esac
+  case "$1" in
+    direct) echo "$BACKEND_PORT" ;; weir|metrics) echo "$WEIR_HTTP" ;; nginx) echo "$NGINX_HTTP" ;;
+    bare) echo "$BARE_HTTP" ;; metrics_log) echo "$LOGGED_HTTP" ;;
+  esac
 }
 https_port() {
   case "$1" in weir) echo "$WEIR_HTTPS" ;; nginx) echo "$NGINX_HTTPS" ;; esac
@@ -532,13 +545,20 @@ with_cpu() {
 
 cpu_set() { [ -n "$PROXY_CPU_PCT" ] && echo "--set proxy_cpu_pct=$PROXY_CPU_PCT" || true; }
 
-# 1. HTTP/1.1 keep-alive: wrk, 64 connections, one thread on the load CPU.
-t_wrk() {
-  local test=$1 path=$2 target=$3 run=$4; shift 4
-  local out=$WORK/out/$test-$target-$run.txt
+# wrk_load TARGET PATH OUT [WRK FLAGS…]: wrk, 64 connections, one thread on the load CPU, on
+# the target's HTTP port, output in OUT; the proxy's CPU use meanwhile in PROXY_CPU_PCT.
+wrk_load() {
+  local target=$1 path=$2 out=$3; shift 3
   with_cpu "$target" on_load_cpu timeout $((DURATION + 30)) \
     wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $HOST" "$@" \
     "http://127.0.0.1:$(http_port "$target")$path" >"$out"
+}
+
+# 1. HTTP/1.1 keep-alive: wrk_load, recorded as test $1.
+t_wrk() {
+  local test=$1 path=$2 target=$3 run=$4; shift 4
+  local out=$WORK/out/$test-$target-$run.txt
+  wrk_load "$target" "$path" "$out" "$@"
   record --test "$test" --target "$target" --run "$run" --wrk "$out" $(cpu_set)
 }
 
@@ -750,6 +770,67 @@ cfg_tests() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 9. The cost of weir's telemetry: weir against weir, test 1a's load on three variants:
+# bare (no request metrics, no access log), metrics (request metrics: the weir of every other
+# test) and metrics_log (request metrics and the access log, to a file).
+
+# weir_metric ADMIN NAME: the value of the unlabelled metric NAME on weir's /metrics (0 if absent).
+weir_metric() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" |
+    awk -v name="$2" '$1 == name { v = $2 } END { print v + 0 }'
+}
+
+# weir_series ADMIN NAME: how many series of metric NAME weir's /metrics has.
+weir_series() {
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | grep -c "^$2{" || true
+}
+
+# 9. Test 1a's wrk run on a variant of weir. metrics_log also records the lines its access log
+# got (emptied before the run) and the lines it dropped (a writer behind) during the run.
+t_telemetry() {
+  local target=$1 run=$2 out=$WORK/out/telemetry-$1-$2.txt extra=() dropped0=0 lines
+  if [ "$target" = metrics_log ]; then
+    : >"$LOGGED_LOG" # weir appends (O_APPEND): it goes on writing at the new end
+    dropped0=$(weir_metric "$LOGGED_ADMIN" weir_access_log_dropped_total)
+  fi
+  wrk_load "$target" / "$out"
+  if [ "$target" = metrics_log ]; then
+    sleep 0.5 # the writer thread writes in batches: let it catch up
+    lines=$(wc -l <"$LOGGED_LOG")
+    [ "$lines" -gt 0 ] || die "metrics_log: nothing in its access log $LOGGED_LOG"
+    extra=(--set "access_log_lines=$lines" --set "access_log_dropped=$(($(
+      weir_metric "$LOGGED_ADMIN" weir_access_log_dropped_total) - dropped0))")
+  fi
+  record --test telemetry --target "$target" --run "$run" --wrk "$out" $(cpu_set) "${extra[@]}"
+}
+
+telemetry_tests() {
+  log "9. cost of weir's telemetry: weir without request metrics, with them, with them and the access log"
+  start_weir BARE_PID "$WORK/weir-base" "$BARE_HTTP" "$BARE_HTTPS" "$BARE_ADMIN" \
+    --access-log off --request-metrics=false
+  # The access log goes to stdout, which start_weir appends to a file on disk.
+  LOGGED_LOG=$WORK/weir-$LOGGED_HTTP.stdout
+  start_weir LOGGED_PID "$WORK/weir-base" "$LOGGED_HTTP" "$LOGGED_HTTPS" "$LOGGED_ADMIN" \
+    --access-log stdout
+  local target run order
+  for target in bare metrics metrics_log; do
+    on_load_cpu wrk -t1 -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
+  done
+  # Are the variants what they claim? (series of weir_requests_total, lines in the access log)
+  note "weir_requests_total series: bare $(weir_series "$BARE_ADMIN" weir_requests_total), metrics $(weir_series "$WEIR_ADMIN" weir_requests_total), metrics_log $(weir_series "$LOGGED_ADMIN" weir_requests_total); access log of metrics_log: $(wc -l <"$LOGGED_LOG") lines after the warm-up"
+  # Interleaved, the order reversed in even runs.
+  for run in $(seq "$RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order="bare metrics metrics_log"; else order="metrics_log metrics bare"; fi
+    for target in $order; do
+      note "t_telemetry $target (run $run/$RUNS)"
+      t_telemetry "$target" "$run"
+    done
+  done
+  stop "$BARE_PID"
+  stop "$LOGGED_PID"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 # Counts (and samples) what the servers logged as going wrong during the run.
@@ -794,7 +875,8 @@ main() {
     die "ulimit -n is $(ulimit -n): too low for $MEM_CONNS connections"
   local port
   for port in $BACKEND_PORT $WEIR_HTTP $WEIR_HTTPS $WEIR_ADMIN $NGINX_HTTP $NGINX_HTTPS \
-              $WEIR2_HTTP $WEIR2_HTTPS $WEIR2_ADMIN $NGINX2_HTTP $NGINX2_HTTPS; do
+              $WEIR2_HTTP $WEIR2_HTTPS $WEIR2_ADMIN $NGINX2_HTTP $NGINX2_HTTPS \
+              $BARE_HTTP $BARE_HTTPS $BARE_ADMIN $LOGGED_HTTP $LOGGED_HTTPS $LOGGED_ADMIN; do
     port_free "$port" || die "port $port is in use"
   done
 
@@ -836,6 +918,7 @@ main() {
     interleaved t_mem_ws
   fi
   if wants cfg; then cfg_tests; fi
+  if wants telemetry; then telemetry_tests; fi
 
   log "problems logged by the servers"
   problems
@@ -852,7 +935,7 @@ main() {
     --meta "pinning=proxy on CPU $PROXY_CPU; load generators and backend on CPU $LOAD_CPU" \
     --meta "load average=$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine is noise)" \
     --meta "weir=commit $commit" \
-    --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir has no access log)" \
+    --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir: --access-log off too, request metrics on)" \
     --meta "tools=$(tool_versions)" \
     --meta "command=$COMMAND_LINE" \
     --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s"

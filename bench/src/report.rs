@@ -4,7 +4,9 @@
 //! `{"test", "target", "run", "metrics": {…}}`, with the metrics taken from the JSON output of
 //! another subcommand, or parsed from the text output of wrk or h2load, plus `--set` values.
 //! `weir-bench report render …` reads the records, takes the median of every metric over the
-//! runs, and writes the markdown table and the JSON document.
+//! runs, and writes the markdown table and the JSON document: the main table compares the
+//! targets `direct`, `weir` and `nginx`; the telemetry test (9) compares variants of weir
+//! (`bare`, `metrics`, `metrics_log`) in a table of its own.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,7 +42,7 @@ pub struct RecordArgs {
     /// Test id (`h1_tiny`, `ws_echo`, …).
     #[arg(long)]
     test: String,
-    /// `direct`, `weir` or `nginx`.
+    /// `direct`, `weir` or `nginx`; in the telemetry test `bare`, `metrics` or `metrics_log`.
     #[arg(long)]
     target: String,
     /// Run number.
@@ -440,11 +442,59 @@ const TESTS: &[Test] = &[
 
 const TARGETS: [&str; 3] = ["direct", "weir", "nginx"];
 
+/// One test's records: metric -> target -> values over runs.
+type ByMetric = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+
+/// The test id of the telemetry test (9), rendered apart from the main table.
+const TELEMETRY: &str = "telemetry";
+
+const TELEMETRY_TITLE: &str =
+    "9. Cost of weir's telemetry (64 keep-alive conns, 13 B body; weir vs weir)";
+
+/// A variant of weir in the telemetry test: its target in the records, its row label.
+struct Variant {
+    target: &'static str,
+    label: &'static str,
+}
+
+/// The variants, in table order; the first one is what the last column compares with.
+const VARIANTS: &[Variant] = &[
+    Variant {
+        target: "bare",
+        label: "bare",
+    },
+    Variant {
+        target: "metrics",
+        label: "metrics (request metrics)",
+    },
+    Variant {
+        target: "metrics_log",
+        label: "metrics + access log",
+    },
+];
+
+/// The telemetry table's columns of medians: metric and header.
+const TELEMETRY_COLUMNS: &[(&str, &str)] = &[
+    ("rps", "req/s"),
+    ("p99_ms", "p99 (ms)"),
+    ("proxy_cpu_us", "proxy CPU per request (µs)"),
+];
+
+/// Metrics of the telemetry test that are in its JSON only (medians and runs).
+const TELEMETRY_JSON_ONLY: &[&str] = &[
+    "p50_ms",
+    "proxy_cpu_pct",
+    "requests",
+    "errors",
+    "access_log_lines",
+    "access_log_dropped",
+];
+
 fn render(args: RenderArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.records)
         .with_context(|| format!("cannot read {}", args.records.display()))?;
     // test -> metric -> target -> values over runs
-    let mut runs: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
+    let mut runs: BTreeMap<String, ByMetric> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let record: Value = serde_json::from_str(line)?;
         let (Some(test), Some(target), Some(metrics)) = (
@@ -527,16 +577,126 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
             }));
         }
     }
+    let telemetry = runs.get(TELEMETRY).map(telemetry_table);
+    if let Some((table, _)) = &telemetry {
+        md.push_str(table);
+    }
     let meta: Map<String, Value> = args
         .meta
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    let document = json!({"meta": meta, "results": results, "all_runs": runs});
+    let document = json!({
+        "meta": meta,
+        "results": results,
+        "telemetry": telemetry.map(|(_, json)| json),
+        "all_runs": runs,
+    });
     std::fs::write(&args.markdown, &md)?;
     std::fs::write(&args.json, serde_json::to_string_pretty(&document)? + "\n")?;
     print!("{md}");
     Ok(())
+}
+
+/// The telemetry test's table (markdown, after the main table) and its JSON: per variant the
+/// medians, req/s relative to bare, and every run's values.
+fn telemetry_table(metrics: &ByMetric) -> (String, Value) {
+    let median_of = |key: &str, target: &str| {
+        metrics
+            .get(key)
+            .and_then(|t| t.get(target))
+            .map(|v| median(v))
+    };
+    let bare_rps = median_of("rps", VARIANTS[0].target);
+    let headers: Vec<&str> = TELEMETRY_COLUMNS
+        .iter()
+        .map(|(_, header)| *header)
+        .collect();
+    let mut md = format!(
+        "\n## {TELEMETRY_TITLE}\n\n\
+         Test 1a's load on three weirs: `bare` runs with `--access-log off \
+         --request-metrics=false`, `metrics` with `--access-log off` (the weir of the table \
+         above), `metrics + access log` with request metrics and the access log on stdout, \
+         appended to a file. Medians over the runs; the last column is the variant's median \
+         req/s over bare's (0.970: 3 % fewer requests).\n\n\
+         | variant | {} | req/s relative to bare |\n|---|{}---:|\n",
+        headers.join(" | "),
+        "---:|".repeat(TELEMETRY_COLUMNS.len()),
+    );
+    let mut rows = Vec::new();
+    for variant in VARIANTS {
+        let relative = match (median_of("rps", variant.target), bare_rps) {
+            (Some(v), Some(bare)) if bare != 0.0 => Some(round3(v / bare)),
+            _ => None,
+        };
+        let cells: Vec<String> = TELEMETRY_COLUMNS
+            .iter()
+            .map(|(key, _)| fmt(median_of(key, variant.target)))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {} |\n",
+            variant.label,
+            cells.join(" | "),
+            relative.map_or("–".to_owned(), |r| format!("{r:.3}")),
+        ));
+        rows.push(telemetry_row(metrics, variant, relative));
+    }
+    md.push_str(&telemetry_notes(metrics));
+    let json = json!({"test": TELEMETRY, "title": TELEMETRY_TITLE, "variants": rows});
+    (md, json)
+}
+
+/// A variant's row in the telemetry JSON: the medians of its metrics, `rps_vs_bare`, and under
+/// `runs` the values of every run.
+fn telemetry_row(metrics: &ByMetric, variant: &Variant, rps_vs_bare: Option<f64>) -> Value {
+    let keys = TELEMETRY_COLUMNS
+        .iter()
+        .map(|(key, _)| *key)
+        .chain(TELEMETRY_JSON_ONLY.iter().copied());
+    let mut row = Map::new();
+    row.insert("variant".to_owned(), json!(variant.target));
+    row.insert("label".to_owned(), json!(variant.label));
+    let mut runs = Map::new();
+    for key in keys {
+        if let Some(values) = metrics.get(key).and_then(|t| t.get(variant.target)) {
+            row.insert(key.to_owned(), json!(median(values)));
+            runs.insert(key.to_owned(), json!(values));
+        }
+    }
+    row.insert("rps_vs_bare".to_owned(), json!(rps_vs_bare));
+    row.insert("runs".to_owned(), Value::Object(runs));
+    Value::Object(row)
+}
+
+/// What to say under the telemetry table: the access log's lines against the requests (so
+/// that its writes are seen to be real), and errors, if any.
+fn telemetry_notes(metrics: &ByMetric) -> String {
+    let sum = |key: &str, target: &str| {
+        metrics
+            .get(key)
+            .and_then(|t| t.get(target))
+            .map(|v| v.iter().sum::<f64>())
+    };
+    let mut notes = String::new();
+    if let Some(lines) = sum("access_log_lines", "metrics_log") {
+        notes.push_str(&format!(
+            "\nmetrics + access log, over all runs: {} access log lines written for {} requests \
+             answered, {} lines dropped (writer behind).\n",
+            fmt(Some(lines)),
+            fmt(sum("requests", "metrics_log")),
+            fmt(sum("access_log_dropped", "metrics_log")),
+        ));
+    }
+    let errors: Vec<String> = VARIANTS
+        .iter()
+        .filter_map(|v| Some((v.label, sum("errors", v.target)?)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(label, n)| format!("{label} {}", fmt(Some(n))))
+        .collect();
+    if !errors.is_empty() {
+        notes.push_str(&format!("\nErrors (all runs): {}.\n", errors.join(", ")));
+    }
+    notes
 }
 
 /// The median (the mean of the middle two for an even count).
@@ -634,5 +794,44 @@ status codes: 82400 2xx, 0 3xx, 3 4xx, 0 5xx
         assert_eq!(fmt(None), "–");
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn telemetry() {
+        let mut metrics = ByMetric::new();
+        let mut add = |key: &str, target: &str, values: &[f64]| {
+            metrics
+                .entry(key.to_owned())
+                .or_default()
+                .insert(target.to_owned(), values.to_vec());
+        };
+        add("rps", "bare", &[40000.0, 42000.0, 41000.0]);
+        add("rps", "metrics", &[39000.0, 40000.0, 39500.0]);
+        add("rps", "metrics_log", &[36900.0]);
+        add("p99_ms", "bare", &[2.5]);
+        add("proxy_cpu_us", "metrics", &[21.26]);
+        add("requests", "metrics_log", &[73800.0]);
+        add("access_log_lines", "metrics_log", &[73850.0]);
+        add("access_log_dropped", "metrics_log", &[0.0]);
+        let (md, json) = telemetry_table(&metrics);
+        assert!(md.contains(&format!("## {TELEMETRY_TITLE}")));
+        assert!(
+            md.contains("| bare | 41,000 | 2.50 | – | 1.000 |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| metrics (request metrics) | 39,500 | – | 21.3 | 0.963 |\n"));
+        assert!(md.contains("| metrics + access log | 36,900 | – | – | 0.900 |\n"));
+        assert!(md.contains("73,850 access log lines written for 73,800 requests"));
+        assert!(!md.contains("Errors"));
+        let variants = json["variants"].as_array().unwrap();
+        assert_eq!(variants.len(), 3);
+        assert_eq!(variants[1]["variant"], json!("metrics"));
+        assert_eq!(variants[1]["rps"], json!(39500.0));
+        assert_eq!(variants[1]["rps_vs_bare"], json!(0.963));
+        assert_eq!(
+            variants[1]["runs"]["rps"],
+            json!([39000.0, 40000.0, 39500.0])
+        );
+        assert_eq!(variants[2]["access_log_lines"], json!(73850.0));
     }
 }
