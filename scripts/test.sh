@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of weir on a Debian machine with the Rust toolchain (cargo,
 # rustfmt, clippy); as root, it installs what the end-to-end suite needs (etcd, a kube-apiserver
-# built from Debian's source package, cached under ~/.cache/weir) and what the benchmark smoke
+# built from Debian's source package, cached under ~/.cache/weir), what the metrics tests need
+# (promtool and Prometheus from Debian's `prometheus` package) and what the benchmark smoke
 # run needs (nginx, wrk, h2load from Debian's packages).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
@@ -20,6 +21,9 @@ step "src/model stays pure (no I/O, clock, environment, async runtime or network
 impure=$(grep -rnE '^\s*use (tokio|hyper|hyper_util|rustls|tokio_rustls|kube)\b|kube::(Client|Api|runtime)|std::(env|fs|net::Tcp)|SystemTime::now|Instant::now' src/model || true)
 [ -z "$impure" ] || fail "impure code in src/model:
 $impure"
+
+step "deploy/monitoring: alert rules, their unit tests, the dashboard (scripts/check-monitoring.sh)"
+scripts/check-monitoring.sh || fail "deploy/monitoring (promtool and prometheus are needed by the tests too)"
 
 step "cargo test (unit, integration, binary, doc tests)"
 log=$(mktemp)

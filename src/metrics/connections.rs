@@ -2,7 +2,7 @@
 //! upstream failures and the access log's drops.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 /// Connection-level metrics of the data plane. Handles are cheap to clone.
 #[derive(Clone)]
@@ -29,7 +29,7 @@ pub struct ConnectionMetrics {
 }
 
 impl ConnectionMetrics {
-    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(registry: &super::Registrar) -> prometheus::Result<Self> {
         let metrics = ConnectionMetrics {
             active: IntGaugeVec::new(
                 Opts::new(
@@ -84,20 +84,17 @@ impl ConnectionMetrics {
             )?,
         };
         let m = metrics.clone();
-        super::register_all(
-            registry,
-            [
-                Box::new(m.active) as Box<dyn Collector>,
-                Box::new(m.accepted),
-                Box::new(m.parked),
-                Box::new(m.parks),
-                Box::new(m.tunnels),
-                Box::new(m.tls_handshakes),
-                Box::new(m.tls_handshake_errors),
-                Box::new(m.upstream_errors),
-                Box::new(m.access_log_dropped),
-            ],
-        )?;
+        registry.register_all([
+            Box::new(m.active) as Box<dyn Collector>,
+            Box::new(m.accepted),
+            Box::new(m.parked),
+            Box::new(m.parks),
+            Box::new(m.tunnels),
+            Box::new(m.tls_handshakes),
+            Box::new(m.tls_handshake_errors),
+            Box::new(m.upstream_errors),
+            Box::new(m.access_log_dropped),
+        ])?;
         Ok(metrics)
     }
 }

@@ -3,7 +3,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 /// The control plane's metrics. Handles are cheap to clone; the controller and the sources
@@ -39,7 +39,7 @@ pub struct ControlMetrics {
 }
 
 impl ControlMetrics {
-    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(registry: &super::Registrar) -> prometheus::Result<Self> {
         let metrics = ControlMetrics {
             rebuilds: IntCounterVec::new(
                 Opts::new(
@@ -109,24 +109,21 @@ impl ControlMetrics {
             )?,
         };
         let m = metrics.clone();
-        super::register_all(
-            registry,
-            [
-                Box::new(m.rebuilds) as Box<dyn Collector>,
-                Box::new(m.rebuild_duration),
-                Box::new(m.last_success),
-                Box::new(m.last_successful),
-                Box::new(m.generation),
-                Box::new(m.routes),
-                Box::new(m.backends),
-                Box::new(m.backends_without_endpoints),
-                Box::new(m.ingresses),
-                Box::new(m.diagnostics),
-                Box::new(m.leader),
-                Box::new(m.watch_restarts),
-                Box::new(m.certificate_expiry),
-            ],
-        )?;
+        registry.register_all([
+            Box::new(m.rebuilds) as Box<dyn Collector>,
+            Box::new(m.rebuild_duration),
+            Box::new(m.last_success),
+            Box::new(m.last_successful),
+            Box::new(m.generation),
+            Box::new(m.routes),
+            Box::new(m.backends),
+            Box::new(m.backends_without_endpoints),
+            Box::new(m.ingresses),
+            Box::new(m.diagnostics),
+            Box::new(m.leader),
+            Box::new(m.watch_restarts),
+            Box::new(m.certificate_expiry),
+        ])?;
         Ok(metrics)
     }
 }

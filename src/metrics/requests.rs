@@ -17,9 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
 use prometheus::core::Collector;
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::model::{Route, RouteTable};
 
@@ -127,12 +125,12 @@ impl Families {
         })
     }
 
-    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    fn register(&self, registry: &super::Registrar) -> prometheus::Result<()> {
         let histograms = self
             .histograms()
             .map(|h| Box::new(h.clone()) as Box<dyn Collector>);
         let counter = Box::new(self.requests.clone()) as Box<dyn Collector>;
-        super::register_all(registry, histograms.into_iter().chain([counter]))
+        registry.register_all(histograms.into_iter().chain([counter]))
     }
 
     fn histograms(&self) -> [&HistogramVec; 5] {
@@ -377,7 +375,7 @@ impl RequestMetrics {
     pub(super) fn new(
         labels: RequestLabels,
         enabled: bool,
-        registry: &Registry,
+        registry: &super::Registrar,
     ) -> prometheus::Result<Self> {
         let families = Arc::new(Families::new(labels)?);
         families.register(registry)?;
