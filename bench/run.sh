@@ -254,8 +254,8 @@ install_packages() {
 }
 
 build() {
-  log "building weir (cargo build --release --locked) and weir-bench"
-  (cd "$ROOT" && cargo build --release --locked --quiet)
+  log "building weir (scripts/build.sh: cargo build --release --locked) and weir-bench"
+  "$ROOT/scripts/build.sh" --quiet
   (cd "$BENCH" && cargo build --release --locked --quiet)
   WEIR_BIN=$ROOT/target/release/weir
   TOOL=$BENCH/target/release/weir-bench
