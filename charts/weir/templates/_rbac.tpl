@@ -1,0 +1,34 @@
+{{/*
+The rules of deploy/rbac.yaml (keep them identical: scripts/helm.sh check compares them), split
+into the ones on namespaced kinds and the Event rule. Argument: (dict "namespaced" bool); with
+namespaced true, IngressClasses (cluster-scoped) are left out.
+*/}}
+{{- define "weir.rbac.namespacedRules" }}
+# What the routing table is built from.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"{{ if not .namespaced }}, "ingressclasses"{{ end }}]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["services", "endpoints"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
+# TLS certificates (weir lists only Secrets of type kubernetes.io/tls, but RBAC cannot
+# express a field selector).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Where weir's Ingresses are served: the leader writes status.loadBalancer with a merge
+# patch (it never replaces the whole status, so it needs no update).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses/status"]
+  verbs: ["patch"]
+{{- end }}
+{{- define "weir.rbac.eventRules" }}
+# Diagnostics become events.k8s.io/v1 Events on the objects they concern, in any namespace
+# (create; patch when an Event repeats).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
