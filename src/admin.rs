@@ -42,7 +42,10 @@ pub async fn serve_admin(
         let state = state.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let service = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&state, &req))));
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, &req).await) }
+            });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
@@ -55,13 +58,21 @@ pub async fn serve_admin(
     }
 }
 
-fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if state.is_ready() => (StatusCode::OK, "ready\n"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(state.metrics().encode())));
+            // Thousands of routes make megabytes of text: not on a worker that serves traffic.
+            let metrics = state.metrics().clone();
+            let Ok(text) = tokio::task::spawn_blocking(move || metrics.encode()).await else {
+                let mut response =
+                    Response::new(Full::new(Bytes::from_static(b"metrics failed\n")));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return response;
+            };
+            let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

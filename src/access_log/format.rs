@@ -93,9 +93,9 @@ impl Formatter {
             }
             None => buf.extend_from_slice(b"- "),
         }
-        escape_header(buf, e.request_id.as_ref());
+        escape_field(buf, e.request_id.as_ref());
         buf.push(b' ');
-        escape_header(buf, e.host.as_ref());
+        escape_field(buf, e.host.as_ref());
         buf.push(b' ');
         match &e.route {
             Some(route) => {
@@ -226,9 +226,26 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
+/// A header value between quotes (`-` when absent).
 fn escape_header(buf: &mut Vec<u8>, value: Option<&HeaderValue>) {
     match value {
         Some(value) if !value.is_empty() => escape(buf, value.as_bytes()),
+        _ => buf.push(b'-'),
+    }
+}
+
+/// A header value as a field of its own, without quotes: spaces are escaped too, so that it
+/// stays one field (a Host of `a b/c` must not add a column).
+fn escape_field(buf: &mut Vec<u8>, value: Option<&HeaderValue>) {
+    match value {
+        Some(value) if !value.is_empty() => {
+            for part in value.as_bytes().split(|&b| b == b' ').enumerate() {
+                if part.0 > 0 {
+                    buf.extend_from_slice(b"\\x20");
+                }
+                escape(buf, part.1);
+            }
+        }
         _ => buf.push(b'-'),
     }
 }
@@ -342,6 +359,17 @@ mod tests {
         assert_eq!(v["request_id"], "abc123");
         assert_eq!(v["user_agent"], "curl/8.5 \"quoted\"");
         assert_eq!(v["referer"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_host_with_spaces_stays_one_field() {
+        let mut e = entry();
+        e.host = Some(HeaderValue::from_static("x.example victim/ingress"));
+        let text = line(LogFormat::Text, &e);
+        assert!(
+            text.ends_with(" abc123 x.example\\x20victim/ingress shop/web\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct Entry {
     pub version: Version,
     /// The Host header or `:authority`, as sent.
     pub host: Option<HeaderValue>,
-    /// The status sent (499: the client went away before the response head).
+    /// The status sent (499: the client went away before weir had its response; 101 for an
+    /// upgrade, also one answered 200 over HTTP/2).
     pub status: StatusCode,
     /// Request line, headers and body, in bytes.
     pub bytes_in: u64,
@@ -144,6 +145,7 @@ fn write_entries(entries: Receiver<Message>, format: LogFormat, mut out: Box<dyn
     let mut formatter = format::Formatter::new(format);
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Ok(first) = entries.recv() {
+        let woken = std::time::Instant::now();
         for message in std::iter::once(first).chain(entries.try_iter()) {
             match message {
                 Message::Line(entry) => {
@@ -159,7 +161,7 @@ fn write_entries(entries: Receiver<Message>, format: LogFormat, mut out: Box<dyn
             }
         }
         write_out(&mut out, &mut buf);
-        std::thread::sleep(BATCH_INTERVAL);
+        std::thread::sleep(BATCH_INTERVAL.saturating_sub(woken.elapsed()));
     }
 }
 

@@ -77,13 +77,10 @@ impl TableCounts {
         for diagnostic in diagnostics {
             *by_reason.entry(diagnostic.reason.as_str()).or_default() += 1;
         }
-        metrics.diagnostics.reset();
-        for (reason, count) in by_reason {
-            metrics
-                .diagnostics
-                .with_label_values(&[reason])
-                .set(gauge(count));
-        }
+        let by_reason = by_reason
+            .into_iter()
+            .map(|(reason, count)| (vec![reason.to_owned()], count as f64));
+        metrics.diagnostics.replace(by_reason);
     }
 }
 
@@ -99,15 +96,15 @@ fn unix_now() -> f64 {
 
 /// Sets `weir_ssl_certificate_expire_time_seconds` to the certificates `certs` serves.
 fn report_certificates(metrics: &ControlMetrics, certs: &CertStore) {
-    metrics.certificate_expiry.reset();
-    for served in certs.served() {
-        if let Some(not_after) = served.not_after {
-            metrics
-                .certificate_expiry
-                .with_label_values(&[&served.namespace, &served.secret, &served.host])
-                .set(not_after as f64);
-        }
-    }
+    let expiries = certs.served().iter().filter_map(|served| {
+        let labels = vec![
+            served.namespace.clone(),
+            served.secret.clone(),
+            served.host.clone(),
+        ];
+        Some((labels, served.not_after? as f64))
+    });
+    metrics.certificate_expiry.replace(expiries);
 }
 
 /// What the data plane serves now, for the writers that report it to the API (status, Events).

@@ -1,10 +1,11 @@
 //! Control-plane metrics: table rebuilds, what the table holds, Diagnostics, leadership,
 //! watches and certificate expiry.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use prometheus::core::Collector;
-use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-};
+use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 
 /// The control plane's metrics. Handles are cheap to clone; the controller and the sources
 /// update them, `/metrics` reads them.
@@ -29,13 +30,13 @@ pub struct ControlMetrics {
     /// `weir_table_ingresses`: Ingresses of weir's class.
     pub ingresses: IntGauge,
     /// `weir_diagnostics{reason}`: current Diagnostics by reason.
-    pub diagnostics: IntGaugeVec,
+    pub diagnostics: Arc<GaugeSet>,
     /// `weir_leader`: 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
     /// `weir_watch_restarts_total{resource}`: watch streams that failed and were restarted.
     pub watch_restarts: IntCounterVec,
     /// `weir_ssl_certificate_expire_time_seconds{namespace,secret,host}`.
-    pub certificate_expiry: GaugeVec,
+    pub certificate_expiry: Arc<GaugeSet>,
 }
 
 impl ControlMetrics {
@@ -75,20 +76,20 @@ impl ControlMetrics {
             )?,
             backends: IntGauge::new(
                 "weir_table_backends",
-                "Distinct Service ports the routing table sends requests to.",
+                "Distinct Service ports (as Ingresses name them) the routing table sends requests to.",
             )?,
             backends_without_endpoints: IntGauge::new(
                 "weir_table_backends_without_endpoints",
                 "Backends with no ready endpoint: their requests are answered 503.",
             )?,
             ingresses: IntGauge::new("weir_table_ingresses", "Ingresses of weir's class.")?,
-            diagnostics: IntGaugeVec::new(
+            diagnostics: GaugeSet::new(GaugeVec::new(
                 Opts::new(
                     "weir_diagnostics",
                     "Problems found in the input (also reported as Events), by reason.",
                 ),
                 &["reason"],
-            )?,
+            )?),
             leader: IntGauge::new(
                 "weir_leader",
                 "1 while this replica is the leader (writes Ingress status and Events).",
@@ -100,13 +101,13 @@ impl ControlMetrics {
                 ),
                 &["resource"],
             )?,
-            certificate_expiry: GaugeVec::new(
+            certificate_expiry: GaugeSet::new(GaugeVec::new(
                 Opts::new(
                     "weir_ssl_certificate_expire_time_seconds",
                     "When each served certificate expires (Unix time), by TLS host and Secret.",
                 ),
                 &["namespace", "secret", "host"],
-            )?,
+            )?),
         };
         let m = metrics.clone();
         registry.register_all([
@@ -119,11 +120,43 @@ impl ControlMetrics {
             Box::new(m.backends),
             Box::new(m.backends_without_endpoints),
             Box::new(m.ingresses),
-            Box::new(m.diagnostics),
+            Box::new(m.diagnostics.family.clone()),
             Box::new(m.leader),
             Box::new(m.watch_restarts),
-            Box::new(m.certificate_expiry),
+            Box::new(m.certificate_expiry.family.clone()),
         ])?;
         Ok(metrics)
+    }
+}
+
+/// A gauge family whose series are replaced as a whole on every table: the new values are set
+/// first and then the series that are gone removed, so a scrape never finds it empty midway.
+pub struct GaugeSet {
+    family: GaugeVec,
+    current: Mutex<HashSet<Vec<String>>>,
+}
+
+impl GaugeSet {
+    fn new(family: GaugeVec) -> Arc<Self> {
+        Arc::new(GaugeSet {
+            family,
+            current: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Makes `values` (label values, value) the family's only series.
+    pub fn replace(&self, values: impl IntoIterator<Item = (Vec<String>, f64)>) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashSet::new();
+        for (labels, value) in values {
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.family.with_label_values(&refs).set(value);
+            next.insert(labels);
+        }
+        for gone in current.difference(&next) {
+            let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+            let _ = self.family.remove_label_values(&refs);
+        }
+        *current = next;
     }
 }

@@ -261,17 +261,25 @@ impl RouteStats {
     /// Counts one finished request.
     pub fn observe(&self, o: &Observation<'_>) {
         let (method_index, method) = method_label(o.method);
-        let status_key = if self.status_classes {
-            o.status.as_u16() / 100
-        } else {
-            o.status.as_u16()
-        };
-        let key = (method_index << 16) | u32::from(status_key);
+        let key = (method_index << 16) | u32::from(self.status_key(o.status));
         if let Some((_, cell)) = self.cells.load().iter().find(|(k, _)| *k == key) {
             cell.observe(o);
             return;
         }
         self.add_cell(key, method, o.status).observe(o);
+    }
+
+    /// The code, or its class (1 to 9) with `--metrics-status-classes` and for codes without a
+    /// standard meaning (any three digits an endpoint may send: they must not multiply the
+    /// series). 499, "client closed request", is weir's own.
+    fn status_key(&self, status: StatusCode) -> u16 {
+        let code = status.as_u16();
+        let known = status.canonical_reason().is_some() || code == 499;
+        if self.status_classes || !known {
+            code / 100
+        } else {
+            code
+        }
     }
 
     #[cold]
@@ -283,10 +291,9 @@ impl RouteStats {
         if *retired {
             return Arc::new(Cell::detached());
         }
-        let status = if self.status_classes {
-            format!("{}xx", status.as_u16() / 100)
-        } else {
-            status.as_u16().to_string()
+        let status = match self.status_key(status) {
+            class @ 1..=9 => format!("{class}xx"),
+            code => code.to_string(),
         };
         let labels = &self.labels;
         let mut values = vec![
@@ -417,28 +424,37 @@ impl RequestMetrics {
         if !self.enabled {
             return index;
         }
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = HashMap::with_capacity(live.len());
+        // The rule host and path of each route; a route reached from several rules (an
+        // Ingress's defaultBackend serving each of its hosts) has neither, so that its labels do
+        // not depend on which rule comes first.
+        let mut sites: HashMap<usize, (&Arc<Route>, String, &str), foldhash::fast::RandomState> =
+            HashMap::default();
         for entry in table.entries() {
             let address = Arc::as_ptr(entry.route) as usize;
-            if index.by_route.contains_key(&address) {
-                continue;
-            }
-            let route = entry.route;
+            let host = if self.labels.per_host {
+                entry.host
+            } else {
+                String::new()
+            };
+            let path = if self.labels.per_path { entry.path } else { "" };
+            sites
+                .entry(address)
+                .and_modify(|(_, h, p)| {
+                    if *h != host || *p != path {
+                        (*h, *p) = (String::new(), "");
+                    }
+                })
+                .or_insert((entry.route, host, path));
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(live.len());
+        for (address, (route, host, path)) in sites {
             let labels = RouteLabels {
                 namespace: route.ingress.namespace.clone(),
                 ingress: route.ingress.name.clone(),
                 service: route.backend.service.name.clone(),
-                host: if self.labels.per_host {
-                    entry.host
-                } else {
-                    String::new()
-                },
-                path: if self.labels.per_path {
-                    entry.path.to_owned()
-                } else {
-                    String::new()
-                },
+                host,
+                path: path.to_owned(),
             };
             let stats = match next.get(&labels) {
                 Some(stats) => Arc::clone(stats),
@@ -557,6 +573,59 @@ mod tests {
         assert!(metrics.requests.index(&table(&["a"])).is_empty());
         assert!(!metrics.requests.enabled());
         assert!(!metrics.encode().contains("weir_requests_total{"));
+    }
+
+    #[test]
+    fn codes_without_a_meaning_count_as_their_class() {
+        let metrics = Metrics::new(MetricsConfig::default());
+        let stats = metrics.requests.unrouted();
+        for code in [200, 299, 298, 499, 599, 404] {
+            observe(stats, code);
+        }
+        let text = metrics.encode();
+        let series = |status: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("weir_requests_total{"))
+                .find(|l| l.contains(&format!("status=\"{status}\"")))
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(series("200").as_deref(), Some("1"));
+        assert_eq!(series("2xx").as_deref(), Some("2"), "{text}");
+        assert_eq!(series("499").as_deref(), Some("1"));
+        assert_eq!(series("5xx").as_deref(), Some("1"));
+        assert_eq!(series("404").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_route_reached_from_several_hosts_has_no_host_label() {
+        let config = MetricsConfig {
+            labels: RequestLabels {
+                per_host: true,
+                per_path: true,
+                status_classes: false,
+            },
+            ..MetricsConfig::default()
+        };
+        let metrics = Metrics::new(config);
+        let shared = Arc::new(Route {
+            ingress: ObjectRef::new(ObjectKind::Ingress, "ns", "site"),
+            backend: Arc::new(Backend::new(
+                ObjectRef::new(ObjectKind::Service, "ns", "svc"),
+                "80",
+                vec![],
+            )),
+            https: HttpsPolicy::default(),
+            read_timeout: None,
+        });
+        let mut builder = RouteTableBuilder::new();
+        for host in ["a.example", "b.example", "c.example"] {
+            let host = HostMatch::from_rule_host(host);
+            builder.set_host_fallback(&host, shared.clone()).unwrap();
+        }
+        let table = builder.build();
+        let index = metrics.requests.index(&table);
+        let labels = index.get(&shared).unwrap().labels();
+        assert_eq!((labels.host.as_str(), labels.path.as_str()), ("", ""));
     }
 
     #[test]

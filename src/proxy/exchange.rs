@@ -63,17 +63,26 @@ impl Exchange {
         log: Option<&AccessLog>,
     ) -> Box<Exchange> {
         let headers = req.headers();
+        // Copies, not clones: a clone may share hyper's read buffer and keep it for as long as
+        // the record lives (a WebSocket's whole life).
+        let copy = |value: &HeaderValue| HeaderValue::from_bytes(value.as_bytes()).ok();
         let logged = log.map(|log| Logged {
             log: log.clone(),
             time: SystemTime::now(),
-            uri: req.uri().clone(),
+            uri: Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .as_bytes(),
+            ))
+            .unwrap_or_default(),
             host: req
                 .uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| headers.get(header::HOST).cloned()),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            referer: headers.get(header::REFERER).cloned(),
+                .or_else(|| headers.get(header::HOST).and_then(copy)),
+            user_agent: headers.get(header::USER_AGENT).and_then(copy),
+            referer: headers.get(header::REFERER).and_then(copy),
             request_id: None,
             route: None,
         });
@@ -126,7 +135,7 @@ impl Exchange {
     ) -> Option<Arc<AtomicU64>> {
         self.upstream = Some(endpoint);
         if let Some(logged) = &mut self.logged {
-            logged.request_id = Some(id.clone());
+            logged.request_id = HeaderValue::from_bytes(id.as_bytes()).ok();
         }
         has_body.then(|| self.request_body.get_or_insert_default().clone())
     }
@@ -149,6 +158,12 @@ impl Exchange {
         self.status = response.status();
         // "HTTP/1.1 200 OK\r\n" + headers + "\r\n"
         self.response_head = 17 + head_size(response.headers());
+    }
+
+    /// The request became a tunnel: it is reported as 101 (Switching Protocols), whatever the
+    /// protocol told the client.
+    pub(super) fn switched(&mut self) {
+        self.status = StatusCode::SWITCHING_PROTOCOLS;
     }
 
     /// `bytes` more of the response body went out.

@@ -203,6 +203,9 @@ impl Proxy {
         let mut exchange = exchange.take();
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.responding(&response);
+            // Reported as 101, also when HTTP/2's extended CONNECT answered the client 200:
+            // either way a tunnel, not a request of that duration.
+            exchange.switched();
         }
         let in_flight = activity.start();
         let tunnels = self.metrics.connections.tunnels.clone();
