@@ -25,7 +25,7 @@ pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use table::{
     Backend, HostMatch, HttpsPolicy, PathKind, PathRule, Route, RouteTable, RouteTableBuilder,
-    TableEntry, normalize_host,
+    RuleHost, TableEntry, normalize_host,
 };
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)

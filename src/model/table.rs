@@ -276,28 +276,50 @@ impl RouteTable {
         let exact = self
             .exact_hosts
             .iter()
-            .flat_map(|(host, routes)| routes.entries(host.clone()));
+            .flat_map(|(host, routes)| routes.entries(RuleHost::Exact(host)));
         let wildcard = self
             .wildcard_hosts
             .iter()
-            .flat_map(|(suffix, routes)| routes.entries(format!("*.{suffix}")));
+            .flat_map(|(suffix, routes)| routes.entries(RuleHost::Wildcard(suffix)));
         let default = self.default_backend.iter().map(|route| TableEntry {
-            host: String::new(),
+            host: RuleHost::Any,
             path: "",
             route,
         });
         exact
             .chain(wildcard)
-            .chain(self.any_host.entries(String::new()))
+            .chain(self.any_host.entries(RuleHost::Any))
             .chain(default)
+    }
+}
+
+/// The host of a [`TableEntry`]; displays as written in the rule (`foo.example.com`,
+/// `*.example.com`), or `""` for every host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleHost<'a> {
+    /// One host.
+    Exact(&'a str),
+    /// `*.` and this suffix.
+    Wildcard(&'a str),
+    /// Every host (also default backends).
+    Any,
+}
+
+impl fmt::Display for RuleHost<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleHost::Exact(host) => f.write_str(host),
+            RuleHost::Wildcard(suffix) => write!(f, "*.{suffix}"),
+            RuleHost::Any => Ok(()),
+        }
     }
 }
 
 /// One entry of a [`RouteTable`]: a rule (or default backend) and its route.
 #[derive(Debug)]
 pub struct TableEntry<'a> {
-    /// The rule host as written (`foo.example.com`, `*.example.com`), `""` for every host.
-    pub host: String,
+    /// The rule's host.
+    pub host: RuleHost<'a>,
     /// The rule path (without a Prefix rule's trailing slash), `""` for a default backend.
     pub path: &'a str,
     /// The route it leads to.
@@ -305,17 +327,13 @@ pub struct TableEntry<'a> {
 }
 
 impl HostRoutes {
-    fn entries(&self, host: String) -> impl Iterator<Item = TableEntry<'_>> {
+    fn entries<'a>(&'a self, host: RuleHost<'a>) -> impl Iterator<Item = TableEntry<'a>> {
         let paths = self.exact.iter().chain(&self.prefix);
         let fallback = self.fallback.iter().map(|route| ("", route));
         paths
             .map(|(path, route)| (path.as_str(), route))
             .chain(fallback)
-            .map(move |(path, route)| TableEntry {
-                host: host.clone(),
-                path,
-                route,
-            })
+            .map(move |(path, route)| TableEntry { host, path, route })
     }
 }
 
