@@ -580,19 +580,24 @@ mod tests {
     use crate::model::{Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule};
     use crate::model::{RouteTableBuilder, TableEntry};
 
+    /// A route of Ingress `ns/name` to Service `ns/svc`.
+    fn route(name: &str) -> Arc<Route> {
+        Arc::new(Route {
+            ingress: ObjectRef::new(ObjectKind::Ingress, "ns", name),
+            backend: Arc::new(Backend::new(
+                ObjectRef::new(ObjectKind::Service, "ns", "svc"),
+                "80",
+                vec![],
+            )),
+            https: HttpsPolicy::default(),
+            read_timeout: None,
+        })
+    }
+
     fn table(ingresses: &[&str]) -> RouteTable {
         let mut builder = RouteTableBuilder::new();
         for name in ingresses {
-            let route = Arc::new(Route {
-                ingress: ObjectRef::new(ObjectKind::Ingress, "ns", *name),
-                backend: Arc::new(Backend::new(
-                    ObjectRef::new(ObjectKind::Service, "ns", "svc"),
-                    "80",
-                    vec![],
-                )),
-                https: HttpsPolicy::default(),
-                read_timeout: None,
-            });
+            let route = route(name);
             for path in ["/a", "/b"] {
                 let host = HostMatch::from_rule_host(&format!("{name}.example"));
                 builder
@@ -700,16 +705,7 @@ mod tests {
             ..MetricsConfig::default()
         };
         let metrics = Metrics::new(config);
-        let shared = Arc::new(Route {
-            ingress: ObjectRef::new(ObjectKind::Ingress, "ns", "site"),
-            backend: Arc::new(Backend::new(
-                ObjectRef::new(ObjectKind::Service, "ns", "svc"),
-                "80",
-                vec![],
-            )),
-            https: HttpsPolicy::default(),
-            read_timeout: None,
-        });
+        let shared = route("site");
         let mut builder = RouteTableBuilder::new();
         for host in ["a.example", "b.example", "c.example"] {
             let host = HostMatch::from_rule_host(host);
