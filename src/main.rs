@@ -121,18 +121,25 @@ fn access_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<Acces
 /// `POD_NAMESPACE` (the Downward API), else the host name and the service account's namespace.
 fn pod_identity() -> (String, String) {
     let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
     let pod = from_env("POD_NAME")
-        .or_else(|| read("/etc/hostname"))
+        .or_else(|| read_trimmed(HOSTNAME_FILE))
         .unwrap_or_default();
     let namespace = from_env("POD_NAMESPACE")
-        .or_else(|| read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
+        .or_else(|| read_trimmed(NAMESPACE_FILE))
         .unwrap_or_default();
     (pod, namespace)
+}
+
+/// The host name (in a pod: the pod's name).
+const HOSTNAME_FILE: &str = "/etc/hostname";
+/// The namespace of the pod's ServiceAccount.
+const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The contents of a one-line file, trimmed; `None` when it cannot be read.
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// Where the Kubernetes objects come from.
@@ -315,9 +322,9 @@ async fn spawn_api_writers(
     let identity = config.identity.clone().unwrap_or_else(default_identity);
     let namespace = match &config.election_namespace {
         Some(ns) => ns.clone(),
-        None => std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            .map(|ns| ns.trim().to_owned())
-            .unwrap_or_else(|_| client.default_namespace().to_owned()),
+        None => {
+            read_trimmed(NAMESPACE_FILE).unwrap_or_else(|| client.default_namespace().to_owned())
+        }
     };
     let election = ElectionConfig {
         namespace,
@@ -388,9 +395,7 @@ async fn spawn_api_writers(
 
 /// The host name plus a random suffix, so that replicas on one host never share an identity.
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
+    let host = read_trimmed(HOSTNAME_FILE)
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "weir".to_owned());
     format!("{host}-{:05x}", fastrand::u32(..0x100000))

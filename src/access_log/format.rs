@@ -264,21 +264,11 @@ fn escape(buf: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, HttpsPolicy, ObjectKind, ObjectRef, Route};
+    use crate::model::test_route;
     use http::{Method, StatusCode};
-    use std::sync::Arc;
 
     fn entry() -> Entry {
-        let route = Route {
-            ingress: ObjectRef::new(ObjectKind::Ingress, "shop", "web"),
-            backend: Arc::new(Backend::new(
-                ObjectRef::new(ObjectKind::Service, "shop", "cart"),
-                "http",
-                vec![],
-            )),
-            https: HttpsPolicy::default(),
-            read_timeout: None,
-        };
+        let route = test_route("shop", "web", "cart", "http");
         Entry {
             // 2026-11-24T14:30:05.250Z
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_530_605_250),
@@ -295,7 +285,7 @@ mod tests {
             upstream: Some("10.1.2.3:8080".parse().unwrap()),
             upstream_status: Some(StatusCode::CREATED),
             upstream_time: Some(Duration::from_micros(2_900)),
-            route: Some(Arc::new(route)),
+            route: Some(route),
             request_id: Some(HeaderValue::from_static("abc123")),
             user_agent: Some(HeaderValue::from_static("curl/8.5 \"quoted\"")),
             referer: None,

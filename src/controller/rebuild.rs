@@ -149,10 +149,12 @@ pub async fn run_rebuild_loop(
             let built = tokio::task::spawn_blocking(move || {
                 let (built, certs) =
                     build_with_certificates(&for_build, &config, &default_certificate);
-                let counts = TableCounts::of(&built.table);
-                report_certificates(&publisher.metrics().control, &certs);
-                let tls_hosts = certs.len();
                 let generation = publisher.publish(built.table, Arc::new(certs));
+                // Counted after the swap, so that they do not delay the new table.
+                let served = publisher.snapshot();
+                let counts = TableCounts::of(&served.table);
+                report_certificates(&publisher.metrics().control, &served.certs);
+                let tls_hosts = served.certs.len();
                 (
                     generation,
                     counts,

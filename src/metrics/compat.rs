@@ -106,7 +106,16 @@ pub fn add_ingress_nginx_copies(families: &mut Vec<MetricFamily>, controller: &C
     families.extend(copies);
 }
 
-/// The mapping, for the documentation: (weir's name, ingress-nginx's name).
-pub fn mapping() -> impl Iterator<Item = (&'static str, &'static str)> {
-    RENAMES.iter().map(|(weir, nginx, _)| (*weir, *nginx))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_documents_every_name() {
+        let readme = include_str!("../../README.md");
+        for (weir, nginx, _) in RENAMES {
+            let row = format!("| `{weir}` | `{nginx}` |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
 }

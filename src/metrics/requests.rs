@@ -577,21 +577,12 @@ impl RequestMetrics {
 mod tests {
     use super::*;
     use crate::metrics::{Metrics, MetricsConfig};
-    use crate::model::{Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule};
+    use crate::model::{HostMatch, PathRule, test_route};
     use crate::model::{RouteTableBuilder, TableEntry};
 
     /// A route of Ingress `ns/name` to Service `ns/svc`.
     fn route(name: &str) -> Arc<Route> {
-        Arc::new(Route {
-            ingress: ObjectRef::new(ObjectKind::Ingress, "ns", name),
-            backend: Arc::new(Backend::new(
-                ObjectRef::new(ObjectKind::Service, "ns", "svc"),
-                "80",
-                vec![],
-            )),
-            https: HttpsPolicy::default(),
-            read_timeout: None,
-        })
+        test_route("ns", name, "svc", "80")
     }
 
     fn table(ingresses: &[&str]) -> RouteTable {

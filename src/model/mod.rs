@@ -23,6 +23,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+#[cfg(test)]
+pub(crate) use table::test_route;
 pub use table::{
     Backend, HostMatch, HttpsPolicy, PathKind, PathRule, Route, RouteTable, RouteTableBuilder,
     RuleHost, TableEntry, normalize_host,

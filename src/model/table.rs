@@ -456,22 +456,30 @@ fn is_port(s: &str) -> bool {
     !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// For tests across the crate: a route of Ingress `namespace/ingress` to Service
+/// `namespace/service` port `port`, without endpoints, with the default HTTPS policy.
+#[cfg(test)]
+pub(crate) fn test_route(namespace: &str, ingress: &str, service: &str, port: &str) -> Arc<Route> {
+    use super::diagnostic::ObjectKind;
+    Arc::new(Route {
+        https: HttpsPolicy::default(),
+        ingress: ObjectRef::new(ObjectKind::Ingress, namespace, ingress),
+        backend: Arc::new(Backend::new(
+            ObjectRef::new(ObjectKind::Service, namespace, service),
+            port,
+            vec![],
+        )),
+        read_timeout: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::diagnostic::ObjectKind;
 
     fn route(name: &str) -> Arc<Route> {
-        Arc::new(Route {
-            https: HttpsPolicy::default(),
-            ingress: ObjectRef::new(ObjectKind::Ingress, "default", name),
-            backend: Arc::new(Backend::new(
-                ObjectRef::new(ObjectKind::Service, "default", name),
-                "80",
-                vec![],
-            )),
-            read_timeout: None,
-        })
+        test_route("default", name, name, "80")
     }
 
     fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {
