@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 pub use crate::access_log::LogFormat;
 use crate::metrics::{ControllerLabels, MetricsConfig, RequestLabels};
-use crate::model::BuildConfig;
+use crate::model::{BuildConfig, ClassConfig, Defaults, Hsts, ObjectKind, ObjectRef, Timeouts};
 use crate::source::cluster::{ClusterConfig, EndpointsApi};
 
 /// weir: a Kubernetes ingress controller with an embedded HTTP/1.1 and HTTP/2 data plane.
@@ -72,6 +72,14 @@ pub struct Config {
     #[arg(long, env = "WEIR_IDENTITY")]
     pub identity: Option<String>,
 
+    /// What an Ingress can change per route; its annotations, then the `--configmap`, override
+    /// these defaults.
+    #[command(
+        flatten,
+        next_help_heading = "Route defaults (annotations and the --configmap override them)"
+    )]
+    pub routes: RouteFlags,
+
     /// Address of the plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -85,25 +93,9 @@ pub struct Config {
     #[arg(long, env = "WEIR_DEFAULT_SSL_CERTIFICATE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
     pub default_ssl_certificate: Option<(String, String)>,
 
-    /// Status of HTTP→HTTPS redirects: 308 (keeps the method and body), 301, 302 or 307.
-    #[arg(long, env = "WEIR_HTTP_REDIRECT_CODE", default_value_t = 308, value_parser = parse_redirect_code)]
-    pub http_redirect_code: u16,
-
     /// The HTTPS port clients see (behind a load balancer); redirects name it unless it is 443.
     #[arg(long, env = "WEIR_HTTPS_PORT_EXTERNAL", default_value_t = 443)]
     pub https_port_external: u16,
-
-    /// Send `Strict-Transport-Security` on HTTPS responses of hosts with TLS.
-    #[arg(long, env = "WEIR_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub hsts: bool,
-
-    /// The HSTS `max-age`.
-    #[arg(long, env = "WEIR_HSTS_MAX_AGE", default_value = "365d", value_parser = humantime::parse_duration)]
-    pub hsts_max_age: Duration,
-
-    /// Add `includeSubDomains` to HSTS.
-    #[arg(long, env = "WEIR_HSTS_INCLUDE_SUBDOMAINS")]
-    pub hsts_include_subdomains: bool,
 
     /// Time allowed for a client to complete the TLS handshake.
     #[arg(long, env = "WEIR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
@@ -128,21 +120,6 @@ pub struct Config {
     /// Also serve Ingresses that name no IngressClass at all.
     #[arg(long, env = "WEIR_WATCH_INGRESS_WITHOUT_CLASS")]
     pub watch_ingress_without_class: bool,
-
-    /// Time allowed to open a TCP connection to an endpoint (then: next endpoint, or 504).
-    #[arg(long, env = "WEIR_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
-    pub upstream_connect_timeout: Duration,
-
-    /// How long an endpoint may stay silent: after the request body until its response head
-    /// (then 504), and between reads of its response body (then the response is cut off).
-    /// An Ingress's `proxy-read-timeout` annotation overrides it for its routes.
-    #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
-    pub upstream_response_timeout: Duration,
-
-    /// How long an upgraded connection (WebSocket) may carry no byte either way before both
-    /// sides are closed. An Ingress's `proxy-read-timeout` annotation overrides it.
-    #[arg(long, env = "WEIR_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = positive_duration)]
-    pub tunnel_idle_timeout: Duration,
 
     /// How long idle pooled connections to endpoints are kept.
     #[arg(long, env = "WEIR_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
@@ -238,6 +215,96 @@ pub struct Config {
     pub metrics_compat: Option<MetricsCompat>,
 }
 
+/// The flags for what an Ingress can change per route (`Config::routes`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouteFlags {
+    /// The ingress-nginx-style controller ConfigMap: global defaults with ingress-nginx's keys
+    /// (`proxy-body-size`, `proxy-read-timeout`, `ssl-redirect`, `hsts`, …), changed live. With
+    /// `--manifests`, a ConfigMap of that name in the directory.
+    #[arg(long, env = "WEIR_CONFIGMAP", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    pub configmap: Option<(String, String)>,
+
+    /// The Service that serves requests no rule and no Ingress's defaultBackend serves (its
+    /// first TCP port); without it, weir answers them 404.
+    #[arg(long, env = "WEIR_DEFAULT_BACKEND_SERVICE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    pub default_backend_service: Option<(String, String)>,
+
+    /// Status of HTTP→HTTPS redirects: 308 (keeps the method and body), 301, 302 or 307.
+    #[arg(long, env = "WEIR_HTTP_REDIRECT_CODE", default_value_t = 308, value_parser = parse_redirect_code)]
+    pub http_redirect_code: u16,
+
+    /// Send `Strict-Transport-Security` on HTTPS responses of hosts with TLS.
+    #[arg(long, env = "WEIR_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+
+    /// The HSTS `max-age`.
+    #[arg(long, env = "WEIR_HSTS_MAX_AGE", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub hsts_max_age: Duration,
+
+    /// Add `includeSubDomains` to HSTS.
+    #[arg(long, env = "WEIR_HSTS_INCLUDE_SUBDOMAINS")]
+    pub hsts_include_subdomains: bool,
+
+    /// Time allowed to open a TCP connection to an endpoint (then: next endpoint, or 504).
+    #[arg(long, env = "WEIR_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// How long an endpoint may stay silent: after the request body until its response head
+    /// (then 504), and between reads of its response body (then the response is cut off).
+    /// An Ingress's `proxy-read-timeout` annotation overrides it for its routes.
+    #[arg(long, env = "WEIR_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// How long an upgraded connection (WebSocket) may carry no byte either way before both
+    /// sides are closed. An Ingress's `proxy-read-timeout` annotation overrides it.
+    #[arg(long, env = "WEIR_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = positive_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// How long an endpoint may take no request data (then 504). An Ingress's
+    /// `proxy-send-timeout` annotation overrides it.
+    #[arg(long, env = "WEIR_UPSTREAM_SEND_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub upstream_send_timeout: Duration,
+
+    /// The largest request body, in nginx's size syntax (`1m`, `512k`, `0` = no limit); larger
+    /// gets 413. An Ingress's `proxy-body-size` annotation overrides it.
+    #[arg(long, env = "WEIR_PROXY_BODY_SIZE", default_value = "1m", value_parser = parse_size)]
+    pub proxy_body_size: BodySize,
+}
+
+/// A body size limit: `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodySize(pub Option<u64>);
+
+fn parse_size(s: &str) -> Result<BodySize, String> {
+    crate::model::annotations::values::size(s)
+        .map(BodySize)
+        .ok_or_else(|| format!("{s:?} is not a size like 1m, 512k, 1g or 0 (no limit)"))
+}
+
+impl RouteFlags {
+    /// The defaults these flags give (the ConfigMap overrides them in the model).
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            timeouts: Timeouts {
+                connect: self.upstream_connect_timeout,
+                send: self.upstream_send_timeout,
+                read: self.upstream_response_timeout,
+                tunnel_idle: self.tunnel_idle_timeout,
+            },
+            max_body_size: self.proxy_body_size.0,
+            https_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
+                .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            hsts: Hsts {
+                enabled: self.hsts,
+                max_age: self.hsts_max_age,
+                include_subdomains: self.hsts_include_subdomains,
+                preload: false,
+            },
+            ..Defaults::default()
+        }
+    }
+}
+
 /// Where the access log goes (`--access-log`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccessLogTarget {
@@ -290,11 +357,24 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 impl Config {
     /// The settings the model needs.
     pub fn build_config(&self) -> BuildConfig {
+        let object = |kind, (ns, name): &(String, String)| ObjectRef::new(kind, ns, name);
         BuildConfig {
-            ingress_class: self.ingress_class.clone(),
-            controller_name: self.controller_name.clone(),
-            watch_ingress_without_class: self.watch_ingress_without_class,
-            ..BuildConfig::default()
+            classes: ClassConfig {
+                ingress_class: self.ingress_class.clone(),
+                controller_name: self.controller_name.clone(),
+                watch_ingress_without_class: self.watch_ingress_without_class,
+            },
+            defaults: self.routes.defaults(),
+            config_map: self
+                .routes
+                .configmap
+                .as_ref()
+                .map(|c| object(ObjectKind::ConfigMap, c)),
+            default_backend_service: self
+                .routes
+                .default_backend_service
+                .as_ref()
+                .map(|s| object(ObjectKind::Service, s)),
         }
     }
 
@@ -347,31 +427,20 @@ impl Config {
             debounce: Duration::from_millis(50),
             debounce_max: Duration::from_millis(500),
             default_certificate: self.default_ssl_certificate.clone(),
+            config_map: self.routes.configmap.clone(),
+            default_backend_service: self.routes.default_backend_service.clone(),
         }
     }
 
     /// The settings the data plane needs.
     pub fn proxy_config(&self) -> crate::proxy::ProxyConfig {
         crate::proxy::ProxyConfig {
-            upstream_connect_timeout: self.upstream_connect_timeout,
-            upstream_response_timeout: self.upstream_response_timeout,
             upstream_keepalive_timeout: self.upstream_keepalive_timeout,
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
             tls_handshake_timeout: self.tls_handshake_timeout,
-            redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
-                .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             https_port_external: self.https_port_external,
-            hsts: self.hsts.then(|| {
-                let mut value = format!("max-age={}", self.hsts_max_age.as_secs());
-                if self.hsts_include_subdomains {
-                    value.push_str("; includeSubDomains");
-                }
-                http::HeaderValue::try_from(value)
-                    .expect("digits and ASCII are a valid header value")
-            }),
             client_body_timeout: self.client_body_timeout,
-            tunnel_idle_timeout: self.tunnel_idle_timeout,
             keepalive_timeout: self.keepalive_timeout,
             keepalive_park_after: self.keepalive_park_after,
             max_request_header_size: self.max_request_header_size as usize,
@@ -392,7 +461,8 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.admin_addr.to_string(), "0.0.0.0:10254");
         assert_eq!(c.ingress_class, "weir");
-        assert_eq!(c.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.routes.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.routes.proxy_body_size, BodySize(Some(1 << 20)));
         assert_eq!(c.max_request_header_size, 32768);
 
         let c = Config::try_parse_from([
@@ -401,7 +471,10 @@ mod tests {
             "--trust-forwarded-from=10.0.0.0/8, 192.0.2.1",
         ])
         .unwrap();
-        assert_eq!(c.upstream_connect_timeout, Duration::from_millis(250));
+        assert_eq!(
+            c.routes.upstream_connect_timeout,
+            Duration::from_millis(250)
+        );
         assert_eq!(c.trust_forwarded_from.len(), 2);
         assert!(Config::try_parse_from(["weir", "--trust-forwarded-from=nope"]).is_err());
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());

@@ -171,7 +171,9 @@ async fn a_broken_file_is_reported_and_the_last_good_table_keeps_serving() {
 async fn streams_a_hundred_mebibytes_each_way_without_growing_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let backend = TestBackend::start("big").await;
-    let (_dir, weir) = start_weir(&backend, "big", "big.local", "/", &[]).await;
+    // Without a body limit (the default is ingress-nginx's 1m).
+    let (_dir, weir) =
+        start_weir(&backend, "big", "big.local", "/", &["--proxy-body-size=0"]).await;
     let client = http1_client();
     assert_eq!(get(&client, weir.http, "big.local", "/").await.status, 200);
     let (baseline, _) = weir.memory_kib();

@@ -342,10 +342,7 @@ async fn hsts_goes_on_https_responses_of_tls_hosts_only() {
             PathRule::prefix("/"),
             "a",
             vec![backend.addr],
-            HttpsPolicy {
-                tls_host: true,
-                redirect: true,
-            },
+            tls_host(true),
         ),
         (
             "plain.example.com",

@@ -781,17 +781,13 @@ async fn an_http2_client_resetting_its_stream_or_losing_its_connection_ends_the_
 }
 
 #[tokio::test]
-async fn without_a_route_timeout_the_configured_tunnel_idle_timeout_applies() {
+async fn the_routes_tunnel_idle_timeout_closes_http1_and_http2_tunnels_and_follows_the_table() {
     const IDLE: Duration = Duration::from_millis(300);
     let backend = WsBackend::start("a").await;
     let cert = cert_for(&[HOST]);
-    let config = ProxyConfig {
-        tunnel_idle_timeout: IDLE,
-        ..ProxyConfig::default()
-    };
     let proxy = WsProxy::start(
-        config,
-        ws_table(HOST, vec![backend.addr], None),
+        ProxyConfig::default(),
+        ws_table(HOST, vec![backend.addr], Some(IDLE)),
         cert_store(HOST, &cert),
     )
     .await;
@@ -819,7 +815,7 @@ async fn without_a_route_timeout_the_configured_tunnel_idle_timeout_applies() {
     })
     .await;
 
-    // The route's own timeout wins over the configured one, both ways.
+    // A new table's timeout applies to the next tunnels, longer or shorter.
     for route_timeout in [Duration::from_millis(1200), Duration::from_millis(100)] {
         proxy.publish(ws_table(HOST, vec![backend.addr], Some(route_timeout)));
         let (mut ws, _) = ws_connect(proxy.http, HOST, "/").await;
@@ -839,15 +835,20 @@ async fn no_other_timeout_cuts_a_quiet_tunnel() {
     let cert = cert_for(&[HOST]);
     let config = ProxyConfig {
         keepalive_timeout: SHORT,
-        upstream_response_timeout: SHORT,
         upstream_keepalive_timeout: SHORT,
         client_body_timeout: SHORT,
         client_header_timeout: SHORT,
         ..ProxyConfig::default()
     };
+    // The route's read and send timeouts are short too; its tunnel idle timeout is the
+    // default hour.
+    let route = with_policy(route("ws", vec![backend.addr]), |policy| {
+        policy.timeouts.read = SHORT;
+        policy.timeouts.send = SHORT;
+    });
     let proxy = WsProxy::start(
         config,
-        ws_table(HOST, vec![backend.addr], None),
+        routes(vec![(HOST, PathRule::prefix("/"), route)]),
         cert_store(HOST, &cert),
     )
     .await;

@@ -128,7 +128,7 @@ pub struct Published {
 pub async fn run_rebuild_loop(
     mut inputs: watch::Receiver<Option<Arc<Input>>>,
     state: Arc<State>,
-    mut config: BuildConfig,
+    config: BuildConfig,
     default_certificate: DefaultCertificate,
     published: watch::Sender<Option<Arc<Published>>>,
     cancel: CancellationToken,
@@ -139,7 +139,7 @@ pub async fn run_rebuild_loop(
         if let Some(input) = input {
             // A fresh seed per build, so that rebuilds and replicas do not all start their
             // round-robins on the same endpoint (the model itself stays deterministic).
-            config.balance_seed = fastrand::u64(..);
+
             let config = config.clone();
             let started = Instant::now();
             let (for_build, default_certificate) = (input.clone(), default_certificate.clone());

@@ -1,24 +1,31 @@
 //! `build`: Input → RouteTable + diagnostics.
 //!
-//! Steps: pick weir's Ingresses ([`Classes`]), order them oldest first, then for each one
-//! read its annotations, validate its rules, resolve their backends ([`Backends`]) and insert
-//! the routes (the first insert of a host+path wins, so the oldest Ingress wins a conflict).
-//! Last, choose the catch-all default backend.
+//! Steps: read the controller ConfigMap into the global defaults, pick weir's Ingresses
+//! ([`Classes`]) and order them oldest first, read each one's annotations once, find the hosts
+//! whose paths are regexes, then for each Ingress validate its rules, resolve their backends
+//! ([`Backends`]) and insert the routes (the first insert of a host+path wins, so the oldest
+//! Ingress wins a conflict). Last, the host-scope settings (aliases, www redirects), the
+//! catch-all of rule-less Ingresses and the controller's default backend.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use http::HeaderValue;
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressBackend, IngressServiceBackend, ServiceBackendPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::annotations;
+use super::annotations::{self, IngressAnnotations};
 use super::classes::Classes;
+use super::configmap;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::endpoints::Backends;
 use super::objects::index_by_name;
-use super::table::{HostMatch, HttpsPolicy, PathRule, Route, RouteTableBuilder};
+use super::paths::PathRegex;
+use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
+use super::table::{HostMatch, PathKind, PathRule, Route, RouteTableBuilder};
 use super::validate;
 use super::{BuildConfig, Built, Input, TlsBinding};
 
@@ -29,26 +36,49 @@ use super::{BuildConfig, Built, Input, TlsBinding};
 /// Precedence is by age: Ingresses are processed by `metadata.creationTimestamp` (an Ingress
 /// without one comes after all that have one), then namespace, then name. The first Ingress
 /// to claim a host+path keeps it; later ones get a `RouteConflict`. The same order decides
-/// which `spec.defaultBackend` serves a host's unmatched paths and, among Ingresses without
-/// rules first, which one is the catch-all default backend.
+/// which `spec.defaultBackend` serves a host's unmatched paths, which Ingress's host-scope
+/// annotations apply to a host and, among Ingresses without rules, which one is the catch-all.
 pub fn build(input: &Input, config: &BuildConfig) -> Built {
-    let classes = Classes::new(&input.ingress_classes, config);
+    let mut diagnostics = Vec::new();
+    let defaults = configmap::defaults(
+        input,
+        config.config_map.as_ref(),
+        &config.defaults,
+        &mut diagnostics,
+    );
+    let classes = Classes::new(&input.ingress_classes, &config.classes);
     let ours = ordered_ingresses(input, &classes);
+    let annotations: Vec<IngressAnnotations> = ours
+        .iter()
+        .map(|o| {
+            annotations::parse(
+                &o.object,
+                o.ingress.metadata.annotations.as_ref(),
+                &defaults,
+                &mut diagnostics,
+            )
+        })
+        .collect();
     let mut builder = Builder {
         table: RouteTableBuilder::new(),
-        backends: Backends::new(input, config.balance_seed),
-        diagnostics: Vec::new(),
+        backends: Backends::new(input),
+        diagnostics,
         created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
         tls_hosts: tls_hosts(&ours),
+        regex_hosts: regex_hosts(&ours, &annotations),
+        hsts: defaults.hsts.header(),
+        defaults,
     };
 
     let mut catch_all = Vec::new();
-    for ingress in &ours {
-        if let Some(route) = builder.add_ingress(ingress) {
+    for (ingress, annotations) in ours.iter().zip(&annotations) {
+        if let Some(route) = builder.add_ingress(ingress, annotations) {
             catch_all.push((ingress.has_rules, ingress.object.clone(), route));
         }
     }
+    builder.set_host_settings(&ours, &annotations);
     builder.set_catch_all(catch_all);
+    builder.set_default_backend(input, config.default_backend_service.as_ref());
     let tls = tls_bindings(&ours, &mut builder.diagnostics);
 
     let Builder {
@@ -66,6 +96,34 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         tls,
         ingresses,
     }
+}
+
+/// The hosts whose paths are all matched as regexes: those with a path of an Ingress that sets
+/// `use-regex`, or a `rewrite-target` other than that path (ingress-nginx's rule, which applies
+/// to every Ingress of the host).
+fn regex_hosts(ours: &[OurIngress<'_>], annotations: &[IngressAnnotations]) -> BTreeSet<HostMatch> {
+    let mut hosts = BTreeSet::new();
+    for (ours, annotations) in ours.iter().zip(annotations) {
+        let target = annotations.policy.rewrite.target.as_ref();
+        if !annotations.regex && target.is_none() {
+            continue;
+        }
+        let rules = ours.ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
+        for rule in rules.into_iter().flatten() {
+            let host = rule.host.as_deref().unwrap_or("");
+            if validate::check_host(host).is_err() {
+                continue;
+            }
+            let rewrites = rule.http.iter().flat_map(|h| &h.paths).any(|path| {
+                let raw = validate::rule_path(path.path.as_deref());
+                target.is_some_and(|t| t.as_str() != raw)
+            });
+            if annotations.regex || rewrites {
+                hosts.insert(HostMatch::from_rule_host(host));
+            }
+        }
+    }
+    hosts
 }
 
 /// Every valid host named in the `spec.tls` of weir's Ingresses, lower-case (with or without a
@@ -173,6 +231,14 @@ impl fmt::Display for Site<'_> {
     }
 }
 
+/// What the routes of one Ingress on one host share; the backend is added per path.
+#[derive(Clone)]
+struct RouteParts {
+    https: HttpsPolicy,
+    policy: Arc<Policy>,
+    regex: Option<PathRegex>,
+}
+
 struct Builder<'a> {
     table: RouteTableBuilder,
     backends: Backends<'a>,
@@ -180,6 +246,12 @@ struct Builder<'a> {
     created: BTreeMap<ObjectRef, Option<&'a Time>>,
     /// Every valid host in the `spec.tls` of weir's Ingresses, lower-case.
     tls_hosts: BTreeSet<String>,
+    /// The hosts whose paths are regexes.
+    regex_hosts: BTreeSet<HostMatch>,
+    /// The global defaults (flags and ConfigMap).
+    defaults: Defaults,
+    /// `Strict-Transport-Security` for TLS hosts, from the defaults.
+    hsts: Option<HeaderValue>,
 }
 
 impl Builder<'_> {
@@ -188,27 +260,35 @@ impl Builder<'_> {
             .push(Diagnostic::new(object.clone(), reason, message));
     }
 
+    /// The HTTPS policy of the routes of an Ingress with `annotations` on a host with or
+    /// without TLS.
+    fn https(&self, annotations: &IngressAnnotations, tls_host: bool) -> HttpsPolicy {
+        let a = &annotations.https;
+        HttpsPolicy {
+            tls_host,
+            redirect: a.force_ssl_redirect || (tls_host && a.ssl_redirect),
+            redirect_code: Some(self.defaults.https_redirect_code),
+            hsts: self.hsts.clone().filter(|_| tls_host),
+            preserve_trailing_slash: a.preserve_trailing_slash,
+        }
+    }
+
     /// Adds the rules of one Ingress; returns the route of its `spec.defaultBackend`, if any.
     ///
     /// The defaultBackend also becomes the fallback of every valid host the Ingress has a rule
     /// for (a rule without `http` included: it names the host, the defaultBackend serves it).
     /// Rules without a host get no fallback of their own: "every host" is the catch-all's
     /// job, so that Ingresses without rules keep their precedence there.
-    fn add_ingress(&mut self, ours: &OurIngress<'_>) -> Option<Arc<Route>> {
+    fn add_ingress(
+        &mut self,
+        ours: &OurIngress<'_>,
+        annotations: &IngressAnnotations,
+    ) -> Option<Arc<Route>> {
         let me = &ours.object;
-        let annotations = annotations::parse(
-            me,
-            ours.ingress.metadata.annotations.as_ref(),
-            &mut self.diagnostics,
-        );
-        let read_timeout = annotations.proxy_read_timeout;
         let spec = ours.ingress.spec.as_ref()?;
         let default_route = spec.default_backend.as_ref().and_then(|b| {
-            let https = HttpsPolicy {
-                tls_host: false,
-                redirect: annotations.force_ssl_redirect,
-            };
-            self.route(me, b, &Site::DefaultBackend, https, read_timeout)
+            let parts = self.parts(annotations, false);
+            self.route(me, b, &Site::DefaultBackend, parts)
         });
 
         let mut hosts = BTreeSet::new();
@@ -227,13 +307,12 @@ impl Builder<'_> {
                 hosts.insert(host.clone());
             }
             let tls_host = host != HostMatch::Any && self.tls_hosts.contains(&host.to_string());
-            let https = HttpsPolicy {
-                tls_host,
-                redirect: annotations.force_ssl_redirect || (tls_host && annotations.ssl_redirect),
-            };
+            let regex_host = self.regex_hosts.contains(&host);
+            let host_parts = self.parts(annotations, tls_host);
             for path in rule.http.iter().flat_map(|h| &h.paths) {
                 let raw_path = validate::rule_path(path.path.as_deref());
-                let rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type) {
+                let mut rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type)
+                {
                     Ok(rule_path) => rule_path,
                     Err(why) => {
                         let message =
@@ -242,11 +321,47 @@ impl Builder<'_> {
                         continue;
                     }
                 };
+                let mut route = host_parts.clone();
+                if regex_host {
+                    match PathRegex::new(raw_path) {
+                        Ok(regex) => {
+                            self.check_captures(me, annotations, &regex);
+                            route.regex = Some(regex);
+                            rule_path = PathRule::regex(raw_path);
+                        }
+                        Err(why) => {
+                            let message = format!(
+                                "path {raw_path:?} (rule host {raw_host:?}) is matched as a regex \
+                                 because this host uses regex paths (use-regex or rewrite-target \
+                                 on one of its Ingresses), but {why}; the path is ignored"
+                            );
+                            self.report(me, Reason::InvalidPath, message);
+                            continue;
+                        }
+                    }
+                }
+                if route
+                    .policy
+                    .rewrite
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| t.as_str() == raw_path)
+                {
+                    // ingress-nginx does not rewrite a path to itself.
+                    route.policy = Arc::new(Policy {
+                        rewrite: Rewrite {
+                            target: None,
+                            forwarded_prefix: None,
+                            ..route.policy.rewrite.clone()
+                        },
+                        ..(*route.policy).clone()
+                    });
+                }
                 let site = Site::Rule {
                     host: raw_host,
                     path: raw_path,
                 };
-                if let Some(route) = self.route(me, &path.backend, &site, https, read_timeout) {
+                if let Some(route) = self.route(me, &path.backend, &site, route) {
                     self.insert(me, &host, &rule_path, route);
                 }
             }
@@ -268,14 +383,51 @@ impl Builder<'_> {
         default_route
     }
 
+    /// What the routes of an Ingress on a host share.
+    fn parts(&self, annotations: &IngressAnnotations, tls_host: bool) -> RouteParts {
+        RouteParts {
+            https: self.https(annotations, tls_host),
+            policy: annotations.policy.clone(),
+            regex: None,
+        }
+    }
+
+    /// Reports a rewrite target that refers to a capture group the path does not have.
+    fn check_captures(
+        &mut self,
+        me: &ObjectRef,
+        annotations: &IngressAnnotations,
+        regex: &PathRegex,
+    ) {
+        let Some(target) = &annotations.policy.rewrite.target else {
+            return;
+        };
+        let groups = regex.groups();
+        if target.highest_group() > groups {
+            let message = format!(
+                "rewrite-target {:?} refers to ${} but path {:?} has {groups} capture group(s); \
+                 the missing ones expand to nothing (as in ingress-nginx)",
+                target.as_str(),
+                target.highest_group(),
+                regex.as_str(),
+            );
+            self.report(me, Reason::InvalidAnnotationValue, message);
+        }
+    }
+
     /// Inserts one rule, reporting a conflict with an earlier one.
     fn insert(&mut self, me: &ObjectRef, host: &HostMatch, path: &PathRule, route: Arc<Route>) {
         let Err(winner) = self.table.insert(host, path, route) else {
             return;
         };
+        let kind = match path.kind {
+            PathKind::Exact => "Exact",
+            PathKind::Prefix => "Prefix",
+            PathKind::Regex => "regex",
+        };
         let what = match host {
-            HostMatch::Any => format!("path {:?} ({:?}) for all hosts", path.path, path.kind),
-            _ => format!("host \"{host}\" path {:?} ({:?})", path.path, path.kind),
+            HostMatch::Any => format!("path {:?} ({kind}) for all hosts", path.path),
+            _ => format!("host \"{host}\" path {:?} ({kind})", path.path),
         };
         let message = if winner.ingress == *me {
             format!("{what} is defined twice in this Ingress; the first definition is used")
@@ -289,16 +441,14 @@ impl Builder<'_> {
         self.report(me, Reason::RouteConflict, message);
     }
 
-    /// The route to `backend` for Ingress `me` (with that Ingress's HTTPS policy and read
-    /// timeout), or `None` when the backend is unusable. Reports what is wrong with the backend
-    /// either way.
+    /// The route of Ingress `me` to `backend` with `parts`, or `None` when the backend is
+    /// unusable. Reports what is wrong with the backend either way.
     fn route(
         &mut self,
         me: &ObjectRef,
         backend: &IngressBackend,
         site: &Site<'_>,
-        https: HttpsPolicy,
-        read_timeout: Option<Duration>,
+        parts: RouteParts,
     ) -> Option<Arc<Route>> {
         let service = match (&backend.service, &backend.resource) {
             (Some(service), None) => service,
@@ -324,24 +474,125 @@ impl Builder<'_> {
         Some(Arc::new(Route {
             ingress: me.clone(),
             backend: resolved.backend,
-            https,
-            read_timeout,
+            https: parts.https,
+            policy: parts.policy,
+            regex: parts.regex,
         }))
     }
 
-    /// Chooses the catch-all default backend among `(has_rules, ingress, route)` candidates
-    /// given oldest first: Ingresses without rules take precedence, then age.
-    fn set_catch_all(&mut self, mut candidates: Vec<(bool, ObjectRef, Arc<Route>)>) {
-        // Stable: keeps the age order within each group.
-        candidates.sort_by_key(|(has_rules, _, _)| *has_rules);
-        for (has_rules, me, route) in candidates {
-            let Err(winner) = self.table.set_default_backend(route) else {
-                continue;
-            };
-            if has_rules {
-                // Its defaultBackend already serves its own hosts; nothing is lost.
+    /// Applies the host-scope annotations (`app-root`, `server-alias`,
+    /// `from-to-www-redirect`) of each Ingress to the hosts it names; for each host and
+    /// setting the oldest Ingress that sets it decides.
+    fn set_host_settings(&mut self, ours: &[OurIngress<'_>], annotations: &[IngressAnnotations]) {
+        let mut alias_owner: BTreeMap<HostMatch, (HostMatch, ObjectRef)> = BTreeMap::new();
+        let mut hosts_with_aliases: BTreeMap<HostMatch, ObjectRef> = BTreeMap::new();
+        let mut www: Vec<(String, ObjectRef)> = Vec::new();
+        for (ours, annotations) in ours.iter().zip(annotations) {
+            let settings = &annotations.host;
+            if settings.is_empty() {
                 continue;
             }
+            let me = &ours.object;
+            let rules = ours.ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
+            let hosts: BTreeSet<HostMatch> = rules
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.host.as_deref())
+                .filter(|h| !h.is_empty() && validate::check_host(h).is_ok())
+                .map(HostMatch::from_rule_host)
+                .collect();
+            for host in &hosts {
+                if let Some(app_root) = &settings.app_root
+                    && !self.table.set_app_root(host, app_root.clone())
+                {
+                    let message = format!(
+                        "app-root is not used for host \"{host}\": an older Ingress sets it"
+                    );
+                    self.report(me, Reason::HostSettingConflict, message);
+                }
+                if !settings.aliases.is_empty() {
+                    if let Some(first) = hosts_with_aliases.get(host) {
+                        let message = format!(
+                            "server-alias is not used for host \"{host}\": Ingress {} already \
+                             sets the aliases of that host",
+                            quoted(first)
+                        );
+                        self.report(me, Reason::HostSettingConflict, message);
+                    } else {
+                        hosts_with_aliases.insert(host.clone(), me.clone());
+                        for alias in &settings.aliases {
+                            self.add_alias(me, alias, host, &mut alias_owner);
+                        }
+                    }
+                }
+                if settings.www_redirect
+                    && let HostMatch::Exact(name) = host
+                {
+                    www.push((name.clone(), me.clone()));
+                }
+            }
+        }
+        for (host, me) in www {
+            let other = match host.strip_prefix("www.") {
+                Some(bare) => bare.to_owned(),
+                None => format!("www.{host}"),
+            };
+            let other_match = HostMatch::Exact(other.clone());
+            if self.table.has_host(&other_match) || alias_owner.contains_key(&other_match) {
+                let message = format!(
+                    "from-to-www-redirect does not redirect \"{other}\" to \"{host}\": \
+                     \"{other}\" is served by rules of its own"
+                );
+                self.report(&me, Reason::HostSettingConflict, message);
+                continue;
+            }
+            self.table
+                .set_redirect_host(&other, &host, self.defaults.https_redirect_code);
+        }
+    }
+
+    fn add_alias(
+        &mut self,
+        me: &ObjectRef,
+        alias: &HostMatch,
+        host: &HostMatch,
+        owners: &mut BTreeMap<HostMatch, (HostMatch, ObjectRef)>,
+    ) {
+        if alias == host {
+            return;
+        }
+        if self.table.has_host(alias) {
+            let message = format!(
+                "server-alias \"{alias}\" of host \"{host}\" is not used: \"{alias}\" has rules \
+                 of its own, which serve it"
+            );
+            self.report(me, Reason::HostSettingConflict, message);
+            return;
+        }
+        if let Some((other, owner)) = owners.get(alias) {
+            let message = format!(
+                "server-alias \"{alias}\" of host \"{host}\" is not used: it is already an \
+                 alias of host \"{other}\" (Ingress {})",
+                quoted(owner)
+            );
+            self.report(me, Reason::HostSettingConflict, message);
+            return;
+        }
+        owners.insert(alias.clone(), (host.clone(), me.clone()));
+        self.table.add_alias(alias.clone(), host.clone());
+    }
+
+    /// Chooses the catch-all default backend among `(has_rules, ingress, route)` candidates
+    /// given oldest first: only Ingresses without rules qualify (an Ingress with rules already
+    /// has its defaultBackend serve its own hosts).
+    fn set_catch_all(&mut self, candidates: Vec<(bool, ObjectRef, Arc<Route>)>) {
+        for (_, me, route) in candidates
+            .into_iter()
+            .filter(|(has_rules, _, _)| !has_rules)
+        {
+            let Err(winner) = self.table.set_catch_all(route) else {
+                continue;
+            };
             let message = format!(
                 "spec.defaultBackend is not the default backend for all hosts: Ingress {} {} \
                  already provides it; remove one of the two",
@@ -350,6 +601,65 @@ impl Builder<'_> {
             );
             self.report(&me, Reason::DefaultBackendConflict, message);
         }
+    }
+
+    /// Sets the controller's default backend (`--default-backend-service`): the Service's
+    /// first TCP port. When it is missing or has no ready endpoints, requests nothing else
+    /// serves get weir's 404 (as ingress-nginx falls back to its built-in 404).
+    fn set_default_backend(&mut self, input: &Input, service: Option<&ObjectRef>) {
+        let Some(service) = service else {
+            return;
+        };
+        let index = index_by_name(&input.services, |s| &s.metadata);
+        let found = index.get(&(service.namespace.as_str(), service.name.as_str()));
+        let port = found
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
+            })
+            .map(|p| p.port);
+        let Some(port) = port else {
+            let why = if found.is_some() {
+                "has no TCP port"
+            } else {
+                "does not exist"
+            };
+            self.report(
+                service,
+                Reason::DefaultBackendNotUsable,
+                format!(
+                    "the default backend Service (--default-backend-service) {why}; requests \
+                     nothing else serves are answered 404"
+                ),
+            );
+            return;
+        };
+        let backend = IngressServiceBackend {
+            name: service.name.clone(),
+            port: Some(ServiceBackendPort {
+                number: Some(port),
+                name: None,
+            }),
+        };
+        let resolved = self.backends.resolve(&service.namespace, &backend);
+        if let Some(problem) = resolved.problem {
+            self.report(
+                service,
+                Reason::DefaultBackendNotUsable,
+                format!(
+                    "the default backend Service (--default-backend-service): {}; requests \
+                     nothing else serves are answered 404 until it has ready endpoints",
+                    problem.what
+                ),
+            );
+            return;
+        }
+        let mut route = Route::new(service.clone(), resolved.backend);
+        route.policy = Arc::new(Policy::from_defaults(&self.defaults));
+        self.table.set_default_backend(Arc::new(route));
     }
 
     /// Why `winner` takes precedence over `loser`, in parentheses.

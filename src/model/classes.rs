@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::BuildConfig;
+use super::ClassConfig;
 
 /// The deprecated annotation that names an Ingress's class; it takes precedence over
 /// `spec.ingressClassName` (as in ingress-nginx).
@@ -16,14 +16,14 @@ pub(crate) const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is
 #[derive(Debug)]
 pub(crate) struct Classes<'a> {
     classes: &'a [Arc<IngressClass>],
-    config: &'a BuildConfig,
+    config: &'a ClassConfig,
     /// Whether Ingresses without any class are weir's.
     classless_are_ours: bool,
 }
 
 impl<'a> Classes<'a> {
     /// Reads the IngressClasses once.
-    pub(crate) fn new(classes: &'a [Arc<IngressClass>], config: &'a BuildConfig) -> Self {
+    pub(crate) fn new(classes: &'a [Arc<IngressClass>], config: &'a ClassConfig) -> Self {
         let default_is_ours = classes.iter().any(|c| {
             is_our_controller(c, config)
                 && c.metadata
@@ -42,17 +42,17 @@ impl<'a> Classes<'a> {
     /// Whether weir serves `ingress`:
     ///
     /// 1. If the legacy annotation `kubernetes.io/ingress.class` is set, it decides alone: the
-    ///    Ingress is weir's when it equals [`BuildConfig::ingress_class`].
+    ///    Ingress is weir's when it equals [`ClassConfig::ingress_class`].
     /// 2. Else, if `spec.ingressClassName` names a class X: weir's when an IngressClass named X
-    ///    has `spec.controller` equal to [`BuildConfig::controller_name`]. When **no**
+    ///    has `spec.controller` equal to [`ClassConfig::controller_name`]. When **no**
     ///    IngressClass named X exists at all, the Ingress is weir's when X equals
-    ///    [`BuildConfig::ingress_class`]: this lets a manifests directory (or a cluster where
+    ///    [`ClassConfig::ingress_class`]: this lets a manifests directory (or a cluster where
     ///    the class object was not installed) use `ingressClassName: weir` without also
     ///    declaring the IngressClass. An IngressClass X of another controller always wins.
     /// 3. Else (no class at all, an empty `ingressClassName` counts as none): weir's when an
     ///    IngressClass of weir's controller is annotated
     ///    `ingressclass.kubernetes.io/is-default-class: "true"`, or when
-    ///    [`BuildConfig::watch_ingress_without_class`] is set.
+    ///    [`ClassConfig::watch_ingress_without_class`] is set.
     pub(crate) fn is_ours(&self, ingress: &Ingress) -> bool {
         let legacy = ingress
             .metadata
@@ -82,7 +82,7 @@ impl<'a> Classes<'a> {
     }
 }
 
-fn is_our_controller(class: &IngressClass, config: &BuildConfig) -> bool {
+fn is_our_controller(class: &IngressClass, config: &ClassConfig) -> bool {
     class
         .spec
         .as_ref()
@@ -100,16 +100,16 @@ mod tests {
 
     #[test]
     fn class_selection() {
-        let watch_all = BuildConfig {
+        let watch_all = ClassConfig {
             watch_ingress_without_class: true,
-            ..BuildConfig::default()
+            ..ClassConfig::default()
         };
-        let plain = BuildConfig::default();
-        let custom = BuildConfig {
+        let plain = ClassConfig::default();
+        let custom = ClassConfig {
             ingress_class: "edge".into(),
-            ..BuildConfig::default()
+            ..ClassConfig::default()
         };
-        let rows: Vec<(&str, Ingress, Vec<IngressClass>, &BuildConfig, bool)> = vec![
+        let rows: Vec<(&str, Ingress, Vec<IngressClass>, &ClassConfig, bool)> = vec![
             (
                 "class name with our IngressClass",
                 ingress("d", "i").class("weir").build(),

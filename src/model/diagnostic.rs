@@ -21,6 +21,8 @@ pub enum ObjectKind {
     EndpointSlice,
     /// core/v1 Secret.
     Secret,
+    /// core/v1 ConfigMap.
+    ConfigMap,
 }
 
 impl ObjectKind {
@@ -33,6 +35,7 @@ impl ObjectKind {
             ObjectKind::Endpoints => "Endpoints",
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -41,7 +44,10 @@ impl ObjectKind {
         match self {
             ObjectKind::Ingress | ObjectKind::IngressClass => "networking.k8s.io/v1",
             ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
-            ObjectKind::Service | ObjectKind::Endpoints | ObjectKind::Secret => "v1",
+            ObjectKind::Service
+            | ObjectKind::Endpoints
+            | ObjectKind::Secret
+            | ObjectKind::ConfigMap => "v1",
         }
     }
 }
@@ -119,6 +125,17 @@ pub enum Reason {
     TlsHostNotCovered,
     /// Two Ingresses name different Secrets for the same TLS host; the older one wins.
     TlsConflict,
+    /// A host-scope annotation (`server-alias`, `from-to-www-redirect`, `app-root`) that
+    /// cannot apply because of another host or Ingress.
+    HostSettingConflict,
+    /// The controller ConfigMap (`--configmap`) does not exist.
+    ConfigMapNotFound,
+    /// A controller ConfigMap key weir reads, with a value it cannot use.
+    InvalidConfigMapValue,
+    /// A controller ConfigMap key weir does not support (or refuses: snippets).
+    UnsupportedConfigMapKey,
+    /// The controller's default backend (`--default-backend-service`) cannot be used.
+    DefaultBackendNotUsable,
 }
 
 impl Reason {
@@ -141,6 +158,11 @@ impl Reason {
             Reason::InvalidTlsSecret => "InvalidTlsSecret",
             Reason::TlsHostNotCovered => "TlsHostNotCovered",
             Reason::TlsConflict => "TlsConflict",
+            Reason::HostSettingConflict => "HostSettingConflict",
+            Reason::ConfigMapNotFound => "ConfigMapNotFound",
+            Reason::InvalidConfigMapValue => "InvalidConfigMapValue",
+            Reason::UnsupportedConfigMapKey => "UnsupportedConfigMapKey",
+            Reason::DefaultBackendNotUsable => "DefaultBackendNotUsable",
         }
     }
 }

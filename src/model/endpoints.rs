@@ -88,16 +88,9 @@ impl PortRef {
 }
 
 /// Resolves backends against the Services and endpoints of the input, once per
-/// (namespace, service, port), so that routes to the same Service port share one
-/// [`Backend`] (and its round-robin position).
-///
-/// Each backend's round-robin order starts at a position derived from the build's
-/// [`balance_seed`](super::BuildConfig::balance_seed) and its (namespace, service, port):
-/// deterministic for one seed, different across builds and replicas (whose seeds differ), and
-/// different across the backends of one build, so no endpoint is everyone's first choice.
+/// (namespace, service, port), so that routes to the same Service port share one [`Backend`].
 #[derive(Debug)]
 pub(crate) struct Backends<'a> {
-    seed: u64,
     services: BTreeMap<(&'a str, &'a str), &'a Service>,
     slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     endpoints: BTreeMap<(&'a str, &'a str), &'a Endpoints>,
@@ -105,9 +98,8 @@ pub(crate) struct Backends<'a> {
 }
 
 impl<'a> Backends<'a> {
-    /// Indexes the Services, EndpointSlices and Endpoints of `input`; `seed` is the
-    /// [`balance_seed`](super::BuildConfig::balance_seed).
-    pub(crate) fn new(input: &'a Input, seed: u64) -> Self {
+    /// Indexes the Services, EndpointSlices and Endpoints of `input`.
+    pub(crate) fn new(input: &'a Input) -> Self {
         let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in &input.endpoint_slices {
             let service = slice
@@ -124,7 +116,6 @@ impl<'a> Backends<'a> {
             }
         }
         Backends {
-            seed,
             services: index_by_name(&input.services, |s| &s.metadata),
             slices,
             endpoints: index_by_name(&input.endpoints, |e| &e.metadata),
@@ -145,9 +136,8 @@ impl<'a> Backends<'a> {
             Err(problem) => (Vec::new(), Some(problem)),
         };
         let port = key.2.as_written();
-        let start = start_offset(self.seed, namespace, &backend.name, &port);
         let resolved = Resolved {
-            backend: Arc::new(Backend::new(service, port, endpoints).with_start(start)),
+            backend: Arc::new(Backend::new(service, port, endpoints)),
             problem,
         };
         self.cache.insert(key, resolved.clone());
@@ -208,26 +198,6 @@ impl<'a> Backends<'a> {
         }
         Ok(endpoints)
     }
-}
-
-/// Where the round-robin of backend (namespace, service, port) starts for `seed`: a stable
-/// hash of the key (FNV-1a, written out so it cannot change under us) mixed with the seed by
-/// the SplitMix64 finalizer, whose low bits (the ones `% endpoints` keeps) depend on every
-/// input bit. Truncating to `usize` on 32-bit targets keeps that property.
-fn start_offset(seed: u64, namespace: &str, service: &str, port: &str) -> usize {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = FNV_OFFSET;
-    // 0xff never occurs in UTF-8, so it separates the fields unambiguously.
-    for part in [namespace, service, port] {
-        for byte in part.bytes().chain([0xff]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-        }
-    }
-    let mut z = hash ^ seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as usize
 }
 
 /// Finds the ServicePort an Ingress names, or says why there is none (what is wrong, and a
@@ -332,27 +302,4 @@ fn core_endpoints(endpoints: &Endpoints, port_name: &str) -> Vec<SocketAddr> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::start_offset;
-
-    #[test]
-    fn start_offsets_are_stable_and_follow_the_seed() {
-        assert_eq!(
-            start_offset(7, "d", "web", "80"),
-            start_offset(7, "d", "web", "80")
-        );
-        // Fields do not run into each other.
-        assert_ne!(
-            start_offset(7, "d", "web", "80"),
-            start_offset(7, "dw", "eb", "80")
-        );
-        // Over a few seeds, a 3-endpoint backend starts on every endpoint.
-        let starts: std::collections::BTreeSet<usize> = (0..32)
-            .map(|seed| start_offset(seed, "d", "web", "80") % 3)
-            .collect();
-        assert_eq!(starts.len(), 3, "{starts:?}");
-    }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
-    TypedLocalObjectReference,
+    ConfigMap, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort,
+    ServiceSpec, TypedLocalObjectReference,
 };
 use k8s_openapi::api::discovery::v1::{self as discovery, EndpointConditions, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
@@ -357,5 +357,14 @@ pub(crate) fn ingress_class(name: &str, controller: &str, is_default: bool) -> I
             controller: Some(controller.to_owned()),
             parameters: None,
         }),
+    }
+}
+
+/// A ConfigMap with `data`.
+pub(crate) fn config_map(ns: &str, name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(ns, name),
+        data: Some(map(data)),
+        ..ConfigMap::default()
     }
 }

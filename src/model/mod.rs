@@ -4,30 +4,37 @@
 //! or the kube client. [`build`] never fails: objects it cannot use become diagnostics and the
 //! rest of the table is built regardless.
 
-mod annotations;
+pub mod annotations;
 mod build;
 mod classes;
+pub mod configmap;
 pub mod diagnostic;
 mod endpoints;
 #[cfg(test)]
 mod fixtures;
 mod objects;
+pub mod paths;
+pub mod policy;
+mod references;
 pub mod table;
 mod validate;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+pub use paths::{PathRegex, Template, normalize as normalize_path};
+pub use policy::{Defaults, Hsts, HttpsPolicy, Policy, Redirect, Rewrite, Timeouts};
+pub use references::{References, references};
 #[cfg(test)]
 pub(crate) use table::test_route;
 pub use table::{
-    Backend, HostMatch, HttpsPolicy, PathKind, PathRule, Route, RouteTable, RouteTableBuilder,
-    RuleHost, TableEntry, normalize_host,
+    Backend, HostMatch, HostRedirect, HostSettings, Lookup, PathKind, PathMatch, PathRule, Route,
+    RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
 };
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)
@@ -53,31 +60,41 @@ pub struct Input {
     pub endpoints: Vec<Arc<Endpoints>>,
     /// core/v1 Secrets (TLS).
     pub secrets: Vec<Arc<Secret>>,
+    /// core/v1 ConfigMaps (the controller ConfigMap, `--configmap`).
+    pub config_maps: Vec<Arc<ConfigMap>>,
 }
 
 /// The settings that change how objects are read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BuildConfig {
+    /// Which Ingresses are weir's.
+    pub classes: ClassConfig,
+    /// The flags' defaults for what annotations change (the ConfigMap overrides them).
+    pub defaults: Defaults,
+    /// The controller ConfigMap (`--configmap`): ingress-nginx-style global defaults.
+    pub config_map: Option<ObjectRef>,
+    /// The controller's default backend (`--default-backend-service`): serves what no rule
+    /// and no Ingress's defaultBackend serves (its first TCP port).
+    pub default_backend_service: Option<ObjectRef>,
+}
+
+/// Which Ingresses are weir's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassConfig {
     /// The IngressClass name weir serves (`--ingress-class`).
     pub ingress_class: String,
     /// The `spec.controller` value of IngressClasses weir owns (`--controller-name`).
     pub controller_name: String,
     /// Also serve Ingresses that name no class at all (`--watch-ingress-without-class`).
     pub watch_ingress_without_class: bool,
-    /// Offset for round-robin starting points; the controller passes a fresh random value per
-    /// build so replicas and rebuilds do not all start on the same endpoint. The model only
-    /// mixes it with each backend's (namespace, service, port), so equal seeds give equal
-    /// starting points.
-    pub balance_seed: u64,
 }
 
-impl Default for BuildConfig {
+impl Default for ClassConfig {
     fn default() -> Self {
-        BuildConfig {
+        ClassConfig {
             ingress_class: "weir".to_owned(),
             controller_name: "weir.dev/ingress-controller".to_owned(),
             watch_ingress_without_class: false,
-            balance_seed: 0,
         }
     }
 }

@@ -1,30 +1,42 @@
 //! The routing table: an immutable map from (host, path) to a [`Route`].
 //!
-//! Matching follows `networking.k8s.io/v1` Ingress semantics:
-//! - Hosts: an exact host wins over a wildcard (`*.example.com` covers exactly one extra
-//!   leftmost label), which wins over rules without a host. Hosts compare case-insensitively;
-//!   the caller strips `:port` with [`normalize_host`].
+//! Matching follows `networking.k8s.io/v1` Ingress semantics, with ingress-nginx's behaviours
+//! where they differ from the bare specification:
+//! - Hosts: an exact host (or a `server-alias` of one) wins over a wildcard (`*.example.com`
+//!   covers exactly one extra leftmost label), which wins over rules without a host. Hosts
+//!   compare case-insensitively; the caller strips `:port` with [`normalize_host`].
 //! - Paths, within the chosen host: `Exact` is byte-equal; `Prefix` compares `/`-separated
 //!   elements, ignoring a trailing slash on the rule. The longest match wins and on equal length
 //!   Exact beats Prefix, whatever the order of the rules. `ImplementationSpecific` is Prefix.
-//! - A host that matches with no matching path falls back to the default backend of the Ingress
-//!   that defined that host, then to the table's catch-all default backend, else no route (404).
+//!   A request for `/app` that only a Prefix rule written `/app/` covers is redirected to
+//!   `/app/` ([`PathMatch::AddSlash`]), as nginx does for such locations.
+//! - A host with a regex rule (`use-regex`, `rewrite-target`) has all its paths matched as
+//!   regexes ([`PathRegex`]: case-insensitive, anchored at the start), longest path string
+//!   first, the first match winning — ingress-nginx's order.
+//! - A host that matches with no matching path falls back to the default backend of the
+//!   Ingress that defined that host, then to the controller's default backend
+//!   (`--default-backend-service`), else no route (404). A host no rule names goes to the rules
+//!   without a host, then to the `spec.defaultBackend` of a rule-less Ingress, then to the
+//!   controller's default backend.
 //!
 //! Lookups are hash probes: one for the exact path, then one per path element for prefixes, so
-//! the cost does not grow with the number of rules.
+//! the cost does not grow with the number of rules (regex hosts test their regexes in order).
 
 use std::collections::HashMap;
-
-/// The maps looked up on every request: foldhash instead of SipHash (the keys come from the
-/// table, so flooding them is not the client's to do).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::HeaderValue;
 
 use super::diagnostic::ObjectRef;
+use super::paths::PathRegex;
+pub use super::policy::{HttpsPolicy, Policy};
+
+/// The maps looked up on every request: foldhash instead of SipHash (the keys come from the
+/// table, so flooding them is not the client's to do).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Which hosts a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,15 +80,20 @@ pub enum PathKind {
     Exact,
     /// Element-wise prefix on `/`-separated paths (also used for ImplementationSpecific).
     Prefix,
+    /// A regex on a host whose paths are regexes (see [`PathRegex`]).
+    Regex,
 }
 
 /// A rule path in its matching form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PathRule {
-    /// Exact or Prefix.
+    /// Exact, Prefix or Regex.
     pub kind: PathKind,
     /// The path; for Prefix without its trailing slash (`/` stays `/`).
     pub path: String,
+    /// A Prefix rule written with a trailing slash (`/app/`): a request for the path without
+    /// it is redirected to it.
+    pub trailing_slash: bool,
 }
 
 impl PathRule {
@@ -85,14 +102,27 @@ impl PathRule {
         PathRule {
             kind: PathKind::Exact,
             path: path.into(),
+            trailing_slash: false,
         }
     }
 
-    /// A Prefix rule; a trailing slash is ignored, as the Ingress specification says.
+    /// A Prefix rule; a trailing slash is ignored for matching, as the Ingress specification
+    /// says, and remembered for the trailing-slash redirect.
     pub fn prefix(path: &str) -> Self {
+        let trimmed = trim_trailing_slashes(path);
         PathRule {
             kind: PathKind::Prefix,
-            path: trim_trailing_slashes(path).to_owned(),
+            path: trimmed.to_owned(),
+            trailing_slash: trimmed != "/" && path.ends_with('/'),
+        }
+    }
+
+    /// A regex rule (the path as written; the route carries its compiled [`PathRegex`]).
+    pub fn regex(path: impl Into<String>) -> Self {
+        PathRule {
+            kind: PathKind::Regex,
+            path: path.into(),
+            trailing_slash: false,
         }
     }
 }
@@ -102,19 +132,16 @@ impl fmt::Display for PathRule {
         let kind = match self.kind {
             PathKind::Exact => "Exact",
             PathKind::Prefix => "Prefix",
+            PathKind::Regex => "Regex",
         };
         write!(f, "{} {}", kind, self.path)
     }
 }
 
-/// Where requests of a route go: one Service port and its ready endpoints.
-///
-/// Endpoints are picked round-robin per request, starting at endpoint 0 unless
-/// [`Backend::with_start`] says otherwise. A backend with no endpoints is still a backend:
-/// requests to it are answered 503.
-///
-/// Equality compares the service, port and endpoints only, not the round-robin position.
-#[derive(Debug)]
+/// Where requests of a route go: one Service port and its ready endpoints. A backend with no
+/// endpoints is still a backend: requests to it are answered 503. Which endpoint serves a
+/// request is the data plane's choice (its balancer state lives beside the table, not in it).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Backend {
     /// The Service (namespace and name).
     pub service: ObjectRef,
@@ -122,7 +149,6 @@ pub struct Backend {
     pub port: String,
     /// Ready endpoint addresses, sorted and without duplicates.
     pub endpoints: Vec<SocketAddr>,
-    next: AtomicUsize,
 }
 
 impl Backend {
@@ -139,85 +165,126 @@ impl Backend {
             service,
             port: port.into(),
             endpoints,
-            next: AtomicUsize::new(0),
         }
     }
-
-    /// The same backend with its round-robin order starting at endpoint `offset` (modulo the
-    /// number of endpoints), so that tables built with different offsets spread their first
-    /// requests over different endpoints.
-    #[must_use]
-    pub fn with_start(self, offset: usize) -> Self {
-        let start = offset.checked_rem(self.endpoints.len()).unwrap_or(0);
-        self.next.store(start, Ordering::Relaxed);
-        self
-    }
-
-    /// The next endpoint in round-robin order, or `None` when there is none.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => Some(self.endpoints[0]),
-            n => Some(self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
-        }
-    }
-}
-
-impl PartialEq for Backend {
-    fn eq(&self, other: &Self) -> bool {
-        self.service == other.service
-            && self.port == other.port
-            && self.endpoints == other.endpoints
-    }
-}
-
-impl Eq for Backend {}
-
-/// How a route treats plain HTTP and HTTPS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HttpsPolicy {
-    /// The route's host has a `spec.tls` entry (HSTS goes on its HTTPS responses).
-    pub tls_host: bool,
-    /// Plain-HTTP requests are redirected to HTTPS: the host has TLS and `ssl-redirect` is not
-    /// false, or `force-ssl-redirect` is true.
-    pub redirect: bool,
 }
 
 /// What a matched request is served by.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The Ingress that defined this route.
+    /// The Ingress that defined this route (for the controller's default backend: its
+    /// Service).
     pub ingress: ObjectRef,
     /// The backend that serves it.
     pub backend: Arc<Backend>,
-    /// Redirect and HSTS behaviour.
+    /// Redirect and HSTS behaviour on this route's host.
     pub https: HttpsPolicy,
-    /// From `proxy-read-timeout`: how long the endpoint may stay silent (before its response
-    /// head and between body reads), and how long an upgraded connection (WebSocket) may stay
-    /// idle in both directions. `None`: the data plane's defaults.
-    pub read_timeout: Option<std::time::Duration>,
+    /// What the Ingress's annotations ask for, shared by its routes.
+    pub policy: Arc<Policy>,
+    /// The rule path as a regex, on hosts whose paths are regexes (`rewrite-target` expands
+    /// its capture groups).
+    pub regex: Option<PathRegex>,
+}
+
+impl Route {
+    /// A route of `ingress` to `backend` without annotations (ingress-nginx's defaults).
+    pub fn new(ingress: ObjectRef, backend: Arc<Backend>) -> Self {
+        Route {
+            ingress,
+            backend,
+            https: HttpsPolicy::default(),
+            policy: Arc::new(Policy::default()),
+            regex: None,
+        }
+    }
+}
+
+/// Settings of a whole host (from host-scope annotations).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `app-root`: requests for `/` are redirected (302) to this path.
+    pub app_root: Option<HeaderValue>,
+    /// `from-to-www-redirect`: every request for this host is redirected to another host
+    /// name (the host has no rules of its own).
+    pub redirect_to: Option<HostRedirect>,
+}
+
+/// Where a host redirects every request (`from-to-www-redirect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRedirect {
+    /// The host name to redirect to.
+    pub host: String,
+    /// The status (`http-redirect-code`, default 308).
+    pub code: http::StatusCode,
+}
+
+impl HostSettings {
+    /// True when the host has no settings.
+    pub fn is_empty(&self) -> bool {
+        self.app_root.is_none() && self.redirect_to.is_none()
+    }
+}
+
+/// A Prefix route and whether its rule was written with a trailing slash.
+#[derive(Debug, PartialEq, Eq)]
+struct PrefixRoute {
+    route: Arc<Route>,
+    trailing_slash: bool,
 }
 
 /// The routes of one host (or of the wildcard or any-host rules).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct HostRoutes {
     exact: FastMap<String, Arc<Route>>,
-    prefix: FastMap<String, Arc<Route>>,
+    prefix: FastMap<String, PrefixRoute>,
+    /// On a host whose paths are regexes: all of them, in matching order.
+    regex: Vec<(PathRegex, Arc<Route>)>,
     fallback: Option<Arc<Route>>,
+    settings: HostSettings,
+}
+
+/// What a request path matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathMatch<'a> {
+    /// Serve the request with this route.
+    Route(&'a Arc<Route>),
+    /// The path lacks the trailing slash of the Prefix rule of this route (`/app` for a rule
+    /// written `/app/`): redirect (301) to the path with the slash.
+    AddSlash(&'a Arc<Route>),
+}
+
+impl<'a> PathMatch<'a> {
+    /// The route, whatever the match.
+    pub fn route(self) -> &'a Arc<Route> {
+        match self {
+            PathMatch::Route(route) | PathMatch::AddSlash(route) => route,
+        }
+    }
 }
 
 impl HostRoutes {
-    fn route(&self, path: &str) -> Option<&Arc<Route>> {
+    fn route(&self, path: &str) -> Option<PathMatch<'_>> {
+        if !self.regex.is_empty() {
+            return self
+                .regex
+                .iter()
+                .find(|(regex, _)| regex.is_match(path))
+                .map(|(_, route)| PathMatch::Route(route))
+                .or_else(|| self.fallback.as_ref().map(PathMatch::Route));
+        }
         if let Some(route) = self.exact.get(path) {
-            return Some(route);
+            return Some(PathMatch::Route(route));
         }
         if !self.prefix.is_empty() {
             // Candidates from the longest to the shortest: the path without trailing slashes,
             // then the path cut before each earlier `/`, then `/`.
             let mut candidate = trim_trailing_slashes(path);
             loop {
-                if let Some(route) = self.prefix.get(candidate) {
-                    return Some(route);
+                if let Some(found) = self.prefix.get(candidate) {
+                    if found.trailing_slash && candidate.len() == path.len() {
+                        return Some(PathMatch::AddSlash(&found.route));
+                    }
+                    return Some(PathMatch::Route(&found.route));
                 }
                 match candidate.rfind('/') {
                     Some(0) | None if candidate == "/" => break,
@@ -226,16 +293,31 @@ impl HostRoutes {
                 }
             }
         }
-        self.fallback.as_ref()
+        self.fallback.as_ref().map(PathMatch::Route)
     }
+}
+
+/// What the table says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup<'a> {
+    /// The settings of the host the request is for (`None`: a host no rule names, or one
+    /// without settings).
+    pub host: Option<&'a HostSettings>,
+    /// What the path matched, if anything.
+    pub path: Option<PathMatch<'a>>,
 }
 
 /// An immutable routing table. Build one with [`RouteTableBuilder`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    exact_hosts: FastMap<String, HostRoutes>,
-    wildcard_hosts: FastMap<String, HostRoutes>,
+    exact_hosts: FastMap<String, Arc<HostRoutes>>,
+    wildcard_hosts: FastMap<String, Arc<HostRoutes>>,
+    /// The names in `exact_hosts` and `wildcard_hosts` that are aliases of another host.
+    aliases: Vec<HostMatch>,
     any_host: HostRoutes,
+    /// The `spec.defaultBackend` of a rule-less Ingress: for hosts no rule names.
+    catch_all: Option<Arc<Route>>,
+    /// `--default-backend-service`: for whatever nothing else serves.
     default_backend: Option<Arc<Route>>,
     route_count: usize,
 }
@@ -246,21 +328,39 @@ impl RouteTable {
         RouteTable::default()
     }
 
-    /// The route for a request. `host` must already be normalized ([`normalize_host`]);
-    /// `path` is the request path without the query string.
+    /// What the table says about a request. `host` must already be normalized
+    /// ([`normalize_host`]); `path` is the normalized request path without the query string.
+    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
+        let named = self.exact_hosts.get(host).or_else(|| {
+            let (first, suffix) = host.split_once('.')?;
+            if first.is_empty() {
+                return None;
+            }
+            self.wildcard_hosts.get(suffix)
+        });
+        match named {
+            Some(routes) => Lookup {
+                host: (!routes.settings.is_empty()).then_some(&routes.settings),
+                path: routes
+                    .route(path)
+                    .or_else(|| self.default_backend.as_ref().map(PathMatch::Route)),
+            },
+            None => Lookup {
+                host: None,
+                path: self.any_host.route(path).or_else(|| {
+                    self.catch_all
+                        .as_ref()
+                        .or(self.default_backend.as_ref())
+                        .map(PathMatch::Route)
+                }),
+            },
+        }
+    }
+
+    /// The route that serves a request (after a trailing-slash redirect, if the path needs
+    /// one). `host` and `path` as for [`RouteTable::lookup`].
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let host_routes = self
-            .exact_hosts
-            .get(host)
-            .or_else(|| {
-                let (first, suffix) = host.split_once('.')?;
-                if first.is_empty() {
-                    return None;
-                }
-                self.wildcard_hosts.get(suffix)
-            })
-            .unwrap_or(&self.any_host);
-        host_routes.route(path).or(self.default_backend.as_ref())
+        self.lookup(host, path).path.map(PathMatch::route)
     }
 
     /// How many (host, path) rules the table holds, default backends not counted.
@@ -271,25 +371,51 @@ impl RouteTable {
     /// Every entry of the table with the rule host and path it is reached by (`""` for rules
     /// without a host and for default backends), so that data kept per route (metrics) can be
     /// prepared once per table. A route shared by several entries (an Ingress's default backend
-    /// serving each of its hosts) comes once per entry.
+    /// serving each of its hosts) comes once per entry. Aliases are not listed again.
     pub fn entries(&self) -> impl Iterator<Item = TableEntry<'_>> {
+        let is_alias = |host: HostMatch| self.aliases.contains(&host);
         let exact = self
             .exact_hosts
             .iter()
+            .filter(move |(host, _)| {
+                self.aliases.is_empty() || !is_alias(HostMatch::Exact((*host).clone()))
+            })
             .flat_map(|(host, routes)| routes.entries(RuleHost::Exact(host)));
         let wildcard = self
             .wildcard_hosts
             .iter()
+            .filter(move |(suffix, _)| {
+                self.aliases.is_empty() || !is_alias(HostMatch::Wildcard((*suffix).clone()))
+            })
             .flat_map(|(suffix, routes)| routes.entries(RuleHost::Wildcard(suffix)));
-        let default = self.default_backend.iter().map(|route| TableEntry {
-            host: RuleHost::Any,
-            path: "",
-            route,
-        });
+        let defaults = self
+            .catch_all
+            .iter()
+            .chain(&self.default_backend)
+            .map(|route| TableEntry {
+                host: RuleHost::Any,
+                path: "",
+                route,
+            });
         exact
             .chain(wildcard)
             .chain(self.any_host.entries(RuleHost::Any))
-            .chain(default)
+            .chain(defaults)
+    }
+
+    /// The settings of every host that has some, with the host.
+    pub fn host_settings(&self) -> impl Iterator<Item = (HostMatch, &HostSettings)> {
+        let exact = self
+            .exact_hosts
+            .iter()
+            .map(|(h, r)| (HostMatch::Exact(h.clone()), &r.settings));
+        let wildcard = self
+            .wildcard_hosts
+            .iter()
+            .map(|(h, r)| (HostMatch::Wildcard(h.clone()), &r.settings));
+        exact
+            .chain(wildcard)
+            .filter(|(host, settings)| !settings.is_empty() && !self.aliases.contains(host))
     }
 }
 
@@ -328,10 +454,22 @@ pub struct TableEntry<'a> {
 
 impl HostRoutes {
     fn entries<'a>(&'a self, host: RuleHost<'a>) -> impl Iterator<Item = TableEntry<'a>> {
-        let paths = self.exact.iter().chain(&self.prefix);
+        let exact = self
+            .exact
+            .iter()
+            .map(|(path, route)| (path.as_str(), route));
+        let prefix = self
+            .prefix
+            .iter()
+            .map(|(path, found)| (path.as_str(), &found.route));
+        let regex = self
+            .regex
+            .iter()
+            .map(|(regex, route)| (regex.as_str(), route));
         let fallback = self.fallback.iter().map(|route| ("", route));
-        paths
-            .map(|(path, route)| (path.as_str(), route))
+        exact
+            .chain(prefix)
+            .chain(regex)
             .chain(fallback)
             .map(move |(path, route)| TableEntry { host, path, route })
     }
@@ -341,7 +479,13 @@ impl HostRoutes {
 /// precedence order (oldest Ingress first) and report the returned conflicts.
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
-    table: RouteTable,
+    exact_hosts: FastMap<String, HostRoutes>,
+    wildcard_hosts: FastMap<String, HostRoutes>,
+    any_host: HostRoutes,
+    aliases: Vec<(HostMatch, HostMatch)>,
+    catch_all: Option<Arc<Route>>,
+    default_backend: Option<Arc<Route>>,
+    route_count: usize,
 }
 
 impl RouteTableBuilder {
@@ -352,13 +496,23 @@ impl RouteTableBuilder {
 
     fn host_routes(&mut self, host: &HostMatch) -> &mut HostRoutes {
         match host {
-            HostMatch::Exact(h) => self.table.exact_hosts.entry(h.clone()).or_default(),
-            HostMatch::Wildcard(s) => self.table.wildcard_hosts.entry(s.clone()).or_default(),
-            HostMatch::Any => &mut self.table.any_host,
+            HostMatch::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.entry(s.clone()).or_default(),
+            HostMatch::Any => &mut self.any_host,
+        }
+    }
+
+    /// Whether some rule or setting names `host`.
+    pub fn has_host(&self, host: &HostMatch) -> bool {
+        match host {
+            HostMatch::Exact(h) => self.exact_hosts.contains_key(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.contains_key(s),
+            HostMatch::Any => true,
         }
     }
 
     /// Adds a rule. If the key is taken, nothing changes and the route holding it is returned.
+    /// A [`PathKind::Regex`] rule needs a route with its [`Route::regex`].
     pub fn insert(
         &mut self,
         host: &HostMatch,
@@ -366,18 +520,36 @@ impl RouteTableBuilder {
         route: Arc<Route>,
     ) -> Result<(), Arc<Route>> {
         let routes = self.host_routes(host);
-        let map = match path.kind {
-            PathKind::Exact => &mut routes.exact,
-            PathKind::Prefix => &mut routes.prefix,
-        };
-        match map.entry(path.path.clone()) {
-            Entry::Occupied(taken) => Err(taken.get().clone()),
-            Entry::Vacant(slot) => {
-                slot.insert(route);
-                self.table.route_count += 1;
-                Ok(())
+        match path.kind {
+            PathKind::Exact => match routes.exact.entry(path.path.clone()) {
+                Entry::Occupied(taken) => return Err(taken.get().clone()),
+                Entry::Vacant(slot) => {
+                    slot.insert(route);
+                }
+            },
+            PathKind::Prefix => match routes.prefix.entry(path.path.clone()) {
+                Entry::Occupied(taken) => return Err(taken.get().route.clone()),
+                Entry::Vacant(slot) => {
+                    slot.insert(PrefixRoute {
+                        route,
+                        trailing_slash: path.trailing_slash,
+                    });
+                }
+            },
+            PathKind::Regex => {
+                if let Some((_, taken)) = routes.regex.iter().find(|(r, _)| r.as_str() == path.path)
+                {
+                    return Err(taken.clone());
+                }
+                let regex = route
+                    .regex
+                    .clone()
+                    .expect("a regex rule's route carries its regex");
+                routes.regex.push((regex, route));
             }
         }
+        self.route_count += 1;
+        Ok(())
     }
 
     /// Sets the route for requests to `host` that match no path (an Ingress's
@@ -397,20 +569,100 @@ impl RouteTableBuilder {
         }
     }
 
-    /// Sets the catch-all default backend (requests that match nothing else). First one wins.
-    pub fn set_default_backend(&mut self, route: Arc<Route>) -> Result<(), Arc<Route>> {
-        match &self.table.default_backend {
+    /// Sets `host`'s `app-root` unless it has one already (the first one set wins). Returns
+    /// whether it was set.
+    pub fn set_app_root(&mut self, host: &HostMatch, app_root: HeaderValue) -> bool {
+        let settings = &mut self.host_routes(host).settings;
+        if settings.app_root.is_some() {
+            return false;
+        }
+        settings.app_root = Some(app_root);
+        true
+    }
+
+    /// Makes `from` (a host no rule names) redirect every request to host `to` with `code`.
+    pub fn set_redirect_host(&mut self, from: &str, to: &str, code: http::StatusCode) {
+        self.host_routes(&HostMatch::Exact(from.to_owned()))
+            .settings
+            .redirect_to = Some(HostRedirect {
+            host: to.to_owned(),
+            code,
+        });
+    }
+
+    /// Makes `alias` serve exactly what `host` serves (`server-alias`). Call after every rule
+    /// is inserted; `alias` must be a host no rule names ([`RouteTableBuilder::has_host`]).
+    pub fn add_alias(&mut self, alias: HostMatch, host: HostMatch) {
+        self.aliases.push((alias, host));
+    }
+
+    /// Sets the `spec.defaultBackend` of a rule-less Ingress, for hosts no rule names. The
+    /// first one set wins.
+    pub fn set_catch_all(&mut self, route: Arc<Route>) -> Result<(), Arc<Route>> {
+        match &self.catch_all {
             Some(taken) => Err(taken.clone()),
             None => {
-                self.table.default_backend = Some(route);
+                self.catch_all = Some(route);
                 Ok(())
             }
         }
     }
 
+    /// Sets the controller's default backend (`--default-backend-service`).
+    pub fn set_default_backend(&mut self, route: Arc<Route>) {
+        self.default_backend = Some(route);
+    }
+
     /// The finished table.
     pub fn build(self) -> RouteTable {
-        self.table
+        fn sorted(mut routes: HostRoutes) -> HostRoutes {
+            // ingress-nginx's order: the longest path string first, then the greater string;
+            // equal paths keep their insertion (age) order.
+            routes.regex.sort_by(|(a, _), (b, _)| {
+                let (a, b) = (a.as_str(), b.as_str());
+                b.len().cmp(&a.len()).then_with(|| b.cmp(a))
+            });
+            routes
+        }
+        let mut exact_hosts: FastMap<String, Arc<HostRoutes>> = self
+            .exact_hosts
+            .into_iter()
+            .map(|(host, routes)| (host, Arc::new(sorted(routes))))
+            .collect();
+        let mut wildcard_hosts: FastMap<String, Arc<HostRoutes>> = self
+            .wildcard_hosts
+            .into_iter()
+            .map(|(host, routes)| (host, Arc::new(sorted(routes))))
+            .collect();
+        let mut aliases = Vec::new();
+        for (alias, host) in self.aliases {
+            let target = match &host {
+                HostMatch::Exact(h) => exact_hosts.get(h),
+                HostMatch::Wildcard(s) => wildcard_hosts.get(s),
+                HostMatch::Any => None,
+            };
+            let Some(target) = target.cloned() else {
+                continue;
+            };
+            let slot = match &alias {
+                HostMatch::Exact(a) => exact_hosts.entry(a.clone()),
+                HostMatch::Wildcard(a) => wildcard_hosts.entry(a.clone()),
+                HostMatch::Any => continue,
+            };
+            if let Entry::Vacant(slot) = slot {
+                slot.insert(target);
+                aliases.push(alias);
+            }
+        }
+        RouteTable {
+            exact_hosts,
+            wildcard_hosts,
+            aliases,
+            any_host: sorted(self.any_host),
+            catch_all: self.catch_all,
+            default_backend: self.default_backend,
+            route_count: self.route_count,
+        }
     }
 }
 
@@ -457,29 +709,32 @@ fn is_port(s: &str) -> bool {
 }
 
 /// For tests across the crate: a route of Ingress `namespace/ingress` to Service
-/// `namespace/service` port `port`, without endpoints, with the default HTTPS policy.
+/// `namespace/service` port `port`, without endpoints, without annotations.
 #[cfg(test)]
 pub(crate) fn test_route(namespace: &str, ingress: &str, service: &str, port: &str) -> Arc<Route> {
     use super::diagnostic::ObjectKind;
-    Arc::new(Route {
-        https: HttpsPolicy::default(),
-        ingress: ObjectRef::new(ObjectKind::Ingress, namespace, ingress),
-        backend: Arc::new(Backend::new(
+    Arc::new(Route::new(
+        ObjectRef::new(ObjectKind::Ingress, namespace, ingress),
+        Arc::new(Backend::new(
             ObjectRef::new(ObjectKind::Service, namespace, service),
             port,
             vec![],
         )),
-        read_timeout: None,
-    })
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::diagnostic::ObjectKind;
 
     fn route(name: &str) -> Arc<Route> {
         test_route("default", name, name, "80")
+    }
+
+    fn regex_route(path: &str, name: &str) -> Arc<Route> {
+        let mut route = (*route(name)).clone();
+        route.regex = Some(PathRegex::new(path).unwrap());
+        Arc::new(route)
     }
 
     fn served_by(table: &RouteTable, host: &str, path: &str) -> Option<String> {
@@ -492,11 +747,12 @@ mod tests {
         let mut b = RouteTableBuilder::new();
         let host = HostMatch::from_rule_host(host);
         for (kind, path, name) in rules {
-            let rule = match kind {
-                PathKind::Exact => PathRule::exact(*path),
-                PathKind::Prefix => PathRule::prefix(path),
+            let (rule, route) = match kind {
+                PathKind::Exact => (PathRule::exact(*path), route(name)),
+                PathKind::Prefix => (PathRule::prefix(path), route(name)),
+                PathKind::Regex => (PathRule::regex(*path), regex_route(path, name)),
             };
-            b.insert(&host, &rule, route(name)).unwrap();
+            b.insert(&host, &rule, route).unwrap();
         }
         b.build()
     }
@@ -633,40 +889,184 @@ mod tests {
     }
 
     #[test]
-    fn host_without_matching_path_uses_its_fallback_then_the_default_backend() {
-        let mut b = RouteTableBuilder::new();
+    fn host_without_matching_path_uses_its_fallback_then_the_controller_default() {
         let h = HostMatch::from_rule_host("a.com");
-        b.insert(&h, &PathRule::prefix("/api"), route("api"))
-            .unwrap();
-        b.insert(&HostMatch::Any, &PathRule::prefix("/"), route("any"))
-            .unwrap();
-        let without_defaults = b.build();
+        let builder = || {
+            let mut b = RouteTableBuilder::new();
+            b.insert(&h, &PathRule::prefix("/api"), route("api"))
+                .unwrap();
+            b.insert(&HostMatch::Any, &PathRule::prefix("/"), route("any"))
+                .unwrap();
+            b
+        };
+        let without_defaults = builder().build();
         assert_eq!(
             served_by(&without_defaults, "a.com", "/web"),
             None,
             "no fall-through to other hosts"
         );
+        assert_eq!(
+            served_by(&without_defaults, "b.com", "/web").as_deref(),
+            Some("any")
+        );
 
+        // A rule-less Ingress's defaultBackend serves only hosts no rule names.
         let mut b = RouteTableBuilder::new();
         b.insert(&h, &PathRule::prefix("/api"), route("api"))
             .unwrap();
-        b.set_default_backend(route("default")).unwrap();
-        assert!(b.set_default_backend(route("second")).is_err());
+        b.set_catch_all(route("catch-all")).unwrap();
+        assert!(b.set_catch_all(route("second")).is_err());
         let t = b.build();
-        assert_eq!(served_by(&t, "a.com", "/web").as_deref(), Some("default"));
-        assert_eq!(served_by(&t, "other.com", "/").as_deref(), Some("default"));
+        assert_eq!(
+            served_by(&t, "a.com", "/web"),
+            None,
+            "never another Ingress's catch-all"
+        );
+        assert_eq!(
+            served_by(&t, "other.com", "/").as_deref(),
+            Some("catch-all")
+        );
 
-        let mut b = RouteTableBuilder::new();
-        b.insert(&h, &PathRule::prefix("/api"), route("api"))
-            .unwrap();
+        let mut b = builder();
         b.set_host_fallback(&h, route("host-default")).unwrap();
-        b.set_default_backend(route("default")).unwrap();
+        b.set_catch_all(route("catch-all")).unwrap();
+        b.set_default_backend(route("controller"));
         let t = b.build();
         assert_eq!(
             served_by(&t, "a.com", "/web").as_deref(),
             Some("host-default")
         );
-        assert_eq!(served_by(&t, "b.com", "/web").as_deref(), Some("default"));
+        assert_eq!(served_by(&t, "b.com", "/web").as_deref(), Some("any"));
+
+        let mut b = RouteTableBuilder::new();
+        b.insert(&h, &PathRule::prefix("/api"), route("api"))
+            .unwrap();
+        b.set_catch_all(route("catch-all")).unwrap();
+        b.set_default_backend(route("controller"));
+        let t = b.build();
+        assert_eq!(
+            served_by(&t, "a.com", "/web").as_deref(),
+            Some("controller")
+        );
+        assert_eq!(served_by(&t, "b.com", "/web").as_deref(), Some("catch-all"));
+        let mut b = RouteTableBuilder::new();
+        b.set_default_backend(route("controller"));
+        assert_eq!(
+            served_by(&b.build(), "b.com", "/").as_deref(),
+            Some("controller")
+        );
+    }
+
+    #[test]
+    fn a_prefix_written_with_a_slash_redirects_the_path_without_it() {
+        let mut b = RouteTableBuilder::new();
+        let h = HostMatch::from_rule_host("a.com");
+        b.insert(&h, &PathRule::prefix("/app/"), route("app"))
+            .unwrap();
+        b.insert(&h, &PathRule::prefix("/api"), route("api"))
+            .unwrap();
+        b.insert(&h, &PathRule::prefix("/both/"), route("both-prefix"))
+            .unwrap();
+        b.insert(&h, &PathRule::exact("/both"), route("both-exact"))
+            .unwrap();
+        b.insert(&h, &PathRule::exact("/exact/"), route("exact"))
+            .unwrap();
+        let t = b.build();
+        let m = |path: &str| {
+            t.lookup("a.com", path).path.map(|m| match m {
+                PathMatch::Route(r) => format!("route {}", r.ingress.name),
+                PathMatch::AddSlash(r) => format!("add slash {}", r.ingress.name),
+            })
+        };
+        assert_eq!(m("/app").as_deref(), Some("add slash app"));
+        assert_eq!(m("/app/").as_deref(), Some("route app"));
+        assert_eq!(m("/app/x").as_deref(), Some("route app"));
+        assert_eq!(
+            m("/api").as_deref(),
+            Some("route api"),
+            "written without a slash"
+        );
+        assert_eq!(
+            m("/both").as_deref(),
+            Some("route both-exact"),
+            "an exact match wins"
+        );
+        assert_eq!(
+            m("/exact"),
+            None,
+            "Exact rules never redirect (conformance)"
+        );
+        assert_eq!(t.route("a.com", "/app").unwrap().ingress.name, "app");
+    }
+
+    #[test]
+    fn regex_hosts_match_longest_path_first_case_insensitively() {
+        use PathKind::Regex as R;
+        let t = table(
+            "r.com",
+            &[
+                (R, "/", "root"),
+                (R, "/foo/bar/bar", "literal"),
+                (R, "/foo/bar/[a-z]{3}", "regex"),
+                (R, "/Header", "header"),
+            ],
+        );
+        assert_eq!(
+            served_by(&t, "r.com", "/foo/bar/bar").as_deref(),
+            Some("regex"),
+            "the longer string first"
+        );
+        assert_eq!(
+            served_by(&t, "r.com", "/headers").as_deref(),
+            Some("header")
+        );
+        assert_eq!(served_by(&t, "r.com", "/HEADER").as_deref(), Some("header"));
+        assert_eq!(served_by(&t, "r.com", "/other").as_deref(), Some("root"));
+        let conflict = {
+            let mut b = RouteTableBuilder::new();
+            let h = HostMatch::from_rule_host("r.com");
+            b.insert(&h, &PathRule::regex("/a"), regex_route("/a", "old"))
+                .unwrap();
+            b.insert(&h, &PathRule::regex("/a"), regex_route("/a", "new"))
+                .unwrap_err()
+        };
+        assert_eq!(conflict.ingress.name, "old");
+    }
+
+    #[test]
+    fn aliases_serve_their_host_and_settings_belong_to_hosts() {
+        let mut b = RouteTableBuilder::new();
+        let h = HostMatch::from_rule_host("a.com");
+        b.insert(&h, &PathRule::prefix("/"), route("a")).unwrap();
+        b.insert(
+            &HostMatch::from_rule_host("taken.com"),
+            &PathRule::prefix("/"),
+            route("taken"),
+        )
+        .unwrap();
+        assert!(b.set_app_root(&h, HeaderValue::from_static("/app")));
+        assert!(!b.set_app_root(&h, HeaderValue::from_static("/second")));
+        b.set_redirect_host("www.a.com", "a.com", http::StatusCode::PERMANENT_REDIRECT);
+        b.add_alias(HostMatch::from_rule_host("alias.com"), h.clone());
+        b.add_alias(HostMatch::from_rule_host("*.alias.com"), h.clone());
+        assert!(b.has_host(&HostMatch::from_rule_host("taken.com")));
+        let t = b.build();
+        assert_eq!(served_by(&t, "alias.com", "/x").as_deref(), Some("a"));
+        assert_eq!(served_by(&t, "w.alias.com", "/x").as_deref(), Some("a"));
+        let settings = t.lookup("alias.com", "/").host.unwrap();
+        assert_eq!(settings.app_root.as_ref().unwrap(), "/app");
+        let www = t.lookup("www.a.com", "/x");
+        assert_eq!(
+            www.host.unwrap().redirect_to.as_ref().unwrap().host,
+            "a.com"
+        );
+        assert_eq!(www.path, None);
+        assert_eq!(
+            t.entries().filter(|e| e.route.ingress.name == "a").count(),
+            1,
+            "aliases are not listed again"
+        );
+        assert_eq!(t.host_settings().count(), 2);
     }
 
     #[test]
@@ -700,38 +1100,5 @@ mod tests {
         assert_eq!(normalize_host(":80"), None);
         assert_eq!(normalize_host("a b"), None);
         assert_eq!(normalize_host(""), None);
-    }
-
-    #[test]
-    fn round_robin_cycles_through_endpoints() {
-        let eps: Vec<SocketAddr> = vec![
-            "10.0.0.2:80".parse().unwrap(),
-            "10.0.0.1:80".parse().unwrap(),
-        ];
-        let b = Backend::new(ObjectRef::new(ObjectKind::Service, "d", "s"), "80", eps);
-        let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap().to_string()).collect();
-        assert_eq!(
-            picks,
-            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80"]
-        );
-        let empty = Backend::new(ObjectRef::new(ObjectKind::Service, "d", "s"), "80", vec![]);
-        assert_eq!(empty.pick(), None);
-        assert_eq!(empty.with_start(7).pick(), None);
-    }
-
-    #[test]
-    fn round_robin_can_start_anywhere() {
-        let eps: Vec<SocketAddr> = (1..=3)
-            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
-            .collect();
-        let svc = || ObjectRef::new(ObjectKind::Service, "d", "s");
-        let b = Backend::new(svc(), "80", eps.clone()).with_start(4);
-        let picks: Vec<_> = (0..4).map(|_| b.pick().unwrap().to_string()).collect();
-        assert_eq!(
-            picks,
-            ["10.0.0.2:80", "10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"]
-        );
-        // The position is not part of equality.
-        assert_eq!(b, Backend::new(svc(), "80", eps));
     }
 }

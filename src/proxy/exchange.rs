@@ -115,7 +115,10 @@ impl Exchange {
         if let (Some(mine), Some(stats)) = (&mut self.stats, stats) {
             *mine = stats.clone();
         }
-        if let Some(logged) = &mut self.logged {
+        if !route.policy.access_log {
+            // `enable-access-log: "false"`.
+            self.logged = None;
+        } else if let Some(logged) = &mut self.logged {
             logged.route = Some(route.clone());
         }
     }

@@ -10,6 +10,8 @@ mod headers;
 mod idle;
 mod listener;
 mod park;
+mod phases;
+mod policy;
 mod preface;
 mod respond;
 mod service;
@@ -30,14 +32,10 @@ use crate::state::State;
 use park::ParkedCount;
 use upstream::{Pool, UpstreamConfig};
 
-/// Data-plane settings (see the flags of the same names).
+/// Data-plane settings (see the flags of the same names). What Ingresses can change per route
+/// (timeouts, body size, redirects, HSTS) comes with each route's policy instead.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// TCP connect timeout towards endpoints.
-    pub upstream_connect_timeout: Duration,
-    /// How long an endpoint may stay silent: from the end of the request body to its response
-    /// head, and between reads of its response body.
-    pub upstream_response_timeout: Duration,
     /// How long idle upstream connections are pooled.
     pub upstream_keepalive_timeout: Duration,
     /// Most idle upstream connections per endpoint.
@@ -46,17 +44,10 @@ pub struct ProxyConfig {
     pub client_header_timeout: Duration,
     /// Time allowed for a client to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Status of HTTP→HTTPS redirects.
-    pub redirect_code: http::StatusCode,
     /// The HTTPS port clients see; redirects name it unless it is 443.
     pub https_port_external: u16,
-    /// The `Strict-Transport-Security` value for HTTPS responses of TLS hosts (`None`: off).
-    pub hsts: Option<http::HeaderValue>,
     /// How long a client may pause while sending its request body (then 408).
     pub client_body_timeout: Duration,
-    /// How long an upgraded connection (WebSocket) may stay idle in both directions, unless
-    /// the route's `proxy-read-timeout` says otherwise.
-    pub tunnel_idle_timeout: Duration,
     /// Idle client connections are closed after this.
     pub keepalive_timeout: Duration,
     /// An HTTP/1 connection idle this long after a request gives back its buffers and
@@ -75,17 +66,12 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            upstream_connect_timeout: Duration::from_secs(5),
-            upstream_response_timeout: Duration::from_secs(60),
             upstream_keepalive_timeout: Duration::from_secs(60),
             upstream_keepalive_connections: 320,
             client_header_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
-            redirect_code: http::StatusCode::PERMANENT_REDIRECT,
             https_port_external: 443,
-            hsts: Some(http::HeaderValue::from_static("max-age=31536000")),
             client_body_timeout: Duration::from_secs(60),
-            tunnel_idle_timeout: Duration::from_secs(3600),
             keepalive_timeout: Duration::from_secs(75),
             keepalive_park_after: Duration::from_secs(1),
             max_request_header_size: 32 * 1024,
@@ -117,7 +103,6 @@ impl Proxy {
     ) -> Arc<Self> {
         let pool = Arc::new(Pool::new(
             UpstreamConfig {
-                connect_timeout: config.upstream_connect_timeout,
                 keepalive_timeout: config.upstream_keepalive_timeout,
                 max_idle_per_endpoint: config.upstream_keepalive_connections,
                 client_body_timeout: config.client_body_timeout,

@@ -22,6 +22,11 @@ pub enum Refusal {
     ClientBodyTimeout,
     /// No Ingress rule matches and there is no default backend.
     NoRoute,
+    /// The request body is larger than the route's `proxy-body-size`.
+    PayloadTooLarge,
+    /// The route refuses every request: one of its Ingress's annotations is invalid and weir
+    /// fails closed.
+    Misconfigured,
     /// The route's Service is missing or has no ready endpoints.
     NoEndpoints,
     /// Every endpoint tried failed.
@@ -45,6 +50,14 @@ impl Refusal {
                 "the request body stopped arriving",
             ),
             Refusal::NoRoute => (StatusCode::NOT_FOUND, "no route for this host and path"),
+            Refusal::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than this route accepts",
+            ),
+            Refusal::Misconfigured => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this route's Ingress has an invalid annotation (see its Events)",
+            ),
             Refusal::NoEndpoints => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no ready endpoints for this service",
@@ -88,6 +101,7 @@ impl Refusal {
             Refusal::BadRequest(_)
             | Refusal::UnsupportedTransferCoding
             | Refusal::ClientBodyTimeout
+            | Refusal::PayloadTooLarge
                 if version < Version::HTTP_2 =>
             {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -98,15 +112,26 @@ impl Refusal {
     }
 }
 
-/// A redirect to `location` (HTTP→HTTPS), with an empty body.
+/// A redirect to `location`, with an empty body. A location that is not a valid header value
+/// (it cannot come from a valid request) gets no Location header.
 pub fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    match HeaderValue::try_from(location) {
+        Ok(location) => redirect_to(status, location),
+        Err(_) => redirect_without_location(status),
+    }
+}
+
+/// A redirect to `location`, with an empty body.
+pub fn redirect_to(status: StatusCode, location: HeaderValue) -> Response<ProxyBody> {
+    let mut response = redirect_without_location(status);
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+}
+
+fn redirect_without_location(status: StatusCode) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(""));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::try_from(location) {
-        headers.insert(header::LOCATION, location);
-    }
-    headers.insert(header::SERVER, SERVER);
+    response.headers_mut().insert(header::SERVER, SERVER);
     response
 }
 

@@ -17,9 +17,12 @@ use super::body::ProxyBody;
 use super::exchange::Exchange;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
-use super::respond::{self, Refusal, SERVER};
+use super::phases::Routed;
+use super::policy;
+use super::policy::body_limit::BodyTooLarge;
+use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
-use super::upstream::{Lease, UpstreamError};
+use super::upstream::{Lease, SendOptions, UpstreamError};
 use crate::model::{Backend, Route, normalize_host};
 
 impl Proxy {
@@ -57,6 +60,7 @@ impl Proxy {
         (stats.is_some() || log.is_some()).then(|| Exchange::start(req, conn.peer, stats, log))
     }
 
+    /// Runs the phases of [`phases`](super::phases) in order and forwards the request.
     async fn forward(
         self: &Arc<Self>,
         conn: &ClientInfo,
@@ -77,19 +81,20 @@ impl Proxy {
                 .and_then(normalize_host)
                 .ok_or(Refusal::BadRequest("missing or invalid Host"))?
         };
-        let (route, stats): (Arc<Route>, _) = {
-            let snapshot = self.state.snapshot();
-            let route = snapshot
-                .table
-                .route(&host, req.uri().path())
-                .ok_or(Refusal::NoRoute)?;
-            (route.clone(), snapshot.route_stats.get(route).cloned())
+        policy::path::normalize(&mut req)?;
+        let (route, runtime, add_slash) = match self.route(conn, &host, &req)? {
+            Routed::HostRedirect(response) => return Ok(*response),
+            Routed::Route {
+                route,
+                runtime,
+                add_slash,
+            } => (route, runtime, add_slash),
         };
         if let Some(exchange) = exchange.as_deref_mut() {
-            exchange.routed(&route, stats.as_ref());
+            exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
         }
-        if conn.scheme == "http" && route.https.redirect && self.redirects(conn, &req) {
-            return Ok(self.https_redirect(&host, &req));
+        if let Some(response) = self.answer(&route, add_slash, conn, &host, &req)? {
+            return Ok(response);
         }
         let backend = &route.backend;
         if backend.endpoints.is_empty() {
@@ -102,15 +107,20 @@ impl Proxy {
             conn,
             &self.config.trust_forwarded_from,
         );
+        policy::rewrite::apply(&route, &mut req)?;
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
             hyper::upgrade::on(&mut req)
         });
-        let read_timeout = self.read_timeout(&route);
+        let timeouts = route.policy.timeouts;
 
         // A failed connect sent nothing, so an idempotent request may try a second endpoint.
         let idempotent = is_idempotent(req.method());
-        let first = backend.pick().ok_or(Refusal::NoEndpoints)?;
+        let first = match &runtime {
+            Some(runtime) => runtime.balancer.pick(&backend.endpoints),
+            None => backend.endpoints.first().copied(),
+        }
+        .ok_or(Refusal::NoEndpoints)?;
         let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
@@ -118,22 +128,18 @@ impl Proxy {
         }
         let mut last_error = None;
         for addr in std::iter::once(first).chain(second) {
-            match self.pool.connection(addr).await {
+            match self.pool.connection(addr, timeouts.connect).await {
                 Ok(upstream) => {
                     let body_bytes = exchange
                         .as_deref_mut()
                         .and_then(|e| e.sending(addr, &request_id, has_body));
-                    let result = self
-                        .pool
-                        .send(
-                            upstream,
-                            req,
-                            activity,
-                            idempotent,
-                            read_timeout,
-                            body_bytes,
-                        )
-                        .await;
+                    let options = SendOptions {
+                        idempotent,
+                        timeouts,
+                        max_body_size: route.policy.max_body_size,
+                        body_bytes,
+                    };
+                    let result = self.pool.send(upstream, req, activity, options).await;
                     if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
                     {
                         exchange.upstream_answered(response.status());
@@ -162,42 +168,6 @@ impl Proxy {
         ))
     }
 
-    /// Whether a plain-HTTP request on a redirecting route is redirected: not for ACME HTTP-01
-    /// challenges (cert-manager must reach its solver), nor when a trusted proxy in front says
-    /// the client already used HTTPS.
-    fn redirects(&self, conn: &ClientInfo, req: &Request<Incoming>) -> bool {
-        if req.uri().path().starts_with("/.well-known/acme-challenge/") {
-            return false;
-        }
-        let says_https = req
-            .headers()
-            .get(&headers::X_FORWARDED_PROTO)
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-        !(conn.trusted && says_https)
-    }
-
-    /// The redirect of a plain-HTTP request to the same host (normalized), path and query over
-    /// HTTPS.
-    fn https_redirect(&self, host: &str, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let port = match self.config.https_port_external {
-            443 => String::new(),
-            port => format!(":{port}"),
-        };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        respond::redirect(
-            self.config.redirect_code,
-            &format!("https://{host}{port}{path}"),
-        )
-    }
-
-    /// How long the route's endpoint may stay silent before its response head and between
-    /// body reads.
-    fn read_timeout(&self, route: &Route) -> std::time::Duration {
-        route
-            .read_timeout
-            .unwrap_or(self.config.upstream_response_timeout)
-    }
-
     pub(super) fn relay(
         &self,
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
@@ -213,17 +183,8 @@ impl Proxy {
                 let (mut parts, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.insert(header::SERVER, SERVER);
-                if let Some(hsts) = self
-                    .config
-                    .hsts
-                    .as_ref()
-                    .filter(|_| conn.scheme == "https" && route.https.tls_host)
-                {
-                    parts
-                        .headers
-                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-                }
-                let body = ProxyBody::upstream(body, self.read_timeout(route), lease);
+                policy::https::add_hsts(route, conn, &mut parts.headers);
+                let body = ProxyBody::upstream(body, route.policy.timeouts.read, lease);
                 Ok(Response::from_parts(parts, body))
             }
             Err(UpstreamError::Request { source, .. })
@@ -231,6 +192,10 @@ impl Proxy {
             {
                 debug!(ingress = %route.ingress, "client stopped sending its request body");
                 Err(Refusal::ClientBodyTimeout)
+            }
+            Err(UpstreamError::Request { source, .. }) if BodyTooLarge::in_chain(&source) => {
+                debug!(ingress = %route.ingress, "request body over proxy-body-size");
+                Err(Refusal::PayloadTooLarge)
             }
             Err(error) => {
                 warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");
@@ -267,9 +232,9 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Refuses requests weir will not forward: CONNECT (except HTTP/2 extended CONNECT, an
-/// upgrade), transfer codings other than chunked (the endpoint would receive bytes in a coding
-/// it was not told about), and paths with dot-segments (routing on `/public/../admin` must not
-/// differ from what the endpoint serves).
+/// upgrade) and transfer codings other than chunked (the endpoint would receive bytes in a
+/// coding it was not told about). Dot-segments are not refused: the path is normalised
+/// before routing (`policy/path.rs`).
 fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> Result<(), Refusal> {
     if req.method() == Method::CONNECT && !upgrade.is_some_and(UpgradeRequest::is_extended_connect)
     {
@@ -285,30 +250,7 @@ fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> R
     {
         return Err(Refusal::UnsupportedTransferCoding);
     }
-    if has_dot_segment(req.uri().path()) {
-        return Err(Refusal::BadRequest("path with a dot-segment"));
-    }
     Ok(())
-}
-
-/// True when a `/`-separated segment of `path` is `.` or `..`, also percent-encoded.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let rest = segment
-            .strip_prefix('.')
-            .or_else(|| strip_prefix_ignore_case(segment, "%2e"));
-        match rest {
-            Some("") => true,
-            Some(rest) => rest == "." || strip_prefix_ignore_case(rest, "%2e") == Some(""),
-            None => false,
-        }
-    })
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
 }
 
 /// The host a request is for: the authority of an absolute-form or HTTP/2 request, else the
@@ -396,34 +338,6 @@ fn join_cookies(headers: &mut http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_dot_segments_plain_and_encoded() {
-        for bad in [
-            "/a/../b",
-            "/..",
-            "/a/.",
-            "/./a",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/%2E/x",
-            "/%2e",
-        ] {
-            assert!(has_dot_segment(bad), "{bad}");
-        }
-        for good in [
-            "/",
-            "/a/b",
-            "/.well-known/acme",
-            "/a/...",
-            "/a/.b",
-            "/a/b.",
-            "/%2e%2e%2e",
-            "/a%2e",
-        ] {
-            assert!(!has_dot_segment(good), "{good}");
-        }
-    }
 
     #[test]
     fn the_retry_goes_to_the_next_endpoint() {

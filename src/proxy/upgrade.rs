@@ -196,9 +196,7 @@ impl Proxy {
         }
         parts.headers.insert(header::SERVER, SERVER);
 
-        let idle_timeout = route
-            .read_timeout
-            .unwrap_or(self.config.tunnel_idle_timeout);
+        let idle_timeout = route.policy.timeouts.tunnel_idle;
         let response = Response::from_parts(parts, ProxyBody::full(Bytes::new()));
         let mut exchange = exchange.take();
         if let Some(exchange) = exchange.as_deref_mut() {

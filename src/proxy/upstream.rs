@@ -27,6 +27,9 @@ use tracing::debug;
 
 use super::activity::{ConnActivity, InFlight};
 use super::idle::{BoxError, IdleBody, Side};
+use super::policy::body_limit::BodyTooLarge;
+use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
+use crate::model::Timeouts;
 
 /// Why a request could not get a response from an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,14 @@ pub enum UpstreamError {
         /// The endpoint.
         addr: SocketAddr,
         /// The connect timeout.
+        after: Duration,
+    },
+    /// The endpoint took no request data for the send timeout.
+    #[error("{addr} took no request data for {after:?}")]
+    SendTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The send timeout.
         after: Duration,
     },
     /// The endpoint did not send response headers in time.
@@ -76,6 +87,7 @@ impl UpstreamError {
             }
             UpstreamError::Connect { .. } => "connect_error",
             UpstreamError::ConnectTimeout { .. } => "connect_timeout",
+            UpstreamError::SendTimeout { .. } => "send_timeout",
             UpstreamError::ResponseTimeout { .. } => "response_timeout",
             UpstreamError::Request { .. } => "request_failed",
         }
@@ -85,7 +97,9 @@ impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. }
+            UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::SendTimeout { .. }
+                | UpstreamError::ResponseTimeout { .. }
         )
     }
 }
@@ -93,8 +107,6 @@ impl UpstreamError {
 /// Settings of the pool.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// TCP connect timeout.
-    pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub keepalive_timeout: Duration,
     /// Most idle connections kept per endpoint.
@@ -113,16 +125,20 @@ pub struct RequestBody {
     reading: Option<InFlight>,
     /// Where the bytes of the body are counted (for metrics and the access log).
     counted: Option<Arc<AtomicU64>>,
+    /// The most bytes the body may have (`proxy-body-size`), and how many came so far.
+    limit: Option<(u64, u64)>,
 }
 
 impl RequestBody {
-    /// Wraps a client body, counting its bytes into `counted`. The receiver fires once the
-    /// body has been sent completely; it is `None` when there is no body at all.
+    /// Wraps a client body, counting its bytes into `counted` and failing with
+    /// [`BodyTooLarge`] past `limit`. The receiver fires once the body has been sent
+    /// completely; it is `None` when there is no body at all.
     fn new(
         inner: Incoming,
         idle_timeout: Duration,
         client: &Arc<ConnActivity>,
         counted: Option<Arc<AtomicU64>>,
+        limit: Option<u64>,
     ) -> (Self, Option<oneshot::Receiver<()>>) {
         let (done, sent, reading) = if inner.is_end_stream() {
             (None, None, None)
@@ -136,6 +152,7 @@ impl RequestBody {
             done,
             reading,
             counted,
+            limit: limit.map(|limit| (limit, 0)),
         };
         (body, sent)
     }
@@ -146,6 +163,7 @@ impl RequestBody {
             done: None,
             reading: None,
             counted: None,
+            limit: None,
         }
     }
 }
@@ -163,10 +181,21 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(counted)) = (&polled, &this.counted)
+        if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let len = data.len() as u64;
+            if let Some(counted) = &this.counted {
+                counted.fetch_add(len, Ordering::Relaxed);
+            }
+            if let Some((limit, seen)) = &mut this.limit {
+                *seen += len;
+                if *seen > *limit {
+                    let limit = *limit;
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+                }
+            }
         }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
         if let Some(done) = this.done.take_if(|_| ended) {
@@ -199,6 +228,7 @@ fn head_of(req: &Request<RequestBody>) -> Request<()> {
 
 struct Idle {
     sender: SendRequest<RequestBody>,
+    send_timeout: SendTimeout,
     since: Instant,
 }
 
@@ -206,7 +236,22 @@ struct Idle {
 pub struct UpstreamConn {
     addr: SocketAddr,
     sender: SendRequest<RequestBody>,
+    send_timeout: SendTimeout,
     reused: bool,
+}
+
+/// How one request is sent.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// The method is idempotent: a request without a body may be sent again when a pooled
+    /// connection turns out dead.
+    pub idempotent: bool,
+    /// The route's send and read timeouts.
+    pub timeouts: Timeouts,
+    /// The route's `proxy-body-size` (`None`: unlimited).
+    pub max_body_size: Option<u64>,
+    /// Where the request body's bytes are counted.
+    pub body_bytes: Option<Arc<AtomicU64>>,
 }
 
 /// The connection a response came on, lent to that response: [`Lease::release`] puts it back
@@ -216,13 +261,14 @@ pub struct Lease {
     pool: Arc<Pool>,
     addr: SocketAddr,
     sender: SendRequest<RequestBody>,
+    send_timeout: SendTimeout,
 }
 
 impl Lease {
     /// Returns the connection to the pool. Its next request waits until hyper has finished
     /// with this response, which has normally happened already.
     pub fn release(self) {
-        self.pool.put(self.addr, self.sender);
+        self.pool.put(self.addr, self.sender, self.send_timeout);
     }
 }
 
@@ -243,32 +289,40 @@ impl Pool {
         }
     }
 
-    /// An idle pooled connection to `addr`, or a new one.
-    pub async fn connection(&self, addr: SocketAddr) -> Result<UpstreamConn, UpstreamError> {
-        if let Some(sender) = self.checkout(addr) {
+    /// An idle pooled connection to `addr`, or a new one opened within `connect_timeout`.
+    pub async fn connection(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        if let Some(idle) = self.checkout(addr) {
             return Ok(UpstreamConn {
                 addr,
-                sender,
+                sender: idle.sender,
+                send_timeout: idle.send_timeout,
                 reused: true,
             });
         }
-        self.connect(addr).await
+        self.connect(addr, connect_timeout).await
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self, addr: SocketAddr) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.get_mut(&addr)?;
         while let Some(conn) = conns.pop() {
             // Not ready yet is fine: `send` waits until the previous response is finished.
             if conn.since.elapsed() < self.config.keepalive_timeout && !conn.sender.is_closed() {
-                return Some(conn.sender);
+                return Some(conn);
             }
         }
         None
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<UpstreamConn, UpstreamError> {
-        let timeout = self.config.connect_timeout;
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<UpstreamConn, UpstreamError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
@@ -280,6 +334,8 @@ impl Pool {
             }
         };
         let _ = stream.set_nodelay(true);
+        let send_timeout = SendTimeout::default();
+        let stream = TimedWrites::new(stream, send_timeout.clone());
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -293,18 +349,20 @@ impl Pool {
         Ok(UpstreamConn {
             addr,
             sender,
+            send_timeout,
             reused: false,
         })
     }
 
-    /// Sends `req` on `conn` and waits for the response head, which must start within
-    /// `response_timeout` after the request body was sent. The connection comes back as the
-    /// response's [`Lease`].
+    /// Sends `req` on `conn` and waits for the response head, which must start within the
+    /// read timeout after the request body was sent; each write to the endpoint must make
+    /// progress within the send timeout. The connection comes back as the response's
+    /// [`Lease`].
     ///
     /// A pooled connection can turn out to be dead: closed before the request was written (the
     /// request comes back unsent and goes out on a new connection), or closed by the endpoint
     /// just as the request was written — the keep-alive race. In that case a request without a
-    /// body whose method is `idempotent` is sent once more on a new connection.
+    /// body whose method is idempotent is sent once more on a new connection.
     ///
     /// `client` is the activity of the connection the request came on: it stays busy until
     /// the request body has been read.
@@ -313,21 +371,26 @@ impl Pool {
         mut conn: UpstreamConn,
         req: Request<Incoming>,
         client: &Arc<ConnActivity>,
-        idempotent: bool,
-        response_timeout: Duration,
-        body_bytes: Option<Arc<AtomicU64>>,
+        options: SendOptions,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
-        let (body, mut body_sent) =
-            RequestBody::new(body, self.config.client_body_timeout, client, body_bytes);
-        let replayable = idempotent && body_sent.is_none();
+        let (body, mut body_sent) = RequestBody::new(
+            body,
+            self.config.client_body_timeout,
+            client,
+            options.body_bytes,
+            options.max_body_size,
+        );
+        let replayable = options.idempotent && body_sent.is_none();
+        let connect_timeout = options.timeouts.connect;
         let mut req = Request::from_parts(parts, body);
         loop {
             if conn.reused && conn.sender.ready().await.is_err() {
                 debug!(%addr, "pooled connection was closed; connecting again");
-                conn = self.connect(addr).await?;
+                conn = self.connect(addr, connect_timeout).await?;
             }
+            conn.send_timeout.set(options.timeouts.send);
             let replay = (conn.reused && replayable).then(|| head_of(&req));
             let response = conn.sender.try_send_request(req);
             tokio::pin!(response);
@@ -340,7 +403,7 @@ impl Pool {
                     _ = sent => body_sent = None,
                 }
             }
-            let after = response_timeout;
+            let after = options.timeouts.read;
             let result = match early {
                 Some(result) => result,
                 None => tokio::time::timeout(after, &mut response)
@@ -353,6 +416,7 @@ impl Pool {
                         pool: self.clone(),
                         addr,
                         sender: conn.sender,
+                        send_timeout: conn.send_timeout,
                     };
                     return Ok((response, lease));
                 }
@@ -367,24 +431,29 @@ impl Pool {
                 Some(again) => {
                     debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
                     req = again;
-                    conn = self.connect(addr).await?;
+                    conn = self.connect(addr, connect_timeout).await?;
                 }
                 None => {
-                    return Err(UpstreamError::Request {
-                        addr,
-                        source: error.into_error(),
-                    });
+                    let source = error.into_error();
+                    if let Some(stalled) = SendStalled::in_chain(&source) {
+                        return Err(UpstreamError::SendTimeout {
+                            addr,
+                            after: stalled.after,
+                        });
+                    }
+                    return Err(UpstreamError::Request { addr, source });
                 }
             }
         }
     }
 
-    fn put(&self, addr: SocketAddr, sender: SendRequest<RequestBody>) {
+    fn put(&self, addr: SocketAddr, sender: SendRequest<RequestBody>, send_timeout: SendTimeout) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.entry(addr).or_default();
         if conns.len() < self.config.max_idle_per_endpoint {
             conns.push(Idle {
                 sender,
+                send_timeout,
                 since: Instant::now(),
             });
         }

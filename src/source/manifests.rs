@@ -241,6 +241,7 @@ impl ManifestSource {
                     Object::EndpointSlice(o) => input.endpoint_slices.push(o),
                     Object::Endpoints(o) => input.endpoints.push(o),
                     Object::Secret(o) => input.secrets.push(o),
+                    Object::ConfigMap(o) => input.config_maps.push(o),
                 }
             }
         }
@@ -317,6 +318,7 @@ fn log_reload(loaded: &Loaded) {
         endpoint_slices = i.endpoint_slices.len(),
         endpoints = i.endpoints.len(),
         secrets = i.secrets.len(),
+        config_maps = i.config_maps.len(),
         errors = loaded.errors.len(),
         "manifests loaded"
     );
@@ -337,6 +339,7 @@ fn same(a: &Input, b: &Input) -> bool {
         && same_objects(&a.endpoint_slices, &b.endpoint_slices)
         && same_objects(&a.endpoints, &b.endpoints)
         && same_objects(&a.secrets, &b.secrets)
+        && same_objects(&a.config_maps, &b.config_maps)
 }
 
 /// The manifest files under a directory, plus what could not be listed.

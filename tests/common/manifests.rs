@@ -30,8 +30,24 @@ pub fn service_yaml(name: &str, endpoints: &[SocketAddr]) -> String {
 
 /// An Ingress of class weir routing `host` + Prefix `path` to `service` port `http`.
 pub fn ingress_yaml(name: &str, host: &str, path: &str, service: &str) -> String {
+    ingress_yaml_with(name, host, path, service, &[])
+}
+
+/// Like [`ingress_yaml`], with `annotations`.
+pub fn ingress_yaml_with(
+    name: &str,
+    host: &str,
+    path: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| format!("{k}: {}, ", serde_json::to_string(v).unwrap()))
+        .collect();
     format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\n\
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
+         metadata: {{name: {name}, namespace: default, annotations: {{{annotations}}}}}\n\
          spec:\n  ingressClassName: weir\n  rules:\n  - host: {host}\n    http:\n      paths:\n\
          \x20     - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n\
          \x20           name: {service}\n            port: {{name: http}}\n"

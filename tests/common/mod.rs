@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use weir::model::{
-    Backend, HostMatch, ObjectKind, ObjectRef, PathRule, Route, RouteTable, RouteTableBuilder,
+    Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule, Policy, Route, RouteTable,
+    RouteTableBuilder,
 };
 use weir::proxy::{Proxy, ProxyConfig};
 use weir::state::State;
@@ -277,11 +278,17 @@ impl Drop for TestProxy {
 impl TestProxy {
     /// A proxy sending every request to one endpoint (service "s").
     pub async fn serving(config: ProxyConfig, endpoint: SocketAddr) -> TestProxy {
-        Self::start(
-            config,
-            table(&[("", PathRule::prefix("/"), "s", vec![endpoint])]),
-        )
-        .await
+        Self::serving_with(config, endpoint, |_| {}).await
+    }
+
+    /// Like [`TestProxy::serving`], with the route's policy changed by `change`.
+    pub async fn serving_with(
+        config: ProxyConfig,
+        endpoint: SocketAddr,
+        change: impl Fn(&mut Policy),
+    ) -> TestProxy {
+        let rows = [("", PathRule::prefix("/"), "s", vec![endpoint])];
+        Self::start(config, table_with(&rows, change)).await
     }
 
     pub async fn start(config: ProxyConfig, table: RouteTable) -> TestProxy {
@@ -321,50 +328,80 @@ pub fn test_certs() -> Arc<weir::tls::CertStore> {
         .clone()
 }
 
-/// A route table from `(host, path rule, service name, endpoints)` rows.
-pub fn table(rows: &[(&str, PathRule, &str, Vec<SocketAddr>)]) -> RouteTable {
-    let rows: Vec<_> = rows
-        .iter()
-        .map(|(host, path, service, endpoints)| {
-            (
-                *host,
-                path.clone(),
-                *service,
-                endpoints.clone(),
-                weir::model::HttpsPolicy::default(),
-            )
-        })
-        .collect();
-    table_https(&rows)
+/// A route of Ingress `default/<service>` to Service `default/<service>` port 80 on
+/// `endpoints`, without annotations (ingress-nginx's defaults).
+pub fn route(service: &str, endpoints: Vec<SocketAddr>) -> Route {
+    Route::new(
+        ObjectRef::new(ObjectKind::Ingress, "default", service),
+        Arc::new(Backend::new(
+            ObjectRef::new(ObjectKind::Service, "default", service),
+            "80",
+            endpoints,
+        )),
+    )
 }
 
-/// Like [`table`], each row with its redirect and HSTS policy.
-pub fn table_https(
-    rows: &[(
-        &str,
-        PathRule,
-        &str,
-        Vec<SocketAddr>,
-        weir::model::HttpsPolicy,
-    )],
-) -> RouteTable {
+/// `route` with its policy changed by `change` (what an Ingress's annotations would do).
+pub fn with_policy(mut route: Route, change: impl FnOnce(&mut Policy)) -> Route {
+    let mut policy = (*route.policy).clone();
+    change(&mut policy);
+    route.policy = Arc::new(policy);
+    route
+}
+
+/// The HTTPS policy of a route on a host with TLS: HSTS with the default value, and the
+/// HTTPS redirect when `redirect`.
+pub fn tls_host(redirect: bool) -> HttpsPolicy {
+    HttpsPolicy {
+        tls_host: true,
+        redirect,
+        hsts: weir::model::Hsts::default().header(),
+        ..HttpsPolicy::default()
+    }
+}
+
+/// A route table from `(host, path rule, route)` rows.
+pub fn routes(rows: Vec<(&str, PathRule, Route)>) -> RouteTable {
     let mut builder = RouteTableBuilder::new();
-    for (host, path, service, endpoints, https) in rows {
-        let route = Arc::new(Route {
-            https: *https,
-            ingress: ObjectRef::new(ObjectKind::Ingress, "default", *service),
-            backend: Arc::new(Backend::new(
-                ObjectRef::new(ObjectKind::Service, "default", *service),
-                "80",
-                endpoints.clone(),
-            )),
-            read_timeout: None,
-        });
+    for (host, path, route) in rows {
         builder
-            .insert(&HostMatch::from_rule_host(host), path, route)
+            .insert(&HostMatch::from_rule_host(host), &path, Arc::new(route))
             .unwrap();
     }
     builder.build()
+}
+
+/// A route table from `(host, path rule, service name, endpoints)` rows, without annotations.
+pub fn table(rows: &[(&str, PathRule, &str, Vec<SocketAddr>)]) -> RouteTable {
+    table_with(rows, |_| {})
+}
+
+/// Like [`table`], every route's policy changed by `change`.
+pub fn table_with(
+    rows: &[(&str, PathRule, &str, Vec<SocketAddr>)],
+    change: impl Fn(&mut Policy),
+) -> RouteTable {
+    routes(
+        rows.iter()
+            .map(|(host, path, service, endpoints)| {
+                let route = with_policy(route(service, endpoints.clone()), &change);
+                (*host, path.clone(), route)
+            })
+            .collect(),
+    )
+}
+
+/// Like [`table`], each row with its redirect and HSTS policy.
+pub fn table_https(rows: &[(&str, PathRule, &str, Vec<SocketAddr>, HttpsPolicy)]) -> RouteTable {
+    routes(
+        rows.iter()
+            .map(|(host, path, service, endpoints, https)| {
+                let mut route = route(service, endpoints.clone());
+                route.https = https.clone();
+                (*host, path.clone(), route)
+            })
+            .collect(),
+    )
 }
 
 /// An HTTP/1.1 client with keep-alive.

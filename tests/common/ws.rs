@@ -28,10 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::tls::{Cert, connector};
-use weir::model::{
-    Backend, HostMatch, HttpsPolicy, ObjectKind, ObjectRef, PathRule, Route, RouteTable,
-    RouteTableBuilder,
-};
+use weir::model::{PathRule, RouteTable};
 use weir::proxy::{Proxy, ProxyConfig};
 use weir::state::State;
 use weir::tls::CertStore;
@@ -682,31 +679,19 @@ pub fn cert_store(host: &str, cert: &Cert) -> Arc<CertStore> {
 }
 
 /// A table with one route, `host` + Prefix `/` → service "ws" on `endpoints`, with the route's
-/// `read_timeout` (the tunnel idle timeout) set to `read_timeout`.
+/// tunnel idle timeout (`proxy-read-timeout`) set to `idle_timeout` when given.
 pub fn ws_table(
     host: &str,
     endpoints: Vec<SocketAddr>,
-    read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
 ) -> RouteTable {
-    let mut builder = RouteTableBuilder::new();
-    let route = Arc::new(Route {
-        https: HttpsPolicy::default(),
-        ingress: ObjectRef::new(ObjectKind::Ingress, "default", "ws"),
-        backend: Arc::new(Backend::new(
-            ObjectRef::new(ObjectKind::Service, "default", "ws"),
-            "80",
-            endpoints,
-        )),
-        read_timeout,
+    let route = super::with_policy(super::route("ws", endpoints), |policy| {
+        if let Some(idle) = idle_timeout {
+            policy.timeouts.read = idle;
+            policy.timeouts.tunnel_idle = idle;
+        }
     });
-    builder
-        .insert(
-            &HostMatch::from_rule_host(host),
-            &PathRule::prefix("/"),
-            route,
-        )
-        .unwrap();
-    builder.build()
+    super::routes(vec![(host, PathRule::prefix("/"), route)])
 }
 
 /// Opens ws://`host``path` through the proxy's plain listener at `addr`.

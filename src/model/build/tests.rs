@@ -11,7 +11,7 @@ use crate::model::fixtures::{
     IngressBuilder, backend, endpoint_slice, endpoints, external_service, ingress, ingress_class,
     resource_backend, service, shared,
 };
-use crate::model::{BuildConfig, Built, Input, Reason, build};
+use crate::model::{BuildConfig, Built, ClassConfig, Input, Reason, build};
 
 const OURS: &str = "weir.dev/ingress-controller";
 
@@ -77,7 +77,7 @@ impl World {
             services: shared(self.services),
             endpoint_slices: shared(self.slices),
             endpoints: shared(self.endpoints),
-            secrets: Vec::new(),
+            ..Input::default()
         }
     }
     fn build(self) -> Built {
@@ -174,7 +174,10 @@ fn only_our_class_is_routed_and_others_are_ignored_silently() {
         .web("d", "web", &["10.0.0.1"])
         .ingress(ingress("d", "classless").prefix("d.com", "/", "web", 80));
     let config = BuildConfig {
-        watch_ingress_without_class: true,
+        classes: ClassConfig {
+            watch_ingress_without_class: true,
+            ..ClassConfig::default()
+        },
         ..BuildConfig::default()
     };
     let built = build(&world.input(), &config);
@@ -244,30 +247,6 @@ fn routes_to_the_same_service_port_share_one_backend() {
     let b = &built.table.route("b.com", "/").unwrap().backend;
     let x = &built.table.route("b.com", "/x").unwrap().backend;
     assert!(Arc::ptr_eq(a, b) && Arc::ptr_eq(b, x));
-}
-
-#[test]
-fn the_balance_seed_picks_where_round_robin_starts() {
-    let first_pick = |seed: u64| {
-        let input = World::default()
-            .web("d", "web", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
-            .ingress(ing("d", "one").prefix("a.com", "/", "web", 80))
-            .input();
-        let config = BuildConfig {
-            balance_seed: seed,
-            ..BuildConfig::default()
-        };
-        let built = build(&input, &config);
-        let backend = &built.table.route("a.com", "/").unwrap().backend;
-        backend.pick().unwrap()
-    };
-    // Same seed, same start: builds are deterministic.
-    for seed in [0, 1, 42, u64::MAX] {
-        assert_eq!(first_pick(seed), first_pick(seed), "seed {seed}");
-    }
-    // Different seeds spread the start over the endpoints.
-    let starts: std::collections::BTreeSet<SocketAddr> = (0..32).map(first_pick).collect();
-    assert_eq!(starts.len(), 3, "{starts:?}");
 }
 
 #[test]
@@ -489,7 +468,7 @@ fn every_diagnostic_reason() {
         (
             "nginx annotation",
             ing("d", "i")
-                .annotation("nginx.ingress.kubernetes.io/rewrite-target", "/")
+                .annotation("nginx.ingress.kubernetes.io/enable-cors", "true")
                 .prefix("a.com", "/", "web", 80),
             UnsupportedAnnotation,
             Works,
@@ -747,7 +726,7 @@ fn a_path_defined_twice_in_one_ingress_is_reported() {
 }
 
 #[test]
-fn a_rule_less_ingress_catches_every_host() {
+fn a_rule_less_ingress_catches_every_host_no_rule_names() {
     let built = World::default()
         .web("d", "web", &["10.0.0.1"])
         .web("d", "fallback", &["10.0.0.9"])
@@ -756,10 +735,9 @@ fn a_rule_less_ingress_catches_every_host() {
         .build();
     assert_eq!(built.diagnostics, []);
     assert_eq!(served_by(&built, "a.com", "/api").as_deref(), Some("app"));
-    assert_eq!(
-        served_by(&built, "a.com", "/other").as_deref(),
-        Some("catch-all")
-    );
+    // Another tenant's catch-all never serves the unmatched paths of a host with rules
+    // (ingress-nginx: only the catch-all server's root).
+    assert_eq!(served_by(&built, "a.com", "/other"), None);
     assert_eq!(
         served_by(&built, "unknown.com", "/").as_deref(),
         Some("catch-all")
@@ -792,8 +770,8 @@ fn default_backend_of_an_ingress_with_rules_serves_its_hosts() {
         "app-default"
     );
     assert_eq!(served(&built, "b.com", "/").unwrap().1, "app-default");
-    // No Ingress without rules: the oldest default backend is also the catch-all.
-    assert_eq!(served(&built, "c.com", "/").unwrap().1, "app-default");
+    // An Ingress with rules never becomes the catch-all of hosts it does not name.
+    assert_eq!(served(&built, "c.com", "/"), None);
     // "other" loses host a.com's fallback to the older "app" (reported); losing the catch-all
     // is not reported for Ingresses with rules.
     assert_eq!(
@@ -1002,7 +980,7 @@ fn rich_world() -> World {
             b = b.default_backend(backend("web", 80));
         }
         if i % 5 == 2 {
-            b = b.annotation("nginx.ingress.kubernetes.io/rewrite-target", "/");
+            b = b.annotation("nginx.ingress.kubernetes.io/enable-cors", "true");
         }
         world = world.ingress(b);
     }
@@ -1114,7 +1092,6 @@ fn tls_hosts_bind_to_the_secret_of_the_oldest_ingress() {
 
 #[test]
 fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
-    use crate::model::HttpsPolicy;
     let ingress = |name: &str, annotations: serde_json::Value| -> Ingress {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "default", "annotations": annotations},
@@ -1144,8 +1121,11 @@ fn routes_of_tls_hosts_redirect_unless_told_otherwise() {
         ..Default::default()
     };
     let built = build(&input, &BuildConfig::default());
-    let policy = |host: &str| built.table.route(host, "/").unwrap().https;
-    let p = |tls_host, redirect| HttpsPolicy { tls_host, redirect };
+    let policy = |host: &str| {
+        let https = &built.table.route(host, "/").unwrap().https;
+        (https.tls_host, https.redirect)
+    };
+    let p = |tls_host, redirect| (tls_host, redirect);
     assert_eq!(policy("default.tls.test"), p(true, true));
     assert_eq!(policy("default.plain.test"), p(false, false));
     assert_eq!(policy("optout.tls.test"), p(true, false));
@@ -1181,30 +1161,34 @@ fn proxy_read_timeout_reaches_every_route_of_its_ingress() {
     assert_eq!(built.diagnostics, []);
     let timeout = |host: &str, path: &str| {
         let route = built.table.route(host, path).unwrap();
-        (route.ingress.name.clone(), route.read_timeout)
+        (route.ingress.name.clone(), route.policy.timeouts.read)
     };
-    let hour = Some(Duration::from_secs(3600));
+    let hour = Duration::from_secs(3600);
     for (host, path) in [
         ("a.com", "/"),
         ("a.com", "/exact"),
         ("x.wild.com", "/ws/chat"),
         ("nowhere.com", "/any"),
-        // The defaultBackend: as the fallback of a.com and as the catch-all.
+        // The defaultBackend, as the fallback of the Ingress's hosts.
         ("x.wild.com", "/other"),
-        ("unknown.com", "/"),
+        ("a.com", "/other"),
     ] {
         assert_eq!(timeout(host, path), ("slow".into(), hour), "{host}{path}");
     }
     assert_eq!(
         timeout("b.com", "/"),
-        ("both".into(), Some(Duration::from_secs(30))),
+        ("both".into(), Duration::from_secs(30)),
         "weir's own annotation wins"
     );
-    assert_eq!(timeout("c.com", "/"), ("plain".into(), None));
+    assert_eq!(
+        timeout("c.com", "/"),
+        ("plain".into(), Duration::from_secs(60))
+    );
 }
 
 #[test]
 fn an_invalid_proxy_read_timeout_is_reported_once_and_the_ingress_still_serves() {
+    use std::time::Duration;
     for bad in ["abc", "0", "-1", "604801", "60s", ""] {
         let built = World::default()
             .web("d", "web", &["10.0.0.1"])
@@ -1228,9 +1212,13 @@ fn an_invalid_proxy_read_timeout_is_reported_once_and_the_ingress_still_serves()
             "{}",
             built.diagnostics[0].message
         );
-        for host in ["a.com", "b.com", "other.com"] {
+        for host in ["a.com", "b.com"] {
             let route = built.table.route(host, "/").unwrap();
-            assert_eq!(route.read_timeout, None, "{bad:?} {host}");
+            assert_eq!(
+                route.policy.timeouts.read,
+                Duration::from_secs(60),
+                "{bad:?} {host}"
+            );
             assert_eq!(eps(&built, host, "/"), ["10.0.0.1:8080"], "{bad:?} {host}");
         }
     }

@@ -13,7 +13,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::model::Input;
-use references::References;
+use references::{Pinned, References};
 use watch::{Change, Watched, watch_kind};
 
 /// Which API publishes a Service's endpoints.
@@ -61,6 +61,12 @@ pub struct ClusterConfig {
     pub debounce_max: Duration,
     /// The `--default-ssl-certificate` Secret (namespace, name): its changes always matter.
     pub default_certificate: Option<(String, String)>,
+    /// The controller ConfigMap (`--configmap`, namespace and name): watched, and its changes
+    /// always matter.
+    pub config_map: Option<(String, String)>,
+    /// The controller's default backend (`--default-backend-service`): its changes always
+    /// matter.
+    pub default_backend_service: Option<(String, String)>,
 }
 
 /// The stores the reflectors fill, one per kind.
@@ -71,6 +77,7 @@ struct Stores {
     slices: Option<Store<EndpointSlice>>,
     endpoints: Option<Store<Endpoints>>,
     secrets: Store<Secret>,
+    config_maps: Option<Store<ConfigMap>>,
 }
 
 impl Stores {
@@ -88,6 +95,11 @@ impl Stores {
                 .map(Store::state)
                 .unwrap_or_default(),
             secrets: self.secrets.state(),
+            config_maps: self
+                .config_maps
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default(),
         }
     }
 }
@@ -207,6 +219,12 @@ impl ClusterSource {
             ),
             slices: use_slices.then(|| watchers.spawn(namespaced_api(client, ns), all())),
             endpoints: (!use_slices).then(|| watchers.spawn(namespaced_api(client, ns), all())),
+            // Only the controller ConfigMap, by name (its namespace may differ from the
+            // watched one).
+            config_maps: self.config.config_map.as_ref().map(|(namespace, name)| {
+                let api = Api::namespaced(client.clone(), namespace);
+                watchers.spawn(api, all().fields(&format!("metadata.name={name}")))
+            }),
         }
     }
 
@@ -222,8 +240,11 @@ impl ClusterSource {
         // What arrived during the initial lists is in the stores already. Drain it before
         // reading them, so that a change landing after the read is not drained unseen.
         while changes.try_recv().is_ok() {}
-        let mut references = References::of(&stores.ingresses.state())
-            .pin_secret(self.config.default_certificate.clone());
+        let mut references = References::of(&stores.ingresses.state()).pin(Pinned {
+            secret: self.config.default_certificate.clone(),
+            config_map: self.config.config_map.clone(),
+            service: self.config.default_backend_service.clone(),
+        });
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input())));
         loop {
@@ -347,6 +368,9 @@ async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
     }
     if let Some(endpoints) = &stores.endpoints {
         ready(endpoints.wait_until_ready().await, "Endpoints")?;
+    }
+    if let Some(config_maps) = &stores.config_maps {
+        ready(config_maps.wait_until_ready().await, "ConfigMap")?;
     }
     Ok(())
 }

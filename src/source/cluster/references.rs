@@ -1,24 +1,41 @@
-//! Which Services and Secrets some Ingress references, and what each Ingress looked like:
+//! Which Services, Secrets and ConfigMaps some Ingress references ([`model::references`]: the
+//! same function the model's tests hold the build to), and what each Ingress looked like:
 //! changes to anything else, and Ingress updates that touch only the status (weir's own status
 //! writes among them), cannot affect the routing table and trigger no rebuild.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::Store;
 
 use super::watch::Change;
+use crate::model::{self, ObjectRef};
 
-/// The (namespace, name) pairs of Services and Secrets referenced by any Ingress (of any class:
-/// a superset is safe).
+/// Objects that matter whatever the Ingresses say: the flags name them.
+#[derive(Debug, Clone, Default)]
+pub struct Pinned {
+    /// `--default-ssl-certificate`.
+    pub secret: Option<(String, String)>,
+    /// `--configmap`.
+    pub config_map: Option<(String, String)>,
+    /// `--default-backend-service`.
+    pub service: Option<(String, String)>,
+}
+
+/// The (namespace, name) pairs of Services, Secrets and ConfigMaps referenced by any Ingress
+/// (of any class: a superset is safe), or pinned.
 #[derive(Debug, Default)]
 pub struct References {
     services: HashSet<(String, String)>,
     secrets: HashSet<(String, String)>,
+    config_maps: HashSet<(String, String)>,
     fingerprints: HashMap<(String, String), u64>,
-    /// A Secret that always matters (`--default-ssl-certificate`).
-    pinned_secret: Option<(String, String)>,
+    pinned: Pinned,
+}
+
+fn key(object: ObjectRef) -> (String, String) {
+    (object.namespace, object.name)
 }
 
 impl References {
@@ -26,66 +43,59 @@ impl References {
     pub fn of(ingresses: &[Arc<Ingress>]) -> Self {
         let mut refs = References::default();
         for ingress in ingresses {
-            let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
             if let Some(fingerprint) = super::watch::ingress_fingerprint(ingress) {
+                let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
                 let name = ingress.metadata.name.clone().unwrap_or_default();
-                refs.fingerprints
-                    .insert((namespace.clone(), name), fingerprint);
+                refs.fingerprints.insert((namespace, name), fingerprint);
             }
-            let Some(spec) = &ingress.spec else { continue };
-            let rule_backends = spec
-                .rules
-                .iter()
-                .flatten()
-                .filter_map(|r| r.http.as_ref())
-                .flat_map(|http| http.paths.iter().map(|p| &p.backend));
-            for backend in spec.default_backend.iter().chain(rule_backends) {
-                if let Some(service) = service_name(backend) {
-                    refs.services
-                        .insert((namespace.clone(), service.to_owned()));
-                }
-            }
-            for tls in spec.tls.iter().flatten() {
-                if let Some(secret) = &tls.secret_name {
-                    refs.secrets.insert((namespace.clone(), secret.clone()));
-                }
-            }
+            let found = model::references(ingress);
+            refs.services.extend(found.services.into_iter().map(key));
+            refs.secrets.extend(found.secrets.into_iter().map(key));
+            refs.config_maps
+                .extend(found.config_maps.into_iter().map(key));
         }
         refs
     }
 
-    /// Also counts `secret` (namespace, name) as referenced, whatever the Ingresses say.
-    pub fn pin_secret(mut self, secret: Option<(String, String)>) -> Self {
-        self.pinned_secret = secret;
+    /// Also counts the `pinned` objects as referenced, whatever the Ingresses say.
+    pub fn pin(mut self, pinned: Pinned) -> Self {
+        self.pinned = pinned;
         self
     }
 
     /// Whether `change` can affect the table; an Ingress change also recomputes the references
     /// from `ingresses`.
     pub fn update_and_check(&mut self, change: &Change, ingresses: &Store<Ingress>) -> bool {
+        let is = |pinned: &Option<(String, String)>, namespace: &str, name: &str| {
+            pinned
+                .as_ref()
+                .is_some_and(|(ns, n)| ns == namespace && n == name)
+        };
         match change {
             Change::Always => true,
             Change::Ingress { key, fingerprint } => {
                 if fingerprint.is_some() && self.fingerprints.get(key) == fingerprint.as_ref() {
                     return false;
                 }
-                let pinned = self.pinned_secret.take();
-                *self = References::of(&ingresses.state()).pin_secret(pinned);
+                let pinned = std::mem::take(&mut self.pinned);
+                *self = References::of(&ingresses.state()).pin(pinned);
                 true
             }
             Change::Service { namespace, name } => {
                 self.services.contains(&(namespace.clone(), name.clone()))
+                    || is(&self.pinned.service, namespace, name)
             }
             Change::Secret { namespace, name } => {
-                let key = (namespace.clone(), name.clone());
-                self.secrets.contains(&key) || self.pinned_secret.as_ref() == Some(&key)
+                self.secrets.contains(&(namespace.clone(), name.clone()))
+                    || is(&self.pinned.secret, namespace, name)
+            }
+            Change::ConfigMap { namespace, name } => {
+                self.config_maps
+                    .contains(&(namespace.clone(), name.clone()))
+                    || is(&self.pinned.config_map, namespace, name)
             }
         }
     }
-}
-
-fn service_name(backend: &IngressBackend) -> Option<&str> {
-    backend.service.as_ref().map(|s| s.name.as_str())
 }
 
 #[cfg(test)]
@@ -98,15 +108,13 @@ mod tests {
     }
 
     #[test]
-    fn collects_services_and_tls_secrets_of_every_ingress() {
+    fn referenced_and_pinned_objects_matter_others_do_not() {
         let a = ingress(serde_json::json!({
             "metadata": {"name": "a", "namespace": "apps"},
             "spec": {
-                "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
                 "tls": [{"hosts": ["a.com"], "secretName": "a-cert"}],
                 "rules": [{"host": "a.com", "http": {"paths": [
-                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
-                    {"path": "/r", "pathType": "Prefix", "backend": {"resource": {"kind": "Bucket", "name": "b"}}}
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
                 ]}}]
             }
         }));
@@ -114,15 +122,35 @@ mod tests {
             spec: Some(IngressSpec::default()),
             ..Default::default()
         });
-        let refs = References::of(&[a, empty]);
-        let has = |set: &HashSet<(String, String)>, ns: &str, name: &str| {
-            set.contains(&(ns.to_owned(), name.to_owned()))
+        let pair = |ns: &str, name: &str| Some((ns.to_owned(), name.to_owned()));
+        let mut refs = References::of(&[a, empty]).pin(Pinned {
+            secret: pair("ingress", "default-cert"),
+            config_map: pair("ingress", "weir"),
+            service: pair("ingress", "default-backend"),
+        });
+        let (store, _writer) = kube::runtime::reflector::store::<Ingress>();
+        let mut matters = |change: Change| refs.update_and_check(&change, &store);
+        let service = |ns: &str, name: &str| Change::Service {
+            namespace: ns.into(),
+            name: name.into(),
         };
-        assert!(has(&refs.services, "apps", "web"));
-        assert!(has(&refs.services, "apps", "fallback"));
-        assert!(!has(&refs.services, "default", "web"));
-        assert!(has(&refs.secrets, "apps", "a-cert"));
-        assert_eq!(refs.services.len(), 2);
+        let secret = |ns: &str, name: &str| Change::Secret {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let config_map = |ns: &str, name: &str| Change::ConfigMap {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        assert!(matters(service("apps", "web")));
+        assert!(!matters(service("default", "web")));
+        assert!(matters(service("ingress", "default-backend")));
+        assert!(matters(secret("apps", "a-cert")));
+        assert!(matters(secret("ingress", "default-cert")));
+        assert!(!matters(secret("apps", "other")));
+        assert!(matters(config_map("ingress", "weir")));
+        assert!(!matters(config_map("ingress", "other")));
+        assert!(matters(Change::Always));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum Change {
     Service { namespace: String, name: String },
     /// The TLS Secret `namespace/name` changed.
     Secret { namespace: String, name: String },
+    /// The ConfigMap `namespace/name` changed.
+    ConfigMap { namespace: String, name: String },
 }
 
 /// How objects of a kind map to [`Change`]s.
@@ -110,6 +112,13 @@ impl Watched for k8s_openapi::api::core::v1::Secret {
     fn change(&self, _deleted: bool) -> Change {
         let (namespace, name) = key(self);
         Change::Secret { namespace, name }
+    }
+}
+
+impl Watched for k8s_openapi::api::core::v1::ConfigMap {
+    fn change(&self, _deleted: bool) -> Change {
+        let (namespace, name) = key(self);
+        Change::ConfigMap { namespace, name }
     }
 }
 

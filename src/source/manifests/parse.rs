@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,7 +21,7 @@ pub(super) struct Parsed {
     pub object: Object,
 }
 
-/// The six kinds weir reads. Shared (`Arc`): every load puts the cached objects of every file
+/// The seven kinds weir reads. Shared (`Arc`): every load puts the cached objects of every file
 /// into a new [`Input`](crate::model::Input), which then costs a reference count per object
 /// instead of a deep copy.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,7 @@ pub(super) enum Object {
     EndpointSlice(Arc<EndpointSlice>),
     Endpoints(Arc<Endpoints>),
     Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl Object {
@@ -45,6 +46,7 @@ impl Object {
             Object::EndpointSlice(o) => (EndpointSlice::KIND, &o.metadata),
             Object::Endpoints(o) => (Endpoints::KIND, &o.metadata),
             Object::Secret(o) => (Secret::KIND, &o.metadata),
+            Object::ConfigMap(o) => (ConfigMap::KIND, &o.metadata),
         };
         let name = meta.name.as_deref().unwrap_or_default();
         match meta.namespace.as_deref() {
@@ -161,6 +163,7 @@ fn one(v: Value, at: &str, out: &mut dyn FnMut(Object)) -> Result<(), String> {
         ("v1", "Secret") => {
             Object::Secret(Arc::new(merge_string_data(decode(v, true).map_err(ctx)?)))
         }
+        ("v1", "ConfigMap") => Object::ConfigMap(Arc::new(decode(v, true).map_err(ctx)?)),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             Object::EndpointSlice(Arc::new(decode(v, true).map_err(ctx)?))
         }

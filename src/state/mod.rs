@@ -6,16 +6,20 @@
 //! while new ones see the new one. Nothing is locked on the request path.
 //!
 //! The state also holds the process's [`Metrics`]: each published table comes with the
-//! request-metric handles of its routes, prepared by `publish`.
+//! runtime state of its routes ([`Runtimes`]: request-metric handles, balancers), prepared by
+//! `publish` and carried over from the previous table where routes did not change.
+
+mod runtime;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::metrics::{Metrics, RouteIndex};
+use crate::metrics::Metrics;
 use crate::model::RouteTable;
 use crate::tls::CertStore;
+pub use runtime::{RoundRobin, RouteRuntime, Runtimes};
 
 /// An immutable view of everything the data plane serves.
 #[derive(Debug)]
@@ -26,8 +30,8 @@ pub struct Snapshot {
     pub table: Arc<RouteTable>,
     /// The certificates, by SNI.
     pub certs: Arc<CertStore>,
-    /// The request metrics of each route of `table`.
-    pub route_stats: RouteIndex,
+    /// The runtime state of each route of `table` (metrics, balancers).
+    pub runtime: Runtimes,
 }
 
 /// The current snapshot plus the readiness flags the admin endpoints report.
@@ -53,7 +57,7 @@ impl State {
                 generation: 0,
                 table: Arc::new(RouteTable::empty()),
                 certs,
-                route_stats: RouteIndex::default(),
+                runtime: Runtimes::default(),
             }),
             published: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -73,16 +77,19 @@ impl State {
 
     /// Swaps in a new table and certificates atomically and returns its generation. There is
     /// one publisher (the rebuild loop); concurrent publishers could store their snapshots out
-    /// of generation order. Prepares the request metrics of the table's routes first (a few
+    /// of generation order. Prepares the runtime state of the table's routes first (a few
     /// milliseconds for 10,000 routes: call it off the async workers).
     pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
-        let route_stats = self.metrics.requests.index(&table);
-        let generation = self.current.load().generation + 1;
+        let stats = self.metrics.requests.index(&table);
+        let previous = self.current.load_full();
+        let runtime = Runtimes::prepare(&table, &stats, &previous.runtime);
+        let generation = previous.generation + 1;
+        drop(previous);
         self.current.store(Arc::new(Snapshot {
             generation,
             table: Arc::new(table),
             certs,
-            route_stats,
+            runtime,
         }));
         self.metrics.control.generation.set(generation as i64);
         self.published.store(true, Ordering::Release);

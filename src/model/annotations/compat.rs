@@ -1,0 +1,329 @@
+//! Every ingress-nginx annotation and what weir does with it: the source of the README's
+//! compatibility table (a test compares them) and of `weir check`'s explanations.
+
+/// What weir does with an ingress-nginx annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Read with ingress-nginx's meaning and value syntax.
+    Supported,
+    /// Read, with the difference this sentence states.
+    Differs(&'static str),
+    /// Accepted and ignored without a Diagnostic: it has no effect any more (the sentence
+    /// says why).
+    Accepted(&'static str),
+    /// Not implemented yet: a Diagnostic; the sentence names the issue that covers it.
+    NotYet(&'static str),
+    /// Never implemented, by design: a Diagnostic; the sentence says why.
+    Never(&'static str),
+    /// Removed from ingress-nginx itself: a Diagnostic; the sentence says what replaced it.
+    Removed(&'static str),
+}
+
+impl Support {
+    /// The status column of the README table.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Support::Supported => "supported",
+            Support::Differs(_) => "supported, differs",
+            Support::Accepted(_) => "accepted, no effect",
+            Support::NotYet(_) => "not yet",
+            Support::Never(_) => "never",
+            Support::Removed(_) => "removed from ingress-nginx",
+        }
+    }
+
+    /// The note column of the README table.
+    pub fn note(&self) -> &'static str {
+        match self {
+            Support::Supported => "",
+            Support::Differs(note)
+            | Support::Accepted(note)
+            | Support::NotYet(note)
+            | Support::Never(note)
+            | Support::Removed(note) => note,
+        }
+    }
+}
+
+/// One ingress-nginx annotation (name without prefix) and weir's support for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// The name after `nginx.ingress.kubernetes.io/`.
+    pub name: &'static str,
+    /// What weir does with it.
+    pub support: Support,
+}
+
+const fn row(name: &'static str, support: Support) -> Row {
+    Row { name, support }
+}
+
+use Support::{Accepted, Differs, Never, NotYet, Removed, Supported};
+
+const STREAMS: &str = "weir always streams request and response bodies (no disk buffering); \
+                       the value is checked and has no other effect";
+const ACCESS: &str = "issue \"Access control at the edge\"";
+const BACKENDS: &str = "issue \"Backends that speak gRPC, HTTP/2 and TLS\"";
+const TRAFFIC: &str = "issue \"Traffic management\"";
+const PART1: &str = "a later part of \"Moving from ingress-nginx\"";
+const SNIPPET: &str = "snippets are nginx configuration text; weir never interprets \
+                       configuration from annotations (the cause of CVE-2025-1974 and its kin)";
+const WAF: &str = "a web application firewall is out of scope; run one in front of weir or \
+                   beside the application";
+const TRACING: &str = "weir does not export traces yet";
+
+/// Every ingress-nginx annotation, in the order of ingress-nginx's annotations page groups.
+pub const ANNOTATIONS: &[Row] = &[
+    // Routing, rewrites and redirects.
+    row("rewrite-target", Supported),
+    row(
+        "use-regex",
+        Differs(
+            "regexes run on a linear-time engine: lookaround and backreferences are refused \
+             with a Diagnostic",
+        ),
+    ),
+    row("app-root", Supported),
+    row("x-forwarded-prefix", Supported),
+    row(
+        "preserve-trailing-slash",
+        Differs("weir never removes a trailing slash in redirects"),
+    ),
+    row("permanent-redirect", Supported),
+    row("permanent-redirect-code", Supported),
+    row("temporal-redirect", Supported),
+    row("temporal-redirect-code", Supported),
+    row("from-to-www-redirect", Supported),
+    row("server-alias", Supported),
+    row("upstream-vhost", Supported),
+    row("use-port-in-redirects", Supported),
+    row("relative-redirects", Supported),
+    row("ssl-redirect", Supported),
+    row("force-ssl-redirect", Supported),
+    // Timeouts and bodies.
+    row("proxy-connect-timeout", Supported),
+    row("proxy-send-timeout", Supported),
+    row("proxy-read-timeout", Supported),
+    row("proxy-body-size", Supported),
+    row("client-body-buffer-size", Differs(STREAMS)),
+    row("proxy-buffering", Differs(STREAMS)),
+    row("proxy-request-buffering", Differs(STREAMS)),
+    row("proxy-buffer-size", Differs(STREAMS)),
+    row("proxy-buffers-number", Differs(STREAMS)),
+    row("proxy-busy-buffers-size", Differs(STREAMS)),
+    row("proxy-max-temp-file-size", Differs(STREAMS)),
+    row(
+        "proxy-http-version",
+        Differs("weir always speaks HTTP/1.1 to endpoints (keep-alive); 1.0 is accepted"),
+    ),
+    row("proxy-redirect-from", NotYet(PART1)),
+    row("proxy-redirect-to", NotYet(PART1)),
+    row("proxy-cookie-domain", NotYet(PART1)),
+    row("proxy-cookie-path", NotYet(PART1)),
+    row("custom-headers", NotYet(PART1)),
+    row("connection-proxy-header", NotYet(PART1)),
+    row("enable-access-log", Supported),
+    row(
+        "enable-rewrite-log",
+        Differs("rewrites are logged at debug level (--log-level debug) whatever the value"),
+    ),
+    row(
+        "http2-push-preload",
+        Accepted("HTTP/2 server push was removed from browsers and from nginx 1.25.1"),
+    ),
+    // Access control.
+    row("whitelist-source-range", NotYet(ACCESS)),
+    row("allowlist-source-range", NotYet(ACCESS)),
+    row("denylist-source-range", NotYet(ACCESS)),
+    row("satisfy", NotYet(ACCESS)),
+    row("auth-type", NotYet(ACCESS)),
+    row("auth-secret", NotYet(ACCESS)),
+    row("auth-secret-type", NotYet(ACCESS)),
+    row("auth-realm", NotYet(ACCESS)),
+    row("auth-url", NotYet(ACCESS)),
+    row("auth-method", NotYet(ACCESS)),
+    row("auth-signin", NotYet(ACCESS)),
+    row("auth-signin-redirect-param", NotYet(ACCESS)),
+    row("auth-response-headers", NotYet(ACCESS)),
+    row("auth-request-redirect", NotYet(ACCESS)),
+    row("auth-cache-key", NotYet(ACCESS)),
+    row("auth-cache-duration", NotYet(ACCESS)),
+    row("auth-always-set-cookie", NotYet(ACCESS)),
+    row("auth-proxy-set-headers", NotYet(ACCESS)),
+    row("auth-keepalive", NotYet(ACCESS)),
+    row("auth-keepalive-requests", NotYet(ACCESS)),
+    row("auth-keepalive-share-vars", NotYet(ACCESS)),
+    row("auth-keepalive-timeout", NotYet(ACCESS)),
+    row("enable-global-auth", NotYet(ACCESS)),
+    row("auth-tls-secret", NotYet(ACCESS)),
+    row("auth-tls-verify-client", NotYet(ACCESS)),
+    row("auth-tls-verify-depth", NotYet(ACCESS)),
+    row("auth-tls-error-page", NotYet(ACCESS)),
+    row("auth-tls-pass-certificate-to-upstream", NotYet(ACCESS)),
+    row("auth-tls-match-cn", NotYet(ACCESS)),
+    row("limit-rps", NotYet(ACCESS)),
+    row("limit-rpm", NotYet(ACCESS)),
+    row("limit-connections", NotYet(ACCESS)),
+    row("limit-burst-multiplier", NotYet(ACCESS)),
+    row("limit-whitelist", NotYet(ACCESS)),
+    row("limit-allowlist", NotYet(ACCESS)),
+    row("limit-rate", NotYet(ACCESS)),
+    row("limit-rate-after", NotYet(ACCESS)),
+    row("enable-cors", NotYet(ACCESS)),
+    row("cors-allow-origin", NotYet(ACCESS)),
+    row("cors-allow-methods", NotYet(ACCESS)),
+    row("cors-allow-headers", NotYet(ACCESS)),
+    row("cors-expose-headers", NotYet(ACCESS)),
+    row("cors-allow-credentials", NotYet(ACCESS)),
+    row("cors-max-age", NotYet(ACCESS)),
+    row("global-rate-limit", NotYet(ACCESS)),
+    row("global-rate-limit-window", NotYet(ACCESS)),
+    row("global-rate-limit-key", NotYet(ACCESS)),
+    row("global-rate-limit-ignored-cidrs", NotYet(ACCESS)),
+    // Backends.
+    row("backend-protocol", NotYet(BACKENDS)),
+    row("secure-backends", NotYet(BACKENDS)),
+    row("proxy-ssl-verify", NotYet(BACKENDS)),
+    row("proxy-ssl-secret", NotYet(BACKENDS)),
+    row("proxy-ssl-name", NotYet(BACKENDS)),
+    row("proxy-ssl-server-name", NotYet(BACKENDS)),
+    row("proxy-ssl-protocols", NotYet(BACKENDS)),
+    row("proxy-ssl-ciphers", NotYet(BACKENDS)),
+    row("proxy-ssl-verify-depth", NotYet(BACKENDS)),
+    row("service-upstream", NotYet(BACKENDS)),
+    row("ssl-passthrough", NotYet(BACKENDS)),
+    row("ssl-ciphers", NotYet(BACKENDS)),
+    row("ssl-prefer-server-ciphers", NotYet(BACKENDS)),
+    row("fastcgi-index", NotYet(BACKENDS)),
+    row("fastcgi-params-configmap", NotYet(BACKENDS)),
+    // Traffic management.
+    row("canary", NotYet(TRAFFIC)),
+    row("canary-weight", NotYet(TRAFFIC)),
+    row("canary-weight-total", NotYet(TRAFFIC)),
+    row("canary-by-header", NotYet(TRAFFIC)),
+    row("canary-by-header-value", NotYet(TRAFFIC)),
+    row("canary-by-header-pattern", NotYet(TRAFFIC)),
+    row("canary-by-cookie", NotYet(TRAFFIC)),
+    row("affinity", NotYet(TRAFFIC)),
+    row("affinity-mode", NotYet(TRAFFIC)),
+    row("affinity-canary-behavior", NotYet(TRAFFIC)),
+    row("session-cookie-name", NotYet(TRAFFIC)),
+    row("session-cookie-path", NotYet(TRAFFIC)),
+    row("session-cookie-domain", NotYet(TRAFFIC)),
+    row("session-cookie-expires", NotYet(TRAFFIC)),
+    row("session-cookie-max-age", NotYet(TRAFFIC)),
+    row("session-cookie-samesite", NotYet(TRAFFIC)),
+    row("session-cookie-conditional-samesite-none", NotYet(TRAFFIC)),
+    row("session-cookie-secure", NotYet(TRAFFIC)),
+    row("session-cookie-change-on-failure", NotYet(TRAFFIC)),
+    row("upstream-hash-by", NotYet(TRAFFIC)),
+    row("upstream-hash-by-subset", NotYet(TRAFFIC)),
+    row("upstream-hash-by-subset-size", NotYet(TRAFFIC)),
+    row("load-balance", NotYet(TRAFFIC)),
+    row("proxy-next-upstream", NotYet(TRAFFIC)),
+    row("proxy-next-upstream-tries", NotYet(TRAFFIC)),
+    row("proxy-next-upstream-timeout", NotYet(TRAFFIC)),
+    row("custom-http-errors", NotYet(TRAFFIC)),
+    row("default-backend", NotYet(TRAFFIC)),
+    row("mirror-target", NotYet(TRAFFIC)),
+    row("mirror-request-body", NotYet(TRAFFIC)),
+    row("mirror-host", NotYet(TRAFFIC)),
+    row("disable-proxy-intercept-errors", NotYet(TRAFFIC)),
+    row("session-cookie-partitioned", NotYet(TRAFFIC)),
+    // Tracing.
+    row("enable-opentelemetry", NotYet(TRACING)),
+    row("opentelemetry-trust-incoming-span", NotYet(TRACING)),
+    row("opentelemetry-operation-name", NotYet(TRACING)),
+    // Never.
+    row("configuration-snippet", Never(SNIPPET)),
+    row("server-snippet", Never(SNIPPET)),
+    row("auth-snippet", Never(SNIPPET)),
+    row("stream-snippet", Never(SNIPPET)),
+    row("modsecurity-snippet", Never(SNIPPET)),
+    row("enable-modsecurity", Never(WAF)),
+    row("enable-owasp-core-rules", Never(WAF)),
+    row("modsecurity-transaction-id", Never(WAF)),
+    // Removed from ingress-nginx itself.
+    row(
+        "enable-opentracing",
+        Removed("replaced by enable-opentelemetry"),
+    ),
+    row(
+        "opentracing-trust-incoming-span",
+        Removed("replaced by opentelemetry-trust-incoming-span"),
+    ),
+    row("enable-influxdb", Removed("dropped with no replacement")),
+    row(
+        "influxdb-measurement",
+        Removed("dropped with no replacement"),
+    ),
+    row("influxdb-port", Removed("dropped with no replacement")),
+    row("influxdb-host", Removed("dropped with no replacement")),
+    row(
+        "influxdb-server-name",
+        Removed("dropped with no replacement"),
+    ),
+    row(
+        "secure-verify-ca-secret",
+        Removed("replaced by proxy-ssl-secret"),
+    ),
+    row(
+        "grpc-backend",
+        Removed("replaced by backend-protocol: GRPC"),
+    ),
+    row("add-base-url", Removed("dropped with no replacement")),
+    row("base-url-scheme", Removed("dropped with no replacement")),
+    row(
+        "session-cookie-hash",
+        Removed("dropped with the move to Lua balancing"),
+    ),
+    row(
+        "upstream-max-fails",
+        Removed("dropped with nginx's passive health checks"),
+    ),
+    row(
+        "upstream-fail-timeout",
+        Removed("dropped with nginx's passive health checks"),
+    ),
+    row("vts-filter-key", Removed("dropped with the VTS module")),
+    row("mirror-uri", Removed("replaced by mirror-target")),
+];
+
+/// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
+/// ingress-nginx has no such annotation.
+pub fn support(name: &str) -> Option<Support> {
+    ANNOTATIONS
+        .iter()
+        .find(|row| row.name == name)
+        .map(|row| row.support)
+}
+
+/// A sentence saying what weir does with annotation `name` (for Diagnostics and `weir check`).
+pub fn explain(name: &str) -> String {
+    match support(name) {
+        Some(Supported) => "weir supports it".to_owned(),
+        Some(Differs(note)) => format!("weir supports it with a difference: {note}"),
+        Some(Accepted(note)) => format!("accepted, it has no effect: {note}"),
+        Some(NotYet(note)) => format!("weir does not implement it yet ({note})"),
+        Some(Never(note)) => format!("weir will never implement it: {note}"),
+        Some(Removed(note)) => format!("ingress-nginx itself no longer reads it ({note})"),
+        None if name.ends_with("-snippet") || name == "snippet" => {
+            format!("weir will never implement it: {SNIPPET}")
+        }
+        None => "it is not an ingress-nginx annotation weir knows of (check its spelling)".into(),
+    }
+}
+
+/// The README's compatibility table (Markdown), generated from [`ANNOTATIONS`].
+pub fn markdown_table() -> String {
+    let mut out = String::from("| annotation | weir | note |\n|---|---|---|\n");
+    for row in ANNOTATIONS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            row.name,
+            row.support.label(),
+            row.support.note()
+        ));
+    }
+    out
+}

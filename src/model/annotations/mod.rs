@@ -1,0 +1,434 @@
+//! Ingress annotations: which ones weir reads, their typed values, and what it says about the
+//! rest.
+//!
+//! weir's own annotations live under `weir.dev/`; ingress-nginx annotations
+//! (`nginx.ingress.kubernetes.io/`) are read with ingress-nginx's meaning and value syntax
+//! where weir supports the feature, and weir's own key wins when both are set. Every other
+//! annotation under those two prefixes is reported (a Diagnostic), never silently
+//! half-applied; annotations under other prefixes belong to other tools and are ignored.
+//!
+//! Annotations come in groups, one file each ([`GROUPS`]). A group declares its [`Key`]s —
+//! the name, whether it applies to a route or to a whole host ([`Scope`]), and what an
+//! invalid value does ([`OnInvalid`]: a tuning knob falls back to its default, anything that
+//! could widen access or send traffic elsewhere makes the Ingress's routes answer 503) — and
+//! reads them through a [`Reader`] into typed values. Everything is parsed once per table;
+//! the data plane never sees annotation text.
+//!
+//! # Adding an annotation
+//! 1. **Model**: add a [`Key`] to the `KEYS` of its group file here (or a new group file,
+//!    listed in [`GROUPS`]), read it in the group's `parse` through the [`Reader`] (an invalid
+//!    value goes to [`Reader::invalid`] or, for anything about access or where traffic goes,
+//!    [`Reader::refuse`]) and put the typed value into [`Policy`](super::Policy) (or
+//!    [`HostAnnotations`] for a host-scope key). If it names another object (a Secret, a
+//!    ConfigMap), return it from the group's `references` as well.
+//! 2. **Proxy**: enforce it in a file of its own under `src/proxy/policy/`, called from the
+//!    phase list in `src/proxy/phases.rs` (keep a route without the annotation free of cost:
+//!    test an `Option`, do nothing else).
+//! 3. **Compatibility**: mark it supported in [`compat`]; the README's compatibility table is
+//!    checked against that list by a test.
+//! 4. **Tests**: table-driven model tests in the group file (valid and invalid values, both
+//!    prefixes, precedence, scope) and a proxy test with a real backend under `tests/`.
+
+mod body;
+pub mod compat;
+mod hosts;
+mod https;
+mod logging;
+mod redirect;
+mod rewrite;
+mod timeouts;
+pub(crate) mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::policy::{Defaults, Policy};
+use compat::Support;
+
+pub(crate) use hosts::HostAnnotations;
+pub(crate) use https::HttpsAnnotations;
+
+/// The prefix of weir's own annotations.
+pub(crate) const WEIR_PREFIX: &str = "weir.dev/";
+/// The prefix of ingress-nginx annotations.
+pub(crate) const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// What an annotation applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every route (path) of the Ingress that carries it.
+    Route,
+    /// Every host the Ingress names (server-level settings); when several Ingresses name a
+    /// host, the oldest one that sets the annotation decides for it.
+    Host,
+}
+
+/// What an invalid value does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// A tuning knob: reported, and the default (ConfigMap, else flag) is used.
+    Default,
+    /// Something about access or where traffic goes: reported, and every route of the
+    /// Ingress answers 503 until it is fixed (fail closed).
+    Refuse,
+}
+
+/// One annotation weir implements: its name without prefix, scope and failure mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// The name after the prefix, e.g. `proxy-read-timeout`.
+    pub name: &'static str,
+    /// Route or host.
+    pub scope: Scope,
+    /// What an invalid value does.
+    pub on_invalid: OnInvalid,
+}
+
+impl Key {
+    const fn route(name: &'static str, on_invalid: OnInvalid) -> Key {
+        Key {
+            name,
+            scope: Scope::Route,
+            on_invalid,
+        }
+    }
+
+    const fn host(name: &'static str, on_invalid: OnInvalid) -> Key {
+        Key {
+            name,
+            scope: Scope::Host,
+            on_invalid,
+        }
+    }
+}
+
+/// The annotation groups, each a file of this module: its name and its keys.
+pub const GROUPS: &[(&str, &[Key])] = &[
+    ("https", https::KEYS),
+    ("redirect", redirect::KEYS),
+    ("rewrite", rewrite::KEYS),
+    ("timeouts", timeouts::KEYS),
+    ("body", body::KEYS),
+    ("hosts", hosts::KEYS),
+    ("logging", logging::KEYS),
+];
+
+/// Every annotation weir reads, with its group.
+pub fn keys() -> impl Iterator<Item = (&'static str, &'static Key)> {
+    GROUPS
+        .iter()
+        .flat_map(|(group, keys)| keys.iter().map(move |key| (*group, key)))
+}
+
+fn find_key(name: &str) -> Option<&'static Key> {
+    keys().map(|(_, key)| key).find(|key| key.name == name)
+}
+
+/// One annotation as found on an Ingress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found<'a> {
+    /// The name without prefix.
+    pub name: &'a str,
+    /// The full key it was found under (weir's, else ingress-nginx's).
+    pub key: &'a str,
+    /// Its value, as written.
+    pub value: &'a str,
+}
+
+impl Found<'_> {
+    /// The value without surrounding white space.
+    pub fn trimmed(&self) -> &str {
+        self.value.trim()
+    }
+}
+
+/// Reads one Ingress's annotations for the groups, collecting what is wrong with them.
+pub(crate) struct Reader<'a> {
+    object: &'a ObjectRef,
+    /// The annotations under weir's or ingress-nginx's prefix, by name; weir's wins.
+    ours: BTreeMap<&'a str, Found<'a>>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    /// Why the routes must refuse (fail closed), one sentence per bad annotation.
+    refusals: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        object: &'a ObjectRef,
+        annotations: Option<&'a BTreeMap<String, String>>,
+        diagnostics: &'a mut Vec<Diagnostic>,
+    ) -> Self {
+        let mut ours: BTreeMap<&str, Found<'_>> = BTreeMap::new();
+        for (key, value) in annotations.into_iter().flatten() {
+            if let Some(name) = key.strip_prefix(WEIR_PREFIX) {
+                ours.insert(name, Found { name, key, value });
+            } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
+                ours.entry(name).or_insert(Found { name, key, value });
+            }
+        }
+        Reader {
+            object,
+            ours,
+            diagnostics,
+            refusals: Vec::new(),
+        }
+    }
+
+    /// The annotation `name` (weir's key, else ingress-nginx's).
+    pub fn get(&self, name: &str) -> Option<Found<'a>> {
+        debug_assert!(find_key(name).is_some(), "{name} is not in a group's KEYS");
+        self.ours.get(name).copied()
+    }
+
+    /// Reports a value that cannot be used. `accepted` says what is accepted; the key's
+    /// [`OnInvalid`] decides the rest: a tuning knob keeps `fallback` (described for the
+    /// message), anything else makes the Ingress's routes refuse.
+    pub fn invalid(&mut self, found: Found<'_>, accepted: &str, fallback: impl fmt::Display) {
+        let on_invalid = find_key(found.name).map_or(OnInvalid::Default, |k| k.on_invalid);
+        match on_invalid {
+            OnInvalid::Default => self.report(
+                Reason::InvalidAnnotationValue,
+                format!(
+                    "annotation {:?} has the value {:?}, but {accepted}; {fallback} is used instead",
+                    found.key, found.value
+                ),
+            ),
+            OnInvalid::Refuse => self.refuse(found, accepted),
+        }
+    }
+
+    /// Reports a value that cannot be used for something about access or where traffic
+    /// goes: every route of the Ingress answers 503 until it is fixed.
+    pub fn refuse(&mut self, found: Found<'_>, accepted: &str) {
+        self.report(
+            Reason::InvalidAnnotationValue,
+            format!(
+                "annotation {:?} has the value {:?}, but {accepted}; the Ingress's routes \
+                 answer 503 until it is fixed (weir fails closed rather than serve without it)",
+                found.key, found.value
+            ),
+        );
+        self.refusals
+            .push(format!("annotation {:?} is invalid", found.key));
+    }
+
+    /// Reports something else about an annotation.
+    pub fn report(&mut self, reason: Reason, message: String) {
+        self.diagnostics
+            .push(Diagnostic::new(self.object.clone(), reason, message));
+    }
+
+    /// Reports every annotation under the two prefixes that no group reads.
+    fn report_unread(&mut self) {
+        let unread: Vec<(&str, &str)> = self
+            .ours
+            .iter()
+            .filter(|(name, _)| find_key(name).is_none())
+            .map(|(name, found)| (*name, found.key))
+            .collect();
+        for (name, key) in unread {
+            let (reason, message) = if key.starts_with(WEIR_PREFIX) {
+                match compat::support(name) {
+                    Some(_) => (
+                        Reason::UnsupportedAnnotation,
+                        format!(
+                            "weir does not implement annotation {key:?} yet and ignores it ({})",
+                            compat::explain(name)
+                        ),
+                    ),
+                    None => (
+                        Reason::UnknownAnnotation,
+                        format!(
+                            "weir does not know annotation {key:?}; it is ignored (check its spelling)"
+                        ),
+                    ),
+                }
+            } else {
+                (
+                    Reason::UnsupportedAnnotation,
+                    format!("annotation {key:?} is ignored: {}", compat::explain(name)),
+                )
+            };
+            // Accepted annotations (obsolete ones) change nothing and are not reported.
+            if !matches!(compat::support(name), Some(Support::Accepted(_))) {
+                self.report(reason, message);
+            }
+        }
+    }
+}
+
+/// The typed values of the annotations of one Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IngressAnnotations {
+    /// Route-scope behaviour, shared by the Ingress's routes.
+    pub policy: Arc<Policy>,
+    /// HTTPS redirect settings (combined with each host's TLS by the build).
+    pub https: HttpsAnnotations,
+    /// `use-regex` or `rewrite-target`: the paths of every host of this Ingress are regexes
+    /// (for every Ingress of those hosts, as in ingress-nginx).
+    pub regex: bool,
+    /// Host-scope settings.
+    pub host: HostAnnotations,
+}
+
+/// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
+/// `defaults` for what they do not set, and reports the ones under `weir.dev/` or
+/// `nginx.ingress.kubernetes.io/` that weir does not implement.
+pub(crate) fn parse(
+    object: &ObjectRef,
+    annotations: Option<&BTreeMap<String, String>>,
+    defaults: &Defaults,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> IngressAnnotations {
+    let mut reader = Reader::new(object, annotations, diagnostics);
+    let mut policy = Policy::from_defaults(defaults);
+    let https = https::parse(&mut reader, defaults);
+    policy.redirect = redirect::parse_redirect(&mut reader);
+    let (rewrite, regex) = rewrite::parse(&mut reader);
+    policy.rewrite = rewrite;
+    policy.timeouts = timeouts::parse(&mut reader, &defaults.timeouts);
+    policy.max_body_size = body::parse(&mut reader, defaults.max_body_size);
+    policy.access_log = logging::parse(&mut reader);
+    policy.use_port_in_redirects = redirect::parse_use_port(&mut reader, defaults);
+    policy.relative_redirects = redirect::parse_relative(&mut reader, defaults);
+    let host = hosts::parse(&mut reader);
+    reader.report_unread();
+    if !reader.refusals.is_empty() {
+        policy.refused = Some(Arc::from(reader.refusals.join("; ")));
+    }
+    IngressAnnotations {
+        policy: Arc::new(policy),
+        https,
+        regex,
+        host,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::diagnostic::ObjectKind;
+
+    /// The Ingress the annotation tests read.
+    pub(crate) fn object() -> ObjectRef {
+        ObjectRef::new(ObjectKind::Ingress, "d", "i")
+    }
+
+    /// Parses annotations given as `(key, value)` pairs with ingress-nginx's defaults.
+    pub(crate) fn parse_pairs(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<Diagnostic>) {
+        parse_with(pairs, &Defaults::default())
+    }
+
+    /// Parses annotations given as `(key, value)` pairs with `defaults`.
+    pub(crate) fn parse_with(
+        pairs: &[(&str, &str)],
+        defaults: &Defaults,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut diagnostics = Vec::new();
+        let parsed = parse(&object(), Some(&map), defaults, &mut diagnostics);
+        (parsed, diagnostics)
+    }
+
+    /// Both full keys of annotation `name`: weir's and ingress-nginx's.
+    pub(crate) fn both(name: &str) -> [String; 2] {
+        [
+            format!("{WEIR_PREFIX}{name}"),
+            format!("{NGINX_PREFIX}{name}"),
+        ]
+    }
+
+    #[test]
+    fn reports_unknown_and_unsupported_annotations() {
+        let (_, diagnostics) = parse_pairs(&[
+            ("weir.dev/nope", "1"),
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
+            ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
+            ("nginx.ingress.kubernetes.io/http2-push-preload", "true"),
+            ("kubernetes.io/ingress.class", "weir"),
+            ("example.com/other", "x"),
+        ]);
+        let got: Vec<(Reason, &str)> = diagnostics
+            .iter()
+            .map(|d| (d.reason, d.message.as_str()))
+            .collect();
+        assert_eq!(got.len(), 5, "{got:#?}");
+        let find = |needle: &str| {
+            got.iter()
+                .find(|(_, m)| m.contains(needle))
+                .unwrap_or_else(|| panic!("no diagnostic about {needle}: {got:#?}"))
+        };
+        assert_eq!(
+            find("configuration-snippet").0,
+            Reason::UnsupportedAnnotation
+        );
+        assert!(find("configuration-snippet").1.contains("never"));
+        assert!(find("server-snippet").1.contains("never"));
+        assert!(
+            find("enable-cors")
+                .1
+                .contains("not implement it yet (issue")
+        );
+        assert!(
+            find("no-such-thing")
+                .1
+                .contains("not an ingress-nginx annotation")
+        );
+        assert_eq!(find("weir.dev/nope").0, Reason::UnknownAnnotation);
+
+        let mut none = Vec::new();
+        let parsed = parse(&object(), None, &Defaults::default(), &mut none);
+        assert_eq!(parsed.policy.as_ref(), &Policy::default());
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn every_key_is_in_one_group_once_and_marked_supported() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (group, key) in keys() {
+            assert!(seen.insert(key.name), "{} twice (group {group})", key.name);
+            let support = compat::support(key.name);
+            assert!(
+                matches!(support, Some(Support::Supported | Support::Differs(_))),
+                "{} is read by group {group} but compat says {support:?}",
+                key.name
+            );
+        }
+        for row in compat::ANNOTATIONS {
+            if matches!(row.support, Support::Supported | Support::Differs(_)) {
+                assert!(
+                    find_key(row.name).is_some(),
+                    "compat says {} is supported but no group reads it",
+                    row.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_access_annotation_refuses_and_a_knob_falls_back() {
+        let (parsed, diagnostics) = parse_pairs(&[
+            (
+                "nginx.ingress.kubernetes.io/rewrite-target",
+                "http://elsewhere/",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "soon"),
+        ]);
+        let refused = parsed.policy.refused.as_deref().unwrap();
+        assert!(refused.contains("rewrite-target"), "{refused}");
+        assert_eq!(diagnostics.len(), 2, "{diagnostics:#?}");
+        assert!(diagnostics.iter().any(|d| d.message.contains("answer 503")));
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.message.contains("proxy-read-timeout") && d.message.contains("instead"))
+        );
+    }
+}

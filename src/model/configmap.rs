@@ -1,0 +1,346 @@
+//! The ingress-nginx-style controller ConfigMap (`--configmap NAMESPACE/NAME`): global defaults
+//! for what annotations can change, read with ingress-nginx's key names and value syntax.
+//!
+//! weir reads the keys of the features it has ([`KEYS`]), accepts the buffering keys (weir
+//! always streams) without effect, refuses the snippet keys (configuration text is never
+//! interpreted) and reports every other key. A bad value is reported and the flag's default
+//! kept; the other keys still apply.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::Input;
+use super::annotations::values;
+use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::objects::index_by_name;
+use super::policy::{Defaults, Hsts};
+
+/// What weir does with a ConfigMap key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySupport {
+    /// A typed global default.
+    Read,
+    /// Accepted without effect (the sentence says why).
+    Accepted(&'static str),
+    /// Refused: configuration text.
+    Never,
+}
+
+const STREAMS: &str = "weir always streams bodies; the key has no effect";
+
+/// Every key weir knows, and what it does with it.
+pub const KEYS: &[(&str, KeySupport)] = &[
+    ("proxy-connect-timeout", KeySupport::Read),
+    ("proxy-send-timeout", KeySupport::Read),
+    ("proxy-read-timeout", KeySupport::Read),
+    ("proxy-body-size", KeySupport::Read),
+    ("ssl-redirect", KeySupport::Read),
+    ("force-ssl-redirect", KeySupport::Read),
+    ("preserve-trailing-slash", KeySupport::Read),
+    ("http-redirect-code", KeySupport::Read),
+    ("hsts", KeySupport::Read),
+    ("hsts-max-age", KeySupport::Read),
+    ("hsts-include-subdomains", KeySupport::Read),
+    ("hsts-preload", KeySupport::Read),
+    ("use-port-in-redirects", KeySupport::Read),
+    ("relative-redirects", KeySupport::Read),
+    ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
+    ("proxy-buffering", KeySupport::Accepted(STREAMS)),
+    ("proxy-request-buffering", KeySupport::Accepted(STREAMS)),
+    ("proxy-buffer-size", KeySupport::Accepted(STREAMS)),
+    ("proxy-buffers-number", KeySupport::Accepted(STREAMS)),
+    ("proxy-busy-buffers-size", KeySupport::Accepted(STREAMS)),
+    ("proxy-max-temp-file-size", KeySupport::Accepted(STREAMS)),
+    (
+        "proxy-http-version",
+        KeySupport::Accepted("weir always speaks HTTP/1.1 to endpoints"),
+    ),
+    (
+        "allow-snippet-annotations",
+        KeySupport::Accepted("weir never reads snippets, whatever the value"),
+    ),
+    (
+        "annotations-risk-level",
+        KeySupport::Accepted("no annotation weir reads carries configuration text"),
+    ),
+    ("main-snippet", KeySupport::Never),
+    ("http-snippet", KeySupport::Never),
+    ("server-snippet", KeySupport::Never),
+    ("location-snippet", KeySupport::Never),
+    ("stream-snippet", KeySupport::Never),
+];
+
+/// The global defaults: the flags' `defaults`, overridden by the keys of the ConfigMap named
+/// `config_map` (when it is set and exists in `input`). Problems are reported on the ConfigMap.
+pub(crate) fn defaults(
+    input: &Input,
+    config_map: Option<&ObjectRef>,
+    flags: &Defaults,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Defaults {
+    let Some(wanted) = config_map else {
+        return flags.clone();
+    };
+    let index = index_by_name(&input.config_maps, |c| &c.metadata);
+    let Some(found) = index.get(&(wanted.namespace.as_str(), wanted.name.as_str())) else {
+        diagnostics.push(Diagnostic::new(
+            wanted.clone(),
+            Reason::ConfigMapNotFound,
+            "the controller ConfigMap (--configmap) does not exist; the flags' defaults apply \
+             until it does",
+        ));
+        return flags.clone();
+    };
+    read(wanted, found, flags, diagnostics)
+}
+
+fn read(
+    object: &ObjectRef,
+    config_map: &ConfigMap,
+    flags: &Defaults,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Defaults {
+    let empty = BTreeMap::new();
+    let data = config_map.data.as_ref().unwrap_or(&empty);
+    let mut reader = Reader {
+        object,
+        data,
+        diagnostics,
+    };
+    for key in data.keys() {
+        reader.check_known(key);
+    }
+    let t = &flags.timeouts;
+    let read_timeout = reader.get("proxy-read-timeout", values::SECONDS, values::seconds);
+    let mut timeouts = *t;
+    timeouts.connect = reader
+        .get("proxy-connect-timeout", values::SECONDS, values::seconds)
+        .unwrap_or(t.connect);
+    timeouts.send = reader
+        .get("proxy-send-timeout", values::SECONDS, values::seconds)
+        .unwrap_or(t.send);
+    if let Some(read) = read_timeout {
+        timeouts.read = read;
+        timeouts.tunnel_idle = read;
+    }
+    let flag = |reader: &mut Reader<'_>, key: &str, default: bool| {
+        reader
+            .get(key, values::BOOLEAN, values::boolean)
+            .unwrap_or(default)
+    };
+    let hsts = Hsts {
+        enabled: flag(&mut reader, "hsts", flags.hsts.enabled),
+        max_age: reader
+            .get(
+                "hsts-max-age",
+                "it must be a whole number of seconds",
+                |v: &str| v.trim().parse::<u64>().ok().map(Duration::from_secs),
+            )
+            .unwrap_or(flags.hsts.max_age),
+        include_subdomains: flag(
+            &mut reader,
+            "hsts-include-subdomains",
+            flags.hsts.include_subdomains,
+        ),
+        preload: flag(&mut reader, "hsts-preload", flags.hsts.preload),
+    };
+    Defaults {
+        timeouts,
+        max_body_size: reader
+            .get("proxy-body-size", values::SIZE, values::size)
+            .unwrap_or(flags.max_body_size),
+        ssl_redirect: flag(&mut reader, "ssl-redirect", flags.ssl_redirect),
+        force_ssl_redirect: flag(&mut reader, "force-ssl-redirect", flags.force_ssl_redirect),
+        preserve_trailing_slash: flag(
+            &mut reader,
+            "preserve-trailing-slash",
+            flags.preserve_trailing_slash,
+        ),
+        https_redirect_code: reader
+            .get(
+                "http-redirect-code",
+                "it must be 301, 302, 307 or 308",
+                |v: &str| {
+                    values::status(v, 301, 308)
+                        .filter(|c| matches!(c.as_u16(), 301 | 302 | 307 | 308))
+                },
+            )
+            .unwrap_or(flags.https_redirect_code),
+        hsts,
+        use_port_in_redirects: flag(
+            &mut reader,
+            "use-port-in-redirects",
+            flags.use_port_in_redirects,
+        ),
+        relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
+    }
+}
+
+struct Reader<'a> {
+    object: &'a ObjectRef,
+    data: &'a BTreeMap<String, String>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    /// The typed value of `key`, or `None` when it is not set or not valid (reported).
+    fn get<T>(
+        &mut self,
+        key: &str,
+        accepted: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.data.get(key)?;
+        let parsed = parse(value);
+        if parsed.is_none() {
+            self.diagnostics.push(Diagnostic::new(
+                self.object.clone(),
+                Reason::InvalidConfigMapValue,
+                format!(
+                    "key {key:?} has the value {value:?}, but {accepted}; the flag's default is \
+                     used instead"
+                ),
+            ));
+        }
+        parsed
+    }
+
+    /// Reports a key weir does not read.
+    fn check_known(&mut self, key: &str) {
+        let message = match KEYS.iter().find(|(k, _)| *k == key).map(|(_, s)| *s) {
+            Some(KeySupport::Read | KeySupport::Accepted(_)) => return,
+            Some(KeySupport::Never) => format!(
+                "key {key:?} is refused: snippets are nginx configuration text, which weir never \
+                 interprets"
+            ),
+            None => format!("weir does not support key {key:?} (yet); it is ignored"),
+        };
+        self.diagnostics.push(Diagnostic::new(
+            self.object.clone(),
+            Reason::UnsupportedConfigMapKey,
+            message,
+        ));
+    }
+}
+
+/// Whether `key` is one weir reads or accepts.
+pub fn is_known(key: &str) -> bool {
+    KEYS.iter()
+        .any(|(k, s)| *k == key && *s != KeySupport::Never)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::diagnostic::ObjectKind;
+    use crate::model::fixtures::config_map;
+    use http::StatusCode;
+
+    fn object() -> ObjectRef {
+        ObjectRef::new(ObjectKind::ConfigMap, "ingress", "weir")
+    }
+
+    fn read_pairs(pairs: &[(&str, &str)]) -> (Defaults, Vec<Diagnostic>) {
+        let input = Input {
+            config_maps: vec![std::sync::Arc::new(config_map("ingress", "weir", pairs))],
+            ..Input::default()
+        };
+        let mut diagnostics = Vec::new();
+        let d = defaults(
+            &input,
+            Some(&object()),
+            &Defaults::default(),
+            &mut diagnostics,
+        );
+        (d, diagnostics)
+    }
+
+    #[test]
+    fn typed_keys_override_the_flags() {
+        let (d, diagnostics) = read_pairs(&[
+            ("proxy-connect-timeout", "2"),
+            ("proxy-send-timeout", "30"),
+            ("proxy-read-timeout", "120"),
+            ("proxy-body-size", "8m"),
+            ("ssl-redirect", "false"),
+            ("force-ssl-redirect", "true"),
+            ("http-redirect-code", "301"),
+            ("hsts-max-age", "600"),
+            ("hsts-include-subdomains", "true"),
+            ("hsts-preload", "true"),
+            ("use-port-in-redirects", "true"),
+            ("proxy-buffering", "on"),
+            ("allow-snippet-annotations", "true"),
+        ]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(d.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(d.timeouts.send, Duration::from_secs(30));
+        assert_eq!(
+            (d.timeouts.read, d.timeouts.tunnel_idle),
+            (Duration::from_secs(120), Duration::from_secs(120))
+        );
+        assert_eq!(d.max_body_size, Some(8 << 20));
+        assert!(!d.ssl_redirect && d.force_ssl_redirect && d.use_port_in_redirects);
+        assert_eq!(d.https_redirect_code, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            d.hsts.header().unwrap(),
+            "max-age=600; includeSubDomains; preload"
+        );
+    }
+
+    #[test]
+    fn bad_values_keep_the_flag_and_others_still_apply() {
+        let (d, diagnostics) = read_pairs(&[
+            ("proxy-read-timeout", "60m"),
+            ("proxy-body-size", "10 MB"),
+            ("http-redirect-code", "303"),
+            ("hsts", "yes"),
+            ("proxy-connect-timeout", "3"),
+            ("server-snippet", "return 200;"),
+            ("use-forwarded-headers", "true"),
+        ]);
+        let flags = Defaults::default();
+        assert_eq!(d.timeouts.read, flags.timeouts.read);
+        assert_eq!(d.max_body_size, flags.max_body_size);
+        assert_eq!(d.https_redirect_code, flags.https_redirect_code);
+        assert_eq!(d.hsts, flags.hsts);
+        assert_eq!(d.timeouts.connect, Duration::from_secs(3));
+        let reasons: Vec<Reason> = diagnostics.iter().map(|d| d.reason).collect();
+        assert_eq!(
+            reasons
+                .iter()
+                .filter(|r| **r == Reason::InvalidConfigMapValue)
+                .count(),
+            4,
+            "{diagnostics:#?}"
+        );
+        let snippet = diagnostics
+            .iter()
+            .find(|d| d.message.contains("server-snippet"))
+            .unwrap();
+        assert!(snippet.message.contains("refused"));
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.message.contains("use-forwarded-headers"))
+        );
+        assert!(diagnostics.iter().all(|d| d.object == object()));
+    }
+
+    #[test]
+    fn a_missing_configmap_is_reported_and_the_flags_apply() {
+        let mut diagnostics = Vec::new();
+        let flags = Defaults {
+            ssl_redirect: false,
+            ..Defaults::default()
+        };
+        let d = defaults(&Input::default(), Some(&object()), &flags, &mut diagnostics);
+        assert_eq!(d, flags);
+        assert_eq!(diagnostics[0].reason, Reason::ConfigMapNotFound);
+        let mut none = Vec::new();
+        assert_eq!(defaults(&Input::default(), None, &flags, &mut none), flags);
+        assert!(none.is_empty());
+    }
+}

@@ -1,0 +1,443 @@
+//! Request paths: normalisation before matching, regex rule paths, and rewrite templates.
+//!
+//! - [`normalize`] is what every request path goes through before it is matched, and what the
+//!   endpoint then receives, so that a request can never match one route and reach another
+//!   route's path (`/public/../admin` is `/admin` for the router and for the endpoint).
+//! - [`PathRegex`] is a rule path read the way ingress-nginx reads paths of a host that uses
+//!   regexes (`use-regex`, `rewrite-target`): case-insensitive, anchored at the start only.
+//! - [`Template`] is a `rewrite-target` with its `$1`…`$9` capture references.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The most bytes a compiled path regex may take (the `regex` crate's size limit). Matching
+/// is linear in the path's length whatever the pattern (no backtracking).
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Normalises a request path (without its query): percent-encoded unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`) are decoded and other percent-escapes upper-cased (`%2f` → `%2F`,
+/// which stays encoded), repeated slashes are merged, and `.` and `..` segments are resolved
+/// (RFC 3986 §5.2.4; `..` never climbs above the root). A path that needs none of this is
+/// returned as it is, without allocating.
+///
+/// The result starts with `/`, contains no `//`, no `.` or `..` segment (also not encoded),
+/// and normalising it again changes nothing. A `%` that does not start an escape (`%zz`, a
+/// trailing `%`) is an error, as nginx answers 400 to it: decoding around it could make a new
+/// escape out of it (`%a%41` → `%aA`), so that the router and the endpoint would read the path
+/// differently.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, MalformedEscape> {
+    if !needs_normalizing(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut segments: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    let body = path.strip_prefix('/').unwrap_or(path);
+    for raw in body.split('/') {
+        let segment = decode_unreserved(raw)?;
+        trailing_slash = true;
+        match segment.as_ref() {
+            "" => {}
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => {
+                segments.push(segment.into_owned());
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// A path with a `%` that does not start a percent-escape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a '%' in the path does not start a percent-escape")]
+pub struct MalformedEscape;
+
+/// Whether [`normalize`] would change `path`: it does not start with `/`, or it contains a
+/// `%`, `//`, or a segment starting with `.` that is `.` or `..`.
+fn needs_normalizing(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return true;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => return true,
+            b'/' => match bytes.get(i + 1) {
+                Some(b'/') => return true,
+                Some(b'.') => {
+                    let rest = &bytes[i + 2..];
+                    let next = rest.first().copied();
+                    if matches!(next, None | Some(b'/'))
+                        || (next == Some(b'.') && matches!(rest.get(1), None | Some(b'/')))
+                    {
+                        return true;
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A segment with its percent-encoded unreserved characters decoded and the remaining escapes'
+/// hex digits upper-cased.
+fn decode_unreserved(segment: &str) -> Result<Cow<'_, str>, MalformedEscape> {
+    if !segment.contains('%') {
+        return Ok(Cow::Borrowed(segment));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            let byte = hi << 4 | lo;
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(byte));
+            } else {
+                out.push('%');
+                out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+            }
+            i += 3;
+            continue;
+        }
+        if bytes[i] == b'%' {
+            return Err(MalformedEscape);
+        }
+        // Percent-escapes are ASCII, so `i` is always on a character boundary here.
+        let ch = segment[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A rule path matched as a regex, as ingress-nginx matches the paths of a host that uses
+/// regexes: `(?i)^<path>` — case-insensitive, anchored at the start, a prefix match unless the
+/// path itself ends with `$`.
+#[derive(Debug, Clone)]
+pub struct PathRegex {
+    regex: regex::Regex,
+    /// The path as written in the rule.
+    source: String,
+}
+
+impl PathRegex {
+    /// Compiles `path` (as written in the Ingress) or says why it does not compile.
+    pub fn new(path: &str) -> Result<Self, String> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{path})"))
+            .case_insensitive(true)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("the regex is too large once compiled (limit {limit} bytes)")
+                }
+                other => {
+                    // The parser's message spans several lines with a caret under the error.
+                    let text = other.to_string();
+                    let last = text.lines().last().unwrap_or("").trim().to_owned();
+                    format!(
+                        "it is not a regex weir can run ({last}; lookaround and backreferences \
+                         are not supported)"
+                    )
+                }
+            })?;
+        Ok(PathRegex {
+            regex,
+            source: path.to_owned(),
+        })
+    }
+
+    /// Whether a (normalised) request path matches.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.regex.is_match(path)
+    }
+
+    /// The capture groups of a match of `path` (`None` when it does not match); group 0 is
+    /// the whole match.
+    pub fn captures<'p>(&self, path: &'p str) -> Option<regex::Captures<'p>> {
+        self.regex.captures(path)
+    }
+
+    /// The rule path as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// How many capture groups the path has.
+    pub fn groups(&self) -> usize {
+        self.regex.captures_len() - 1
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for PathRegex {}
+
+/// One piece of a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    /// `$N`: capture group N (1–9).
+    Group(usize),
+}
+
+/// A `rewrite-target` value: text and `$1`…`$9` (or `${1}`…`${9}`) capture references,
+/// expanded against the capture groups of the route's path regex as nginx's `rewrite` does.
+/// A `?` starts new query arguments, to which the request's own arguments are appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+    source: String,
+}
+
+impl Template {
+    /// Parses a rewrite target or says what is wrong with it: it must start with `/` or a
+    /// capture reference, and `$` may only introduce `$1`…`$9` (nginx's other variables are
+    /// not supported: they would be configuration text interpreted per request).
+    pub fn parse(target: &str) -> Result<Self, String> {
+        if target.contains(char::is_whitespace) || target.is_empty() {
+            return Err("it must be a path without spaces".into());
+        }
+        if target.contains("://") {
+            return Err(
+                "it is a URL; a rewrite target is a path (use permanent-redirect or \
+                 temporal-redirect to redirect)"
+                    .into(),
+            );
+        }
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = target;
+        while let Some(at) = rest.find('$') {
+            text.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let (digit, len) = match after.as_bytes() {
+                [b'{', d @ b'1'..=b'9', b'}', ..] => (*d, 3),
+                [d @ b'1'..=b'9', ..] => (*d, 1),
+                _ => {
+                    return Err(format!(
+                        "{:?} is not a capture reference; only $1 to $9 are supported",
+                        format!("${}", after.chars().take(12).collect::<String>())
+                    ));
+                }
+            };
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(Part::Group(usize::from(digit - b'0')));
+            rest = &after[len..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        match parts.first() {
+            Some(Part::Text(t)) if !t.starts_with('/') => {
+                return Err("it must start with '/' or a capture reference like $1".into());
+            }
+            _ => {}
+        }
+        Ok(Template {
+            parts,
+            source: target.to_owned(),
+        })
+    }
+
+    /// Whether the template refers to capture groups (then the path must be a regex with
+    /// that many groups for the reference to mean anything).
+    pub fn highest_group(&self) -> usize {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Group(n) => Some(*n),
+                Part::Text(_) => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The new path and query for a request whose (normalised) path gave `captures`, and
+    /// whose query was `query`. Missing groups expand to nothing. The result starts with `/`.
+    pub fn expand(&self, captures: Option<&regex::Captures<'_>>, query: Option<&str>) -> String {
+        let mut out = String::with_capacity(self.source.len() + 16);
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Group(n) => {
+                    if let Some(m) = captures.and_then(|c| c.get(*n)) {
+                        out.push_str(m.as_str());
+                    }
+                }
+            }
+        }
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(query);
+        }
+        out
+    }
+
+    /// The target as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalizes_dot_segments_slashes_and_encodings() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E./admin", "/admin"),
+            ("/a/./b", "/a/b"),
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/", "/a/"),
+            ("/..", "/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/%61dmin", "/admin"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/a%20b", "/a%20b"),
+            ("/.well-known/acme", "/.well-known/acme"),
+            ("/a/...", "/a/..."),
+            ("/a/.b", "/a/.b"),
+            ("", "/"),
+        ] {
+            assert_eq!(normalize(raw).unwrap(), want, "{raw}");
+        }
+        assert!(matches!(normalize("/a/b.c/d"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize("/.well-known/x"), Ok(Cow::Borrowed(_))));
+        for bad in ["/%zz", "/a/%", "/%2", "/%a%41", "/%%41"] {
+            assert_eq!(normalize(bad), Err(MalformedEscape), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn normalized_paths_are_canonical(raw in "(/|[a-z]{1,3}|\\.{1,3}|%2[eEfF]|%4[1-9]|%[0-9a-fA-F]{0,2}|\\?){0,12}") {
+            let Ok(once) = normalize(&raw).map(Cow::into_owned) else {
+                let malformed = raw.match_indices('%').any(|(i, _)| {
+                    !raw[i + 1..].bytes().take(2).filter(u8::is_ascii_hexdigit).count().eq(&2)
+                });
+                prop_assert!(malformed, "only malformed escapes are refused: {raw}");
+                return Ok(());
+            };
+            prop_assert!(once.starts_with('/'), "{once}");
+            prop_assert!(!once.contains("//"), "{once}");
+            for segment in once.split('/') {
+                prop_assert!(segment != "." && segment != "..", "{once}");
+                let lower = segment.to_ascii_lowercase();
+                prop_assert!(lower != "%2e" && lower != "%2e%2e" && lower != ".%2e" && lower != "%2e.", "{once}");
+            }
+            prop_assert_eq!(normalize(&once).unwrap().into_owned(), once.clone(), "idempotent");
+            // Without dot-segments nothing is removed, so every %2F survives, still encoded.
+            if !raw.contains('.') && !raw.to_ascii_lowercase().contains("%2e") {
+                let slashes = |s: &str| s.to_ascii_uppercase().matches("%2F").count();
+                prop_assert_eq!(slashes(&raw), slashes(&once), "%2F stays encoded");
+            }
+        }
+    }
+
+    #[test]
+    fn regex_paths_are_case_insensitive_prefixes_anchored_at_the_start() {
+        let r = PathRegex::new("/[A-Z]{3}").unwrap();
+        assert!(r.is_match("/ABC"));
+        assert!(r.is_match("/abc"), "case-insensitive");
+        assert!(r.is_match("/abcdef/x"), "a prefix match");
+        assert!(!r.is_match("/x/abc"), "anchored at the start");
+        let exact = PathRegex::new("/foo$").unwrap();
+        assert!(exact.is_match("/FOO") && !exact.is_match("/foo/"));
+        let alternation = PathRegex::new("/a|/b").unwrap();
+        assert!(
+            !alternation.is_match("/x/b"),
+            "the anchor covers every branch"
+        );
+        assert!(PathRegex::new("/(?=x)").unwrap_err().contains("lookaround"));
+        assert!(PathRegex::new("/(").is_err());
+        assert!(
+            PathRegex::new("/(a{1000}){1000}")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn templates_expand_captures_and_keep_the_query() {
+        let regex = PathRegex::new("/something(/|$)(.*)").unwrap();
+        let target = Template::parse("/$2").unwrap();
+        let expand = |path: &str, query| target.expand(regex.captures(path).as_ref(), query);
+        assert_eq!(expand("/something/new", None), "/new");
+        assert_eq!(expand("/something", None), "/");
+        assert_eq!(expand("/something/a/b", Some("x=1")), "/a/b?x=1");
+        let with_query = Template::parse("/v2/${1}?from=rewrite").unwrap();
+        assert_eq!(
+            with_query.expand(
+                PathRegex::new("/(.*)").unwrap().captures("/p").as_ref(),
+                Some("a=b")
+            ),
+            "/v2/p?from=rewrite&a=b"
+        );
+        assert_eq!(Template::parse("$1").unwrap().expand(None, None), "/");
+        assert_eq!(Template::parse("/static").unwrap().highest_group(), 0);
+        assert_eq!(Template::parse("/$1/$3").unwrap().highest_group(), 3);
+        for bad in ["", "/a b", "http://x/", "/$host", "/$0", "static", "/$"] {
+            assert!(Template::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

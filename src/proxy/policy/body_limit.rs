@@ -1,0 +1,40 @@
+//! `proxy-body-size`: a request whose declared length (Content-Length) is over the route's
+//! limit gets 413 before any endpoint is contacted; a body without a declared length (chunked,
+//! HTTP/2) is counted as it streams and cut when it grows past the limit — the client gets 413
+//! when no response has started ([`BodyTooLarge`] in the upstream error says so).
+
+use http::Request;
+use http_body::Body;
+
+use super::super::respond::Refusal;
+use crate::model::Policy;
+
+/// A request body grew past the route's `proxy-body-size`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The limit.
+    pub limit: u64,
+}
+
+impl BodyTooLarge {
+    /// Finds a `BodyTooLarge` anywhere in an error's source chain.
+    pub fn in_chain(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if e.is::<BodyTooLarge>() {
+                return true;
+            }
+            current = e.source();
+        }
+        false
+    }
+}
+
+/// 413 when `req` declares a body longer than the route allows.
+pub(in crate::proxy) fn check<B: Body>(policy: &Policy, req: &Request<B>) -> Result<(), Refusal> {
+    match policy.max_body_size {
+        Some(limit) if req.body().size_hint().lower() > limit => Err(Refusal::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}

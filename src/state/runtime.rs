@@ -1,0 +1,185 @@
+//! What the data plane keeps per route beside an immutable table: request metrics and the
+//! balancer's position (later: rate-limit buckets, latency scores, sticky tables).
+//!
+//! It is prepared when a table is published, from the new table and the previous snapshot's
+//! runtime, so that state carries over to the next table for everything that did not change:
+//! a backend (Service port) keeps its round-robin position across rebuilds, whatever else
+//! changed in the cluster. The pure model never sees any of it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::metrics::{RouteIndex, RouteStats};
+use crate::model::{Backend, Route, RouteTable};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Round-robin over a backend's endpoints; shared by every route to the same Service port.
+#[derive(Debug)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A round-robin whose first pick is endpoint `start` (modulo their number).
+    pub fn starting_at(start: usize) -> Self {
+        RoundRobin {
+            next: AtomicUsize::new(start),
+        }
+    }
+
+    /// The next endpoint of `endpoints`, or `None` when there is none.
+    pub fn pick(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        match endpoints.len() {
+            0 => None,
+            1 => Some(endpoints[0]),
+            n => Some(endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+        }
+    }
+}
+
+/// The runtime state of one route of the current table.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    /// Its request metrics (`None` when request metrics are off).
+    pub stats: Option<Arc<RouteStats>>,
+    /// Its backend's balancer.
+    pub balancer: Arc<RoundRobin>,
+}
+
+/// A backend's identity across tables: (namespace, Service, port as written).
+type BackendKey = (String, String, String);
+
+fn backend_key(backend: &Backend) -> BackendKey {
+    (
+        backend.service.namespace.clone(),
+        backend.service.name.clone(),
+        backend.port.clone(),
+    )
+}
+
+/// The [`RouteRuntime`] of every route of one table, by the route's address (the table owns
+/// the routes for as long as this lives next to it in the snapshot).
+#[derive(Debug, Default)]
+pub struct Runtimes {
+    by_route: FastMap<usize, Arc<RouteRuntime>>,
+    balancers: FastMap<BackendKey, Arc<RoundRobin>>,
+}
+
+impl Runtimes {
+    /// The runtime of `table`'s routes: their stats from `stats`, their balancers from
+    /// `previous` where the backend was there already, else new ones starting at a random
+    /// endpoint (so that replicas and restarts do not all start on the same one).
+    pub fn prepare(table: &RouteTable, stats: &RouteIndex, previous: &Runtimes) -> Runtimes {
+        let mut next = Runtimes::default();
+        for entry in table.entries() {
+            let address = Arc::as_ptr(entry.route) as usize;
+            if next.by_route.contains_key(&address) {
+                continue;
+            }
+            let route: &Route = entry.route;
+            let key = backend_key(&route.backend);
+            let balancer = match next.balancers.get(&key) {
+                Some(balancer) => balancer.clone(),
+                None => {
+                    let balancer =
+                        previous.balancers.get(&key).cloned().unwrap_or_else(|| {
+                            Arc::new(RoundRobin::starting_at(fastrand::usize(..)))
+                        });
+                    next.balancers.insert(key, balancer.clone());
+                    balancer
+                }
+            };
+            let runtime = RouteRuntime {
+                stats: stats.get(entry.route).cloned(),
+                balancer,
+            };
+            next.by_route.insert(address, Arc::new(runtime));
+        }
+        next
+    }
+
+    /// The runtime of `route`, when it is a route of the table this was prepared for.
+    pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteRuntime>> {
+        self.by_route.get(&(Arc::as_ptr(route) as usize))
+    }
+
+    /// How many routes have a runtime.
+    pub fn len(&self) -> usize {
+        self.by_route.len()
+    }
+
+    /// True when the table had no routes.
+    pub fn is_empty(&self) -> bool {
+        self.by_route.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HostMatch, ObjectKind, ObjectRef, PathRule, RouteTableBuilder};
+
+    fn addrs(n: u8) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 80)))
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_cycles_from_its_start() {
+        let eps = addrs(3);
+        let rr = RoundRobin::starting_at(4);
+        let picks: Vec<_> = (0..4).map(|_| rr.pick(&eps).unwrap()).collect();
+        assert_eq!(picks, [eps[1], eps[2], eps[0], eps[1]]);
+        assert_eq!(rr.pick(&[]), None);
+        assert_eq!(RoundRobin::starting_at(9).pick(&eps[..1]), Some(eps[0]));
+    }
+
+    fn table(services: &[&str]) -> RouteTable {
+        let mut builder = RouteTableBuilder::new();
+        for (i, service) in services.iter().enumerate() {
+            let backend = Arc::new(Backend::new(
+                ObjectRef::new(ObjectKind::Service, "ns", *service),
+                "80",
+                addrs(3),
+            ));
+            let route = Arc::new(Route::new(
+                ObjectRef::new(ObjectKind::Ingress, "ns", format!("i{i}")),
+                backend,
+            ));
+            builder
+                .insert(&HostMatch::Any, &PathRule::prefix(&format!("/{i}")), route)
+                .unwrap();
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn balancers_carry_over_to_the_next_table_per_backend() {
+        let first = table(&["a", "b"]);
+        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        assert_eq!(runtimes.len(), 2);
+        let balancer_of = |runtimes: &Runtimes, table: &RouteTable, path: &str| {
+            let route = table.route("h", path).unwrap();
+            runtimes.get(route).unwrap().balancer.clone()
+        };
+        let a = balancer_of(&runtimes, &first, "/0");
+
+        // A new table (new Route objects) with the same backend keeps its balancer; a new
+        // backend gets a new one.
+        let second = table(&["a", "c"]);
+        let next = Runtimes::prepare(&second, &RouteIndex::default(), &runtimes);
+        assert!(Arc::ptr_eq(&a, &balancer_of(&next, &second, "/0")));
+        assert!(!Arc::ptr_eq(
+            &balancer_of(&runtimes, &first, "/1"),
+            &balancer_of(&next, &second, "/1")
+        ));
+        assert!(
+            next.get(first.route("h", "/0").unwrap()).is_none(),
+            "keyed by the new routes"
+        );
+    }
+}
