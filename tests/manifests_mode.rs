@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 
-use common::manifests::{ingress_yaml, service_yaml, write};
+use common::manifests::{ingress_yaml, ingress_yaml_with, service_yaml, write};
 use common::process::WeirProcess;
 use common::*;
 
@@ -22,16 +22,34 @@ async fn until_status(
     status: u16,
     limit: Duration,
 ) -> Duration {
+    let request = || {
+        Request::get(format!("http://{}{path}", weir.http))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap()
+    };
+    until_answer(weir, request, status, limit).await
+}
+
+/// Sends `request()` through weir until the answer is `status`; returns how long that took.
+async fn until_answer(
+    weir: &WeirProcess,
+    request: impl Fn() -> Request<Full<Bytes>>,
+    status: u16,
+    limit: Duration,
+) -> Duration {
     let client = http1_client();
     let start = Instant::now();
     loop {
-        let answer = get(&client, weir.http, host, path).await;
+        let req = request();
+        let what = format!("{} {}", req.method(), req.uri());
+        let answer = send(&client, req).await;
         if answer.status == status {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
-            "{host}{path} still answers {} after {limit:?}; log:\n{}",
+            "{what} still answers {} after {limit:?}; log:\n{}",
             answer.status,
             weir.log()
         );
@@ -268,4 +286,93 @@ async fn bad_start_up_input_gets_a_clear_error() {
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }
+}
+
+/// The controller ConfigMap `default/weir-config` with `data`.
+fn config_map_yaml(data: &[(&str, &str)]) -> String {
+    let data: String = data
+        .iter()
+        .map(|(k, v)| format!("  {k}: {}\n", serde_json::to_string(v).unwrap()))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: weir-config, namespace: default}}\ndata:\n{data}"
+    )
+}
+
+#[tokio::test]
+async fn the_configmap_sets_global_defaults_live_and_annotations_win() {
+    let backend = TestBackend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "backend.yaml",
+        &service_yaml("web", &[backend.addr]),
+    );
+    write(
+        dir.path(),
+        "ingress.yaml",
+        &ingress_yaml("app", "app.local", "/", "web"),
+    );
+    write(
+        dir.path(),
+        "config.yaml",
+        &config_map_yaml(&[("proxy-body-size", "1k")]),
+    );
+    let weir = WeirProcess::start(dir.path(), &["--configmap=default/weir-config"]);
+    weir.until_ready().await;
+    let upload_of = |host: &'static str, size: usize| {
+        let addr = weir.http;
+        move || {
+            Request::post(format!("http://{addr}/sink"))
+                .header("host", host)
+                .body(Full::new(Bytes::from(vec![b'x'; size])))
+                .unwrap()
+        }
+    };
+    let upload = |host| upload_of(host, 2048);
+    let second = Duration::from_secs(1);
+    until_answer(&weir, upload("app.local"), 413, second).await;
+
+    // Raised in the ConfigMap: applies within a second, without a restart.
+    write(
+        dir.path(),
+        "config.yaml",
+        &config_map_yaml(&[("proxy-body-size", "4k")]),
+    );
+    until_answer(&weir, upload("app.local"), 200, second).await;
+
+    // An Ingress's annotation wins over the ConfigMap.
+    write(
+        dir.path(),
+        "strict.yaml",
+        &ingress_yaml_with(
+            "strict",
+            "strict.local",
+            "/",
+            "web",
+            &[("nginx.ingress.kubernetes.io/proxy-body-size", "1k")],
+        ),
+    );
+    until_answer(&weir, upload("strict.local"), 413, second).await;
+
+    // A bad value is reported and the flag's default (1m) applies; snippet keys are refused.
+    write(
+        dir.path(),
+        "config.yaml",
+        &config_map_yaml(&[
+            ("proxy-body-size", "10 MB"),
+            ("server-snippet", "return 200;"),
+        ]),
+    );
+    weir.wait_for_line("the bad value is reported", Duration::from_secs(5), |l| {
+        l.contains("InvalidConfigMapValue") && l.contains("10 MB")
+    })
+    .await;
+    weir.wait_for_line("the snippet is refused", Duration::from_secs(5), |l| {
+        l.contains("UnsupportedConfigMapKey") && l.contains("server-snippet")
+    })
+    .await;
+    // 8 KiB: over the last good 4k, under the flag's 1m.
+    until_answer(&weir, upload_of("app.local", 8192), 200, second).await;
+    until_answer(&weir, upload("strict.local"), 413, second).await;
 }

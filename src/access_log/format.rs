@@ -101,7 +101,7 @@ impl Formatter {
             Some(route) => {
                 escape(buf, route.ingress.namespace.as_bytes());
                 buf.push(b'/');
-                escape(buf, route.ingress.name.as_bytes());
+                escape(buf, route.ingress_name().as_bytes());
             }
             None => buf.push(b'-'),
         }
@@ -169,7 +169,7 @@ fn json(buf: &mut Vec<u8>, e: &Entry) {
         upstream_status: e.upstream_status.map(|s| s.as_u16()),
         upstream_time: e.upstream_time.map(seconds),
         namespace: e.route.as_ref().map(|r| r.ingress.namespace.as_str()),
-        ingress: e.route.as_ref().map(|r| r.ingress.name.as_str()),
+        ingress: e.route.as_ref().map(|r| r.ingress_name()),
         service: e.route.as_ref().map(|r| r.backend.service.name.as_str()),
         service_port: e.route.as_ref().map(|r| r.backend.port.as_str()),
         request_id: header(&e.request_id),

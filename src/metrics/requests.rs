@@ -514,7 +514,7 @@ impl RequestMetrics {
         let mut resolve = |route: &Route, host: &str, path: &str| {
             let values = [
                 route.ingress.namespace.as_str(),
-                route.ingress.name.as_str(),
+                route.ingress_name(),
                 route.backend.service.name.as_str(),
                 host,
                 path,

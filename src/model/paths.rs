@@ -166,10 +166,12 @@ impl PathRegex {
                 other => {
                     // The parser's message spans several lines with a caret under the error.
                     let text = other.to_string();
-                    let last = text.lines().last().unwrap_or("").trim().to_owned();
+                    let last = text.lines().last().unwrap_or("").trim();
+                    let detail = last.strip_prefix("error: ").unwrap_or(last);
                     format!(
-                        "it is not a regex weir can run ({last}; lookaround and backreferences \
-                         are not supported)"
+                        "it is not a regex weir's engine accepts: {detail} (the engine \
+                         guarantees linear-time matching, so it has no lookaround or \
+                         backreferences)"
                     )
                 }
             })?;

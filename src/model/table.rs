@@ -197,6 +197,15 @@ impl Route {
             regex: None,
         }
     }
+
+    /// The name of the Ingress that defined the route; empty for the controller's default
+    /// backend (`--default-backend-service`), which no Ingress defined.
+    pub fn ingress_name(&self) -> &str {
+        match self.ingress.kind {
+            super::ObjectKind::Ingress => &self.ingress.name,
+            _ => "",
+        }
+    }
 }
 
 /// Settings of a whole host (from host-scope annotations).

@@ -564,3 +564,84 @@ pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut()
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A Service `name` (port `http` 80) whose endpoints are `endpoints`, as JSON objects (the
+/// Service and its core/v1 Endpoints) for [`build_table`].
+pub fn service_json(name: &str, endpoints: &[SocketAddr]) -> [serde_json::Value; 2] {
+    let subsets: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "addresses": [{"ip": a.ip().to_string()}],
+                "ports": [{"name": "http", "port": a.port()}],
+            })
+        })
+        .collect();
+    [
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        }),
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "subsets": subsets,
+        }),
+    ]
+}
+
+/// An Ingress of class weir in namespace `default` with `annotations` and `rules` (the
+/// `spec.rules` JSON), created `age` seconds after the epoch (older wins conflicts).
+pub fn ingress_json(
+    name: &str,
+    age: i64,
+    annotations: &[(&str, &str)],
+    rules: serde_json::Value,
+) -> serde_json::Value {
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    let created = jiff::Timestamp::from_second(age).unwrap().to_string();
+    serde_json::json!({
+        "metadata": {
+            "name": name, "namespace": "default", "annotations": annotations,
+            "creationTimestamp": created,
+        },
+        "spec": {"ingressClassName": "weir", "rules": rules},
+    })
+}
+
+/// One rule: `host`, and paths `(path, pathType, service)` to port `http`.
+pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> serde_json::Value {
+    let paths: Vec<serde_json::Value> = paths
+        .iter()
+        .map(|(path, path_type, service)| {
+            serde_json::json!({
+                "path": path, "pathType": path_type,
+                "backend": {"service": {"name": service, "port": {"name": "http"}}},
+            })
+        })
+        .collect();
+    serde_json::json!({"host": host, "http": {"paths": paths}})
+}
+
+/// What weir's model builds for `ingresses` and `services` (JSON from [`ingress_json`] and
+/// [`service_json`]) with `config`: the same code path as the controller, annotations and all.
+pub fn build_table(
+    ingresses: Vec<serde_json::Value>,
+    services: Vec<[serde_json::Value; 2]>,
+    config: &weir::model::BuildConfig,
+) -> weir::model::Built {
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+    let mut input = weir::model::Input {
+        ingresses: ingresses.into_iter().map(parse).collect(),
+        ..Default::default()
+    };
+    for [service, endpoints] in services {
+        input.services.push(parse(service));
+        input.endpoints.push(parse(endpoints));
+    }
+    weir::model::build(&input, config)
+}

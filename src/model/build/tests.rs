@@ -982,6 +982,21 @@ fn rich_world() -> World {
         if i % 5 == 2 {
             b = b.annotation("nginx.ingress.kubernetes.io/enable-cors", "true");
         }
+        // Regex hosts, host settings and their conflicts.
+        if i % 7 == 3 {
+            b = b.annotation(USE_REGEX, "true");
+        }
+        if i % 6 == 1 {
+            b = b
+                .annotation(
+                    "nginx.ingress.kubernetes.io/server-alias",
+                    &format!("alias{}.com", i % 4),
+                )
+                .annotation("nginx.ingress.kubernetes.io/app-root", &format!("/root{i}"));
+        }
+        if i % 4 == 2 {
+            b = b.annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true");
+        }
         world = world.ingress(b);
     }
     world
@@ -1016,7 +1031,7 @@ fn shuffling_the_input_does_not_change_the_output() {
     assert!(reference.diagnostics.len() > 10);
     let reference_reasons: std::collections::BTreeSet<Reason> =
         reference.diagnostics.iter().map(|d| d.reason).collect();
-    assert_eq!(reference_reasons.len(), 8, "{reference_reasons:?}");
+    assert_eq!(reference_reasons.len(), 9, "{reference_reasons:?}");
     for seed in 0..200 {
         let mut rng = SplitMix(seed);
         let mut input = rich_world().input();
@@ -1221,5 +1236,425 @@ fn an_invalid_proxy_read_timeout_is_reported_once_and_the_ingress_still_serves()
             );
             assert_eq!(eps(&built, host, "/"), ["10.0.0.1:8080"], "{bad:?} {host}");
         }
+    }
+}
+
+// ingress-nginx's path behaviours and the annotations that change routing.
+
+/// The route serving a request, for looking at its policy.
+fn route_of(built: &Built, host: &str, path: &str) -> Arc<crate::model::Route> {
+    built
+        .table
+        .route(host, path)
+        .unwrap_or_else(|| panic!("no route for {host}{path}"))
+        .clone()
+}
+
+const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
+const REWRITE: &str = "nginx.ingress.kubernetes.io/rewrite-target";
+
+#[test]
+fn regex_paths_behave_as_in_ingress_nginx() {
+    // The blog post "Before You Migrate: Five Surprising Ingress-NGINX Behaviors", 1–3.
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "regex")
+                .created(1)
+                .annotation(USE_REGEX, "true")
+                .path(
+                    "regex.test",
+                    Some("/[A-Z]{3}"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                ),
+        )
+        .ingress(
+            ing("d", "typo")
+                .created(2)
+                .exact("regex.test", "/Header", "web", 80),
+        )
+        .ingress(
+            ing("d", "rewrite")
+                .created(3)
+                .annotation(REWRITE, "/uuid")
+                .exact("rewrite.test", "/IP", "web", 80),
+        )
+        .ingress(
+            ing("d", "other")
+                .created(4)
+                .exact("rewrite.test", "/Header", "web", 80),
+        )
+        .ingress(
+            ing("d", "plain")
+                .created(5)
+                .exact("plain.test", "/Header", "web", 80),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    // 1. Case-insensitive and a prefix match.
+    assert_eq!(
+        served_by(&built, "regex.test", "/uuid").as_deref(),
+        Some("regex")
+    );
+    // 2. use-regex on one Ingress makes every path of the host a regex, Exact ones too.
+    assert_eq!(
+        served_by(&built, "regex.test", "/headers").as_deref(),
+        Some("regex"),
+        "longest path string first: /[A-Z]{{3}} before /Header"
+    );
+    assert_eq!(
+        served_by(&built, "regex.test", "/Header").as_deref(),
+        Some("regex")
+    );
+    // 3. rewrite-target alone does the same.
+    assert_eq!(
+        served_by(&built, "rewrite.test", "/ip").as_deref(),
+        Some("rewrite")
+    );
+    assert_eq!(
+        served_by(&built, "rewrite.test", "/headers").as_deref(),
+        Some("other")
+    );
+    let rewrite = route_of(&built, "rewrite.test", "/ip");
+    assert_eq!(
+        rewrite.policy.rewrite.target.as_ref().unwrap().as_str(),
+        "/uuid"
+    );
+    assert!(rewrite.regex.is_some());
+    // A host without either keeps the Ingress specification's matching.
+    assert_eq!(served_by(&built, "plain.test", "/headers"), None);
+    assert_eq!(
+        served_by(&built, "plain.test", "/Header").as_deref(),
+        Some("plain")
+    );
+}
+
+#[test]
+fn a_rewrite_target_equal_to_its_path_neither_rewrites_nor_makes_regexes() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "same")
+                .annotation(REWRITE, "/app")
+                .annotation("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/app")
+                .prefix("same.test", "/app", "web", 80)
+                .prefix("mixed.test", "/app", "web", 80)
+                .prefix("mixed.test", "/other(/|$)(.*)", "web", 80),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    let same = route_of(&built, "same.test", "/app/x");
+    assert!(same.regex.is_none() && same.policy.rewrite.target.is_none());
+    assert!(same.policy.rewrite.forwarded_prefix.is_none());
+    assert_eq!(
+        served_by(&built, "same.test", "/APP"),
+        None,
+        "still case-sensitive"
+    );
+    // On a host that is a regex host because of another path, the path equal to the target
+    // is matched as a regex but not rewritten.
+    let app = route_of(&built, "mixed.test", "/APP");
+    assert!(app.regex.is_some() && app.policy.rewrite.target.is_none());
+    let other = route_of(&built, "mixed.test", "/other/x");
+    assert_eq!(
+        other.policy.rewrite.target.as_ref().unwrap().as_str(),
+        "/app"
+    );
+}
+
+#[test]
+fn a_regex_that_does_not_compile_drops_only_its_path() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "i")
+                .annotation(USE_REGEX, "true")
+                .annotation(REWRITE, "/$3")
+                .path(
+                    "r.test",
+                    Some("/(?=look)"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                )
+                .path(
+                    "r.test",
+                    Some("/ok/(.*)"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                ),
+        )
+        .build();
+    let got = reasons(&built);
+    assert_eq!(
+        got,
+        [
+            ("i".into(), Reason::InvalidPath),
+            ("i".into(), Reason::InvalidAnnotationValue)
+        ],
+        "{:#?}",
+        built.diagnostics
+    );
+    let messages: Vec<&str> = built
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("lookaround")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("$3") && m.contains("1 capture group")),
+        "{messages:?}"
+    );
+    assert_eq!(served_by(&built, "r.test", "/ok/x").as_deref(), Some("i"));
+    assert_eq!(served_by(&built, "r.test", "/look"), None);
+}
+
+#[test]
+fn host_settings_come_from_the_oldest_ingress_that_sets_them() {
+    let www = "nginx.ingress.kubernetes.io/from-to-www-redirect";
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "other", &["10.0.0.2"])
+        .ingress(
+            ing("d", "first")
+                .created(1)
+                .annotation("nginx.ingress.kubernetes.io/app-root", "/app1")
+                .annotation(
+                    "nginx.ingress.kubernetes.io/server-alias",
+                    "alias.test, *.wild.test, taken.test",
+                )
+                .annotation(www, "true")
+                .prefix("site.test", "/", "web", 80),
+        )
+        .ingress(
+            ing("d", "both")
+                .created(3)
+                .annotation(www, "true")
+                .prefix("www.both.test", "/", "web", 80)
+                .prefix("both.test", "/", "web", 80),
+        )
+        .ingress(
+            ing("d", "second")
+                .created(2)
+                .annotation("nginx.ingress.kubernetes.io/app-root", "/app2")
+                .annotation("nginx.ingress.kubernetes.io/server-alias", "late.test")
+                .prefix("site.test", "/api", "other", 80)
+                .prefix("taken.test", "/", "other", 80),
+        )
+        .build();
+    let settings = |host: &str| built.table.lookup(host, "/").host.cloned();
+    assert_eq!(settings("site.test").unwrap().app_root.unwrap(), "/app1");
+    assert_eq!(
+        served_by(&built, "alias.test", "/api").as_deref(),
+        Some("second"),
+        "an alias serves every route of its host"
+    );
+    assert_eq!(
+        served_by(&built, "x.wild.test", "/").as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        served_by(&built, "taken.test", "/").as_deref(),
+        Some("second"),
+        "a host with rules is never an alias"
+    );
+    // "second" cannot set site.test's aliases (the oldest Ingress did) but is the first to set
+    // taken.test's.
+    assert_eq!(
+        served_by(&built, "late.test", "/").as_deref(),
+        Some("second")
+    );
+    assert_eq!(
+        settings("late.test").unwrap().app_root.unwrap(),
+        "/app2",
+        "taken.test's settings, not site.test's"
+    );
+    let www = settings("www.site.test").unwrap().redirect_to.unwrap();
+    assert_eq!((www.host.as_str(), www.code.as_u16()), ("site.test", 308));
+    assert!(
+        settings("www.www.both.test").is_none()
+            && settings("both.test").is_none_or(|s| s.redirect_to.is_none())
+    );
+    let conflicts: Vec<&str> = built
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == Reason::HostSettingConflict)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(conflicts.len(), 5, "{conflicts:#?}");
+    for needle in [
+        "app-root",
+        "\"taken.test\" has rules",
+        "aliases of that host",
+        "\"both.test\" is served",
+        "\"www.both.test\" is served",
+    ] {
+        assert!(
+            conflicts.iter().any(|m| m.contains(needle)),
+            "{needle}: {conflicts:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_controller_default_backend_serves_what_nothing_else_does() {
+    use crate::model::{ObjectKind, ObjectRef};
+    let world = || {
+        World::default()
+            .web("d", "web", &["10.0.0.1"])
+            .web("ingress", "errors", &["10.0.0.9"])
+            .ingress(ing("d", "app").prefix("a.test", "/api", "web", 80))
+    };
+    let config = |name: &str| BuildConfig {
+        default_backend_service: Some(ObjectRef::new(ObjectKind::Service, "ingress", name)),
+        ..BuildConfig::default()
+    };
+    let built = build(&world().input(), &config("errors"));
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(eps(&built, "a.test", "/other"), ["10.0.0.9:8080"]);
+    assert_eq!(eps(&built, "unknown.test", "/"), ["10.0.0.9:8080"]);
+    assert_eq!(eps(&built, "a.test", "/api"), ["10.0.0.1:8080"]);
+    let missing = build(&world().input(), &config("missing"));
+    assert_eq!(
+        reasons(&missing),
+        [("missing".into(), Reason::DefaultBackendNotUsable)]
+    );
+    assert_eq!(
+        served_by(&missing, "unknown.test", "/"),
+        None,
+        "weir's 404 instead"
+    );
+}
+
+#[test]
+fn the_configmap_sets_defaults_and_annotations_win() {
+    use crate::model::fixtures::config_map;
+    use crate::model::{ObjectKind, ObjectRef};
+    use std::time::Duration;
+    let mut input = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "plain").prefix("a.test", "/", "web", 80))
+        .ingress(
+            ing("d", "own")
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "5")
+                .prefix("b.test", "/", "web", 80),
+        )
+        .input();
+    input.config_maps = shared([config_map(
+        "ingress",
+        "weir",
+        &[
+            ("proxy-read-timeout", "300"),
+            ("proxy-body-size", "8m"),
+            ("server-snippet", "x"),
+        ],
+    )]);
+    let config = BuildConfig {
+        config_map: Some(ObjectRef::new(ObjectKind::ConfigMap, "ingress", "weir")),
+        ..BuildConfig::default()
+    };
+    let built = build(&input, &config);
+    assert_eq!(
+        reasons(&built),
+        [("weir".into(), Reason::UnsupportedConfigMapKey)]
+    );
+    let plain = route_of(&built, "a.test", "/");
+    assert_eq!(plain.policy.timeouts.read, Duration::from_secs(300));
+    assert_eq!(plain.policy.max_body_size, Some(8 << 20));
+    assert_eq!(
+        route_of(&built, "b.test", "/").policy.timeouts.read,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn an_invalid_access_annotation_makes_every_route_of_its_ingress_refuse() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "bad")
+                .annotation(
+                    "nginx.ingress.kubernetes.io/permanent-redirect",
+                    "not a url",
+                )
+                .prefix("a.test", "/", "web", 80)
+                .prefix("b.test", "/x", "web", 80)
+                .default_backend(backend("web", 80)),
+        )
+        .ingress(ing("d", "good").prefix("c.test", "/", "web", 80))
+        .build();
+    assert_eq!(
+        reasons(&built),
+        [("bad".into(), Reason::InvalidAnnotationValue)]
+    );
+    for (host, path) in [("a.test", "/"), ("b.test", "/x"), ("b.test", "/other")] {
+        assert!(
+            route_of(&built, host, path).policy.refused.is_some(),
+            "{host}{path}"
+        );
+    }
+    assert!(route_of(&built, "c.test", "/").policy.refused.is_none());
+}
+
+#[test]
+fn objects_nothing_references_never_change_a_build() {
+    use crate::model::fixtures::config_map;
+    use crate::model::references;
+    let reference = rich_world().build();
+    let full = rich_world().input();
+    // Everything any Ingress references (whatever its class), and nothing else.
+    let mut wanted = std::collections::BTreeSet::new();
+    for ingress in &full.ingresses {
+        let refs = references(ingress);
+        for o in refs
+            .services
+            .iter()
+            .chain(&refs.secrets)
+            .chain(&refs.config_maps)
+        {
+            wanted.insert((o.namespace.clone(), o.name.clone()));
+        }
+    }
+    let key = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (
+            meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
+    let service_of = |slice: &EndpointSlice| {
+        let ns = slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let svc = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .cloned();
+        (ns, svc.unwrap_or_default())
+    };
+    let mut only = full.clone();
+    only.services.retain(|s| wanted.contains(&key(&s.metadata)));
+    only.endpoints
+        .retain(|e| wanted.contains(&key(&e.metadata)));
+    only.endpoint_slices
+        .retain(|s| wanted.contains(&service_of(s)));
+    let mut more = full.clone();
+    let (svc, slice) = web("a", "unreferenced", &["10.9.9.9"]);
+    more.services.push(Arc::new(svc));
+    more.endpoint_slices.push(Arc::new(slice));
+    more.config_maps
+        .push(Arc::new(config_map("a", "unreferenced", &[("k", "v")])));
+    for (what, input) in [("only referenced objects", only), ("more objects", more)] {
+        let built = build(&input, &BuildConfig::default());
+        assert_eq!(built.table, reference.table, "{what}");
+        assert_eq!(built.diagnostics, reference.diagnostics, "{what}");
     }
 }
