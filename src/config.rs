@@ -17,8 +17,12 @@ use crate::source::cluster::{ClusterConfig, EndpointsApi};
 /// With `--manifests DIR` weir needs no cluster: it serves the Ingresses, Services and
 /// Endpoints/EndpointSlices found in the YAML/JSON files of DIR and reloads them when they change.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(name = "weir", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Config {
+    /// Something else than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Serve the Kubernetes objects in the YAML/JSON files of this directory (no cluster needed).
     #[arg(long, env = "WEIR_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
@@ -301,6 +305,93 @@ impl RouteFlags {
                 preload: false,
             },
             ..Defaults::default()
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Report what weir would serve for a set of Ingresses, before switching to it: per
+    /// Ingress its routes, what weir does with each annotation, and every Diagnostic. Reads a
+    /// directory of manifests or a cluster (read-only). Exits 1 when an Ingress would lose
+    /// behaviour (an annotation weir does not implement, a value it cannot use).
+    Check(CheckArgs),
+}
+
+/// `weir check`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Check the objects of this directory (as `--manifests` serves them) instead of a cluster.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig of the cluster to check (default: `KUBECONFIG`, then `~/.kube/config`, then
+    /// the in-cluster service account).
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Check only this namespace of the cluster.
+    #[arg(long, value_name = "NAMESPACE", conflicts_with = "manifests")]
+    pub namespace: Option<String>,
+
+    /// The IngressClass whose Ingresses are checked: `nginx` checks the Ingresses
+    /// ingress-nginx serves today, as they are.
+    #[arg(long, default_value = "weir")]
+    pub ingress_class: String,
+
+    /// The controller ConfigMap (ingress-nginx's, e.g. `ingress-nginx/ingress-nginx-controller`).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    pub configmap: Option<(String, String)>,
+
+    /// The controller's default backend Service.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    pub default_backend_service: Option<(String, String)>,
+
+    /// `text` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: CheckOutput,
+}
+
+/// `weir check --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckOutput {
+    /// A readable report.
+    Text,
+    /// The report as JSON.
+    Json,
+}
+
+impl CheckArgs {
+    /// The model's settings for checking `input`: Ingresses of `--ingress-class`, read with
+    /// the controller of the IngressClass of that name when there is one (so that
+    /// `--ingress-class nginx` selects what ingress-nginx serves, its default class included),
+    /// and ingress-nginx's defaults.
+    pub fn build_config(&self, input: &crate::model::Input) -> BuildConfig {
+        let object = |kind, (ns, name): &(String, String)| ObjectRef::new(kind, ns, name);
+        let mut classes = ClassConfig {
+            ingress_class: self.ingress_class.clone(),
+            ..ClassConfig::default()
+        };
+        if let Some(controller) = input
+            .ingress_classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(self.ingress_class.as_str()))
+            .and_then(|c| c.spec.as_ref()?.controller.clone())
+        {
+            classes.controller_name = controller;
+        }
+        BuildConfig {
+            classes,
+            defaults: Defaults::default(),
+            config_map: self
+                .configmap
+                .as_ref()
+                .map(|c| object(ObjectKind::ConfigMap, c)),
+            default_backend_service: self
+                .default_backend_service
+                .as_ref()
+                .map(|s| object(ObjectKind::Service, s)),
         }
     }
 }

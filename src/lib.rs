@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod controller;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! admin listener, then wait for a signal and drain.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::Reporter;
 use weir::access_log::AccessLog;
 use weir::admin::serve_admin;
-use weir::config::{AccessLogTarget, Config, LogFormat};
+use weir::config::{AccessLogTarget, CheckArgs, CheckOutput, Command, Config, LogFormat};
 use weir::controller::events::run_event_writer;
 use weir::controller::leader::{ElectionConfig, run_election};
 use weir::controller::status::{PublishFrom, run_status_writer};
@@ -46,8 +47,11 @@ mod allocator {
         b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let config = Config::parse();
+    if let Some(Command::Check(args)) = &config.command {
+        return check(args);
+    }
     if let Err(message) = config.validate() {
         Config::command()
             .error(clap::error::ErrorKind::ArgumentConflict, message)
@@ -59,7 +63,68 @@ fn main() -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let runtime = runtime(config.worker_threads)?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir check`: prints what weir would serve for the Ingresses of a directory or a cluster;
+/// exit status 1 when one of them would lose behaviour.
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    // Manifests that do not parse are reported as warnings on standard error.
+    init_tracing("warn", LogFormat::Text)?;
+    let input = match &args.manifests {
+        Some(dir) => {
+            let mut source = ManifestSource::new(dir)
+                .with_context(|| format!("cannot read --manifests {}", dir.display()))?;
+            source.load().input
+        }
+        None => {
+            rustls::crypto::aws_lc_rs::default_provider()
+                .install_default()
+                .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
+            let runtime = runtime(Some(1))?;
+            runtime.block_on(async {
+                let client = kube_client(args.kubeconfig.as_deref()).await?;
+                weir::source::cluster::list_once(
+                    &client,
+                    args.namespace.as_deref(),
+                    args.configmap.as_ref(),
+                )
+                .await
+                .context("cannot list the cluster's objects")
+            })?
+        }
+    };
+    let report = weir::check::report(&input, &args.build_config(&input));
+    match args.output {
+        CheckOutput::Text => print!("{}", report.to_text()),
+        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.loses_behaviour() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A client of the cluster `kubeconfig` names, else the one `KUBECONFIG`, `~/.kube/config` or
+/// the in-cluster service account names.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let kube_config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no --manifests DIR given and no cluster found (KUBECONFIG, ~/.kube/config or in-cluster); \
+             pass --manifests DIR to use a directory of Kubernetes YAML without a cluster",
+        )?,
+    };
+    info!(api_server = %kube_config.cluster_url, "connecting to the cluster");
+    kube::Client::try_from(kube_config).context("cannot create the Kubernetes client")
 }
 
 /// The tokio runtime with `threads` workers (default: the CPUs available): the work-stealing
@@ -155,21 +220,7 @@ async fn source(config: &Config, metrics: &Metrics) -> anyhow::Result<Source> {
         info!(manifests = %dir.display(), "serving a directory of manifests");
         return Ok(Source::Manifests(source));
     }
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer().await.context(
-            "no --manifests DIR given and no cluster found (KUBECONFIG, ~/.kube/config or in-cluster); \
-             pass --manifests DIR to serve a directory of Kubernetes YAML without a cluster",
-        )?,
-    };
-    info!(api_server = %kube_config.cluster_url, "serving a cluster");
-    let client =
-        kube::Client::try_from(kube_config).context("cannot create the Kubernetes client")?;
+    let client = kube_client(config.kubeconfig.as_deref()).await?;
     Ok(Source::Cluster(
         Box::new(
             ClusterSource::new(client.clone(), config.cluster_config())

@@ -404,6 +404,7 @@ impl RouteTable {
             .map(|route| TableEntry {
                 host: RuleHost::Any,
                 path: "",
+                kind: None,
                 route,
             });
         exact
@@ -457,6 +458,8 @@ pub struct TableEntry<'a> {
     pub host: RuleHost<'a>,
     /// The rule path (without a Prefix rule's trailing slash), `""` for a default backend.
     pub path: &'a str,
+    /// How the path matches; `None` for a default backend.
+    pub kind: Option<PathKind>,
     /// The route it leads to.
     pub route: &'a Arc<Route>,
 }
@@ -466,21 +469,26 @@ impl HostRoutes {
         let exact = self
             .exact
             .iter()
-            .map(|(path, route)| (path.as_str(), route));
+            .map(|(path, route)| (path.as_str(), Some(PathKind::Exact), route));
         let prefix = self
             .prefix
             .iter()
-            .map(|(path, found)| (path.as_str(), &found.route));
+            .map(|(path, found)| (path.as_str(), Some(PathKind::Prefix), &found.route));
         let regex = self
             .regex
             .iter()
-            .map(|(regex, route)| (regex.as_str(), route));
-        let fallback = self.fallback.iter().map(|route| ("", route));
+            .map(|(regex, route)| (regex.as_str(), Some(PathKind::Regex), route));
+        let fallback = self.fallback.iter().map(|route| ("", None, route));
         exact
             .chain(prefix)
             .chain(regex)
             .chain(fallback)
-            .map(move |(path, route)| TableEntry { host, path, route })
+            .map(move |(path, kind, route)| TableEntry {
+                host,
+                path,
+                kind,
+                route,
+            })
     }
 }
 

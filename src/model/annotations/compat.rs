@@ -289,6 +289,20 @@ pub const ANNOTATIONS: &[Row] = &[
     row("mirror-uri", Removed("replaced by mirror-target")),
 ];
 
+/// Annotations that restrict who may reach an Ingress. While weir does not implement one, an
+/// Ingress that carries it answers 503 instead of serving without the restriction (fail
+/// closed): a migrated Ingress must never become more open than it was.
+pub const RESTRICTS_ACCESS: &[&str] = &[
+    "auth-type",
+    "auth-secret",
+    "auth-url",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "denylist-source-range",
+];
+
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
 /// ingress-nginx has no such annotation.
 pub fn support(name: &str) -> Option<Support> {

@@ -220,7 +220,8 @@ impl<'a> Reader<'a> {
             .push(Diagnostic::new(self.object.clone(), reason, message));
     }
 
-    /// Reports every annotation under the two prefixes that no group reads.
+    /// Reports every annotation under the two prefixes that no group reads; one that
+    /// restricts access ([`compat::RESTRICTS_ACCESS`]) makes the routes refuse.
     fn report_unread(&mut self) {
         let unread: Vec<(&str, &str)> = self
             .ours
@@ -251,8 +252,18 @@ impl<'a> Reader<'a> {
                     format!("annotation {key:?} is ignored: {}", compat::explain(name)),
                 )
             };
-            // Accepted annotations (obsolete ones) change nothing and are not reported.
-            if !matches!(compat::support(name), Some(Support::Accepted(_))) {
+            if compat::RESTRICTS_ACCESS.contains(&name) {
+                self.report(
+                    reason,
+                    format!(
+                        "{message}; it restricts who may reach this Ingress, so its routes \
+                         answer 503 rather than serve without it (fail closed)"
+                    ),
+                );
+                self.refusals
+                    .push(format!("annotation {key:?} is not implemented"));
+            } else if !matches!(compat::support(name), Some(Support::Accepted(_))) {
+                // Accepted annotations (obsolete ones) change nothing and are not reported.
                 self.report(reason, message);
             }
         }
@@ -410,6 +421,26 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_access_annotation_weir_does_not_implement_yet_fails_closed() {
+        for name in compat::RESTRICTS_ACCESS {
+            assert!(
+                matches!(compat::support(name), Some(Support::NotYet(_))),
+                "{name} is implemented: it must leave RESTRICTS_ACCESS"
+            );
+            for key in both(name) {
+                let (parsed, diagnostics) = parse_pairs(&[(&key, "x")]);
+                assert!(parsed.policy.refused.is_some(), "{key}");
+                assert!(diagnostics[0].message.contains("fail closed"), "{key}");
+            }
+        }
+        // Other unimplemented annotations are reported and change nothing.
+        let (parsed, diagnostics) =
+            parse_pairs(&[("nginx.ingress.kubernetes.io/enable-cors", "true")]);
+        assert!(parsed.policy.refused.is_none());
+        assert_eq!(diagnostics.len(), 1);
     }
 
     #[test]

@@ -374,3 +374,49 @@ async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
     }
     Ok(())
 }
+
+/// Every object the model reads, listed once (read-only): what `weir check` reports on. Core/v1
+/// Endpoints are read for endpoints (every API server serves them); only TLS Secrets and the
+/// named controller ConfigMap are read.
+pub async fn list_once(
+    client: &Client,
+    namespace: Option<&str>,
+    config_map: Option<&(String, String)>,
+) -> Result<Input, kube::Error> {
+    use kube::api::ListParams;
+    async fn list<K>(api: Api<K>, params: &ListParams) -> Result<Vec<Arc<K>>, kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        Ok(api
+            .list(params)
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
+    let all = ListParams::default();
+    let config_maps = match config_map {
+        Some((ns, name)) => Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .map(Arc::new)
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Input {
+        ingresses: list(namespaced_api(client, namespace), &all).await?,
+        ingress_classes: list(Api::all(client.clone()), &all).await?,
+        services: list(namespaced_api(client, namespace), &all).await?,
+        endpoint_slices: Vec::new(),
+        endpoints: list(namespaced_api(client, namespace), &all).await?,
+        secrets: list(
+            namespaced_api(client, namespace),
+            &ListParams::default().fields("type=kubernetes.io/tls"),
+        )
+        .await?,
+        config_maps,
+    })
+}
