@@ -341,3 +341,33 @@ pub fn markdown_table() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's compatibility table is the generated one, between its markers.
+    #[test]
+    fn the_readme_table_is_this_list() {
+        let readme = include_str!("../../../README.md");
+        let start = "<!-- compatibility table: generated from src/model/annotations/compat.rs -->\n";
+        let end = "<!-- end of the compatibility table -->";
+        let from = readme.find(start).expect("README.md has the table's start marker") + start.len();
+        let to = readme[from..].find(end).expect("README.md has the table's end marker") + from;
+        let table = markdown_table();
+        assert!(
+            readme[from..to] == table,
+            "README.md's compatibility table differs from the code's list; replace it with:\n{table}"
+        );
+    }
+
+    #[test]
+    fn every_ingress_nginx_annotation_is_listed_once() {
+        let mut names: Vec<&str> = ANNOTATIONS.iter().map(|r| r.name).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name is listed twice");
+        assert!(count >= 130, "{count}");
+    }
+}
