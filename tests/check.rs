@@ -40,7 +40,10 @@ fn the_example_cluster_is_reported_ingress_by_ingress_and_exits_1() {
         "ConfigMap ingress-nginx/ingress-nginx-controller UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored",
         "12 Ingress(es) of class \"nginx\": 6 served as they ask, 6 would lose behaviour",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing line {line:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{text}"
+        );
     }
     // The classless Ingress is checked too: nginx is the default class.
     assert!(text.contains("Ingress default/docs"), "{text}");
@@ -55,9 +58,15 @@ fn json_output_is_the_same_report_for_scripts() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let ingresses = report["ingresses"].as_array().unwrap();
     assert_eq!(ingresses.len(), 12);
-    let losing = ingresses.iter().filter(|i| i["loses_behaviour"] == true).count();
+    let losing = ingresses
+        .iter()
+        .filter(|i| i["loses_behaviour"] == true)
+        .count();
     assert_eq!(losing, 6);
-    let docs = ingresses.iter().find(|i| i["ingress"] == "default/docs").unwrap();
+    let docs = ingresses
+        .iter()
+        .find(|i| i["ingress"] == "default/docs")
+        .unwrap();
     assert_eq!(docs["annotations"][0]["status"], "honoured");
 }
 
@@ -84,5 +93,10 @@ fn ingresses_weir_serves_as_asked_exit_0_and_weirs_own_class_is_the_default() {
     let text = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("Ingress default/app: ok"), "{text}");
-    assert!(text.ends_with("1 Ingress(es) of class \"weir\": 1 served as they ask, 0 would lose behaviour\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "1 Ingress(es) of class \"weir\": 1 served as they ask, 0 would lose behaviour\n"
+        ),
+        "{text}"
+    );
 }

@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use http::Request;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -1416,7 +1417,7 @@ async fn helm(args: &[&str]) -> String {
 async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_cleanly() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-    use kube::api::{ListParams, Patch, PatchParams};
+    use kube::api::ListParams;
 
     let cluster = Cluster::connect().await;
     let apps = cluster.namespace("e2e-helm").await;
@@ -1464,6 +1465,10 @@ async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_
         .collect();
     assert!(
         chart_args.contains(&format!("--publish-service={chart_ns}/{release}")),
+        "{chart_args:?}"
+    );
+    assert!(
+        chart_args.contains(&format!("--configmap={chart_ns}/{release}")),
         "{chart_args:?}"
     );
     let pod_name = format!("{release}-0");
@@ -1570,8 +1575,13 @@ async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_
             .list(&ListParams::default())
             .await
             .map(drop),
-        "read ConfigMaps",
+        "read ConfigMaps outside its namespace",
     );
+    // Its own controller ConfigMap it may read (weir became ready watching it).
+    let own = Api::<ConfigMap>::namespaced(sa.clone(), chart_ns);
+    own.get(release)
+        .await
+        .expect("the chart's ServiceAccount reads its ConfigMap");
     forbidden(
         Api::<Secret>::namespaced(sa.clone(), &apps)
             .create(
@@ -1601,6 +1611,7 @@ async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_
         "Role",
         "RoleBinding",
         "Lease",
+        "ConfigMap",
     ] {
         assert!(
             before.iter().any(|(k, n)| *k == kind && *n > 0),
@@ -1634,4 +1645,212 @@ async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_
             .is_none(),
         "the chart's IngressClass is gone"
     );
+}
+
+#[tokio::test]
+async fn an_ingress_written_for_ingress_nginx_is_served_after_only_its_class_changes() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-migration").await;
+    // ingress-nginx's IngressClass, as its chart installs it.
+    ensure(
+        &Api::<IngressClass>::all(cluster.admin.clone()),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
+        )
+        .unwrap(),
+    )
+    .await;
+    let (api, web) = (
+        cluster.backend(0, "api").await,
+        cluster.backend(1, "web").await,
+    );
+    cluster.service(&ns, "api", &[&api]).await;
+    cluster.service(&ns, "web", &[&web]).await;
+    // The controller ConfigMap, as ingress-nginx users keep it (weir reads it from its own
+    // namespace, where its RBAC allows).
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.admin.clone(), WEIR_NAMESPACE);
+    let _ = config_maps
+        .delete("e2e-migration", &DeleteParams::default())
+        .await;
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "e2e-migration", "namespace": WEIR_NAMESPACE},
+                "data": {"proxy-body-size": "1k", "proxy-read-timeout": "120", "use-forwarded-headers": "true"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let nginx = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    let api_ingress = json!({
+        "metadata": {"name": "api", "namespace": ns, "annotations": {
+            nginx("use-regex"): "true",
+            nginx("rewrite-target"): "/$2",
+            nginx("x-forwarded-prefix"): "/api",
+            nginx("proxy-body-size"): "4k",
+        }},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.e2e", "http": {"paths": [
+            {"path": "/api(/|$)(.*)", "pathType": "ImplementationSpecific",
+             "backend": {"service": {"name": "api", "port": {"name": "http"}}}}]}}]},
+    });
+    let web_ingress = json!({
+        "metadata": {"name": "web", "namespace": ns, "annotations": {
+            nginx("app-root"): "/home",
+            nginx("from-to-www-redirect"): "true",
+            "cert-manager.io/cluster-issuer": "letsencrypt",
+        }},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "www.shop.e2e", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]},
+    });
+    cluster.ingress(&ns, api_ingress).await;
+    cluster.ingress(&ns, web_ingress).await;
+
+    // Before switching: `weir check` with weir's own (read-only) RBAC reports what weir would
+    // do with ingress-nginx's Ingresses as they are.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "check",
+            "--kubeconfig",
+            cluster.weir_kubeconfig.to_str().unwrap(),
+        ])
+        .args([
+            "--namespace",
+            &ns,
+            "--ingress-class",
+            "nginx",
+            "--configmap",
+        ])
+        .arg(format!("{WEIR_NAMESPACE}/e2e-migration"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "the ConfigMap's use-forwarded-headers is lost:\n{report}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for line in [
+        format!("Ingress {ns}/api: ok"),
+        format!("Ingress {ns}/web: ok"),
+        "        rewrites the path to /$2".to_owned(),
+        format!(
+            "ConfigMap {WEIR_NAMESPACE}/e2e-migration UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored"
+        ),
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "missing {line:?} in:\n{report}"
+        );
+    }
+
+    let config_map = format!("{WEIR_NAMESPACE}/e2e-migration");
+    let weir = cluster
+        .weir("e2e-migration", &["--configmap", &config_map])
+        .await;
+    // Not weir's class yet.
+    until_answer(&weir, "shop.e2e", "/api/items", 404).await;
+
+    // The only change: the class.
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    for name in ["api", "web"] {
+        ingresses
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"ingressClassName": "weir"}})),
+            )
+            .await
+            .unwrap();
+    }
+    until_answer(&weir, "shop.e2e", "/api/items", 200).await;
+    let client = http1_client();
+    let echo = get(&client, weir.http, "shop.e2e", "/api/items/7?full=1")
+        .await
+        .echo();
+    assert_eq!(
+        echo.uri(),
+        "/items/7?full=1",
+        "rewrite-target with capture groups"
+    );
+    assert_eq!(echo.header("x-forwarded-prefix").as_deref(), Some("/api"));
+    let upload = |host: &str, path: &str, size: usize| {
+        Request::post(format!("http://{}{path}", weir.http))
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'x';
+                size
+            ])))
+            .unwrap()
+    };
+    // The annotation (4k) wins over the ConfigMap (1k); the other Ingress gets the ConfigMap's.
+    assert_eq!(
+        send(&client, upload("shop.e2e", "/api/sink", 2048))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&client, upload("www.shop.e2e", "/sink", 2048))
+            .await
+            .status,
+        413
+    );
+    // Host-scope annotations: app-root and the www redirect.
+    let root = get(&client, weir.http, "www.shop.e2e", "/").await;
+    assert_eq!(
+        (
+            root.status.as_u16(),
+            root.headers["location"].to_str().unwrap()
+        ),
+        (302, "http://www.shop.e2e/home")
+    );
+    let bare = get(&client, weir.http, "shop.e2e", "/about?x=1").await;
+    assert_eq!(
+        bare.status, 404,
+        "shop.e2e has rules of its own (the api Ingress): no www redirect"
+    );
+    // A ConfigMap change applies live.
+    config_maps
+        .patch(
+            "e2e-migration",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"proxy-body-size": "8k"}})),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while send(&client, upload("www.shop.e2e", "/sink", 2048))
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ConfigMap change never applied; log:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The ConfigMap's unsupported key became an Event on the ConfigMap.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), WEIR_NAMESPACE);
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("UnsupportedConfigMapKey")
+                && e.involved_object.name.as_deref() == Some("e2e-migration")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no UnsupportedConfigMapKey Event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

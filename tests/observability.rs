@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::manifests::{ingress_yaml, service_yaml, write};
+use common::manifests::{ingress_yaml, ingress_yaml_with, service_yaml, write};
 use common::metrics::{Sample, parse, scrape, series, total, value};
 use common::process::WeirProcess;
 use common::ws::{WsBackend, WsProxy, ws_connect, ws_table};
@@ -644,6 +644,57 @@ async fn with_the_access_log_off_nothing_is_written() {
     weir.sigterm();
     assert!(weir.wait_exit(LIMIT).await.success());
     assert_eq!(weir.access_log(), "");
+}
+
+#[tokio::test]
+async fn an_ingress_with_enable_access_log_false_is_not_logged() {
+    let backend = TestBackend::start("web").await;
+    let (dir, weir) = start(&backend, &[], &[]).await;
+    write(
+        dir.path(),
+        "quiet.yaml",
+        &ingress_yaml_with(
+            "quiet",
+            "quiet.local",
+            "/",
+            "web",
+            &[("nginx.ingress.kubernetes.io/enable-access-log", "false")],
+        ),
+    );
+    let client = http1_client();
+    let started = std::time::Instant::now();
+    while get(&client, weir.http, "quiet.local", "/healthz")
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            started.elapsed() < LIMIT,
+            "quiet.local never became routable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // (The polls that got 404 before the Ingress was routable are logged: no route, no
+    // annotation.)
+    assert_eq!(
+        get(&client, weir.http, "quiet.local", "/routed")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&client, weir.http, "web.local", "/app/after")
+            .await
+            .status,
+        200
+    );
+    // Lines are written in order: once the later request's line is there, the earlier one
+    // would be too.
+    weir.wait_for_access_lines(1, LIMIT, |l| l.contains("/app/after"))
+        .await;
+    let log = weir.access_log();
+    assert!(!log.contains("/routed"), "{log}");
+    assert!(!log.contains("\"GET /healthz HTTP/1.1\" 200"), "{log}");
 }
 
 #[tokio::test]

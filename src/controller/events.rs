@@ -101,6 +101,11 @@ fn object_reference(diagnostic: &Diagnostic, input: &Input) -> ObjectReference {
             .iter()
             .find(|s| same(&s.metadata))
             .and_then(|s| s.metadata.uid.clone()),
+        ObjectKind::ConfigMap => input
+            .config_maps
+            .iter()
+            .find(|c| same(&c.metadata))
+            .and_then(|c| c.metadata.uid.clone()),
         _ => None,
     };
     ObjectReference {

@@ -350,10 +350,17 @@ mod tests {
     #[test]
     fn the_readme_table_is_this_list() {
         let readme = include_str!("../../../README.md");
-        let start = "<!-- compatibility table: generated from src/model/annotations/compat.rs -->\n";
+        let start =
+            "<!-- compatibility table: generated from src/model/annotations/compat.rs -->\n";
         let end = "<!-- end of the compatibility table -->";
-        let from = readme.find(start).expect("README.md has the table's start marker") + start.len();
-        let to = readme[from..].find(end).expect("README.md has the table's end marker") + from;
+        let from = readme
+            .find(start)
+            .expect("README.md has the table's start marker")
+            + start.len();
+        let to = readme[from..]
+            .find(end)
+            .expect("README.md has the table's end marker")
+            + from;
         let table = markdown_table();
         assert!(
             readme[from..to] == table,
