@@ -143,6 +143,18 @@ async fn proxy_body_size_answers_413_for_declared_and_for_growing_bodies() {
         .unwrap();
     let response = read_answer(h2.send_request(req).await.unwrap()).await;
     assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A large declared body over HTTP/2: 413 at once, well before the flow-control window
+    // would let the client send it all.
+    let req = Request::post("http://b.test/sink")
+        .header("content-length", "10485760")
+        .body(Full::new(Bytes::from(vec![b'z'; 10 << 20])))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), h2.send_request(req))
+        .await
+        .expect("weir answers without reading the body")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let mut h2 = http2_connect(proxy.addr).await;
     let req = Request::post("http://b.test/sink")
         .body(Full::new(Bytes::from(vec![b'z'; 100])))
         .unwrap();
