@@ -302,24 +302,19 @@ fn config_map_yaml(data: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn the_configmap_sets_global_defaults_live_and_annotations_win() {
     let backend = TestBackend::start("web").await;
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "backend.yaml",
-        &service_yaml("web", &[backend.addr]),
-    );
-    write(
-        dir.path(),
-        "ingress.yaml",
-        &ingress_yaml("app", "app.local", "/", "web"),
-    );
+    let (dir, weir) = start_weir(
+        &backend,
+        "app",
+        "app.local",
+        "/",
+        &["--configmap=default/weir-config"],
+    )
+    .await;
     write(
         dir.path(),
         "config.yaml",
         &config_map_yaml(&[("proxy-body-size", "1k")]),
     );
-    let weir = WeirProcess::start(dir.path(), &["--configmap=default/weir-config"]);
-    weir.until_ready().await;
     let upload_of = |host: &'static str, size: usize| {
         let addr = weir.http;
         move || {
