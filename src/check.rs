@@ -266,10 +266,7 @@ fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String
         out.push(format!("rewrites the path to {target}"));
     }
     if let Some(prefix) = &rewrite.forwarded_prefix {
-        out.push(format!(
-            "X-Forwarded-Prefix: {}",
-            prefix.to_str().unwrap_or("?")
-        ));
+        out.push(format!("X-Forwarded-Prefix: {prefix}"));
     }
     if let Some(host) = &rewrite.upstream_vhost {
         out.push(format!("Host: {}", host.to_str().unwrap_or("?")));

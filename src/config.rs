@@ -315,7 +315,8 @@ pub enum Command {
     /// Report what weir would serve for a set of Ingresses, before switching to it: per
     /// Ingress its routes, what weir does with each annotation, and every Diagnostic. Reads a
     /// directory of manifests or a cluster (read-only). Exits 1 when an Ingress would lose
-    /// behaviour (an annotation weir does not implement, a value it cannot use).
+    /// behaviour (an annotation weir does not implement, a value it cannot use), 2 when the
+    /// check cannot run.
     Check(CheckArgs),
 }
 

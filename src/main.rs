@@ -50,7 +50,11 @@ mod allocator {
 fn main() -> anyhow::Result<ExitCode> {
     let config = Config::parse();
     if let Some(Command::Check(args)) = &config.command {
-        return check(args);
+        // 1 means "would lose behaviour"; failing to check at all is 2.
+        return Ok(check(args).unwrap_or_else(|error| {
+            eprintln!("weir check: {error:#}");
+            ExitCode::from(2)
+        }));
     }
     if let Err(message) = config.validate() {
         Config::command()
@@ -68,7 +72,7 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 /// `weir check`: prints what weir would serve for the Ingresses of a directory or a cluster;
-/// exit status 1 when one of them would lose behaviour.
+/// exit status 1 when one of them would lose behaviour (2 when the check could not run).
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     // Manifests that do not parse are reported as warnings on standard error.
     init_tracing("warn", LogFormat::Text)?;

@@ -608,8 +608,8 @@ async fn refuses_requests_it_cannot_forward_safely() {
     let cases: [(&[u8], &str); 7] = [
         (b"GET /public HTTP/1.1\r\nHost: h\r\nHost: other\r\n\r\n", "HTTP/1.1 400"),
         // Normalised to /admin, which no rule serves (tests/routing.rs has the rest).
-        (b"GET /public/../admin HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 404"),
-        (b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 404"),
+        (b"GET /public/../admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "HTTP/1.1 404"),
+        (b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "HTTP/1.1 404"),
         (b"GET /public/%zz HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 400"),
         (b"GET http://user@absolute.example/ HTTP/1.1\r\nHost: absolute.example\r\n\r\n", "HTTP/1.1 400"),
         (
@@ -732,7 +732,7 @@ async fn plain_http_is_redirected_to_https_where_the_route_says_so() {
         ..ProxyConfig::default()
     };
     for row in rows.iter_mut() {
-        row.4.redirect_code = Some(StatusCode::MOVED_PERMANENTLY);
+        row.4.redirect_code = StatusCode::MOVED_PERMANENTLY;
     }
     let proxy = TestProxy::start(config, table_https(&rows)).await;
     let trusted = Request::get(format!("http://{}/", proxy.addr))

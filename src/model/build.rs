@@ -72,6 +72,9 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
 
     let mut catch_all = Vec::new();
     for (ingress, annotations) in ours.iter().zip(&annotations) {
+        if annotations.canary {
+            continue;
+        }
         if let Some(route) = builder.add_ingress(ingress, annotations) {
             catch_all.push((ingress.has_rules, ingress.object.clone(), route));
         }
@@ -267,18 +270,25 @@ impl Builder<'_> {
         HttpsPolicy {
             tls_host,
             redirect: a.force_ssl_redirect || (tls_host && a.ssl_redirect),
-            redirect_code: Some(self.defaults.https_redirect_code),
+            redirect_code: self.defaults.https_redirect_code,
             hsts: self.hsts.clone().filter(|_| tls_host),
             preserve_trailing_slash: a.preserve_trailing_slash,
         }
     }
 
-    /// Adds the rules of one Ingress; returns the route of its `spec.defaultBackend`, if any.
+    /// Adds the rules of one Ingress; returns the route of its `spec.defaultBackend` when it
+    /// has no rules (a candidate for the catch-all).
     ///
     /// The defaultBackend also becomes the fallback of every valid host the Ingress has a rule
-    /// for (a rule without `http` included: it names the host, the defaultBackend serves it).
-    /// Rules without a host get no fallback of their own: "every host" is the catch-all's
-    /// job, so that Ingresses without rules keep their precedence there.
+    /// for (a rule without `http` included: it names the host, the defaultBackend serves it),
+    /// with that host's HTTPS policy. Rules without a host get no fallback of their own: "every
+    /// host" is the catch-all's job, so that Ingresses without rules keep their precedence
+    /// there. Every valid host a rule names is in the table, even when none of its paths is
+    /// usable, so that another Ingress's catch-all never serves it.
+    ///
+    /// A path that cannot be used (invalid, a regex that does not compile, an unusable backend)
+    /// is dropped with a Diagnostic — except on an Ingress that fails closed, where it is still
+    /// matched (literally) and refuses, so that its requests cannot reach a shorter route.
     fn add_ingress(
         &mut self,
         ours: &OurIngress<'_>,
@@ -286,10 +296,15 @@ impl Builder<'_> {
     ) -> Option<Arc<Route>> {
         let me = &ours.object;
         let spec = ours.ingress.spec.as_ref()?;
-        let default_route = spec.default_backend.as_ref().and_then(|b| {
-            let parts = self.parts(annotations, false);
-            self.route(me, b, &Site::DefaultBackend, parts)
-        });
+        let refused = annotations.policy.refused.is_some();
+        let catch_all = spec
+            .default_backend
+            .as_ref()
+            .filter(|_| !ours.has_rules)
+            .and_then(|b| {
+                let parts = self.catch_all_parts(annotations);
+                self.route(me, b, &Site::DefaultBackend, parts)
+            });
 
         let mut hosts = BTreeSet::new();
         for rule in spec.rules.iter().flatten() {
@@ -305,42 +320,51 @@ impl Builder<'_> {
             let host = HostMatch::from_rule_host(raw_host);
             if host != HostMatch::Any {
                 hosts.insert(host.clone());
+                self.table.declare_host(&host);
             }
-            let tls_host = host != HostMatch::Any && self.tls_hosts.contains(&host.to_string());
             let regex_host = self.regex_hosts.contains(&host);
-            let host_parts = self.parts(annotations, tls_host);
+            let host_parts = self.parts(annotations, self.is_tls_host(&host));
             for path in rule.http.iter().flat_map(|h| &h.paths) {
                 let raw_path = validate::rule_path(path.path.as_deref());
+                let site = Site::Rule {
+                    host: raw_host,
+                    path: raw_path,
+                };
+                let mut parts = host_parts.clone();
+                let mut usable = true;
                 let mut rule_path = match validate::path_rule(path.path.as_deref(), &path.path_type)
                 {
                     Ok(rule_path) => rule_path,
                     Err(why) => {
-                        let message =
-                            format!("{why} (rule host {raw_host:?}); the path is ignored");
-                        self.report(me, Reason::InvalidPath, message);
-                        continue;
+                        self.drop_path(me, refused, format!("{why} (rule host {raw_host:?})"));
+                        usable = false;
+                        PathRule::prefix(raw_path)
                     }
                 };
-                let mut route = host_parts.clone();
                 if regex_host {
                     match PathRegex::new(raw_path) {
-                        Ok(regex) => {
+                        Ok(regex) if usable => {
                             self.check_captures(me, annotations, &regex);
-                            route.regex = Some(regex);
-                            rule_path = PathRule::regex(raw_path);
+                            parts.regex = Some(regex);
                         }
+                        Ok(_) => parts.regex = Some(PathRegex::literal(raw_path)),
                         Err(why) => {
-                            let message = format!(
+                            let what = format!(
                                 "path {raw_path:?} (rule host {raw_host:?}) is matched as a regex \
                                  because this host uses regex paths (use-regex or rewrite-target \
-                                 on one of its Ingresses), but {why}; the path is ignored"
+                                 on one of its Ingresses), but {why}"
                             );
-                            self.report(me, Reason::InvalidPath, message);
-                            continue;
+                            self.drop_path(me, refused, what);
+                            usable = false;
+                            parts.regex = Some(PathRegex::literal(raw_path));
                         }
                     }
+                    rule_path = PathRule::regex(raw_path);
                 }
-                if route
+                if !(usable || refused && raw_path.starts_with('/')) {
+                    continue;
+                }
+                if parts
                     .policy
                     .rewrite
                     .target
@@ -348,28 +372,33 @@ impl Builder<'_> {
                     .is_some_and(|t| t.as_str() == raw_path)
                 {
                     // ingress-nginx does not rewrite a path to itself.
-                    route.policy = Arc::new(Policy {
+                    parts.policy = Arc::new(Policy {
                         rewrite: Rewrite {
                             target: None,
                             forwarded_prefix: None,
-                            ..route.policy.rewrite.clone()
+                            ..parts.policy.rewrite.clone()
                         },
-                        ..(*route.policy).clone()
+                        ..(*parts.policy).clone()
                     });
                 }
-                let site = Site::Rule {
-                    host: raw_host,
-                    path: raw_path,
+                let route = match self.route(me, &path.backend, &site, parts.clone()) {
+                    Some(route) if usable => route,
+                    _ if refused => refusing_route(me, parts),
+                    _ => continue,
                 };
-                if let Some(route) = self.route(me, &path.backend, &site, route) {
-                    self.insert(me, &host, &rule_path, route);
-                }
+                self.insert(me, &host, &rule_path, route);
             }
         }
 
-        if let Some(route) = &default_route {
+        if let Some(backend) = &spec.default_backend {
             for host in &hosts {
-                if let Err(winner) = self.table.set_host_fallback(host, route.clone()) {
+                let parts = self.parts(annotations, self.is_tls_host(host));
+                let route = match self.route(me, backend, &Site::DefaultBackend, parts.clone()) {
+                    Some(route) => route,
+                    None if refused => refusing_route(me, parts),
+                    None => continue,
+                };
+                if let Err(winner) = self.table.set_host_fallback(host, route) {
                     let message = format!(
                         "spec.defaultBackend is not used for host \"{host}\": Ingress {} {} \
                          already provides the default backend for that host",
@@ -380,7 +409,41 @@ impl Builder<'_> {
                 }
             }
         }
-        default_route
+        catch_all
+    }
+
+    /// Whether `host` is named in the `spec.tls` of one of weir's Ingresses.
+    fn is_tls_host(&self, host: &HostMatch) -> bool {
+        *host != HostMatch::Any && self.tls_hosts.contains(&host.to_string())
+    }
+
+    /// Reports a path that cannot be used; `what` says why.
+    fn drop_path(&mut self, me: &ObjectRef, refused: bool, what: String) {
+        let consequence = if refused {
+            "it is matched literally and answers 503 like the rest of this Ingress (fail closed)"
+        } else {
+            "the path is ignored"
+        };
+        self.report(me, Reason::InvalidPath, format!("{what}; {consequence}"));
+    }
+
+    /// What the catch-all of a rule-less Ingress has: its policy without redirect or rewrite,
+    /// which ingress-nginx does not apply there either.
+    fn catch_all_parts(&self, annotations: &IngressAnnotations) -> RouteParts {
+        let mut parts = self.parts(annotations, false);
+        let policy = &annotations.policy;
+        if policy.redirect.is_some() || policy.rewrite.target.is_some() {
+            parts.policy = Arc::new(Policy {
+                redirect: None,
+                rewrite: Rewrite {
+                    target: None,
+                    forwarded_prefix: None,
+                    ..policy.rewrite.clone()
+                },
+                ..(**policy).clone()
+            });
+        }
+        parts
     }
 
     /// What the routes of an Ingress on a host share.
@@ -489,7 +552,8 @@ impl Builder<'_> {
         let mut www: Vec<(String, ObjectRef)> = Vec::new();
         for (ours, annotations) in ours.iter().zip(annotations) {
             let settings = &annotations.host;
-            if settings.is_empty() {
+            // A failing-closed Ingress's host settings would serve around its 503.
+            if settings.is_empty() || annotations.canary || annotations.policy.refused.is_some() {
                 continue;
             }
             let me = &ours.object;
@@ -672,6 +736,23 @@ impl Builder<'_> {
             _ => "(created at the same time; it sorts first by namespace/name)",
         }
     }
+}
+
+/// A route of `me` that refuses every request (its Ingress fails closed), for a path or
+/// backend that cannot be used otherwise.
+fn refusing_route(me: &ObjectRef, parts: RouteParts) -> Arc<Route> {
+    let backend = super::Backend::new(
+        ObjectRef::new(ObjectKind::Service, &me.namespace, ""),
+        "",
+        vec![],
+    );
+    Arc::new(Route {
+        ingress: me.clone(),
+        backend: Arc::new(backend),
+        https: parts.https,
+        policy: parts.policy,
+        regex: parts.regex,
+    })
 }
 
 fn quoted(object: &ObjectRef) -> String {

@@ -21,11 +21,12 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// returned as it is, without allocating.
 ///
 /// The result starts with `/`, contains no `//`, no `.` or `..` segment (also not encoded),
-/// and normalising it again changes nothing. A `%` that does not start an escape (`%zz`, a
-/// trailing `%`) is an error, as nginx answers 400 to it: decoding around it could make a new
-/// escape out of it (`%a%41` → `%aA`), so that the router and the endpoint would read the path
-/// differently.
-pub fn normalize(path: &str) -> Result<Cow<'_, str>, MalformedEscape> {
+/// and normalising it again changes nothing. Two kinds of paths are errors (400, as from nginx
+/// for the first): a `%` that does not start an escape (`%zz`, a trailing `%`), since decoding
+/// around it could make a new escape out of it (`%a%41` → `%aA`); and a `.` or `..` next to an
+/// encoded slash (`/x%2F..%2Fadmin`), which a backend that decodes `%2F` would resolve to
+/// another path than the one weir routed (ingress-nginx routes it as `/admin`).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !needs_normalizing(path) {
         return Ok(Cow::Borrowed(path));
     }
@@ -34,6 +35,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, MalformedEscape> {
     let body = path.strip_prefix('/').unwrap_or(path);
     for raw in body.split('/') {
         let segment = decode_unreserved(raw)?;
+        if segment.contains("%2F") && segment.split("%2F").any(|part| part == "." || part == "..") {
+            return Err(PathError::EncodedDotSegment);
+        }
         trailing_slash = true;
         match segment.as_ref() {
             "" => {}
@@ -55,13 +59,23 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, MalformedEscape> {
     if trailing_slash || segments.is_empty() {
         out.push('/');
     }
+    // A path with `%` often normalises to itself (`/a%20b`): keep the caller's.
+    if out == path {
+        return Ok(Cow::Borrowed(path));
+    }
     Ok(Cow::Owned(out))
 }
 
-/// A path with a `%` that does not start a percent-escape.
+/// Why a request path cannot be normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a '%' in the path does not start a percent-escape")]
-pub struct MalformedEscape;
+pub enum PathError {
+    /// A `%` that does not start a percent-escape.
+    #[error("a '%' in the path does not start a percent-escape")]
+    MalformedEscape,
+    /// A `.` or `..` segment hidden behind an encoded slash (`%2F..%2F`).
+    #[error("a dot-segment next to an encoded slash")]
+    EncodedDotSegment,
+}
 
 /// Whether [`normalize`] would change `path`: it does not start with `/`, or it contains a
 /// `%`, `//`, or a segment starting with `.` that is `.` or `..`.
@@ -96,7 +110,7 @@ fn needs_normalizing(path: &str) -> bool {
 
 /// A segment with its percent-encoded unreserved characters decoded and the remaining escapes'
 /// hex digits upper-cased.
-fn decode_unreserved(segment: &str) -> Result<Cow<'_, str>, MalformedEscape> {
+fn decode_unreserved(segment: &str) -> Result<Cow<'_, str>, PathError> {
     if !segment.contains('%') {
         return Ok(Cow::Borrowed(segment));
     }
@@ -122,7 +136,7 @@ fn decode_unreserved(segment: &str) -> Result<Cow<'_, str>, MalformedEscape> {
             continue;
         }
         if bytes[i] == b'%' {
-            return Err(MalformedEscape);
+            return Err(PathError::MalformedEscape);
         }
         // Percent-escapes are ASCII, so `i` is always on a character boundary here.
         let ch = segment[i..].chars().next().expect("in bounds");
@@ -143,7 +157,9 @@ fn hex(b: u8) -> Option<u8> {
 
 /// A rule path matched as a regex, as ingress-nginx matches the paths of a host that uses
 /// regexes: `(?i)^<path>` — case-insensitive, anchored at the start, a prefix match unless the
-/// path itself ends with `$`.
+/// path itself ends with `$`. Only a match that starts at the start of the path counts, so a
+/// path cannot escape the anchor (`/a)|(b`); every alternative is anchored (nginx anchors only
+/// the first).
 #[derive(Debug, Clone)]
 pub struct PathRegex {
     regex: regex::Regex,
@@ -153,26 +169,37 @@ pub struct PathRegex {
 
 impl PathRegex {
     /// Compiles `path` (as written in the Ingress) or says why it does not compile.
-    pub fn new(path: &str) -> Result<Self, String> {
-        let regex = regex::RegexBuilder::new(&format!("^(?:{path})"))
+    pub fn new(path: &str) -> Result<Self, InvalidPattern> {
+        Self::compile(&format!("^(?:{path})"), path)
+    }
+
+    /// A rule path matched literally, case-insensitively, as a prefix (for a path that does not
+    /// compile but must still be matched: the route of a fail-closed Ingress).
+    pub fn literal(path: &str) -> Self {
+        Self::compile(&format!("^{}", regex::escape(path)), path)
+            .expect("an escaped literal always compiles")
+    }
+
+    fn compile(pattern: &str, path: &str) -> Result<Self, InvalidPattern> {
+        let regex = regex::RegexBuilder::new(pattern)
             .case_insensitive(true)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| match e {
-                regex::Error::CompiledTooBig(limit) => {
-                    format!("the regex is too large once compiled (limit {limit} bytes)")
-                }
+                regex::Error::CompiledTooBig(limit) => InvalidPattern(format!(
+                    "the regex is too large once compiled (limit {limit} bytes)"
+                )),
                 other => {
                     // The parser's message spans several lines with a caret under the error.
                     let text = other.to_string();
                     let last = text.lines().last().unwrap_or("").trim();
                     let detail = last.strip_prefix("error: ").unwrap_or(last);
-                    format!(
+                    InvalidPattern(format!(
                         "it is not a regex weir's engine accepts: {detail} (the engine \
                          guarantees linear-time matching, so it has no lookaround or \
                          backreferences)"
-                    )
+                    ))
                 }
             })?;
         Ok(PathRegex {
@@ -181,15 +208,17 @@ impl PathRegex {
         })
     }
 
-    /// Whether a (normalised) request path matches.
+    /// Whether a (normalised) request path matches at its start.
     pub fn is_match(&self, path: &str) -> bool {
-        self.regex.is_match(path)
+        self.regex.find(path).is_some_and(|m| m.start() == 0)
     }
 
-    /// The capture groups of a match of `path` (`None` when it does not match); group 0 is
-    /// the whole match.
+    /// The capture groups of a match of `path` at its start (`None` when there is none);
+    /// group 0 is the whole match.
     pub fn captures<'p>(&self, path: &'p str) -> Option<regex::Captures<'p>> {
-        self.regex.captures(path)
+        self.regex
+            .captures(path)
+            .filter(|c| c.get(0).is_some_and(|m| m.start() == 0))
     }
 
     /// The rule path as written.
@@ -200,6 +229,18 @@ impl PathRegex {
     /// How many capture groups the path has.
     pub fn groups(&self) -> usize {
         self.regex.captures_len() - 1
+    }
+}
+
+/// Why a path or rewrite target cannot be used (the sentence says what is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPattern(pub String);
+
+impl InvalidPattern {
+    /// Whether the sentence mentions `text` (for tests).
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
     }
 }
 
@@ -230,17 +271,18 @@ pub struct Template {
 
 impl Template {
     /// Parses a rewrite target or says what is wrong with it: it must start with `/` or a
-    /// capture reference, and `$` may only introduce `$1`…`$9` (nginx's other variables are
-    /// not supported: they would be configuration text interpreted per request).
-    pub fn parse(target: &str) -> Result<Self, String> {
+    /// capture reference, be a valid path (and query) once the references are filled in, and
+    /// `$` may only introduce `$1`…`$9` (nginx's other variables are not supported: they would
+    /// be configuration text interpreted per request).
+    pub fn parse(target: &str) -> Result<Self, InvalidPattern> {
+        let invalid = |why: &str| Err(InvalidPattern(why.to_owned()));
         if target.contains(char::is_whitespace) || target.is_empty() {
-            return Err("it must be a path without spaces".into());
+            return invalid("it must be a path without spaces");
         }
         if target.contains("://") {
-            return Err(
+            return invalid(
                 "it is a URL; a rewrite target is a path (use permanent-redirect or \
-                 temporal-redirect to redirect)"
-                    .into(),
+                 temporal-redirect to redirect)",
             );
         }
         let mut parts = Vec::new();
@@ -253,10 +295,10 @@ impl Template {
                 [b'{', d @ b'1'..=b'9', b'}', ..] => (*d, 3),
                 [d @ b'1'..=b'9', ..] => (*d, 1),
                 _ => {
-                    return Err(format!(
+                    return Err(InvalidPattern(format!(
                         "{:?} is not a capture reference; only $1 to $9 are supported",
                         format!("${}", after.chars().take(12).collect::<String>())
-                    ));
+                    )));
                 }
             };
             if !text.is_empty() {
@@ -269,11 +311,29 @@ impl Template {
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
-        match parts.first() {
-            Some(Part::Text(t)) if !t.starts_with('/') => {
-                return Err("it must start with '/' or a capture reference like $1".into());
-            }
-            _ => {}
+        if let Some(Part::Text(t)) = parts.first()
+            && !t.starts_with('/')
+        {
+            return invalid("it must start with '/' or a capture reference like $1");
+        }
+        // The text must be valid in a path and query whatever the captures are.
+        let sample: String = parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.as_str(),
+                Part::Group(_) => "x",
+            })
+            .collect();
+        let sample = if sample.starts_with('/') {
+            sample
+        } else {
+            format!("/{sample}")
+        };
+        let path = sample.split_once('?').map_or(sample.as_str(), |(p, _)| p);
+        if http::uri::PathAndQuery::try_from(sample.as_str()).is_err() || normalize(path).is_err() {
+            return invalid(
+                "it is not a valid path: only URI characters, and '%' only in escapes like %2F",
+            );
         }
         Ok(Template {
             parts,
@@ -365,20 +425,39 @@ mod tests {
         }
         assert!(matches!(normalize("/a/b.c/d"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/.well-known/x"), Ok(Cow::Borrowed(_))));
+        assert!(
+            matches!(normalize("/a%20b/c%C3%A9"), Ok(Cow::Borrowed(_))),
+            "unchanged: borrowed"
+        );
         for bad in ["/%zz", "/a/%", "/%2", "/%a%41", "/%%41"] {
-            assert_eq!(normalize(bad), Err(MalformedEscape), "{bad}");
+            assert_eq!(normalize(bad), Err(PathError::MalformedEscape), "{bad}");
         }
+        for bad in ["/x%2F..%2Fadmin", "/x%2f..", "/%2E%2E%2Fadmin", "/a/.%2Fb"] {
+            assert_eq!(normalize(bad), Err(PathError::EncodedDotSegment), "{bad}");
+        }
+        assert_eq!(
+            normalize("/a%2F.b").unwrap(),
+            "/a%2F.b",
+            "not a dot-segment"
+        );
     }
 
     proptest! {
         #[test]
         fn normalized_paths_are_canonical(raw in "(/|[a-z]{1,3}|\\.{1,3}|%2[eEfF]|%4[1-9]|%[0-9a-fA-F]{0,2}|\\?){0,12}") {
-            let Ok(once) = normalize(&raw).map(Cow::into_owned) else {
-                let malformed = raw.match_indices('%').any(|(i, _)| {
-                    !raw[i + 1..].bytes().take(2).filter(u8::is_ascii_hexdigit).count().eq(&2)
-                });
-                prop_assert!(malformed, "only malformed escapes are refused: {raw}");
-                return Ok(());
+            let once = match normalize(&raw) {
+                Ok(once) => once.into_owned(),
+                Err(PathError::MalformedEscape) => {
+                    let malformed = raw.match_indices('%').any(|(i, _)| {
+                        raw[i + 1..].bytes().take(2).filter(u8::is_ascii_hexdigit).count() != 2
+                    });
+                    prop_assert!(malformed, "only malformed escapes are refused: {raw}");
+                    return Ok(());
+                }
+                Err(PathError::EncodedDotSegment) => {
+                    prop_assert!(raw.to_ascii_uppercase().contains("%2F"), "{raw}");
+                    return Ok(());
+                }
             };
             prop_assert!(once.starts_with('/'), "{once}");
             prop_assert!(!once.contains("//"), "{once}");
@@ -410,6 +489,15 @@ mod tests {
             !alternation.is_match("/x/b"),
             "the anchor covers every branch"
         );
+        let escape = PathRegex::new("/api)|(admin").unwrap();
+        assert!(
+            !escape.is_match("/public/admin"),
+            "a path cannot close the anchor's group"
+        );
+        assert!(escape.is_match("/api/x") && !escape.is_match("/admin"));
+        assert!(escape.captures("/public/admin").is_none());
+        let literal = PathRegex::literal("/admin(?!/public)");
+        assert!(literal.is_match("/ADMIN(?!/public)/x") && !literal.is_match("/admin/x"));
         assert!(PathRegex::new("/(?=x)").unwrap_err().contains("lookaround"));
         assert!(PathRegex::new("/(").is_err());
         assert!(
@@ -438,8 +526,20 @@ mod tests {
         assert_eq!(Template::parse("$1").unwrap().expand(None, None), "/");
         assert_eq!(Template::parse("/static").unwrap().highest_group(), 0);
         assert_eq!(Template::parse("/$1/$3").unwrap().highest_group(), 3);
-        for bad in ["", "/a b", "http://x/", "/$host", "/$0", "static", "/$"] {
+        for bad in [
+            "",
+            "/a b",
+            "http://x/",
+            "/$host",
+            "/$0",
+            "static",
+            "/$",
+            "/100%/$1",
+            "/a%zz",
+            "/x%2F..%2F$1",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(Template::parse("/caf%C3%A9/$1?a=b").is_ok());
     }
 }

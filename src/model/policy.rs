@@ -125,15 +125,15 @@ impl Default for Timeouts {
 }
 
 /// How a route treats plain HTTP and HTTPS.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpsPolicy {
     /// The route's host has a `spec.tls` entry.
     pub tls_host: bool,
     /// Plain-HTTP requests are redirected to HTTPS: the host has TLS and `ssl-redirect` is not
     /// false, or `force-ssl-redirect` is true.
     pub redirect: bool,
-    /// The status of that redirect (default 308).
-    pub redirect_code: Option<StatusCode>,
+    /// The status of that redirect (`http-redirect-code`, default 308).
+    pub redirect_code: StatusCode,
     /// `Strict-Transport-Security` for this route's HTTPS responses (only on TLS hosts).
     pub hsts: Option<HeaderValue>,
     /// `preserve-trailing-slash`: the redirect keeps a trailing slash of the request target;
@@ -141,10 +141,16 @@ pub struct HttpsPolicy {
     pub preserve_trailing_slash: bool,
 }
 
-impl HttpsPolicy {
-    /// The HTTPS redirect's status.
-    pub fn redirect_status(&self) -> StatusCode {
-        self.redirect_code.unwrap_or(StatusCode::PERMANENT_REDIRECT)
+impl Default for HttpsPolicy {
+    /// A host without TLS, no redirect.
+    fn default() -> Self {
+        HttpsPolicy {
+            tls_host: false,
+            redirect: false,
+            redirect_code: StatusCode::PERMANENT_REDIRECT,
+            hsts: None,
+            preserve_trailing_slash: false,
+        }
     }
 }
 
@@ -163,8 +169,9 @@ pub struct Rewrite {
     /// `rewrite-target`: the path the endpoint receives, with `$1`…`$9` standing for the
     /// capture groups of the route's path regex.
     pub target: Option<Template>,
-    /// `x-forwarded-prefix`: sent as `X-Forwarded-Prefix`.
-    pub forwarded_prefix: Option<HeaderValue>,
+    /// `x-forwarded-prefix`: sent as `X-Forwarded-Prefix` with a rewritten request (`$1`…`$9`
+    /// expanded like the target's).
+    pub forwarded_prefix: Option<Template>,
     /// `upstream-vhost`: the `Host` the endpoint receives.
     pub upstream_vhost: Option<HeaderValue>,
 }

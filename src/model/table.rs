@@ -519,6 +519,12 @@ impl RouteTableBuilder {
         }
     }
 
+    /// Puts `host` in the table, with or without routes: a host some rule names is never
+    /// served by the catch-all of hosts no rule names.
+    pub fn declare_host(&mut self, host: &HostMatch) {
+        self.host_routes(host);
+    }
+
     /// Whether some rule or setting names `host`.
     pub fn has_host(&self, host: &HostMatch) -> bool {
         match host {
@@ -694,7 +700,9 @@ fn trim_trailing_slashes(path: &str) -> &str {
 
 /// Normalizes a request's Host header or `:authority` for [`RouteTable::route`]: strips a
 /// `:port` (IPv6 literals keep their brackets), a trailing dot, and lower-cases ASCII.
-/// Returns `None` for a value that is not a plausible host.
+/// Returns `None` for a value that is not a host name (letters, digits, `-`, `.`, `_`) or a
+/// bracketed IPv6 address: the result goes into `Location` headers weir makes, so `?`, `#`,
+/// `@`, `%` or `\` must never pass (open redirects through a crafted Host).
 pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let host = if raw.starts_with('[') {
         let end = raw.find(']')?;
@@ -711,7 +719,16 @@ pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == b'/' || b == 0x7f) {
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    if !valid {
         return None;
     }
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -1117,5 +1134,19 @@ mod tests {
         assert_eq!(normalize_host(":80"), None);
         assert_eq!(normalize_host("a b"), None);
         assert_eq!(normalize_host(""), None);
+        for crafted in [
+            "evil%2ecom?.w.test",
+            "evil.com#.w.test",
+            "user@evil.com",
+            "evil.com\\.w.test",
+            "[not-v6]",
+            "a/b",
+        ] {
+            assert_eq!(normalize_host(crafted), None, "{crafted}");
+        }
+        assert_eq!(
+            normalize_host("my_host.internal").as_deref(),
+            Some("my_host.internal")
+        );
     }
 }

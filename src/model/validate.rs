@@ -98,6 +98,7 @@ pub(crate) fn rule_path(path: Option<&str>) -> &str {
 /// exact rule; `Prefix` and `ImplementationSpecific` become prefix rules (weir defines
 /// ImplementationSpecific as Prefix). Paths must start with `/`; Exact and Prefix paths must
 /// also pass the API server's checks (no `//`, `/./`, `/../`, `%2f`, no trailing `/..` or `/.`).
+/// The path is normalised as request paths are ([`normalize`](super::paths::normalize)).
 pub(crate) fn path_rule(path: Option<&str>, path_type: &str) -> Result<PathRule, String> {
     let path = rule_path(path);
     let strict = match path_type {
@@ -124,10 +125,14 @@ pub(crate) fn path_rule(path: Option<&str>, path_type: &str) -> Result<PathRule,
             ));
         }
     }
+    // Matched against normalised request paths, so normalised the same way (`/a//b`,
+    // `/%7Euser` and `/caf%c3%a9` would otherwise never match anything).
+    let path = super::paths::normalize(path)
+        .map_err(|why| format!("path {path:?} cannot be matched: {why}"))?;
     Ok(if path_type == "Exact" {
         PathRule::exact(path)
     } else {
-        PathRule::prefix(path)
+        PathRule::prefix(&path)
     })
 }
 
@@ -197,7 +202,7 @@ mod tests {
             (
                 Some("/a//b"),
                 "ImplementationSpecific",
-                Some((Prefix, "/a//b")),
+                Some((Prefix, "/a/b")),
             ),
             (Some("api"), "Prefix", None),
             (Some("api"), "ImplementationSpecific", None),

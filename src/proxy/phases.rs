@@ -1,4 +1,6 @@
-//! The phases of a request, in order — the one place that says what happens when.
+//! The phases of a request, in order — the one place that says what happens when. The
+//! function [`Proxy::forward`] below runs them in this order; each enforcement lives in its own
+//! file.
 //!
 //! | # | phase | where | weir answers |
 //! |---|---|---|---|
@@ -6,18 +8,20 @@
 //! | 2 | normalise the path | `policy/path.rs` | 400 |
 //! | 3 | route: the host, then the path | [`RouteTable::lookup`](crate::model::RouteTable::lookup) | 404 |
 //! | 4 | host redirects: `from-to-www-redirect`, `app-root` | `policy/host_redirect.rs` | 308, 302 |
-//! | 5 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
-//! | 6 | fail closed: an invalid access or routing annotation | here | 503 |
+//! | 5 | fail closed: an annotation about access or routing that cannot be applied | here | 503 |
+//! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
 //! | 9 | access control (IP lists, auth: the access-control issue) | | |
-//! | 10 | request body limit (`proxy-body-size`) | `policy/body_limit.rs` | 413 |
+//! | 10 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 11 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
-//! | 12 | forward: balance, connect/send/read timeouts, one retry of a failed connect | `service.rs`, `upstream.rs` | 502, 503, 504 |
+//! | 12 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
 //! | 13 | response headers: hop-by-hop out, `Server`, HSTS | `service.rs`, `policy/https.rs` | |
 //! | 14 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
-//! Phases 4–10 cost a route without annotations a few `Option` tests.
+//! A route without annotations pays for phases 4–11 a few `Option` tests, the declared-length
+//! comparison of phase 10, and in phase 12 the counting of body bytes against the default
+//! limit (1m) and one atomic store of the send timeout.
 
 use std::sync::Arc;
 
@@ -26,15 +30,19 @@ use hyper::body::Incoming;
 use tracing::debug;
 
 use super::Proxy;
+use super::activity::ConnActivity;
 use super::body::ProxyBody;
+use super::exchange::Exchange;
 use super::headers::ClientInfo;
 use super::policy;
 use super::respond::Refusal;
+use super::service::{check_request, prepare_upstream_request, request_host, routing_host};
+use super::upgrade::UpgradeRequest;
 use crate::model::{PathMatch, Route};
 use crate::state::RouteRuntime;
 
 /// The outcome of phases 3 and 4.
-pub(super) enum Routed {
+enum Routed {
     /// The host answers before any path is matched (phase 4).
     HostRedirect(Box<Response<ProxyBody>>),
     /// A route matched.
@@ -43,26 +51,89 @@ pub(super) enum Routed {
         route: Arc<Route>,
         /// Its runtime state (metrics, balancer).
         runtime: Option<Arc<RouteRuntime>>,
-        /// The path needs the Prefix rule's trailing slash (phase 5).
+        /// The path needs the Prefix rule's trailing slash (phase 6).
         add_slash: bool,
     },
 }
 
 impl Proxy {
+    /// Runs the phases in order: a response weir makes itself, or the endpoint's.
+    pub(super) async fn forward(
+        self: &Arc<Self>,
+        conn: &ClientInfo,
+        activity: &Arc<ConnActivity>,
+        mut req: Request<Incoming>,
+        exchange: &mut Option<Box<Exchange>>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        // 1. Check the request.
+        let upgrade = UpgradeRequest::of(&req);
+        check_request(&req, upgrade.as_ref())?;
+        let host_value = request_host(&req)?;
+        let host = routing_host(&host_value)?;
+        // 2. Normalise the path.
+        policy::path::normalize(&mut req)?;
+        // 3, 4. Route; the host may redirect first.
+        let (route, runtime, add_slash) = match self.route(conn, &host, &req)? {
+            Routed::HostRedirect(response) => return Ok(*response),
+            Routed::Route {
+                route,
+                runtime,
+                add_slash,
+            } => (route, runtime, add_slash),
+        };
+        if let Some(exchange) = exchange.as_deref_mut() {
+            exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
+        }
+        let policy = &route.policy;
+        // 5. Fail closed.
+        if let Some(why) = &policy.refused {
+            debug!(ingress = %route.ingress, %why, "the route fails closed");
+            return Err(Refusal::Misconfigured);
+        }
+        // 6. The trailing slash.
+        if add_slash {
+            return Ok(policy::slash::redirect(conn, &host, &req, policy));
+        }
+        // 7. Redirects instead of forwarding.
+        if let Some(redirect) = &policy.redirect {
+            return Ok(policy::redirect::respond(redirect));
+        }
+        // 8. HTTPS.
+        let https_port = self.config.https_port_external;
+        if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
+            return Ok(response);
+        }
+        // 9. Access control: not yet.
+        // 10. The declared body size.
+        policy::body_limit::check(policy, &req)?;
+        if route.backend.endpoints.is_empty() {
+            return Err(Refusal::NoEndpoints);
+        }
+        // 11. What the endpoint receives.
+        let trusted = &self.config.trust_forwarded_from;
+        let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
+        policy::rewrite::apply(&route, &mut req)?;
+        // 12, 13. Forward, relay the answer.
+        let runtime = runtime.as_deref();
+        self.send_to_endpoints(
+            conn, activity, req, upgrade, &route, runtime, request_id, exchange,
+        )
+        .await
+    }
+
     /// Phases 3 and 4: the route of `req` (normalised path) on `host` (normalised).
-    pub(super) fn route(
+    fn route(
         &self,
         conn: &ClientInfo,
         host: &str,
         req: &Request<Incoming>,
     ) -> Result<Routed, Refusal> {
         let snapshot = self.state.snapshot();
-        let path = req.uri().path();
-        let lookup = snapshot.table.lookup(host, path);
+        let lookup = snapshot.table.lookup(host, req.uri().path());
         if let Some(settings) = lookup.host {
             let https_port = self.config.https_port_external;
             if let Some(response) =
-                policy::host_redirect::respond(settings, conn, req, path, https_port)
+                policy::host_redirect::respond(settings, conn, host, req, https_port)
             {
                 return Ok(Routed::HostRedirect(Box::new(response)));
             }
@@ -76,40 +147,5 @@ impl Proxy {
             route: route.clone(),
             add_slash,
         })
-    }
-
-    /// Phases 5–10: the response weir makes itself instead of forwarding `req` on `route`,
-    /// if any (`Err`: a refusal).
-    pub(super) fn answer(
-        &self,
-        route: &Route,
-        add_slash: bool,
-        conn: &ClientInfo,
-        host: &str,
-        req: &Request<Incoming>,
-    ) -> Result<Option<Response<ProxyBody>>, Refusal> {
-        let policy = &route.policy;
-        if add_slash {
-            return Ok(Some(policy::slash::redirect(
-                conn,
-                host,
-                req.uri().path(),
-                req,
-                policy,
-            )));
-        }
-        if let Some(why) = &policy.refused {
-            debug!(ingress = %route.ingress, %why, "the route fails closed");
-            return Err(Refusal::Misconfigured);
-        }
-        if let Some(redirect) = &policy.redirect {
-            return Ok(Some(policy::redirect::respond(redirect)));
-        }
-        let https_port = self.config.https_port_external;
-        if let Some(response) = policy::https::redirect(route, conn, host, req, https_port) {
-            return Ok(Some(response));
-        }
-        policy::body_limit::check(policy, req)?;
-        Ok(None)
     }
 }

@@ -17,13 +17,13 @@ use super::body::ProxyBody;
 use super::exchange::Exchange;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
-use super::phases::Routed;
 use super::policy;
 use super::policy::body_limit::BodyTooLarge;
 use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
 use super::upstream::{Lease, SendOptions, UpstreamError};
 use crate::model::{Backend, Route, normalize_host};
+use crate::state::RouteRuntime;
 
 impl Proxy {
     /// Serves one request: finds its route and relays it, or answers it with a refusal.
@@ -60,63 +60,29 @@ impl Proxy {
         (stats.is_some() || log.is_some()).then(|| Exchange::start(req, conn.peer, stats, log))
     }
 
-    /// Runs the phases of [`phases`](super::phases) in order and forwards the request.
-    async fn forward(
+    /// Phase 12: picks an endpoint and sends the prepared request to it (a second endpoint
+    /// when the connect to the first failed and the method is idempotent), then relays the
+    /// answer or opens the tunnel of an upgrade.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_to_endpoints(
         self: &Arc<Self>,
         conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
         mut req: Request<Incoming>,
+        upgrade: Option<UpgradeRequest>,
+        route: &Arc<Route>,
+        runtime: Option<&RouteRuntime>,
+        request_id: HeaderValue,
         exchange: &mut Option<Box<Exchange>>,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        let upgrade = UpgradeRequest::of(&req);
-        check_request(&req, upgrade.as_ref())?;
-        let host_value =
-            request_host(&req).ok_or(Refusal::BadRequest("missing or invalid Host"))?;
-        let host = if host_value.is_empty() {
-            Cow::Borrowed("")
-        } else {
-            host_value
-                .to_str()
-                .ok()
-                .and_then(normalize_host)
-                .ok_or(Refusal::BadRequest("missing or invalid Host"))?
-        };
-        policy::path::normalize(&mut req)?;
-        let (route, runtime, add_slash) = match self.route(conn, &host, &req)? {
-            Routed::HostRedirect(response) => return Ok(*response),
-            Routed::Route {
-                route,
-                runtime,
-                add_slash,
-            } => (route, runtime, add_slash),
-        };
-        if let Some(exchange) = exchange.as_deref_mut() {
-            exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
-        }
-        if let Some(response) = self.answer(&route, add_slash, conn, &host, &req)? {
-            return Ok(response);
-        }
         let backend = &route.backend;
-        if backend.endpoints.is_empty() {
-            return Err(Refusal::NoEndpoints);
-        }
-
-        let request_id = prepare_upstream_request(
-            &mut req,
-            host_value,
-            conn,
-            &self.config.trust_forwarded_from,
-        );
-        policy::rewrite::apply(&route, &mut req)?;
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
             hyper::upgrade::on(&mut req)
         });
         let timeouts = route.policy.timeouts;
-
-        // A failed connect sent nothing, so an idempotent request may try a second endpoint.
         let idempotent = is_idempotent(req.method());
-        let first = match &runtime {
+        let first = match runtime {
             Some(runtime) => runtime.balancer.pick(&backend.endpoints),
             None => backend.endpoints.first().copied(),
         }
@@ -145,15 +111,10 @@ impl Proxy {
                         exchange.upstream_answered(response.status());
                     }
                     return match (upgrade, client_upgrade) {
-                        (Some(upgrade), Some(client)) => self.switch(
-                            result,
-                            (&upgrade, client),
-                            &route,
-                            conn,
-                            activity,
-                            exchange,
-                        ),
-                        _ => self.relay(result, &route, conn),
+                        (Some(upgrade), Some(client)) => {
+                            self.switch(result, (&upgrade, client), route, conn, activity, exchange)
+                        }
+                        _ => self.relay(result, route, conn),
                     };
                 }
                 Err(error) => {
@@ -235,7 +196,10 @@ fn is_idempotent(method: &Method) -> bool {
 /// upgrade) and transfer codings other than chunked (the endpoint would receive bytes in a
 /// coding it was not told about). Dot-segments are not refused: the path is normalised
 /// before routing (`policy/path.rs`).
-fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> Result<(), Refusal> {
+pub(super) fn check_request(
+    req: &Request<Incoming>,
+    upgrade: Option<&UpgradeRequest>,
+) -> Result<(), Refusal> {
     if req.method() == Method::CONNECT && !upgrade.is_some_and(UpgradeRequest::is_extended_connect)
     {
         return Err(Refusal::MethodNotAllowed);
@@ -253,12 +217,28 @@ fn check_request(req: &Request<Incoming>, upgrade: Option<&UpgradeRequest>) -> R
     Ok(())
 }
 
+/// The host a request is for, as sent; 400 when it is missing or malformed (see
+/// [`raw_host`]).
+pub(super) fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
+    raw_host(req).ok_or(Refusal::BadRequest("missing or invalid Host"))
+}
+
+/// The host as routing and redirects use it ([`normalize_host`]); 400 when it is malformed.
+pub(super) fn routing_host(value: &HeaderValue) -> Result<Cow<'_, str>, Refusal> {
+    let invalid = Refusal::BadRequest("missing or invalid Host");
+    match value.to_str() {
+        Ok("") => Ok(Cow::Borrowed("")),
+        Ok(raw) => normalize_host(raw).ok_or(invalid),
+        Err(_) => Err(invalid),
+    }
+}
+
 /// The host a request is for: the authority of an absolute-form or HTTP/2 request, else the
 /// Host header. HTTP/1.0 requests without one are routed as the empty host (`Some("")`).
 /// Malformed (`None`): an HTTP/1.1 request without a host, several Host headers, an authority
 /// with user info, or an HTTP/2 Host header naming another host than `:authority`
 /// (RFC 9112 §3.2, RFC 9113 §8.3.1).
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn raw_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -288,7 +268,7 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// Turns the client's request into the one sent upstream (HTTP/1.1, origin-form, hop-by-hop
 /// headers removed, forwarding headers set) and returns its request id. Method, path, query,
 /// Host and Content-Length stay as the client sent them.
-fn prepare_upstream_request(
+pub(super) fn prepare_upstream_request(
     req: &mut Request<Incoming>,
     host: HeaderValue,
     client: &ClientInfo,

@@ -27,7 +27,7 @@ use tracing::debug;
 
 use super::activity::{ConnActivity, InFlight};
 use super::idle::{BoxError, IdleBody, Side};
-use super::policy::body_limit::BodyTooLarge;
+use super::policy::body_limit;
 use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
 use crate::model::Timeouts;
 
@@ -125,13 +125,13 @@ pub struct RequestBody {
     reading: Option<InFlight>,
     /// Where the bytes of the body are counted (for metrics and the access log).
     counted: Option<Arc<AtomicU64>>,
-    /// The most bytes the body may have (`proxy-body-size`), and how many came so far.
-    limit: Option<(u64, u64)>,
+    /// The body's bytes against `proxy-body-size`.
+    limit: Option<body_limit::Counter>,
 }
 
 impl RequestBody {
     /// Wraps a client body, counting its bytes into `counted` and failing with
-    /// [`BodyTooLarge`] past `limit`. The receiver fires once the body has been sent
+    /// [`BodyTooLarge`](body_limit::BodyTooLarge) past `limit`. The receiver fires once the body has been sent
     /// completely; it is `None` when there is no body at all.
     fn new(
         inner: Incoming,
@@ -152,7 +152,7 @@ impl RequestBody {
             done,
             reading,
             counted,
-            limit: limit.map(|limit| (limit, 0)),
+            limit: limit.map(body_limit::Counter::new),
         };
         (body, sent)
     }
@@ -184,17 +184,12 @@ impl Body for RequestBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            let len = data.len() as u64;
             if let Some(counted) = &this.counted {
-                counted.fetch_add(len, Ordering::Relaxed);
+                counted.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
-            if let Some((limit, seen)) = &mut this.limit {
-                *seen += len;
-                if *seen > *limit {
-                    let limit = *limit;
-                    this.inner = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
-                }
+            if let Some(Err(too_large)) = this.limit.as_mut().map(|l| l.add(data.len())) {
+                this.inner = None;
+                return Poll::Ready(Some(Err(Box::new(too_large))));
             }
         }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();

@@ -18,11 +18,11 @@ pub(super) const KEYS: &[Key] = &[
     Key::route("proxy-http-version", OnInvalid::Default),
 ];
 
-/// How the buffering annotations' values are checked: the syntax ingress-nginx passes to
-/// nginx, and what weir says about a bad one.
 /// An annotation name, its value check and what it accepts.
 type Checked = (&'static str, fn(&str) -> bool, &'static str);
 
+/// How the buffering annotations' values are checked: the syntax ingress-nginx passes to
+/// nginx, and what weir says about a bad one.
 const STREAMING: &[Checked] = &[
     (
         "client-body-buffer-size",

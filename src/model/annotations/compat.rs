@@ -84,18 +84,21 @@ pub const ANNOTATIONS: &[Row] = &[
         ),
     ),
     row("app-root", Supported),
-    row("x-forwarded-prefix", Supported),
     row(
-        "preserve-trailing-slash",
-        Differs("weir never removes a trailing slash in redirects"),
+        "x-forwarded-prefix",
+        Differs("$1…$9 are the path's capture groups; other nginx variables are refused"),
     ),
+    row("preserve-trailing-slash", Supported),
     row("permanent-redirect", Supported),
     row("permanent-redirect-code", Supported),
     row("temporal-redirect", Supported),
     row("temporal-redirect-code", Supported),
     row("from-to-www-redirect", Supported),
     row("server-alias", Supported),
-    row("upstream-vhost", Supported),
+    row(
+        "upstream-vhost",
+        Differs("a host name; a value with nginx variables is refused (the Ingress answers 503)"),
+    ),
     row("use-port-in-redirects", Supported),
     row("relative-redirects", Supported),
     row("ssl-redirect", Supported),
@@ -289,10 +292,33 @@ pub const ANNOTATIONS: &[Row] = &[
     row("mirror-uri", Removed("replaced by mirror-target")),
 ];
 
-/// Annotations that restrict who may reach an Ingress. While weir does not implement one, an
-/// Ingress that carries it answers 503 instead of serving without the restriction (fail
-/// closed): a migrated Ingress must never become more open than it was.
-pub const RESTRICTS_ACCESS: &[&str] = &[
+/// Whether an annotation weir does not implement yet, with this value, makes its Ingress
+/// refuse (503) rather than serve without it (fail closed): it restricts who may reach the
+/// Ingress (`auth-*`, source ranges), or it says how the endpoint must be spoken to and weir
+/// cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
+/// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
+/// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
+/// ingress-nginx. Any new row here must be a `NotYet` one (a test checks).
+pub fn refuses(name: &str, value: &str) -> bool {
+    let value = value.trim();
+    let yes = || super::values::boolean(value) == Some(true);
+    match name {
+        "auth-type"
+        | "auth-secret"
+        | "auth-url"
+        | "auth-tls-secret"
+        | "whitelist-source-range"
+        | "allowlist-source-range"
+        | "denylist-source-range" => !value.is_empty(),
+        "auth-tls-verify-client" => !value.is_empty() && value != "off",
+        "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
+        "secure-backends" | "ssl-passthrough" => yes(),
+        _ => false,
+    }
+}
+
+/// The annotations [`refuses`] may refuse.
+pub const MAY_REFUSE: &[&str] = &[
     "auth-type",
     "auth-secret",
     "auth-url",
@@ -301,6 +327,9 @@ pub const RESTRICTS_ACCESS: &[&str] = &[
     "whitelist-source-range",
     "allowlist-source-range",
     "denylist-source-range",
+    "backend-protocol",
+    "secure-backends",
+    "ssl-passthrough",
 ];
 
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when

@@ -4,7 +4,6 @@
 
 use http::HeaderValue;
 
-use super::https::flag;
 use super::values;
 use super::{Key, OnInvalid, Reader};
 use crate::model::HostMatch;
@@ -74,7 +73,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> HostAnnotations {
     });
     HostAnnotations {
         aliases,
-        www_redirect: flag(r, "from-to-www-redirect", false),
+        www_redirect: r.flag("from-to-www-redirect", false),
         app_root,
     }
 }

@@ -1,6 +1,5 @@
 //! `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`: plain HTTP → HTTPS.
 
-use super::values::{self, BOOLEAN};
 use super::{Key, OnInvalid, Reader};
 use crate::model::policy::Defaults;
 
@@ -23,26 +22,12 @@ pub(crate) struct HttpsAnnotations {
     pub preserve_trailing_slash: bool,
 }
 
-/// A boolean annotation, else `default`.
-pub(super) fn flag(r: &mut Reader<'_>, name: &str, default: bool) -> bool {
-    let Some(found) = r.get(name) else {
-        return default;
-    };
-    values::boolean(found.value).unwrap_or_else(|| {
-        r.invalid(found, BOOLEAN, default);
-        default
-    })
-}
-
 pub(super) fn parse(r: &mut Reader<'_>, defaults: &Defaults) -> HttpsAnnotations {
     HttpsAnnotations {
-        ssl_redirect: flag(r, "ssl-redirect", defaults.ssl_redirect),
-        force_ssl_redirect: flag(r, "force-ssl-redirect", defaults.force_ssl_redirect),
-        preserve_trailing_slash: flag(
-            r,
-            "preserve-trailing-slash",
-            defaults.preserve_trailing_slash,
-        ),
+        ssl_redirect: r.flag("ssl-redirect", defaults.ssl_redirect),
+        force_ssl_redirect: r.flag("force-ssl-redirect", defaults.force_ssl_redirect),
+        preserve_trailing_slash: r
+            .flag("preserve-trailing-slash", defaults.preserve_trailing_slash),
     }
 }
 

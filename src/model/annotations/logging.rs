@@ -1,6 +1,5 @@
 //! `enable-access-log`, `enable-rewrite-log`.
 
-use super::https::flag;
 use super::{Key, OnInvalid, Reader};
 
 pub(super) const KEYS: &[Key] = &[
@@ -12,8 +11,8 @@ pub(super) const KEYS: &[Key] = &[
 /// `enable-rewrite-log` is checked and otherwise has no effect: weir logs rewrites at debug
 /// level.
 pub(super) fn parse(r: &mut Reader<'_>) -> bool {
-    flag(r, "enable-rewrite-log", false);
-    flag(r, "enable-access-log", true)
+    r.flag("enable-rewrite-log", false);
+    r.flag("enable-access-log", true)
 }
 
 #[cfg(test)]

@@ -152,6 +152,8 @@ pub(crate) struct Reader<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Why the routes must refuse (fail closed), one sentence per bad annotation.
     refusals: Vec<String>,
+    /// `canary: "true"`.
+    canary: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -173,7 +175,19 @@ impl<'a> Reader<'a> {
             ours,
             diagnostics,
             refusals: Vec::new(),
+            canary: false,
         }
+    }
+
+    /// A boolean annotation (Go's `strconv.ParseBool` syntax), else `default`.
+    pub fn flag(&mut self, name: &str, default: bool) -> bool {
+        let Some(found) = self.get(name) else {
+            return default;
+        };
+        values::boolean(found.value).unwrap_or_else(|| {
+            self.invalid(found, values::BOOLEAN, default);
+            default
+        })
     }
 
     /// The annotation `name` (weir's key, else ingress-nginx's).
@@ -220,16 +234,17 @@ impl<'a> Reader<'a> {
             .push(Diagnostic::new(self.object.clone(), reason, message));
     }
 
-    /// Reports every annotation under the two prefixes that no group reads; one that
-    /// restricts access ([`compat::RESTRICTS_ACCESS`]) makes the routes refuse.
+    /// Reports every annotation under the two prefixes that no group reads; one that weir
+    /// cannot do without ([`compat::refuses`]) makes the routes refuse, and `canary: "true"`
+    /// keeps the Ingress from being routed at all.
     fn report_unread(&mut self) {
-        let unread: Vec<(&str, &str)> = self
+        let unread: Vec<(&str, &str, &str)> = self
             .ours
             .iter()
             .filter(|(name, _)| find_key(name).is_none())
-            .map(|(name, found)| (*name, found.key))
+            .map(|(name, found)| (*name, found.key, found.value))
             .collect();
-        for (name, key) in unread {
+        for (name, key, value) in unread {
             let (reason, message) = if key.starts_with(WEIR_PREFIX) {
                 match compat::support(name) {
                     Some(_) => (
@@ -252,16 +267,25 @@ impl<'a> Reader<'a> {
                     format!("annotation {key:?} is ignored: {}", compat::explain(name)),
                 )
             };
-            if compat::RESTRICTS_ACCESS.contains(&name) {
+            if compat::refuses(name, value) {
                 self.report(
                     reason,
                     format!(
-                        "{message}; it restricts who may reach this Ingress, so its routes \
-                         answer 503 rather than serve without it (fail closed)"
+                        "{message}; weir cannot serve this Ingress as asked without it, so its \
+                         routes answer 503 (fail closed)"
                     ),
                 );
                 self.refusals
                     .push(format!("annotation {key:?} is not implemented"));
+            } else if name == "canary" && values::boolean(value) == Some(true) {
+                self.report(
+                    reason,
+                    format!(
+                        "{message}; this canary Ingress is not routed, so its main Ingress \
+                         keeps all the traffic"
+                    ),
+                );
+                self.canary = true;
             } else if !matches!(compat::support(name), Some(Support::Accepted(_))) {
                 // Accepted annotations (obsolete ones) change nothing and are not reported.
                 self.report(reason, message);
@@ -282,6 +306,9 @@ pub(crate) struct IngressAnnotations {
     pub regex: bool,
     /// Host-scope settings.
     pub host: HostAnnotations,
+    /// `canary: "true"`: weir does not implement canaries yet, so the Ingress is not routed
+    /// (its main Ingress keeps all the traffic) rather than compete with the main one.
+    pub canary: bool,
 }
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
@@ -314,6 +341,7 @@ pub(crate) fn parse(
         https,
         regex,
         host,
+        canary: reader.canary,
     }
 }
 
@@ -424,18 +452,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_access_annotation_weir_does_not_implement_yet_fails_closed() {
-        for name in compat::RESTRICTS_ACCESS {
+    fn an_annotation_weir_cannot_do_without_fails_closed_when_it_asks_for_something() {
+        for name in compat::MAY_REFUSE {
             assert!(
                 matches!(compat::support(name), Some(Support::NotYet(_))),
-                "{name} is implemented: it must leave RESTRICTS_ACCESS"
+                "{name} is implemented: it must leave MAY_REFUSE"
             );
+            let value = match *name {
+                "secure-backends" | "ssl-passthrough" => "true",
+                "backend-protocol" => "HTTPS",
+                _ => "x",
+            };
             for key in both(name) {
-                let (parsed, diagnostics) = parse_pairs(&[(&key, "x")]);
+                let (parsed, diagnostics) = parse_pairs(&[(&key, value)]);
                 assert!(parsed.policy.refused.is_some(), "{key}");
                 assert!(diagnostics[0].message.contains("fail closed"), "{key}");
             }
         }
+        // A value that asks for nothing refuses nothing (as in ingress-nginx).
+        for (name, value) in [
+            ("whitelist-source-range", " "),
+            ("auth-tls-verify-client", "off"),
+            ("backend-protocol", "http"),
+            ("ssl-passthrough", "false"),
+        ] {
+            let [_, key] = both(name);
+            assert!(
+                parse_pairs(&[(&key, value)]).0.policy.refused.is_none(),
+                "{name}: {value:?}"
+            );
+        }
+        let [_, canary] = both("canary");
+        let (parsed, diagnostics) = parse_pairs(&[(&canary, "true")]);
+        assert!(parsed.canary && parsed.policy.refused.is_none());
+        assert!(diagnostics[0].message.contains("not routed"));
+        assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
         let (parsed, diagnostics) =
             parse_pairs(&[("nginx.ingress.kubernetes.io/enable-cors", "true")]);

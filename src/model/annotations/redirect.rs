@@ -4,7 +4,6 @@
 
 use http::{HeaderValue, StatusCode, Uri};
 
-use super::https::flag;
 use super::values;
 use super::{Found, Key, OnInvalid, Reader};
 use crate::model::policy::{Defaults, Redirect};
@@ -86,13 +85,13 @@ fn location(found: Found<'_>) -> Option<HeaderValue> {
 
 /// `use-port-in-redirects` (default: the ConfigMap's, else false).
 pub(super) fn parse_use_port(r: &mut Reader<'_>, defaults: &Defaults) -> bool {
-    flag(r, "use-port-in-redirects", defaults.use_port_in_redirects)
+    r.flag("use-port-in-redirects", defaults.use_port_in_redirects)
 }
 
 /// `relative-redirects` (default: the ConfigMap's, else false): redirects weir makes itself
 /// name only the path.
 pub(super) fn parse_relative(r: &mut Reader<'_>, defaults: &Defaults) -> bool {
-    flag(r, "relative-redirects", defaults.relative_redirects)
+    r.flag("relative-redirects", defaults.relative_redirects)
 }
 
 #[cfg(test)]

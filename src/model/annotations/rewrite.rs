@@ -3,7 +3,6 @@
 
 use http::HeaderValue;
 
-use super::https::flag;
 use super::{Key, OnInvalid, Reader};
 use crate::model::paths::Template;
 use crate::model::policy::Rewrite;
@@ -19,10 +18,10 @@ pub(super) const KEYS: &[Key] = &[
 /// (`use-regex`). A `rewrite-target` makes the host's paths regexes as well, except on a path
 /// equal to the target (ingress-nginx's rule); the build decides that per path.
 pub(super) fn parse(r: &mut Reader<'_>) -> (Rewrite, bool) {
-    let use_regex = flag(r, "use-regex", false);
+    let use_regex = r.flag("use-regex", false);
     let target = r.get("rewrite-target").and_then(|found| {
         Template::parse(found.trimmed())
-            .map_err(|why| r.invalid(found, &why, "nothing"))
+            .map_err(|why| r.invalid(found, &why.0, "nothing"))
             .ok()
     });
     let forwarded_prefix = r.get("x-forwarded-prefix").and_then(|found| {
@@ -30,8 +29,8 @@ pub(super) fn parse(r: &mut Reader<'_>) -> (Rewrite, bool) {
         if value.is_empty() {
             return None;
         }
-        match HeaderValue::from_str(value) {
-            Ok(header) if target.is_some() => Some(header),
+        match Template::parse(value) {
+            Ok(prefix) if target.is_some() => Some(prefix),
             Ok(_) => {
                 r.report(
                     crate::model::Reason::InvalidAnnotationValue,
@@ -43,12 +42,8 @@ pub(super) fn parse(r: &mut Reader<'_>) -> (Rewrite, bool) {
                 );
                 None
             }
-            Err(_) => {
-                r.invalid(
-                    found,
-                    "it must be a valid header value",
-                    "no X-Forwarded-Prefix",
-                );
+            Err(why) => {
+                r.invalid(found, &why.0, "no X-Forwarded-Prefix");
                 None
             }
         }
@@ -148,10 +143,8 @@ mod tests {
         let [_, prefix] = both("x-forwarded-prefix");
         let [_, target] = both("rewrite-target");
         let (parsed, diagnostics) = parse_pairs(&[(&prefix, "/app"), (&target, "/$1")]);
-        assert_eq!(
-            parsed.policy.rewrite.forwarded_prefix.clone().unwrap(),
-            "/app"
-        );
+        let prefix_template = parsed.policy.rewrite.forwarded_prefix.as_ref().unwrap();
+        assert_eq!(prefix_template.as_str(), "/app");
         assert!(diagnostics.is_empty());
         let (parsed, diagnostics) = parse_pairs(&[(&prefix, "/app")]);
         assert!(parsed.policy.rewrite.forwarded_prefix.is_none());

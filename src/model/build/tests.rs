@@ -1658,3 +1658,160 @@ fn objects_nothing_references_never_change_a_build() {
         assert_eq!(built.diagnostics, reference.diagnostics, "{what}");
     }
 }
+
+#[test]
+fn a_host_rules_name_never_falls_to_another_ingress_s_catch_all() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "other", &["10.0.0.2"])
+        .ingress(
+            ing("t", "catch-all")
+                .created(1)
+                .default_backend(backend("other", 80)),
+        )
+        .ingress(
+            ing("d", "broken")
+                .created(2)
+                .path("a.com", Some("/x"), "Bogus", backend("web", 80))
+                .path("b.com", Some("/r"), "Prefix", resource_backend())
+                .rule_without_http("c.com"),
+        )
+        .build();
+    for host in ["a.com", "b.com", "c.com"] {
+        assert_eq!(served_by(&built, host, "/x"), None, "{host}");
+    }
+    assert_eq!(
+        served_by(&built, "d.com", "/").as_deref(),
+        Some("catch-all")
+    );
+}
+
+#[test]
+fn a_failing_closed_ingress_keeps_its_unusable_paths_refusing() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "public")
+                .created(1)
+                .prefix("a.com", "/", "web", 80),
+        )
+        .ingress(
+            ing("d", "admin")
+                .created(2)
+                .annotation("nginx.ingress.kubernetes.io/auth-url", "http://auth/check")
+                .annotation(USE_REGEX, "true")
+                .path(
+                    "a.com",
+                    Some("/admin(?!/public)"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                )
+                .path("a.com", Some("/ops"), "Bogus", backend("web", 80))
+                .path("a.com", Some("/bucket"), "Prefix", resource_backend()),
+        )
+        .build();
+    for path in ["/admin(?!/public)/secret", "/ops/x", "/bucket"] {
+        let route = route_of(&built, "a.com", path);
+        assert_eq!(route.ingress.name, "admin", "{path}");
+        assert!(route.policy.refused.is_some(), "{path}");
+    }
+    assert_eq!(
+        served_by(&built, "a.com", "/other").as_deref(),
+        Some("public")
+    );
+    assert!(
+        built
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("matched literally and answers 503")),
+        "{:#?}",
+        built.diagnostics
+    );
+}
+
+#[test]
+fn rule_paths_are_normalised_like_request_paths() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(
+            ing("d", "odd")
+                .path(
+                    "a.com",
+                    Some("/a//b"),
+                    "ImplementationSpecific",
+                    backend("web", 80),
+                )
+                .exact("a.com", "/%7Euser", "web", 80)
+                .prefix("a.com", "/caf%c3%a9", "web", 80),
+        )
+        .build();
+    assert_eq!(built.diagnostics, []);
+    for path in ["/a/b/c", "/~user", "/caf%C3%A9/x"] {
+        assert_eq!(
+            served_by(&built, "a.com", path).as_deref(),
+            Some("odd"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_canary_ingress_is_not_routed_until_canaries_are_implemented() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "canary", &["10.0.0.2"])
+        .ingress(
+            ing("d", "canary")
+                .created(1)
+                .annotation("nginx.ingress.kubernetes.io/canary", "true")
+                .annotation("nginx.ingress.kubernetes.io/canary-weight", "0")
+                .prefix("a.com", "/", "canary", 80)
+                .prefix("a.com", "/only-canary", "canary", 80),
+        )
+        .ingress(ing("d", "main").created(2).prefix("a.com", "/", "web", 80))
+        .build();
+    assert_eq!(
+        served_by(&built, "a.com", "/").as_deref(),
+        Some("main"),
+        "older, but a canary"
+    );
+    assert_eq!(
+        served_by(&built, "a.com", "/only-canary").as_deref(),
+        Some("main")
+    );
+    assert!(
+        built.ingresses.iter().any(|i| i.name == "canary"),
+        "its status is still written"
+    );
+}
+
+#[test]
+fn a_tls_host_s_default_backend_redirects_to_https_and_a_catch_all_keeps_no_redirect() {
+    use k8s_openapi::api::networking::v1::IngressTLS;
+    let mut with_tls = ing("d", "app")
+        .created(1)
+        .prefix("tls.com", "/api", "web", 80)
+        .default_backend(backend("web", 80))
+        .build();
+    with_tls.spec.as_mut().unwrap().tls = Some(vec![IngressTLS {
+        hosts: Some(vec!["tls.com".into()]),
+        secret_name: None,
+    }]);
+    let mut world = World::default().web("d", "web", &["10.0.0.1"]).ingress(
+        ing("d", "catch-all")
+            .created(2)
+            .annotation(
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "https://moved.test/",
+            )
+            .annotation(REWRITE, "/elsewhere")
+            .default_backend(backend("web", 80)),
+    );
+    world.ingresses.push(with_tls);
+    let built = world.build();
+    let fallback = route_of(&built, "tls.com", "/other");
+    assert!(fallback.https.tls_host && fallback.https.redirect && fallback.https.hsts.is_some());
+    let catch_all = route_of(&built, "unknown.com", "/");
+    assert_eq!(catch_all.ingress.name, "catch-all");
+    assert!(catch_all.policy.redirect.is_none() && catch_all.policy.rewrite.target.is_none());
+}

@@ -31,6 +31,30 @@ impl BodyTooLarge {
     }
 }
 
+/// A streamed body's bytes counted against the route's limit (the request body wrapper of
+/// `upstream.rs` feeds it each frame).
+#[derive(Debug)]
+pub(in crate::proxy) struct Counter {
+    limit: u64,
+    seen: u64,
+}
+
+impl Counter {
+    /// A counter for a body of at most `limit` bytes.
+    pub(in crate::proxy) fn new(limit: u64) -> Self {
+        Counter { limit, seen: 0 }
+    }
+
+    /// Counts `len` more bytes; fails once the body is over the limit.
+    pub(in crate::proxy) fn add(&mut self, len: usize) -> Result<(), BodyTooLarge> {
+        self.seen = self.seen.saturating_add(len as u64);
+        if self.seen > self.limit {
+            return Err(BodyTooLarge { limit: self.limit });
+        }
+        Ok(())
+    }
+}
+
 /// 413 when `req` declares a body longer than the route allows.
 pub(in crate::proxy) fn check<B: Body>(policy: &Policy, req: &Request<B>) -> Result<(), Refusal> {
     match policy.max_body_size {

@@ -36,18 +36,14 @@ pub(in crate::proxy) fn redirect<B>(
     if conn.trusted && says_https {
         return None;
     }
-    let port = match https_port {
-        443 if !route.policy.use_port_in_redirects => String::new(),
-        port => format!(":{port}"),
-    };
+    let port = https_port.to_string();
+    let port = (https_port != 443 || route.policy.use_port_in_redirects).then_some(port.as_str());
     let mut target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if !route.https.preserve_trailing_slash && target.len() > 1 {
         target = target.strip_suffix('/').unwrap_or(target);
     }
-    Some(respond::redirect(
-        route.https.redirect_status(),
-        &format!("https://{host}{port}{target}"),
-    ))
+    let location = super::origin("https", host, port) + target;
+    Some(respond::redirect(route.https.redirect_code, &location))
 }
 
 /// Adds `Strict-Transport-Security` to an HTTPS response of a route on a TLS host.

@@ -1,5 +1,5 @@
 //! Per-route enforcement, one file per behaviour. [`phases`](super::phases) says in which
-//! order they run; each one costs nothing on a route that does not use it (an `Option` test).
+//! order they run; each one costs a route that does not use it no more than an `Option` test.
 
 pub(super) mod body_limit;
 pub(super) mod host_redirect;
@@ -12,9 +12,7 @@ pub(super) mod slash;
 
 use http::Request;
 
-use super::headers::ClientInfo;
-
-/// The port of the request's `Host` (or `:authority`), if it names one.
+/// The port of the request's `Host` (or `:authority`), when it names one.
 pub(super) fn host_port<B>(req: &Request<B>) -> Option<&str> {
     let raw = req
         .uri()
@@ -22,20 +20,17 @@ pub(super) fn host_port<B>(req: &Request<B>) -> Option<&str> {
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())?;
     let (_, port) = raw.rsplit_once(':')?;
-    (!port.contains(']') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+    (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
         .then_some(port)
 }
 
-/// `scheme://host[:port]` for a redirect weir makes on `conn` to `host` (normalized), with
-/// the port of the request's `Host` when `with_port` is set.
-pub(super) fn origin<B>(
-    conn: &ClientInfo,
-    host: &str,
-    req: &Request<B>,
-    with_port: bool,
-) -> String {
-    match host_port(req).filter(|_| with_port) {
-        Some(port) => format!("{}://{host}:{port}", conn.scheme),
-        None => format!("{}://{host}", conn.scheme),
+/// The start of every `Location` weir makes: `scheme://host[:port]`. `host` is a normalised
+/// host ([`normalize_host`](crate::model::normalize_host): DNS characters or a bracketed IPv6
+/// address only) and `port` digits, so nothing else a client sent can reach a Location
+/// (no open redirect through a crafted `Host`).
+pub(super) fn origin(scheme: &str, host: &str, port: Option<&str>) -> String {
+    match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }

@@ -6,7 +6,7 @@
 //! ingress-nginx). `upstream-vhost` replaces the `Host` the endpoint sees (X-Forwarded-Host
 //! keeps the client's).
 
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use tracing::debug;
@@ -21,31 +21,41 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 pub(in crate::proxy) fn apply<B>(route: &Route, req: &mut Request<B>) -> Result<(), Refusal> {
     let rewrite = &route.policy.rewrite;
     if let Some(target) = &rewrite.target {
-        let path = req.uri().path();
-        let captures = route.regex.as_ref().and_then(|r| r.captures(path));
-        let expanded = target.expand(captures.as_ref(), req.uri().query());
-        // The expansion is normalised like any request path: captures cannot make a
-        // dot-segment the endpoint would resolve.
-        let (path, query) = match expanded.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (expanded.as_str(), None),
-        };
-        let invalid = || Refusal::BadRequest("the rewritten path is not a valid path");
-        let path = normalize_path(path).map_err(|_| invalid())?;
-        let new = match query {
-            Some(query) => format!("{path}?{query}"),
-            None => path.into_owned(),
+        let (new, prefix) = {
+            let path = req.uri().path();
+            let captures = route.regex.as_ref().and_then(|r| r.captures(path));
+            let expanded = target.expand(captures.as_ref(), req.uri().query());
+            let prefix = rewrite
+                .forwarded_prefix
+                .as_ref()
+                .map(|p| p.expand(captures.as_ref(), None));
+            (expanded, prefix)
         };
         debug!(ingress = %route.ingress, from = %req.uri(), to = %new, "rewrite-target");
-        let new = PathAndQuery::try_from(new).map_err(|_| invalid())?;
-        *req.uri_mut() = Uri::from(new);
-        if let Some(prefix) = &rewrite.forwarded_prefix {
-            req.headers_mut()
-                .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+        *req.uri_mut() = rewritten(&new)?;
+        if let Some(value) = prefix.and_then(|p| HeaderValue::try_from(p).ok()) {
+            req.headers_mut().insert(X_FORWARDED_PREFIX.clone(), value);
         }
     }
     if let Some(host) = &rewrite.upstream_vhost {
         req.headers_mut().insert(header::HOST, host.clone());
     }
     Ok(())
+}
+
+/// The URI of an expanded rewrite target. Its path is normalised like any request path, so
+/// that captures cannot make a dot-segment the endpoint would resolve.
+fn rewritten(expanded: &str) -> Result<Uri, Refusal> {
+    let invalid = || Refusal::BadRequest("the rewritten path is not a valid path");
+    let (path, query) = match expanded.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (expanded, None),
+    };
+    let path = normalize_path(path).map_err(|_| invalid())?;
+    let target = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    let target = PathAndQuery::try_from(target).map_err(|_| invalid())?;
+    Ok(Uri::from(target))
 }

@@ -11,20 +11,20 @@ use super::super::headers::ClientInfo;
 use super::super::respond;
 use crate::model::Policy;
 
-/// The redirect for `req` (whose normalized path is `path`) to the path with a slash.
+/// The redirect for `req` on normalised `host` to its (normalised) path with a slash.
 pub(in crate::proxy) fn redirect<B>(
     conn: &ClientInfo,
     host: &str,
-    path: &str,
     req: &Request<B>,
     policy: &Policy,
 ) -> Response<ProxyBody> {
     let mut location = if policy.relative_redirects {
         String::new()
     } else {
-        super::origin(conn, host, req, policy.use_port_in_redirects)
+        let port = super::host_port(req).filter(|_| policy.use_port_in_redirects);
+        super::origin(conn.scheme, host, port)
     };
-    location.push_str(path);
+    location.push_str(req.uri().path());
     location.push('/');
     if let Some(query) = req.uri().query() {
         location.push('?');
