@@ -247,9 +247,7 @@ fn annotation_reports(
 fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String> {
     let mut out = Vec::new();
     if policy.refused.is_some() {
-        out.push(
-            "answers 503: an annotation about access cannot be applied (fail closed)".to_owned(),
-        );
+        out.push("answers 503: an annotation weir cannot apply (fail closed)".to_owned());
     }
     if let Some(redirect) = &policy.redirect {
         let location = redirect.location.to_str().unwrap_or("?");

@@ -35,7 +35,7 @@ fn the_example_cluster_is_reported_ingress_by_ingress_and_exits_1() {
         "  honoured  nginx.ingress.kubernetes.io/rewrite-target: \"/$2\"",
         "Ingress default/docs: ok",
         "Ingress monitoring/prometheus: LOSES BEHAVIOUR",
-        "        answers 503: an annotation about access cannot be applied (fail closed)",
+        "        answers 503: an annotation weir cannot apply (fail closed)",
         "  invalid   nginx.ingress.kubernetes.io/proxy-read-timeout: \"60s\"",
         "ConfigMap ingress-nginx/ingress-nginx-controller UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored",
         "12 Ingress(es) of class \"nginx\": 6 served as they ask, 6 would lose behaviour",
