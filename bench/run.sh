@@ -5,6 +5,7 @@
 #
 #   bench/run.sh            # the full run: 5 interleaved runs of every test (about 15 minutes)
 #   bench/run.sh --quick    # a smoke run: 1 run of 2 s per test (a few minutes)
+#   bench/run.sh --only ab --baseline ee4bbb3   # A/B: per-request CPU of this tree vs a revision
 #   bench/run.sh --help
 #
 # Writes bench/results/latest.md and bench/results/latest.json (or into --out DIR).
@@ -32,9 +33,20 @@ LOAD_CPU=${LOAD_CPU:-0}    # CPU of the load generators and the backend
 PROXY_CPU=${PROXY_CPU:-$(($(nproc --all) > 1 ? 1 : 0))}  # CPU(s) of the proxy (weir, nginx)
 ONLY=""               # comma-separated test groups (default: all)
 KEEP=0                # keep the work directory (configs, logs, raw outputs)
-OUT=$BENCH/results    # where latest.md and latest.json are written
+OUT=""                # where latest.md and latest.json are written (default below)
+BASELINE=""           # git revision of the A/B's baseline weir (--baseline; enables group ab)
+AB_CG_REQUESTS=2000   # A/B under callgrind: N, the requests of the first measured phase (2N next)
+AB_CG_RATE=500        # their rate (req/s) on one keep-alive connection
+AB_CG_WARMUP=500      # requests before the counters are zeroed
+AB_CG_RUNS=2          # callgrind processes per binary (interleaved)
+AB_CG_IDLE=3          # seconds idle after them: the instructions weir spends with no request
+AB_BUDGET=1.01        # the A/B's acceptance: instructions per request, current/baseline
+# Baseline builds: a git worktree and a target directory of their own, the binary kept per commit.
+BASELINE_CACHE=${WEIR_BENCH_BASELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weir/bench-baseline}
 
 GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry"
+# ab (baseline against current weir) runs only with --baseline REV: all groups + ab without
+# --only, the A/B alone with --only ab.
 
 BACKEND_PORT=19000
 WEIR_HTTP=19080 WEIR_HTTPS=19443 WEIR_ADMIN=19254
@@ -45,19 +57,30 @@ NGINX2_HTTP=19181 NGINX2_HTTPS=19544
 # The variants of weir in the telemetry test (the third one is the main weir above).
 BARE_HTTP=19082 BARE_HTTPS=19445 BARE_ADMIN=19255
 LOGGED_HTTP=19083 LOGGED_HTTPS=19446 LOGGED_ADMIN=19256
+# The A/B: the baseline and the current weir side by side, and one weir at a time under callgrind.
+ABBASE_HTTP=19084 ABBASE_HTTPS=19447 ABBASE_ADMIN=19257
+ABCUR_HTTP=19085 ABCUR_HTTPS=19448 ABCUR_ADMIN=19258
+CG_HTTP=19086 CG_HTTPS=19449 CG_ADMIN=19259
 
 HOST=bench.local
+PLAIN_HOST=plain.$HOST  # the A/B's host: an Ingress without any annotation
 
 usage() {
   cat <<EOF
 usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [--keep] [--out DIR]
+                    [--baseline REV]
 
   --quick           1 run of 2 s per test, fewer configuration changes (a smoke run)
   --runs N          interleaved runs per test (default $RUNS; the table shows medians)
   --duration S      seconds measured per load test (default $DURATION)
-  --only GROUPS     comma-separated subset of: $GROUPS_ALL
+  --only GROUPS     comma-separated subset of: $GROUPS_ALL, ab (needs --baseline)
   --keep            keep the work directory (configs, logs, raw tool outputs)
-  --out DIR         write latest.md and latest.json into DIR (default bench/results)
+  --out DIR         write latest.md and latest.json into DIR (default bench/results;
+                    bench/results/ab with --only ab)
+  --baseline REV    A/B (group ab): weir built at git revision REV (cached in
+                    $BASELINE_CACHE) against the current tree, on a route without
+                    annotations: instructions per request under callgrind (the acceptance:
+                    current/baseline <= $AB_BUDGET) and CPU per request at a fixed rate ($RUNS runs)
 
 The proxy under test runs on CPU $PROXY_CPU; load generators and the backend on CPU $LOAD_CPU
 (override with LOAD_CPU=... PROXY_CPU=... in the environment).
@@ -75,11 +98,19 @@ parse_flags() {
       --only) ONLY=$2; shift ;;
       --keep) KEEP=1 ;;
       --out) OUT=$2; shift ;;
+      --baseline) BASELINE=$2; shift ;;
       -h|--help) usage; exit 0 ;;
       *) echo "unknown flag: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
   done
+  if [[ ",$ONLY," == *",ab,"* ]] && [ -z "$BASELINE" ]; then
+    die "group ab needs --baseline REV (the git revision to compare with)"
+  fi
+  if [ -z "$OUT" ]; then
+    # An A/B alone does not replace the full run's results.
+    if [ "$ONLY" = ab ]; then OUT=$BENCH/results/ab; else OUT=$BENCH/results; fi
+  fi
   WARMUP_MS=$(awk "BEGIN { printf \"%d\", $WARMUP * 1000 }")
 }
 
@@ -91,7 +122,17 @@ log() { printf '\n==> [%ss] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
-wants() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+wants() {
+  [ "$1" != ab ] || [ -n "$BASELINE" ] || return 1
+  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]
+}
+
+# Whether a group other than ab runs (they use the main weir and nginx).
+wants_main() {
+  local g
+  for g in ${GROUPS_ALL//,/ }; do wants "$g" && return 0; done
+  return 1
+}
 
 # awk arithmetic: calc '1 + 2' prints 3 (with up to 3 decimals).
 calc() { awk "BEGIN { v = $1; printf \"%.3f\n\", v }"; }
@@ -153,11 +194,12 @@ spawn() {
   printf -v "$spawn_var_" '%s' "$spawn_pid_"
 }
 
-# Stops one process started by spawn (SIGTERM, then SIGKILL after 5 s) and forgets it.
+# Stops one process started by spawn (SIGTERM, then SIGKILL after $2 s, default 5) and
+# forgets it.
 stop() {
   local pid=$1 rest=() p
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq $((${2:-5} * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || rest+=("$p"); done
@@ -231,11 +273,13 @@ CLK_TCK=$(getconf CLK_TCK)
 # Installation and build (idempotent)
 
 install_packages() {
-  local missing=() cmd pkg
+  local missing=() cmd pkg extra=()
+  # The A/B runs weir under callgrind (callgrind_control comes with it).
+  [ -z "$BASELINE" ] || extra=(valgrind:valgrind callgrind_control:valgrind)
   for pair in nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
-              taskset:util-linux ss:iproute2; do
+              taskset:util-linux ss:iproute2 "${extra[@]}"; do
     cmd=${pair%%:*} pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
@@ -259,6 +303,50 @@ build() {
   (cd "$BENCH" && cargo build --release --locked --quiet)
   WEIR_BIN=$ROOT/target/release/weir
   TOOL=$BENCH/target/release/weir-bench
+  CURRENT_REV=$(git -C "$ROOT" rev-parse --short=12 HEAD)
+  if ! git -C "$ROOT" diff --quiet HEAD -- . ':!bench' 2>/dev/null ||
+     [ -n "$(git -C "$ROOT" ls-files --others --exclude-standard -- . ':!bench' 2>/dev/null)" ]; then
+    CURRENT_REV="$CURRENT_REV + uncommitted changes"
+  fi
+  if [ -n "$BASELINE" ]; then
+    # The A/B measures copies: another build into target/ during the run changes nothing.
+    cp "$WEIR_BIN" "$WORK/weir-current"
+    CURRENT_BIN=$WORK/weir-current
+    build_baseline
+    cp "$BASELINE_CACHED" "$WORK/weir-baseline"
+    BASELINE_BIN=$WORK/weir-baseline
+  fi
+}
+
+# Builds weir at git revision $BASELINE (a detached git worktree under $BASELINE_CACHE/<commit>,
+# CARGO_TARGET_DIR $BASELINE_CACHE/target, shared by every baseline and apart from the
+# repository's target/), the way that revision builds its release binary (its scripts/build.sh
+# when it has one). The binary is kept as $BASELINE_CACHE/<commit>/weir and reused; the worktree
+# is removed once built. Sets BASELINE_SHA, BASELINE_REV (short) and BASELINE_CACHED.
+build_baseline() {
+  BASELINE_SHA=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}") ||
+    die "--baseline $BASELINE: not a commit of this repository"
+  BASELINE_REV=$(git -C "$ROOT" rev-parse --short=12 "$BASELINE_SHA")
+  local dir=$BASELINE_CACHE/$BASELINE_SHA
+  BASELINE_CACHED=$dir/weir
+  if [ -x "$BASELINE_CACHED" ]; then
+    note "baseline $BASELINE ($BASELINE_REV): cached binary $BASELINE_CACHED"
+    return 0
+  fi
+  log "building the baseline: weir at $BASELINE ($BASELINE_REV) in a git worktree, cached in $dir"
+  local tree=$dir/tree
+  mkdir -p "$dir"
+  # A worktree left by an interrupted build: remove it and its registration.
+  git -C "$ROOT" worktree remove --force "$tree" >/dev/null 2>&1 || true
+  rm -rf "$tree"
+  git -C "$ROOT" worktree prune
+  git -C "$ROOT" worktree add --quiet --detach "$tree" "$BASELINE_SHA"
+  local build=(cargo build --release --locked --bin weir --quiet)
+  [ -x "$tree/scripts/build.sh" ] && build=("$tree/scripts/build.sh" --quiet)
+  (cd "$tree" && CARGO_TARGET_DIR=$BASELINE_CACHE/target "${build[@]}")
+  cp "$BASELINE_CACHE/target/release/weir" "$BASELINE_CACHED.tmp"
+  mv "$BASELINE_CACHED.tmp" "$BASELINE_CACHED"
+  git -C "$ROOT" worktree remove --force "$tree"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -487,18 +575,27 @@ start_backend() {
 # with --access-log off (as nginx's access_log off) unless the extra flags set --access-log; its
 # request metrics stay on unless they say --request-metrics=false. weir's own log (stderr) goes
 # to $WORK/weir-HTTP.log, its stdout (the access log, when it is on) to $WORK/weir-HTTP.stdout.
-start_weir() {
-  local var=$1 dir=$2 http=$3 https=$4 admin=$5; shift 5
-  local flags=("$@")
+start_weir() { start_weir_bin "$WEIR_BIN" "$@"; }
+
+# The command weir runs under (valgrind …): set around a start_weir_bin call, empty otherwise.
+WEIR_WRAP=()
+
+# start_weir_bin BIN VAR DIR HTTP HTTPS ADMIN [WEIR FLAGS…]: start_weir with the weir binary BIN,
+# run under "${WEIR_WRAP[@]}" when set (then given up to 5 minutes to become ready).
+start_weir_bin() {
+  local bin=$1 var=$2 dir=$3 http=$4 https=$5 admin=$6; shift 6
+  local flags=("$@") tries=600
   [[ " $* " == *" --access-log"[=\ ]* ]] || flags=(--access-log off "${flags[@]}")
-  spawn "$var" taskset -c "$PROXY_CPU" "$WEIR_BIN" --manifests "$dir" \
+  [ ${#WEIR_WRAP[@]} -eq 0 ] || tries=6000
+  spawn "$var" taskset -c "$PROXY_CPU" "${WEIR_WRAP[@]}" "$bin" --manifests "$dir" \
     --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
     --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s "${flags[@]}" \
     >>"$WORK/weir-$http.stdout" 2>>"$WORK/weir-$http.log"
   local code
-  for _ in $(seq 600); do
+  for _ in $(seq "$tries"); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
     [ "$code" = 200 ] && return 0
+    kill -0 "${!var}" 2>/dev/null || die "weir on $http exited (see $WORK/weir-$http.log)"
     sleep 0.05
   done
   die "weir on $http never became ready (see $WORK/weir-$http.log)"
@@ -831,6 +928,157 @@ telemetry_tests() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 10. A/B (group ab, with --baseline REV): the baseline weir (REV) against the current tree's, on
+# the same machine in the same run, the same manifests ($WORK/weir-ab: the base manifests plus an
+# Ingress without any annotation) and the same load on that Ingress's host ($PLAIN_HOST).
+
+# The A/B's Ingress in directory $1: no annotation, no tls.
+write_plain_ingress() {
+  cat >"$1/plain.yaml" <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: plain
+  namespace: default
+spec:
+  ingressClassName: weir
+  rules:
+    - host: $PLAIN_HOST
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
+EOF
+}
+
+ab_bin() { case "$1" in baseline) echo "$BASELINE_BIN" ;; current) echo "$CURRENT_BIN" ;; esac; }
+
+# cg_load PORT REQUESTS WHAT: REQUESTS GETs to $PLAIN_HOST on one keep-alive connection at
+# $AB_CG_RATE req/s; fails unless every one was answered 2xx.
+cg_load() {
+  local json
+  json=$(on_load_cpu "$TOOL" --threads 1 rate --addr "127.0.0.1:$1" --host "$PLAIN_HOST" \
+    --rate "$AB_CG_RATE" --connections 1 --requests "$2")
+  [ "$(field ok "$json")" = "$2" ] || die "$3: not all of $2 requests answered 2xx: $json"
+  # The client has closed its connection: let weir finish with it before the next step.
+  sleep 0.3
+}
+
+# Waits until callgrind's dump $1 is complete (its last line is totals:).
+cg_wait_dump() {
+  for _ in $(seq 600); do grep -q '^totals:' "$1" 2>/dev/null && return 0; sleep 0.1; done
+  die "callgrind never wrote $1"
+}
+
+# 10a. The acceptance measure, deterministic: instructions per request. The target's weir under
+# callgrind (--worker-threads 1, pinned on the proxy CPU): a warm-up, counters zeroed
+# (callgrind_control -z), N requests, dump (.1), 2N requests, dump (.2), $AB_CG_IDLE s idle,
+# dump (.3), then SIGTERM. Instructions per request = (Ir(2N) − Ir(N)) / N: start-up, the warm-up
+# and what a phase costs apart from its requests (the dump, the client's connect and close)
+# cancel out. The idle dump gives weir's background instructions per second (timers, the
+# allocator's purge thread); the longer 2N phase adds (N / rate) s of them, i.e. their rate
+# divided by $AB_CG_RATE per request, to both binaries alike.
+t_ab_instr() {
+  local target=$1 run=$2 pid out=$WORK/out/callgrind-$1-$2.out json
+  WEIR_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$out"
+    --log-file="$WORK/valgrind-$target-$run.log")
+  start_weir_bin "$(ab_bin "$target")" pid "$WORK/weir-ab" "$CG_HTTP" "$CG_HTTPS" "$CG_ADMIN" \
+    --worker-threads 1
+  WEIR_WRAP=()
+  cg_load "$CG_HTTP" "$AB_CG_WARMUP" "$target, warm-up"
+  callgrind_control -z "$pid" >/dev/null
+  cg_load "$CG_HTTP" "$AB_CG_REQUESTS" "$target, N"
+  callgrind_control -d "$pid" >/dev/null
+  cg_wait_dump "$out.1"
+  cg_load "$CG_HTTP" $((2 * AB_CG_REQUESTS)) "$target, 2N"
+  callgrind_control -d "$pid" >/dev/null
+  cg_wait_dump "$out.2"
+  local t0
+  t0=$(now)
+  sleep "$AB_CG_IDLE"
+  callgrind_control -d "$pid" >/dev/null
+  cg_wait_dump "$out.3"
+  local idle_s
+  idle_s=$(calc "$(now) - $t0")
+  stop "$pid" 60
+  json=$("$TOOL" callgrind measure --n "$out.1" --double "$out.2" --requests "$AB_CG_REQUESTS" \
+    --idle "$out.3" --idle-seconds "$idle_s")
+  record --test ab_instr --target "$target" --run "$run" --json "$json"
+  note "$target: $(field instr_per_req "$json") instructions per request (N alone: $(field instr_per_req_n "$json"), 2N alone: $(field instr_per_req_2n "$json"))"
+}
+
+# "tid ns" for every thread of pid $1: its time on CPU (schedstat), in nanoseconds.
+thread_ns() {
+  local f
+  for f in /proc/"$1"/task/*/schedstat; do
+    [ -e "$f" ] || continue
+    f=${f%/schedstat}
+    printf '%s %s\n' "${f##*/}" "$(cut -d' ' -f1 "$f/schedstat" 2>/dev/null || echo 0)"
+  done
+}
+
+# ns on CPU between two thread_ns readings (files $1, $2), over the threads of the second
+# (a thread started meanwhile counts from 0).
+ns_between() {
+  awk 'NR == FNR { before[$1] = $2; next } { sum += $2 - before[$1] } END { printf "%.0f\n", sum }' \
+    "$1" "$2"
+}
+
+# 10b. The corroboration, noisy: t_cpu_rate's load (the fixed rate over 64 keep-alive
+# connections) on $PLAIN_HOST; the proxy's CPU as clock ticks (utime+stime, as t_cpu_rate) and as
+# schedstat nanoseconds, per request.
+t_ab_cpu() {
+  local target=$1 run=$2 pid port json c0 c1 requests
+  case "$target" in
+    baseline) pid=$ABBASE_PID port=$ABBASE_HTTP ;;
+    current) pid=$ABCUR_PID port=$ABCUR_HTTP ;;
+  esac
+  c0=$(cpu_ticks "$pid"); thread_ns "$pid" >"$WORK/ns0"
+  json=$(on_load_cpu "$TOOL" --threads 1 rate --addr "127.0.0.1:$port" --host "$PLAIN_HOST" \
+    --rate "$RATE" --requests "$CPU_REQUESTS" --connections 64)
+  c1=$(cpu_ticks "$pid"); thread_ns "$pid" >"$WORK/ns1"
+  requests=$(field requests "$json")
+  [ "$requests" -gt 0 ] || die "no request answered by the $target weir: $json"
+  record --test ab_cpu --target "$target" --run "$run" --json "$json" \
+    --set cpu_s_per_100k="$(calc "($c1 - $c0) / $CLK_TCK * 100000 / $requests")" \
+    --set cpu_us_per_req="$(calc "$(ns_between "$WORK/ns0" "$WORK/ns1") / 1000 / $requests")"
+}
+
+ab_tests() {
+  log "10. A/B: baseline $BASELINE ($BASELINE_REV) against current ($CURRENT_REV) on $PLAIN_HOST (an Ingress without annotations)"
+  note "binaries: baseline sha256 $(sha256sum "$BASELINE_BIN" | cut -c1-16), current sha256 $(sha256sum "$CURRENT_BIN" | cut -c1-16)"
+  local run target order port
+  log "10a. instructions per request under callgrind: $AB_CG_RUNS process(es) per binary, N = $AB_CG_REQUESTS then 2N requests at $AB_CG_RATE req/s on one connection"
+  for run in $(seq "$AB_CG_RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order="baseline current"; else order="current baseline"; fi
+    for target in $order; do
+      note "t_ab_instr $target (run $run/$AB_CG_RUNS)"
+      t_ab_instr "$target" "$run"
+    done
+  done
+  # Where the instructions go, function by function (run 1 of each).
+  local cg=$WORK/out/callgrind
+  "$TOOL" callgrind functions --requests "$AB_CG_REQUESTS" \
+    --baseline-n "$cg-baseline-1.out.1" --baseline-double "$cg-baseline-1.out.2" \
+    --current-n "$cg-current-1.out.1" --current-double "$cg-current-1.out.2" >"$WORK/ab-functions.md"
+
+  log "10b. CPU per request at $RATE req/s × $CPU_REQUESTS requests: $RUNS interleaved runs"
+  start_weir_bin "$BASELINE_BIN" ABBASE_PID "$WORK/weir-ab" "$ABBASE_HTTP" "$ABBASE_HTTPS" "$ABBASE_ADMIN"
+  start_weir_bin "$CURRENT_BIN" ABCUR_PID "$WORK/weir-ab" "$ABCUR_HTTP" "$ABCUR_HTTPS" "$ABCUR_ADMIN"
+  for port in "$ABBASE_HTTP" "$ABCUR_HTTP"; do
+    on_load_cpu wrk -t1 -c64 -d1s -H "Host: $PLAIN_HOST" "http://127.0.0.1:$port/" >/dev/null
+  done
+  for run in $(seq "$RUNS"); do
+    if [ $((run % 2)) = 1 ]; then order="baseline current"; else order="current baseline"; fi
+    for target in $order; do
+      note "t_ab_cpu $target (run $run/$RUNS)"
+      t_ab_cpu "$target" "$run"
+    done
+  done
+  stop "$ABBASE_PID"
+  stop "$ABCUR_PID"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 # Counts (and samples) what the servers logged as going wrong during the run.
@@ -869,6 +1117,10 @@ main() {
   parse_flags "$@"
   [ "$(nproc --all)" -ge 2 ] || note "fewer than 2 CPUs: proxy and load generators share one"
   install_packages
+  WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   build
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   [ "$(ulimit -n)" -ge $((2 * MEM_CONNS + 1000)) ] ||
@@ -876,16 +1128,14 @@ main() {
   local port
   for port in $BACKEND_PORT $WEIR_HTTP $WEIR_HTTPS $WEIR_ADMIN $NGINX_HTTP $NGINX_HTTPS \
               $WEIR2_HTTP $WEIR2_HTTPS $WEIR2_ADMIN $NGINX2_HTTP $NGINX2_HTTPS \
-              $BARE_HTTP $BARE_HTTPS $BARE_ADMIN $LOGGED_HTTP $LOGGED_HTTPS $LOGGED_ADMIN; do
+              $BARE_HTTP $BARE_HTTPS $BARE_ADMIN $LOGGED_HTTP $LOGGED_HTTPS $LOGGED_ADMIN \
+              $ABBASE_HTTP $ABBASE_HTTPS $ABBASE_ADMIN $ABCUR_HTTP $ABCUR_HTTPS $ABCUR_ADMIN \
+              $CG_HTTP $CG_HTTPS $CG_ADMIN; do
     port_free "$port" || die "port $port is in use"
   done
 
   # Other work on the machine shows up as noise: say how busy it was.
   LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
-  WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
   mkdir -p "$WORK/out"
   RECORDS=$WORK/records.jsonl
   : >"$RECORDS"
@@ -893,18 +1143,27 @@ main() {
   write_weir_manifests "$WORK/weir-base"
   write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS"
   write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS"
+  if wants ab; then
+    write_weir_manifests "$WORK/weir-ab"
+    write_plain_ingress "$WORK/weir-ab"
+  fi
 
-  log "starting the backend (CPU $LOAD_CPU), weir and nginx (CPU $PROXY_CPU)"
-  start_backend
-  start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
-  start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
-  note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+  if wants_main; then
+    log "starting the backend (CPU $LOAD_CPU), weir and nginx (CPU $PROXY_CPU)"
+    start_backend
+    start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
+    start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
+    note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
-  log "warm-up"
-  local target
-  for target in direct weir nginx; do
-    on_load_cpu wrk -t1 -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
-  done
+    log "warm-up"
+    local target
+    for target in direct weir nginx; do
+      on_load_cpu wrk -t1 -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
+    done
+  else
+    log "starting the backend (CPU $LOAD_CPU)"
+    start_backend
+  fi
 
   if wants h1; then log "1. HTTP/1.1 keep-alive"; interleaved t_h1_tiny; interleaved t_h1_1k; fi
   if wants newconn; then log "2. new connections"; interleaved t_newconn; fi
@@ -919,11 +1178,18 @@ main() {
   fi
   if wants cfg; then cfg_tests; fi
   if wants telemetry; then telemetry_tests; fi
+  if wants ab; then ab_tests; fi
 
   log "problems logged by the servers"
   problems
   log "report"
-  local commit cpu
+  local commit cpu ab_args=()
+  if wants ab; then
+    ab_args=(--ab-baseline "$BASELINE → $BASELINE_REV"
+      --ab-current "$CURRENT_REV (the working tree at build time)"
+      --ab-budget "$AB_BUDGET" --ab-functions "$WORK/ab-functions.md"
+      --ab-settings "callgrind: $AB_CG_RUNS process(es) per binary, --worker-threads 1, $AB_CG_WARMUP warm-up requests, then N = $AB_CG_REQUESTS and 2N requests at $AB_CG_RATE req/s on one keep-alive connection, valgrind $(valgrind --version | sed 's/valgrind-//'); fixed rate: $RUNS interleaved runs of $CPU_REQUESTS requests at $RATE req/s over 64 keep-alive connections; binaries sha256 baseline $(sha256sum "$BASELINE_BIN" | cut -c1-16), current $(sha256sum "$CURRENT_BIN" | cut -c1-16)")
+  fi
   commit=$(git -C "$ROOT" rev-parse --short=12 HEAD)
   git -C "$ROOT" diff --quiet HEAD -- . ':!bench/results' 2>/dev/null || commit="$commit (with uncommitted changes)"
   cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -938,9 +1204,11 @@ main() {
     --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir: --access-log off too, request metrics on)" \
     --meta "tools=$(tool_versions)" \
     --meta "command=$COMMAND_LINE" \
-    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s"
+    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s" \
+    "${ab_args[@]}"
   echo
   echo "written: $OUT/latest.md, $OUT/latest.json"
 }
 
-main "$@"
+# On one line: bash reads no further once main returns, even if this file was edited meanwhile.
+main "$@"; exit

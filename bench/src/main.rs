@@ -9,11 +9,13 @@
 //! - `rate`: fixed-rate HTTP/1.1 keep-alive load with error accounting;
 //! - `conn`: new connections per second, plain TCP or full TLS handshakes;
 //! - `gen` and `change`: configuration generation and change-to-routable latency;
+//! - `callgrind`: instructions per request from callgrind dumps (the A/B of two weir binaries);
 //! - `percentiles` and `report`: numbers to JSON and the final markdown/JSON report.
 //!
 //! Every measuring subcommand prints one JSON object on stdout.
 
 mod backend;
+mod callgrind;
 mod change;
 mod conn;
 mod gen_config;
@@ -57,6 +59,8 @@ enum Command {
     Gen(gen_config::Args),
     /// Time from a configuration change (a written file) to the first request that sees it.
     Change(change::Args),
+    /// Instructions per request from callgrind dumps; functions that differ, baseline vs current.
+    Callgrind(callgrind::Args),
     /// Percentiles of one column of numbers read from stdin.
     Percentiles(stats::PercentilesArgs),
     /// Build the markdown and JSON report from the records of a run.
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => return gen_config::run(args),
         Command::Percentiles(args) => return stats::run_percentiles(args),
         Command::Report(args) => return report::run(args),
+        Command::Callgrind(args) => return callgrind::run(args),
         Command::Field { key } => return print_field(&key),
         _ => {}
     }
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             Command::Gen(_)
             | Command::Percentiles(_)
             | Command::Report(_)
+            | Command::Callgrind(_)
             | Command::Field { .. } => unreachable!(),
         }
     })

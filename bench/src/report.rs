@@ -6,7 +6,8 @@
 //! `weir-bench report render …` reads the records, takes the median of every metric over the
 //! runs, and writes the markdown table and the JSON document: the main table compares the
 //! targets `direct`, `weir` and `nginx`; the telemetry test (9) compares variants of weir
-//! (`bare`, `metrics`, `metrics_log`) in a table of its own.
+//! (`bare`, `metrics`, `metrics_log`) in a table of its own; the A/B (`run.sh --baseline REV`,
+//! tests `ab_instr` and `ab_cpu`) compares a `baseline` and a `current` weir in a third one.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -80,6 +81,21 @@ pub struct RenderArgs {
     /// Where to write the JSON.
     #[arg(long)]
     json: PathBuf,
+    /// The A/B's baseline revision (as shown).
+    #[arg(long, default_value = "baseline")]
+    ab_baseline: String,
+    /// The A/B's current revision (as shown).
+    #[arg(long, default_value = "current")]
+    ab_current: String,
+    /// The A/B's acceptance: instructions per request, current/baseline, at most this.
+    #[arg(long, default_value_t = 1.01)]
+    ab_budget: f64,
+    /// How the A/B was run (one line).
+    #[arg(long)]
+    ab_settings: Option<String>,
+    /// A markdown file (`weir-bench callgrind functions`) to show under the A/B's table.
+    #[arg(long)]
+    ab_functions: Option<PathBuf>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -517,17 +533,24 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut md = String::from("# weir vs nginx\n\n");
+    let main_table = TESTS.iter().any(|t| runs.contains_key(t.id));
+    let mut md = String::from(if main_table {
+        "# weir vs nginx\n\n"
+    } else {
+        "# weir benchmark\n\n"
+    });
     for (key, value) in &args.meta {
         md.push_str(&format!("- {key}: {value}\n"));
     }
-    md.push_str(
-        "\nMedians over the runs. `direct` is the load generator against the backend with no \
-         proxy: the physical limit. The ratio is weir/nginx; ↑ higher is better, ↓ lower is \
-         better.\n\n",
-    );
-    md.push_str("| test | metric | direct | weir | nginx | weir/nginx |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|\n");
+    if main_table {
+        md.push_str(
+            "\nMedians over the runs. `direct` is the load generator against the backend with \
+             no proxy: the physical limit. The ratio is weir/nginx; ↑ higher is better, ↓ lower \
+             is better.\n\n",
+        );
+        md.push_str("| test | metric | direct | weir | nginx | weir/nginx |\n");
+        md.push_str("|---|---|---:|---:|---:|---:|\n");
+    }
     let mut results = Vec::new();
     for test in TESTS {
         let Some(metrics) = runs.get(test.id) else {
@@ -581,6 +604,28 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     if let Some((table, _)) = &telemetry {
         md.push_str(table);
     }
+    let ab = if runs.contains_key(AB_INSTR) || runs.contains_key(AB_CPU) {
+        let functions = match &args.ab_functions {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let ab = AbLabels {
+            baseline: &args.ab_baseline,
+            current: &args.ab_current,
+            budget: args.ab_budget,
+            settings: args.ab_settings.as_deref(),
+            functions: functions.as_deref(),
+        };
+        Some(ab_table(&runs, &ab))
+    } else {
+        None
+    };
+    if let Some((table, _)) = &ab {
+        md.push_str(table);
+    }
     let meta: Map<String, Value> = args
         .meta
         .iter()
@@ -590,6 +635,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         "meta": meta,
         "results": results,
         "telemetry": telemetry.map(|(_, json)| json),
+        "ab": ab.map(|(_, json)| json),
         "all_runs": runs,
     });
     std::fs::write(&args.markdown, &md)?;
@@ -699,6 +745,179 @@ fn telemetry_notes(metrics: &ByMetric) -> String {
     notes
 }
 
+/// The A/B's tests: instructions per request under callgrind (the acceptance measure) and CPU
+/// per request at a fixed rate (the noisy corroboration).
+const AB_INSTR: &str = "ab_instr";
+const AB_CPU: &str = "ab_cpu";
+
+/// The A/B table's rows: test, metric, label, which way is better, decimals of the ratio.
+const AB_ROWS: &[(&str, Shown, usize)] = &[
+    (
+        AB_INSTR,
+        shown(
+            "instr_per_req",
+            "**instructions per request**, (Ir(2N) − Ir(N)) / N: the acceptance measure",
+            Lower,
+        ),
+        4,
+    ),
+    (
+        AB_INSTR,
+        shown("instr_per_req_n", "… check: Ir(N) / N", Info),
+        4,
+    ),
+    (
+        AB_INSTR,
+        shown("instr_per_req_2n", "… check: Ir(2N) / 2N", Info),
+        4,
+    ),
+    (
+        AB_INSTR,
+        shown(
+            "idle_instr_per_s",
+            "… idle instructions per second (background: adds this ÷ the rate to each request above)",
+            Info,
+        ),
+        3,
+    ),
+    (
+        AB_CPU,
+        shown(
+            "cpu_us_per_req",
+            "CPU per request at a fixed rate, schedstat (µs): noisy corroboration",
+            Lower,
+        ),
+        3,
+    ),
+    (
+        AB_CPU,
+        shown(
+            "cpu_s_per_100k",
+            "CPU-seconds per 100,000 requests at a fixed rate, clock ticks: noisy corroboration",
+            Lower,
+        ),
+        3,
+    ),
+    (AB_CPU, shown("achieved_rps", "… achieved req/s", Info), 3),
+    (AB_CPU, shown("p99_ms", "… p99 latency (ms)", Lower), 3),
+    (AB_CPU, shown("errors", "… errors", Lower), 3),
+];
+
+/// What the A/B table says besides the records.
+struct AbLabels<'a> {
+    baseline: &'a str,
+    current: &'a str,
+    budget: f64,
+    settings: Option<&'a str>,
+    functions: Option<&'a str>,
+}
+
+/// The A/B's section (markdown) and its JSON: per metric the medians of baseline and current,
+/// current/baseline and every run's values; the verdict on instructions per request.
+fn ab_table(runs: &BTreeMap<String, ByMetric>, labels: &AbLabels) -> (String, Value) {
+    let values = |test: &str, key: &str, target: &str| -> Option<&Vec<f64>> {
+        runs.get(test)?.get(key)?.get(target)
+    };
+    let mut md = format!(
+        "\n## A/B: per-request CPU of a route without annotations, baseline vs current\n\n\
+         - baseline: {}\n- current: {}\n",
+        labels.baseline, labels.current
+    );
+    if let Some(settings) = labels.settings {
+        md.push_str(&format!("- how: {settings}\n"));
+    }
+    md.push_str(
+        "\nBoth binaries in the same run, on the same CPU, with the same manifests and load, \
+         on a host whose Ingress has no annotation. **Instructions per request** (callgrind, \
+         counted not timed: the same whatever else the machine does) is the acceptance \
+         measure; the CPU time at a fixed rate is noisy corroboration (medians of interleaved \
+         runs). Ratio: current/baseline, lower is better below 1.\n\n\
+         | metric | baseline | current | current/baseline | runs: baseline; current |\n\
+         |---|---:|---:|---:|---|\n",
+    );
+    let mut rows = Vec::new();
+    let mut verdict = Value::Null;
+    let mut verdict_md = String::new();
+    for (test, shown, decimals) in AB_ROWS {
+        let (Some(base), Some(cur)) = (
+            values(test, shown.key, "baseline"),
+            values(test, shown.key, "current"),
+        ) else {
+            continue;
+        };
+        let (b, c) = (median(base), median(cur));
+        let ratio = (b != 0.0).then(|| c / b);
+        let list = |v: &Vec<f64>| v.iter().map(|x| fmt_ab(*x)).collect::<Vec<_>>().join(" / ");
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {}; {} |\n",
+            shown.label,
+            fmt_ab(b),
+            fmt_ab(c),
+            ratio.map_or("–".to_owned(), |r| format!("{r:.decimals$}")),
+            list(base),
+            list(cur),
+        ));
+        if shown.key == "instr_per_req"
+            && let Some(r) = ratio
+        {
+            let pass = r <= labels.budget;
+            verdict = json!({"ratio": r, "budget": labels.budget, "pass": pass});
+            let change = (r - 1.0) * 100.0;
+            verdict_md = format!(
+                "\n**Acceptance** (instructions per request, current/baseline ≤ {}): \
+                 {r:.4} ({change:+.2} %): {}.\n",
+                labels.budget,
+                if pass {
+                    "within the budget"
+                } else {
+                    "**over the budget**"
+                }
+            );
+        }
+        rows.push(json!({
+            "test": test,
+            "metric": shown.key,
+            "label": shown.label,
+            "better": match shown.better { Higher => "higher", Lower => "lower", Info => "info" },
+            "baseline": b,
+            "current": c,
+            "ratio": ratio,
+            "runs": {"baseline": base, "current": cur},
+        }));
+    }
+    md.push_str(&verdict_md);
+    if let Some(functions) = labels.functions {
+        md.push_str(
+            "\n### Where the instructions go (callgrind, run 1 of each binary)\n\n\
+             Per function, computed like the total: (cost in the 2N dump − cost in the N \
+             dump) / N. Names come from each binary's symbols: a function inlined in one \
+             binary and not in the other moves its instructions to its caller, so read the \
+             self table together with the inclusive one (weir's own functions, callees \
+             included).\n\n",
+        );
+        md.push_str(functions);
+    }
+    let json = json!({
+        "baseline": labels.baseline,
+        "current": labels.current,
+        "settings": labels.settings,
+        "acceptance": verdict,
+        "rows": rows,
+    });
+    (md, json)
+}
+
+/// An A/B number: like `fmt`, but counts of a thousand and more keep one decimal.
+fn fmt_ab(v: f64) -> String {
+    if v.abs() < 1000.0 {
+        return fmt(Some(v));
+    }
+    let text = format!("{:.1}", v.abs());
+    let (int, frac) = text.split_once('.').expect("one decimal");
+    let grouped = fmt(int.parse().ok());
+    format!("{}{grouped}.{frac}", if v < 0.0 { "−" } else { "" })
+}
+
 /// The median (the mean of the middle two for an even count).
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -794,6 +1013,49 @@ status codes: 82400 2xx, 0 3xx, 3 4xx, 0 5xx
         assert_eq!(fmt(None), "–");
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn ab() {
+        let mut runs: BTreeMap<String, ByMetric> = BTreeMap::new();
+        let mut add = |test: &str, key: &str, target: &str, values: &[f64]| {
+            runs.entry(test.to_owned())
+                .or_default()
+                .entry(key.to_owned())
+                .or_default()
+                .insert(target.to_owned(), values.to_vec());
+        };
+        add(AB_INSTR, "instr_per_req", "baseline", &[40000.0, 40002.0]);
+        add(AB_INSTR, "instr_per_req", "current", &[40500.0, 40502.0]);
+        add(AB_CPU, "cpu_us_per_req", "baseline", &[20.0, 21.0, 22.0]);
+        add(AB_CPU, "cpu_us_per_req", "current", &[20.5, 21.5, 22.5]);
+        let labels = AbLabels {
+            baseline: "ee4bbb3",
+            current: "86cebd3",
+            budget: 1.01,
+            settings: None,
+            functions: Some("| f | 1 | 2 | +1 |\n"),
+        };
+        let (md, json) = ab_table(&runs, &labels);
+        assert!(
+            md.contains("- baseline: ee4bbb3\n- current: 86cebd3\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 40,001.0 | 40,501.0 | 1.0125 | 40,000.0 / 40,002.0; 40,500.0 / 40,502.0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 21 | 21.5 | 1.024 | 20 / 21 / 22; 20.5 / 21.5 / 22.5 |"),
+            "{md}"
+        );
+        assert!(md.contains("1.0125 (+1.25 %): **over the budget**"), "{md}");
+        assert!(md.ends_with("| f | 1 | 2 | +1 |\n"));
+        assert_eq!(json["acceptance"]["pass"], json!(false));
+        assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+        assert_eq!(fmt_ab(-1234.56), "−1,234.6");
     }
 
     #[test]
