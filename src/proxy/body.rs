@@ -57,6 +57,7 @@ impl ProxyBody {
     }
 
     /// Attaches the request's in-flight mark, released when the body is finished or dropped.
+    #[inline]
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
         self

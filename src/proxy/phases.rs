@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Proxy;
 use super::activity::ConnActivity;
@@ -36,8 +36,12 @@ use super::exchange::Exchange;
 use super::headers::ClientInfo;
 use super::policy;
 use super::respond::Refusal;
-use super::service::{check_request, prepare_upstream_request, request_host, routing_host};
+use super::service::{
+    check_request, endpoint_after, is_idempotent, prepare_upstream_request, request_host,
+    routing_host,
+};
 use super::upgrade::UpgradeRequest;
+use super::upstream::SendOptions;
 use crate::model::{PathMatch, Route};
 use crate::state::RouteRuntime;
 
@@ -113,12 +117,66 @@ impl Proxy {
         let trusted = &self.config.trust_forwarded_from;
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
-        // 12, 13. Forward, relay the answer.
-        let runtime = runtime.as_deref();
-        self.send_to_endpoints(
-            conn, activity, req, upgrade, &route, runtime, request_id, exchange,
-        )
-        .await
+        // 12. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
+        // one for an idempotent request. 13: the answer is relayed, or an upgrade's tunnel
+        // opened.
+        let client_upgrade = upgrade.as_ref().map(|upgrade| {
+            upgrade.apply(&mut req);
+            hyper::upgrade::on(&mut req)
+        });
+        let backend = &route.backend;
+        let idempotent = is_idempotent(req.method());
+        let first = match &runtime {
+            Some(runtime) => runtime.balancer.pick(&backend.endpoints),
+            None => backend.endpoints.first().copied(),
+        }
+        .ok_or(Refusal::NoEndpoints)?;
+        let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
+        let has_body = !http_body::Body::is_end_stream(req.body());
+        if let Some(exchange) = exchange.as_deref_mut() {
+            exchange.connecting();
+        }
+        let timeouts = &policy.timeouts;
+        let mut last_error = None;
+        for addr in std::iter::once(first).chain(second) {
+            match self.pool.connection(addr, timeouts.connect).await {
+                Ok(upstream) => {
+                    let body_bytes = exchange
+                        .as_deref_mut()
+                        .and_then(|e| e.sending(addr, &request_id, has_body));
+                    let options = SendOptions {
+                        idempotent,
+                        timeouts,
+                        max_body_size: policy.max_body_size,
+                        body_bytes,
+                    };
+                    let result = self.pool.send(upstream, req, activity, options).await;
+                    if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
+                    {
+                        exchange.upstream_answered(response.status());
+                    }
+                    return match (upgrade, client_upgrade) {
+                        (Some(upgrade), Some(client)) => self.switch(
+                            result,
+                            (&upgrade, client),
+                            &route,
+                            conn,
+                            activity,
+                            exchange,
+                        ),
+                        _ => self.relay(result, &route, conn),
+                    };
+                }
+                Err(error) => {
+                    warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
+                    self.count_upstream_error(backend, &error);
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(Refusal::Upstream(
+            last_error.expect("at least one endpoint was tried"),
+        ))
     }
 
     /// Phases 3 and 4: the route of `req` (normalised path) on `host` (normalised).

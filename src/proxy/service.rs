@@ -21,9 +21,8 @@ use super::policy;
 use super::policy::body_limit::BodyTooLarge;
 use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
-use super::upstream::{Lease, SendOptions, UpstreamError};
+use super::upstream::{Lease, UpstreamError};
 use crate::model::{Backend, Route, normalize_host};
-use crate::state::RouteRuntime;
 
 impl Proxy {
     /// Serves one request: finds its route and relays it, or answers it with a refusal.
@@ -58,75 +57,6 @@ impl Proxy {
         let stats = requests.enabled().then(|| requests.unrouted().clone());
         let log = self.config.access_log.as_ref();
         (stats.is_some() || log.is_some()).then(|| Exchange::start(req, conn.peer, stats, log))
-    }
-
-    /// Phase 12: picks an endpoint and sends the prepared request to it (a second endpoint
-    /// when the connect to the first failed and the method is idempotent), then relays the
-    /// answer or opens the tunnel of an upgrade.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn send_to_endpoints(
-        self: &Arc<Self>,
-        conn: &ClientInfo,
-        activity: &Arc<ConnActivity>,
-        mut req: Request<Incoming>,
-        upgrade: Option<UpgradeRequest>,
-        route: &Arc<Route>,
-        runtime: Option<&RouteRuntime>,
-        request_id: HeaderValue,
-        exchange: &mut Option<Box<Exchange>>,
-    ) -> Result<Response<ProxyBody>, Refusal> {
-        let backend = &route.backend;
-        let client_upgrade = upgrade.as_ref().map(|upgrade| {
-            upgrade.apply(&mut req);
-            hyper::upgrade::on(&mut req)
-        });
-        let timeouts = route.policy.timeouts;
-        let idempotent = is_idempotent(req.method());
-        let first = match runtime {
-            Some(runtime) => runtime.balancer.pick(&backend.endpoints),
-            None => backend.endpoints.first().copied(),
-        }
-        .ok_or(Refusal::NoEndpoints)?;
-        let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
-        let has_body = !http_body::Body::is_end_stream(req.body());
-        if let Some(exchange) = exchange.as_deref_mut() {
-            exchange.connecting();
-        }
-        let mut last_error = None;
-        for addr in std::iter::once(first).chain(second) {
-            match self.pool.connection(addr, timeouts.connect).await {
-                Ok(upstream) => {
-                    let body_bytes = exchange
-                        .as_deref_mut()
-                        .and_then(|e| e.sending(addr, &request_id, has_body));
-                    let options = SendOptions {
-                        idempotent,
-                        timeouts,
-                        max_body_size: route.policy.max_body_size,
-                        body_bytes,
-                    };
-                    let result = self.pool.send(upstream, req, activity, options).await;
-                    if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
-                    {
-                        exchange.upstream_answered(response.status());
-                    }
-                    return match (upgrade, client_upgrade) {
-                        (Some(upgrade), Some(client)) => {
-                            self.switch(result, (&upgrade, client), route, conn, activity, exchange)
-                        }
-                        _ => self.relay(result, route, conn),
-                    };
-                }
-                Err(error) => {
-                    warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
-                    self.count_upstream_error(backend, &error);
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(Refusal::Upstream(
-            last_error.expect("at least one endpoint was tried"),
-        ))
     }
 
     pub(super) fn relay(
@@ -167,7 +97,7 @@ impl Proxy {
     }
 
     /// Counts a failed attempt in `weir_upstream_errors_total`.
-    fn count_upstream_error(&self, backend: &Backend, error: &UpstreamError) {
+    pub(super) fn count_upstream_error(&self, backend: &Backend, error: &UpstreamError) {
         let service = &backend.service;
         self.metrics
             .connections
@@ -178,14 +108,14 @@ impl Proxy {
 }
 
 /// The endpoint after `addr` in the backend's list, if there is another one.
-fn endpoint_after(backend: &Backend, addr: SocketAddr) -> Option<SocketAddr> {
+pub(super) fn endpoint_after(backend: &Backend, addr: SocketAddr) -> Option<SocketAddr> {
     let endpoints = &backend.endpoints;
     let i = endpoints.iter().position(|e| *e == addr)?;
     let next = endpoints[(i + 1) % endpoints.len()];
     (next != addr).then_some(next)
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

@@ -237,12 +237,12 @@ pub struct UpstreamConn {
 
 /// How one request is sent.
 #[derive(Debug, Clone)]
-pub struct SendOptions {
+pub struct SendOptions<'a> {
     /// The method is idempotent: a request without a body may be sent again when a pooled
     /// connection turns out dead.
     pub idempotent: bool,
     /// The route's send and read timeouts.
-    pub timeouts: Timeouts,
+    pub timeouts: &'a Timeouts,
     /// The route's `proxy-body-size` (`None`: unlimited).
     pub max_body_size: Option<u64>,
     /// Where the request body's bytes are counted.
@@ -366,7 +366,7 @@ impl Pool {
         mut conn: UpstreamConn,
         req: Request<Incoming>,
         client: &Arc<ConnActivity>,
-        options: SendOptions,
+        options: SendOptions<'_>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.addr;
         let (parts, body) = req.into_parts();
@@ -378,12 +378,11 @@ impl Pool {
             options.max_body_size,
         );
         let replayable = options.idempotent && body_sent.is_none();
-        let connect_timeout = options.timeouts.connect;
         let mut req = Request::from_parts(parts, body);
         loop {
             if conn.reused && conn.sender.ready().await.is_err() {
                 debug!(%addr, "pooled connection was closed; connecting again");
-                conn = self.connect(addr, connect_timeout).await?;
+                conn = self.connect(addr, options.timeouts.connect).await?;
             }
             conn.send_timeout.set(options.timeouts.send);
             let replay = (conn.reused && replayable).then(|| head_of(&req));
@@ -426,7 +425,7 @@ impl Pool {
                 Some(again) => {
                     debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
                     req = again;
-                    conn = self.connect(addr, connect_timeout).await?;
+                    conn = self.connect(addr, options.timeouts.connect).await?;
                 }
                 None => {
                     let source = error.into_error();
