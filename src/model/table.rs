@@ -789,6 +789,8 @@ pub(crate) fn test_route(namespace: &str, ingress: &str, service: &str, port: &s
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn route(name: &str) -> Arc<Route> {
@@ -1178,5 +1180,30 @@ mod tests {
             normalize_host("my_host.internal").as_deref(),
             Some("my_host.internal")
         );
+    }
+
+    proptest! {
+        #[test]
+        fn normalized_hosts_are_safe_and_stable(
+            raw in "(\\[[0-9a-fA-F:]{0,12}\\]|[a-zA-Z0-9._-]{0,10}|[?#@%/\\\\ é]|:[0-9]{0,6})*"
+        ) {
+            if let Some(host) = normalize_host(&raw) {
+                let host = host.into_owned();
+                prop_assert!(!host.is_empty());
+                let bracketed = host.starts_with('[') && host.ends_with(']');
+                prop_assert!(
+                    bracketed || host.bytes().all(|b| b.is_ascii_lowercase()
+                        || b.is_ascii_digit() || b"-._".contains(&b)),
+                    "only DNS characters or an IPv6 literal: {host}"
+                );
+                if bracketed {
+                    prop_assert!(host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok());
+                }
+                prop_assert!(!host.ends_with('.') || host == ".", "{host}");
+                prop_assert_eq!(normalize_host(&host).map(|h| h.into_owned()), Some(host.clone()), "stable");
+                // What `raw` had before its port is the host, up to case and a trailing dot.
+                prop_assert!(raw.to_ascii_lowercase().starts_with(&host), "{raw} -> {host}");
+            }
+        }
     }
 }
