@@ -259,6 +259,24 @@ fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String
     if https_redirect {
         out.push("redirects plain HTTP to HTTPS".to_owned());
     }
+    if let Some(access) = &policy.access {
+        if let Some(deny) = &access.deny {
+            out.push(format!("denies clients from {deny}"));
+        }
+        if let Some(allow) = &access.allow {
+            out.push(format!("allows only clients from {allow}"));
+        }
+        if let Some(basic) = &access.basic {
+            let challenge = basic.challenge.to_str().unwrap_or("?");
+            let users = basic.users.len();
+            out.push(format!(
+                "asks for a password ({challenge}, {users} user(s))"
+            ));
+        }
+        if access.satisfy == crate::model::Satisfy::Any {
+            out.push("an allowed client needs no password (satisfy: any)".to_owned());
+        }
+    }
     let rewrite = &policy.rewrite;
     if let Some(target) = &rewrite.target {
         out.push(format!("rewrites the path to {target}"));

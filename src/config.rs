@@ -233,6 +233,12 @@ pub struct RouteFlags {
     #[arg(long, env = "WEIR_DEFAULT_BACKEND_SERVICE", value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
     pub default_backend_service: Option<(String, String)>,
 
+    /// Let annotations name objects in other namespaces (`auth-secret: namespace/name`), as
+    /// ingress-nginx's flag of that name does. Off: a Secret in another namespace makes the
+    /// route refuse (503), so one tenant cannot use another's users.
+    #[arg(long, env = "WEIR_ALLOW_CROSS_NAMESPACE_RESOURCES")]
+    pub allow_cross_namespace_resources: bool,
+
     /// Status of HTTP→HTTPS redirects: 308 (keeps the method and body), 301, 302 or 307.
     #[arg(long, env = "WEIR_HTTP_REDIRECT_CODE", default_value_t = 308, value_parser = parse_redirect_code)]
     pub http_redirect_code: u16,
@@ -349,6 +355,10 @@ pub struct CheckArgs {
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
     pub default_backend_service: Option<(String, String)>,
 
+    /// Let annotations name Secrets in other namespaces, as `weir --allow-cross-namespace-resources`.
+    #[arg(long)]
+    pub allow_cross_namespace_resources: bool,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub output: CheckOutput,
@@ -393,6 +403,7 @@ impl CheckArgs {
                 .default_backend_service
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
+            allow_cross_namespace: self.allow_cross_namespace_resources,
         }
     }
 }
@@ -467,6 +478,7 @@ impl Config {
                 .default_backend_service
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
+            allow_cross_namespace: self.routes.allow_cross_namespace_resources,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Data-plane metrics that are not per request: client connections, tunnels, TLS handshakes,
-//! upstream failures and the access log's drops.
+//! upstream failures, access denials and the access log's drops.
 
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
@@ -26,6 +26,9 @@ pub struct ConnectionMetrics {
     pub upstream_errors: IntCounterVec,
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `weir_requests_denied_total{namespace,ingress,reason}`: requests a route's access rules
+    /// refused: `ip` (source lists, 403), `auth` (credentials, 401).
+    pub denied: IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -82,6 +85,13 @@ impl ConnectionMetrics {
                 "weir_access_log_dropped_total",
                 "Access log lines dropped because the log writer could not keep up.",
             )?,
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "weir_requests_denied_total",
+                    "Requests refused by a route's access rules, by Ingress and reason: ip (source lists, 403), auth (credentials, 401).",
+                ),
+                &["namespace", "ingress", "reason"],
+            )?,
         };
         let m = metrics.clone();
         registry.register_all([
@@ -94,6 +104,7 @@ impl ConnectionMetrics {
             Box::new(m.tls_handshake_errors),
             Box::new(m.upstream_errors),
             Box::new(m.access_log_dropped),
+            Box::new(m.denied),
         ])?;
         Ok(metrics)
     }

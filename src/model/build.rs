@@ -48,15 +48,17 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     );
     let classes = Classes::new(&input.ingress_classes, &config.classes);
     let ours = ordered_ingresses(input, &classes);
+    let secrets = index_by_name(&input.secrets, |s| &s.metadata);
+    let context = annotations::Context {
+        defaults: &defaults,
+        secrets: &secrets,
+        allow_cross_namespace: config.allow_cross_namespace,
+    };
     let annotations: Vec<IngressAnnotations> = ours
         .iter()
         .map(|o| {
-            annotations::parse(
-                &o.object,
-                o.ingress.metadata.annotations.as_ref(),
-                &defaults,
-                &mut diagnostics,
-            )
+            let ingress_annotations = o.ingress.metadata.annotations.as_ref();
+            annotations::parse(&o.object, ingress_annotations, &context, &mut diagnostics)
         })
         .collect();
     let mut builder = Builder {

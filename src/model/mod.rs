@@ -4,6 +4,7 @@
 //! or the kube client. [`build`] never fails: objects it cannot use become diagnostics and the
 //! rest of the table is built regardless.
 
+pub mod access;
 pub mod annotations;
 mod build;
 mod classes;
@@ -25,6 +26,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+pub use access::{Access, BasicAuth, IpList, Satisfy, Users};
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use paths::{PathRegex, Template, normalize as normalize_path};
@@ -58,7 +60,7 @@ pub struct Input {
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// core/v1 Endpoints (used for a Service that has no EndpointSlices).
     pub endpoints: Vec<Arc<Endpoints>>,
-    /// core/v1 Secrets (TLS).
+    /// core/v1 Secrets (TLS certificates, and those annotations name: htpasswd files).
     pub secrets: Vec<Arc<Secret>>,
     /// core/v1 ConfigMaps (the controller ConfigMap, `--configmap`).
     pub config_maps: Vec<Arc<ConfigMap>>,
@@ -76,6 +78,9 @@ pub struct BuildConfig {
     /// The controller's default backend (`--default-backend-service`): serves what no rule
     /// and no Ingress's defaultBackend serves (its first TCP port).
     pub default_backend_service: Option<ObjectRef>,
+    /// `--allow-cross-namespace-resources`: annotations may name Secrets in other namespaces
+    /// (`auth-secret: namespace/name`).
+    pub allow_cross_namespace: bool,
 }
 
 /// Which Ingresses are weir's.

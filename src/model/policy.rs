@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 
+use super::access::Access;
 use super::paths::Template;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -204,6 +205,8 @@ pub struct Policy {
     pub relative_redirects: bool,
     /// `enable-access-log`: requests of this route are written to the access log.
     pub access_log: bool,
+    /// Who may use the route (source lists, authentication); `None`: everybody.
+    pub access: Option<Arc<Access>>,
 }
 
 impl Default for Policy {
@@ -224,6 +227,7 @@ impl Policy {
             use_port_in_redirects: defaults.use_port_in_redirects,
             relative_redirects: defaults.relative_redirects,
             access_log: true,
+            access: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::networking::v1::Ingress;
 
+use super::annotations;
 use super::diagnostic::{ObjectKind, ObjectRef};
 use super::objects;
 
@@ -12,8 +13,12 @@ use super::objects;
 pub struct References {
     /// Services of its backends (their endpoints come with them).
     pub services: Vec<ObjectRef>,
-    /// Secrets: TLS certificates of `spec.tls` (later: auth secrets of annotations).
+    /// Secrets: TLS certificates of `spec.tls`, the users of `auth-secret` (in any namespace:
+    /// whether the build may read it is its business).
     pub secrets: Vec<ObjectRef>,
+    /// The Secrets among `secrets` that annotations name (`auth-secret`): read whatever their
+    /// type, where a cluster source reads only TLS Secrets for `spec.tls`.
+    pub annotation_secrets: Vec<ObjectRef>,
     /// ConfigMaps named by annotations (none yet).
     pub config_maps: Vec<ObjectRef>,
 }
@@ -47,7 +52,19 @@ pub fn references(ingress: &Ingress) -> References {
                 .push(ObjectRef::new(ObjectKind::Secret, namespace, secret));
         }
     }
-    for list in [&mut refs.services, &mut refs.secrets, &mut refs.config_maps] {
+    let annotations = ingress.metadata.annotations.as_ref();
+    if let Some(secret) = annotations::value(annotations, "auth-secret")
+        .and_then(|value| annotations::auth_secret_ref(namespace, value))
+    {
+        refs.secrets.push(secret.clone());
+        refs.annotation_secrets.push(secret);
+    }
+    for list in [
+        &mut refs.services,
+        &mut refs.secrets,
+        &mut refs.annotation_secrets,
+        &mut refs.config_maps,
+    ] {
         list.sort();
         list.dedup();
     }
@@ -59,9 +76,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collects_services_and_tls_secrets() {
+    fn collects_services_tls_and_auth_secrets() {
         let ingress: Ingress = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "a", "namespace": "apps"},
+            "metadata": {"name": "a", "namespace": "apps", "annotations": {
+                "weir.dev/auth-secret": "auth/users",
+                "nginx.ingress.kubernetes.io/auth-secret": "ignored-behind-weir-s-key"
+            }},
             "spec": {
                 "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
                 "tls": [{"hosts": ["a.com"], "secretName": "a-cert"}, {"hosts": ["b.com"]}],
@@ -80,7 +100,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&refs.services), ["apps/fallback", "apps/web"]);
-        assert_eq!(names(&refs.secrets), ["apps/a-cert"]);
+        assert_eq!(names(&refs.secrets), ["apps/a-cert", "auth/users"]);
+        assert_eq!(names(&refs.annotation_secrets), ["auth/users"]);
         assert!(refs.config_maps.is_empty());
         assert_eq!(references(&Ingress::default()), References::default());
     }

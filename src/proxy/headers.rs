@@ -104,6 +104,40 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The client's address, the one every decision by address uses (source lists; later rate
+/// limits): the TCP peer, or, when the peer is in `--trust-forwarded-from`, the rightmost
+/// X-Forwarded-For address that is not in a trusted network (the peer itself when there is
+/// none). An untrusted peer's X-Forwarded-For is never read. IPv4-mapped IPv6 is IPv4.
+pub fn client_ip(client: &ClientInfo, headers: &HeaderMap, trusted_nets: &[IpNet]) -> IpAddr {
+    let peer = canonical(client.peer.ip());
+    if !client.trusted {
+        return peer;
+    }
+    let mut chain = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let joined: String = match (chain.next(), chain.next()) {
+        (None, _) => return peer,
+        (Some(one), None) => one.to_owned(),
+        (Some(first), Some(second)) => [first, second]
+            .into_iter()
+            .chain(chain)
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    forwarded_client(&joined, trusted_nets).unwrap_or(peer)
+}
+
+/// The rightmost address of an X-Forwarded-For chain that is not in a trusted network.
+fn forwarded_client(chain: &str, trusted_nets: &[IpNet]) -> Option<IpAddr> {
+    chain
+        .rsplit(',')
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .find(|ip| !is_trusted(trusted_nets, *ip))
+        .map(canonical)
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. From a trusted peer the client's
 /// values are kept (X-Forwarded-For is extended with the peer); from anyone else they are
 /// replaced, and an RFC 7239 `Forwarded` header is removed, so a client cannot forge its
@@ -132,12 +166,8 @@ pub fn set_forwarding_headers(
         .filter(|chain| !chain.trim().is_empty());
     let (xff, real_ip) = match chain {
         Some(chain) => {
-            // The client is the rightmost address not in a trusted network.
-            let real_ip = chain
-                .rsplit(',')
-                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-                .find(|ip| !is_trusted(trusted_nets, *ip))
-                .and_then(|ip| HeaderValue::try_from(canonical(ip).to_string()).ok())
+            let real_ip = forwarded_client(&chain, trusted_nets)
+                .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
                 .unwrap_or_else(|| client.peer_ip.clone());
             let peer = client.peer_ip.to_str().unwrap_or_default();
             let xff = HeaderValue::try_from(format!("{chain}, {peer}"))

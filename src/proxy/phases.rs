@@ -12,7 +12,7 @@
 //! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
-//! | 9 | access control (IP lists, auth: the access-control issue) | | |
+//! | 9 | access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/access.rs` | 403, 401 |
 //! | 10 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 11 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
 //! | 12 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
@@ -33,7 +33,7 @@ use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::exchange::Exchange;
-use super::headers::ClientInfo;
+use super::headers::{ClientInfo, client_ip};
 use super::policy;
 use super::respond::Refusal;
 use super::service::{
@@ -107,7 +107,15 @@ impl Proxy {
         if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
             return Ok(response);
         }
-        // 9. Access control: not yet.
+        // 9. Access control.
+        if let Some(access) = &policy.access {
+            let trusted = &self.config.trust_forwarded_from;
+            let client = client_ip(conn, req.headers(), trusted);
+            if let Err(refusal) = policy::access::check(access, client, &req).await {
+                self.count_denied(&route, &refusal, client);
+                return Err(refusal);
+            }
+        }
         // 10. The declared body size.
         policy::body_limit::check(policy, &req)?;
         if route.backend.endpoints.is_empty() {

@@ -24,6 +24,11 @@ pub enum Refusal {
     NoRoute,
     /// The request body is larger than the route's `proxy-body-size`.
     PayloadTooLarge,
+    /// The route's access rules do not let this client in (source lists).
+    Forbidden,
+    /// The route needs credentials the request does not carry (the `WWW-Authenticate`
+    /// challenge to send).
+    Unauthorized(HeaderValue),
     /// The route refuses every request: one of its Ingress's annotations is invalid and weir
     /// fails closed.
     Misconfigured,
@@ -36,6 +41,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The `reason` of `weir_requests_denied_total` when the route's access rules refused the
+    /// request.
+    pub fn denial(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Forbidden => Some("ip"),
+            Refusal::Unauthorized(_) => Some("auth"),
+            _ => None,
+        }
+    }
+
     /// The status code and a short explanation for this refusal.
     fn status_and_detail(&self) -> (StatusCode, &'static str) {
         match self {
@@ -54,6 +69,8 @@ impl Refusal {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than this route accepts",
             ),
+            Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
+            Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
             Refusal::Misconfigured => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this route's Ingress has an invalid annotation (see its Events)",
@@ -90,6 +107,9 @@ impl Refusal {
         );
         headers.insert(header::SERVER, SERVER);
         match self {
+            Refusal::Unauthorized(challenge) => {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
             Refusal::MethodNotAllowed => {
                 headers.insert(
                     header::ALLOW,

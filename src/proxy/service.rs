@@ -1,7 +1,7 @@
 //! One request through the proxy: check → route → forward → relay.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -103,6 +103,19 @@ impl Proxy {
             .connections
             .upstream_errors
             .with_label_values(&[&service.namespace, &service.name, error.reason()])
+            .inc();
+    }
+
+    /// Counts and logs (debug) a request `route`'s access rules refused.
+    pub(super) fn count_denied(&self, route: &Route, refusal: &Refusal, client: IpAddr) {
+        let Some(reason) = refusal.denial() else {
+            return;
+        };
+        debug!(ingress = %route.ingress, %client, reason, "access denied");
+        self.metrics
+            .connections
+            .denied
+            .with_label_values(&[&route.ingress.namespace, &route.ingress.name, reason])
             .inc();
     }
 }

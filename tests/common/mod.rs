@@ -612,6 +612,23 @@ pub fn ingress_json(
 }
 
 /// One rule: `host`, and paths `(path, pathType, service)` to port `http`.
+/// An Opaque Secret `default/name` with these keys and (text) values.
+pub fn secret_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
+    use base64::Engine;
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v);
+            (k.to_string(), serde_json::Value::String(encoded))
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": data,
+    })
+}
+
 pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> serde_json::Value {
     let paths: Vec<serde_json::Value> = paths
         .iter()
@@ -632,11 +649,22 @@ pub fn build_table(
     services: Vec<[serde_json::Value; 2]>,
     config: &weir::model::BuildConfig,
 ) -> weir::model::Built {
+    build_table_with_secrets(ingresses, services, Vec::new(), config)
+}
+
+/// [`build_table`] with these Secrets in the cluster ([`secret_json`]).
+pub fn build_table_with_secrets(
+    ingresses: Vec<serde_json::Value>,
+    services: Vec<[serde_json::Value; 2]>,
+    secrets: Vec<serde_json::Value>,
+    config: &weir::model::BuildConfig,
+) -> weir::model::Built {
     fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
         Arc::new(serde_json::from_value(v).unwrap())
     }
     let mut input = weir::model::Input {
         ingresses: ingresses.into_iter().map(parse).collect(),
+        secrets: secrets.into_iter().map(parse).collect(),
         ..Default::default()
     };
     for [service, endpoints] in services {

@@ -135,14 +135,14 @@ pub const ANNOTATIONS: &[Row] = &[
         Accepted("HTTP/2 server push was removed from browsers and from nginx 1.25.1"),
     ),
     // Access control.
-    row("whitelist-source-range", NotYet(ACCESS)),
-    row("allowlist-source-range", NotYet(ACCESS)),
-    row("denylist-source-range", NotYet(ACCESS)),
-    row("satisfy", NotYet(ACCESS)),
-    row("auth-type", NotYet(ACCESS)),
-    row("auth-secret", NotYet(ACCESS)),
-    row("auth-secret-type", NotYet(ACCESS)),
-    row("auth-realm", NotYet(ACCESS)),
+    row("whitelist-source-range", Supported),
+    row("allowlist-source-range", Supported),
+    row("denylist-source-range", Supported),
+    row("satisfy", Supported),
+    row("auth-type", Supported),
+    row("auth-secret", Supported),
+    row("auth-secret-type", Supported),
+    row("auth-realm", Supported),
     row("auth-url", NotYet(ACCESS)),
     row("auth-method", NotYet(ACCESS)),
     row("auth-signin", NotYet(ACCESS)),
@@ -294,7 +294,7 @@ pub const ANNOTATIONS: &[Row] = &[
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
 /// refuse (503) rather than serve without it (fail closed): it restricts who may reach the
-/// Ingress (`auth-*`, source ranges), or it says how the endpoint must be spoken to and weir
+/// Ingress (`auth-url`, `auth-tls-*`), or it says how the endpoint must be spoken to and weir
 /// cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
 /// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
@@ -303,13 +303,7 @@ pub fn refuses(name: &str, value: &str) -> bool {
     let value = value.trim();
     let yes = || super::values::boolean(value) == Some(true);
     match name {
-        "auth-type"
-        | "auth-secret"
-        | "auth-url"
-        | "auth-tls-secret"
-        | "whitelist-source-range"
-        | "allowlist-source-range"
-        | "denylist-source-range" => !value.is_empty(),
+        "auth-url" | "auth-tls-secret" => !value.is_empty(),
         "auth-tls-verify-client" => !value.is_empty() && value != "off",
         "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
         "secure-backends" | "ssl-passthrough" => yes(),
@@ -319,14 +313,9 @@ pub fn refuses(name: &str, value: &str) -> bool {
 
 /// The annotations [`refuses`] may refuse.
 pub const MAY_REFUSE: &[&str] = &[
-    "auth-type",
-    "auth-secret",
     "auth-url",
     "auth-tls-secret",
     "auth-tls-verify-client",
-    "whitelist-source-range",
-    "allowlist-source-range",
-    "denylist-source-range",
     "backend-protocol",
     "secure-backends",
     "ssl-passthrough",

@@ -29,6 +29,7 @@
 //! 4. **Tests**: table-driven model tests in the group file (valid and invalid values, both
 //!    prefixes, precedence, scope) and a proxy test with a real backend under `tests/`.
 
+mod basic_auth;
 mod body;
 pub mod compat;
 mod hosts;
@@ -36,6 +37,7 @@ mod https;
 mod logging;
 mod redirect;
 mod rewrite;
+mod source_ranges;
 mod timeouts;
 pub(crate) mod values;
 
@@ -43,9 +45,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::access::Access;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::policy::{Defaults, Policy};
 use compat::Support;
+
+pub(crate) use basic_auth::secret_ref as auth_secret_ref;
 
 pub(crate) use hosts::HostAnnotations;
 pub(crate) use https::HttpsAnnotations;
@@ -113,6 +121,8 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("body", body::KEYS),
     ("hosts", hosts::KEYS),
     ("logging", logging::KEYS),
+    ("source-ranges", source_ranges::KEYS),
+    ("basic-auth", basic_auth::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -124,6 +134,40 @@ pub fn keys() -> impl Iterator<Item = (&'static str, &'static Key)> {
 
 fn find_key(name: &str) -> Option<&'static Key> {
     keys().map(|(_, key)| key).find(|key| key.name == name)
+}
+
+/// What annotations are read against: the global defaults, the Secrets they may name, and
+/// whether they may name objects in other namespaces.
+pub(crate) struct Context<'a> {
+    /// The flags' defaults, overridden by the controller ConfigMap.
+    pub defaults: &'a Defaults,
+    /// Every Secret of the input, by (namespace, name).
+    pub secrets: &'a BTreeMap<(&'a str, &'a str), &'a Secret>,
+    /// `--allow-cross-namespace-resources`: `auth-secret` may name `namespace/name`.
+    pub allow_cross_namespace: bool,
+}
+
+impl Context<'_> {
+    /// The data of the Secret `object`, when it exists (a Secret without data has none).
+    pub fn secret_data(&self, object: &ObjectRef) -> Option<&BTreeMap<String, ByteString>> {
+        static EMPTY: BTreeMap<String, ByteString> = BTreeMap::new();
+        let secret = self
+            .secrets
+            .get(&(object.namespace.as_str(), object.name.as_str()))?;
+        Some(secret.data.as_ref().unwrap_or(&EMPTY))
+    }
+}
+
+/// The value of annotation `name` in `annotations`: weir's key, else ingress-nginx's.
+pub(crate) fn value<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    name: &str,
+) -> Option<&'a str> {
+    let annotations = annotations?;
+    [WEIR_PREFIX, NGINX_PREFIX]
+        .iter()
+        .find_map(|prefix| annotations.get(&format!("{prefix}{name}")))
+        .map(String::as_str)
 }
 
 /// One annotation as found on an Ingress.
@@ -147,6 +191,7 @@ impl Found<'_> {
 /// Reads one Ingress's annotations for the groups, collecting what is wrong with them.
 pub(crate) struct Reader<'a> {
     object: &'a ObjectRef,
+    context: &'a Context<'a>,
     /// The annotations under weir's or ingress-nginx's prefix, by name; weir's wins.
     ours: BTreeMap<&'a str, Found<'a>>,
     diagnostics: &'a mut Vec<Diagnostic>,
@@ -159,6 +204,7 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(
         object: &'a ObjectRef,
+        context: &'a Context<'a>,
         annotations: Option<&'a BTreeMap<String, String>>,
         diagnostics: &'a mut Vec<Diagnostic>,
     ) -> Self {
@@ -172,11 +218,22 @@ impl<'a> Reader<'a> {
         }
         Reader {
             object,
+            context,
             ours,
             diagnostics,
             refusals: Vec::new(),
             canary: false,
         }
+    }
+
+    /// The Ingress whose annotations these are.
+    pub fn object(&self) -> &'a ObjectRef {
+        self.object
+    }
+
+    /// What the annotations are read against.
+    pub fn context(&self) -> &'a Context<'a> {
+        self.context
     }
 
     /// A boolean annotation (Go's `strconv.ParseBool` syntax), else `default`.
@@ -317,10 +374,11 @@ pub(crate) struct IngressAnnotations {
 pub(crate) fn parse(
     object: &ObjectRef,
     annotations: Option<&BTreeMap<String, String>>,
-    defaults: &Defaults,
+    context: &Context<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> IngressAnnotations {
-    let mut reader = Reader::new(object, annotations, diagnostics);
+    let defaults = context.defaults;
+    let mut reader = Reader::new(object, context, annotations, diagnostics);
     let mut policy = Policy::from_defaults(defaults);
     let https = https::parse(&mut reader, defaults);
     policy.redirect = redirect::parse_redirect(&mut reader);
@@ -332,6 +390,16 @@ pub(crate) fn parse(
     policy.use_port_in_redirects = redirect::parse_use_port(&mut reader, defaults);
     policy.relative_redirects = redirect::parse_relative(&mut reader, defaults);
     let host = hosts::parse(&mut reader);
+    let sources = source_ranges::parse(&mut reader);
+    let basic = basic_auth::parse(&mut reader);
+    if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() {
+        policy.access = Some(Arc::new(Access {
+            allow: sources.allow,
+            deny: sources.deny,
+            basic,
+            satisfy: sources.satisfy,
+        }));
+    }
     reader.report_unread();
     if !reader.refusals.is_empty() {
         policy.refused = Some(Arc::from(reader.refusals.join("; ")));
@@ -365,12 +433,37 @@ pub(crate) mod tests {
         pairs: &[(&str, &str)],
         defaults: &Defaults,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read(pairs, defaults, &[], false)
+    }
+
+    /// Parses annotations given as `(key, value)` pairs of an Ingress in namespace `d`, with
+    /// these Secrets in the cluster, and cross-namespace references allowed or not.
+    pub(crate) fn parse_in(
+        pairs: &[(&str, &str)],
+        secrets: &[Arc<Secret>],
+        allow_cross_namespace: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read(pairs, &Defaults::default(), secrets, allow_cross_namespace)
+    }
+
+    fn read(
+        pairs: &[(&str, &str)],
+        defaults: &Defaults,
+        secrets: &[Arc<Secret>],
+        allow_cross_namespace: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
         let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let secrets = crate::model::objects::index_by_name(secrets, |s| &s.metadata);
+        let context = Context {
+            defaults,
+            secrets: &secrets,
+            allow_cross_namespace,
+        };
         let mut diagnostics = Vec::new();
-        let parsed = parse(&object(), Some(&map), defaults, &mut diagnostics);
+        let parsed = parse(&object(), Some(&map), &context, &mut diagnostics);
         (parsed, diagnostics)
     }
 
@@ -422,8 +515,7 @@ pub(crate) mod tests {
         );
         assert_eq!(find("weir.dev/nope").0, Reason::UnknownAnnotation);
 
-        let mut none = Vec::new();
-        let parsed = parse(&object(), None, &Defaults::default(), &mut none);
+        let (parsed, none) = parse_pairs(&[]);
         assert_eq!(parsed.policy.as_ref(), &Policy::default());
         assert!(none.is_empty());
     }
@@ -471,7 +563,7 @@ pub(crate) mod tests {
         }
         // A value that asks for nothing refuses nothing (as in ingress-nginx).
         for (name, value) in [
-            ("whitelist-source-range", " "),
+            ("auth-url", " "),
             ("auth-tls-verify-client", "off"),
             ("backend-protocol", "http"),
             ("ssl-passthrough", "false"),

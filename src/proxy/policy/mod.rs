@@ -1,6 +1,7 @@
 //! Per-route enforcement, one file per behaviour. [`phases`](super::phases) says in which
 //! order they run; each one costs a route that does not use it no more than an `Option` test.
 
+pub(super) mod access;
 pub(super) mod body_limit;
 pub(super) mod host_redirect;
 pub(super) mod https;

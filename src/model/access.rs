@@ -1,0 +1,352 @@
+//! Who may use a route: the typed form of the access-control annotations (source IP lists,
+//! basic authentication, how they combine), resolved once per table. The proxy enforces it in
+//! phase 9 (`src/proxy/policy/access.rs`); nothing here is parsed per request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+/// The access rules of a route; `None` in [`Policy`](super::Policy) when it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `whitelist-source-range` / `allowlist-source-range`: only these client addresses.
+    pub allow: Option<IpList>,
+    /// `denylist-source-range`: never these client addresses (checked before `allow`).
+    pub deny: Option<IpList>,
+    /// `auth-type: basic`: a user of this list must authenticate.
+    pub basic: Option<BasicAuth>,
+    /// `satisfy`: how the allowlist and authentication combine.
+    pub satisfy: Satisfy,
+}
+
+/// How an allowlist and authentication combine (`satisfy`, nginx's directive of that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Satisfy {
+    /// Both must pass (the default).
+    #[default]
+    All,
+    /// Either is enough: an allowed address needs no credentials, and valid credentials
+    /// open the route from any address. The denylist applies either way.
+    Any,
+}
+
+/// A list of networks (IPv4 and IPv6; a bare address is a /32 or /128).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpList {
+    nets: Arc<[IpNet]>,
+}
+
+impl IpList {
+    /// Parses a comma-separated list of CIDRs or addresses, as ingress-nginx does; the first
+    /// item that is neither is the error. An empty list is an error too: it could only mean
+    /// "nobody" or "everybody", and the writer should say which.
+    pub fn parse(value: &str) -> Result<IpList, String> {
+        let mut nets = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net = match item.parse::<IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(canonical(ip)),
+                    Err(_) => return Err(item.to_owned()),
+                },
+            };
+            nets.push(net);
+        }
+        if nets.is_empty() {
+            return Err(String::new());
+        }
+        Ok(IpList { nets: nets.into() })
+    }
+
+    /// Whether `ip` is in one of the networks (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl fmt::Display for IpList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, net) in self.nets.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Basic authentication against a list of users (`auth-type: basic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The `WWW-Authenticate` value of a 401 (`Basic realm="…"`, from `auth-realm`).
+    pub challenge: HeaderValue,
+    /// The users and their password hashes, from the Secret.
+    pub users: Arc<Users>,
+}
+
+/// Users and their password hashes, read from an htpasswd file or a map of user → hash.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Users {
+    hashes: HashMap<String, PasswordHash>,
+}
+
+impl fmt::Debug for Users {
+    /// The user names only: hashes stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.hashes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Users").field("names", &names).finish()
+    }
+}
+
+/// One password hash in a format `htpasswd` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PasswordHash {
+    /// `$apr1$…` (htpasswd's default MD5), `$2y$`/`$2b$`/`$2a$` (bcrypt, `htpasswd -B`), or
+    /// 13 characters of DES crypt (`htpasswd -d`).
+    Crypt(String),
+    /// `{SHA}` and the Base64 of the password's SHA-1 (`htpasswd -s`).
+    Sha1([u8; 20]),
+}
+
+/// What is wrong with one line of an htpasswd file or one entry of a map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsersError {
+    /// The Secret's content is not UTF-8 text.
+    #[error("it is not text")]
+    NotText,
+    /// A line is not `user:hash`.
+    #[error("line {line} is not \"user:hash\"")]
+    NotUserColonHash {
+        /// 1-based.
+        line: usize,
+    },
+    /// A hash in no format weir can verify (plain text among them: nginx accepts `{PLAIN}`,
+    /// weir does not).
+    #[error("the hash of user {user:?} is in no format weir verifies (apr1, bcrypt, SHA, crypt)")]
+    UnknownHash {
+        /// Whose.
+        user: String,
+    },
+    /// Nobody could ever log in.
+    #[error("it lists no user")]
+    Empty,
+}
+
+impl Users {
+    /// Reads an htpasswd file: `user:hash` lines; empty lines and `#` comments are skipped.
+    pub fn from_htpasswd(data: &[u8]) -> Result<Users, UsersError> {
+        let text = std::str::from_utf8(data).map_err(|_| UsersError::NotText)?;
+        let entries = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim()))
+            .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+            .map(|(line, text)| {
+                text.split_once(':')
+                    .filter(|(user, hash)| !user.is_empty() && !hash.is_empty())
+                    .ok_or(UsersError::NotUserColonHash { line })
+            });
+        Users::from_entries(entries)
+    }
+
+    /// Reads a map of user → hash (`auth-secret-type: auth-map`: one Secret key per user).
+    pub fn from_map<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Users, UsersError> {
+        let entries = entries.into_iter().map(|(user, hash)| {
+            let hash = std::str::from_utf8(hash).map_err(|_| UsersError::NotText)?;
+            Ok((user, hash.trim()))
+        });
+        Users::from_entries(entries)
+    }
+
+    fn from_entries<'a>(
+        entries: impl Iterator<Item = Result<(&'a str, &'a str), UsersError>>,
+    ) -> Result<Users, UsersError> {
+        let mut hashes = HashMap::new();
+        for entry in entries {
+            let (user, hash) = entry?;
+            let parsed = PasswordHash::parse(hash).ok_or_else(|| UsersError::UnknownHash {
+                user: user.to_owned(),
+            })?;
+            // htpasswd and nginx use the first line of a user.
+            hashes.entry(user.to_owned()).or_insert(parsed);
+        }
+        if hashes.is_empty() {
+            return Err(UsersError::Empty);
+        }
+        Ok(Users { hashes })
+    }
+
+    /// How many users there are.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// True when there is no user (never for a list that parsed).
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `password` is `user`'s. Slow on purpose for bcrypt (its cost); compares in
+    /// constant time. An unknown user costs as much as a wrong password of a known one would
+    /// cost with apr1, so that timing does not tell which users exist.
+    pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+        match self.hashes.get(user) {
+            Some(hash) => hash.verify(password),
+            None => {
+                let _ = crypt3_rs::unix::verify(password, UNKNOWN_USER_HASH);
+                false
+            }
+        }
+    }
+}
+
+/// An apr1 hash nobody's password matches, verified for unknown users.
+const UNKNOWN_USER_HASH: &str = "$apr1$weirweir$0000000000000000000000";
+
+impl PasswordHash {
+    fn parse(hash: &str) -> Option<PasswordHash> {
+        use base64::Engine;
+        if let Some(encoded) = hash.strip_prefix("{SHA}") {
+            let digest = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            return Some(PasswordHash::Sha1(digest.try_into().ok()?));
+        }
+        let crypt = hash.starts_with("$apr1$")
+            || ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
+            || (hash.len() == 13
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/'));
+        // A hash the library cannot read would never match: refuse it now instead.
+        (crypt && crypt3_rs::unix::crypt(b"", hash).is_ok())
+            .then(|| PasswordHash::Crypt(hash.to_owned()))
+    }
+
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            PasswordHash::Crypt(hash) => crypt3_rs::unix::verify(password, hash),
+            PasswordHash::Sha1(digest) => {
+                let actual: [u8; 20] = Sha1::digest(password).into();
+                actual.ct_eq(digest).into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // The password "secret" hashed by other tools: `openssl passwd -apr1`, Python's bcrypt
+    // (`$2b$`) and a `$2y$` hash it verifies, SHA-1 in Base64 (`htpasswd -s`), crypt(3).
+    const APR1: &str = "alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.";
+    const BCRYPT: &str = "bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi";
+    const BCRYPT_2B: &str = "bo:$2b$05$wa8YqC/Vsousq2giWRrn9OGNNDg8P44nl3waSaesfIGkKexlGqyG.";
+    const SHA: &str = "carol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+    const DES: &str = "dave:abNANd1rDfiNc";
+
+    #[test]
+    fn ip_lists_take_cidrs_and_addresses_of_both_families() {
+        let list = IpList::parse("10.0.0.0/8, 192.168.1.7,2001:db8::/32 ,::1").unwrap();
+        for inside in [
+            "10.1.2.3",
+            "192.168.1.7",
+            "2001:db8::1",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(list.contains(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["11.0.0.1", "192.168.1.8", "2001:db9::1", "::2"] {
+            assert!(!list.contains(outside.parse().unwrap()), "{outside}");
+        }
+        assert_eq!(
+            IpList::parse("10.0.0.1/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(IpList::parse("10.0.0.0/8,nope").unwrap_err(), "nope");
+        assert_eq!(IpList::parse("10.0.0.0/33").unwrap_err(), "10.0.0.0/33");
+        assert_eq!(IpList::parse(" , ").unwrap_err(), "");
+    }
+
+    #[test]
+    fn htpasswd_hashes_of_every_format_verify() {
+        let file = format!("# team\n{APR1}\n\n{BCRYPT}\n{BCRYPT_2B}\n{SHA}\n{DES}\n");
+        let users = Users::from_htpasswd(file.as_bytes()).unwrap();
+        assert_eq!(users.len(), 5);
+        for user in ["alice", "bob", "bo", "carol", "dave"] {
+            assert!(users.verify(user, b"secret"), "{user}");
+            assert!(!users.verify(user, b"Secret"), "{user}");
+            assert!(!users.verify(user, b""), "{user}");
+        }
+        assert!(!users.verify("eve", b"secret"));
+        assert!(
+            !format!("{users:?}").contains("$apr1$"),
+            "no hashes in logs"
+        );
+    }
+
+    #[test]
+    fn bad_htpasswd_files_are_errors() {
+        assert_eq!(Users::from_htpasswd(b""), Err(UsersError::Empty));
+        assert_eq!(Users::from_htpasswd(b"# only\n"), Err(UsersError::Empty));
+        assert_eq!(
+            Users::from_htpasswd(b"alice\n"),
+            Err(UsersError::NotUserColonHash { line: 1 })
+        );
+        assert_eq!(
+            Users::from_htpasswd(b"alice:secret\n"),
+            Err(UsersError::UnknownHash {
+                user: "alice".into()
+            }),
+            "plain text is not a hash"
+        );
+        assert_eq!(
+            Users::from_htpasswd(b"a:{SHA}notbase64!"),
+            Err(UsersError::UnknownHash { user: "a".into() })
+        );
+        assert_eq!(
+            Users::from_htpasswd(&[0xff, b':']),
+            Err(UsersError::NotText)
+        );
+    }
+
+    #[test]
+    fn auth_maps_have_one_user_per_key() {
+        let (_, hash) = APR1.split_once(':').unwrap();
+        let users = Users::from_map([("alice", hash.as_bytes())]).unwrap();
+        assert!(users.verify("alice", b"secret"));
+        assert!(Users::from_map([]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(text in ".{0,64}", raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = IpList::parse(&text);
+            if let Ok(users) = Users::from_htpasswd(text.as_bytes()) {
+                prop_assert!(!users.is_empty());
+            }
+            let _ = Users::from_htpasswd(&raw);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Access control end to end: source lists and basic authentication read by weir's model
+//! from Ingress annotations and Secrets, enforced by the real proxy on a socket in front of
+//! real backends; and a table of the bug classes that let requests past access rules
+//! elsewhere (missing Secrets, spoofed X-Forwarded-For, path tricks, other protocols).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use weir::model::BuildConfig;
+use weir::proxy::ProxyConfig;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// "secret" for alice (apr1, as `htpasswd -m` writes it) and bob (bcrypt, `htpasswd -B`).
+const HTPASSWD: &str = "alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.\n\
+                        bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n";
+
+/// `Authorization` values: alice's right password, and a wrong one.
+const ALICE: &str = "Basic YWxpY2U6c2VjcmV0";
+const BOB: &str = "Basic Ym9iOnNlY3JldA==";
+const WRONG: &str = "Basic YWxpY2U6d3Jvbmc=";
+
+/// An Ingress `name` with ingress-nginx annotations and one rule.
+fn ingress(name: &str, annotations: &[(&str, &str)], rule: serde_json::Value) -> serde_json::Value {
+    let owned: Vec<(String, &str)> = annotations
+        .iter()
+        .map(|(k, v)| (format!("{NGINX}{k}"), *v))
+        .collect();
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    ingress_json(name, 1, &refs, serde_json::json!([rule]))
+}
+
+/// The proxy serving these Ingresses, Services and Secrets; returns it with the diagnostics
+/// of the build.
+async fn serve(
+    ingresses: Vec<serde_json::Value>,
+    services: Vec<[serde_json::Value; 2]>,
+    secrets: Vec<serde_json::Value>,
+    config: ProxyConfig,
+) -> (TestProxy, Vec<String>) {
+    let built = build_table_with_secrets(ingresses, services, secrets, &BuildConfig::default());
+    let diagnostics = built
+        .diagnostics
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    (TestProxy::start(config, built.table).await, diagnostics)
+}
+
+/// GET with optional `Authorization` and `X-Forwarded-For`.
+async fn request(
+    proxy: &TestProxy,
+    host: &str,
+    path: &str,
+    authorization: Option<&str>,
+    forwarded_for: Option<&str>,
+) -> Answer {
+    let mut req = Request::get(format!("http://{}{path}", proxy.addr)).header(header::HOST, host);
+    if let Some(value) = authorization {
+        req = req.header(header::AUTHORIZATION, value);
+    }
+    if let Some(value) = forwarded_for {
+        req = req.header("x-forwarded-for", value);
+    }
+    send(&http1_client(), req.body(Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn source_lists_allow_and_deny_by_the_client_address() {
+    let web = TestBackend::start("web").await;
+    let (proxy, diagnostics) = serve(
+        vec![
+            ingress(
+                "office",
+                &[("whitelist-source-range", "10.0.0.0/8, 192.168.0.0/16")],
+                rule("office.test", &[("/", "Prefix", "web")]),
+            ),
+            ingress(
+                "local",
+                &[("allowlist-source-range", "127.0.0.1/32")],
+                rule("local.test", &[("/", "Prefix", "web")]),
+            ),
+            ingress(
+                "blocked",
+                &[("denylist-source-range", "127.0.0.0/8")],
+                rule("blocked.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        vec![service_json("web", &[web.addr])],
+        vec![],
+        ProxyConfig::default(),
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+    let status = |host: &'static str| {
+        let proxy = &proxy;
+        async move { request(proxy, host, "/", None, None).await.status }
+    };
+    assert_eq!(status("office.test").await, StatusCode::FORBIDDEN);
+    assert_eq!(status("local.test").await, StatusCode::OK);
+    assert_eq!(status("blocked.test").await, StatusCode::FORBIDDEN);
+    assert_eq!(web.requests.load(Ordering::SeqCst), 1, "only local.test");
+}
+
+#[tokio::test]
+async fn a_forwarded_address_counts_only_from_a_trusted_peer() {
+    let web = TestBackend::start("web").await;
+    let ingresses = || {
+        vec![ingress(
+            "office",
+            &[("whitelist-source-range", "10.0.0.0/8")],
+            rule("office.test", &[("/", "Prefix", "web")]),
+        )]
+    };
+    let services = || vec![service_json("web", &[web.addr])];
+    let (untrusting, _) = serve(ingresses(), services(), vec![], ProxyConfig::default()).await;
+    for spoof in ["10.1.2.3", "10.1.2.3, 10.9.9.9", "127.0.0.1, 10.1.2.3"] {
+        let answer = request(&untrusting, "office.test", "/", None, Some(spoof)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{spoof}");
+    }
+    let trusting = ProxyConfig {
+        trust_forwarded_from: vec!["127.0.0.1/32".parse().unwrap()],
+        ..ProxyConfig::default()
+    };
+    let (trusting, _) = serve(ingresses(), services(), vec![], trusting).await;
+    let via_lb = request(&trusting, "office.test", "/", None, Some("10.1.2.3")).await;
+    assert_eq!(via_lb.status, StatusCode::OK);
+    // The rightmost untrusted address is the client: what the client itself wrote further
+    // left does not count.
+    let spoofed = request(
+        &trusting,
+        "office.test",
+        "/",
+        None,
+        Some("10.1.2.3, 203.0.113.9"),
+    )
+    .await;
+    assert_eq!(spoofed.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn basic_auth_asks_checks_and_lets_listed_users_through() {
+    let web = TestBackend::start("web").await;
+    let (proxy, diagnostics) = serve(
+        vec![ingress(
+            "private",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("auth-realm", "Authentication Required - ops"),
+            ],
+            rule("private.test", &[("/", "Prefix", "web")]),
+        )],
+        vec![service_json("web", &[web.addr])],
+        vec![secret_json("users", &[("auth", HTPASSWD)])],
+        ProxyConfig::default(),
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+    for authorization in [None, Some(WRONG), Some("Basic !!"), Some("Bearer x")] {
+        let answer = request(&proxy, "private.test", "/", authorization, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(
+            answer.headers[header::WWW_AUTHENTICATE],
+            "Basic realm=\"Authentication Required - ops\""
+        );
+    }
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+    for user in [ALICE, BOB] {
+        let answer = request(&proxy, "private.test", "/", Some(user), None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{user}");
+        // As from ingress-nginx, the endpoint sees the credentials too.
+        assert_eq!(answer.echo().header("authorization").as_deref(), Some(user));
+    }
+}
+
+#[tokio::test]
+async fn satisfy_any_lets_the_office_in_without_a_password() {
+    let web = TestBackend::start("web").await;
+    let (proxy, _) = serve(
+        vec![ingress(
+            "either",
+            &[
+                ("whitelist-source-range", "127.0.0.1"),
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("satisfy", "any"),
+            ],
+            rule("either.test", &[("/", "Prefix", "web")]),
+        )],
+        vec![service_json("web", &[web.addr])],
+        vec![secret_json("users", &[("auth", HTPASSWD)])],
+        ProxyConfig::default(),
+    )
+    .await;
+    let answer = request(&proxy, "either.test", "/", None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+/// The bug classes that opened access rules in other controllers, one row each: the
+/// protected route must refuse, and its backend must never see the request.
+#[tokio::test]
+async fn security_table_nothing_reaches_a_protected_backend_unprotected() {
+    let admin = TestBackend::start("admin").await;
+    let public = TestBackend::start("public").await;
+    let auth = [("auth-type", "basic"), ("auth-secret", "users")];
+    let ingresses = vec![
+        ingress(
+            "public",
+            &[],
+            rule("app.test", &[("/", "Prefix", "public")]),
+        ),
+        ingress(
+            "admin",
+            &auth,
+            rule("app.test", &[("/admin", "Prefix", "admin")]),
+        ),
+        // Its Secret does not exist: 503, never open.
+        ingress(
+            "missing",
+            &[("auth-type", "basic"), ("auth-secret", "nope")],
+            rule("missing.test", &[("/", "Prefix", "admin")]),
+        ),
+        // Its Secret has no `auth` key.
+        ingress(
+            "nokey",
+            &[("auth-type", "basic"), ("auth-secret", "nokey")],
+            rule("nokey.test", &[("/", "Prefix", "admin")]),
+        ),
+        // Another namespace's Secret, without --allow-cross-namespace-resources.
+        ingress(
+            "cross",
+            &[("auth-type", "basic"), ("auth-secret", "other/users")],
+            rule("cross.test", &[("/", "Prefix", "admin")]),
+        ),
+        // A list that does not parse.
+        ingress(
+            "badlist",
+            &[("whitelist-source-range", "10.0.0.0/8,everyone")],
+            rule("badlist.test", &[("/", "Prefix", "admin")]),
+        ),
+    ];
+    let (proxy, diagnostics) = serve(
+        ingresses,
+        vec![
+            service_json("admin", &[admin.addr]),
+            service_json("public", &[public.addr]),
+        ],
+        vec![
+            secret_json("users", &[("auth", HTPASSWD)]),
+            secret_json("nokey", &[("htpasswd", HTPASSWD)]),
+        ],
+        ProxyConfig::default(),
+    )
+    .await;
+    for expected in [
+        "default/nope does not exist",
+        "no key \"auth\"",
+        "another namespace",
+        "everyone",
+    ] {
+        assert!(
+            diagnostics.iter().any(|d| d.contains(expected)),
+            "a Diagnostic says {expected:?}: {diagnostics:?}"
+        );
+    }
+    let rows: &[(&str, &str, StatusCode)] = &[
+        ("missing.test", "/", StatusCode::SERVICE_UNAVAILABLE),
+        ("nokey.test", "/", StatusCode::SERVICE_UNAVAILABLE),
+        ("cross.test", "/", StatusCode::SERVICE_UNAVAILABLE),
+        ("badlist.test", "/", StatusCode::SERVICE_UNAVAILABLE),
+        ("app.test", "/admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/admin/", StatusCode::UNAUTHORIZED),
+        ("app.test", "/admin/users", StatusCode::UNAUTHORIZED),
+        ("app.test", "/%61dmin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/%61%64min/x", StatusCode::UNAUTHORIZED),
+        ("app.test", "/x/../admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/x/%2e%2e/admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "//admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/./admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/admin;x", StatusCode::UNAUTHORIZED),
+        (
+            "app.test",
+            "/admin;jsessionid=1/users",
+            StatusCode::UNAUTHORIZED,
+        ),
+        // Paths are case-sensitive (the Ingress spec): /ADMIN is another path, which the
+        // public backend serves — never the admin one.
+        ("app.test", "/ADMIN", StatusCode::OK),
+        ("app.test", "/public/..%2Fadmin", StatusCode::BAD_REQUEST),
+    ];
+    for (host, path, expected) in rows {
+        let answer = request(&proxy, host, path, None, None).await;
+        assert_eq!(answer.status, *expected, "{host}{path}");
+    }
+    assert_eq!(
+        admin.requests.load(Ordering::SeqCst),
+        0,
+        "the admin backend saw nothing"
+    );
+    let allowed = request(&proxy, "app.test", "/x/../admin", Some(ALICE), None).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(allowed.echo().uri(), "/admin", "forwarded as routed");
+}
+
+/// The same rules for HTTP/2, HTTP/1.0 and WebSocket clients.
+#[tokio::test]
+async fn every_protocol_meets_the_same_rules() {
+    let admin = TestBackend::start("admin").await;
+    let (proxy, _) = serve(
+        vec![ingress(
+            "admin",
+            &[("auth-type", "basic"), ("auth-secret", "users")],
+            rule("app.test", &[("/admin", "Prefix", "admin")]),
+        )],
+        vec![service_json("admin", &[admin.addr])],
+        vec![secret_json("users", &[("auth", HTPASSWD)])],
+        ProxyConfig::default(),
+    )
+    .await;
+    let mut h2 = http2_connect(proxy.addr).await;
+    for path in ["/admin", "/%61dmin", "/x/../admin"] {
+        let req = Request::get(format!("http://app.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = read_answer(h2.send_request(req).await.unwrap()).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "h2 {path}");
+    }
+    let http10 = raw(
+        proxy.addr,
+        b"GET /x/../admin HTTP/1.0\r\nHost: app.test\r\n\r\n",
+    )
+    .await;
+    assert!(http10.starts_with("HTTP/1.0 401"), "{http10}");
+    // A WebSocket upgrade is asked for credentials like any request.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let upgrade = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        "ws://app.test/x/../admin/socket",
+    )
+    .unwrap();
+    match tokio_tungstenite::client_async(upgrade, tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        other => panic!("the upgrade was not refused: {other:?}"),
+    }
+    let with_password =
+        format!("GET /admin HTTP/1.0\r\nHost: app.test\r\nAuthorization: {ALICE}\r\n\r\n");
+    let http10 = raw(proxy.addr, with_password.as_bytes()).await;
+    assert!(http10.starts_with("HTTP/1.0 200"), "{http10}");
+    assert_eq!(admin.requests.load(Ordering::SeqCst), 1);
+}
