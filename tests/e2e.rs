@@ -1104,6 +1104,122 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
     served_becomes(default, "the default certificate again").await;
 }
 
+/// Basic auth follows its Secret, an Opaque one weir watches by name because an Ingress
+/// names it: missing (503, fail closed), created after the Ingress (401, then 200 with a
+/// password), rotated (the old password stops working), deleted (503 again).
+#[tokio::test]
+async fn basic_auth_follows_its_secret_created_rotated_and_deleted() {
+    const ALICE: &str = "Basic YWxpY2U6c2VjcmV0";
+    const BOB: &str = "Basic Ym9iOnNlY3JldA==";
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-auth").await;
+    let backend = cluster.backend(9, "auth").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    let weir = cluster.weir("e2e-auth", &["--watch-namespace", &ns]).await;
+    let mut spec = ingress_json(
+        &ns,
+        "private",
+        Some("weir"),
+        "auth.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    spec["metadata"]["annotations"] = json!({
+        "nginx.ingress.kubernetes.io/auth-type": "basic",
+        "nginx.ingress.kubernetes.io/auth-secret": "users",
+        "nginx.ingress.kubernetes.io/auth-realm": "e2e",
+    });
+    cluster.ingress(&ns, spec).await;
+    until_answer(&weir, "auth.test", "/", 503).await;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.admin.clone(), &ns);
+    let users = |htpasswd: &str| k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("users".into()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            [(
+                "auth".to_owned(),
+                k8s_openapi::ByteString(htpasswd.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let with_password = |authorization: &'static str, status: u16| {
+        let addr = weir.http;
+        async move {
+            let client = http1_client();
+            let started = Instant::now();
+            loop {
+                let req = http::Request::get(format!("http://{addr}/"))
+                    .header("host", "auth.test")
+                    .header("authorization", authorization)
+                    .body(http_body_util::Full::<bytes::Bytes>::default())
+                    .unwrap();
+                if send(&client, req).await.status == status {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{authorization} never answered {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Created after its Ingress: a password is asked for, and alice's opens the route.
+    secrets
+        .create(
+            &PostParams::default(),
+            &users("alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.\n"),
+        )
+        .await
+        .unwrap();
+    until_answer(&weir, "auth.test", "/", 401).await;
+    with_password(ALICE, 200).await;
+    with_password(BOB, 401).await;
+
+    // Rotated to bob alone: alice's password stops working.
+    let mut rotated = users("bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n");
+    rotated.metadata.resource_version = secrets
+        .get("users")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    secrets
+        .replace("users", &PostParams::default(), &rotated)
+        .await
+        .unwrap();
+    with_password(ALICE, 401).await;
+    with_password(BOB, 200).await;
+
+    // Deleted: the route fails closed again.
+    secrets
+        .delete("users", &DeleteParams::default())
+        .await
+        .unwrap();
+    with_password(BOB, 503).await;
+    let samples = parse(&scrape(&weir).await);
+    let denied = value(
+        &samples,
+        "weir_requests_denied_total",
+        &[
+            ("namespace", &ns),
+            ("ingress", "private"),
+            ("reason", "auth"),
+        ],
+    );
+    assert!(denied >= 2.0, "denials counted: {denied}");
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens `ws://{host}/` through weir, retrying until the route exists (bounded).

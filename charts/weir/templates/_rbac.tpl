@@ -15,8 +15,8 @@ true, IngressClasses (cluster-scoped) are left out.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
-# TLS certificates (weir lists only Secrets of type kubernetes.io/tls, but RBAC cannot
-# express a field selector).
+# TLS certificates (weir lists only Secrets of type kubernetes.io/tls) and the Secrets
+# annotations name (auth-secret: each watched by name); RBAC cannot express either selector.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]

@@ -2,12 +2,14 @@
 //!
 //! Each kind has a watcher whose objects (without `managedFields`) land in a reflector store.
 //! Nothing is sent before every watcher has listed once; after that, changes that can affect
-//! the table — any Ingress or IngressClass, and Services, endpoints and TLS Secrets that some
-//! Ingress references — are debounced and a new [`Input`] built from the stores is sent.
+//! the table — any Ingress or IngressClass, and Services, endpoints, TLS Secrets and the
+//! Secrets annotations name ([`secrets`]) that some Ingress references — are debounced and a
+//! new [`Input`] built from the stores is sent.
 //! When the API server goes away the watchers retry with backoff and the stores, and so the last
 //! table, stay as they were.
 
 mod references;
+mod secrets;
 mod watch;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::model::Input;
 use references::{Pinned, References};
+use secrets::NamedSecrets;
 use watch::{Change, Watched, watch_kind};
 
 /// Which API publishes a Service's endpoints.
@@ -81,9 +84,11 @@ struct Stores {
 }
 
 impl Stores {
-    /// The stores' objects as an [`Input`]. `Store::state` hands out the store's own `Arc`s, so
-    /// this copies pointers, not objects.
-    fn input(&self) -> Input {
+    /// The stores' objects, and the Secrets annotations name, as an [`Input`]. `Store::state`
+    /// hands out the store's own `Arc`s, so this copies pointers, not objects.
+    fn input(&self, named: &NamedSecrets) -> Input {
+        let mut secrets = self.secrets.state();
+        secrets.extend(named.secrets());
         Input {
             ingresses: self.ingresses.state(),
             ingress_classes: self.classes.state(),
@@ -94,7 +99,7 @@ impl Stores {
                 .as_ref()
                 .map(Store::state)
                 .unwrap_or_default(),
-            secrets: self.secrets.state(),
+            secrets,
             config_maps: self
                 .config_maps
                 .as_ref()
@@ -170,6 +175,13 @@ impl ClusterSource {
 
         let tasks = TaskTracker::new();
         let (changes_tx, mut changes) = mpsc::channel::<Change>(1024);
+        let mut named = NamedSecrets::new(
+            self.client.clone(),
+            tasks.clone(),
+            changes_tx.clone(),
+            self.restarts.clone(),
+            cancel.clone(),
+        );
         let stores = self.spawn_watchers(use_slices, &tasks, changes_tx, &cancel);
         tasks.close();
 
@@ -178,7 +190,8 @@ impl ClusterSource {
             synced = wait_for_first_lists(&stores) => synced.map(|()| true),
         };
         if synced? {
-            self.send_changes(&stores, &mut changes, &tx, &cancel).await;
+            self.send_changes(&stores, &mut named, &mut changes, &tx, &cancel)
+                .await;
         }
         // Dropping the receiver unblocks watchers waiting to send, so they see the cancel.
         drop(changes);
@@ -233,6 +246,7 @@ impl ClusterSource {
     async fn send_changes(
         &self,
         stores: &Stores,
+        named: &mut NamedSecrets,
         changes: &mut mpsc::Receiver<Change>,
         tx: &tokio_watch::Sender<Option<Arc<Input>>>,
         cancel: &CancellationToken,
@@ -245,8 +259,15 @@ impl ClusterSource {
             config_map: self.config.config_map.clone(),
             service: self.config.default_backend_service.clone(),
         });
+        // The Secrets annotations name are read before the first table, so that a restart
+        // does not answer 503 on protected routes while they load.
+        named.watch_only(references.annotation_secrets());
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            () = named.wait_until_ready() => {}
+        }
         info!("every watcher has listed; publishing the first table");
-        let _ = tx.send(Some(Arc::new(stores.input())));
+        let _ = tx.send(Some(Arc::new(stores.input(named))));
         loop {
             let first = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -273,7 +294,8 @@ impl ClusterSource {
                     },
                 }
             }
-            let _ = tx.send(Some(Arc::new(stores.input())));
+            named.watch_only(references.annotation_secrets());
+            let _ = tx.send(Some(Arc::new(stores.input(named))));
         }
     }
 
@@ -376,8 +398,8 @@ async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
 }
 
 /// Every object the model reads, listed once (read-only): what `weir check` reports on. Core/v1
-/// Endpoints are read for endpoints (every API server serves them); only TLS Secrets and the
-/// named controller ConfigMap are read.
+/// Endpoints are read for endpoints (every API server serves them); only TLS Secrets, the
+/// Secrets annotations name and the named controller ConfigMap are read.
 pub async fn list_once(
     client: &Client,
     namespace: Option<&str>,
@@ -406,17 +428,28 @@ pub async fn list_once(
             .collect(),
         None => Vec::new(),
     };
+    let ingresses: Vec<Arc<Ingress>> = list(namespaced_api(client, namespace), &all).await?;
+    let mut secrets = list(
+        namespaced_api(client, namespace),
+        &ListParams::default().fields("type=kubernetes.io/tls"),
+    )
+    .await?;
+    // The Secrets annotations name, one by one, as the watching source reads them.
+    let mut named = std::collections::BTreeSet::new();
+    for ingress in &ingresses {
+        named.extend(crate::model::references(ingress).annotation_secrets);
+    }
+    for object in named {
+        let api = Api::<Secret>::namespaced(client.clone(), &object.namespace);
+        secrets.extend(api.get_opt(&object.name).await?.map(Arc::new));
+    }
     Ok(Input {
-        ingresses: list(namespaced_api(client, namespace), &all).await?,
+        ingresses,
         ingress_classes: list(Api::all(client.clone()), &all).await?,
         services: list(namespaced_api(client, namespace), &all).await?,
         endpoint_slices: Vec::new(),
         endpoints: list(namespaced_api(client, namespace), &all).await?,
-        secrets: list(
-            namespaced_api(client, namespace),
-            &ListParams::default().fields("type=kubernetes.io/tls"),
-        )
-        .await?,
+        secrets,
         config_maps,
     })
 }
