@@ -117,8 +117,9 @@ impl fmt::Debug for Users {
 /// One password hash in a format `htpasswd` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PasswordHash {
-    /// `$apr1$…` (htpasswd's default MD5), `$2y$`/`$2b$`/`$2a$` (bcrypt, `htpasswd -B`), or
-    /// 13 characters of DES crypt (`htpasswd -d`).
+    /// `$apr1$…` (htpasswd's default MD5), `$2y$`/`$2b$`/`$2a$` (bcrypt, `htpasswd -B`),
+    /// 13 characters of DES crypt (`htpasswd -d`), and the other crypt(3) formats nginx
+    /// reads through the C library (`$1$`, `$5$`, `$6$`).
     Crypt(String),
     /// `{SHA}` and the Base64 of the password's SHA-1 (`htpasswd -s`).
     Sha1([u8; 20]),
@@ -230,14 +231,10 @@ impl PasswordHash {
                 .ok()?;
             return Some(PasswordHash::Sha1(digest.try_into().ok()?));
         }
-        let crypt = hash.starts_with("$apr1$")
-            || ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
-            || (hash.len() == 13
-                && hash
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/'));
-        // A hash the library cannot read would never match: refuse it now instead.
-        (crypt && crypt3_rs::unix::crypt(b"", hash).is_ok())
+        // The format only (computing a hash here would cost a bcrypt round per user and
+        // rebuild); a hash whose parameters turn out unusable never matches.
+        crypt3_rs::Hash::try_from(hash)
+            .is_ok()
             .then(|| PasswordHash::Crypt(hash.to_owned()))
     }
 
