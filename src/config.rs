@@ -533,6 +533,7 @@ impl Config {
             default_certificate: self.default_ssl_certificate.clone(),
             config_map: self.routes.configmap.clone(),
             default_backend_service: self.routes.default_backend_service.clone(),
+            build: self.build_config(),
         }
     }
 

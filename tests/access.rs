@@ -289,6 +289,11 @@ async fn security_table_nothing_reaches_a_protected_backend_unprotected() {
             "/admin;jsessionid=1/users",
             StatusCode::UNAUTHORIZED,
         ),
+        ("app.test", "/.;/admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/;/admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/public/..;/admin", StatusCode::UNAUTHORIZED),
+        ("app.test", "/admin%2Fusers", StatusCode::UNAUTHORIZED),
+        ("app.test", "/%2Fadmin", StatusCode::UNAUTHORIZED),
         // Paths are case-sensitive (the Ingress spec): /ADMIN is another path, which the
         // public backend serves — never the admin one.
         ("app.test", "/ADMIN", StatusCode::OK),

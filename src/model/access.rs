@@ -50,7 +50,7 @@ impl IpList {
         let mut nets = Vec::new();
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let net = match item.parse::<IpNet>() {
-                Ok(net) => net.trunc(),
+                Ok(net) => canonical_net(net).trunc(),
                 Err(_) => match item.parse::<IpAddr>() {
                     Ok(ip) => IpNet::from(canonical(ip)),
                     Err(_) => return Err(item.to_owned()),
@@ -80,6 +80,18 @@ impl fmt::Display for IpList {
             write!(f, "{net}")?;
         }
         Ok(())
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it is, like a
+/// mapped address, so that it matches IPv4 clients.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
     }
 }
 
@@ -117,82 +129,105 @@ impl fmt::Debug for Users {
 /// One password hash in a format `htpasswd` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PasswordHash {
-    /// `$apr1$…` (htpasswd's default MD5), `$2y$`/`$2b$`/`$2a$` (bcrypt, `htpasswd -B`),
-    /// 13 characters of DES crypt (`htpasswd -d`), and the other crypt(3) formats nginx
-    /// reads through the C library (`$1$`, `$5$`, `$6$`).
+    /// A crypt(3) hash: `$apr1$…` (htpasswd's default MD5), `$2y$`/`$2b$`/`$2a$` (bcrypt,
+    /// `htpasswd -B`), 13 characters of DES (`htpasswd -d`), and the other formats nginx reads
+    /// through the C library (`$1$`, `$5$`, `$6$`).
     Crypt(String),
     /// `{SHA}` and the Base64 of the password's SHA-1 (`htpasswd -s`).
     Sha1([u8; 20]),
 }
 
-/// What is wrong with one line of an htpasswd file or one entry of a map.
+/// The most work one password check may take: bcrypt's cost (2^14 rounds, about a second) and
+/// SHA-crypt's rounds. A hash above it could let anyone who knows a user name keep the CPU
+/// busy with one request each.
+const MAX_BCRYPT_COST: u32 = 14;
+const MAX_SHA_CRYPT_ROUNDS: u64 = 1_000_000;
+
+/// Why an htpasswd file or map gives no user at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsersError {
     /// The Secret's content is not UTF-8 text.
     #[error("it is not text")]
     NotText,
-    /// A line is not `user:hash`.
-    #[error("line {line} is not \"user:hash\"")]
-    NotUserColonHash {
-        /// 1-based.
-        line: usize,
-    },
-    /// A hash in no format weir can verify (plain text among them: nginx accepts `{PLAIN}`,
-    /// weir does not).
-    #[error("the hash of user {user:?} is in no format weir verifies (apr1, bcrypt, SHA, crypt)")]
-    UnknownHash {
-        /// Whose.
-        user: String,
-    },
     /// Nobody could ever log in.
-    #[error("it lists no user")]
+    #[error("it lists no user with a password hash weir can verify")]
     Empty,
 }
 
+/// A line or user that was left out (the rest still apply), for a Diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skipped {
+    /// A line is not `user:hash` (1-based).
+    #[error("line {0} is not \"user:hash\"")]
+    Line(usize),
+    /// A hash weir will not verify: in no format it knows (plain text among them: nginx
+    /// accepts `{PLAIN}`, weir does not), or too costly.
+    #[error("user {user:?} cannot log in: {why}")]
+    User {
+        /// Whose.
+        user: String,
+        /// Why.
+        why: &'static str,
+    },
+}
+
 impl Users {
-    /// Reads an htpasswd file: `user:hash` lines; empty lines and `#` comments are skipped.
-    pub fn from_htpasswd(data: &[u8]) -> Result<Users, UsersError> {
+    /// Reads an htpasswd file as nginx does: `user:hash[:comment]` lines; empty lines and `#`
+    /// comments are skipped. Lines and users that cannot be used are left out and listed; an
+    /// error only when nobody could log in.
+    pub fn from_htpasswd(data: &[u8]) -> Result<(Users, Vec<Skipped>), UsersError> {
         let text = std::str::from_utf8(data).map_err(|_| UsersError::NotText)?;
-        let entries = text
-            .lines()
-            .enumerate()
-            .map(|(i, line)| (i + 1, line.trim()))
-            .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
-            .map(|(line, text)| {
-                text.split_once(':')
-                    .filter(|(user, hash)| !user.is_empty() && !hash.is_empty())
-                    .ok_or(UsersError::NotUserColonHash { line })
-            });
-        Users::from_entries(entries)
+        let mut skipped = Vec::new();
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once(':') {
+                Some((user, rest)) if !user.is_empty() && !rest.is_empty() => {
+                    let hash = rest.split_once(':').map_or(rest, |(hash, _comment)| hash);
+                    entries.push((user, hash));
+                }
+                _ => skipped.push(Skipped::Line(i + 1)),
+            }
+        }
+        Users::from_entries(entries, skipped)
     }
 
     /// Reads a map of user → hash (`auth-secret-type: auth-map`: one Secret key per user).
     pub fn from_map<'a>(
         entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<Users, UsersError> {
-        let entries = entries.into_iter().map(|(user, hash)| {
+    ) -> Result<(Users, Vec<Skipped>), UsersError> {
+        let mut checked = Vec::new();
+        for (user, hash) in entries {
             let hash = std::str::from_utf8(hash).map_err(|_| UsersError::NotText)?;
-            Ok((user, hash.trim()))
-        });
-        Users::from_entries(entries)
+            checked.push((user, hash.trim()));
+        }
+        Users::from_entries(checked, Vec::new())
     }
 
-    fn from_entries<'a>(
-        entries: impl Iterator<Item = Result<(&'a str, &'a str), UsersError>>,
-    ) -> Result<Users, UsersError> {
+    fn from_entries(
+        entries: Vec<(&str, &str)>,
+        mut skipped: Vec<Skipped>,
+    ) -> Result<(Users, Vec<Skipped>), UsersError> {
         let mut hashes = HashMap::new();
-        for entry in entries {
-            let (user, hash) = entry?;
-            let parsed = PasswordHash::parse(hash).ok_or_else(|| UsersError::UnknownHash {
-                user: user.to_owned(),
-            })?;
-            // htpasswd and nginx use the first line of a user.
-            hashes.entry(user.to_owned()).or_insert(parsed);
+        for (user, hash) in entries {
+            match PasswordHash::parse(hash) {
+                // htpasswd and nginx use the first line of a user.
+                Ok(parsed) => {
+                    hashes.entry(user.to_owned()).or_insert(parsed);
+                }
+                Err(why) => skipped.push(Skipped::User {
+                    user: user.to_owned(),
+                    why,
+                }),
+            }
         }
         if hashes.is_empty() {
             return Err(UsersError::Empty);
         }
-        Ok(Users { hashes })
+        Ok((Users { hashes }, skipped))
     }
 
     /// How many users there are.
@@ -206,41 +241,71 @@ impl Users {
     }
 
     /// Whether `password` is `user`'s. Slow on purpose for bcrypt (its cost); compares in
-    /// constant time. An unknown user costs as much as a wrong password of a known one would
-    /// cost with apr1, so that timing does not tell which users exist.
+    /// constant time. An unknown user costs a check against one of the listed hashes, so that
+    /// timing says little about which users exist.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.hashes.get(user) {
             Some(hash) => hash.verify(password),
             None => {
-                let _ = crypt3_rs::unix::verify(password, UNKNOWN_USER_HASH);
+                if let Some(any) = self.hashes.values().next() {
+                    let _ = any.verify(password);
+                }
                 false
             }
         }
     }
 }
 
-/// An apr1 hash nobody's password matches, verified for unknown users.
-const UNKNOWN_USER_HASH: &str = "$apr1$weirweir$0000000000000000000000";
-
 impl PasswordHash {
-    fn parse(hash: &str) -> Option<PasswordHash> {
+    fn parse(hash: &str) -> Result<PasswordHash, &'static str> {
         use base64::Engine;
+        const UNKNOWN: &str = "its hash is in no format weir verifies (apr1, bcrypt, SHA, crypt)";
         if let Some(encoded) = hash.strip_prefix("{SHA}") {
             let digest = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
-                .ok()?;
-            return Some(PasswordHash::Sha1(digest.try_into().ok()?));
+                .map_err(|_| UNKNOWN)?;
+            return digest
+                .try_into()
+                .map(PasswordHash::Sha1)
+                .map_err(|_| UNKNOWN);
         }
-        // The format only (computing a hash here would cost a bcrypt round per user and
-        // rebuild); a hash whose parameters turn out unusable never matches.
-        crypt3_rs::Hash::try_from(hash)
-            .is_ok()
-            .then(|| PasswordHash::Crypt(hash.to_owned()))
+        // The format only: computing a hash here would cost a bcrypt round per user and
+        // rebuild. A hash whose parameters turn out unusable never matches.
+        let known = match hash.split('$').nth(1) {
+            Some("apr1" | "1") => true,
+            Some("2a" | "2b" | "2y") => {
+                let cost = hash.split('$').nth(2).and_then(|c| c.parse::<u32>().ok());
+                if cost.is_some_and(|c| c > MAX_BCRYPT_COST) {
+                    return Err("its bcrypt cost is over 14");
+                }
+                true
+            }
+            Some("5" | "6") => {
+                let rounds = hash
+                    .split('$')
+                    .nth(2)
+                    .and_then(|r| r.strip_prefix("rounds="))
+                    .map(|r| r.parse::<u64>().unwrap_or(u64::MAX));
+                if rounds.is_some_and(|r| r > MAX_SHA_CRYPT_ROUNDS) {
+                    return Err("its SHA-crypt rounds are over 1000000");
+                }
+                true
+            }
+            Some(_) => false,
+            // DES crypt: 13 characters of crypt's alphabet.
+            None => hash.len() == 13,
+        };
+        if known && crypt3_rs::Hash::try_from(hash).is_ok() {
+            Ok(PasswordHash::Crypt(hash.to_owned()))
+        } else {
+            Err(UNKNOWN)
+        }
     }
 
     fn verify(&self, password: &[u8]) -> bool {
         match self {
-            PasswordHash::Crypt(hash) => crypt3_rs::unix::verify(password, hash),
+            PasswordHash::Crypt(hash) => crypt3_rs::unix::crypt(password, hash)
+                .is_ok_and(|computed| computed.as_bytes().ct_eq(hash.as_bytes()).into()),
             PasswordHash::Sha1(digest) => {
                 let actual: [u8; 20] = Sha1::digest(password).into();
                 actual.ct_eq(digest).into()
@@ -288,9 +353,9 @@ mod tests {
 
     #[test]
     fn htpasswd_hashes_of_every_format_verify() {
-        let file = format!("# team\n{APR1}\n\n{BCRYPT}\n{BCRYPT_2B}\n{SHA}\n{DES}\n");
-        let users = Users::from_htpasswd(file.as_bytes()).unwrap();
-        assert_eq!(users.len(), 5);
+        let file = format!("# team\n{APR1}\n\n{BCRYPT}:a comment\n{BCRYPT_2B}\n{SHA}\n{DES}\n");
+        let (users, skipped) = Users::from_htpasswd(file.as_bytes()).unwrap();
+        assert_eq!((users.len(), skipped), (5, vec![]));
         for user in ["alice", "bob", "bo", "carol", "dave"] {
             assert!(users.verify(user, b"secret"), "{user}");
             assert!(!users.verify(user, b"Secret"), "{user}");
@@ -304,23 +369,44 @@ mod tests {
     }
 
     #[test]
-    fn bad_htpasswd_files_are_errors() {
+    fn unusable_lines_and_users_are_left_out_and_listed() {
+        let file = format!(
+            "{APR1}\nnocolon\nplain:secret\nlocked:!\nslow:$2y$15$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n\
+             slowsha:$6$rounds=9999999$salt$x\nbsdi:_J9..CCCCXBrJUJV154M\n"
+        );
+        let (users, skipped) = Users::from_htpasswd(file.as_bytes()).unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(users.verify("alice", b"secret"));
+        let said: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 6, "{said:?}");
+        assert_eq!(said[0], "line 2 is not \"user:hash\"");
+        for (user, why) in [
+            ("plain", "no format"),
+            ("locked", "no format"),
+            ("slow", "cost is over 14"),
+            ("slowsha", "rounds are over"),
+            ("bsdi", "no format"),
+        ] {
+            assert!(
+                said.iter()
+                    .any(|s| s.contains(&format!("{user:?}")) && s.contains(why)),
+                "{user}: {said:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_nobody_can_log_in_with_is_an_error() {
         assert_eq!(Users::from_htpasswd(b""), Err(UsersError::Empty));
         assert_eq!(Users::from_htpasswd(b"# only\n"), Err(UsersError::Empty));
-        assert_eq!(
-            Users::from_htpasswd(b"alice\n"),
-            Err(UsersError::NotUserColonHash { line: 1 })
-        );
+        assert_eq!(Users::from_htpasswd(b"alice\n"), Err(UsersError::Empty));
         assert_eq!(
             Users::from_htpasswd(b"alice:secret\n"),
-            Err(UsersError::UnknownHash {
-                user: "alice".into()
-            }),
-            "plain text is not a hash"
+            Err(UsersError::Empty)
         );
         assert_eq!(
             Users::from_htpasswd(b"a:{SHA}notbase64!"),
-            Err(UsersError::UnknownHash { user: "a".into() })
+            Err(UsersError::Empty)
         );
         assert_eq!(
             Users::from_htpasswd(&[0xff, b':']),
@@ -331,7 +417,7 @@ mod tests {
     #[test]
     fn auth_maps_have_one_user_per_key() {
         let (_, hash) = APR1.split_once(':').unwrap();
-        let users = Users::from_map([("alice", hash.as_bytes())]).unwrap();
+        let (users, _) = Users::from_map([("alice", hash.as_bytes())]).unwrap();
         assert!(users.verify("alice", b"secret"));
         assert!(Users::from_map([]).is_err());
     }
@@ -340,7 +426,7 @@ mod tests {
         #[test]
         fn parsers_never_panic(text in ".{0,64}", raw in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = IpList::parse(&text);
-            if let Ok(users) = Users::from_htpasswd(text.as_bytes()) {
+            if let Ok((users, _)) = Users::from_htpasswd(text.as_bytes()) {
                 prop_assert!(!users.is_empty());
             }
             let _ = Users::from_htpasswd(&raw);

@@ -26,12 +26,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-pub use access::{Access, BasicAuth, IpList, Satisfy, Users};
+pub use access::{Access, BasicAuth, IpList, Satisfy, Skipped, Users};
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
-pub use paths::{PathRegex, Template, normalize as normalize_path};
+pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
 pub use policy::{Defaults, Hsts, HttpsPolicy, Policy, Redirect, Rewrite, Timeouts};
-pub use references::{References, references};
+pub use references::{References, named_secrets, references};
 #[cfg(test)]
 pub(crate) use table::test_route;
 pub use table::{

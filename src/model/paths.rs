@@ -66,6 +66,34 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// The path routing matches, from a normalised request path: what backends commonly read as
+/// something else is made plain first — an encoded slash (`%2F`) is a `/`, as nginx matches
+/// it, and path parameters (`;…` in a segment, which Servlet containers drop) go — and the
+/// result is normalised again, so that neither `/admin%2Fusers`, `/admin;x` nor `/.;/admin`
+/// can pass a rule `/admin` by. The endpoint still receives the normalised path as sent.
+pub fn routing_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.bytes().any(|b| b == b';' || b == b'%') {
+        return Ok(Cow::Borrowed(path));
+    }
+    let slashes = path.contains("%2F") || path.contains("%2f");
+    if !slashes && !path.contains(';') {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = if slashes {
+        Cow::Owned(path.replace("%2F", "/").replace("%2f", "/"))
+    } else {
+        Cow::Borrowed(path)
+    };
+    let mut plain = String::with_capacity(decoded.len());
+    for (i, segment) in decoded.split('/').enumerate() {
+        if i > 0 {
+            plain.push('/');
+        }
+        plain.push_str(segment.split_once(';').map_or(segment, |(name, _)| name));
+    }
+    Ok(Cow::Owned(normalize(&plain)?.into_owned()))
+}
+
 /// Why a request path cannot be normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -440,6 +468,24 @@ mod tests {
             "/a%2F.b",
             "not a dot-segment"
         );
+    }
+
+    #[test]
+    fn routing_paths_see_through_encoded_slashes_and_path_parameters() {
+        for (path, routed) in [
+            ("/admin", "/admin"),
+            ("/a%20b", "/a%20b"),
+            ("/admin%2Fusers", "/admin/users"),
+            ("/admin%2fusers", "/admin/users"),
+            ("/admin;x", "/admin"),
+            ("/admin;jsessionid=1/users", "/admin/users"),
+            ("/.;/admin", "/admin"),
+            ("/;/admin", "/admin"),
+            ("/public/..;/admin", "/admin"),
+            ("/public;x/..;y/admin;z/", "/admin/"),
+        ] {
+            assert_eq!(routing_path(path).unwrap(), routed, "{path}");
+        }
     }
 
     proptest! {

@@ -2,9 +2,14 @@
 //! cluster source's rebuild filter uses this to ignore changes to everything else, and the
 //! model's tests check that nothing else can change a build.
 
-use k8s_openapi::api::networking::v1::Ingress;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use super::BuildConfig;
 use super::annotations;
+use super::classes::Classes;
 use super::diagnostic::{ObjectKind, ObjectRef};
 use super::objects;
 
@@ -21,6 +26,28 @@ pub struct References {
     pub annotation_secrets: Vec<ObjectRef>,
     /// ConfigMaps named by annotations (none yet).
     pub config_maps: Vec<ObjectRef>,
+}
+
+/// The Secrets that the annotations of weir's Ingresses (of `config`'s class) name and that a
+/// build may read (another namespace's only with `allow_cross_namespace`): what a cluster
+/// source must fetch beside TLS Secrets, and nothing more.
+pub fn named_secrets(
+    ingresses: &[Arc<Ingress>],
+    ingress_classes: &[Arc<IngressClass>],
+    config: &BuildConfig,
+) -> BTreeSet<ObjectRef> {
+    let classes = Classes::new(ingress_classes, &config.classes);
+    ingresses
+        .iter()
+        .filter(|ingress| classes.is_ours(ingress))
+        .flat_map(|ingress| {
+            let namespace = objects::namespace(&ingress.metadata).to_owned();
+            references(ingress)
+                .annotation_secrets
+                .into_iter()
+                .filter(move |s| config.allow_cross_namespace || s.namespace == namespace)
+        })
+        .collect()
 }
 
 /// What `ingress` references, in its own namespace. The Ingress's class is not looked at:
@@ -104,5 +131,37 @@ mod tests {
         assert_eq!(names(&refs.annotation_secrets), ["auth/users"]);
         assert!(refs.config_maps.is_empty());
         assert_eq!(references(&Ingress::default()), References::default());
+    }
+
+    #[test]
+    fn named_secrets_are_those_of_weir_s_ingresses_in_their_namespace() {
+        let ingress = |name: &str, class: &str, secret: &str| -> Arc<Ingress> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "apps", "annotations": {
+                        "nginx.ingress.kubernetes.io/auth-secret": secret
+                    }},
+                    "spec": {"ingressClassName": class}
+                }))
+                .unwrap(),
+            )
+        };
+        let ingresses = [
+            ingress("mine", "weir", "users"),
+            ingress("theirs", "nginx", "their-users"),
+            ingress("borrowing", "weir", "other/users"),
+        ];
+        let names = |config: &BuildConfig| {
+            named_secrets(&ingresses, &[], config)
+                .into_iter()
+                .map(|o| format!("{}/{}", o.namespace, o.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&BuildConfig::default()), ["apps/users"]);
+        let cross = BuildConfig {
+            allow_cross_namespace: true,
+            ..BuildConfig::default()
+        };
+        assert_eq!(names(&cross), ["apps/users", "other/users"]);
     }
 }

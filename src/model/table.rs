@@ -281,16 +281,6 @@ impl HostRoutes {
                 .map(|(_, route)| PathMatch::Route(route))
                 .or_else(|| self.fallback.as_ref().map(PathMatch::Route));
         }
-        // `/admin;x` is `/admin` to many backends (Servlet containers read `;…` as path
-        // parameters), so it matches like `/admin`: a protected path cannot be reached by
-        // adding one.
-        let without_params;
-        let path = if path.contains(';') {
-            without_params = strip_path_parameters(path);
-            without_params.as_str()
-        } else {
-            path
-        };
         if let Some(route) = self.exact.get(path) {
             return Some(PathMatch::Route(route));
         }
@@ -314,18 +304,6 @@ impl HostRoutes {
         }
         self.fallback.as_ref().map(PathMatch::Route)
     }
-}
-
-/// `path` without the path parameters of its segments (`/a;x=1/b;y` → `/a/b`).
-fn strip_path_parameters(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        out.push_str(segment.split_once(';').map_or(segment, |(name, _)| name));
-    }
-    out
 }
 
 /// What the table says about a request.
@@ -360,7 +338,8 @@ impl RouteTable {
     }
 
     /// What the table says about a request. `host` must already be normalized
-    /// ([`normalize_host`]); `path` is the normalized request path without the query string.
+    /// ([`normalize_host`]); `path` is the request's [`routing_path`](super::routing_path),
+    /// without the query string.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
         let named = self.exact_hosts.get(host).or_else(|| {
             let (first, suffix) = host.split_once('.')?;
@@ -903,24 +882,6 @@ mod tests {
                 "rules {rules:?}, request {path}"
             );
         }
-    }
-
-    #[test]
-    fn path_parameters_do_not_change_the_match() {
-        let t = table(
-            "",
-            &[(P, "/", "root"), (P, "/admin", "admin"), (E, "/x", "x")],
-        );
-        for (path, want) in [
-            ("/admin;x", "admin"),
-            ("/admin;jsessionid=1/users", "admin"),
-            ("/x;y", "x"),
-            ("/adm;in", "root"),
-            ("/;admin", "root"),
-        ] {
-            assert_eq!(served_by(&t, "h", path).as_deref(), Some(want), "{path}");
-        }
-        assert_eq!(strip_path_parameters("/a;x=1/b;y/c"), "/a/b/c");
     }
 
     #[test]

@@ -129,13 +129,28 @@ pub fn client_ip(client: &ClientInfo, headers: &HeaderMap, trusted_nets: &[IpNet
     forwarded_client(&joined, trusted_nets).unwrap_or(peer)
 }
 
-/// The rightmost address of an X-Forwarded-For chain that is not in a trusted network.
+/// The client in an X-Forwarded-For chain, read from the right as nginx's realip module
+/// does: the first address not in a trusted network. An entry that is not an address
+/// (`unknown`, garbage) ends the walk at the last trusted one: what stands left of it was
+/// written by someone no trusted proxy vouches for. `ip:port` and `[v6]:port` entries count
+/// as their address. `None`: the chain names no address at all.
 fn forwarded_client(chain: &str, trusted_nets: &[IpNet]) -> Option<IpAddr> {
-    chain
-        .rsplit(',')
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .find(|ip| !is_trusted(trusted_nets, *ip))
-        .map(canonical)
+    let mut last = None;
+    for entry in chain.rsplit(',').map(str::trim) {
+        let Some(ip) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            return last;
+        };
+        let ip = canonical(ip);
+        if !is_trusted(trusted_nets, ip) {
+            return Some(ip);
+        }
+        last = Some(ip);
+    }
+    last
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. From a trusted peer the client's
@@ -261,6 +276,38 @@ mod tests {
 
     fn client(peer: &str, trusted: &[IpNet]) -> ClientInfo {
         ClientInfo::new(peer.parse().unwrap(), 8080, "http", trusted)
+    }
+
+    #[test]
+    fn the_client_address_is_forwarded_only_by_trusted_peers() {
+        let lb: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |peer: &str, xff: &[&str]| {
+            let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            client_ip(&client(peer, &lb), &headers(&pairs), &lb).to_string()
+        };
+        // An untrusted peer is the client, whatever it sends.
+        assert_eq!(ip("203.0.113.9:1", &["10.1.1.1"]), "203.0.113.9");
+        assert_eq!(ip("[::ffff:203.0.113.9]:1", &[]), "203.0.113.9");
+        // From a trusted peer: the rightmost untrusted address, over several headers too.
+        assert_eq!(ip("10.0.0.1:1", &["198.51.100.7"]), "198.51.100.7");
+        assert_eq!(
+            ip("10.0.0.1:1", &["6.6.6.6, 198.51.100.7, 10.0.0.2"]),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            ip("10.0.0.1:1", &["6.6.6.6", "198.51.100.7"]),
+            "198.51.100.7"
+        );
+        assert_eq!(ip("10.0.0.1:1", &["198.51.100.7:4711"]), "198.51.100.7");
+        assert_eq!(ip("10.0.0.1:1", &["[2001:db8::7]:4711"]), "2001:db8::7");
+        // What no trusted proxy vouches for ends the walk: the client cannot hide behind
+        // garbage to have its own left-hand entry believed.
+        assert_eq!(
+            ip("10.0.0.1:1", &["6.6.6.6, unknown, 10.0.0.2"]),
+            "10.0.0.2"
+        );
+        assert_eq!(ip("10.0.0.1:1", &["6.6.6.6, unknown"]), "10.0.0.1");
+        assert_eq!(ip("10.0.0.1:1", &[]), "10.0.0.1");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | 1 | check the request (method, transfer coding, Host) | `service.rs` | 400, 405, 501 |
 //! | 2 | normalise the path | `policy/path.rs` | 400 |
-//! | 3 | route: the host, then the path | [`RouteTable::lookup`](crate::model::RouteTable::lookup) | 404 |
+//! | 3 | route: the host, then the path (its [`routing_path`](crate::model::routing_path): `%2F` as `/`, without `;` parameters) | [`RouteTable::lookup`](crate::model::RouteTable::lookup) | 404 |
 //! | 4 | host redirects: `from-to-www-redirect`, `app-root` | `policy/host_redirect.rs` | 308, 302 |
 //! | 5 | fail closed: an annotation about access or routing that cannot be applied | here | 503 |
 //! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
@@ -42,7 +42,7 @@ use super::service::{
 };
 use super::upgrade::UpgradeRequest;
 use super::upstream::SendOptions;
-use crate::model::{PathMatch, Route};
+use crate::model::{PathMatch, Route, routing_path};
 use crate::state::RouteRuntime;
 
 /// The outcome of phases 3 and 4.
@@ -194,8 +194,10 @@ impl Proxy {
         host: &str,
         req: &Request<Incoming>,
     ) -> Result<Routed, Refusal> {
+        let path = routing_path(req.uri().path())
+            .map_err(|_| Refusal::BadRequest("malformed percent-escape in the path"))?;
         let snapshot = self.state.snapshot();
-        let lookup = snapshot.table.lookup(host, req.uri().path());
+        let lookup = snapshot.table.lookup(host, &path);
         if let Some(settings) = lookup.host {
             let https_port = self.config.https_port_external;
             if let Some(response) =

@@ -125,10 +125,22 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuth> {
         }
     };
     match users {
-        Ok(users) => Some(BasicAuth {
-            challenge: realm,
-            users: Arc::new(users),
-        }),
+        Ok((users, skipped)) => {
+            for left_out in skipped {
+                r.report(
+                    Reason::InvalidAnnotationValue,
+                    format!(
+                        "in the Secret {}/{} of annotation {:?}, {left_out}; the other users \
+                         can log in",
+                        object.namespace, object.name, secret.key
+                    ),
+                );
+            }
+            Some(BasicAuth {
+                challenge: realm,
+                users: Arc::new(users),
+            })
+        }
         Err(error) => {
             let why = format!(
                 "the users in Secret {}/{} cannot be read: {error}",
@@ -251,8 +263,8 @@ mod tests {
             (&[(&kind, "basic")], "needs auth-secret"),
             (&[(&kind, "basic"), (&name, "missing")], "does not exist"),
             (&[(&kind, "basic"), (&name, "nokey")], "no key \"auth\""),
-            (&[(&kind, "basic"), (&name, "bad")], "line 1"),
-            (&[(&kind, "basic"), (&name, "plain")], "no format"),
+            (&[(&kind, "basic"), (&name, "bad")], "no user"),
+            (&[(&kind, "basic"), (&name, "plain")], "no user"),
             (
                 &[(&kind, "basic"), (&name, "Bad_Name")],
                 "must name a Secret",
@@ -279,6 +291,21 @@ mod tests {
         let cross = [(&*kind, "basic"), (&*name, "elsewhere/users")];
         let (basic, refused, _) = read(&cross, &secrets, true);
         assert!(basic.is_some() && !refused, "allowed by the flag");
+    }
+
+    #[test]
+    fn users_weir_cannot_verify_are_reported_and_the_others_log_in() {
+        let file = format!("{HTPASSWD}plain:secret\n");
+        let secrets = [secret("d", "users", &[("auth", &file)])];
+        let [_, kind] = both("auth-type");
+        let [_, name] = both("auth-secret");
+        let (basic, refused, messages) =
+            read(&[(&kind, "basic"), (&name, "users")], &secrets, false);
+        assert!(!refused && basic.unwrap().users.verify("alice", b"secret"));
+        assert!(
+            messages[0].contains("user \"plain\" cannot log in"),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -11,13 +11,14 @@
 //!
 //! The client address is [`client_ip`](super::super::headers::client_ip)'s: the TCP peer, or
 //! what a trusted proxy forwarded. Passwords are verified on the blocking pool (a bcrypt hash
-//! takes milliseconds by design) and compared in constant time.
+//! takes milliseconds by design), at most one per CPU at a time, and compared in constant time.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use http::{Request, header};
+use tokio::sync::Semaphore;
 
 use super::super::respond::Refusal;
 use crate::model::{Access, BasicAuth, Satisfy};
@@ -50,6 +51,9 @@ async fn authenticate<B>(basic: &BasicAuth, req: &Request<B>) -> Result<(), Refu
     let unauthorized = || Refusal::Unauthorized(basic.challenge.clone());
     let (user, password) = credentials(req).ok_or_else(unauthorized)?;
     let users = Arc::clone(&basic.users);
+    // At most one check per CPU at a time: a flood of wrong passwords waits its turn rather
+    // than take every thread of the blocking pool.
+    let _permit = verifications().acquire().await;
     let verified = tokio::task::spawn_blocking(move || users.verify(&user, &password))
         .await
         .unwrap_or(false);
@@ -58,6 +62,13 @@ async fn authenticate<B>(basic: &BasicAuth, req: &Request<B>) -> Result<(), Refu
     } else {
         Err(unauthorized())
     }
+}
+
+/// The password checks that may run at once: one per CPU.
+fn verifications() -> &'static Semaphore {
+    static VERIFICATIONS: OnceLock<Semaphore> = OnceLock::new();
+    VERIFICATIONS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
 }
 
 /// The user and password of an `Authorization: Basic …` header (the scheme in any case).
@@ -93,7 +104,7 @@ mod tests {
             deny: deny.map(|l| IpList::parse(l).unwrap()),
             basic: basic.then(|| BasicAuth {
                 challenge: http::HeaderValue::from_static("Basic realm=\"r\""),
-                users: Arc::new(Users::from_htpasswd(ALICE.as_bytes()).unwrap()),
+                users: Arc::new(Users::from_htpasswd(ALICE.as_bytes()).unwrap().0),
             }),
             satisfy,
         }

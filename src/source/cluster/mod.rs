@@ -32,6 +32,9 @@ use references::{Pinned, References};
 use secrets::NamedSecrets;
 use watch::{Change, Watched, watch_kind};
 
+/// How long the first table waits for the Secrets that Ingresses name.
+const NAMED_SECRETS_WAIT: Duration = Duration::from_secs(10);
+
 /// Which API publishes a Service's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EndpointsApi {
@@ -70,6 +73,9 @@ pub struct ClusterConfig {
     /// The controller's default backend (`--default-backend-service`): its changes always
     /// matter.
     pub default_backend_service: Option<(String, String)>,
+    /// How the model reads the objects: which Ingresses are weir's and whether they may name
+    /// other namespaces' Secrets, which decides the Secrets watched by name.
+    pub build: crate::model::BuildConfig,
 }
 
 /// The stores the reflectors fill, one per kind.
@@ -260,11 +266,16 @@ impl ClusterSource {
             service: self.config.default_backend_service.clone(),
         });
         // The Secrets annotations name are read before the first table, so that a restart
-        // does not answer 503 on protected routes while they load.
-        named.watch_only(references.annotation_secrets());
+        // does not answer 503 on protected routes while they load; a Secret weir cannot read
+        // (RBAC) holds the table back for a while only, its routes fail closed meanwhile.
+        named.watch_only(&self.named_secrets(stores));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            () = named.wait_until_ready() => {}
+            ready = tokio::time::timeout(NAMED_SECRETS_WAIT, named.wait_until_ready()) => {
+                if ready.is_err() {
+                    warn!(wait = ?NAMED_SECRETS_WAIT, "some Secrets that Ingresses name could not be read yet; publishing without them (their routes answer 503)");
+                }
+            }
         }
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input(named))));
@@ -294,9 +305,19 @@ impl ClusterSource {
                     },
                 }
             }
-            named.watch_only(references.annotation_secrets());
+            named.watch_only(&self.named_secrets(stores));
             let _ = tx.send(Some(Arc::new(stores.input(named))));
         }
+    }
+
+    /// The Secrets the annotations of weir's Ingresses name (and may read).
+    fn named_secrets(&self, stores: &Stores) -> Vec<(String, String)> {
+        let ingresses = stores.ingresses.state();
+        let classes = stores.classes.state();
+        crate::model::named_secrets(&ingresses, &classes, &self.config.build)
+            .into_iter()
+            .map(|o| (o.namespace, o.name))
+            .collect()
     }
 
     /// Whether to read EndpointSlices, asking the server when `--endpoints-api auto`. Retries
@@ -441,7 +462,14 @@ pub async fn list_once(
     }
     for object in named {
         let api = Api::<Secret>::namespaced(client.clone(), &object.namespace);
-        secrets.extend(api.get_opt(&object.name).await?.map(Arc::new));
+        match api.get_opt(&object.name).await {
+            Ok(secret) => secrets.extend(secret.map(Arc::new)),
+            // One Secret weir may not read: reported as missing by the build, like in the
+            // controller, rather than stop the whole check.
+            Err(error) => {
+                warn!(namespace = %object.namespace, name = %object.name, %error, "cannot read a Secret an Ingress names")
+            }
+        }
     }
     Ok(Input {
         ingresses,

@@ -29,7 +29,6 @@ pub struct Pinned {
 pub struct References {
     services: HashSet<(String, String)>,
     secrets: HashSet<(String, String)>,
-    annotation_secrets: HashSet<(String, String)>,
     config_maps: HashSet<(String, String)>,
     fingerprints: HashMap<(String, String), u64>,
     pinned: Pinned,
@@ -52,17 +51,10 @@ impl References {
             let found = model::references(ingress);
             refs.services.extend(found.services.into_iter().map(key));
             refs.secrets.extend(found.secrets.into_iter().map(key));
-            refs.annotation_secrets
-                .extend(found.annotation_secrets.into_iter().map(key));
             refs.config_maps
                 .extend(found.config_maps.into_iter().map(key));
         }
         refs
-    }
-
-    /// The Secrets annotations name (`auth-secret`), which are watched one by one.
-    pub fn annotation_secrets(&self) -> impl Iterator<Item = &(String, String)> {
-        self.annotation_secrets.iter()
     }
 
     /// Also counts the `pinned` objects as referenced, whatever the Ingresses say.
