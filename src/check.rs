@@ -277,6 +277,13 @@ fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String
             out.push("an allowed client needs no password (satisfy: any)".to_owned());
         }
     }
+    if let Some(cors) = &policy.cors {
+        let origins = match &cors.origins {
+            crate::model::CorsOrigins::Any => "every origin".to_owned(),
+            crate::model::CorsOrigins::List(list) => format!("{} origin(s)", list.len()),
+        };
+        out.push(format!("answers CORS preflights for {origins}"));
+    }
     let rewrite = &policy.rewrite;
     if let Some(target) = &rewrite.target {
         out.push(format!("rewrites the path to {target}"));
@@ -413,7 +420,7 @@ mod tests {
         let report = check(serde_json::json!({
             "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
             "nginx.ingress.kubernetes.io/proxy-buffering": "off",
-            "nginx.ingress.kubernetes.io/enable-cors": "true",
+            "nginx.ingress.kubernetes.io/limit-rps": "5",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers \"X: y\";",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "60s",
             "cert-manager.io/cluster-issuer": "letsencrypt",
@@ -444,7 +451,7 @@ mod tests {
             status,
             BTreeMap::from([
                 ("configuration-snippet", "never"),
-                ("enable-cors", "not yet"),
+                ("limit-rps", "not yet"),
                 ("proxy-buffering", "differs"),
                 ("proxy-read-timeout", "invalid"),
                 ("rewrite-target", "honoured"),

@@ -360,3 +360,110 @@ async fn every_protocol_meets_the_same_rules() {
     assert!(http10.starts_with("HTTP/1.0 200"), "{http10}");
     assert_eq!(admin.requests.load(Ordering::SeqCst), 1);
 }
+
+/// Sends `method path` with an `Origin`.
+async fn from_origin(proxy: &TestProxy, method: &str, path: &str, origin: &str) -> Answer {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", proxy.addr))
+        .header(header::HOST, "cors.test")
+        .header(header::ORIGIN, origin)
+        .header("access-control-request-method", "PUT")
+        .body(Full::default())
+        .unwrap();
+    send(&http1_client(), req).await
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_responses_carry_the_headers() {
+    let web = TestBackend::start("web").await;
+    let (proxy, diagnostics) = serve(
+        vec![
+            ingress(
+                "listed",
+                &[
+                    ("enable-cors", "true"),
+                    ("cors-allow-origin", "https://app.test, https://*.corp.test"),
+                    ("cors-expose-headers", "X-Total"),
+                    ("cors-max-age", "600"),
+                    ("auth-type", "basic"),
+                    ("auth-secret", "users"),
+                ],
+                rule("cors.test", &[("/", "Prefix", "web")]),
+            ),
+            ingress(
+                "everyone",
+                &[("enable-cors", "true")],
+                rule("cors.test", &[("/open", "Prefix", "web")]),
+            ),
+        ],
+        vec![service_json("web", &[web.addr])],
+        vec![secret_json("users", &[("auth", HTPASSWD)])],
+        ProxyConfig::default(),
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+
+    // A preflight from a listed origin: 204 from weir, without credentials, before auth.
+    for origin in ["https://app.test", "https://eu.corp.test"] {
+        let answer = from_origin(&proxy, "OPTIONS", "/", origin).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{origin}");
+        let h = &answer.headers;
+        assert_eq!(h["access-control-allow-origin"], origin);
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert_eq!(
+            h["access-control-allow-methods"],
+            "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+        );
+        assert!(
+            h["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("Authorization")
+        );
+        assert_eq!(h["access-control-expose-headers"], "X-Total");
+        assert_eq!(h["access-control-max-age"], "600");
+        assert_eq!(h["vary"], "Origin");
+    }
+    assert_eq!(
+        web.requests.load(Ordering::SeqCst),
+        0,
+        "preflights stay at weir"
+    );
+
+    // Another origin: no CORS header at all; its OPTIONS is an ordinary request (here: 401).
+    for origin in ["https://evil.test", "https://app.test.evil.test", "null"] {
+        let answer = from_origin(&proxy, "OPTIONS", "/", origin).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{origin}");
+        assert!(!answer.headers.contains_key("access-control-allow-origin"));
+    }
+
+    // Actual requests from a listed origin: the headers on the 401 and on the endpoint's 200.
+    let denied = from_origin(&proxy, "GET", "/", "https://app.test").await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        denied.headers["access-control-allow-origin"],
+        "https://app.test"
+    );
+    let req = Request::get(format!("http://{}/", proxy.addr))
+        .header(header::HOST, "cors.test")
+        .header(header::ORIGIN, "https://app.test")
+        .header(header::AUTHORIZATION, ALICE)
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&http1_client(), req).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.headers["access-control-allow-origin"],
+        "https://app.test"
+    );
+    assert_eq!(answer.echo().backend(), "web");
+
+    // `*` (the default): every request gets `*`, every OPTIONS a 204.
+    let open = from_origin(&proxy, "OPTIONS", "/open", "https://anyone.test").await;
+    assert_eq!(open.status, StatusCode::NO_CONTENT);
+    assert_eq!(open.headers["access-control-allow-origin"], "*");
+    let open = from_origin(&proxy, "GET", "/open", "https://anyone.test").await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert_eq!(open.headers["access-control-allow-origin"], "*");
+}

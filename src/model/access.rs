@@ -36,6 +36,124 @@ pub enum Satisfy {
     Any,
 }
 
+/// Cross-origin resource sharing for a route (`enable-cors` and the `cors-*` annotations),
+/// with the header values it sends made once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Which `Origin`s get the headers.
+    pub origins: CorsOrigins,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+    /// `Access-Control-Allow-Methods`.
+    pub methods: Option<HeaderValue>,
+    /// `Access-Control-Allow-Headers`.
+    pub headers: Option<HeaderValue>,
+    /// `Access-Control-Expose-Headers`.
+    pub expose: Option<HeaderValue>,
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<HeaderValue>,
+}
+
+/// The origins CORS answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: every request, with `Access-Control-Allow-Origin: *` (as ingress-nginx does).
+    Any,
+    /// These origins: a request whose `Origin` is one of them gets it back.
+    List(Vec<OriginPattern>),
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` for a request with this `Origin` header, `None` when
+    /// the origin is not allowed (no CORS headers then).
+    pub fn allow_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match &self.origins {
+            CorsOrigins::Any => Some(HeaderValue::from_static("*")),
+            CorsOrigins::List(patterns) => {
+                let origin = origin?;
+                let text = origin.to_str().ok()?;
+                patterns
+                    .iter()
+                    .any(|p| p.matches(text))
+                    .then(|| origin.clone())
+            }
+        }
+    }
+}
+
+/// One allowed origin: `https://app.example.com`, `https://*.example.com` (one more label),
+/// with an optional port; without a scheme, any scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: Option<String>,
+    wildcard: bool,
+    host: String,
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Parses one item of `cors-allow-origin` (ingress-nginx's syntax); `None` when it is not
+    /// an origin.
+    pub fn parse(item: &str) -> Option<OriginPattern> {
+        let lower = item.trim().to_ascii_lowercase();
+        let (scheme, rest) = match lower.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_owned()), rest),
+            Some(_) => return None,
+            None => (None, lower.as_str()),
+        };
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port.parse::<u16>().ok()?)),
+            None => (rest, None),
+        };
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        valid.then(|| OriginPattern {
+            scheme,
+            wildcard,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// Whether a request's `Origin` (`scheme://host[:port]`) is this one.
+    pub fn matches(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return false;
+        };
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(port) => (host, Some(port)),
+                Err(_) => return false,
+            },
+            None => (rest, None),
+        };
+        if port != self.port {
+            return false;
+        }
+        if !self.wildcard {
+            return host == self.host;
+        }
+        host.strip_suffix(&self.host)
+            .and_then(|label| label.strip_suffix('.'))
+            .is_some_and(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    }
+}
+
 /// A list of networks (IPv4 and IPv6; a bare address is a /32 or /128).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpList {
@@ -349,6 +467,37 @@ mod tests {
         assert_eq!(IpList::parse("10.0.0.0/8,nope").unwrap_err(), "nope");
         assert_eq!(IpList::parse("10.0.0.0/33").unwrap_err(), "10.0.0.0/33");
         assert_eq!(IpList::parse(" , ").unwrap_err(), "");
+    }
+
+    #[test]
+    fn origin_patterns_match_scheme_host_and_port() {
+        let p = |s: &str| OriginPattern::parse(s).unwrap();
+        assert!(p("https://a.test").matches("https://a.test"));
+        assert!(p("https://a.test").matches("HTTPS://A.TEST"));
+        assert!(!p("https://a.test").matches("http://a.test"));
+        assert!(!p("https://a.test").matches("https://a.test:8443"));
+        assert!(!p("https://a.test").matches("https://xa.test"));
+        assert!(!p("https://a.test").matches("https://a.test.evil"));
+        assert!(p("a.test").matches("http://a.test"), "no scheme: any");
+        assert!(p("https://a.test:8443").matches("https://a.test:8443"));
+        let wild = p("https://*.b.test");
+        assert!(wild.matches("https://x.b.test"));
+        assert!(!wild.matches("https://b.test"));
+        assert!(
+            !wild.matches("https://x.y.b.test"),
+            "one label, as ingress-nginx"
+        );
+        assert!(!wild.matches("https://xb.test"));
+        assert!(!wild.matches("null"));
+        for bad in [
+            "ftp://a.test",
+            "https://a.test/x",
+            "https://",
+            "https://a.test:x",
+            "*",
+        ] {
+            assert_eq!(OriginPattern::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-pub use access::{Access, BasicAuth, IpList, Satisfy, Skipped, Users};
+pub use access::{
+    Access, BasicAuth, Cors, CorsOrigins, IpList, OriginPattern, Satisfy, Skipped, Users,
+};
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 
-use super::access::Access;
+use super::access::{Access, Cors};
 use super::paths::Template;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -207,6 +207,8 @@ pub struct Policy {
     pub access_log: bool,
     /// Who may use the route (source lists, authentication); `None`: everybody.
     pub access: Option<Arc<Access>>,
+    /// `enable-cors`: preflights answered and CORS headers on responses.
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl Default for Policy {
@@ -228,6 +230,7 @@ impl Policy {
             relative_redirects: defaults.relative_redirects,
             access_log: true,
             access: None,
+            cors: None,
         }
     }
 }

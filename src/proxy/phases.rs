@@ -12,15 +12,16 @@
 //! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
-//! | 9 | access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/access.rs` | 403, 401 |
-//! | 10 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
-//! | 11 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
-//! | 12 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
-//! | 13 | response headers: hop-by-hop out, `Server`, HSTS | `service.rs`, `policy/https.rs` | |
-//! | 14 | access log and metrics, when the response ends | `exchange.rs` | |
+//! | 9 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
+//! | 10 | access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/access.rs` | 403, 401 |
+//! | 11 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
+//! | 12 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
+//! | 13 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
+//! | 14 | response headers: hop-by-hop out, `Server`, HSTS, CORS | `service.rs`, `policy/https.rs`, `policy/cors.rs` | |
+//! | 15 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
-//! A route without annotations pays for phases 4–11 a few `Option` tests, the declared-length
-//! comparison of phase 10, and in phase 12 the counting of body bytes against the default
+//! A route without annotations pays for phases 4–12 a few `Option` tests, the declared-length
+//! comparison of phase 11, and in phase 13 the counting of body bytes against the default
 //! limit (1m) and one atomic store of the send timeout.
 
 use std::sync::Arc;
@@ -107,26 +108,33 @@ impl Proxy {
         if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
             return Ok(response);
         }
-        // 9. Access control.
+        // 9. CORS preflights.
+        let cors = policy::cors::allowed(policy.cors.as_deref(), &req);
+        if let Some(response) = policy::cors::preflight(&cors, &req) {
+            return Ok(response);
+        }
+        // 10. Access control.
         if let Some(access) = &policy.access {
             let trusted = &self.config.trust_forwarded_from;
             let client = client_ip(conn, req.headers(), trusted);
             if let Err(refusal) = policy::access::check(access, client, &req).await {
                 self.count_denied(&route, &refusal, client);
-                return Err(refusal);
+                let mut response = refusal.into_response(req.version());
+                policy::cors::add_headers(&cors, response.headers_mut());
+                return Ok(response);
             }
         }
-        // 10. The declared body size.
+        // 11. The declared body size.
         policy::body_limit::check(policy, &req)?;
         if route.backend.endpoints.is_empty() {
             return Err(Refusal::NoEndpoints);
         }
-        // 11. What the endpoint receives.
+        // 12. What the endpoint receives.
         let trusted = &self.config.trust_forwarded_from;
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
-        // 12. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
-        // one for an idempotent request. 13: the answer is relayed, or an upgrade's tunnel
+        // 13. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
+        // one for an idempotent request. 14: the answer is relayed, or an upgrade's tunnel
         // opened.
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
@@ -172,7 +180,7 @@ impl Proxy {
                             activity,
                             exchange,
                         ),
-                        _ => self.relay(result, &route, conn),
+                        _ => self.relay(result, &route, conn, &cors),
                     };
                 }
                 Err(error) => {

@@ -64,6 +64,7 @@ impl Proxy {
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
         route: &Route,
         conn: &ClientInfo,
+        cors: &policy::cors::Allowed<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         match result {
             Ok((response, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -75,6 +76,7 @@ impl Proxy {
                 headers::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.insert(header::SERVER, SERVER);
                 policy::https::add_hsts(route, conn, &mut parts.headers);
+                policy::cors::add_headers(cors, &mut parts.headers);
                 let body = ProxyBody::upstream(body, route.policy.timeouts.read, lease);
                 Ok(Response::from_parts(parts, body))
             }

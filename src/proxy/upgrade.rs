@@ -181,7 +181,7 @@ impl Proxy {
                 warn!(ingress = %route.ingress, service = %route.backend.service, status = %response.status(), "upstream answered a WebSocket over HTTP/2 with neither 101 nor an error");
                 return Err(Refusal::UnexpectedUpgrade);
             }
-            other => return self.relay(other, route, conn),
+            other => return self.relay(other, route, conn, &None),
         };
         if !upgrade.accepts(response.headers()) {
             warn!(ingress = %route.ingress, service = %route.backend.service, asked = ?upgrade.protocols(), answered = ?response.headers().get(header::UPGRADE), "upstream switched to a protocol that was not asked for");

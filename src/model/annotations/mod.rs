@@ -32,6 +32,7 @@
 mod basic_auth;
 mod body;
 pub mod compat;
+mod cors;
 mod hosts;
 mod https;
 mod logging;
@@ -123,6 +124,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("logging", logging::KEYS),
     ("source-ranges", source_ranges::KEYS),
     ("basic-auth", basic_auth::KEYS),
+    ("cors", cors::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -392,6 +394,7 @@ pub(crate) fn parse(
     let host = hosts::parse(&mut reader);
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
+    policy.cors = cors::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -479,7 +482,7 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -503,11 +506,7 @@ pub(crate) mod tests {
         );
         assert!(find("configuration-snippet").1.contains("never"));
         assert!(find("server-snippet").1.contains("never"));
-        assert!(
-            find("enable-cors")
-                .1
-                .contains("not implement it yet (issue")
-        );
+        assert!(find("limit-rps").1.contains("not implement it yet (issue"));
         assert!(
             find("no-such-thing")
                 .1
@@ -580,8 +579,7 @@ pub(crate) mod tests {
         assert!(diagnostics[0].message.contains("not routed"));
         assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
-        let (parsed, diagnostics) =
-            parse_pairs(&[("nginx.ingress.kubernetes.io/enable-cors", "true")]);
+        let (parsed, diagnostics) = parse_pairs(&[("nginx.ingress.kubernetes.io/limit-rps", "5")]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }
