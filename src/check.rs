@@ -277,6 +277,19 @@ fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String
             out.push("an allowed client needs no password (satisfy: any)".to_owned());
         }
     }
+    if let Some(limits) = &policy.rate_limits {
+        for (rate, unit) in [(limits.per_second, "s"), (limits.per_minute, "min")] {
+            if let Some(rate) = rate {
+                out.push(format!(
+                    "at most {} requests/{unit} per client (burst {})",
+                    rate.count, rate.burst
+                ));
+            }
+        }
+        if let Some(exempt) = &limits.exempt {
+            out.push(format!("no rate limit for {exempt}"));
+        }
+    }
     if let Some(cors) = &policy.cors {
         let origins = match &cors.origins {
             crate::model::CorsOrigins::Any => "every origin".to_owned(),
@@ -420,7 +433,7 @@ mod tests {
         let report = check(serde_json::json!({
             "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
             "nginx.ingress.kubernetes.io/proxy-buffering": "off",
-            "nginx.ingress.kubernetes.io/limit-rps": "5",
+            "nginx.ingress.kubernetes.io/limit-connections": "5",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers \"X: y\";",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "60s",
             "cert-manager.io/cluster-issuer": "letsencrypt",
@@ -451,7 +464,7 @@ mod tests {
             status,
             BTreeMap::from([
                 ("configuration-snippet", "never"),
-                ("limit-rps", "not yet"),
+                ("limit-connections", "not yet"),
                 ("proxy-buffering", "differs"),
                 ("proxy-read-timeout", "invalid"),
                 ("rewrite-target", "honoured"),

@@ -467,3 +467,69 @@ async fn cors_preflights_are_answered_and_responses_carry_the_headers() {
     assert_eq!(open.status, StatusCode::OK);
     assert_eq!(open.headers["access-control-allow-origin"], "*");
 }
+
+/// Sends `n` GETs to `host` one after another and counts the answers by status.
+async fn burst(proxy: &TestProxy, host: &str, n: usize) -> (usize, usize) {
+    let client = http1_client();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..n {
+        match get(&client, proxy.addr, host, "/").await.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test]
+async fn rate_limits_allow_the_burst_then_the_rate() {
+    let web = TestBackend::start("web").await;
+    let (proxy, diagnostics) = serve(
+        vec![
+            ingress(
+                "limited",
+                &[("limit-rps", "5"), ("limit-burst-multiplier", "2")],
+                rule("limited.test", &[("/", "Prefix", "web")]),
+            ),
+            ingress(
+                "exempt",
+                &[("limit-rps", "1"), ("limit-whitelist", "127.0.0.0/8")],
+                rule("exempt.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        vec![service_json("web", &[web.addr])],
+        vec![],
+        ProxyConfig::default(),
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+    // The burst: the request on schedule and 5 × 2 more; a request that slips in as a new
+    // one falls due while they are sent is allowed too.
+    let started = std::time::Instant::now();
+    let (ok, limited) = burst(&proxy, "limited.test", 30).await;
+    let elapsed = started.elapsed();
+    let due = (elapsed.as_millis() / 200) as usize;
+    assert!(
+        (11..=11 + due).contains(&ok),
+        "{ok} allowed of 30 in {elapsed:?}"
+    );
+    assert_eq!(ok + limited, 30);
+    // The rate: over one more second of steady requests, about 5 get through.
+    let client = http1_client();
+    let second = std::time::Instant::now();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(10));
+    let mut allowed = 0;
+    while second.elapsed() < std::time::Duration::from_secs(1) {
+        ticks.tick().await;
+        if get(&client, proxy.addr, "limited.test", "/").await.status == StatusCode::OK {
+            allowed += 1;
+        }
+    }
+    assert!(
+        (4..=6).contains(&allowed),
+        "{allowed} allowed in 1 s at 5 rps"
+    );
+    // An exempt client is never limited.
+    assert_eq!(burst(&proxy, "exempt.test", 30).await, (30, 0));
+}

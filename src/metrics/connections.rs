@@ -27,7 +27,7 @@ pub struct ConnectionMetrics {
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weir_requests_denied_total{namespace,ingress,reason}`: requests a route's access rules
-    /// refused: `ip` (source lists, 403), `auth` (credentials, 401).
+    /// refused: `rate-limit` (503), `ip` (source lists, 403), `auth` (credentials, 401).
     pub denied: IntCounterVec,
 }
 
@@ -88,7 +88,7 @@ impl ConnectionMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "weir_requests_denied_total",
-                    "Requests refused by a route's access rules, by Ingress and reason: ip (source lists, 403), auth (credentials, 401).",
+                    "Requests refused by a route's access rules, by Ingress and reason: rate-limit (503), ip (source lists, 403), auth (credentials, 401).",
                 ),
                 &["namespace", "ingress", "reason"],
             )?,

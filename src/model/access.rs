@@ -36,6 +36,31 @@ pub enum Satisfy {
     Any,
 }
 
+/// Request rate limits per client address (`limit-rps`, `limit-rpm`), as nginx's `limit_req`
+/// with `burst` and `nodelay`: a client may send `burst` requests at once beyond its rate,
+/// then one per interval; more get 503. Counted per replica, shared by the routes of an
+/// Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per second.
+    pub per_second: Option<Rate>,
+    /// Per minute.
+    pub per_minute: Option<Rate>,
+    /// `limit-whitelist` / `limit-allowlist`: clients never limited.
+    pub exempt: Option<IpList>,
+}
+
+/// One rate: `count` requests per `period`, with `burst` more at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Requests per period (at least 1).
+    pub count: u32,
+    /// The period.
+    pub period: std::time::Duration,
+    /// Requests a client may send at once beyond its rate (`count` × `limit-burst-multiplier`).
+    pub burst: u32,
+}
+
 /// Cross-origin resource sharing for a route (`enable-cors` and the `cors-*` annotations),
 /// with the header values it sends made once.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 pub use access::{
-    Access, BasicAuth, Cors, CorsOrigins, IpList, OriginPattern, Satisfy, Skipped, Users,
+    Access, BasicAuth, Cors, CorsOrigins, IpList, OriginPattern, Rate, RateLimits, Satisfy,
+    Skipped, Users,
 };
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 
-use super::access::{Access, Cors};
+use super::access::{Access, Cors, RateLimits};
 use super::paths::Template;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -209,6 +209,8 @@ pub struct Policy {
     pub access: Option<Arc<Access>>,
     /// `enable-cors`: preflights answered and CORS headers on responses.
     pub cors: Option<Arc<Cors>>,
+    /// `limit-rps`, `limit-rpm`: requests per client address.
+    pub rate_limits: Option<Arc<RateLimits>>,
 }
 
 impl Default for Policy {
@@ -231,6 +233,7 @@ impl Policy {
             access_log: true,
             access: None,
             cors: None,
+            rate_limits: None,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
 //! | 9 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
-//! | 10 | access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/access.rs` | 403, 401 |
+//! | 10 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/rate_limit.rs`, `policy/access.rs` | 503, 403, 401 |
 //! | 11 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 12 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
 //! | 13 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
@@ -113,11 +113,18 @@ impl Proxy {
         if let Some(response) = policy::cors::preflight(&cors, &req) {
             return Ok(response);
         }
-        // 10. Access control.
-        if let Some(access) = &policy.access {
+        // 10. Rate limits, then access control.
+        if policy.rate_limits.is_some() || policy.access.is_some() {
             let trusted = &self.config.trust_forwarded_from;
             let client = client_ip(conn, req.headers(), trusted);
-            if let Err(refusal) = policy::access::check(access, client, &req).await {
+            let mut verdict = match &policy.rate_limits {
+                Some(limits) => policy::rate_limit::check(limits, runtime.as_deref(), client),
+                None => Ok(()),
+            };
+            if let (Ok(()), Some(access)) = (&verdict, &policy.access) {
+                verdict = policy::access::check(access, client, &req).await;
+            }
+            if let Err(refusal) = verdict {
                 self.count_denied(&route, &refusal, client);
                 let mut response = refusal.into_response(req.version());
                 policy::cors::add_headers(&cors, response.headers_mut());

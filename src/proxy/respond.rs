@@ -24,6 +24,8 @@ pub enum Refusal {
     NoRoute,
     /// The request body is larger than the route's `proxy-body-size`.
     PayloadTooLarge,
+    /// The client is over the route's `limit-rps` or `limit-rpm`.
+    RateLimited,
     /// The route's access rules do not let this client in (source lists).
     Forbidden,
     /// The route needs credentials the request does not carry (the `WWW-Authenticate`
@@ -45,6 +47,7 @@ impl Refusal {
     /// request.
     pub fn denial(&self) -> Option<&'static str> {
         match self {
+            Refusal::RateLimited => Some("rate-limit"),
             Refusal::Forbidden => Some("ip"),
             Refusal::Unauthorized(_) => Some("auth"),
             _ => None,
@@ -69,6 +72,7 @@ impl Refusal {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than this route accepts",
             ),
+            Refusal::RateLimited => (StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded"),
             Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
             Refusal::Misconfigured => (

@@ -9,6 +9,7 @@
 //! runtime state of its routes ([`Runtimes`]: request-metric handles, balancers), prepared by
 //! `publish` and carried over from the previous table where routes did not change.
 
+mod limiter;
 mod runtime;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use arc_swap::ArcSwap;
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
 use crate::tls::CertStore;
+pub use limiter::{Limiter, MAX_CLIENTS};
 pub use runtime::{RoundRobin, RouteRuntime, Runtimes};
 
 /// An immutable view of everything the data plane serves.

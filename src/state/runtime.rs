@@ -1,5 +1,5 @@
 //! What the data plane keeps per route beside an immutable table: request metrics and the
-//! balancer's position (later: rate-limit buckets, latency scores, sticky tables).
+//! balancer's position, the rate limits' counts (later: latency scores, sticky tables).
 //!
 //! It is prepared when a table is published, from the new table and the previous snapshot's
 //! runtime, so that state carries over to the next table for everything that did not change:
@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::Limiter;
 use crate::metrics::{RouteIndex, RouteStats};
-use crate::model::{Backend, Route, RouteTable};
+use crate::model::{Backend, ObjectRef, Rate, Route, RouteTable};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -47,7 +48,15 @@ pub struct RouteRuntime {
     pub stats: Option<Arc<RouteStats>>,
     /// Its backend's balancer.
     pub balancer: Arc<RoundRobin>,
+    /// The counts of its Ingress's `limit-rps` and `limit-rpm` (`None` without the limit).
+    pub per_second: Option<Arc<Limiter>>,
+    /// See `per_second`.
+    pub per_minute: Option<Arc<Limiter>>,
 }
+
+/// A rate limit's identity across tables: its Ingress and the rate (a changed rate starts
+/// afresh).
+type LimiterKey = (ObjectRef, Rate);
 
 /// A backend's identity across tables: (namespace, Service, port as written).
 type BackendKey = (String, String, String);
@@ -66,6 +75,7 @@ fn backend_key(backend: &Backend) -> BackendKey {
 pub struct Runtimes {
     by_route: FastMap<usize, Arc<RouteRuntime>>,
     balancers: FastMap<BackendKey, Arc<RoundRobin>>,
+    limiters: FastMap<LimiterKey, Arc<Limiter>>,
 }
 
 impl Runtimes {
@@ -92,9 +102,23 @@ impl Runtimes {
                     balancer
                 }
             };
+            let limits = route.policy.rate_limits.as_deref();
+            let mut limiter = |rate: Option<Rate>| {
+                let key = (route.ingress.clone(), rate?);
+                let limiter = next
+                    .limiters
+                    .get(&key)
+                    .or_else(|| previous.limiters.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Limiter::new(key.1)));
+                next.limiters.insert(key, limiter.clone());
+                Some(limiter)
+            };
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
                 balancer,
+                per_second: limiter(limits.and_then(|l| l.per_second)),
+                per_minute: limiter(limits.and_then(|l| l.per_minute)),
             };
             next.by_route.insert(address, Arc::new(runtime));
         }

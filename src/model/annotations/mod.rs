@@ -36,6 +36,7 @@ mod cors;
 mod hosts;
 mod https;
 mod logging;
+mod rate_limits;
 mod redirect;
 mod rewrite;
 mod source_ranges;
@@ -125,6 +126,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("source-ranges", source_ranges::KEYS),
     ("basic-auth", basic_auth::KEYS),
     ("cors", cors::KEYS),
+    ("rate-limits", rate_limits::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -395,6 +397,7 @@ pub(crate) fn parse(
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
     policy.cors = cors::parse(&mut reader);
+    policy.rate_limits = rate_limits::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -482,7 +485,7 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/limit-connections", "5"),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -506,7 +509,11 @@ pub(crate) mod tests {
         );
         assert!(find("configuration-snippet").1.contains("never"));
         assert!(find("server-snippet").1.contains("never"));
-        assert!(find("limit-rps").1.contains("not implement it yet (issue"));
+        assert!(
+            find("limit-connections")
+                .1
+                .contains("not implement it yet (issue")
+        );
         assert!(
             find("no-such-thing")
                 .1
@@ -579,7 +586,8 @@ pub(crate) mod tests {
         assert!(diagnostics[0].message.contains("not routed"));
         assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
-        let (parsed, diagnostics) = parse_pairs(&[("nginx.ingress.kubernetes.io/limit-rps", "5")]);
+        let (parsed, diagnostics) =
+            parse_pairs(&[("nginx.ingress.kubernetes.io/limit-connections", "5")]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }

@@ -7,6 +7,7 @@ pub(super) mod cors;
 pub(super) mod host_redirect;
 pub(super) mod https;
 pub(super) mod path;
+pub(super) mod rate_limit;
 pub(super) mod redirect;
 pub(super) mod rewrite;
 pub(super) mod send_timeout;
