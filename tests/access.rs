@@ -14,8 +14,6 @@ use http_body_util::Full;
 use weir::model::BuildConfig;
 use weir::proxy::ProxyConfig;
 
-const NGINX: &str = "nginx.ingress.kubernetes.io/";
-
 /// "secret" for alice (apr1, as `htpasswd -m` writes it) and bob (bcrypt, `htpasswd -B`).
 const HTPASSWD: &str = "alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.\n\
                         bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n";
@@ -24,16 +22,6 @@ const HTPASSWD: &str = "alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.\n\
 const ALICE: &str = "Basic YWxpY2U6c2VjcmV0";
 const BOB: &str = "Basic Ym9iOnNlY3JldA==";
 const WRONG: &str = "Basic YWxpY2U6d3Jvbmc=";
-
-/// An Ingress `name` with ingress-nginx annotations and one rule.
-fn ingress(name: &str, annotations: &[(&str, &str)], rule: serde_json::Value) -> serde_json::Value {
-    let owned: Vec<(String, &str)> = annotations
-        .iter()
-        .map(|(k, v)| (format!("{NGINX}{k}"), *v))
-        .collect();
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    ingress_json(name, 1, &refs, serde_json::json!([rule]))
-}
 
 /// The proxy serving these Ingresses, Services and Secrets; returns it with the diagnostics
 /// of the build.
@@ -75,17 +63,17 @@ async fn source_lists_allow_and_deny_by_the_client_address() {
     let web = TestBackend::start("web").await;
     let (proxy, diagnostics) = serve(
         vec![
-            ingress(
+            nginx_ingress(
                 "office",
                 &[("whitelist-source-range", "10.0.0.0/8, 192.168.0.0/16")],
                 rule("office.test", &[("/", "Prefix", "web")]),
             ),
-            ingress(
+            nginx_ingress(
                 "local",
                 &[("allowlist-source-range", "127.0.0.1/32")],
                 rule("local.test", &[("/", "Prefix", "web")]),
             ),
-            ingress(
+            nginx_ingress(
                 "blocked",
                 &[("denylist-source-range", "127.0.0.0/8")],
                 rule("blocked.test", &[("/", "Prefix", "web")]),
@@ -111,7 +99,7 @@ async fn source_lists_allow_and_deny_by_the_client_address() {
 async fn a_forwarded_address_counts_only_from_a_trusted_peer() {
     let web = TestBackend::start("web").await;
     let ingresses = || {
-        vec![ingress(
+        vec![nginx_ingress(
             "office",
             &[("whitelist-source-range", "10.0.0.0/8")],
             rule("office.test", &[("/", "Prefix", "web")]),
@@ -147,7 +135,7 @@ async fn a_forwarded_address_counts_only_from_a_trusted_peer() {
 async fn basic_auth_asks_checks_and_lets_listed_users_through() {
     let web = TestBackend::start("web").await;
     let (proxy, diagnostics) = serve(
-        vec![ingress(
+        vec![nginx_ingress(
             "private",
             &[
                 ("auth-type", "basic"),
@@ -183,7 +171,7 @@ async fn basic_auth_asks_checks_and_lets_listed_users_through() {
 async fn satisfy_any_lets_the_office_in_without_a_password() {
     let web = TestBackend::start("web").await;
     let (proxy, _) = serve(
-        vec![ingress(
+        vec![nginx_ingress(
             "either",
             &[
                 ("whitelist-source-range", "127.0.0.1"),
@@ -210,36 +198,36 @@ async fn security_table_nothing_reaches_a_protected_backend_unprotected() {
     let public = TestBackend::start("public").await;
     let auth = [("auth-type", "basic"), ("auth-secret", "users")];
     let ingresses = vec![
-        ingress(
+        nginx_ingress(
             "public",
             &[],
             rule("app.test", &[("/", "Prefix", "public")]),
         ),
-        ingress(
+        nginx_ingress(
             "admin",
             &auth,
             rule("app.test", &[("/admin", "Prefix", "admin")]),
         ),
         // Its Secret does not exist: 503, never open.
-        ingress(
+        nginx_ingress(
             "missing",
             &[("auth-type", "basic"), ("auth-secret", "nope")],
             rule("missing.test", &[("/", "Prefix", "admin")]),
         ),
         // Its Secret has no `auth` key.
-        ingress(
+        nginx_ingress(
             "nokey",
             &[("auth-type", "basic"), ("auth-secret", "nokey")],
             rule("nokey.test", &[("/", "Prefix", "admin")]),
         ),
         // Another namespace's Secret, without --allow-cross-namespace-resources.
-        ingress(
+        nginx_ingress(
             "cross",
             &[("auth-type", "basic"), ("auth-secret", "other/users")],
             rule("cross.test", &[("/", "Prefix", "admin")]),
         ),
         // A list that does not parse.
-        ingress(
+        nginx_ingress(
             "badlist",
             &[("whitelist-source-range", "10.0.0.0/8,everyone")],
             rule("badlist.test", &[("/", "Prefix", "admin")]),
@@ -318,7 +306,7 @@ async fn security_table_nothing_reaches_a_protected_backend_unprotected() {
 async fn every_protocol_meets_the_same_rules() {
     let admin = TestBackend::start("admin").await;
     let (proxy, _) = serve(
-        vec![ingress(
+        vec![nginx_ingress(
             "admin",
             &[("auth-type", "basic"), ("auth-secret", "users")],
             rule("app.test", &[("/admin", "Prefix", "admin")]),
@@ -379,7 +367,7 @@ async fn cors_preflights_are_answered_and_responses_carry_the_headers() {
     let web = TestBackend::start("web").await;
     let (proxy, diagnostics) = serve(
         vec![
-            ingress(
+            nginx_ingress(
                 "listed",
                 &[
                     ("enable-cors", "true"),
@@ -391,7 +379,7 @@ async fn cors_preflights_are_answered_and_responses_carry_the_headers() {
                 ],
                 rule("cors.test", &[("/", "Prefix", "web")]),
             ),
-            ingress(
+            nginx_ingress(
                 "everyone",
                 &[("enable-cors", "true")],
                 rule("cors.test", &[("/open", "Prefix", "web")]),
@@ -487,12 +475,12 @@ async fn rate_limits_allow_the_burst_then_the_rate() {
     let web = TestBackend::start("web").await;
     let (proxy, diagnostics) = serve(
         vec![
-            ingress(
+            nginx_ingress(
                 "limited",
                 &[("limit-rps", "5"), ("limit-burst-multiplier", "2")],
                 rule("limited.test", &[("/", "Prefix", "web")]),
             ),
-            ingress(
+            nginx_ingress(
                 "exempt",
                 &[("limit-rps", "1"), ("limit-whitelist", "127.0.0.0/8")],
                 rule("exempt.test", &[("/", "Prefix", "web")]),

@@ -18,13 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use weir::model::{BuildConfig, ObjectKind, ObjectRef};
 use weir::proxy::ProxyConfig;
 
-const NGINX: &str = "nginx.ingress.kubernetes.io/";
-
-/// A full annotation key under ingress-nginx's prefix.
-fn nginx(name: &str) -> String {
-    format!("{NGINX}{name}")
-}
-
 /// The proxy serving what the model builds for `ingresses` and `services`; the build must have
 /// no diagnostics.
 async fn serve(
@@ -44,18 +37,11 @@ async fn serve_with(
     TestProxy::start(ProxyConfig::default(), built.table).await
 }
 
-/// An Ingress with one annotation set and one rule.
-fn one(name: &str, annotations: &[(&str, &str)], rule: serde_json::Value) -> serde_json::Value {
-    let owned: Vec<(String, &str)> = annotations.iter().map(|(k, v)| (nginx(k), *v)).collect();
-    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    ingress_json(name, 1, &refs, serde_json::json!([rule]))
-}
-
 #[tokio::test]
 async fn rewrite_target_expands_capture_groups_and_sends_the_prefix() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "rewrite",
             &[
                 ("rewrite-target", "/$2"),
@@ -100,7 +86,7 @@ async fn rewrite_target_expands_capture_groups_and_sends_the_prefix() {
 async fn proxy_body_size_answers_413_for_declared_and_for_growing_bodies() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "small",
             &[("proxy-body-size", "1k")],
             rule("b.test", &[("/", "Prefix", "web")]),
@@ -187,7 +173,7 @@ async fn proxy_body_size_answers_413_for_declared_and_for_growing_bodies() {
 async fn a_declared_length_over_the_limit_is_refused_before_any_endpoint_is_contacted() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "small",
             &[("proxy-body-size", "10")],
             rule("b.test", &[("/", "Prefix", "web")]),
@@ -211,12 +197,12 @@ async fn permanent_and_temporal_redirects_answer_with_the_url_as_written() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
         vec![
-            one(
+            nginx_ingress(
                 "moved",
                 &[("permanent-redirect", "https://new.test/landing?from=old")],
                 rule("p.test", &[("/", "Prefix", "web")]),
             ),
-            one(
+            nginx_ingress(
                 "moved-308",
                 &[
                     ("permanent-redirect", "https://new.test/"),
@@ -224,12 +210,12 @@ async fn permanent_and_temporal_redirects_answer_with_the_url_as_written() {
                 ],
                 rule("p308.test", &[("/", "Prefix", "web")]),
             ),
-            one(
+            nginx_ingress(
                 "away",
                 &[("temporal-redirect", "http://away.test/x")],
                 rule("t.test", &[("/", "Prefix", "web")]),
             ),
-            one(
+            nginx_ingress(
                 "away-307",
                 &[
                     ("temporal-redirect", "http://away.test/"),
@@ -266,7 +252,7 @@ async fn permanent_and_temporal_redirects_answer_with_the_url_as_written() {
 async fn app_root_redirects_only_the_root() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "app",
             &[("app-root", "/app1")],
             rule("a.test", &[("/", "Prefix", "web")]),
@@ -298,7 +284,7 @@ async fn app_root_redirects_only_the_root() {
 async fn a_crafted_host_never_reaches_a_location_header() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "wild",
             &[("app-root", "/app"), ("force-ssl-redirect", "true")],
             rule("*.w.test", &[("/docs/", "Prefix", "web")]),
@@ -328,12 +314,12 @@ async fn from_to_www_redirect_works_both_ways() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
         vec![
-            one(
+            nginx_ingress(
                 "bare",
                 &[("from-to-www-redirect", "true")],
                 rule("bare.test", &[("/", "Prefix", "web")]),
             ),
-            one(
+            nginx_ingress(
                 "www",
                 &[("from-to-www-redirect", "true")],
                 rule("www.dotted.test", &[("/", "Prefix", "web")]),
@@ -368,7 +354,7 @@ async fn from_to_www_redirect_works_both_ways() {
 async fn upstream_vhost_and_server_alias() {
     let web = TestBackend::start("web").await;
     let proxy = serve(
-        vec![one(
+        vec![nginx_ingress(
             "vhost",
             &[
                 ("upstream-vhost", "internal.example"),
@@ -587,12 +573,12 @@ async fn an_invalid_routing_annotation_fails_closed() {
     let web = TestBackend::start("web").await;
     let built = build_table(
         vec![
-            one(
+            nginx_ingress(
                 "broken",
                 &[("rewrite-target", "/$host")],
                 rule("x.test", &[("/", "Prefix", "web")]),
             ),
-            one("fine", &[], rule("y.test", &[("/", "Prefix", "web")])),
+            nginx_ingress("fine", &[], rule("y.test", &[("/", "Prefix", "web")])),
         ],
         vec![service_json("web", &[web.addr])],
         &BuildConfig::default(),
@@ -635,17 +621,17 @@ async fn each_timeout_annotation_bounds_its_step() {
     let (deaf, _deaf_task) = deaf_backend().await;
     let proxy = serve(
         vec![
-            one(
+            nginx_ingress(
                 "connect",
                 &[("proxy-connect-timeout", "1")],
                 rule("connect.test", &[("/", "Prefix", "blackhole")]),
             ),
-            one(
+            nginx_ingress(
                 "read",
                 &[("proxy-read-timeout", "1")],
                 rule("read.test", &[("/", "Prefix", "slow")]),
             ),
-            one(
+            nginx_ingress(
                 "send",
                 &[("proxy-send-timeout", "1"), ("proxy-body-size", "0")],
                 rule("send.test", &[("/", "Prefix", "deaf")]),
@@ -733,7 +719,7 @@ async fn regex_hosts_match_case_insensitively_through_the_proxy() {
     );
     let proxy = serve(
         vec![
-            one(
+            nginx_ingress(
                 "regex",
                 &[("use-regex", "true")],
                 rule(

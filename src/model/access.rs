@@ -238,7 +238,8 @@ fn canonical_net(net: IpNet) -> IpNet {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// `ip`, with an IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::model::access::canonical;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -95,13 +97,6 @@ impl ClientInfo {
 pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// The client's address, the one every decision by address uses (source lists; later rate

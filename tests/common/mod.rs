@@ -612,6 +612,21 @@ pub fn ingress_json(
 }
 
 /// One rule: `host`, and paths `(path, pathType, service)` to port `http`.
+/// An Ingress `name` with these ingress-nginx annotations (names without the
+/// `nginx.ingress.kubernetes.io/` prefix) and one rule.
+pub fn nginx_ingress(
+    name: &str,
+    annotations: &[(&str, &str)],
+    rule: serde_json::Value,
+) -> serde_json::Value {
+    let owned: Vec<(String, &str)> = annotations
+        .iter()
+        .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), *v))
+        .collect();
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    ingress_json(name, 1, &refs, serde_json::json!([rule]))
+}
+
 /// An Opaque Secret `default/name` with these keys and (text) values.
 pub fn secret_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
     use base64::Engine;
