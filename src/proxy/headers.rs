@@ -2,10 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::model::access::canonical;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
+
+use crate::model::access::canonical;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones, removed in both directions.
 const HOP_BY_HOP: [HeaderName; 8] = [
