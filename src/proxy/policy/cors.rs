@@ -14,14 +14,15 @@ use super::super::respond::SERVER;
 use crate::model::{Cors, CorsOrigins};
 
 /// The route's CORS and the `Access-Control-Allow-Origin` of this request, when it gets CORS
-/// headers.
-pub(in crate::proxy) type Allowed<'a> = Option<(&'a Cors, HeaderValue)>;
+/// headers. Boxed: it lives across the forwarding's awaits, and a route without CORS should
+/// not carry its room in every request's future.
+pub(in crate::proxy) type Allowed<'a> = Option<Box<(&'a Cors, HeaderValue)>>;
 
 /// Whether `req` gets CORS headers from a route with `cors`.
 pub(in crate::proxy) fn allowed<'a, B>(cors: Option<&'a Cors>, req: &Request<B>) -> Allowed<'a> {
     let cors = cors?;
     let origin = cors.allow_origin(req.headers().get(header::ORIGIN))?;
-    Some((cors, origin))
+    Some(Box::new((cors, origin)))
 }
 
 /// The answer to a preflight, when `req` is one.
@@ -29,10 +30,10 @@ pub(in crate::proxy) fn preflight<B>(
     allowed: &Allowed<'_>,
     req: &Request<B>,
 ) -> Option<Response<ProxyBody>> {
+    let (cors, origin) = allowed.as_deref()?;
     if req.method() != Method::OPTIONS {
         return None;
     }
-    let (cors, origin) = allowed.as_ref()?;
     let mut response = Response::new(ProxyBody::full(""));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -48,7 +49,7 @@ pub(in crate::proxy) fn preflight<B>(
 
 /// Adds the CORS headers to a response, replacing the endpoint's own.
 pub(in crate::proxy) fn add_headers(allowed: &Allowed<'_>, headers: &mut HeaderMap) {
-    if let Some((cors, origin)) = allowed {
+    if let Some((cors, origin)) = allowed.as_deref() {
         add(cors, origin, headers);
     }
 }
