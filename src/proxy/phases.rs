@@ -209,8 +209,14 @@ impl Proxy {
         host: &str,
         req: &Request<Incoming>,
     ) -> Result<Routed, Refusal> {
-        let path = routing_path(req.uri().path())
-            .map_err(|_| Refusal::BadRequest("malformed percent-escape in the path"))?;
+        let path = req.uri().path();
+        // Only a `;` or an escape can make the routing path differ (the common path has none).
+        let path = if path.bytes().any(|b| b == b';' || b == b'%') {
+            routing_path(path)
+                .map_err(|_| Refusal::BadRequest("malformed percent-escape in the path"))?
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        };
         let snapshot = self.state.snapshot();
         let lookup = snapshot.table.lookup(host, &path);
         if let Some(settings) = lookup.host {

@@ -19,6 +19,7 @@ use crate::model::{Cors, CorsOrigins};
 pub(in crate::proxy) type Allowed<'a> = Option<Box<(&'a Cors, HeaderValue)>>;
 
 /// Whether `req` gets CORS headers from a route with `cors`.
+#[inline]
 pub(in crate::proxy) fn allowed<'a, B>(cors: Option<&'a Cors>, req: &Request<B>) -> Allowed<'a> {
     let cors = cors?;
     let origin = cors.allow_origin(req.headers().get(header::ORIGIN))?;
@@ -26,6 +27,7 @@ pub(in crate::proxy) fn allowed<'a, B>(cors: Option<&'a Cors>, req: &Request<B>)
 }
 
 /// The answer to a preflight, when `req` is one.
+#[inline]
 pub(in crate::proxy) fn preflight<B>(
     allowed: &Allowed<'_>,
     req: &Request<B>,
@@ -48,6 +50,7 @@ pub(in crate::proxy) fn preflight<B>(
 }
 
 /// Adds the CORS headers to a response, replacing the endpoint's own.
+#[inline]
 pub(in crate::proxy) fn add_headers(allowed: &Allowed<'_>, headers: &mut HeaderMap) {
     if let Some((cors, origin)) = allowed.as_deref() {
         add(cors, origin, headers);
