@@ -191,7 +191,7 @@ impl IpList {
     /// "nobody" or "everybody", and the writer should say which.
     pub fn parse(value: &str) -> Result<IpList, String> {
         let mut nets = Vec::new();
-        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in crate::model::annotations::values::list(value) {
             let net = match item.parse::<IpNet>() {
                 Ok(net) => canonical_net(net).trunc(),
                 Err(_) => match item.parse::<IpAddr>() {

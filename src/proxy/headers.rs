@@ -102,10 +102,10 @@ pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// The client's address, the one every decision by address uses (source lists; later rate
-/// limits): the TCP peer, or, when the peer is in `--trust-forwarded-from`, the rightmost
-/// X-Forwarded-For address that is not in a trusted network (the peer itself when there is
-/// none). An untrusted peer's X-Forwarded-For is never read. IPv4-mapped IPv6 is IPv4.
+/// The client's address, the one every decision by address uses (rate limits, source
+/// lists): the TCP peer, or, when the peer is in `--trust-forwarded-from`, the rightmost
+/// X-Forwarded-For address that is not in a trusted network, read as [`forwarded_client`]
+/// does (the peer itself when there is none). An untrusted peer's X-Forwarded-For is never read. IPv4-mapped IPv6 is IPv4.
 pub fn client_ip(client: &ClientInfo, headers: &HeaderMap, trusted_nets: &[IpNet]) -> IpAddr {
     let peer = canonical(client.peer.ip());
     if !client.trusted {

@@ -64,6 +64,7 @@ impl Limiter {
     }
 
     /// How many client addresses it remembers.
+    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.schedule.lock().map_or(0, |s| s.len())
     }

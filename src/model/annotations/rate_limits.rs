@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Found, Key, OnInvalid, Reader};
-use crate::model::access::{IpList, Rate, RateLimits};
+use super::{Key, OnInvalid, Reader};
+use crate::model::access::{Rate, RateLimits};
 
 pub(super) const KEYS: &[Key] = &[
     Key::route("limit-rps", OnInvalid::Refuse),
@@ -47,7 +47,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
         .find_map(|name| r.get(name).filter(|f| !f.trimmed().is_empty()));
     let exempt = match exempt {
         None => None,
-        Some(found) => Some(list(r, found)?),
+        Some(found) => Some(super::source_ranges::ip_list(r, found)?),
     };
     let rate = |count: u32, period: Duration| Rate {
         count,
@@ -59,17 +59,6 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
         per_minute: rpm.map(|n| rate(n, Duration::from_secs(60))),
         exempt,
     }))
-}
-
-fn list(r: &mut Reader<'_>, found: Found<'_>) -> Option<IpList> {
-    IpList::parse(found.value)
-        .map_err(|_| {
-            r.refuse(
-                found,
-                "it must be a comma-separated list of CIDRs or IP addresses",
-            )
-        })
-        .ok()
 }
 
 #[cfg(test)]

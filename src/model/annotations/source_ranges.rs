@@ -29,6 +29,14 @@ pub(super) struct SourceRanges {
     pub satisfy: Satisfy,
 }
 
+/// The list `found` holds; an item that is neither a CIDR nor an address makes the routes
+/// refuse (also for `limit-whitelist`).
+pub(super) fn ip_list(r: &mut Reader<'_>, found: super::Found<'_>) -> Option<IpList> {
+    IpList::parse(found.value)
+        .map_err(|_| r.refuse(found, CIDRS))
+        .ok()
+}
+
 /// Reads the lists; `allowlist-source-range` wins over `whitelist-source-range`.
 pub(super) fn parse(r: &mut Reader<'_>) -> SourceRanges {
     let allow = ["allowlist-source-range", "whitelist-source-range"]
@@ -37,13 +45,8 @@ pub(super) fn parse(r: &mut Reader<'_>) -> SourceRanges {
     let deny = r
         .get("denylist-source-range")
         .filter(|f| !f.trimmed().is_empty());
-    let mut list = |found: Option<super::Found<'_>>| {
-        let found = found?;
-        IpList::parse(found.value)
-            .map_err(|_| r.refuse(found, CIDRS))
-            .ok()
-    };
-    let (allow, deny) = (list(allow), list(deny));
+    let allow = allow.and_then(|found| ip_list(r, found));
+    let deny = deny.and_then(|found| ip_list(r, found));
     let satisfy = match r.get("satisfy") {
         None => Satisfy::All,
         Some(found) => match found.trimmed() {
