@@ -273,6 +273,20 @@ fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String
                 "asks for a password ({challenge}, {users} user(s))"
             ));
         }
+        if let Some(external) = &access.external {
+            let source = if external.global {
+                "the ConfigMap's global-auth-url"
+            } else {
+                "auth-url"
+            };
+            out.push(format!(
+                "asks {} whether a request may pass ({source})",
+                external.url.source()
+            ));
+            if let Some(signin) = &external.signin {
+                out.push(format!("sends the unauthenticated to {}", signin.source()));
+            }
+        }
         if access.satisfy == crate::model::Satisfy::Any {
             out.push("an allowed client needs no password (satisfy: any)".to_owned());
         }

@@ -2,7 +2,9 @@
 //! upstream failures, access denials and the access log's drops.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// Connection-level metrics of the data plane. Handles are cheap to clone.
 #[derive(Clone)]
@@ -27,8 +29,14 @@ pub struct ConnectionMetrics {
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weir_requests_denied_total{namespace,ingress,reason}`: requests a route's access rules
-    /// refused: `rate-limit` (503), `ip` (source lists, 403), `auth` (credentials, 401).
+    /// refused: `rate-limit` (503), `ip` (source lists, 403), `auth` (credentials or the
+    /// authentication service said no: 401, 403, or the sign-in redirect), `auth-error` (the
+    /// authentication service failed: 500).
     pub denied: IntCounterVec,
+    /// `weir_external_auth_duration_seconds{outcome}`: sub-requests to authentication services
+    /// (`auth-url`), by outcome: `allowed` (2xx), `denied` (401, 403), `error` (anything else,
+    /// a timeout, a failed connection). Answers from the cache are not counted.
+    pub external_auth: HistogramVec,
 }
 
 impl ConnectionMetrics {
@@ -88,9 +96,19 @@ impl ConnectionMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "weir_requests_denied_total",
-                    "Requests refused by a route's access rules, by Ingress and reason: rate-limit (503), ip (source lists, 403), auth (credentials, 401).",
+                    "Requests refused by a route's access rules, by Ingress and reason: rate-limit (503), ip (source lists, 403), auth (credentials or the authentication service said no), auth-error (the authentication service failed, 500).",
                 ),
                 &["namespace", "ingress", "reason"],
+            )?,
+            external_auth: HistogramVec::new(
+                HistogramOpts::new(
+                    "weir_external_auth_duration_seconds",
+                    "Time to get an answer from an authentication service (auth-url), by outcome: allowed, denied, error.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["outcome"],
             )?,
         };
         let m = metrics.clone();
@@ -105,6 +123,7 @@ impl ConnectionMetrics {
             Box::new(m.upstream_errors),
             Box::new(m.access_log_dropped),
             Box::new(m.denied),
+            Box::new(m.external_auth),
         ])?;
         Ok(metrics)
     }

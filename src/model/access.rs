@@ -21,6 +21,8 @@ pub struct Access {
     pub deny: Option<IpList>,
     /// `auth-type: basic`: a user of this list must authenticate.
     pub basic: Option<BasicAuth>,
+    /// `auth-url` (or the ConfigMap's `global-auth-url`): a service must let the request in.
+    pub external: Option<Arc<super::ExternalAuth>>,
     /// `satisfy`: how the allowlist and authentication combine.
     pub satisfy: Satisfy,
 }
@@ -244,6 +246,28 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// The user and password of the request's `Authorization: Basic …` header (the scheme in any
+/// case); `None` when there is not exactly one such header, or it does not decode.
+pub fn basic_credentials(headers: &http::HeaderMap) -> Option<(String, Vec<u8>)> {
+    use base64::Engine;
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 /// Basic authentication against a list of users (`auth-type: basic`).

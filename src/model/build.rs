@@ -17,6 +17,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::access::Access;
 use super::annotations::{self, IngressAnnotations};
 use super::classes::Classes;
 use super::configmap;
@@ -382,6 +383,11 @@ impl Builder<'_> {
                         },
                         ..(*parts.policy).clone()
                     });
+                }
+                if let Some(policy) =
+                    without_global_auth(&parts.policy, raw_path, &self.defaults.no_auth_locations)
+                {
+                    parts.policy = policy;
                 }
                 let route = match self.route(me, &path.backend, &site, parts.clone()) {
                     Some(route) if usable => route,
@@ -759,6 +765,32 @@ fn refusing_route(me: &ObjectRef, parts: RouteParts) -> Arc<Route> {
 
 fn quoted(object: &ObjectRef) -> String {
     format!("\"{}/{}\"", object.namespace, object.name)
+}
+
+/// The policy of a path in `no-auth-locations` (it starts with one of them): without the
+/// global authentication it would have. `None`: unchanged.
+fn without_global_auth(
+    policy: &Arc<Policy>,
+    path: &str,
+    no_auth_locations: &[String],
+) -> Option<Arc<Policy>> {
+    let access = policy.access.as_ref()?;
+    if !access.external.as_ref()?.global
+        || !no_auth_locations
+            .iter()
+            .any(|location| path.starts_with(location.as_str()))
+    {
+        return None;
+    }
+    let access = Access {
+        external: None,
+        ..(**access).clone()
+    };
+    let is_empty = access.allow.is_none() && access.deny.is_none() && access.basic.is_none();
+    Some(Arc::new(Policy {
+        access: (!is_empty).then(|| Arc::new(access)),
+        ..(**policy).clone()
+    }))
 }
 
 #[cfg(test)]

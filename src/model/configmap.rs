@@ -7,6 +7,7 @@
 //! kept; the other keys still apply.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -14,8 +15,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::Input;
 use super::annotations::values;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
-use super::policy::{Defaults, Hsts};
+use super::policy::{Defaults, GlobalAuth, Hsts};
 
 /// What weir does with a ConfigMap key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,17 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("hsts-preload", KeySupport::Read),
     ("use-port-in-redirects", KeySupport::Read),
     ("relative-redirects", KeySupport::Read),
+    ("global-auth-url", KeySupport::Read),
+    ("global-auth-method", KeySupport::Read),
+    ("global-auth-signin", KeySupport::Read),
+    ("global-auth-signin-redirect-param", KeySupport::Read),
+    ("global-auth-response-headers", KeySupport::Read),
+    ("global-auth-request-redirect", KeySupport::Read),
+    ("global-auth-cache-key", KeySupport::Read),
+    ("global-auth-cache-duration", KeySupport::Read),
+    ("global-auth-always-set-cookie", KeySupport::Read),
+    ("no-auth-locations", KeySupport::Read),
+    ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
     ("proxy-request-buffering", KeySupport::Accepted(STREAMS)),
@@ -175,6 +188,68 @@ fn read(
             flags.use_port_in_redirects,
         ),
         relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
+        global_auth: global_auth(&mut reader),
+        no_auth_locations: match data.get("no-auth-locations") {
+            Some(list) => values::list(list).map(str::to_owned).collect(),
+            None => flags.no_auth_locations.clone(),
+        },
+    }
+}
+
+/// The `global-auth-*` keys: `Off` without `global-auth-url`; `Invalid` (reported) when one of
+/// them cannot be used, which makes the routes it would cover refuse.
+fn global_auth(reader: &mut Reader<'_>) -> GlobalAuth {
+    let data = reader.data;
+    let value = |name: &str| data.get(&format!("global-{name}")).map(String::as_str);
+    let Some(url) = value("auth-url").filter(|u| !u.trim().is_empty()) else {
+        return GlobalAuth::Off;
+    };
+    let always_set_cookie = reader
+        .get(
+            "global-auth-always-set-cookie",
+            values::BOOLEAN,
+            values::boolean,
+        )
+        .unwrap_or(false);
+    let settings = Settings {
+        url,
+        method: value("auth-method"),
+        signin: value("auth-signin"),
+        signin_redirect_param: value("auth-signin-redirect-param"),
+        response_headers: value("auth-response-headers"),
+        request_redirect: value("auth-request-redirect"),
+        cache_key: value("auth-cache-key"),
+        cache_duration: value("auth-cache-duration"),
+        always_set_cookie,
+    };
+    match ExternalAuth::parse(&settings, true) {
+        Ok((auth, ignored)) => {
+            for name in ignored {
+                reader.diagnostics.push(Diagnostic::new(
+                    reader.object.clone(),
+                    Reason::InvalidConfigMapValue,
+                    format!(
+                        "key \"global-auth-response-headers\" names {name:?}, which weir never \
+                         takes from an authentication service; the other headers are copied"
+                    ),
+                ));
+            }
+            GlobalAuth::On(Arc::new(auth))
+        }
+        Err(invalid) => {
+            let key = format!("global-{}", invalid.key);
+            let shown = data.get(&key).map(String::as_str).unwrap_or("");
+            reader.diagnostics.push(Diagnostic::new(
+                reader.object.clone(),
+                Reason::InvalidConfigMapValue,
+                format!(
+                    "key {key:?} has the value {shown:?}, but {}; every route global \
+                     authentication covers answers 503 until it is fixed (fail closed)",
+                    invalid.why
+                ),
+            ));
+            GlobalAuth::Invalid(Arc::from(format!("key {key:?} is invalid")))
+        }
     }
 }
 
@@ -327,6 +402,61 @@ mod tests {
                 .any(|d| d.message.contains("use-forwarded-headers"))
         );
         assert!(diagnostics.iter().all(|d| d.object == object()));
+    }
+
+    #[test]
+    fn global_auth_keys_make_one_service_and_an_invalid_one_fails_closed() {
+        let (d, diagnostics) = read_pairs(&[
+            (
+                "global-auth-url",
+                "http://oauth2-proxy.auth.svc:4180/oauth2/auth",
+            ),
+            ("global-auth-method", "GET"),
+            (
+                "global-auth-signin",
+                "https://auth.example.com/oauth2/start",
+            ),
+            ("global-auth-response-headers", "X-Auth-Request-User"),
+            ("global-auth-cache-key", "$cookie__oauth2_proxy"),
+            ("global-auth-always-set-cookie", "true"),
+            ("no-auth-locations", "/.well-known/acme-challenge, /healthz"),
+        ]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let GlobalAuth::On(auth) = &d.global_auth else {
+            panic!("{:?}", d.global_auth)
+        };
+        assert!(auth.global && auth.always_set_cookie && auth.cache.is_some());
+        assert_eq!(auth.response_headers, ["x-auth-request-user"]);
+        assert_eq!(
+            d.no_auth_locations,
+            ["/.well-known/acme-challenge", "/healthz"]
+        );
+
+        let (d, diagnostics) = read_pairs(&[
+            ("global-auth-url", "http://auth/"),
+            ("global-auth-method", "get"),
+            ("global-auth-snippet", "proxy_set_header X 1;"),
+        ]);
+        assert!(
+            matches!(d.global_auth, GlobalAuth::Invalid(_)),
+            "{:?}",
+            d.global_auth
+        );
+        let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("global-auth-method") && m.contains("503")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("global-auth-snippet") && m.contains("refused"))
+        );
+        let (d, _) = read_pairs(&[("global-auth-url", "")]);
+        assert_eq!(d.global_auth, GlobalAuth::Off);
+        assert_eq!(d.no_auth_locations, ["/.well-known/acme-challenge"]);
     }
 
     #[test]

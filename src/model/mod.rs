@@ -11,6 +11,7 @@ mod classes;
 pub mod configmap;
 pub mod diagnostic;
 mod endpoints;
+pub mod external_auth;
 #[cfg(test)]
 mod fixtures;
 mod objects;
@@ -19,6 +20,7 @@ pub mod policy;
 mod references;
 pub mod table;
 mod validate;
+pub mod variables;
 
 use std::sync::Arc;
 
@@ -32,8 +34,9 @@ pub use access::{
 };
 pub use build::build;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+pub use external_auth::{AuthCache, ExternalAuth};
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
-pub use policy::{Defaults, Hsts, HttpsPolicy, Policy, Redirect, Rewrite, Timeouts};
+pub use policy::{Defaults, GlobalAuth, Hsts, HttpsPolicy, Policy, Redirect, Rewrite, Timeouts};
 pub use references::{References, named_secrets, references};
 #[cfg(test)]
 pub(crate) use table::test_route;

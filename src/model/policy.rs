@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 
 use super::access::{Access, Cors, RateLimits};
+use super::external_auth::ExternalAuth;
 use super::paths::Template;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -37,6 +38,24 @@ pub struct Defaults {
     pub use_port_in_redirects: bool,
     /// `relative-redirects`: redirects weir makes itself name only the path.
     pub relative_redirects: bool,
+    /// The ConfigMap's `global-auth-*` keys: external authentication for every Ingress that
+    /// has no `auth-url` of its own and does not set `enable-global-auth: "false"`.
+    pub global_auth: GlobalAuth,
+    /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
+    pub no_auth_locations: Vec<String>,
+}
+
+/// The ConfigMap's global external authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GlobalAuth {
+    /// No `global-auth-url`.
+    #[default]
+    Off,
+    /// Every route it covers asks this service.
+    On(Arc<ExternalAuth>),
+    /// `global-auth-*` is set but invalid (the message says why): the routes it would cover
+    /// answer 503 rather than serve without it.
+    Invalid(Arc<str>),
 }
 
 /// The `Strict-Transport-Security` settings (`hsts*` flags and ConfigMap keys).
@@ -93,6 +112,8 @@ impl Default for Defaults {
             hsts: Hsts::default(),
             use_port_in_redirects: false,
             relative_redirects: false,
+            global_auth: GlobalAuth::Off,
+            no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }
 }

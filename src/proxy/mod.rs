@@ -90,6 +90,8 @@ pub struct Proxy {
     tasks: TaskTracker,
     parked: ParkedCount,
     metrics: Arc<Metrics>,
+    /// The pooled client and answer cache for authentication services (`auth-url`).
+    auth: policy::external_auth::AuthClient,
 }
 
 impl Proxy {
@@ -118,6 +120,7 @@ impl Proxy {
             pool,
             tasks,
             parked: ParkedCount::new(&metrics.connections),
+            auth: policy::external_auth::AuthClient::new(metrics.connections.external_auth.clone()),
             metrics,
         })
     }

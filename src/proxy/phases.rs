@@ -13,11 +13,11 @@
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
 //! | 9 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
-//! | 10 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, `satisfy` | `policy/rate_limit.rs`, `policy/access.rs` | 503, 403, 401 |
+//! | 10 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 11 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
-//! | 12 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost` | `headers.rs`, `policy/rewrite.rs` | |
+//! | 12 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs` | |
 //! | 13 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
-//! | 14 | response headers: hop-by-hop out, `Server`, HSTS, CORS | `service.rs`, `policy/https.rs`, `policy/cors.rs` | |
+//! | 14 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs` | |
 //! | 15 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
 //! A route without annotations pays for phases 4–12 a few `Option` tests, the declared-length
@@ -34,8 +34,9 @@ use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::exchange::Exchange;
-use super::headers::{ClientInfo, client_ip};
+use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
+use super::policy::external_auth::Subject;
 use super::respond::Refusal;
 use super::service::{
     check_request, endpoint_after, is_idempotent, prepare_upstream_request, request_host,
@@ -43,6 +44,7 @@ use super::service::{
 };
 use super::upgrade::UpgradeRequest;
 use super::upstream::SendOptions;
+use crate::model::variables::Vars;
 use crate::model::{PathMatch, Route, routing_path};
 use crate::state::RouteRuntime;
 
@@ -114,6 +116,7 @@ impl Proxy {
             return Ok(response);
         }
         // 10. Rate limits, then access control.
+        let mut granted = None;
         if policy.rate_limits.is_some() || policy.access.is_some() {
             let trusted = &self.config.trust_forwarded_from;
             let client = client_ip(conn, req.headers(), trusted);
@@ -122,7 +125,29 @@ impl Proxy {
                 None => Ok(()),
             };
             if let (Ok(()), Some(access)) = (&verdict, &policy.access) {
-                verdict = policy::access::check(access, client, &req).await;
+                // The sub-request to an authentication service carries the request's ID.
+                let request_id = access
+                    .external
+                    .is_some()
+                    .then(|| headers::ensure_request_id(req.headers_mut()));
+                let subject = request_id.as_ref().map(|request_id| Subject {
+                    vars: Vars {
+                        scheme: conn.scheme,
+                        host: &host,
+                        method: req.method().as_str(),
+                        request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                        remote_addr: client,
+                        headers: req.headers(),
+                    },
+                    request_id,
+                    ingress: &route.ingress,
+                    timeouts: &policy.timeouts,
+                });
+                let external = subject.as_ref().map(|s| (&self.auth, s));
+                match policy::access::check(access, client, &req, external).await {
+                    Ok(grant) => granted = grant,
+                    Err(refusal) => verdict = Err(refusal),
+                }
             }
             if let Err(refusal) = verdict {
                 self.count_denied(&route, &refusal, client);
@@ -140,6 +165,9 @@ impl Proxy {
         let trusted = &self.config.trust_forwarded_from;
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
+        if let Some(granted) = &granted {
+            granted.apply(&mut req);
+        }
         // 13. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
         // one for an idempotent request. 14: the answer is relayed, or an upgrade's tunnel
         // opened.
@@ -187,7 +215,12 @@ impl Proxy {
                             activity,
                             exchange,
                         ),
-                        _ => self.relay(result, &route, conn, &cors),
+                        _ => self.relay(result, &route, conn, &cors).map(|mut response| {
+                            if let Some(granted) = &granted {
+                                granted.set_cookies(&mut response);
+                            }
+                            response
+                        }),
                     };
                 }
                 Err(error) => {

@@ -31,6 +31,9 @@ pub enum Refusal {
     /// The route needs credentials the request does not carry (the `WWW-Authenticate`
     /// challenge to send).
     Unauthorized(HeaderValue),
+    /// The route's authentication service said no (401, 403, or 302 to its sign-in page, with
+    /// the headers to send) or failed (500).
+    ExternalAuth(Box<(StatusCode, http::HeaderMap)>),
     /// The route refuses every request: one of its Ingress's annotations is invalid and weir
     /// fails closed.
     Misconfigured,
@@ -50,6 +53,8 @@ impl Refusal {
             Refusal::RateLimited => Some("rate-limit"),
             Refusal::Forbidden => Some("ip"),
             Refusal::Unauthorized(_) => Some("auth"),
+            Refusal::ExternalAuth(answer) if answer.0.is_server_error() => Some("auth-error"),
+            Refusal::ExternalAuth(_) => Some("auth"),
             _ => None,
         }
     }
@@ -75,6 +80,7 @@ impl Refusal {
             Refusal::RateLimited => (StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded"),
             Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
+            Refusal::ExternalAuth(answer) => (answer.0, "the authentication service said no"),
             Refusal::Misconfigured => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this route's Ingress has an invalid annotation (see its Events)",
@@ -96,6 +102,10 @@ impl Refusal {
 
     /// A small plain-text response for this refusal to a request of `version`.
     pub fn into_response(self, version: Version) -> Response<ProxyBody> {
+        if let Refusal::ExternalAuth(answer) = self {
+            let (status, headers) = *answer;
+            return super::policy::external_auth::respond(status, headers);
+        }
         let (status, detail) = self.status_and_detail();
         let body = format!(
             "{} {}: {detail}\n",

@@ -70,6 +70,8 @@ const SNIPPET: &str = "snippets are nginx configuration text; weir never interpr
                        configuration from annotations (the cause of CVE-2025-1974 and its kin)";
 const WAF: &str = "a web application firewall is out of scope; run one in front of weir or \
                    beside the application";
+const AUTH_POOL: &str = "weir always keeps connections to authentication services alive in a \
+                         pool";
 const TRACING: &str = "weir does not export traces yet";
 
 /// Every ingress-nginx annotation, in the order of ingress-nginx's annotations page groups.
@@ -143,21 +145,34 @@ pub const ANNOTATIONS: &[Row] = &[
     row("auth-secret", Supported),
     row("auth-secret-type", Supported),
     row("auth-realm", Supported),
-    row("auth-url", NotYet(ACCESS)),
-    row("auth-method", NotYet(ACCESS)),
-    row("auth-signin", NotYet(ACCESS)),
-    row("auth-signin-redirect-param", NotYet(ACCESS)),
-    row("auth-response-headers", NotYet(ACCESS)),
-    row("auth-request-redirect", NotYet(ACCESS)),
-    row("auth-cache-key", NotYet(ACCESS)),
-    row("auth-cache-duration", NotYet(ACCESS)),
-    row("auth-always-set-cookie", NotYet(ACCESS)),
+    row(
+        "auth-url",
+        Differs(
+            "an https URL's certificate is verified (system trust store, SSL_CERT_FILE); the \
+             sub-request gets X-Forwarded-Host/-Proto of the request rather than none; nginx \
+             variables other than weir's list are refused",
+        ),
+    ),
+    row("auth-method", Supported),
+    row("auth-signin", Supported),
+    row("auth-signin-redirect-param", Supported),
+    row(
+        "auth-response-headers",
+        Differs("Host, Content-Length and hop-by-hop headers are never copied (a Diagnostic)"),
+    ),
+    row("auth-request-redirect", Supported),
+    row("auth-cache-key", Supported),
+    row(
+        "auth-cache-duration",
+        Differs("answers with Set-Cookie or Cache-Control: no-store/private are never cached"),
+    ),
+    row("auth-always-set-cookie", Supported),
     row("auth-proxy-set-headers", NotYet(ACCESS)),
-    row("auth-keepalive", NotYet(ACCESS)),
-    row("auth-keepalive-requests", NotYet(ACCESS)),
-    row("auth-keepalive-share-vars", NotYet(ACCESS)),
-    row("auth-keepalive-timeout", NotYet(ACCESS)),
-    row("enable-global-auth", NotYet(ACCESS)),
+    row("auth-keepalive", Accepted(AUTH_POOL)),
+    row("auth-keepalive-requests", Accepted(AUTH_POOL)),
+    row("auth-keepalive-share-vars", Accepted(AUTH_POOL)),
+    row("auth-keepalive-timeout", Accepted(AUTH_POOL)),
+    row("enable-global-auth", Supported),
     row("auth-tls-secret", NotYet(ACCESS)),
     row("auth-tls-verify-client", NotYet(ACCESS)),
     row("auth-tls-verify-depth", NotYet(ACCESS)),
@@ -294,7 +309,7 @@ pub const ANNOTATIONS: &[Row] = &[
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
 /// refuse (503) rather than serve without it (fail closed): it restricts who may reach the
-/// Ingress (`auth-url`, `auth-tls-*`), or it says how the endpoint must be spoken to and weir
+/// Ingress (`auth-proxy-set-headers`, `auth-tls-*`), or it says how the endpoint must be spoken to and weir
 /// cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
 /// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
@@ -303,7 +318,7 @@ pub fn refuses(name: &str, value: &str) -> bool {
     let value = value.trim();
     let yes = || super::values::boolean(value) == Some(true);
     match name {
-        "auth-url" | "auth-tls-secret" => !value.is_empty(),
+        "auth-proxy-set-headers" | "auth-tls-secret" => !value.is_empty(),
         "auth-tls-verify-client" => !value.is_empty() && value != "off",
         "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
         "secure-backends" | "ssl-passthrough" => yes(),
@@ -313,7 +328,7 @@ pub fn refuses(name: &str, value: &str) -> bool {
 
 /// The annotations [`refuses`] may refuse.
 pub const MAY_REFUSE: &[&str] = &[
-    "auth-url",
+    "auth-proxy-set-headers",
     "auth-tls-secret",
     "auth-tls-verify-client",
     "backend-protocol",

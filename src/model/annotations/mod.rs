@@ -33,6 +33,7 @@ mod basic_auth;
 mod body;
 pub mod compat;
 mod cors;
+mod external_auth;
 mod hosts;
 mod https;
 mod logging;
@@ -125,6 +126,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("logging", logging::KEYS),
     ("source-ranges", source_ranges::KEYS),
     ("basic-auth", basic_auth::KEYS),
+    ("external-auth", external_auth::KEYS),
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
 ];
@@ -289,6 +291,16 @@ impl<'a> Reader<'a> {
             .push(format!("annotation {:?} is invalid", found.key));
     }
 
+    /// Reports that the routes must refuse for a reason that is not one annotation's value
+    /// (`why` says what is wrong).
+    pub fn refuse_for(&mut self, why: &str) {
+        self.report(
+            Reason::InvalidAnnotationValue,
+            format!("{why}; the Ingress's routes answer 503 until it is fixed (fail closed)"),
+        );
+        self.refusals.push(why.to_owned());
+    }
+
     /// Reports something else about an annotation.
     pub fn report(&mut self, reason: Reason, message: String) {
         self.diagnostics
@@ -396,13 +408,16 @@ pub(crate) fn parse(
     let host = hosts::parse(&mut reader);
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
+    // Err: refused, and reported.
+    let external = external_auth::parse(&mut reader).unwrap_or(None);
     policy.cors = cors::parse(&mut reader);
     policy.rate_limits = rate_limits::parse(&mut reader);
-    if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() {
+    if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
             deny: sources.deny,
             basic,
+            external,
             satisfy: sources.satisfy,
         }));
     }
@@ -569,7 +584,7 @@ pub(crate) mod tests {
         }
         // A value that asks for nothing refuses nothing (as in ingress-nginx).
         for (name, value) in [
-            ("auth-url", " "),
+            ("auth-proxy-set-headers", " "),
             ("auth-tls-verify-client", "off"),
             ("backend-protocol", "http"),
             ("ssl-passthrough", "false"),

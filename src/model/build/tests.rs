@@ -1698,7 +1698,7 @@ fn a_failing_closed_ingress_keeps_its_unusable_paths_refusing() {
         .ingress(
             ing("d", "admin")
                 .created(2)
-                .annotation("nginx.ingress.kubernetes.io/auth-url", "http://auth/check")
+                .annotation("nginx.ingress.kubernetes.io/auth-url", "not a url")
                 .annotation(USE_REGEX, "true")
                 .path(
                     "a.com",

@@ -16,19 +16,23 @@
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
-use base64::Engine;
-use http::{Request, header};
+use http::Request;
 use tokio::sync::Semaphore;
 
 use super::super::respond::Refusal;
+use super::external_auth::{AuthClient, Granted, Subject};
+use crate::model::access::basic_credentials;
 use crate::model::{Access, BasicAuth, Satisfy};
 
-/// Whether the request may use a route with these access rules.
+/// Whether the request may use a route with these access rules; what an authentication
+/// service's answer gives the request when one was asked. `external` is the client and the
+/// request's facts for `auth-url` (needed when the rules have one).
 pub(in crate::proxy) async fn check<B>(
     access: &Access,
     client: IpAddr,
     req: &Request<B>,
-) -> Result<(), Refusal> {
+    external: Option<(&AuthClient, &Subject<'_>)>,
+) -> Result<Option<Box<Granted>>, Refusal> {
     if access
         .deny
         .as_ref()
@@ -37,19 +41,42 @@ pub(in crate::proxy) async fn check<B>(
         return Err(Refusal::Forbidden);
     }
     let listed = access.allow.as_ref().map(|allow| allow.contains(client));
-    match (access.satisfy, listed, &access.basic) {
-        (Satisfy::Any, Some(true), _) => Ok(()),
-        (Satisfy::All, Some(false), _) => Err(Refusal::Forbidden),
-        (_, _, Some(basic)) => authenticate(basic, req).await,
-        (_, Some(false), None) => Err(Refusal::Forbidden),
-        (_, _, None) => Ok(()),
+    match (access.satisfy, listed) {
+        (Satisfy::Any, Some(true)) => return Ok(None),
+        (Satisfy::All, Some(false)) => return Err(Refusal::Forbidden),
+        _ => {}
+    }
+    if access.basic.is_none() && access.external.is_none() {
+        return match listed {
+            Some(false) => Err(Refusal::Forbidden),
+            _ => Ok(None),
+        };
+    }
+    if let Some(basic) = &access.basic {
+        match authenticate(basic, req).await {
+            Ok(()) if access.satisfy == Satisfy::Any || access.external.is_none() => {
+                return Ok(None);
+            }
+            Ok(()) => {}
+            // With `satisfy: any`, the authentication service may still let the request in.
+            Err(_) if access.satisfy == Satisfy::Any && access.external.is_some() => {}
+            Err(refusal) => return Err(refusal),
+        }
+    }
+    match (&access.external, external) {
+        (Some(auth), Some((client, subject))) => client
+            .check(auth, req, subject)
+            .await
+            .map(|g| Some(Box::new(g))),
+        (Some(_), None) => Err(Refusal::Misconfigured),
+        (None, _) => Ok(None),
     }
 }
 
 /// 401 with the realm's challenge unless the request carries a listed user's password.
 async fn authenticate<B>(basic: &BasicAuth, req: &Request<B>) -> Result<(), Refusal> {
     let unauthorized = || Refusal::Unauthorized(basic.challenge.clone());
-    let (user, password) = credentials(req).ok_or_else(unauthorized)?;
+    let (user, password) = basic_credentials(req.headers()).ok_or_else(unauthorized)?;
     let users = Arc::clone(&basic.users);
     // At most one check per CPU at a time: a flood of wrong passwords waits its turn rather
     // than take every thread of the blocking pool.
@@ -71,30 +98,11 @@ fn verifications() -> &'static Semaphore {
         .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
 }
 
-/// The user and password of an `Authorization: Basic …` header (the scheme in any case).
-fn credentials<B>(req: &Request<B>) -> Option<(String, Vec<u8>)> {
-    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let value = value.to_str().ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let colon = decoded.iter().position(|&b| b == b':')?;
-    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
-    Some((user, decoded[colon + 1..].to_vec()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{IpList, Users};
+    use http::header;
 
     const ALICE: &str = "alice:$apr1$Bd6nIVYA$3BZloI3Mo8X5Hld57gVzL.";
 
@@ -106,6 +114,7 @@ mod tests {
                 challenge: http::HeaderValue::from_static("Basic realm=\"r\""),
                 users: Arc::new(Users::from_htpasswd(ALICE.as_bytes()).unwrap().0),
             }),
+            external: None,
             satisfy,
         }
     }
@@ -125,8 +134,15 @@ mod tests {
 
     /// The outcome as a status code (200: allowed).
     async fn outcome(access: &Access, client: &str, authorization: Option<&str>) -> u16 {
-        match check(access, client.parse().unwrap(), &request(authorization)).await {
-            Ok(()) => 200,
+        match check(
+            access,
+            client.parse().unwrap(),
+            &request(authorization),
+            None,
+        )
+        .await
+        {
+            Ok(_) => 200,
             Err(Refusal::Forbidden) => 403,
             Err(Refusal::Unauthorized(_)) => 401,
             Err(other) => panic!("unexpected {other:?}"),
@@ -213,7 +229,7 @@ mod tests {
 
     #[test]
     fn credentials_are_read_strictly() {
-        let read = |value: &str| credentials(&request(Some(value)));
+        let read = |value: &str| basic_credentials(request(Some(value)).headers());
         assert_eq!(read(GOOD), Some(("alice".into(), b"secret".to_vec())));
         assert_eq!(read("basic YWxpY2U6c2VjcmV0").unwrap().0, "alice");
         // "alice:pa:ss": the password may hold colons.
@@ -230,6 +246,10 @@ mod tests {
         twice
             .headers_mut()
             .append(header::AUTHORIZATION, GOOD.parse().unwrap());
-        assert_eq!(credentials(&twice), None, "two Authorization headers");
+        assert_eq!(
+            basic_credentials(twice.headers()),
+            None,
+            "two Authorization headers"
+        );
     }
 }

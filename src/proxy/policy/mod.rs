@@ -4,6 +4,7 @@
 pub(super) mod access;
 pub(super) mod body_limit;
 pub(super) mod cors;
+pub(super) mod external_auth;
 pub(super) mod host_redirect;
 pub(super) mod https;
 pub(super) mod path;

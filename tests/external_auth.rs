@@ -1,0 +1,609 @@
+//! External authentication end to end: Ingresses with `auth-url` read by weir's model, the real
+//! proxy on a socket, real backends, and a real authentication server written here that
+//! behaves like oauth2-proxy (`/oauth2/auth` answers 202 with `X-Auth-Request-*` headers for
+//! a valid session cookie, 401 without one).
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use weir::model::external_auth::Settings;
+use weir::model::{BuildConfig, Defaults, ExternalAuth, GlobalAuth};
+use weir::proxy::ProxyConfig;
+
+/// The session cookie the server accepts.
+const SESSION: &str = "_oauth2_proxy=valid-session";
+
+/// One sub-request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: http::HeaderMap,
+    body_len: usize,
+}
+
+/// An oauth2-proxy look-alike. `/oauth2/auth`: 202 with the user's headers (and a refreshed
+/// cookie) for a request carrying [`SESSION`], else 401 with a challenge. `/forbidden`: 403.
+/// `/error`: 500. `/moved`: 302. `/hang`: never answers. `/evil`: 200 with headers an
+/// authentication service must not be able to set on the request.
+struct AuthServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    asked: Arc<AtomicUsize>,
+}
+
+impl AuthServer {
+    async fn start() -> AuthServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (log, count) = (seen.clone(), asked.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (log, count) = (log.clone(), count.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (log, count) = (log.clone(), count.clone());
+                        async move { answer(req, log, count).await }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        AuthServer { addr, seen, asked }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("asked")
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+    count: Arc<AtomicUsize>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    count.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body_len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    log.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body_len,
+    });
+    let reply = |status: u16| Response::builder().status(status);
+    let response = match parts.uri.path() {
+        "/oauth2/auth" => {
+            let cookie = parts
+                .headers
+                .get(header::COOKIE)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("");
+            if cookie.split("; ").any(|c| c == SESSION) {
+                reply(202)
+                    .header("x-auth-request-user", "alice")
+                    .header("x-auth-request-email", "alice@example.com")
+                    .header(
+                        header::SET_COOKIE,
+                        "_oauth2_proxy=refreshed; Path=/; HttpOnly",
+                    )
+            } else {
+                reply(401)
+                    .header(header::WWW_AUTHENTICATE, "Bearer realm=\"oauth2\"")
+                    .header(header::SET_COOKIE, "_oauth2_proxy_csrf=c; Path=/")
+            }
+        }
+        "/forbidden" => reply(403),
+        "/error" => reply(500),
+        "/moved" => reply(302).header(header::LOCATION, "/elsewhere"),
+        "/hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/evil" => reply(200)
+            .header("x-auth-request-user", "alice")
+            .header(header::HOST, "evil.test")
+            .header("keep-alive", "timeout=1")
+            .header("upgrade", "websocket")
+            .header("proxy-authenticate", "Basic"),
+        "/cacheable" => {
+            let authorized = parts.headers.get(header::AUTHORIZATION).is_some();
+            reply(if authorized { 200 } else { 401 })
+        }
+        _ => reply(404),
+    };
+    Ok(response
+        .body(Full::new(Bytes::from_static(b"auth body")))
+        .unwrap())
+}
+
+/// The proxy serving `ingresses` in front of backend `web` (with `defaults`); also the build's
+/// diagnostics.
+async fn serve_with(
+    ingresses: Vec<serde_json::Value>,
+    web: &TestBackend,
+    defaults: Defaults,
+) -> (TestProxy, Vec<String>) {
+    let config = BuildConfig {
+        defaults,
+        ..BuildConfig::default()
+    };
+    let built = build_table(ingresses, vec![service_json("web", &[web.addr])], &config);
+    let diagnostics = built
+        .diagnostics
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    (
+        TestProxy::start(ProxyConfig::default(), built.table).await,
+        diagnostics,
+    )
+}
+
+async fn serve(ingresses: Vec<serde_json::Value>, web: &TestBackend) -> (TestProxy, Vec<String>) {
+    serve_with(ingresses, web, Defaults::default()).await
+}
+
+/// `method` on `host` + `path` with these extra headers.
+async fn call(
+    proxy: &TestProxy,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", proxy.addr))
+        .header(header::HOST, host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    send(&http1_client(), req.body(Full::from("a body")).unwrap()).await
+}
+
+fn app(annotations: &[(&str, &str)]) -> serde_json::Value {
+    nginx_ingress(
+        "app",
+        annotations,
+        rule("app.test", &[("/", "Prefix", "web")]),
+    )
+}
+
+#[tokio::test]
+async fn an_oauth2_proxy_session_lets_the_request_through_with_the_user_s_headers() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let (proxy, diagnostics) = serve(
+        vec![app(&[
+            ("auth-url", &url),
+            (
+                "auth-signin",
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+            (
+                "auth-response-headers",
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+        ])],
+        &web,
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+
+    // No session: the sign-in redirect, with the auth server's cookies; the backend sees
+    // nothing.
+    let anonymous = call(&proxy, "GET", "app.test", "/dashboard?tab=1", &[]).await;
+    assert_eq!(anonymous.status, StatusCode::FOUND);
+    assert_eq!(
+        anonymous.headers[header::LOCATION],
+        "https://app.test/oauth2/start?rd=%2Fdashboard%3Ftab%3D1"
+    );
+    assert_eq!(
+        anonymous.headers[header::SET_COOKIE],
+        "_oauth2_proxy_csrf=c; Path=/"
+    );
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+
+    // A session: the backend answers, with the user's headers replacing a forged one.
+    let signed_in = call(
+        &proxy,
+        "POST",
+        "app.test",
+        "/api/items?x=1",
+        &[
+            (header::COOKIE.as_str(), SESSION),
+            ("x-auth-request-user", "mallory"),
+            ("x-request-id", "req-42"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    )
+    .await;
+    assert_eq!(signed_in.status, StatusCode::OK);
+    let echo = signed_in.echo();
+    assert_eq!(echo.header_all("x-auth-request-user"), ["alice"]);
+    assert_eq!(
+        echo.header("x-auth-request-email").as_deref(),
+        Some("alice@example.com")
+    );
+    assert_eq!(echo.header("host").as_deref(), Some("app.test"));
+    assert_eq!(echo.0["body_len"], 6, "the body reaches the backend");
+    assert_eq!(
+        signed_in.headers[header::SET_COOKIE],
+        "_oauth2_proxy=refreshed; Path=/; HttpOnly"
+    );
+
+    // What the auth server was asked: ingress-nginx's headers, no body, GET.
+    let seen = auth.last();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.uri, "/oauth2/auth");
+    assert_eq!(seen.body_len, 0);
+    let h = |name: &str| {
+        seen.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(h("host").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        h("x-original-url").as_deref(),
+        Some("http://app.test/api/items?x=1")
+    );
+    assert_eq!(h("x-original-method").as_deref(), Some("POST"));
+    assert_eq!(
+        h("x-auth-request-redirect").as_deref(),
+        Some("/api/items?x=1")
+    );
+    assert_eq!(h("x-request-id").as_deref(), Some("req-42"));
+    assert_eq!(echo.header("x-request-id").as_deref(), Some("req-42"));
+    assert_eq!(
+        h("x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "the untrusted XFF is not passed"
+    );
+    assert_eq!(h("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(h("x-forwarded-host").as_deref(), Some("app.test"));
+    assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(h("cookie").as_deref(), Some(SESSION));
+    assert_eq!(h("content-length"), None);
+    assert_eq!(h("x-original-uri"), None, "only with auth-method");
+
+    let samples = common::metrics::parse(&proxy.state.metrics().encode());
+    let denied = common::metrics::value(
+        &samples,
+        "weir_requests_denied_total",
+        &[
+            ("namespace", "default"),
+            ("ingress", "app"),
+            ("reason", "auth"),
+        ],
+    );
+    assert_eq!(denied, 1.0);
+    let allowed = common::metrics::value(
+        &samples,
+        "weir_external_auth_duration_seconds_count",
+        &[("outcome", "allowed")],
+    );
+    assert_eq!(allowed, 1.0);
+}
+
+#[tokio::test]
+async fn without_a_sign_in_page_the_service_s_401_reaches_the_client() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let (proxy, _) = serve(
+        vec![app(&[("auth-url", &url), ("auth-method", "POST")])],
+        &web,
+    )
+    .await;
+    let answer = call(&proxy, "GET", "app.test", "/x", &[]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.headers[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"oauth2\""
+    );
+    assert!(
+        answer.headers.get(header::SET_COOKIE).is_none(),
+        "not without always-set-cookie"
+    );
+    let seen = auth.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.headers["x-original-uri"], "/x");
+    assert_eq!(seen.headers["x-scheme"], "http");
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+
+    let (always, _) = serve(
+        vec![app(&[
+            ("auth-url", &url),
+            ("auth-always-set-cookie", "true"),
+        ])],
+        &web,
+    )
+    .await;
+    let answer = call(&always, "GET", "app.test", "/x", &[]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.headers[header::SET_COOKIE],
+        "_oauth2_proxy_csrf=c; Path=/"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_or_refusing_service_never_lets_a_request_pass() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let silent = Unanswering::new().await;
+    let cases: Vec<(String, StatusCode)> = vec![
+        (auth.url("/forbidden"), StatusCode::FORBIDDEN),
+        (auth.url("/error"), StatusCode::INTERNAL_SERVER_ERROR),
+        (auth.url("/moved"), StatusCode::INTERNAL_SERVER_ERROR),
+        (auth.url("/nowhere"), StatusCode::INTERNAL_SERVER_ERROR),
+        (
+            format!("http://{}/auth", refusing_addr()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            format!("http://{}/auth", silent.addr),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (auth.url("/hang"), StatusCode::INTERNAL_SERVER_ERROR),
+        (
+            "http://no-such-host.invalid/auth".to_owned(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for (url, expected) in cases {
+        let (proxy, _) = serve(
+            vec![app(&[
+                ("auth-url", &url),
+                ("proxy-connect-timeout", "1"),
+                ("proxy-read-timeout", "1"),
+            ])],
+            &web,
+        )
+        .await;
+        let started = Instant::now();
+        let answer = call(
+            &proxy,
+            "GET",
+            "app.test",
+            "/",
+            &[(header::COOKIE.as_str(), SESSION)],
+        )
+        .await;
+        assert_eq!(answer.status, expected, "{url}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url}: bounded by the timeouts"
+        );
+    }
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_auth_url_fails_closed() {
+    let web = TestBackend::start("web").await;
+    for (key, value) in [
+        ("auth-url", "auth.svc:4180/oauth2"),
+        ("auth-url", "http://$nonsense/"),
+        ("auth-method", "FETCH"),
+    ] {
+        let mut annotations = vec![("auth-url", "http://auth.test/")];
+        annotations.retain(|(k, _)| *k != key);
+        annotations.push((key, value));
+        let (proxy, diagnostics) = serve(vec![app(&annotations)], &web).await;
+        let answer = call(&proxy, "GET", "app.test", "/", &[]).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{key}: {value}"
+        );
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.contains(key) && d.contains("503")),
+            "{diagnostics:?}"
+        );
+    }
+    assert_eq!(web.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_service_cannot_set_host_or_hop_by_hop_headers_on_the_request() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/evil");
+    let (proxy, diagnostics) = serve(
+        vec![app(&[
+            ("auth-url", &url),
+            (
+                "auth-response-headers",
+                "X-Auth-Request-User, Host, Transfer-Encoding, Keep-Alive, Upgrade, Connection",
+            ),
+        ])],
+        &web,
+    )
+    .await;
+    assert_eq!(diagnostics.len(), 5, "{diagnostics:#?}");
+    let answer = call(&proxy, "POST", "app.test", "/", &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let echo = answer.echo();
+    assert_eq!(echo.header("x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(echo.header("host").as_deref(), Some("app.test"));
+    assert_eq!(
+        echo.0["body_len"], 6,
+        "the body is framed as the client sent it"
+    );
+    for name in ["upgrade", "proxy-authenticate", "transfer-encoding"] {
+        assert_eq!(echo.header(name), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn answers_are_cached_per_key_for_their_duration() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/cacheable");
+    let (proxy, _) = serve(
+        vec![app(&[
+            ("auth-url", &url),
+            ("auth-cache-key", "$http_authorization"),
+            ("auth-cache-duration", "200 1m"),
+        ])],
+        &web,
+    )
+    .await;
+    let with = |token: &'static str| [(header::AUTHORIZATION.as_str(), token)];
+    for _ in 0..3 {
+        let answer = call(&proxy, "GET", "app.test", "/", &with("Bearer a")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(auth.asked(), 1, "one answer serves the same key");
+    call(&proxy, "GET", "app.test", "/", &with("Bearer b")).await;
+    assert_eq!(auth.asked(), 2, "another key asks again");
+    for _ in 0..2 {
+        let answer = call(&proxy, "GET", "app.test", "/", &[]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(auth.asked(), 4, "401 is not in \"200 1m\"");
+}
+
+#[tokio::test]
+async fn global_auth_covers_ingresses_except_opted_out_ones_and_no_auth_locations() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let (global, _) = ExternalAuth::parse(
+        &Settings {
+            url: &url,
+            ..Settings::default()
+        },
+        true,
+    )
+    .unwrap();
+    let defaults = Defaults {
+        global_auth: GlobalAuth::On(Arc::new(global)),
+        ..Defaults::default()
+    };
+    let (proxy, _) = serve_with(
+        vec![
+            nginx_ingress(
+                "covered",
+                &[],
+                rule(
+                    "covered.test",
+                    &[
+                        ("/", "Prefix", "web"),
+                        ("/.well-known/acme-challenge", "Prefix", "web"),
+                    ],
+                ),
+            ),
+            nginx_ingress(
+                "public",
+                &[("enable-global-auth", "false")],
+                rule("public.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        &web,
+        defaults,
+    )
+    .await;
+    let status = |host: &'static str, path: &'static str| {
+        let proxy = &proxy;
+        async move { call(proxy, "GET", host, path, &[]).await.status }
+    };
+    assert_eq!(status("covered.test", "/").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status("covered.test", "/.well-known/acme-challenge/token").await,
+        StatusCode::OK
+    );
+    assert_eq!(status("public.test", "/").await, StatusCode::OK);
+    let signed_in = call(
+        &proxy,
+        "GET",
+        "covered.test",
+        "/",
+        &[(header::COOKIE.as_str(), SESSION)],
+    )
+    .await;
+    assert_eq!(signed_in.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn satisfy_any_lets_an_allowed_address_in_without_asking() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let (proxy, _) = serve(
+        vec![
+            nginx_ingress(
+                "office",
+                &[
+                    ("auth-url", &url),
+                    ("whitelist-source-range", "127.0.0.0/8"),
+                    ("satisfy", "any"),
+                ],
+                rule("office.test", &[("/", "Prefix", "web")]),
+            ),
+            nginx_ingress(
+                "remote",
+                &[
+                    ("auth-url", &url),
+                    ("whitelist-source-range", "10.0.0.0/8"),
+                    ("satisfy", "any"),
+                ],
+                rule("remote.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        &web,
+    )
+    .await;
+    assert_eq!(
+        call(&proxy, "GET", "office.test", "/", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(auth.asked(), 0);
+    assert_eq!(
+        call(&proxy, "GET", "remote.test", "/", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let with_session = [(header::COOKIE.as_str(), SESSION)];
+    assert_eq!(
+        call(&proxy, "GET", "remote.test", "/", &with_session)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
