@@ -148,13 +148,28 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
             Some(PathKind::Regex) => "Regex",
             None => "DefaultBackend",
         };
+        let mut behaviour = describe(&route.policy, &plain, route.https.redirect);
+        if let Some(auth) = built.table.client_auth(&host) {
+            let verify = match auth.verify {
+                crate::model::VerifyClient::On => "required",
+                crate::model::VerifyClient::Optional => "optional",
+                crate::model::VerifyClient::OptionalNoCa => "optional, not verified",
+            };
+            behaviour.insert(
+                0,
+                format!(
+                    "asks for a client certificate ({verify}; CA from Secret {}/{})",
+                    auth.secret.namespace, auth.secret.name
+                ),
+            );
+        }
         routes.entry(&route.ingress).or_default().push(RouteReport {
             host,
             path: entry.path.to_owned(),
             match_kind,
             backend: format!("{}:{}", route.backend.service.name, route.backend.port),
             endpoints: route.backend.endpoints.len(),
-            behaviour: describe(&route.policy, &plain, route.https.redirect),
+            behaviour,
         });
     }
     let index: BTreeMap<(String, String), &k8s_openapi::api::networking::v1::Ingress> = input

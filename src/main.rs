@@ -275,7 +275,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(proxy.clone().serve_http(http, cancel.clone()));
     let current = state.clone();
     let resolver = LiveResolver::new(move || current.snapshot().certs.clone());
-    let tls = weir::tls::server_config(Arc::new(resolver)).context("cannot configure TLS")?;
+    let tls = weir::tls::ServerConfigs::new(Arc::new(resolver)).context("cannot configure TLS")?;
+    let tls = Arc::new(tls);
     tasks.spawn(proxy.serve_https(https, tls, cancel.clone()));
     tasks.spawn(serve_admin(
         admin,

@@ -13,15 +13,12 @@ use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Secret;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpStream;
 
 use common::tls::*;
 use common::*;
 use weir::model::{ObjectKind, ObjectRef, PathRule, TlsBinding};
-use weir::proxy::{Proxy, ProxyConfig};
-use weir::state::State;
+use weir::proxy::ProxyConfig;
 
 /// A TLS Secret, shared as an `Input` holds it.
 fn secret(name: &str, cert: &Cert) -> Arc<Secret> {
@@ -55,14 +52,6 @@ fn binding(host: &str, secret: &str) -> TlsBinding {
     }
 }
 
-/// weir's data plane with an HTTPS listener, serving `table` and the certificates of `bindings`.
-struct TlsProxy {
-    addr: SocketAddr,
-    state: Arc<State>,
-    default_der: Vec<u8>,
-    _cancel: tokio_util::sync::DropGuard,
-}
-
 async fn start(backend: SocketAddr, bindings: &[TlsBinding], secrets: &[Arc<Secret>]) -> TlsProxy {
     start_with(
         table(&[("", PathRule::prefix("/"), "s", vec![backend])]),
@@ -77,36 +66,7 @@ async fn start_with(
     bindings: &[TlsBinding],
     secrets: &[Arc<Secret>],
 ) -> TlsProxy {
-    start_configured(ProxyConfig::default(), routes, bindings, secrets).await
-}
-
-async fn start_configured(
-    config: ProxyConfig,
-    routes: weir::model::RouteTable,
-    bindings: &[TlsBinding],
-    secrets: &[Arc<Secret>],
-) -> TlsProxy {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let default = weir::tls::self_signed_default().unwrap();
-    let default_der = default.cert[0].to_vec();
-    let (certs, _diagnostics) = weir::tls::compile(bindings, secrets, default.clone());
-    let state = Arc::new(State::new(Arc::new(weir::tls::CertStore::new(default))));
-    state.publish(routes, Arc::new(certs));
-    let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let proxy = Proxy::new(state.clone(), config, tasks, cancel.clone());
-    let current = state.clone();
-    let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
-    let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
-    tokio::spawn(proxy.serve_https(listener, tls, cancel.clone()));
-    TlsProxy {
-        addr,
-        state,
-        default_der,
-        _cancel: cancel.drop_guard(),
-    }
+    start_tls_proxy(ProxyConfig::default(), routes, bindings, secrets).await
 }
 
 #[tokio::test]
@@ -388,7 +348,7 @@ async fn a_client_that_never_finishes_the_handshake_is_cut_off() {
         tls_handshake_timeout: Duration::from_millis(300),
         ..ProxyConfig::default()
     };
-    let proxy = start_configured(config, weir::model::RouteTable::empty(), &[], &[]).await;
+    let proxy = start_tls_proxy(config, weir::model::RouteTable::empty(), &[], &[]).await;
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();

@@ -597,6 +597,15 @@ impl Builder<'_> {
                         }
                     }
                 }
+                if let Some(auth) = &settings.client_auth
+                    && !self.table.set_client_auth(host, auth.clone())
+                {
+                    let message = format!(
+                        "the auth-tls-* annotations are not used for host \"{host}\": an older \
+                         Ingress sets that host's client certificates"
+                    );
+                    self.report(me, Reason::HostSettingConflict, message);
+                }
                 if settings.www_redirect
                     && let HostMatch::Exact(name) = host
                 {

@@ -8,6 +8,7 @@ pub mod access;
 pub mod annotations;
 mod build;
 mod classes;
+pub mod client_auth;
 pub mod configmap;
 pub mod diagnostic;
 mod endpoints;
@@ -33,6 +34,7 @@ pub use access::{
     Skipped, Users,
 };
 pub use build::build;
+pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use external_auth::{AuthCache, ExternalAuth};
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};

@@ -18,10 +18,11 @@ use super::objects;
 pub struct References {
     /// Services of its backends (their endpoints come with them).
     pub services: Vec<ObjectRef>,
-    /// Secrets: TLS certificates of `spec.tls`, the users of `auth-secret` (in any namespace:
-    /// whether the build may read it is its business).
+    /// Secrets: TLS certificates of `spec.tls`, the users of `auth-secret`, the CA bundle of
+    /// `auth-tls-secret` (in any namespace: whether the build may read it is its business).
     pub secrets: Vec<ObjectRef>,
-    /// The Secrets among `secrets` that annotations name (`auth-secret`): read whatever their
+    /// The Secrets among `secrets` that annotations name (`auth-secret`, `auth-tls-secret`):
+    /// read whatever their
     /// type, where a cluster source reads only TLS Secrets for `spec.tls`.
     pub annotation_secrets: Vec<ObjectRef>,
     /// ConfigMaps named by annotations (none yet).
@@ -80,11 +81,13 @@ pub fn references(ingress: &Ingress) -> References {
         }
     }
     let annotations = ingress.metadata.annotations.as_ref();
-    if let Some(secret) = annotations::value(annotations, "auth-secret")
-        .and_then(|value| annotations::auth_secret_ref(namespace, value))
-    {
-        refs.secrets.push(secret.clone());
-        refs.annotation_secrets.push(secret);
+    for name in ["auth-secret", "auth-tls-secret"] {
+        if let Some(secret) = annotations::value(annotations, name)
+            .and_then(|value| annotations::auth_secret_ref(namespace, value))
+        {
+            refs.secrets.push(secret.clone());
+            refs.annotation_secrets.push(secret);
+        }
     }
     for list in [
         &mut refs.services,

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::client_auth::ClientAuth;
 use super::diagnostic::ObjectRef;
 use super::paths::PathRegex;
 pub use super::policy::{HttpsPolicy, Policy};
@@ -216,6 +217,9 @@ pub struct HostSettings {
     /// `from-to-www-redirect`: every request for this host is redirected to another host
     /// name (the host has no rules of its own).
     pub redirect_to: Option<HostRedirect>,
+    /// `auth-tls-*`: client certificates, asked for in the handshake when the SNI names this
+    /// host and checked on every request to it.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// Where a host redirects every request (`from-to-www-redirect`).
@@ -230,7 +234,7 @@ pub struct HostRedirect {
 impl HostSettings {
     /// True when the host has no settings.
     pub fn is_empty(&self) -> bool {
-        self.app_root.is_none() && self.redirect_to.is_none()
+        self.app_root.is_none() && self.redirect_to.is_none() && self.client_auth.is_none()
     }
 }
 
@@ -329,12 +333,37 @@ pub struct RouteTable {
     /// `--default-backend-service`: for whatever nothing else serves.
     default_backend: Option<Arc<Route>>,
     route_count: usize,
+    /// Some host has a client-certificate policy.
+    client_auth: bool,
 }
 
 impl RouteTable {
     /// An empty table: every request gets no route.
     pub fn empty() -> Self {
         RouteTable::default()
+    }
+
+    /// Whether some host asks for client certificates (the TLS listener then reads each
+    /// ClientHello's SNI before choosing its configuration).
+    pub fn has_client_auth(&self) -> bool {
+        self.client_auth
+    }
+
+    /// The client-certificate policy of the host a TLS client names in its SNI (normalised,
+    /// as for [`RouteTable::lookup`]).
+    pub fn client_auth(&self, host: &str) -> Option<&Arc<ClientAuth>> {
+        if !self.client_auth {
+            return None;
+        }
+        self.exact_hosts
+            .get(host)
+            .or_else(|| {
+                let (first, suffix) = host.split_once('.')?;
+                (!first.is_empty()).then(|| self.wildcard_hosts.get(suffix))?
+            })?
+            .settings
+            .client_auth
+            .as_ref()
     }
 
     /// What the table says about a request. `host` must already be normalized
@@ -504,6 +533,7 @@ pub struct RouteTableBuilder {
     catch_all: Option<Arc<Route>>,
     default_backend: Option<Arc<Route>>,
     route_count: usize,
+    client_auth: bool,
 }
 
 impl RouteTableBuilder {
@@ -604,6 +634,17 @@ impl RouteTableBuilder {
         true
     }
 
+    /// Sets the client-certificate policy of `host`; false (unchanged) when it has one already.
+    pub fn set_client_auth(&mut self, host: &HostMatch, auth: Arc<ClientAuth>) -> bool {
+        let settings = &mut self.host_routes(host).settings;
+        if settings.client_auth.is_some() {
+            return false;
+        }
+        settings.client_auth = Some(auth);
+        self.client_auth = true;
+        true
+    }
+
     /// Makes `from` (a host no rule names) redirect every request to host `to` with `code`.
     pub fn set_redirect_host(&mut self, from: &str, to: &str, code: http::StatusCode) {
         self.host_routes(&HostMatch::Exact(from.to_owned()))
@@ -686,6 +727,7 @@ impl RouteTableBuilder {
             catch_all: self.catch_all,
             default_backend: self.default_backend,
             route_count: self.route_count,
+            client_auth: self.client_auth,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Header rewriting between client and endpoint: hop-by-hop headers out, forwarding headers in.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use super::client_cert::ClientCert;
 use crate::model::access::canonical;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones, removed in both directions.
@@ -74,6 +76,9 @@ pub struct ClientInfo {
     peer_ip: HeaderValue,
     /// The port of the listener the connection came in on, as a header value.
     local_port: HeaderValue,
+    /// On a TLS connection whose SNI named a host with client certificates: what the client
+    /// presented.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl ClientInfo {
@@ -92,6 +97,7 @@ impl ClientInfo {
             trusted: is_trusted(trusted, peer.ip()),
             peer_ip,
             local_port: HeaderValue::from(local_port),
+            client_cert: None,
         }
     }
 }

@@ -16,7 +16,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info_span, warn};
@@ -24,17 +23,19 @@ use tracing::{Instrument, debug, debug_span, info_span, warn};
 use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
+use super::client_cert::TlsListener;
 use super::headers::ClientInfo;
 use super::park::{self, ReadReady, Resumable, Wake};
 use super::preface::{self, Detected};
 use crate::metrics::GaugeGuard;
+use crate::tls::ServerConfigs;
 
 /// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
 /// (told by ALPN).
 #[derive(Clone)]
 enum Transport {
     Plain,
-    Tls(TlsAcceptor),
+    Tls(Arc<TlsListener>),
 }
 
 impl Proxy {
@@ -44,15 +45,17 @@ impl Proxy {
         self.accept_loop(listener, Transport::Plain, cancel).await
     }
 
-    /// Accepts TLS connections on `listener` until `cancel` fires, with the certificates and
-    /// ALPN of `tls`; otherwise like [`Proxy::serve_http`].
+    /// Accepts TLS connections on `listener` until `cancel` fires, with the configurations of
+    /// `tls` (certificates, ALPN, and client certificates for the hosts that ask for them);
+    /// otherwise like [`Proxy::serve_http`].
     pub async fn serve_https(
         self: Arc<Self>,
         listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<ServerConfigs>,
         cancel: CancellationToken,
     ) {
-        self.accept_loop(listener, Transport::Tls(TlsAcceptor::from(tls)), cancel)
+        let tls = Arc::new(TlsListener::new(tls));
+        self.accept_loop(listener, Transport::Tls(tls), cancel)
             .await
     }
 
@@ -148,11 +151,13 @@ impl Proxy {
                 };
                 Some(self.serve(read, stream, http2, conn, cancel))
             }
-            Transport::Tls(acceptor) => {
+            Transport::Tls(tls) => {
                 let timeout = self.config.tls_handshake_timeout;
                 let metrics = &self.metrics.connections;
-                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
+                match tokio::time::timeout(timeout, tls.accept(&self.state, stream)).await {
+                    Ok(Ok((stream, client_cert))) => {
+                        let mut conn = conn;
+                        conn.client_cert = client_cert;
                         let session = stream.get_ref().1;
                         let alpn = session.alpn_protocol();
                         let version = session.protocol_version().and_then(|v| v.as_str());

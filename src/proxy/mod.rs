@@ -5,6 +5,7 @@
 
 mod activity;
 mod body;
+mod client_cert;
 mod exchange;
 mod headers;
 mod idle;

@@ -12,16 +12,17 @@
 //! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
-//! | 9 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
-//! | 10 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
-//! | 11 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
-//! | 12 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs` | |
-//! | 13 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
-//! | 14 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs` | |
-//! | 15 | access log and metrics, when the response ends | `exchange.rs` | |
+//! | 9 | client certificates of the host (`auth-tls-*`), against the connection's handshake | `policy/client_cert.rs` | 400, 403, 421, 302 |
+//! | 10 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
+//! | 11 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
+//! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
+//! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
+//! | 14 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
+//! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs` | |
+//! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
-//! A route without annotations pays for phases 4–12 a few `Option` tests, the declared-length
-//! comparison of phase 11, and in phase 13 the counting of body bytes against the default
+//! A route without annotations pays for phases 4–13 a few `Option` tests, the declared-length
+//! comparison of phase 12, and in phase 14 the counting of body bytes against the default
 //! limit (1m) and one atomic store of the send timeout.
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use super::service::{
 use super::upgrade::UpgradeRequest;
 use super::upstream::SendOptions;
 use crate::model::variables::Vars;
-use crate::model::{PathMatch, Route, routing_path};
+use crate::model::{ClientAuth, PathMatch, Route, routing_path};
 use crate::state::RouteRuntime;
 
 /// The outcome of phases 3 and 4.
@@ -60,6 +61,8 @@ enum Routed {
         runtime: Option<Arc<RouteRuntime>>,
         /// The path needs the Prefix rule's trailing slash (phase 6).
         add_slash: bool,
+        /// The host's client-certificate policy (phase 9).
+        client_auth: Option<Arc<ClientAuth>>,
     },
 }
 
@@ -80,13 +83,14 @@ impl Proxy {
         // 2. Normalise the path.
         policy::path::normalize(&mut req)?;
         // 3, 4. Route; the host may redirect first.
-        let (route, runtime, add_slash) = match self.route(conn, &host, &req)? {
+        let (route, runtime, add_slash, client_auth) = match self.route(conn, &host, &req)? {
             Routed::HostRedirect(response) => return Ok(*response),
             Routed::Route {
                 route,
                 runtime,
                 add_slash,
-            } => (route, runtime, add_slash),
+                client_auth,
+            } => (route, runtime, add_slash, client_auth),
         };
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
@@ -110,12 +114,19 @@ impl Proxy {
         if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
             return Ok(response);
         }
-        // 9. CORS preflights.
+        // 9. Client certificates.
+        if let Some(auth) = &client_auth {
+            policy::client_cert::check(auth, conn).inspect_err(|refusal| {
+                let client = client_ip(conn, req.headers(), &self.config.trust_forwarded_from);
+                self.count_denied(&route, refusal, client);
+            })?;
+        }
+        // 10. CORS preflights.
         let cors = policy::cors::allowed(policy.cors.as_deref(), &req);
         if let Some(response) = policy::cors::preflight(&cors, &req) {
             return Ok(response);
         }
-        // 10. Rate limits, then access control.
+        // 11. Rate limits, then access control.
         let mut granted = None;
         if policy.rate_limits.is_some() || policy.access.is_some() {
             let trusted = &self.config.trust_forwarded_from;
@@ -156,20 +167,23 @@ impl Proxy {
                 return Ok(response);
             }
         }
-        // 11. The declared body size.
+        // 12. The declared body size.
         policy::body_limit::check(policy, &req)?;
         if route.backend.endpoints.is_empty() {
             return Err(Refusal::NoEndpoints);
         }
-        // 12. What the endpoint receives.
+        // 13. What the endpoint receives.
         let trusted = &self.config.trust_forwarded_from;
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
         if let Some(granted) = &granted {
             granted.apply(&mut req);
         }
-        // 13. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
-        // one for an idempotent request. 14: the answer is relayed, or an upgrade's tunnel
+        if let Some(auth) = &client_auth {
+            policy::client_cert::set_headers(auth, conn, req.headers_mut());
+        }
+        // 14. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
+        // one for an idempotent request. 15: the answer is relayed, or an upgrade's tunnel
         // opened.
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
@@ -252,7 +266,9 @@ impl Proxy {
         };
         let snapshot = self.state.snapshot();
         let lookup = snapshot.table.lookup(host, &path);
+        let mut client_auth = None;
         if let Some(settings) = lookup.host {
+            client_auth = settings.client_auth.clone();
             let https_port = self.config.https_port_external;
             if let Some(response) =
                 policy::host_redirect::respond(settings, conn, host, req, https_port)
@@ -268,6 +284,7 @@ impl Proxy {
             runtime: snapshot.runtime.get(route).cloned(),
             route: route.clone(),
             add_slash,
+            client_auth,
         })
     }
 }

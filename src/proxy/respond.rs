@@ -31,6 +31,9 @@ pub enum Refusal {
     /// The route needs credentials the request does not carry (the `WWW-Authenticate`
     /// challenge to send).
     Unauthorized(HeaderValue),
+    /// The host's client-certificate policy (`auth-tls-*`) refuses the connection's
+    /// certificate (with the host's `auth-tls-error-page`).
+    ClientCert(CertRefusal, Option<HeaderValue>),
     /// The route's authentication service said no (401, 403, or 302 to its sign-in page, with
     /// the headers to send) or failed (500).
     ExternalAuth(Box<(StatusCode, http::HeaderMap)>),
@@ -45,6 +48,34 @@ pub enum Refusal {
     UnexpectedUpgrade,
 }
 
+/// Why a host's client-certificate policy refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRefusal {
+    /// Plain HTTP (403).
+    PlainHttp,
+    /// The connection's handshake was for another host, or named none (421).
+    Misdirected,
+    /// No certificate where one is required (400).
+    Missing,
+    /// A certificate that does not verify (400).
+    Invalid,
+    /// A subject `auth-tls-match-cn` does not match (403).
+    Unauthorized,
+}
+
+impl CertRefusal {
+    /// A short name, for logs and tests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRefusal::PlainHttp => "plain-http",
+            CertRefusal::Misdirected => "misdirected",
+            CertRefusal::Missing => "missing",
+            CertRefusal::Invalid => "invalid",
+            CertRefusal::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 impl Refusal {
     /// The `reason` of `weir_requests_denied_total` when the route's access rules refused the
     /// request.
@@ -53,6 +84,7 @@ impl Refusal {
             Refusal::RateLimited => Some("rate-limit"),
             Refusal::Forbidden => Some("ip"),
             Refusal::Unauthorized(_) => Some("auth"),
+            Refusal::ClientCert(..) => Some("mtls"),
             Refusal::ExternalAuth(answer) if answer.0.is_server_error() => Some("auth-error"),
             Refusal::ExternalAuth(_) => Some("auth"),
             _ => None,
@@ -81,6 +113,24 @@ impl Refusal {
             Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
             Refusal::ExternalAuth(answer) => (answer.0, "the authentication service said no"),
+            Refusal::ClientCert(why, _) => match why {
+                CertRefusal::PlainHttp => (
+                    StatusCode::FORBIDDEN,
+                    "this host requires a client certificate: use HTTPS",
+                ),
+                CertRefusal::Misdirected => (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this host requires a client certificate; connect with its name (SNI)",
+                ),
+                CertRefusal::Missing => (
+                    StatusCode::BAD_REQUEST,
+                    "No required SSL certificate was sent",
+                ),
+                CertRefusal::Invalid => (StatusCode::BAD_REQUEST, "The SSL certificate error"),
+                CertRefusal::Unauthorized => {
+                    (StatusCode::FORBIDDEN, "client certificate unauthorized")
+                }
+            },
             Refusal::Misconfigured => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this route's Ingress has an invalid annotation (see its Events)",
@@ -105,6 +155,9 @@ impl Refusal {
         if let Refusal::ExternalAuth(answer) = self {
             let (status, headers) = *answer;
             return super::policy::external_auth::respond(status, headers);
+        }
+        if let Refusal::ClientCert(CertRefusal::Missing | CertRefusal::Invalid, Some(page)) = self {
+            return redirect_to(StatusCode::FOUND, page);
         }
         let (status, detail) = self.status_and_detail();
         let body = format!(

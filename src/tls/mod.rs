@@ -9,6 +9,7 @@
 //! (never the bytes), and the types holding keys print only host names and counts.
 
 mod certs;
+mod client_cert;
 mod compile;
 mod config;
 mod default;
@@ -16,8 +17,9 @@ mod error;
 mod store;
 
 pub use certs::{certified_key_from_pem, self_signed_default};
+pub use client_cert::ClientCertPolicy;
 pub use compile::compile;
-pub use config::server_config;
+pub use config::{ServerConfigs, server_config};
 pub use default::{Certified, default_certificate};
 pub use error::TlsError;
 pub use store::{CertStore, LiveResolver, ServedCertificate};

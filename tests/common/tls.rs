@@ -94,3 +94,46 @@ pub async fn handshake(
     let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     (stream, leaf)
 }
+
+/// weir's data plane with an HTTPS listener, serving a table and the certificates of some
+/// bindings (see [`start_tls_proxy`]).
+pub struct TlsProxy {
+    pub addr: SocketAddr,
+    pub state: Arc<weir::state::State>,
+    /// The self-signed default certificate (DER), served for hosts without one.
+    pub default_der: Vec<u8>,
+    _cancel: tokio_util::sync::DropGuard,
+}
+
+/// Starts weir's data plane on 127.0.0.1:0 with an HTTPS listener serving `routes` and the
+/// certificates of `bindings` from `secrets`, as `main` wires it.
+pub async fn start_tls_proxy(
+    config: weir::proxy::ProxyConfig,
+    routes: weir::model::RouteTable,
+    bindings: &[weir::model::TlsBinding],
+    secrets: &[Arc<k8s_openapi::api::core::v1::Secret>],
+) -> TlsProxy {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let default = weir::tls::self_signed_default().unwrap();
+    let default_der = default.cert[0].to_vec();
+    let (certs, _diagnostics) = weir::tls::compile(bindings, secrets, default.clone());
+    let state = Arc::new(weir::state::State::new(Arc::new(
+        weir::tls::CertStore::new(default),
+    )));
+    state.publish(routes, Arc::new(certs));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = weir::proxy::Proxy::new(state.clone(), config, tasks, cancel.clone());
+    let current = state.clone();
+    let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
+    let tls = Arc::new(weir::tls::ServerConfigs::new(Arc::new(resolver)).unwrap());
+    tokio::spawn(proxy.serve_https(listener, tls, cancel.clone()));
+    TlsProxy {
+        addr,
+        state,
+        default_der,
+        _cancel: cancel.drop_guard(),
+    }
+}

@@ -634,7 +634,7 @@ impl WsProxy {
         let proxy = Proxy::new(state.clone(), config, tasks.clone(), cancel.clone());
         let current = state.clone();
         let resolver = weir::tls::LiveResolver::new(move || current.snapshot().certs.clone());
-        let tls = weir::tls::server_config(Arc::new(resolver)).unwrap();
+        let tls = Arc::new(weir::tls::ServerConfigs::new(Arc::new(resolver)).unwrap());
         tokio::spawn(proxy.clone().serve_http(plain, cancel.clone()));
         tokio::spawn(proxy.clone().serve_https(secure, tls, cancel.clone()));
         WsProxy {

@@ -173,12 +173,18 @@ pub const ANNOTATIONS: &[Row] = &[
     row("auth-keepalive-share-vars", Accepted(AUTH_POOL)),
     row("auth-keepalive-timeout", Accepted(AUTH_POOL)),
     row("enable-global-auth", Supported),
-    row("auth-tls-secret", NotYet(ACCESS)),
-    row("auth-tls-verify-client", NotYet(ACCESS)),
-    row("auth-tls-verify-depth", NotYet(ACCESS)),
-    row("auth-tls-error-page", NotYet(ACCESS)),
-    row("auth-tls-pass-certificate-to-upstream", NotYet(ACCESS)),
-    row("auth-tls-match-cn", NotYet(ACCESS)),
+    row(
+        "auth-tls-secret",
+        Differs(
+            "a ca.crl in the Secret is not read yet: the routes answer 503 rather than accept \
+             revoked certificates; plain HTTP to the host is redirected or refused (403)",
+        ),
+    ),
+    row("auth-tls-verify-client", Supported),
+    row("auth-tls-verify-depth", Supported),
+    row("auth-tls-error-page", Supported),
+    row("auth-tls-pass-certificate-to-upstream", Supported),
+    row("auth-tls-match-cn", Supported),
     row("limit-rps", Supported),
     row("limit-rpm", Supported),
     row("limit-connections", NotYet(ACCESS)),
@@ -309,7 +315,7 @@ pub const ANNOTATIONS: &[Row] = &[
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
 /// refuse (503) rather than serve without it (fail closed): it restricts who may reach the
-/// Ingress (`auth-proxy-set-headers`, `auth-tls-*`), or it says how the endpoint must be spoken to and weir
+/// Ingress (`auth-proxy-set-headers`), or it says how the endpoint must be spoken to and weir
 /// cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
 /// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
@@ -318,8 +324,7 @@ pub fn refuses(name: &str, value: &str) -> bool {
     let value = value.trim();
     let yes = || super::values::boolean(value) == Some(true);
     match name {
-        "auth-proxy-set-headers" | "auth-tls-secret" => !value.is_empty(),
-        "auth-tls-verify-client" => !value.is_empty() && value != "off",
+        "auth-proxy-set-headers" => !value.is_empty(),
         "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
         "secure-backends" | "ssl-passthrough" => yes(),
         _ => false,
@@ -329,8 +334,6 @@ pub fn refuses(name: &str, value: &str) -> bool {
 /// The annotations [`refuses`] may refuse.
 pub const MAY_REFUSE: &[&str] = &[
     "auth-proxy-set-headers",
-    "auth-tls-secret",
-    "auth-tls-verify-client",
     "backend-protocol",
     "secure-backends",
     "ssl-passthrough",

@@ -2,11 +2,14 @@
 //! every host an Ingress names; when several Ingresses name a host, the oldest one that sets
 //! an annotation decides it for that host (as ingress-nginx does).
 
+use std::sync::Arc;
+
 use http::HeaderValue;
 
 use super::values;
 use super::{Key, OnInvalid, Reader};
 use crate::model::HostMatch;
+use crate::model::client_auth::ClientAuth;
 use crate::model::validate::check_host;
 
 pub(super) const KEYS: &[Key] = &[
@@ -26,12 +29,17 @@ pub(crate) struct HostAnnotations {
     pub www_redirect: bool,
     /// `app-root`: requests for `/` are redirected (302) to this path.
     pub app_root: Option<HeaderValue>,
+    /// `auth-tls-*` (read by the `client_auth` group): client certificates.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl HostAnnotations {
     /// True when the Ingress sets none of them.
     pub fn is_empty(&self) -> bool {
-        self.aliases.is_empty() && !self.www_redirect && self.app_root.is_none()
+        self.aliases.is_empty()
+            && !self.www_redirect
+            && self.app_root.is_none()
+            && self.client_auth.is_none()
     }
 }
 
@@ -75,6 +83,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> HostAnnotations {
         aliases,
         www_redirect: r.flag("from-to-www-redirect", false),
         app_root,
+        client_auth: None,
     }
 }
 

@@ -31,6 +31,7 @@
 
 mod basic_auth;
 mod body;
+mod client_auth;
 pub mod compat;
 mod cors;
 mod external_auth;
@@ -127,6 +128,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("source-ranges", source_ranges::KEYS),
     ("basic-auth", basic_auth::KEYS),
     ("external-auth", external_auth::KEYS),
+    ("client-auth", client_auth::KEYS),
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
 ];
@@ -405,7 +407,8 @@ pub(crate) fn parse(
     policy.access_log = logging::parse(&mut reader);
     policy.use_port_in_redirects = redirect::parse_use_port(&mut reader, defaults);
     policy.relative_redirects = redirect::parse_relative(&mut reader, defaults);
-    let host = hosts::parse(&mut reader);
+    let mut host = hosts::parse(&mut reader);
+    host.client_auth = client_auth::parse(&mut reader);
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
     // Err: refused, and reported.
@@ -585,7 +588,6 @@ pub(crate) mod tests {
         // A value that asks for nothing refuses nothing (as in ingress-nginx).
         for (name, value) in [
             ("auth-proxy-set-headers", " "),
-            ("auth-tls-verify-client", "off"),
             ("backend-protocol", "http"),
             ("ssl-passthrough", "false"),
         ] {
