@@ -52,7 +52,8 @@ impl ClientCertPolicy {
             let anchor = webpki::anchor_from_trusted_cert(&cert)
                 .map_err(|e| TlsError::InvalidCertificate(format!("a CA certificate: {e}")))?
                 .to_owned();
-            subjects.push(DistinguishedName::from(anchor.subject.as_ref().to_vec()));
+            // webpki keeps the Name without its outer SEQUENCE; the CertificateRequest needs it.
+            subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
             anchors.push(anchor);
         }
         let algorithms =
@@ -148,5 +149,29 @@ impl ClientCertVerifier for AskForCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{CertStore, self_signed_default};
+
+    /// The acceptable issuers sent in the CertificateRequest are the CA's subject as DER
+    /// (with its SEQUENCE), which OpenSSL clients (curl) insist on.
+    #[test]
+    fn the_certificate_request_names_the_ca_s_subject() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_owned()]).unwrap();
+        let der = ca.cert.der().to_vec();
+        let mut hints = Vec::new();
+        let store = Arc::new(CertStore::new(self_signed_default().unwrap()));
+        ClientCertPolicy::new(&[der.clone()], 1, |verifier| {
+            hints = verifier.root_hint_subjects().to_vec();
+            super::super::config::server_config(store)
+        })
+        .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(hints.len(), 1);
+        assert_eq!(hints[0].as_ref(), parsed.subject().as_raw());
     }
 }
