@@ -521,3 +521,57 @@ async fn rate_limits_allow_the_burst_then_the_rate() {
     // An exempt client is never limited.
     assert_eq!(burst(&proxy, "exempt.test", 30).await, (30, 0));
 }
+
+#[tokio::test]
+async fn the_configmap_sets_the_rate_limit_status_and_global_source_lists() {
+    let web = TestBackend::start("web").await;
+    let defaults = weir::model::Defaults {
+        limit_req_status: StatusCode::TOO_MANY_REQUESTS,
+        deny_sources: weir::model::Global::On(weir::model::IpList::parse("127.0.0.0/8").unwrap()),
+        ..weir::model::Defaults::default()
+    };
+    let config = BuildConfig {
+        defaults,
+        ..BuildConfig::default()
+    };
+    let built = build_table(
+        vec![
+            nginx_ingress(
+                "limited",
+                &[
+                    ("limit-rps", "1"),
+                    ("limit-burst-multiplier", "1"),
+                    ("denylist-source-range", "10.0.0.1"),
+                ],
+                rule("limited.test", &[("/", "Prefix", "web")]),
+            ),
+            nginx_ingress(
+                "default",
+                &[],
+                rule("default.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        vec![service_json("web", &[web.addr])],
+        &config,
+    );
+    let proxy = TestProxy::start(ProxyConfig::default(), built.table).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            request(&proxy, "limited.test", "/", None, None)
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let denied = request(&proxy, "default.test", "/", None, None).await;
+    assert_eq!(
+        denied.status,
+        StatusCode::FORBIDDEN,
+        "the ConfigMap's denylist"
+    );
+}

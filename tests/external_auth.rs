@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use weir::model::external_auth::Settings;
-use weir::model::{BuildConfig, Defaults, ExternalAuth, GlobalAuth};
+use weir::model::{BuildConfig, Defaults, ExternalAuth, Global};
 use weir::proxy::ProxyConfig;
 
 /// The session cookie the server accepts.
@@ -514,7 +514,7 @@ async fn global_auth_covers_ingresses_except_opted_out_ones_and_no_auth_location
     )
     .unwrap();
     let defaults = Defaults {
-        global_auth: GlobalAuth::On(Arc::new(global)),
+        global_auth: Global::On(Arc::new(global)),
         ..Defaults::default()
     };
     let (proxy, _) = serve_with(

@@ -50,6 +50,8 @@ pub struct RateLimits {
     pub per_minute: Option<Rate>,
     /// `limit-whitelist` / `limit-allowlist`: clients never limited.
     pub exempt: Option<IpList>,
+    /// The status of a refused request (the ConfigMap's `limit-req-status-code`, default 503).
+    pub status: http::StatusCode,
 }
 
 /// One rate: `count` requests per `period`, with `burst` more at once.

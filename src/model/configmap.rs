@@ -13,11 +13,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::Input;
+use super::access::IpList;
 use super::annotations::values;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
-use super::policy::{Defaults, GlobalAuth, Hsts};
+use super::policy::{Defaults, Global, Hsts};
 
 /// What weir does with a ConfigMap key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("hsts-preload", KeySupport::Read),
     ("use-port-in-redirects", KeySupport::Read),
     ("relative-redirects", KeySupport::Read),
+    ("whitelist-source-range", KeySupport::Read),
+    ("denylist-source-range", KeySupport::Read),
+    ("limit-req-status-code", KeySupport::Read),
     ("global-auth-url", KeySupport::Read),
     ("global-auth-method", KeySupport::Read),
     ("global-auth-signin", KeySupport::Read),
@@ -189,6 +193,15 @@ fn read(
         ),
         relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
         global_auth: global_auth(&mut reader),
+        allow_sources: source_list(&mut reader, "whitelist-source-range"),
+        deny_sources: source_list(&mut reader, "denylist-source-range"),
+        limit_req_status: reader
+            .get(
+                "limit-req-status-code",
+                "it must be a status code from 400 to 599",
+                |v: &str| values::status(v, 400, 599),
+            )
+            .unwrap_or(flags.limit_req_status),
         no_auth_locations: match data.get("no-auth-locations") {
             Some(list) => values::list(list).map(str::to_owned).collect(),
             None => flags.no_auth_locations.clone(),
@@ -196,13 +209,38 @@ fn read(
     }
 }
 
+/// A global source list (`whitelist-source-range`, `denylist-source-range`): `Invalid`
+/// (reported) when an item is not a CIDR, which makes the routes it would cover refuse.
+fn source_list(reader: &mut Reader<'_>, key: &str) -> Global<IpList> {
+    let Some(value) = reader.data.get(key).filter(|v| !v.trim().is_empty()) else {
+        return Global::Off;
+    };
+    match IpList::parse(value) {
+        Ok(list) => Global::On(list),
+        Err(_) => {
+            reader.diagnostics.push(Diagnostic::new(
+                reader.object.clone(),
+                Reason::InvalidConfigMapValue,
+                format!(
+                    "key {key:?} has the value {value:?}, but it must be a comma-separated list \
+                     of CIDRs or IP addresses; every route without a list of its own answers \
+                     503 until it is fixed (fail closed)"
+                ),
+            ));
+            Global::Invalid(Arc::from(format!(
+                "the controller ConfigMap's {key} is invalid"
+            )))
+        }
+    }
+}
+
 /// The `global-auth-*` keys: `Off` without `global-auth-url`; `Invalid` (reported) when one of
 /// them cannot be used, which makes the routes it would cover refuse.
-fn global_auth(reader: &mut Reader<'_>) -> GlobalAuth {
+fn global_auth(reader: &mut Reader<'_>) -> Global<Arc<ExternalAuth>> {
     let data = reader.data;
     let value = |name: &str| data.get(&format!("global-{name}")).map(String::as_str);
     let Some(url) = value("auth-url").filter(|u| !u.trim().is_empty()) else {
-        return GlobalAuth::Off;
+        return Global::Off;
     };
     let always_set_cookie = reader
         .get(
@@ -234,7 +272,7 @@ fn global_auth(reader: &mut Reader<'_>) -> GlobalAuth {
                     ),
                 ));
             }
-            GlobalAuth::On(Arc::new(auth))
+            Global::On(Arc::new(auth))
         }
         Err(invalid) => {
             let key = format!("global-{}", invalid.key);
@@ -248,7 +286,7 @@ fn global_auth(reader: &mut Reader<'_>) -> GlobalAuth {
                     invalid.why
                 ),
             ));
-            GlobalAuth::Invalid(Arc::from(format!("key {key:?} is invalid")))
+            Global::Invalid(Arc::from(format!("key {key:?} is invalid")))
         }
     }
 }
@@ -405,6 +443,30 @@ mod tests {
     }
 
     #[test]
+    fn global_source_lists_and_the_rate_limit_status() {
+        let (d, diagnostics) = read_pairs(&[
+            ("whitelist-source-range", "10.0.0.0/8, 2001:db8::/32"),
+            ("denylist-source-range", "10.6.6.6"),
+            ("limit-req-status-code", "429"),
+        ]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert!(
+            matches!(&d.allow_sources, Global::On(l) if l.contains("10.1.1.1".parse().unwrap()))
+        );
+        assert!(
+            matches!(&d.deny_sources, Global::On(l) if l.contains("10.6.6.6".parse().unwrap()))
+        );
+        assert_eq!(d.limit_req_status, StatusCode::TOO_MANY_REQUESTS);
+        let (d, diagnostics) = read_pairs(&[
+            ("whitelist-source-range", "10.0.0.0/8, office"),
+            ("limit-req-status-code", "200"),
+        ]);
+        assert!(matches!(d.allow_sources, Global::Invalid(_)));
+        assert_eq!(d.limit_req_status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(diagnostics.len(), 2, "{diagnostics:#?}");
+    }
+
+    #[test]
     fn global_auth_keys_make_one_service_and_an_invalid_one_fails_closed() {
         let (d, diagnostics) = read_pairs(&[
             (
@@ -422,7 +484,7 @@ mod tests {
             ("no-auth-locations", "/.well-known/acme-challenge, /healthz"),
         ]);
         assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-        let GlobalAuth::On(auth) = &d.global_auth else {
+        let Global::On(auth) = &d.global_auth else {
             panic!("{:?}", d.global_auth)
         };
         assert!(auth.global && auth.always_set_cookie && auth.cache.is_some());
@@ -438,7 +500,7 @@ mod tests {
             ("global-auth-snippet", "proxy_set_header X 1;"),
         ]);
         assert!(
-            matches!(d.global_auth, GlobalAuth::Invalid(_)),
+            matches!(d.global_auth, Global::Invalid(_)),
             "{:?}",
             d.global_auth
         );
@@ -455,7 +517,7 @@ mod tests {
                 .any(|m| m.contains("global-auth-snippet") && m.contains("refused"))
         );
         let (d, _) = read_pairs(&[("global-auth-url", "")]);
-        assert_eq!(d.global_auth, GlobalAuth::Off);
+        assert_eq!(d.global_auth, Global::Off);
         assert_eq!(d.no_auth_locations, ["/.well-known/acme-challenge"]);
     }
 

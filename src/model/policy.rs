@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 
-use super::access::{Access, Cors, RateLimits};
+use super::access::{Access, Cors, IpList, RateLimits};
 use super::external_auth::ExternalAuth;
 use super::paths::Template;
 
@@ -40,21 +40,30 @@ pub struct Defaults {
     pub relative_redirects: bool,
     /// The ConfigMap's `global-auth-*` keys: external authentication for every Ingress that
     /// has no `auth-url` of its own and does not set `enable-global-auth: "false"`.
-    pub global_auth: GlobalAuth,
+    pub global_auth: Global<Arc<ExternalAuth>>,
+    /// The ConfigMap's `whitelist-source-range`: the allowlist of every Ingress without one
+    /// of its own.
+    pub allow_sources: Global<IpList>,
+    /// The ConfigMap's `denylist-source-range`: the denylist of every Ingress without one of
+    /// its own.
+    pub deny_sources: Global<IpList>,
+    /// The status of a request over a rate limit (`limit-req-status-code`, default 503).
+    pub limit_req_status: StatusCode,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
 }
 
-/// The ConfigMap's global external authentication.
+/// A ConfigMap setting about access that applies to every Ingress without its own (global
+/// authentication, source lists).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum GlobalAuth {
-    /// No `global-auth-url`.
+pub enum Global<T> {
+    /// Not set.
     #[default]
     Off,
-    /// Every route it covers asks this service.
-    On(Arc<ExternalAuth>),
-    /// `global-auth-*` is set but invalid (the message says why): the routes it would cover
-    /// answer 503 rather than serve without it.
+    /// Set to this.
+    On(T),
+    /// Set but invalid (the message says why): the routes it would cover answer 503 rather
+    /// than serve without it.
     Invalid(Arc<str>),
 }
 
@@ -112,7 +121,10 @@ impl Default for Defaults {
             hsts: Hsts::default(),
             use_port_in_redirects: false,
             relative_redirects: false,
-            global_auth: GlobalAuth::Off,
+            global_auth: Global::Off,
+            allow_sources: Global::Off,
+            deny_sources: Global::Off,
+            limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }

@@ -24,8 +24,8 @@ pub enum Refusal {
     NoRoute,
     /// The request body is larger than the route's `proxy-body-size`.
     PayloadTooLarge,
-    /// The client is over the route's `limit-rps` or `limit-rpm`.
-    RateLimited,
+    /// The client is over the route's `limit-rps` or `limit-rpm` (the status to answer).
+    RateLimited(StatusCode),
     /// The route's access rules do not let this client in (source lists).
     Forbidden,
     /// The route needs credentials the request does not carry (the `WWW-Authenticate`
@@ -81,7 +81,7 @@ impl Refusal {
     /// request.
     pub fn denial(&self) -> Option<&'static str> {
         match self {
-            Refusal::RateLimited => Some("rate-limit"),
+            Refusal::RateLimited(_) => Some("rate-limit"),
             Refusal::Forbidden => Some("ip"),
             Refusal::Unauthorized(_) => Some("auth"),
             Refusal::ClientCert(..) => Some("mtls"),
@@ -109,7 +109,7 @@ impl Refusal {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body is larger than this route accepts",
             ),
-            Refusal::RateLimited => (StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded"),
+            Refusal::RateLimited(status) => (*status, "rate limit exceeded"),
             Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
             Refusal::ExternalAuth(answer) => (answer.0, "the authentication service said no"),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{Key, OnInvalid, Reader, values};
 use crate::model::diagnostic::Reason;
 use crate::model::external_auth::{ExternalAuth, Settings};
-use crate::model::policy::GlobalAuth;
+use crate::model::policy::Global;
 
 pub(super) const KEYS: &[Key] = &[
     Key::route("auth-url", OnInvalid::Refuse),
@@ -65,8 +65,8 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Result<Option<Arc<ExternalAuth>>, ()>
             }
         }
         return match (&r.context().defaults.global_auth, global_enabled) {
-            (GlobalAuth::On(global), true) => Ok(Some(global.clone())),
-            (GlobalAuth::Invalid(why), true) => {
+            (Global::On(global), true) => Ok(Some(global.clone())),
+            (Global::Invalid(why), true) => {
                 let why = format!(
                     "the controller ConfigMap's global authentication is invalid ({why}); set \
                      enable-global-auth: \"false\" to serve this Ingress without it"
@@ -121,7 +121,7 @@ mod tests {
     use super::super::tests::{parse_pairs, parse_with};
     use crate::model::Defaults;
     use crate::model::external_auth::Settings;
-    use crate::model::policy::GlobalAuth;
+    use crate::model::policy::Global;
     use crate::model::{ExternalAuth, Reason};
     use std::sync::Arc;
 
@@ -207,7 +207,7 @@ mod tests {
         )
         .unwrap();
         let defaults = Defaults {
-            global_auth: GlobalAuth::On(Arc::new(global)),
+            global_auth: Global::On(Arc::new(global)),
             ..Defaults::default()
         };
         let read = |annotations: &[(&str, &str)]| {
@@ -231,7 +231,7 @@ mod tests {
             Some("http://own/")
         );
         let broken = Defaults {
-            global_auth: GlobalAuth::Invalid(Arc::from("global-auth-url is not a URL")),
+            global_auth: Global::Invalid(Arc::from("global-auth-url is not a URL")),
             ..Defaults::default()
         };
         let (parsed, _) = parse_with(&[], &broken);

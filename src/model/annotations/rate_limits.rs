@@ -54,7 +54,9 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
         period,
         burst: count.saturating_mul(multiplier),
     };
+    let status = r.context().defaults.limit_req_status;
     Some(Arc::new(RateLimits {
+        status,
         per_second: rps.map(|n| rate(n, Duration::from_secs(1))),
         per_minute: rpm.map(|n| rate(n, Duration::from_secs(60))),
         exempt,

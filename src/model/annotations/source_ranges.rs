@@ -7,6 +7,7 @@
 
 use super::{Key, OnInvalid, Reader};
 use crate::model::access::{IpList, Satisfy};
+use crate::model::policy::Global;
 
 pub(super) const KEYS: &[Key] = &[
     Key::route("whitelist-source-range", OnInvalid::Refuse),
@@ -37,7 +38,21 @@ pub(super) fn ip_list(r: &mut Reader<'_>, found: super::Found<'_>) -> Option<IpL
         .ok()
 }
 
-/// Reads the lists; `allowlist-source-range` wins over `whitelist-source-range`.
+/// The ConfigMap's list for an Ingress without its own (an invalid one refuses).
+fn global(r: &mut Reader<'_>, list: &Global<IpList>) -> Option<IpList> {
+    match list {
+        Global::Off => None,
+        Global::On(list) => Some(list.clone()),
+        Global::Invalid(why) => {
+            r.refuse_for(why);
+            None
+        }
+    }
+}
+
+/// Reads the lists; `allowlist-source-range` wins over `whitelist-source-range`, and the
+/// ConfigMap's `whitelist-source-range`/`denylist-source-range` apply where the Ingress sets
+/// none.
 pub(super) fn parse(r: &mut Reader<'_>) -> SourceRanges {
     let allow = ["allowlist-source-range", "whitelist-source-range"]
         .into_iter()
@@ -45,8 +60,15 @@ pub(super) fn parse(r: &mut Reader<'_>) -> SourceRanges {
     let deny = r
         .get("denylist-source-range")
         .filter(|f| !f.trimmed().is_empty());
-    let allow = allow.and_then(|found| ip_list(r, found));
-    let deny = deny.and_then(|found| ip_list(r, found));
+    let defaults = r.context().defaults;
+    let allow = match allow {
+        Some(found) => ip_list(r, found),
+        None => global(r, &defaults.allow_sources),
+    };
+    let deny = match deny {
+        Some(found) => ip_list(r, found),
+        None => global(r, &defaults.deny_sources),
+    };
     let satisfy = match r.get("satisfy") {
         None => Satisfy::All,
         Some(found) => match found.trimmed() {
@@ -67,8 +89,49 @@ pub(super) fn parse(r: &mut Reader<'_>) -> SourceRanges {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{both, parse_pairs};
-    use crate::model::access::Satisfy;
+    use super::super::tests::{both, parse_pairs, parse_with};
+    use crate::model::Defaults;
+    use crate::model::access::{IpList, Satisfy};
+    use crate::model::policy::Global;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_configmap_s_lists_apply_where_the_ingress_sets_none() {
+        let defaults = Defaults {
+            allow_sources: Global::On(IpList::parse("10.0.0.0/8").unwrap()),
+            deny_sources: Global::On(IpList::parse("10.6.6.6").unwrap()),
+            ..Defaults::default()
+        };
+        let access = |pairs: &[(&str, &str)]| {
+            let (parsed, _) = parse_with(pairs, &defaults);
+            parsed.policy.access.clone().unwrap()
+        };
+        let global = access(&[]);
+        assert_eq!(global.allow.as_ref().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(global.deny.as_ref().unwrap().to_string(), "10.6.6.6/32");
+        let [_, own] = both("whitelist-source-range");
+        let overridden = access(&[(own.as_str(), "192.168.0.0/16")]);
+        assert_eq!(
+            overridden.allow.as_ref().unwrap().to_string(),
+            "192.168.0.0/16"
+        );
+        assert!(
+            overridden.deny.is_some(),
+            "the denylist stays the ConfigMap's"
+        );
+        let broken = Defaults {
+            deny_sources: Global::Invalid(Arc::from("the ConfigMap's denylist is invalid")),
+            ..Defaults::default()
+        };
+        let (parsed, _) = parse_with(&[], &broken);
+        assert!(parsed.policy.refused.is_some(), "fails closed");
+        let [_, deny] = both("denylist-source-range");
+        let (parsed, _) = parse_with(&[(deny.as_str(), "10.0.0.1")], &broken);
+        assert!(
+            parsed.policy.refused.is_none(),
+            "its own list replaces the broken one"
+        );
+    }
 
     fn allowed(pairs: &[(&str, &str)], ip: &str) -> Option<bool> {
         let (parsed, _) = parse_pairs(pairs);
