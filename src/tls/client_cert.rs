@@ -165,7 +165,7 @@ mod tests {
         let der = ca.cert.der().to_vec();
         let mut hints = Vec::new();
         let store = Arc::new(CertStore::new(self_signed_default().unwrap()));
-        ClientCertPolicy::new(&[der.clone()], 1, |verifier| {
+        ClientCertPolicy::new(std::slice::from_ref(&der), 1, |verifier| {
             hints = verifier.root_hint_subjects().to_vec();
             super::super::config::server_config(store)
         })
