@@ -462,7 +462,7 @@ mod tests {
         let report = check(serde_json::json!({
             "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
             "nginx.ingress.kubernetes.io/proxy-buffering": "off",
-            "nginx.ingress.kubernetes.io/limit-connections": "5",
+            "nginx.ingress.kubernetes.io/upstream-hash-by": "$request_uri",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers \"X: y\";",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "60s",
             "cert-manager.io/cluster-issuer": "letsencrypt",
@@ -493,7 +493,7 @@ mod tests {
             status,
             BTreeMap::from([
                 ("configuration-snippet", "never"),
-                ("limit-connections", "not yet"),
+                ("upstream-hash-by", "not yet"),
                 ("proxy-buffering", "differs"),
                 ("proxy-read-timeout", "invalid"),
                 ("rewrite-target", "honoured"),

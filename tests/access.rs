@@ -575,3 +575,82 @@ async fn the_configmap_sets_the_rate_limit_status_and_global_source_lists() {
         "the ConfigMap's denylist"
     );
 }
+
+#[tokio::test]
+async fn limit_connections_caps_requests_in_progress_per_client() {
+    let web = TestBackend::start("web").await;
+    let (proxy, diagnostics) = serve(
+        vec![nginx_ingress(
+            "capped",
+            &[("limit-connections", "2")],
+            rule("capped.test", &[("/", "Prefix", "web")]),
+        )],
+        vec![service_json("web", &[web.addr])],
+        vec![],
+        ProxyConfig::default(),
+    )
+    .await;
+    assert_eq!(diagnostics, Vec::<String>::new());
+    let client = http1_client();
+    let slow = |proxy: &TestProxy| {
+        let (client, addr) = (client.clone(), proxy.addr);
+        async move {
+            get(&client, addr, "capped.test", "/slow?ms=800")
+                .await
+                .status
+        }
+    };
+    // Two slow requests in progress; a third one meanwhile is refused.
+    let first = tokio::spawn(slow(&proxy));
+    let second = tokio::spawn(slow(&proxy));
+    wait_until(
+        "both slow requests reached the backend",
+        std::time::Duration::from_secs(5),
+        || web.requests.load(Ordering::SeqCst) == 2,
+    )
+    .await;
+    let third = request(&proxy, "capped.test", "/", None, None).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(second.await.unwrap(), StatusCode::OK);
+    // Their places came back when their responses were sent.
+    for _ in 0..3 {
+        let answer = request(&proxy, "capped.test", "/", None, None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn limit_rate_paces_a_response_after_its_first_bytes() {
+    let web = TestBackend::start("web").await;
+    let (proxy, _) = serve(
+        vec![
+            nginx_ingress(
+                "paced",
+                &[("limit-rate", "200"), ("limit-rate-after", "20")],
+                rule("paced.test", &[("/", "Prefix", "web")]),
+            ),
+            nginx_ingress("free", &[], rule("free.test", &[("/", "Prefix", "web")])),
+        ],
+        vec![service_json("web", &[web.addr])],
+        vec![],
+        ProxyConfig::default(),
+    )
+    .await;
+    let client = http1_client();
+    // 20 KiB at full speed, then 200 KiB at 200 KiB/s: about one second.
+    let path = format!("/source?bytes={}", 220 * 1024);
+    let started = std::time::Instant::now();
+    let paced = get(&client, proxy.addr, "paced.test", &path).await;
+    let took = started.elapsed();
+    assert_eq!(paced.body.len(), 220 * 1024);
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "220 KiB took {took:?} at 200 KiB/s after 20 KiB"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    let started = std::time::Instant::now();
+    let free = get(&client, proxy.addr, "free.test", &path).await;
+    assert_eq!(free.body.len(), 220 * 1024);
+    assert!(started.elapsed() < took, "without the limit it is faster");
+}

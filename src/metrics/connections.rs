@@ -29,9 +29,10 @@ pub struct ConnectionMetrics {
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weir_requests_denied_total{namespace,ingress,reason}`: requests a route's access rules
-    /// refused: `rate-limit` (503), `ip` (source lists, 403), `auth` (credentials or the
-    /// authentication service said no: 401, 403, or the sign-in redirect), `auth-error` (the
-    /// authentication service failed: 500), `mtls` (client certificates: 400, 403, 421).
+    /// refused: `rate-limit` (503), `connection-limit` (503), `ip` (source lists, 403), `auth`
+    /// (credentials or the authentication service said no: 401, 403, or the sign-in
+    /// redirect), `auth-error` (the authentication service failed: 500), `mtls` (client
+    /// certificates: 400, 403, 421).
     pub denied: IntCounterVec,
     /// `weir_external_auth_duration_seconds{outcome}`: sub-requests to authentication services
     /// (`auth-url`), by outcome: `allowed` (2xx), `denied` (401, 403), `error` (anything else,
@@ -96,7 +97,7 @@ impl ConnectionMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "weir_requests_denied_total",
-                    "Requests refused by a route's access rules, by Ingress and reason: rate-limit (503), ip (source lists, 403), auth (credentials or the authentication service said no), auth-error (the authentication service failed, 500), mtls (client certificates).",
+                    "Requests refused by a route's access rules, by Ingress and reason: rate-limit (503), connection-limit (503), ip (source lists, 403), auth (credentials or the authentication service said no), auth-error (the authentication service failed, 500), mtls (client certificates).",
                 ),
                 &["namespace", "ingress", "reason"],
             )?,

@@ -40,7 +40,8 @@ pub enum Satisfy {
 
 /// Request rate limits per client address (`limit-rps`, `limit-rpm`), as nginx's `limit_req`
 /// with `burst` and `nodelay`: a client may send `burst` requests at once beyond its rate,
-/// then one per interval; more get 503. Counted per replica, shared by the routes of an
+/// then one per interval; more get 503. Also `limit-connections`, nginx's `limit_conn`:
+/// requests in progress per client address. Counted per replica, shared by the routes of an
 /// Ingress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
@@ -52,6 +53,10 @@ pub struct RateLimits {
     pub exempt: Option<IpList>,
     /// The status of a refused request (the ConfigMap's `limit-req-status-code`, default 503).
     pub status: http::StatusCode,
+    /// `limit-connections`: requests in progress per client address.
+    pub connections: Option<u32>,
+    /// The status of a request over `limit-connections` (`limit-conn-status-code`).
+    pub connections_status: http::StatusCode,
 }
 
 /// One rate: `count` requests per `period`, with `burst` more at once.

@@ -52,6 +52,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("whitelist-source-range", KeySupport::Read),
     ("denylist-source-range", KeySupport::Read),
     ("limit-req-status-code", KeySupport::Read),
+    ("limit-conn-status-code", KeySupport::Read),
     ("global-auth-url", KeySupport::Read),
     ("global-auth-method", KeySupport::Read),
     ("global-auth-signin", KeySupport::Read),
@@ -202,6 +203,13 @@ fn read(
                 |v: &str| values::status(v, 400, 599),
             )
             .unwrap_or(flags.limit_req_status),
+        limit_conn_status: reader
+            .get(
+                "limit-conn-status-code",
+                "it must be a status code from 400 to 599",
+                |v: &str| values::status(v, 400, 599),
+            )
+            .unwrap_or(flags.limit_conn_status),
         no_auth_locations: match data.get("no-auth-locations") {
             Some(list) => values::list(list).map(str::to_owned).collect(),
             None => flags.no_auth_locations.clone(),
@@ -448,6 +456,7 @@ mod tests {
             ("whitelist-source-range", "10.0.0.0/8, 2001:db8::/32"),
             ("denylist-source-range", "10.6.6.6"),
             ("limit-req-status-code", "429"),
+            ("limit-conn-status-code", "429"),
         ]);
         assert!(diagnostics.is_empty(), "{diagnostics:#?}");
         assert!(
@@ -457,6 +466,7 @@ mod tests {
             matches!(&d.deny_sources, Global::On(l) if l.contains("10.6.6.6".parse().unwrap()))
         );
         assert_eq!(d.limit_req_status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(d.limit_conn_status, StatusCode::TOO_MANY_REQUESTS);
         let (d, diagnostics) = read_pairs(&[
             ("whitelist-source-range", "10.0.0.0/8, office"),
             ("limit-req-status-code", "200"),

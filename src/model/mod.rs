@@ -38,7 +38,9 @@ pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use external_auth::{AuthCache, ExternalAuth};
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
-pub use policy::{Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, Rewrite, Timeouts};
+pub use policy::{
+    Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, ResponseRate, Rewrite, Timeouts,
+};
 pub use references::{References, named_secrets, references};
 #[cfg(test)]
 pub(crate) use table::test_route;

@@ -49,6 +49,9 @@ pub struct Defaults {
     pub deny_sources: Global<IpList>,
     /// The status of a request over a rate limit (`limit-req-status-code`, default 503).
     pub limit_req_status: StatusCode,
+    /// The status of a request over `limit-connections` (`limit-conn-status-code`, default
+    /// 503).
+    pub limit_conn_status: StatusCode,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
 }
@@ -125,6 +128,7 @@ impl Default for Defaults {
             allow_sources: Global::Off,
             deny_sources: Global::Off,
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }
@@ -242,8 +246,20 @@ pub struct Policy {
     pub access: Option<Arc<Access>>,
     /// `enable-cors`: preflights answered and CORS headers on responses.
     pub cors: Option<Arc<Cors>>,
-    /// `limit-rps`, `limit-rpm`: requests per client address.
+    /// `limit-rps`, `limit-rpm`, `limit-connections`: requests per client address.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// `limit-rate`, `limit-rate-after`: how fast responses are sent.
+    pub response_rate: Option<ResponseRate>,
+}
+
+/// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
+/// `after` bytes are out (nginx's `limit_rate`, per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRate {
+    /// Bytes per second.
+    pub bytes_per_second: u64,
+    /// Bytes sent at full speed first.
+    pub after: u64,
 }
 
 impl Default for Policy {
@@ -267,6 +283,7 @@ impl Policy {
             access: None,
             cors: None,
             rate_limits: None,
+            response_rate: None,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The response body weir sends to clients.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,6 +13,8 @@ use super::activity::InFlight;
 use super::exchange::Exchange;
 use super::idle::{BoxError, IdleBody, Side};
 use super::upstream::Lease;
+use crate::model::ResponseRate;
+use crate::state::ConnectionSlot;
 
 enum Kind {
     Full(Option<Bytes>),
@@ -26,6 +29,43 @@ pub struct ProxyBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
     exchange: Option<Box<Exchange>>,
+    /// `limit-connections` and `limit-rate`, on the routes that set them.
+    shaping: Option<Box<Shaping>>,
+}
+
+/// What a response holds for its route's limits.
+struct Shaping {
+    /// Its request's place among the client's requests in progress, given back when the
+    /// body is finished or dropped.
+    _slot: Option<ConnectionSlot>,
+    /// The pace of `limit-rate`.
+    pace: Option<Pace>,
+}
+
+/// Sends a body no faster than a [`ResponseRate`] once its first bytes are out: after each
+/// frame that puts it ahead of schedule, the next poll waits until it is back on schedule.
+struct Pace {
+    rate: ResponseRate,
+    sent: u64,
+    /// When the first paced byte went out.
+    since: Option<Instant>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pace {
+    /// Counts `len` bytes just sent.
+    fn sent(&mut self, len: usize) {
+        self.sent = self.sent.saturating_add(len as u64);
+        let Some(paced) = self.sent.checked_sub(self.rate.after).filter(|p| *p > 0) else {
+            return;
+        };
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let due = since + Duration::from_secs_f64(paced as f64 / self.rate.bytes_per_second as f64);
+        if due > now {
+            self.wait = Some(Box::pin(tokio::time::sleep_until(due.into())));
+        }
+    }
 }
 
 impl ProxyBody {
@@ -35,6 +75,7 @@ impl ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
             exchange: None,
+            shaping: None,
         }
     }
 
@@ -53,6 +94,7 @@ impl ProxyBody {
             kind: Kind::Upstream(body, lease),
             _in_flight: None,
             exchange: None,
+            shaping: None,
         }
     }
 
@@ -60,6 +102,25 @@ impl ProxyBody {
     #[inline]
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
+        self
+    }
+
+    /// Holds `slot` (`limit-connections`) until the body is finished or dropped, and sends an
+    /// endpoint's body at `rate` (`limit-rate`).
+    pub(super) fn shaped(
+        mut self,
+        slot: Option<ConnectionSlot>,
+        rate: Option<ResponseRate>,
+    ) -> Self {
+        if slot.is_some() || rate.is_some() {
+            let pace = rate.map(|rate| Pace {
+                rate,
+                sent: 0,
+                since: None,
+                wait: None,
+            });
+            self.shaping = Some(Box::new(Shaping { _slot: slot, pace }));
+        }
         self
     }
 
@@ -80,6 +141,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let mut pace = this.shaping.as_mut().and_then(|s| s.pace.as_mut());
+        if let Some(wait) = pace.as_mut().and_then(|p| p.wait.as_mut()) {
+            std::task::ready!(wait.as_mut().poll(cx));
+            if let Some(pace) = pace.as_mut() {
+                pace.wait = None;
+            }
+        }
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(
                 bytes
@@ -103,10 +171,15 @@ impl Body for ProxyBody {
                 polled
             }
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange)
+        if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            exchange.sent(data.len());
+            if let Some(exchange) = &mut this.exchange {
+                exchange.sent(data.len());
+            }
+            if let Some(pace) = pace {
+                pace.sent(data.len());
+            }
         }
         polled
     }

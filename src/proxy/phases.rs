@@ -14,11 +14,11 @@
 //! | 8 | HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`) | `policy/https.rs` | 308 |
 //! | 9 | client certificates of the host (`auth-tls-*`), against the connection's handshake | `policy/client_cert.rs` | 400, 403, 421, 302 |
 //! | 10 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
-//! | 11 | rate limits (`limit-rps`, `limit-rpm`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
+//! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
 //! | 14 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
-//! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs` | |
+//! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
 //! A route without annotations pays for phases 4–13 a few `Option` tests, the declared-length
@@ -128,13 +128,17 @@ impl Proxy {
         }
         // 11. Rate limits, then access control.
         let mut granted = None;
+        let mut slot = None;
         if policy.rate_limits.is_some() || policy.access.is_some() {
             let trusted = &self.config.trust_forwarded_from;
             let client = client_ip(conn, req.headers(), trusted);
-            let mut verdict = match &policy.rate_limits {
-                Some(limits) => policy::rate_limit::check(limits, runtime.as_deref(), client),
-                None => Ok(()),
-            };
+            let mut verdict = Ok(());
+            if let Some(limits) = &policy.rate_limits {
+                match policy::rate_limit::check(limits, runtime.as_deref(), client) {
+                    Ok(held) => slot = held,
+                    Err(refusal) => verdict = Err(refusal),
+                }
+            }
             if let (Ok(()), Some(access)) = (&verdict, &policy.access) {
                 // The sub-request to an authentication service carries the request's ID.
                 let request_id = access
@@ -223,7 +227,7 @@ impl Proxy {
                     return match (upgrade, client_upgrade) {
                         (Some(upgrade), Some(client)) => self.switch(
                             result,
-                            (&upgrade, client),
+                            (&upgrade, client, slot),
                             &route,
                             conn,
                             activity,
@@ -232,6 +236,10 @@ impl Proxy {
                         _ => self.relay(result, &route, conn, &cors).map(|mut response| {
                             if let Some(granted) = &granted {
                                 granted.set_cookies(&mut response);
+                            }
+                            if slot.is_some() || policy.response_rate.is_some() {
+                                response =
+                                    response.map(|body| body.shaped(slot, policy.response_rate));
                             }
                             response
                         }),

@@ -26,6 +26,8 @@ pub enum Refusal {
     PayloadTooLarge,
     /// The client is over the route's `limit-rps` or `limit-rpm` (the status to answer).
     RateLimited(StatusCode),
+    /// The client has the route's `limit-connections` requests in progress already.
+    ConnectionLimited(StatusCode),
     /// The route's access rules do not let this client in (source lists).
     Forbidden,
     /// The route needs credentials the request does not carry (the `WWW-Authenticate`
@@ -82,6 +84,7 @@ impl Refusal {
     pub fn denial(&self) -> Option<&'static str> {
         match self {
             Refusal::RateLimited(_) => Some("rate-limit"),
+            Refusal::ConnectionLimited(_) => Some("connection-limit"),
             Refusal::Forbidden => Some("ip"),
             Refusal::Unauthorized(_) => Some("auth"),
             Refusal::ClientCert(..) => Some("mtls"),
@@ -110,6 +113,7 @@ impl Refusal {
                 "the request body is larger than this route accepts",
             ),
             Refusal::RateLimited(status) => (*status, "rate limit exceeded"),
+            Refusal::ConnectionLimited(status) => (*status, "too many requests in progress"),
             Refusal::Forbidden => (StatusCode::FORBIDDEN, "access denied"),
             Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication required"),
             Refusal::ExternalAuth(answer) => (answer.0, "the authentication service said no"),

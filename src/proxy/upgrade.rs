@@ -31,6 +31,7 @@ use super::tunnel::Tunnel;
 use super::upstream::{Lease, UpstreamError};
 use crate::metrics::GaugeGuard;
 use crate::model::Route;
+use crate::state::ConnectionSlot;
 
 /// `Sec-WebSocket-Key`.
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
@@ -160,11 +161,12 @@ impl Proxy {
     /// (on its own tracked task) and tells the client so; any other answer is relayed as a
     /// normal response. `upgrade` is what the client asked for and its side of the upgrade.
     /// The tunnel takes the request's record from `exchange`: the request is reported when
-    /// the tunnel closes, with the bytes it carried.
+    /// the tunnel closes, with the bytes it carried; and its `limit-connections` place
+    /// (`slot`), given back when the tunnel closes.
     pub(super) fn switch(
         &self,
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
-        (upgrade, client): (&UpgradeRequest, OnUpgrade),
+        (upgrade, client, slot): (&UpgradeRequest, OnUpgrade, Option<ConnectionSlot>),
         route: &Route,
         conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
@@ -210,6 +212,7 @@ impl Proxy {
         let span = info_span!("tunnel", ingress = %route.ingress, service = %route.backend.service);
         self.tasks.spawn(
             async move {
+                let _slot = slot;
                 let (client, upstream) = match tokio::try_join!(client, upstream) {
                     Ok(both) => both,
                     Err(error) => {

@@ -9,6 +9,7 @@
 //! runtime state of its routes ([`Runtimes`]: request-metric handles, balancers), prepared by
 //! `publish` and carried over from the previous table where routes did not change.
 
+mod connections;
 mod limiter;
 mod runtime;
 
@@ -20,6 +21,7 @@ use arc_swap::ArcSwap;
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
 use crate::tls::CertStore;
+pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use limiter::{Limiter, MAX_CLIENTS};
 pub use runtime::{RoundRobin, RouteRuntime, Runtimes};
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Limiter;
+use super::{ConnectionCounter, Limiter};
 use crate::metrics::{RouteIndex, RouteStats};
 use crate::model::{Backend, ObjectRef, Rate, Route, RouteTable};
 
@@ -52,6 +52,8 @@ pub struct RouteRuntime {
     pub per_second: Option<Arc<Limiter>>,
     /// See `per_second`.
     pub per_minute: Option<Arc<Limiter>>,
+    /// The requests in progress of its Ingress's `limit-connections`.
+    pub connections: Option<Arc<ConnectionCounter>>,
 }
 
 /// A rate limit's identity across tables: its Ingress and the rate (a changed rate starts
@@ -76,6 +78,7 @@ pub struct Runtimes {
     by_route: FastMap<usize, Arc<RouteRuntime>>,
     balancers: FastMap<BackendKey, Arc<RoundRobin>>,
     limiters: FastMap<LimiterKey, Arc<Limiter>>,
+    counters: FastMap<(ObjectRef, u32), Arc<ConnectionCounter>>,
 }
 
 impl Runtimes {
@@ -114,11 +117,25 @@ impl Runtimes {
                 next.limiters.insert(key, limiter.clone());
                 Some(limiter)
             };
+            let per_second = limiter(limits.and_then(|l| l.per_second));
+            let per_minute = limiter(limits.and_then(|l| l.per_minute));
+            let connections = limits.and_then(|l| l.connections).map(|limit| {
+                let key = (route.ingress.clone(), limit);
+                let counter = next
+                    .counters
+                    .get(&key)
+                    .or_else(|| previous.counters.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ConnectionCounter::new(limit)));
+                next.counters.insert(key, counter.clone());
+                counter
+            });
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
                 balancer,
-                per_second: limiter(limits.and_then(|l| l.per_second)),
-                per_minute: limiter(limits.and_then(|l| l.per_minute)),
+                per_second,
+                per_minute,
+                connections,
             };
             next.by_route.insert(address, Arc::new(runtime));
         }

@@ -415,6 +415,7 @@ pub(crate) fn parse(
     let external = external_auth::parse(&mut reader).unwrap_or(None);
     policy.cors = cors::parse(&mut reader);
     policy.rate_limits = rate_limits::parse(&mut reader);
+    policy.response_rate = rate_limits::response_rate(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -503,7 +504,7 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            ("nginx.ingress.kubernetes.io/limit-connections", "5"),
+            ("nginx.ingress.kubernetes.io/upstream-hash-by", "$request_uri"),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -528,7 +529,7 @@ pub(crate) mod tests {
         assert!(find("configuration-snippet").1.contains("never"));
         assert!(find("server-snippet").1.contains("never"));
         assert!(
-            find("limit-connections")
+            find("upstream-hash-by")
                 .1
                 .contains("not implement it yet (issue")
         );
@@ -604,7 +605,7 @@ pub(crate) mod tests {
         assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
         let (parsed, diagnostics) =
-            parse_pairs(&[("nginx.ingress.kubernetes.io/limit-connections", "5")]);
+            parse_pairs(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$request_uri")]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }

@@ -1,6 +1,8 @@
 //! `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-whitelist` (and its newer name
 //! `limit-allowlist`): request rate limits per client address, as ingress-nginx sets nginx's
-//! `limit_req` (burst = rate × multiplier, default 5, `nodelay`; 503 beyond).
+//! `limit_req` (burst = rate × multiplier, default 5, `nodelay`; 503 beyond);
+//! `limit-connections` (nginx's `limit_conn`: requests in progress per client address); and
+//! `limit-rate`/`limit-rate-after`, the speed at which responses are sent.
 //!
 //! A value that is not a whole number, or an exemption list with an item that is not a CIDR,
 //! makes the routes refuse (503): serving without the limit, or exempting everyone, would
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use super::{Key, OnInvalid, Reader};
 use crate::model::access::{Rate, RateLimits};
+use crate::model::policy::ResponseRate;
 
 pub(super) const KEYS: &[Key] = &[
     Key::route("limit-rps", OnInvalid::Refuse),
@@ -18,11 +21,14 @@ pub(super) const KEYS: &[Key] = &[
     Key::route("limit-burst-multiplier", OnInvalid::Refuse),
     Key::route("limit-whitelist", OnInvalid::Refuse),
     Key::route("limit-allowlist", OnInvalid::Refuse),
+    Key::route("limit-connections", OnInvalid::Refuse),
+    Key::route("limit-rate", OnInvalid::Default),
+    Key::route("limit-rate-after", OnInvalid::Default),
 ];
 
 const WHOLE: &str = "it must be a whole number (0: no limit)";
 
-/// The limits, when `limit-rps` or `limit-rpm` sets one.
+/// The limits, when `limit-rps`, `limit-rpm` or `limit-connections` sets one.
 pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
     let mut number = |name: &str| -> Result<Option<u32>, ()> {
         let Some(found) = r.get(name) else {
@@ -39,7 +45,8 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
     let rps = number("limit-rps").ok()?.filter(|n| *n > 0);
     let rpm = number("limit-rpm").ok()?.filter(|n| *n > 0);
     let multiplier = number("limit-burst-multiplier").ok()?.unwrap_or(5).max(1);
-    if rps.is_none() && rpm.is_none() {
+    let connections = number("limit-connections").ok()?.filter(|n| *n > 0);
+    if rps.is_none() && rpm.is_none() && connections.is_none() {
         return None;
     }
     let exempt = ["limit-allowlist", "limit-whitelist"]
@@ -54,13 +61,35 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<RateLimits>> {
         period,
         burst: count.saturating_mul(multiplier),
     };
-    let status = r.context().defaults.limit_req_status;
+    let defaults = r.context().defaults;
     Some(Arc::new(RateLimits {
-        status,
+        status: defaults.limit_req_status,
+        connections,
+        connections_status: defaults.limit_conn_status,
         per_second: rps.map(|n| rate(n, Duration::from_secs(1))),
         per_minute: rpm.map(|n| rate(n, Duration::from_secs(60))),
         exempt,
     }))
+}
+
+/// `limit-rate` and `limit-rate-after` (kilobytes, as ingress-nginx writes them into nginx's
+/// `limit_rate`/`limit_rate_after`): how fast each response is sent once past its first bytes.
+pub(super) fn response_rate(r: &mut Reader<'_>) -> Option<ResponseRate> {
+    let mut kilobytes = |name: &str| -> u64 {
+        let Some(found) = r.get(name) else {
+            return 0;
+        };
+        found.trimmed().parse::<u64>().unwrap_or_else(|_| {
+            r.invalid(found, "it must be a whole number of kilobytes", "no limit");
+            0
+        })
+    };
+    let rate = kilobytes("limit-rate");
+    let after = kilobytes("limit-rate-after");
+    (rate > 0).then(|| ResponseRate {
+        bytes_per_second: rate.saturating_mul(1024),
+        after: after.saturating_mul(1024),
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +127,37 @@ mod tests {
                 .unwrap()
                 .contains("10.1.1.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn connections_and_the_response_rate() {
+        let [weir, nginx] = both("limit-connections");
+        for key in [&weir, &nginx] {
+            let (parsed, diagnostics) = parse_pairs(&[(key, "3")]);
+            let limits = parsed.policy.rate_limits.clone().unwrap();
+            assert_eq!(limits.connections, Some(3));
+            assert!(limits.per_second.is_none() && diagnostics.is_empty());
+        }
+        let (refused, _) = parse_pairs(&[(&nginx, "many")]);
+        assert!(refused.policy.refused.is_some());
+        let [_, rate] = both("limit-rate");
+        let [_, after] = both("limit-rate-after");
+        let (parsed, _) = parse_pairs(&[(&rate, "100"), (&after, "50")]);
+        let paced = parsed.policy.response_rate.unwrap();
+        assert_eq!(
+            (paced.bytes_per_second, paced.after),
+            (100 * 1024, 50 * 1024)
+        );
+        assert!(
+            parse_pairs(&[(&after, "50")])
+                .0
+                .policy
+                .response_rate
+                .is_none()
+        );
+        let (parsed, diagnostics) = parse_pairs(&[(&rate, "fast")]);
+        assert!(parsed.policy.response_rate.is_none() && parsed.policy.refused.is_none());
+        assert_eq!(diagnostics.len(), 1);
     }
 
     #[test]
