@@ -50,7 +50,13 @@ impl Ca {
 
     /// A client certificate for `cn` (organisation "Example"), valid now unless `expired`.
     fn client(&self, cn: &str, expired: bool) -> Identity {
+        self.client_with_serial(cn, expired, fastrand::u64(1..u64::MAX / 2))
+    }
+
+    /// [`Ca::client`] with this serial number.
+    fn client_with_serial(&self, cn: &str, expired: bool, serial: u64) -> Identity {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -67,6 +73,40 @@ impl Ca {
             chain: vec![cert.der().clone()],
             key: key.serialize_der(),
         }
+    }
+}
+
+impl Ca {
+    /// A revocation list of this CA revoking `serials`, current unless `expired`.
+    fn crl_pem(&self, serials: &[u64], expired: bool) -> String {
+        let (this_update, next_update) = if expired {
+            (
+                rcgen::date_time_ymd(2020, 1, 1),
+                rcgen::date_time_ymd(2020, 2, 1),
+            )
+        } else {
+            (
+                rcgen::date_time_ymd(2024, 1, 1),
+                rcgen::date_time_ymd(2099, 1, 1),
+            )
+        };
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.0).unwrap().pem().unwrap()
     }
 }
 
@@ -314,4 +354,55 @@ async fn each_verify_mode_answers_each_kind_of_client_as_nginx_does() {
         ],
     );
     assert!(denied >= 5.0, "{denied}");
+}
+
+#[tokio::test]
+async fn revoked_certificates_and_stale_revocation_lists_are_refused() {
+    let ca = Ca::new("Test CA");
+    let alice = ca.client_with_serial("alice", false, 1001);
+    let revoked = ca.client_with_serial("mallory", false, 1002);
+    let web = TestBackend::start("web").await;
+    let secrets = vec![
+        secret_json(
+            "current",
+            &[
+                ("ca.crt", &ca.pem()),
+                ("ca.crl", &ca.crl_pem(&[1002], false)),
+            ],
+        ),
+        secret_json(
+            "stale",
+            &[("ca.crt", &ca.pem()), ("ca.crl", &ca.crl_pem(&[], true))],
+        ),
+        secret_json("garbled", &[("ca.crt", &ca.pem()), ("ca.crl", "not a CRL")]),
+    ];
+    let built = build_table_with_secrets(
+        vec![
+            mtls("current", "current.test", &[("auth-tls-secret", "current")]),
+            mtls("stale", "stale.test", &[("auth-tls-secret", "stale")]),
+            mtls("garbled", "garbled.test", &[("auth-tls-secret", "garbled")]),
+        ],
+        vec![service_json("web", &[web.addr])],
+        secrets,
+        &BuildConfig::default(),
+    );
+    assert_eq!(built.diagnostics.len(), 1, "{:#?}", built.diagnostics);
+    let proxy = start_tls_proxy(ProxyConfig::default(), built.table, &[], &[]).await;
+    let status = |host: &'static str, identity: &Identity| {
+        let (proxy, identity) = (&proxy, identity.clone());
+        async move {
+            get(proxy, host, host, "/", Some(&identity), &[])
+                .await
+                .0
+                .as_u16()
+        }
+    };
+    assert_eq!(status("current.test", &alice).await, 200);
+    assert_eq!(status("current.test", &revoked).await, 400);
+    assert_eq!(
+        status("stale.test", &alice).await,
+        400,
+        "an expired list proves nothing"
+    );
+    assert_eq!(status("garbled.test", &alice).await, 503);
 }

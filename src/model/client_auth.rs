@@ -16,6 +16,9 @@ pub struct ClientAuth {
     pub secret: ObjectRef,
     /// The CA certificates (DER) a client certificate must chain to (`ca.crt`).
     pub ca: Vec<Vec<u8>>,
+    /// Certificate revocation lists (DER, `ca.crl`): when there are any, every certificate of
+    /// a chain must be covered by a current one and not revoked.
+    pub crl: Vec<Vec<u8>>,
     /// `auth-tls-verify-client`.
     pub verify: VerifyClient,
     /// `auth-tls-verify-depth`: the longest chain from the client certificate to a CA, in
@@ -36,6 +39,7 @@ impl fmt::Debug for ClientAuth {
         f.debug_struct("ClientAuth")
             .field("secret", &self.secret)
             .field("ca_certificates", &self.ca.len())
+            .field("revocation_lists", &self.crl.len())
             .field("verify", &self.verify)
             .field("depth", &self.depth)
             .field("error_page", &self.error_page)
@@ -110,6 +114,28 @@ pub fn ca_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         return Err("it holds no PEM certificate".to_owned());
     }
     Ok(certs)
+}
+
+/// The revocation lists of a PEM file (`X509 CRL` blocks) as DER; `Err` says what is wrong.
+pub fn crl_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut crls = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|_| "it is not a PEM file of revocation lists".to_owned())?;
+        if block.label != "X509 CRL" {
+            continue;
+        }
+        if x509_parser::parse_x509_crl(&block.contents).is_err() {
+            return Err(format!(
+                "revocation list {} is not a valid X.509 CRL",
+                crls.len() + 1
+            ));
+        }
+        crls.push(block.contents);
+    }
+    if crls.is_empty() {
+        return Err("it holds no PEM revocation list (X509 CRL)".to_owned());
+    }
+    Ok(crls)
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ impl TlsListener {
         }
         let policy = Arc::new(
             self.configs
-                .client_cert_policy(&auth.ca, auth.depth)
+                .client_cert_policy(&auth.ca, &auth.crl, auth.depth)
                 .inspect_err(|error| warn!(secret = %auth.secret, %error, "cannot set up client certificates"))?,
         );
         if policies.len() >= MAX_POLICIES {

@@ -15,6 +15,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use webpki::CertRevocationList;
 
 use super::error::TlsError;
 
@@ -23,6 +24,7 @@ pub struct ClientCertPolicy {
     /// The rustls configuration for handshakes whose SNI names a host of the policy.
     pub config: Arc<ServerConfig>,
     anchors: Vec<TrustAnchor<'static>>,
+    crls: Vec<CertRevocationList<'static>>,
     depth: u8,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -31,17 +33,19 @@ impl fmt::Debug for ClientCertPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCertPolicy")
             .field("anchors", &self.anchors.len())
+            .field("revocation_lists", &self.crls.len())
             .field("depth", &self.depth)
             .finish()
     }
 }
 
 impl ClientCertPolicy {
-    /// Builds the policy for CA certificates `ca` (DER) and chains of at most `depth`
-    /// certificates above the client's; `base` makes the rustls configuration (certificates,
-    /// ALPN, resumption) with the verifier it is given.
+    /// Builds the policy for CA certificates `ca` and revocation lists `crl` (DER) and chains
+    /// of at most `depth` certificates above the client's; `base` makes the rustls
+    /// configuration (certificates, ALPN, resumption) with the verifier it is given.
     pub(super) fn new(
         ca: &[Vec<u8>],
+        crl: &[Vec<u8>],
         depth: u8,
         base: impl FnOnce(Arc<dyn ClientCertVerifier>) -> Result<Arc<ServerConfig>, TlsError>,
     ) -> Result<ClientCertPolicy, TlsError> {
@@ -56,6 +60,14 @@ impl ClientCertPolicy {
             subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
             anchors.push(anchor);
         }
+        let crls = crl
+            .iter()
+            .map(|der| {
+                webpki::OwnedCertRevocationList::from_der(der)
+                    .map(CertRevocationList::from)
+                    .map_err(|e| TlsError::InvalidCertificate(format!("a revocation list: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let algorithms =
             rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
         let verifier = Arc::new(AskForCertificate {
@@ -65,17 +77,30 @@ impl ClientCertPolicy {
         Ok(ClientCertPolicy {
             config: base(verifier)?,
             anchors,
+            crls,
             depth,
             algorithms,
         })
     }
 
     /// Verifies a chain a client presented (its certificate first): it must chain to a CA of
-    /// the bundle within the depth, be valid now and allow client authentication. `Err` says
-    /// why not, as nginx's `$ssl_client_verify` would after `FAILED:`.
+    /// the bundle within the depth, be valid now and allow client authentication; with
+    /// revocation lists, every certificate of the chain must be covered by a current list and
+    /// not revoked (OpenSSL's `CRL_CHECK_ALL`, which nginx's `ssl_crl` sets). `Err` says why
+    /// not, as nginx's `$ssl_client_verify` would after `FAILED:`.
     pub fn verify(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
         let (leaf, intermediates) = chain.split_first().ok_or("no certificate")?;
         let leaf = webpki::EndEntityCert::try_from(leaf).map_err(|e| e.to_string())?;
+        let crls: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crls)
+            .ok()
+            .map(|options| {
+                options
+                    .with_depth(webpki::RevocationCheckDepth::Chain)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                    .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                    .build()
+            });
         let path = leaf
             .verify_for_usage(
                 self.algorithms.all,
@@ -83,7 +108,7 @@ impl ClientCertPolicy {
                 intermediates,
                 UnixTime::now(),
                 webpki::KeyUsage::client_auth(),
-                None,
+                revocation,
                 None,
             )
             .map_err(|e| e.to_string())?;
@@ -165,7 +190,7 @@ mod tests {
         let der = ca.cert.der().to_vec();
         let mut hints = Vec::new();
         let store = Arc::new(CertStore::new(self_signed_default().unwrap()));
-        ClientCertPolicy::new(std::slice::from_ref(&der), 1, |verifier| {
+        ClientCertPolicy::new(std::slice::from_ref(&der), &[], 1, |verifier| {
             hints = verifier.root_hint_subjects().to_vec();
             super::super::config::server_config(store)
         })

@@ -78,13 +78,14 @@ impl ServerConfigs {
     }
 
     /// The configuration and verifier for hosts whose certificates must chain to `ca` (DER)
-    /// within `depth`.
+    /// within `depth`, checked against the revocation lists `crl` (DER) when there are any.
     pub fn client_cert_policy(
         &self,
         ca: &[Vec<u8>],
+        crl: &[Vec<u8>],
         depth: u8,
     ) -> Result<ClientCertPolicy, TlsError> {
-        ClientCertPolicy::new(ca, depth, |verifier| {
+        ClientCertPolicy::new(ca, crl, depth, |verifier| {
             build(self.resolver.clone(), Some(verifier))
         })
     }

@@ -5,16 +5,17 @@
 //! As in ingress-nginx they apply to whole hosts (nginx's server block): when several
 //! Ingresses name a host, the oldest one that sets them decides for every path of that host.
 //! The Secret holds the CA bundle in `ca.crt` (same namespace; `namespace/name` elsewhere only
-//! with `--allow-cross-namespace-resources`). Whatever keeps the policy from being set up — a
-//! missing Secret or key, a bundle that does not parse, an invalid value — makes the Ingress's
-//! routes refuse (503): a host never serves without the certificates it asked for.
+//! with `--allow-cross-namespace-resources`), and optionally revocation lists in `ca.crl`.
+//! Whatever keeps the policy from being set up — a missing Secret or key, a bundle or list that
+//! does not parse, an invalid value — makes the Ingress's routes refuse (503): a host never
+//! serves without the certificates it asked for.
 
 use std::sync::Arc;
 
 use http::HeaderValue;
 
 use super::{Key, OnInvalid, Reader, auth_secret_ref, values};
-use crate::model::client_auth::{ClientAuth, MatchCn, VerifyClient, ca_bundle};
+use crate::model::client_auth::{ClientAuth, MatchCn, VerifyClient, ca_bundle, crl_bundle};
 
 pub(super) const KEYS: &[Key] = &[
     Key::host("auth-tls-secret", OnInvalid::Refuse),
@@ -132,15 +133,18 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
         r.refuse(secret, &why);
         return None;
     };
-    if data.contains_key("ca.crl") {
-        let why = format!(
-            "the Secret {}/{} has a ca.crl, and weir does not check certificate revocation \
-             lists yet (it would accept revoked certificates)",
-            object.namespace, object.name
-        );
-        r.refuse(secret, &why);
-        return None;
-    }
+    let crl = match data.get("ca.crl").map(|crl| crl_bundle(&crl.0)) {
+        None => Vec::new(),
+        Some(Ok(crl)) => crl,
+        Some(Err(why)) => {
+            let why = format!(
+                "the ca.crl of Secret {}/{} is unusable: {why}",
+                object.namespace, object.name
+            );
+            r.refuse(secret, &why);
+            return None;
+        }
+    };
     let ca = match ca_bundle(&pem.0) {
         Ok(ca) => ca,
         Err(why) => {
@@ -155,6 +159,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
     Some(Arc::new(ClientAuth {
         secret: object,
         ca,
+        crl,
         verify,
         depth,
         error_page,

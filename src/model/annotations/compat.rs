@@ -176,8 +176,8 @@ pub const ANNOTATIONS: &[Row] = &[
     row(
         "auth-tls-secret",
         Differs(
-            "a ca.crl in the Secret is not read yet: the routes answer 503 rather than accept \
-             revoked certificates; plain HTTP to the host is redirected or refused (403)",
+            "plain HTTP to the host is redirected or refused (403), and a request on a TLS \
+             connection made for another host gets 421",
         ),
     ),
     row("auth-tls-verify-client", Supported),

@@ -113,6 +113,7 @@ mod tests {
         Arc::new(ClientAuth {
             secret: ObjectRef::new(ObjectKind::Secret, "d", "ca"),
             ca: vec![vec![1, 2, 3]],
+            crl: Vec::new(),
             verify,
             depth: 1,
             error_page: None,
