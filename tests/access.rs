@@ -654,3 +654,38 @@ async fn limit_rate_paces_a_response_after_its_first_bytes() {
     assert_eq!(free.body.len(), 220 * 1024);
     assert!(started.elapsed() < took, "without the limit it is faster");
 }
+
+#[tokio::test]
+async fn a_websocket_holds_its_connection_place_until_its_tunnel_closes() {
+    use common::ws::{HybridBackend, close_cleanly, ws_connect};
+    let backend = HybridBackend::start().await;
+    let (proxy, _) = serve(
+        vec![nginx_ingress(
+            "live",
+            &[("limit-connections", "1")],
+            rule("live.test", &[("/", "Prefix", "web")]),
+        )],
+        vec![service_json("web", &[backend.addr])],
+        vec![],
+        ProxyConfig::default(),
+    )
+    .await;
+    let (mut ws, _) = ws_connect(proxy.addr, "live.test", "/live").await;
+    let meanwhile = request(&proxy, "live.test", "/page", None, None).await;
+    assert_eq!(meanwhile.status, StatusCode::SERVICE_UNAVAILABLE);
+    close_cleanly(&mut ws).await.unwrap();
+    drop(ws);
+    // The tunnel's task ends just after the close; then the place is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let after = request(&proxy, "live.test", "/page", None, None).await;
+        if after.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -504,7 +504,10 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            ("nginx.ingress.kubernetes.io/upstream-hash-by", "$request_uri"),
+            (
+                "nginx.ingress.kubernetes.io/upstream-hash-by",
+                "$request_uri",
+            ),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -604,8 +607,10 @@ pub(crate) mod tests {
         assert!(diagnostics[0].message.contains("not routed"));
         assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
-        let (parsed, diagnostics) =
-            parse_pairs(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$request_uri")]);
+        let (parsed, diagnostics) = parse_pairs(&[(
+            "nginx.ingress.kubernetes.io/upstream-hash-by",
+            "$request_uri",
+        )]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }
