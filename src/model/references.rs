@@ -37,10 +37,7 @@ pub fn named_secrets(
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
 ) -> BTreeSet<ObjectRef> {
-    let classes = Classes::new(ingress_classes, &config.classes);
-    ingresses
-        .iter()
-        .filter(|ingress| classes.is_ours(ingress))
+    ours(ingresses, ingress_classes, config)
         .flat_map(|ingress| {
             let namespace = objects::namespace(&ingress.metadata).to_owned();
             references(ingress)
@@ -49,6 +46,37 @@ pub fn named_secrets(
                 .filter(move |s| config.allow_cross_namespace || s.namespace == namespace)
         })
         .collect()
+}
+
+/// The TLS Secrets (`spec.tls`) of weir's Ingresses (of `config`'s class): the only ones whose
+/// keys a cluster source keeps.
+pub fn tls_secrets(
+    ingresses: &[Arc<Ingress>],
+    ingress_classes: &[Arc<IngressClass>],
+    config: &BuildConfig,
+) -> BTreeSet<ObjectRef> {
+    ours(ingresses, ingress_classes, config)
+        .flat_map(|ingress| {
+            let namespace = objects::namespace(&ingress.metadata);
+            let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
+            tls.into_iter()
+                .flatten()
+                .filter_map(|t| t.secret_name.as_deref().filter(|s| !s.is_empty()))
+                .map(move |name| ObjectRef::new(ObjectKind::Secret, namespace, name))
+        })
+        .collect()
+}
+
+/// The Ingresses of `config`'s class among `ingresses`.
+fn ours<'a>(
+    ingresses: &'a [Arc<Ingress>],
+    ingress_classes: &'a [Arc<IngressClass>],
+    config: &'a BuildConfig,
+) -> impl Iterator<Item = &'a Arc<Ingress>> {
+    let classes = Classes::new(ingress_classes, &config.classes);
+    ingresses
+        .iter()
+        .filter(move |ingress| classes.is_ours(ingress))
 }
 
 /// What `ingress` references, in its own namespace. The Ingress's class is not looked at:
@@ -166,5 +194,27 @@ mod tests {
             ..BuildConfig::default()
         };
         assert_eq!(names(&cross), ["apps/users", "other/users"]);
+    }
+
+    #[test]
+    fn tls_secrets_are_those_of_weir_s_ingresses() {
+        let ingress = |name: &str, class: &str, secret: &str| -> Arc<Ingress> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "apps"},
+                    "spec": {"ingressClassName": class, "tls": [{"hosts": ["a"], "secretName": secret}, {"hosts": ["b"]}]}
+                }))
+                .unwrap(),
+            )
+        };
+        let ingresses = [
+            ingress("mine", "weir", "mine-tls"),
+            ingress("theirs", "nginx", "their-tls"),
+        ];
+        let names: Vec<String> = tls_secrets(&ingresses, &[], &BuildConfig::default())
+            .into_iter()
+            .map(|o| format!("{}/{}", o.namespace, o.name))
+            .collect();
+        assert_eq!(names, ["apps/mine-tls"]);
     }
 }

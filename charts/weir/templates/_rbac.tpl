@@ -16,7 +16,8 @@ true, IngressClasses (cluster-scoped) are left out.
   resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
 # TLS certificates (weir lists only Secrets of type kubernetes.io/tls) and the Secrets
-# annotations name (auth-secret: each watched by name); RBAC cannot express either selector.
+# annotations name (auth-secret, auth-tls-secret: each watched by name); RBAC cannot express
+# either selector. Of the TLS Secrets, only those weir's Ingresses name keep their data.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]

@@ -10,6 +10,7 @@
 
 mod references;
 mod secrets;
+mod tls_secrets;
 mod watch;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::model::Input;
 use references::{Pinned, References};
 use secrets::NamedSecrets;
+use tls_secrets::TlsSecrets;
 use watch::{Change, Watched, watch_kind};
 
 /// How long the first table waits for the Secrets that Ingresses name.
@@ -92,8 +94,8 @@ struct Stores {
 impl Stores {
     /// The stores' objects, and the Secrets annotations name, as an [`Input`]. `Store::state`
     /// hands out the store's own `Arc`s, so this copies pointers, not objects.
-    fn input(&self, named: &NamedSecrets) -> Input {
-        let mut secrets = self.secrets.state();
+    fn input(&self, named: &NamedSecrets, tls: &TlsSecrets) -> Input {
+        let mut secrets = tls.secrets(&self.secrets);
         secrets.extend(named.secrets());
         Input {
             ingresses: self.ingresses.state(),
@@ -188,16 +190,40 @@ impl ClusterSource {
             self.restarts.clone(),
             cancel.clone(),
         );
-        let stores = self.spawn_watchers(use_slices, &tasks, changes_tx, &cancel);
-        tasks.close();
+        let mut tls = TlsSecrets::new(self.client.clone());
+        let (stores, secrets_writer) =
+            self.spawn_watchers(use_slices, &tasks, changes_tx.clone(), &cancel);
 
         let synced = tokio::select! {
             _ = cancel.cancelled() => Ok(false),
             synced = wait_for_first_lists(&stores) => synced.map(|()| true),
         };
         if synced? {
-            self.send_changes(&stores, &mut named, &mut changes, &tx, &cancel)
-                .await;
+            // TLS Secrets are watched once the Ingresses are known, so that the first list
+            // keeps the keys of the ones they name and drops every other's.
+            tls.want(self.tls_secrets(&stores), &stores.secrets).await;
+            let watchers = Watchers {
+                tasks: &tasks,
+                changes: changes_tx,
+                restarts: self.restarts.clone(),
+                cancel: &cancel,
+            };
+            let api = namespaced_api(&self.client, self.config.namespace.as_deref());
+            let config = watcher::Config::default().fields("type=kubernetes.io/tls");
+            watchers.spawn_trimmed(api, config, secrets_writer, tls.trim());
+            tasks.close();
+            let listed = tokio::select! {
+                _ = cancel.cancelled() => Ok(false),
+                listed = stores.secrets.wait_until_ready() => listed
+                    .map(|()| true)
+                    .map_err(|_| ClusterError::WatcherStopped("Secret")),
+            };
+            if listed? {
+                self.send_changes(&stores, &mut named, &mut tls, &mut changes, &tx, &cancel)
+                    .await;
+            }
+        } else {
+            tasks.close();
         }
         // Dropping the receiver unblocks watchers waiting to send, so they see the cancel.
         drop(changes);
@@ -205,14 +231,15 @@ impl ClusterSource {
         Ok(())
     }
 
-    /// Starts one watcher per kind; their stores fill as they list and watch.
+    /// Starts one watcher per kind but TLS Secrets; their stores fill as they list and watch.
+    /// The Secrets' store fills through the writer returned, once its watcher starts.
     fn spawn_watchers(
         &mut self,
         use_slices: bool,
         tasks: &TaskTracker,
         changes: mpsc::Sender<Change>,
         cancel: &CancellationToken,
-    ) -> Stores {
+    ) -> (Stores, reflector::store::Writer<Secret>) {
         let client = &self.client;
         let ns = self.config.namespace.as_deref();
         let watchers = Watchers {
@@ -222,7 +249,8 @@ impl ClusterSource {
             cancel,
         };
         let all = watcher::Config::default;
-        Stores {
+        let (secrets, secrets_writer) = reflector::store();
+        let stores = Stores {
             ingresses: match self.ingress_writer.take() {
                 Some(writer) => {
                     watchers.spawn_into(namespaced_api(client, ns), all(), writer);
@@ -232,10 +260,7 @@ impl ClusterSource {
             },
             classes: watchers.spawn(Api::all(client.clone()), all()),
             services: watchers.spawn(namespaced_api(client, ns), all()),
-            secrets: watchers.spawn(
-                namespaced_api(client, ns),
-                all().fields("type=kubernetes.io/tls"),
-            ),
+            secrets,
             slices: use_slices.then(|| watchers.spawn(namespaced_api(client, ns), all())),
             endpoints: (!use_slices).then(|| watchers.spawn(namespaced_api(client, ns), all())),
             // Only the controller ConfigMap, by name (its namespace may differ from the
@@ -244,7 +269,8 @@ impl ClusterSource {
                 let api = Api::namespaced(client.clone(), namespace);
                 watchers.spawn(api, all().fields(&format!("metadata.name={name}")))
             }),
-        }
+        };
+        (stores, secrets_writer)
     }
 
     /// Sends the first input, then a new one after every debounced burst of changes that can
@@ -253,6 +279,7 @@ impl ClusterSource {
         &self,
         stores: &Stores,
         named: &mut NamedSecrets,
+        tls: &mut TlsSecrets,
         changes: &mut mpsc::Receiver<Change>,
         tx: &tokio_watch::Sender<Option<Arc<Input>>>,
         cancel: &CancellationToken,
@@ -278,7 +305,7 @@ impl ClusterSource {
             }
         }
         info!("every watcher has listed; publishing the first table");
-        let _ = tx.send(Some(Arc::new(stores.input(named))));
+        let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         loop {
             let first = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -306,8 +333,21 @@ impl ClusterSource {
                 }
             }
             named.watch_only(&self.named_secrets(stores));
-            let _ = tx.send(Some(Arc::new(stores.input(named))));
+            tls.want(self.tls_secrets(stores), &stores.secrets).await;
+            let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         }
+    }
+
+    /// The TLS Secrets whose keys weir keeps: those of weir's Ingresses, and
+    /// `--default-ssl-certificate`.
+    fn tls_secrets(&self, stores: &Stores) -> std::collections::BTreeSet<(String, String)> {
+        let ingresses = stores.ingresses.state();
+        let classes = stores.classes.state();
+        crate::model::tls_secrets(&ingresses, &classes, &self.config.build)
+            .into_iter()
+            .map(|o| (o.namespace, o.name))
+            .chain(self.config.default_certificate.clone())
+            .collect()
     }
 
     /// The Secrets the annotations of weir's Ingresses name (and may read).
@@ -374,6 +414,20 @@ impl Watchers<'_> {
         K: Watched,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
+        self.spawn_trimmed(api, config, writer, |_| {});
+    }
+
+    /// Like [`Watchers::spawn_into`], storing each object as `trim` leaves it.
+    fn spawn_trimmed<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        writer: reflector::store::Writer<K>,
+        trim: impl FnMut(&mut K) + Send + 'static,
+    ) where
+        K: Watched,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
         let task = watch_kind(
             api,
             config,
@@ -381,6 +435,7 @@ impl Watchers<'_> {
             self.changes.clone(),
             self.restarts.clone(),
             self.cancel.clone(),
+            trim,
         );
         self.tasks.spawn(task);
     }
@@ -405,7 +460,6 @@ async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
     ready(stores.ingresses.wait_until_ready().await, "Ingress")?;
     ready(stores.classes.wait_until_ready().await, "IngressClass")?;
     ready(stores.services.wait_until_ready().await, "Service")?;
-    ready(stores.secrets.wait_until_ready().await, "Secret")?;
     if let Some(slices) = &stores.slices {
         ready(slices.wait_until_ready().await, "EndpointSlice")?;
     }

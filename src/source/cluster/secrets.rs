@@ -1,6 +1,7 @@
 //! The Secrets that annotations name (`auth-secret`), watched one by one.
 //!
-//! TLS Secrets are all watched by type, but the Secrets annotations name are Opaque, a type
+//! TLS Secrets are watched by type (`tls_secrets.rs`), but the Secrets annotations name are
+//! Opaque, a type
 //! that also holds every Helm release and application credential in the cluster. So weir
 //! watches exactly the ones some Ingress names, each by name (a field selector on
 //! `metadata.name`): a watch starts when an Ingress comes to name a Secret and stops when none
@@ -77,6 +78,7 @@ impl NamedSecrets {
                 self.changes.clone(),
                 self.restarts.clone(),
                 stop.clone(),
+                |_| {},
             ));
             self.watched.insert(key.clone(), (store, stop));
         }

@@ -122,7 +122,8 @@ impl Watched for k8s_openapi::api::core::v1::ConfigMap {
     }
 }
 
-/// Watches `api`, keeps `writer`'s store up to date (without managedFields) and sends a
+/// Watches `api`, keeps `writer`'s store up to date (without managedFields, and as `trim`
+/// leaves each object) and sends a
 /// [`Change`] for every applied or deleted object and every completed relist, until `cancel`
 /// fires. Errors (the API server going away, a watch expiring) are logged, counted in
 /// `restarts` (by kind) and retried with backoff; the store keeps its objects meanwhile.
@@ -133,6 +134,7 @@ pub async fn watch_kind<K>(
     changes: mpsc::Sender<Change>,
     restarts: Option<IntCounterVec>,
     cancel: CancellationToken,
+    mut trim: impl FnMut(&mut K) + Send + 'static,
 ) where
     K: Watched,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -141,7 +143,10 @@ pub async fn watch_kind<K>(
     let restarts = restarts.map(|r| r.with_label_values(&[&kind]));
     let events = watcher::watcher(api, config)
         .default_backoff()
-        .modify(|obj: &mut K| obj.managed_fields_mut().clear())
+        .modify(move |obj: &mut K| {
+            obj.managed_fields_mut().clear();
+            trim(obj);
+        })
         .reflect(writer);
     tokio::pin!(events);
     loop {
