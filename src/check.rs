@@ -149,7 +149,13 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
             None => "DefaultBackend",
         };
         let mut behaviour = describe(&route.policy, &plain, route.https.redirect);
-        if let Some(auth) = built.table.client_auth(&host) {
+        if let Some(Err(_)) = built.table.client_auth(&host) {
+            behaviour.insert(
+                0,
+                "answers 503: the host's client-certificate settings cannot be used".to_owned(),
+            );
+        }
+        if let Some(Ok(auth)) = built.table.client_auth(&host) {
             let verify = match auth.verify {
                 crate::model::VerifyClient::On => "required",
                 crate::model::VerifyClient::Optional => "optional",

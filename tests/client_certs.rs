@@ -234,6 +234,14 @@ async fn each_verify_mode_answers_each_kind_of_client_as_nginx_does() {
             &[("auth-tls-secret", "ca"), ("auth-tls-verify-depth", "2")],
         ),
         mtls("broken", "broken.test", &[("auth-tls-secret", "missing")]),
+        // A newer Ingress on the broken host: the host's certificates are the older one's,
+        // which cannot be set up, so its path is refused too rather than served without them.
+        ingress_json(
+            "neighbour",
+            2,
+            &[],
+            serde_json::json!([rule("broken.test", &[("/neighbour", "Prefix", "web")])]),
+        ),
         nginx_ingress("plain", &[], rule("plain.test", &[("/", "Prefix", "web")])),
     ];
     let secrets = vec![secret_json("ca", &[("ca.crt", &ca.pem())])];
@@ -294,6 +302,21 @@ async fn each_verify_mode_answers_each_kind_of_client_as_nginx_does() {
             identity.map(|i| i.chain.len())
         );
     }
+
+    let (status, _, _) = get(
+        &proxy,
+        "broken.test",
+        "broken.test",
+        "/neighbour",
+        Some(&alice),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the whole host fails closed"
+    );
 
     // What the endpoint learns, and that the client cannot forge it.
     let forged = [

@@ -248,6 +248,7 @@ async fn an_oauth2_proxy_session_lets_the_request_through_with_the_user_s_header
             ("x-auth-request-user", "mallory"),
             ("x-request-id", "req-42"),
             ("x-forwarded-for", "203.0.113.9"),
+            ("ssl-client-subject-dn", "CN=admin"),
         ],
     )
     .await;
@@ -298,6 +299,15 @@ async fn an_oauth2_proxy_session_lets_the_request_through_with_the_user_s_header
     assert_eq!(h("cookie").as_deref(), Some(SESSION));
     assert_eq!(h("content-length"), None);
     assert_eq!(h("x-original-uri"), None, "only with auth-method");
+    assert_eq!(h("ssl-client-subject-dn"), None, "never the client's own");
+
+    // The host is the one the request was routed by, not a Host header beside it.
+    let raw_request = "GET http://app.test/abs HTTP/1.1\r\nHost: evil.test\r\nCookie: _oauth2_proxy=valid-session\r\nConnection: close\r\n\r\n";
+    let answer = raw(proxy.addr, raw_request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = auth.last();
+    assert_eq!(seen.headers["x-original-url"], "http://app.test/abs");
+    assert_eq!(seen.headers["x-forwarded-host"], "app.test");
 
     let samples = common::metrics::parse(&proxy.state.metrics().encode());
     let denied = common::metrics::value(
@@ -315,7 +325,10 @@ async fn an_oauth2_proxy_session_lets_the_request_through_with_the_user_s_header
         "weir_external_auth_duration_seconds_count",
         &[("outcome", "allowed")],
     );
-    assert_eq!(allowed, 1.0);
+    assert_eq!(
+        allowed, 2.0,
+        "the session's request and the absolute-form one"
+    );
 }
 
 #[tokio::test]
@@ -572,6 +585,7 @@ async fn satisfy_any_lets_an_allowed_address_in_without_asking() {
                 "office",
                 &[
                     ("auth-url", &url),
+                    ("auth-response-headers", "X-Auth-Request-User"),
                     ("whitelist-source-range", "127.0.0.0/8"),
                     ("satisfy", "any"),
                 ],
@@ -590,11 +604,21 @@ async fn satisfy_any_lets_an_allowed_address_in_without_asking() {
         &web,
     )
     .await;
-    assert_eq!(
-        call(&proxy, "GET", "office.test", "/", &[]).await.status,
-        StatusCode::OK
-    );
+    let office = call(
+        &proxy,
+        "GET",
+        "office.test",
+        "/",
+        &[("x-auth-request-user", "mallory")],
+    )
+    .await;
+    assert_eq!(office.status, StatusCode::OK);
     assert_eq!(auth.asked(), 0);
+    assert_eq!(
+        office.echo().header("x-auth-request-user"),
+        None,
+        "a header the service would set is never the client's"
+    );
     assert_eq!(
         call(&proxy, "GET", "remote.test", "/", &[]).await.status,
         StatusCode::UNAUTHORIZED

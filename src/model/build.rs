@@ -542,12 +542,17 @@ impl Builder<'_> {
             let message = format!("{} (referenced by {site}); {}", problem.what, problem.hint);
             self.report(me, problem.reason, message);
         }
+        let location = match site {
+            Site::Rule { host, path } => Arc::from(format!("{host} {path}")),
+            Site::DefaultBackend => Arc::from(""),
+        };
         Some(Arc::new(Route {
             ingress: me.clone(),
             backend: resolved.backend,
             https: parts.https,
             policy: parts.policy,
             regex: parts.regex,
+            location,
         }))
     }
 
@@ -560,8 +565,7 @@ impl Builder<'_> {
         let mut www: Vec<(String, ObjectRef)> = Vec::new();
         for (ours, annotations) in ours.iter().zip(annotations) {
             let settings = &annotations.host;
-            // A failing-closed Ingress's host settings would serve around its 503.
-            if settings.is_empty() || annotations.canary || annotations.policy.refused.is_some() {
+            if settings.is_empty() || annotations.canary {
                 continue;
             }
             let me = &ours.object;
@@ -573,6 +577,23 @@ impl Builder<'_> {
                 .filter(|h| !h.is_empty() && validate::check_host(h).is_ok())
                 .map(HostMatch::from_rule_host)
                 .collect();
+            // Client certificates protect the whole host, also when this Ingress fails closed
+            // (its unusable ones make the host refuse every request).
+            if let Some(auth) = &settings.client_auth {
+                for host in &hosts {
+                    if !self.table.set_client_auth(host, auth.clone()) {
+                        let message = format!(
+                            "the auth-tls-* annotations are not used for host \"{host}\": an \
+                             older Ingress sets that host's client certificates"
+                        );
+                        self.report(me, Reason::HostSettingConflict, message);
+                    }
+                }
+            }
+            // A failing-closed Ingress's other host settings would serve around its 503.
+            if annotations.policy.refused.is_some() {
+                continue;
+            }
             for host in &hosts {
                 if let Some(app_root) = &settings.app_root
                     && !self.table.set_app_root(host, app_root.clone())
@@ -596,15 +617,6 @@ impl Builder<'_> {
                             self.add_alias(me, alias, host, &mut alias_owner);
                         }
                     }
-                }
-                if let Some(auth) = &settings.client_auth
-                    && !self.table.set_client_auth(host, auth.clone())
-                {
-                    let message = format!(
-                        "the auth-tls-* annotations are not used for host \"{host}\": an older \
-                         Ingress sets that host's client certificates"
-                    );
-                    self.report(me, Reason::HostSettingConflict, message);
                 }
                 if settings.www_redirect
                     && let HostMatch::Exact(name) = host
@@ -769,6 +781,7 @@ fn refusing_route(me: &ObjectRef, parts: RouteParts) -> Arc<Route> {
         https: parts.https,
         policy: parts.policy,
         regex: parts.regex,
+        location: Arc::from(""),
     })
 }
 

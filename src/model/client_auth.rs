@@ -4,6 +4,7 @@
 //! (`src/proxy/policy/client_cert.rs`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -48,6 +49,10 @@ impl fmt::Debug for ClientAuth {
             .finish()
     }
 }
+
+/// A host's client-certificate setting: the policy, or why the Ingress that asked for one
+/// cannot have it (then every request to the host is refused with 503).
+pub type HostClientAuth = Result<Arc<ClientAuth>, Arc<str>>;
 
 /// `auth-tls-verify-client`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

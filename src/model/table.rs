@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::client_auth::ClientAuth;
+use super::client_auth::HostClientAuth;
 use super::diagnostic::ObjectRef;
 use super::paths::PathRegex;
 pub use super::policy::{HttpsPolicy, Policy};
@@ -185,6 +185,10 @@ pub struct Route {
     /// The rule path as a regex, on hosts whose paths are regexes (`rewrite-target` expands
     /// its capture groups).
     pub regex: Option<PathRegex>,
+    /// The rule it was made for (its host and path; empty for default backends): what keeps
+    /// per-route state apart where routes of one Ingress must not share it (the external
+    /// authentication cache).
+    pub location: Arc<str>,
 }
 
 impl Route {
@@ -196,6 +200,7 @@ impl Route {
             https: HttpsPolicy::default(),
             policy: Arc::new(Policy::default()),
             regex: None,
+            location: Arc::from(""),
         }
     }
 
@@ -218,8 +223,9 @@ pub struct HostSettings {
     /// name (the host has no rules of its own).
     pub redirect_to: Option<HostRedirect>,
     /// `auth-tls-*`: client certificates, asked for in the handshake when the SNI names this
-    /// host and checked on every request to it.
-    pub client_auth: Option<Arc<ClientAuth>>,
+    /// host and checked on every request to it; or, when they cannot be set up, every request
+    /// refused.
+    pub client_auth: Option<HostClientAuth>,
 }
 
 /// Where a host redirects every request (`from-to-www-redirect`).
@@ -349,9 +355,9 @@ impl RouteTable {
         self.client_auth
     }
 
-    /// The client-certificate policy of the host a TLS client names in its SNI (normalised,
+    /// The client-certificate setting of the host a TLS client names in its SNI (normalised,
     /// as for [`RouteTable::lookup`]).
-    pub fn client_auth(&self, host: &str) -> Option<&Arc<ClientAuth>> {
+    pub fn client_auth(&self, host: &str) -> Option<&HostClientAuth> {
         if !self.client_auth {
             return None;
         }
@@ -635,7 +641,7 @@ impl RouteTableBuilder {
     }
 
     /// Sets the client-certificate policy of `host`; false (unchanged) when it has one already.
-    pub fn set_client_auth(&mut self, host: &HostMatch, auth: Arc<ClientAuth>) -> bool {
+    pub fn set_client_auth(&mut self, host: &HostMatch, auth: HostClientAuth) -> bool {
         let settings = &mut self.host_routes(host).settings;
         if settings.client_auth.is_some() {
             return false;

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use http::header::{COOKIE, HOST};
+use http::header::COOKIE;
 
 use super::access::basic_credentials;
 
@@ -20,7 +20,8 @@ use super::access::basic_credentials;
 enum Var {
     /// `$host`: the request's host, lower-case, without port.
     Host,
-    /// `$http_host` (and `$best_http_host`): the `Host` header as sent.
+    /// `$http_host` (and `$best_http_host`): the host and port the request was routed by, as
+    /// sent (the `Host` header, or the request target's authority).
     HttpHost,
     /// `$scheme` (and `$pass_access_scheme`): `http` or `https`.
     Scheme,
@@ -185,10 +186,7 @@ impl Expr {
     /// Appends `text` (taken literally).
     pub fn push_text(&mut self, text: &str) {
         self.source.push_str(text);
-        match self.parts.last_mut() {
-            Some(Part::Text(last)) => last.push_str(text),
-            _ => self.parts.push(Part::Text(text.to_owned())),
-        }
+        self.push_text_part(text);
     }
 
     /// Appends another expression.
@@ -217,9 +215,13 @@ pub struct Vars<'a> {
     pub scheme: &'a str,
     /// The request's host, normalised (lower-case, no port).
     pub host: &'a str,
+    /// The host and port the request was routed by, as the client sent them (`Host`, or the
+    /// authority of an absolute target).
+    pub http_host: &'a str,
     /// The request's method.
     pub method: &'a str,
-    /// The path and query the endpoint receives (weir forwards the normalised path).
+    /// The request's path (normalised, as weir forwards it before any `rewrite-target`) and
+    /// query.
     pub request_uri: &'a str,
     /// The client address.
     pub remote_addr: IpAddr,
@@ -239,10 +241,7 @@ impl Vars<'_> {
         let (path, query) = self.path_and_query();
         match var {
             Var::Host => out.push_str(self.host),
-            Var::HttpHost => match self.headers.get(HOST).and_then(|v| v.to_str().ok()) {
-                Some(host) => out.push_str(host),
-                None => out.push_str(self.host),
-            },
+            Var::HttpHost => out.push_str(self.http_host),
             Var::Scheme => out.push_str(self.scheme),
             Var::RequestUri => out.push_str(self.request_uri),
             Var::EscapedRequestUri => escape_component(self.request_uri, out),
@@ -341,6 +340,10 @@ mod tests {
         let vars = Vars {
             scheme: "https",
             host: "app.example.com",
+            http_host: headers
+                .iter()
+                .find(|(name, _)| *name == "host")
+                .map_or("app.example.com", |(_, value)| value),
             method: "POST",
             request_uri: "/a b/c?x=1&Next=/home",
             remote_addr: "192.0.2.7".parse().unwrap(),

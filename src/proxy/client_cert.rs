@@ -87,6 +87,7 @@ impl TlsListener {
         let auth = sni
             .as_deref()
             .and_then(|sni| snapshot.table.client_auth(sni))
+            .and_then(|auth| auth.as_ref().ok())
             .cloned();
         let Some(auth) = auth else {
             let stream = start

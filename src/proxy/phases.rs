@@ -45,8 +45,9 @@ use super::service::{
 };
 use super::upgrade::UpgradeRequest;
 use super::upstream::SendOptions;
+use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
-use crate::model::{ClientAuth, PathMatch, Route, routing_path};
+use crate::model::{PathMatch, Route, routing_path};
 use crate::state::RouteRuntime;
 
 /// The outcome of phases 3 and 4.
@@ -61,8 +62,8 @@ enum Routed {
         runtime: Option<Arc<RouteRuntime>>,
         /// The path needs the Prefix rule's trailing slash (phase 6).
         add_slash: bool,
-        /// The host's client-certificate policy (phase 9).
-        client_auth: Option<Arc<ClientAuth>>,
+        /// The host's client-certificate setting (phase 9).
+        client_auth: Option<HostClientAuth>,
     },
 }
 
@@ -115,6 +116,14 @@ impl Proxy {
             return Ok(response);
         }
         // 9. Client certificates.
+        let client_auth = match client_auth {
+            None => None,
+            Some(Ok(auth)) => Some(auth),
+            Some(Err(why)) => {
+                debug!(ingress = %route.ingress, %why, "the host fails closed");
+                return Err(Refusal::Misconfigured);
+            }
+        };
         if let Some(auth) = &client_auth {
             policy::client_cert::check(auth, conn).inspect_err(|refusal| {
                 let client = client_ip(conn, req.headers(), &self.config.trust_forwarded_from);
@@ -149,6 +158,7 @@ impl Proxy {
                     vars: Vars {
                         scheme: conn.scheme,
                         host: &host,
+                        http_host: host_value.to_str().unwrap_or(&host),
                         method: req.method().as_str(),
                         request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
                         remote_addr: client,
@@ -157,6 +167,8 @@ impl Proxy {
                     request_id,
                     ingress: &route.ingress,
                     timeouts: &policy.timeouts,
+                    location: &route.location,
+                    client_cert: client_auth.as_deref().map(|auth| (auth, conn)),
                 });
                 let external = subject.as_ref().map(|s| (&self.auth, s));
                 match policy::access::check(access, client, &req, external).await {

@@ -53,6 +53,7 @@ impl ConnectionCounter {
     }
 
     /// How many requests of `client` are in progress.
+    #[cfg(test)]
     pub fn in_progress(&self, client: IpAddr) -> u32 {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.get(&client).copied().unwrap_or(0)

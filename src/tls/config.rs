@@ -49,9 +49,10 @@ fn build(
     Ok(Arc::new(config))
 }
 
-/// The HTTPS listener's configurations: the one for every host, and one per
-/// client-certificate policy (made on demand, each with session caches of its own, so that a
-/// session resumed on one never skips the other's certificate).
+/// The HTTPS listener's configurations: the one for every host, and the one of each
+/// client-certificate policy ([`ServerConfigs::client_cert_policy`], made on demand; each has
+/// session caches of its own, so that a session resumed on one never skips the other's
+/// certificate).
 pub struct ServerConfigs {
     resolver: Arc<dyn ResolvesServerCert>,
     default: Arc<ServerConfig>,

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::{Key, OnInvalid, Reader, auth_secret_ref, values};
-use crate::model::client_auth::{ClientAuth, MatchCn, VerifyClient, ca_bundle, crl_bundle};
+use crate::model::client_auth::{
+    ClientAuth, HostClientAuth, MatchCn, VerifyClient, ca_bundle, crl_bundle,
+};
 
 pub(super) const KEYS: &[Key] = &[
     Key::host("auth-tls-secret", OnInvalid::Refuse),
@@ -26,9 +28,26 @@ pub(super) const KEYS: &[Key] = &[
     Key::host("auth-tls-match-cn", OnInvalid::Refuse),
 ];
 
-/// The client-certificate policy of the Ingress's hosts, when it asks for one and it can be
-/// set up (else refused and reported).
-pub(super) fn parse(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
+/// The client-certificate setting of the Ingress's hosts, when it asks for one: the policy, or
+/// (reported, and the Ingress's routes refused) why it cannot be set up, which makes its hosts
+/// refuse every request, other Ingresses' paths included.
+pub(super) fn parse(r: &mut Reader<'_>) -> Option<HostClientAuth> {
+    let asked = r
+        .get("auth-tls-secret")
+        .is_some_and(|secret| !secret.trimmed().is_empty());
+    match policy(r) {
+        Some(policy) => Some(Ok(policy)),
+        None if asked && r.refuses() => Some(Err(Arc::from(format!(
+            "the auth-tls-* annotations of Ingress {}/{} cannot be used (see its Events)",
+            r.object().namespace,
+            r.object().name
+        )))),
+        None => None,
+    }
+}
+
+/// The policy, when it is asked for and can be set up (else refused and reported).
+fn policy(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
     let verify = match r.get("auth-tls-verify-client") {
         None => VerifyClient::On,
         Some(found) => match found.trimmed() {
@@ -210,7 +229,7 @@ mod tests {
         for key in both("auth-tls-secret") {
             let (parsed, diagnostics) = parse_in(&[(&key, "ca")], &secrets, false);
             assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-            let auth = parsed.host.client_auth.unwrap();
+            let auth = parsed.host.client_auth.unwrap().unwrap();
             assert_eq!(auth.verify, VerifyClient::On);
             assert_eq!((auth.depth, auth.ca.len()), (1, 1));
         }
@@ -229,7 +248,7 @@ mod tests {
             false,
         );
         assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-        let auth = parsed.host.client_auth.unwrap();
+        let auth = parsed.host.client_auth.unwrap().unwrap();
         assert_eq!(auth.verify, VerifyClient::OptionalNoCa);
         assert_eq!(auth.depth, 3);
         assert!(auth.pass_certificate && auth.error_page.is_some());
@@ -311,7 +330,10 @@ mod tests {
             let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             let (parsed, diagnostics) = parse_in(&pairs, &secrets, false);
             assert!(parsed.policy.refused.is_some(), "{pairs:?}");
-            assert!(parsed.host.client_auth.is_none(), "{pairs:?}");
+            assert!(
+                matches!(parsed.host.client_auth, Some(Err(_))),
+                "{pairs:?}: the host fails closed"
+            );
             assert!(
                 diagnostics.iter().any(|d| d.message.contains("503")),
                 "{pairs:?}"

@@ -2,14 +2,12 @@
 //! every host an Ingress names; when several Ingresses name a host, the oldest one that sets
 //! an annotation decides it for that host (as ingress-nginx does).
 
-use std::sync::Arc;
-
 use http::HeaderValue;
 
 use super::values;
 use super::{Key, OnInvalid, Reader};
 use crate::model::HostMatch;
-use crate::model::client_auth::ClientAuth;
+use crate::model::client_auth::HostClientAuth;
 use crate::model::validate::check_host;
 
 pub(super) const KEYS: &[Key] = &[
@@ -29,8 +27,9 @@ pub(crate) struct HostAnnotations {
     pub www_redirect: bool,
     /// `app-root`: requests for `/` are redirected (302) to this path.
     pub app_root: Option<HeaderValue>,
-    /// `auth-tls-*` (read by the `client_auth` group): client certificates.
-    pub client_auth: Option<Arc<ClientAuth>>,
+    /// `auth-tls-*` (read by the `client_auth` group): client certificates, or why they
+    /// cannot be set up.
+    pub client_auth: Option<HostClientAuth>,
 }
 
 impl HostAnnotations {

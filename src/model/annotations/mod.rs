@@ -303,6 +303,11 @@ impl<'a> Reader<'a> {
         self.refusals.push(why.to_owned());
     }
 
+    /// Whether something read so far makes the routes refuse.
+    pub fn refuses(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+
     /// Reports something else about an annotation.
     pub fn report(&mut self, reason: Reason, message: String) {
         self.diagnostics

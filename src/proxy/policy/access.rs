@@ -33,6 +33,22 @@ pub(in crate::proxy) async fn check<B>(
     req: &Request<B>,
     external: Option<(&AuthClient, &Subject<'_>)>,
 ) -> Result<Option<Box<Granted>>, Refusal> {
+    let passed = decide(access, client, req, external).await?;
+    // Let in without asking the service (`satisfy: any`): the headers it would have set are
+    // removed, never left to the client.
+    Ok(match (passed, &access.external) {
+        (None, Some(auth)) => Some(Box::new(Granted::unasked(auth))),
+        (passed, _) => passed,
+    })
+}
+
+/// [`check`]'s decision; `Ok(None)` also when the request passes without asking the service.
+async fn decide<B>(
+    access: &Access,
+    client: IpAddr,
+    req: &Request<B>,
+    external: Option<(&AuthClient, &Subject<'_>)>,
+) -> Result<Option<Box<Granted>>, Refusal> {
     if access
         .deny
         .as_ref()

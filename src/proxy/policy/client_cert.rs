@@ -9,9 +9,10 @@
 //!   `optional_no_ca`): 400, or a 302 to `auth-tls-error-page`;
 //! - a subject `auth-tls-match-cn` does not match: 403.
 //!
-//! The endpoint then gets `ssl-client-verify`, `ssl-client-subject-dn`, `ssl-client-issuer-dn`
-//! and, with `auth-tls-pass-certificate-to-upstream`, `ssl-client-cert`; headers of those
-//! names from the client are dropped.
+//! The endpoint (and an external authentication service, `external_auth.rs`) then gets
+//! `ssl-client-verify`, `ssl-client-subject-dn`, `ssl-client-issuer-dn` and, with
+//! `auth-tls-pass-certificate-to-upstream`, `ssl-client-cert`; headers of those names from
+//! the client are dropped on such hosts (and never reach an authentication service).
 
 use std::sync::Arc;
 
@@ -57,8 +58,8 @@ pub(in crate::proxy) fn check(auth: &Arc<ClientAuth>, conn: &ClientInfo) -> Resu
     Ok(())
 }
 
-/// Sets the `ssl-client-*` headers for the endpoint (after [`check`] passed).
-pub(in crate::proxy) fn set_headers(auth: &ClientAuth, conn: &ClientInfo, headers: &mut HeaderMap) {
+/// Removes the `ssl-client-*` headers a client sent.
+pub(in crate::proxy) fn strip_headers(headers: &mut HeaderMap) {
     for name in [
         &SSL_CLIENT_VERIFY,
         &SSL_CLIENT_SUBJECT_DN,
@@ -67,6 +68,12 @@ pub(in crate::proxy) fn set_headers(auth: &ClientAuth, conn: &ClientInfo, header
     ] {
         headers.remove(name);
     }
+}
+
+/// Sets the `ssl-client-*` headers for the endpoint (after [`check`] passed), replacing any
+/// the client sent.
+pub(in crate::proxy) fn set_headers(auth: &ClientAuth, conn: &ClientInfo, headers: &mut HeaderMap) {
+    strip_headers(headers);
     let Some(cert) = conn.client_cert.as_deref() else {
         return;
     };

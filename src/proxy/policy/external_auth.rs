@@ -36,12 +36,13 @@ use prometheus::HistogramVec;
 use tracing::{debug, warn};
 
 use super::super::body::ProxyBody;
+use super::super::headers::ClientInfo;
 use super::super::headers::{
     self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 use super::super::respond::{Refusal, SERVER};
 use crate::model::variables::Vars;
-use crate::model::{ExternalAuth, ObjectRef, Timeouts};
+use crate::model::{ClientAuth, ExternalAuth, ObjectRef, Timeouts};
 
 /// The most answers the cache keeps (all routes together).
 pub const MAX_CACHED: usize = 10_000;
@@ -75,6 +76,12 @@ pub(in crate::proxy) struct Subject<'a> {
     pub ingress: &'a ObjectRef,
     /// The route's timeouts: connect + read bound the sub-request.
     pub timeouts: &'a Timeouts,
+    /// The route's rule (host and path) for the cache key: answers are reused per rule, as
+    /// nginx keys its auth cache by server and location.
+    pub location: &'a str,
+    /// On a host with client certificates, its policy and the connection: the sub-request
+    /// carries the certificate's `ssl-client-*` headers, as ingress-nginx's does.
+    pub client_cert: Option<(&'a ClientAuth, &'a ClientInfo)>,
 }
 
 /// What a 2xx answer gives the request: headers for the endpoint and cookies for the client.
@@ -89,6 +96,21 @@ pub(in crate::proxy) struct Granted {
 }
 
 impl Granted {
+    /// When the service was not asked (`satisfy: any` let the request in another way): the
+    /// headers `auth-response-headers` names are removed from the request, so that a client
+    /// cannot send them itself (nginx sets them from an empty variable, which removes them).
+    pub fn unasked(auth: &ExternalAuth) -> Granted {
+        Granted {
+            copy: auth
+                .response_headers
+                .iter()
+                .map(|name| (name.clone(), Vec::new()))
+                .collect(),
+            cookies: Vec::new(),
+            always: false,
+        }
+    }
+
     /// Puts the copied headers on the request to the endpoint.
     pub fn apply<B>(&self, req: &mut Request<B>) {
         let headers = req.headers_mut();
@@ -161,8 +183,10 @@ impl AuthClient {
         };
         let cache_key = auth.cache.as_ref().map(|cache| {
             format!(
-                "{}\0{url}\0{}",
+                "{}\0{}\0{}\0{url}\0{}",
                 subject.ingress,
+                subject.vars.host,
+                subject.location,
                 cache.key.expand(&subject.vars)
             )
         });
@@ -321,6 +345,11 @@ fn sub_request<B>(
     for name in NOT_FORWARDED {
         headers.remove(name);
     }
+    // The certificate's headers are the connection's, never the client's.
+    super::client_cert::strip_headers(&mut headers);
+    if let Some((client_auth, conn)) = subject.client_cert {
+        super::client_cert::set_headers(client_auth, conn, &mut headers);
+    }
     let value = |text: String, what: &str| {
         HeaderValue::try_from(text).map_err(|_| format!("{what} is not a valid header value"))
     };
@@ -336,7 +365,7 @@ fn sub_request<B>(
         _ => host.to_owned(),
     };
     headers.insert(header::HOST, value(host, "the auth-url host")?);
-    let http_host = headers_host(req, vars);
+    let http_host = vars.http_host;
     headers.insert(
         HeaderName::from_static("x-original-url"),
         value(
@@ -358,7 +387,7 @@ fn sub_request<B>(
     headers.insert(X_FORWARDED_FOR.clone(), client);
     headers.insert(
         X_FORWARDED_HOST.clone(),
-        value(http_host, "X-Forwarded-Host")?,
+        value(http_host.to_owned(), "X-Forwarded-Host")?,
     );
     headers.insert(
         X_FORWARDED_PROTO.clone(),
@@ -396,16 +425,6 @@ fn sub_request<B>(
     *sub.uri_mut() = uri;
     *sub.headers_mut() = headers;
     Ok(sub)
-}
-
-/// `$http_host`: the client's `Host` as sent, else the routed host.
-fn headers_host<B>(req: &Request<B>, vars: &Vars<'_>) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or(vars.host)
-        .to_owned()
 }
 
 /// When an answer may be reused: `ttl` from `auth-cache-duration`, unless the answer sets a
@@ -587,6 +606,7 @@ mod tests {
             vars: Vars {
                 scheme: "http",
                 host: "h",
+                http_host: "h",
                 method: "GET",
                 request_uri: "/",
                 remote_addr: "127.0.0.1".parse().unwrap(),
@@ -595,6 +615,8 @@ mod tests {
             request_id: &HeaderValue::from_static("id"),
             ingress: &ObjectRef::new(crate::model::ObjectKind::Ingress, "d", "i"),
             timeouts: &Timeouts::default(),
+            location: "h /",
+            client_cert: None,
         };
         let granted = decide(&auth, StatusCode::OK, &answer, &subject).unwrap();
         let mut req = Request::new(());

@@ -304,6 +304,8 @@ impl ClusterSource {
                 }
             }
         }
+        // Ingresses that arrived while the Secrets were listed name theirs too.
+        tls.want(self.tls_secrets(stores), &stores.secrets).await;
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         loop {

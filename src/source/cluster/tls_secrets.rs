@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
@@ -64,31 +64,24 @@ impl TlsSecrets {
         move |secret: &mut Secret| trim(&wanted, secret)
     }
 
-    /// Makes `wanted` the Secrets whose keys are kept; those `store` holds without data are
-    /// read by name.
+    /// Makes `wanted` the Secrets whose keys are kept; those `store` holds without data (and
+    /// not read yet, or whose reading failed) are read by name.
     pub async fn want(&mut self, wanted: BTreeSet<Key>, store: &Store<Secret>) {
-        let added: Vec<Key> = {
-            let mut current = self.wanted.write().unwrap_or_else(|e| e.into_inner());
-            let added = wanted
-                .iter()
-                .filter(|k| !current.contains(*k))
-                .cloned()
-                .collect();
-            *current = wanted.iter().cloned().collect();
-            added
-        };
+        *self.wanted.write().unwrap_or_else(|e| e.into_inner()) = wanted.iter().cloned().collect();
         self.fetched.retain(|k, _| wanted.contains(k));
-        for (namespace, name) in added {
-            let held = store.find(|s| key(s) == (namespace.clone(), name.clone()));
-            if held.is_none_or(|s| s.data.is_some()) {
+        for (namespace, name) in wanted {
+            let held = store.get(&ObjectRef::new(&name).within(&namespace));
+            let key = (namespace, name);
+            if held.is_none_or(|s| s.data.is_some()) || self.fetched.contains_key(&key) {
                 continue;
             }
-            debug!(%namespace, %name, "an Ingress now names this TLS Secret: reading it");
-            let api = Api::<Secret>::namespaced(self.client.clone(), &namespace);
-            match tokio::time::timeout(READ_TIMEOUT, api.get_opt(&name)).await {
+            let (namespace, name) = &key;
+            debug!(%namespace, %name, "an Ingress names this TLS Secret: reading it");
+            let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+            match tokio::time::timeout(READ_TIMEOUT, api.get_opt(name)).await {
                 Ok(Ok(Some(mut secret))) => {
                     secret.metadata.managed_fields = None;
-                    self.fetched.insert((namespace, name), Arc::new(secret));
+                    self.fetched.insert(key, Arc::new(secret));
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(error)) => {
@@ -105,18 +98,14 @@ impl TlsSecrets {
     /// store still holds the Secret).
     pub fn secrets(&self, store: &Store<Secret>) -> Vec<Arc<Secret>> {
         let wanted = self.wanted.read().unwrap_or_else(|e| e.into_inner());
-        store
-            .state()
-            .into_iter()
-            .filter_map(|secret| {
-                let key = key(&secret);
-                if !wanted.contains(&key) {
-                    return None;
-                }
+        wanted
+            .iter()
+            .filter_map(|key| {
+                let secret = store.get(&ObjectRef::new(&key.1).within(&key.0))?;
                 if secret.data.is_some() {
                     Some(secret)
                 } else {
-                    self.fetched.get(&key).cloned()
+                    self.fetched.get(key).cloned()
                 }
             })
             .collect()
