@@ -1102,6 +1102,36 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
         .await
         .unwrap();
     served_becomes(default, "the default certificate again").await;
+
+    // A TLS Secret no Ingress names keeps only its metadata in weir; once an Ingress names
+    // it, weir reads it (by name, when its keys were dropped as it arrived) and serves it.
+    let third = cert_for(&["later.test"]);
+    let mut early = secret_of(&third);
+    early.metadata.name = Some("later-cert".into());
+    secrets
+        .create(&PostParams::default(), &early)
+        .await
+        .unwrap();
+    let mut later = ingress_json(
+        &ns,
+        "later",
+        Some("weir"),
+        "later.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    later["spec"]["tls"] = json!([{"hosts": ["later.test"], "secretName": "later-cert"}]);
+    cluster.ingress(&ns, later).await;
+    let started = Instant::now();
+    while handshake(weir.https, "later.test", &[]).await.1 != third.der {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the Secret named after it existed was never served\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Basic auth follows its Secret, an Opaque one weir watches by name because an Ingress

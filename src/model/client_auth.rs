@@ -101,46 +101,41 @@ impl fmt::Debug for MatchCn {
 /// The certificates of a PEM bundle as DER; `Err` says what is wrong (never quoting the
 /// bytes). Every certificate must parse as X.509.
 pub fn ca_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut certs = Vec::new();
-    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
-        let block = block.map_err(|_| "it is not a PEM bundle of certificates".to_owned())?;
-        if block.label != "CERTIFICATE" {
-            continue;
-        }
-        if x509_parser::parse_x509_certificate(&block.contents).is_err() {
-            return Err(format!(
-                "certificate {} of the bundle is not a valid X.509 certificate",
-                certs.len() + 1
-            ));
-        }
-        certs.push(block.contents);
-    }
-    if certs.is_empty() {
-        return Err("it holds no PEM certificate".to_owned());
-    }
-    Ok(certs)
+    pem_blocks(pem, "CERTIFICATE", "certificate", |der| {
+        x509_parser::parse_x509_certificate(der).is_ok()
+    })
 }
 
 /// The revocation lists of a PEM file (`X509 CRL` blocks) as DER; `Err` says what is wrong.
 pub fn crl_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut crls = Vec::new();
+    pem_blocks(pem, "X509 CRL", "revocation list", |der| {
+        x509_parser::parse_x509_crl(der).is_ok()
+    })
+}
+
+/// The DER contents of the `label` blocks of `pem`, each of which `valid` must accept; at
+/// least one.
+fn pem_blocks(
+    pem: &[u8],
+    label: &str,
+    what: &str,
+    valid: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut blocks = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
-        let block = block.map_err(|_| "it is not a PEM file of revocation lists".to_owned())?;
-        if block.label != "X509 CRL" {
+        let block = block.map_err(|_| format!("it is not PEM ({label} blocks)"))?;
+        if block.label != label {
             continue;
         }
-        if x509_parser::parse_x509_crl(&block.contents).is_err() {
-            return Err(format!(
-                "revocation list {} is not a valid X.509 CRL",
-                crls.len() + 1
-            ));
+        if !valid(&block.contents) {
+            return Err(format!("{what} {} does not parse", blocks.len() + 1));
         }
-        crls.push(block.contents);
+        blocks.push(block.contents);
     }
-    if crls.is_empty() {
-        return Err("it holds no PEM revocation list (X509 CRL)".to_owned());
+    if blocks.is_empty() {
+        return Err(format!("it holds no PEM {label} block"));
     }
-    Ok(crls)
+    Ok(blocks)
 }
 
 #[cfg(test)]

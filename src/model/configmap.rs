@@ -196,25 +196,24 @@ fn read(
         global_auth: global_auth(&mut reader),
         allow_sources: source_list(&mut reader, "whitelist-source-range"),
         deny_sources: source_list(&mut reader, "denylist-source-range"),
-        limit_req_status: reader
-            .get(
-                "limit-req-status-code",
-                "it must be a status code from 400 to 599",
-                |v: &str| values::status(v, 400, 599),
-            )
+        limit_req_status: error_status(&mut reader, "limit-req-status-code")
             .unwrap_or(flags.limit_req_status),
-        limit_conn_status: reader
-            .get(
-                "limit-conn-status-code",
-                "it must be a status code from 400 to 599",
-                |v: &str| values::status(v, 400, 599),
-            )
+        limit_conn_status: error_status(&mut reader, "limit-conn-status-code")
             .unwrap_or(flags.limit_conn_status),
         no_auth_locations: match data.get("no-auth-locations") {
             Some(list) => values::list(list).map(str::to_owned).collect(),
             None => flags.no_auth_locations.clone(),
         },
     }
+}
+
+/// A status code from 400 to 599 (`limit-req-status-code`, `limit-conn-status-code`).
+fn error_status(reader: &mut Reader<'_>, key: &str) -> Option<http::StatusCode> {
+    reader.get(
+        key,
+        "it must be a status code from 400 to 599",
+        |v: &str| values::status(v, 400, 599),
+    )
 }
 
 /// A global source list (`whitelist-source-range`, `denylist-source-range`): `Invalid`

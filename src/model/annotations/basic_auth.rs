@@ -75,21 +75,6 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuth> {
         r.refuse(auth_type, "it needs auth-secret: the Secret of the users");
         return None;
     };
-    let Some(object) = secret_ref(&r.object().namespace, secret.value) else {
-        r.refuse(
-            secret,
-            "it must name a Secret: \"name\" or \"namespace/name\"",
-        );
-        return None;
-    };
-    if object.namespace != r.object().namespace && !r.context().allow_cross_namespace {
-        r.refuse(
-            secret,
-            "it names a Secret in another namespace, which weir reads only with \
-             --allow-cross-namespace-resources",
-        );
-        return None;
-    }
     let map = match r.get("auth-secret-type") {
         None => false,
         Some(found) => match found.trimmed() {
@@ -101,14 +86,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuth> {
             }
         },
     };
-    let Some(data) = r.context().secret_data(&object) else {
-        let missing = format!(
-            "the Secret {}/{} does not exist",
-            object.namespace, object.name
-        );
-        r.refuse(secret, &missing);
-        return None;
-    };
+    let (object, data) = r.secret(secret)?;
     let users = if map {
         Users::from_map(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())))
     } else {

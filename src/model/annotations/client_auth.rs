@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::{Key, OnInvalid, Reader, auth_secret_ref, values};
+use super::{Key, OnInvalid, Reader, values};
 use crate::model::client_auth::{
     ClientAuth, HostClientAuth, MatchCn, VerifyClient, ca_bundle, crl_bundle,
 };
@@ -69,21 +69,6 @@ fn policy(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
         // unread and reported as such below.
         return None;
     };
-    let Some(object) = auth_secret_ref(&r.object().namespace, secret.value) else {
-        r.refuse(
-            secret,
-            "it must name a Secret: \"name\" or \"namespace/name\"",
-        );
-        return None;
-    };
-    if object.namespace != r.object().namespace && !r.context().allow_cross_namespace {
-        r.refuse(
-            secret,
-            "it names a Secret in another namespace, which weir reads only with \
-             --allow-cross-namespace-resources",
-        );
-        return None;
-    }
     let depth = match r.get("auth-tls-verify-depth") {
         None => 1,
         Some(found) => match found.trimmed().parse::<u8>() {
@@ -136,14 +121,7 @@ fn policy(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
             }
         }
     };
-    let Some(data) = r.context().secret_data(&object) else {
-        let why = format!(
-            "the Secret {}/{} does not exist",
-            object.namespace, object.name
-        );
-        r.refuse(secret, &why);
-        return None;
-    };
+    let (object, data) = r.secret(secret)?;
     let Some(pem) = data.get("ca.crt") else {
         let why = format!(
             "the Secret {}/{} has no key \"ca.crt\" (the CA bundle)",

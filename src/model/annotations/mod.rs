@@ -303,6 +303,39 @@ impl<'a> Reader<'a> {
         self.refusals.push(why.to_owned());
     }
 
+    /// The Secret the annotation `found` names (`name`, or `namespace/name` with
+    /// `--allow-cross-namespace-resources`) and its data; `None` (refused, reported) when it is
+    /// not a Secret name, is in another namespace without the flag, or does not exist.
+    pub fn secret(
+        &mut self,
+        found: Found<'_>,
+    ) -> Option<(ObjectRef, &'a BTreeMap<String, ByteString>)> {
+        let Some(object) = basic_auth::secret_ref(&self.object.namespace, found.value) else {
+            self.refuse(
+                found,
+                "it must name a Secret: \"name\" or \"namespace/name\"",
+            );
+            return None;
+        };
+        if object.namespace != self.object.namespace && !self.context.allow_cross_namespace {
+            self.refuse(
+                found,
+                "it names a Secret in another namespace, which weir reads only with \
+                 --allow-cross-namespace-resources",
+            );
+            return None;
+        }
+        let Some(data) = self.context.secret_data(&object) else {
+            let missing = format!(
+                "the Secret {}/{} does not exist",
+                object.namespace, object.name
+            );
+            self.refuse(found, &missing);
+            return None;
+        };
+        Some((object, data))
+    }
+
     /// Whether something read so far makes the routes refuse.
     pub fn refuses(&self) -> bool {
         !self.refusals.is_empty()
