@@ -107,21 +107,14 @@ impl ProxyBody {
 
     /// Holds `slot` (`limit-connections`) until the body is finished or dropped, and sends an
     /// endpoint's body at `rate` (`limit-rate`).
-    pub(super) fn shaped(
-        mut self,
-        slot: Option<ConnectionSlot>,
-        rate: Option<ResponseRate>,
-    ) -> Self {
-        if slot.is_some() || rate.is_some() {
-            let pace = rate.map(|rate| Pace {
-                rate,
-                sent: 0,
-                since: None,
-                wait: None,
-            });
-            self.shaping = Some(Box::new(Shaping { _slot: slot, pace }));
-        }
-        self
+    pub(super) fn shape(&mut self, slot: Option<ConnectionSlot>, rate: Option<ResponseRate>) {
+        let pace = rate.map(|rate| Pace {
+            rate,
+            sent: 0,
+            since: None,
+            wait: None,
+        });
+        self.shaping = Some(Box::new(Shaping { _slot: slot, pace }));
     }
 
     /// Attaches the request's record: it counts the body's bytes and reports the request when

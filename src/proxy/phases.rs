@@ -37,7 +37,7 @@ use super::body::ProxyBody;
 use super::exchange::Exchange;
 use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
-use super::policy::external_auth::Subject;
+use super::policy::external_auth::{Granted, Subject};
 use super::respond::Refusal;
 use super::service::{
     check_request, endpoint_after, is_idempotent, prepare_upstream_request, request_host,
@@ -47,7 +47,8 @@ use super::upgrade::UpgradeRequest;
 use super::upstream::SendOptions;
 use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
-use crate::model::{PathMatch, Route, routing_path};
+use crate::model::{ClientAuth, PathMatch, Route, routing_path};
+use crate::state::ConnectionSlot;
 use crate::state::RouteRuntime;
 
 /// The outcome of phases 3 and 4.
@@ -65,6 +66,29 @@ enum Routed {
         /// The host's client-certificate setting (phase 9).
         client_auth: Option<HostClientAuth>,
     },
+}
+
+/// What phase 11 needs to know about a request beside the request itself.
+#[derive(Clone, Copy)]
+struct Facts<'a> {
+    conn: &'a ClientInfo,
+    /// The normalised host.
+    host: &'a str,
+    /// The host as sent (`Host`, or the target's authority).
+    host_value: &'a http::HeaderValue,
+    route: &'a Route,
+    runtime: Option<&'a RouteRuntime>,
+    /// The host's client-certificate policy.
+    client_auth: Option<&'a ClientAuth>,
+}
+
+/// What phase 11 gives a request it lets through.
+#[derive(Default)]
+struct Admitted {
+    /// What an authentication service's answer adds to the request and its response.
+    granted: Option<Box<Granted>>,
+    /// Its place among the client's requests in progress (`limit-connections`).
+    slot: Option<ConnectionSlot>,
 }
 
 impl Proxy {
@@ -136,51 +160,27 @@ impl Proxy {
             return Ok(response);
         }
         // 11. Rate limits, then access control.
-        let mut granted = None;
-        let mut slot = None;
+        // Boxed, and only for a route with limits or access rules: a request's future stays
+        // small without them.
+        let mut admitted: Option<Box<Admitted>> = None;
         if policy.rate_limits.is_some() || policy.access.is_some() {
-            let trusted = &self.config.trust_forwarded_from;
-            let client = client_ip(conn, req.headers(), trusted);
-            let mut verdict = Ok(());
-            if let Some(limits) = &policy.rate_limits {
-                match policy::rate_limit::check(limits, runtime.as_deref(), client) {
-                    Ok(held) => slot = held,
-                    Err(refusal) => verdict = Err(refusal),
+            let facts = Facts {
+                conn,
+                host: &host,
+                host_value: &host_value,
+                route: &route,
+                runtime: runtime.as_deref(),
+                client_auth: client_auth.as_deref(),
+            };
+            // Boxed: the checks (an authentication service's sub-request among them) would
+            // otherwise make every request's future as large as theirs.
+            match Box::pin(self.admit(&facts, &mut req)).await {
+                Ok(passed) => admitted = Some(Box::new(passed)),
+                Err(refusal) => {
+                    let mut response = refusal.into_response(req.version());
+                    policy::cors::add_headers(&cors, response.headers_mut());
+                    return Ok(response);
                 }
-            }
-            if let (Ok(()), Some(access)) = (&verdict, &policy.access) {
-                // The sub-request to an authentication service carries the request's ID.
-                let request_id = access
-                    .external
-                    .is_some()
-                    .then(|| headers::ensure_request_id(req.headers_mut()));
-                let subject = request_id.as_ref().map(|request_id| Subject {
-                    vars: Vars {
-                        scheme: conn.scheme,
-                        host: &host,
-                        http_host: host_value.to_str().unwrap_or(&host),
-                        method: req.method().as_str(),
-                        request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                        remote_addr: client,
-                        headers: req.headers(),
-                    },
-                    request_id,
-                    ingress: &route.ingress,
-                    timeouts: &policy.timeouts,
-                    location: &route.location,
-                    client_cert: client_auth.as_deref().map(|auth| (auth, conn)),
-                });
-                let external = subject.as_ref().map(|s| (&self.auth, s));
-                match policy::access::check(access, client, &req, external).await {
-                    Ok(grant) => granted = grant,
-                    Err(refusal) => verdict = Err(refusal),
-                }
-            }
-            if let Err(refusal) = verdict {
-                self.count_denied(&route, &refusal, client);
-                let mut response = refusal.into_response(req.version());
-                policy::cors::add_headers(&cors, response.headers_mut());
-                return Ok(response);
             }
         }
         // 12. The declared body size.
@@ -192,7 +192,7 @@ impl Proxy {
         let trusted = &self.config.trust_forwarded_from;
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
-        if let Some(granted) = &granted {
+        if let Some(granted) = admitted.as_ref().and_then(|a| a.granted.as_ref()) {
             granted.apply(&mut req);
         }
         if let Some(auth) = &client_auth {
@@ -239,22 +239,26 @@ impl Proxy {
                     return match (upgrade, client_upgrade) {
                         (Some(upgrade), Some(client)) => self.switch(
                             result,
-                            (&upgrade, client, slot),
+                            (&upgrade, client, admitted.and_then(|a| a.slot)),
                             &route,
                             conn,
                             activity,
                             exchange,
                         ),
-                        _ => self.relay(result, &route, conn, &cors).map(|mut response| {
-                            if let Some(granted) = &granted {
-                                granted.set_cookies(&mut response);
+                        _ => {
+                            let mut relayed = self.relay(result, &route, conn, &cors);
+                            if let Ok(response) = &mut relayed {
+                                let Admitted { granted, slot } =
+                                    admitted.map(|a| *a).unwrap_or_default();
+                                if let Some(granted) = &granted {
+                                    granted.set_cookies(response);
+                                }
+                                if slot.is_some() || policy.response_rate.is_some() {
+                                    response.body_mut().shape(slot, policy.response_rate);
+                                }
                             }
-                            if slot.is_some() || policy.response_rate.is_some() {
-                                response =
-                                    response.map(|body| body.shaped(slot, policy.response_rate));
-                            }
-                            response
-                        }),
+                            relayed
+                        }
                     };
                 }
                 Err(error) => {
@@ -267,6 +271,61 @@ impl Proxy {
         Err(Refusal::Upstream(
             last_error.expect("at least one endpoint was tried"),
         ))
+    }
+
+    /// Phase 11: the route's rate limits, then its access rules (a refusal is counted).
+    async fn admit(
+        &self,
+        facts: &Facts<'_>,
+        req: &mut Request<Incoming>,
+    ) -> Result<Admitted, Refusal> {
+        let Facts { conn, route, .. } = *facts;
+        let policy = &route.policy;
+        let trusted = &self.config.trust_forwarded_from;
+        let client = client_ip(conn, req.headers(), trusted);
+        let mut admitted = Admitted::default();
+        let mut verdict = Ok(());
+        if let Some(limits) = &policy.rate_limits {
+            match policy::rate_limit::check(limits, facts.runtime, client) {
+                Ok(held) => admitted.slot = held,
+                Err(refusal) => verdict = Err(refusal),
+            }
+        }
+        if let (Ok(()), Some(access)) = (&verdict, &policy.access) {
+            // The sub-request to an authentication service carries the request's ID.
+            let request_id = access
+                .external
+                .is_some()
+                .then(|| headers::ensure_request_id(req.headers_mut()));
+            let subject = request_id.as_ref().map(|request_id| Subject {
+                vars: Vars {
+                    scheme: conn.scheme,
+                    host: facts.host,
+                    http_host: facts.host_value.to_str().unwrap_or(facts.host),
+                    method: req.method().as_str(),
+                    request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                    remote_addr: client,
+                    headers: req.headers(),
+                },
+                request_id,
+                ingress: &route.ingress,
+                timeouts: &policy.timeouts,
+                location: &route.location,
+                client_cert: facts.client_auth.map(|auth| (auth, conn)),
+            });
+            let external = subject.as_ref().map(|s| (&self.auth, s));
+            match policy::access::check(access, client, req, external).await {
+                Ok(granted) => admitted.granted = granted,
+                Err(refusal) => verdict = Err(refusal),
+            }
+        }
+        match verdict {
+            Ok(()) => Ok(admitted),
+            Err(refusal) => {
+                self.count_denied(route, &refusal, client);
+                Err(refusal)
+            }
+        }
     }
 
     /// Phases 3 and 4: the route of `req` (normalised path) on `host` (normalised).
