@@ -20,6 +20,9 @@ enum Kind {
     Full(Option<Bytes>),
     /// The endpoint's body, and its connection until the body has been read to the end.
     Upstream(IdleBody<Incoming>, Option<Lease>),
+    /// The same, on a route with `limit-connections` or `limit-rate` (boxed: every response
+    /// would otherwise carry its room).
+    Shaped(Box<Shaped>),
 }
 
 /// A response body: either bytes weir made itself, or an endpoint's body streamed through.
@@ -29,12 +32,12 @@ pub struct ProxyBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
     exchange: Option<Box<Exchange>>,
-    /// `limit-connections` and `limit-rate`, on the routes that set them.
-    shaping: Option<Box<Shaping>>,
 }
 
-/// What a response holds for its route's limits.
-struct Shaping {
+/// An endpoint's body on a route with limits.
+struct Shaped {
+    body: IdleBody<Incoming>,
+    lease: Option<Lease>,
     /// Its request's place among the client's requests in progress, given back when the
     /// body is finished or dropped.
     _slot: Option<ConnectionSlot>,
@@ -75,7 +78,6 @@ impl ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
             exchange: None,
-            shaping: None,
         }
     }
 
@@ -94,7 +96,6 @@ impl ProxyBody {
             kind: Kind::Upstream(body, lease),
             _in_flight: None,
             exchange: None,
-            shaping: None,
         }
     }
 
@@ -106,15 +107,26 @@ impl ProxyBody {
     }
 
     /// Holds `slot` (`limit-connections`) until the body is finished or dropped, and sends an
-    /// endpoint's body at `rate` (`limit-rate`).
+    /// endpoint's body at `rate` (`limit-rate`). A body weir made itself is left as it is.
     pub(super) fn shape(&mut self, slot: Option<ConnectionSlot>, rate: Option<ResponseRate>) {
-        let pace = rate.map(|rate| Pace {
-            rate,
-            sent: 0,
-            since: None,
-            wait: None,
-        });
-        self.shaping = Some(Box::new(Shaping { _slot: slot, pace }));
+        if let Kind::Upstream(..) = self.kind {
+            let Kind::Upstream(body, lease) = std::mem::replace(&mut self.kind, Kind::Full(None))
+            else {
+                unreachable!("matched above")
+            };
+            let pace = rate.map(|rate| Pace {
+                rate,
+                sent: 0,
+                since: None,
+                wait: None,
+            });
+            self.kind = Kind::Shaped(Box::new(Shaped {
+                body,
+                lease,
+                _slot: slot,
+                pace,
+            }));
+        }
     }
 
     /// Attaches the request's record: it counts the body's bytes and reports the request when
@@ -134,13 +146,6 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let mut pace = this.shaping.as_mut().and_then(|s| s.pace.as_mut());
-        if let Some(wait) = pace.as_mut().and_then(|p| p.wait.as_mut()) {
-            std::task::ready!(wait.as_mut().poll(cx));
-            if let Some(pace) = pace.as_mut() {
-                pace.wait = None;
-            }
-        }
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(
                 bytes
@@ -148,31 +153,28 @@ impl Body for ProxyBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            Kind::Upstream(body, lease) => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
-                };
-                if let Some(lease) = lease.take_if(|_| ended) {
-                    lease.release();
-                    if let Some(exchange) = &mut this.exchange {
-                        exchange.upstream_finished();
-                    }
+            Kind::Upstream(body, lease) => poll_upstream(body, lease, &mut this.exchange, cx),
+            Kind::Shaped(shaped) => {
+                if let Some(pace) = &mut shaped.pace
+                    && let Some(wait) = &mut pace.wait
+                {
+                    std::task::ready!(wait.as_mut().poll(cx));
+                    pace.wait = None;
+                }
+                let polled =
+                    poll_upstream(&mut shaped.body, &mut shaped.lease, &mut this.exchange, cx);
+                if let (Poll::Ready(Some(Ok(frame))), Some(pace)) = (&polled, &mut shaped.pace)
+                    && let Some(data) = frame.data_ref()
+                {
+                    pace.sent(data.len());
                 }
                 polled
             }
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled
+        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange)
             && let Some(data) = frame.data_ref()
         {
-            if let Some(exchange) = &mut this.exchange {
-                exchange.sent(data.len());
-            }
-            if let Some(pace) = pace {
-                pace.sent(data.len());
-            }
+            exchange.sent(data.len());
         }
         polled
     }
@@ -181,6 +183,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Kind::Upstream(body, _) => body.is_end_stream(),
+            Kind::Shaped(shaped) => shaped.body.is_end_stream(),
         }
     }
 
@@ -188,8 +191,32 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body, _) => body.size_hint(),
+            Kind::Shaped(shaped) => shaped.body.size_hint(),
         }
     }
+}
+
+/// Polls an endpoint's body; at its end the connection goes back to the pool.
+#[inline]
+fn poll_upstream(
+    body: &mut IdleBody<Incoming>,
+    lease: &mut Option<Lease>,
+    exchange: &mut Option<Box<Exchange>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let polled = Pin::new(&mut *body).poll_frame(cx);
+    let ended = match &polled {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+        Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+    };
+    if let Some(lease) = lease.take_if(|_| ended) {
+        lease.release();
+        if let Some(exchange) = exchange {
+            exchange.upstream_finished();
+        }
+    }
+    polled
 }
 
 #[cfg(test)]
