@@ -100,10 +100,13 @@ pub struct Invalid {
     pub why: String,
 }
 
-/// Headers the service's answer may never set on the request to the endpoint.
-const NEVER_COPIED: &[&str] = &[
-    "host",
-    "content-length",
+/// Headers the service's answer may never set on the request to the endpoint, beside the
+/// hop-by-hop ones ([`HOP_BY_HOP`]).
+const NEVER_COPIED: &[&str] = &["host", "content-length", "proxy-authorization"];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones: the proxy removes them in both
+/// directions, and an authentication service's answer never sets them.
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -112,7 +115,6 @@ const NEVER_COPIED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",
-    "proxy-authorization",
 ];
 
 /// What [`ExternalAuth::parse`] leaves out without failing: named response headers that may
@@ -188,7 +190,11 @@ impl ExternalAuth {
                 .ok()
                 .filter(|_| valid);
             match header {
-                Some(h) if NEVER_COPIED.contains(&h.as_str()) => ignored.push(name.to_owned()),
+                Some(h)
+                    if NEVER_COPIED.contains(&h.as_str()) || HOP_BY_HOP.contains(&h.as_str()) =>
+                {
+                    ignored.push(name.to_owned())
+                }
                 Some(h) => response_headers.push(h),
                 None => {
                     return Err(invalid(

@@ -8,18 +8,7 @@ use ipnet::IpNet;
 
 use super::client_cert::ClientCert;
 use crate::model::access::canonical;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones, removed in both directions.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
+use crate::model::external_auth::HOP_BY_HOP;
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

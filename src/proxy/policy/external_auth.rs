@@ -85,7 +85,7 @@ pub(in crate::proxy) struct Subject<'a> {
 }
 
 /// What a 2xx answer gives the request: headers for the endpoint and cookies for the client.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(in crate::proxy) struct Granted {
     /// Each header `auth-response-headers` names, with the answer's values (none: removed).
     copy: Vec<(HeaderName, Vec<HeaderValue>)>,
