@@ -31,7 +31,7 @@ async fn serve(
     secrets: Vec<serde_json::Value>,
     config: ProxyConfig,
 ) -> (TestProxy, Vec<String>) {
-    let built = build_table_with_secrets(ingresses, services, secrets, &BuildConfig::default());
+    let built = build_table_with(ingresses, services, secrets, &BuildConfig::default());
     let diagnostics = built
         .diagnostics
         .iter()

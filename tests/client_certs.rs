@@ -245,7 +245,7 @@ async fn each_verify_mode_answers_each_kind_of_client_as_nginx_does() {
         nginx_ingress("plain", &[], rule("plain.test", &[("/", "Prefix", "web")])),
     ];
     let secrets = vec![secret_json("ca", &[("ca.crt", &ca.pem())])];
-    let built = build_table_with_secrets(
+    let built = build_table_with(
         ingresses,
         vec![service_json("web", &[web.addr])],
         secrets,
@@ -399,7 +399,7 @@ async fn revoked_certificates_and_stale_revocation_lists_are_refused() {
         ),
         secret_json("garbled", &[("ca.crt", &ca.pem()), ("ca.crl", "not a CRL")]),
     ];
-    let built = build_table_with_secrets(
+    let built = build_table_with(
         vec![
             mtls("current", "current.test", &[("auth-tls-secret", "current")]),
             mtls("stale", "stale.test", &[("auth-tls-secret", "stale")]),

@@ -67,6 +67,24 @@ async fn admin_client() -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// Replaces the object named like `obj` with `obj` (at the current resource version).
+async fn replace<K>(api: &Api<K>, mut obj: K)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().expect("a named object");
+    obj.meta_mut().resource_version = api
+        .get(&name)
+        .await
+        .unwrap()
+        .meta()
+        .resource_version
+        .clone();
+    api.replace(&name, &PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
 /// Creates `obj` unless it exists.
 async fn ensure<K>(api: &Api<K>, obj: &K)
 where
@@ -1068,17 +1086,7 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
 
     // Rotated: new handshakes get the new certificate.
     let second = cert_for(&["tls.test"]);
-    let mut rotated = secret_of(&second);
-    rotated.metadata.resource_version = secrets
-        .get("tls-cert")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    secrets
-        .replace("tls-cert", &PostParams::default(), &rotated)
-        .await
-        .unwrap();
+    replace(&secrets, secret_of(&second)).await;
     served_becomes(second.der.clone(), "the rotated certificate").await;
 
     // HTTPS works, with HSTS, and is not redirected.
@@ -1217,17 +1225,11 @@ async fn basic_auth_follows_its_secret_created_rotated_and_deleted() {
     with_password(BOB, 401).await;
 
     // Rotated to bob alone: alice's password stops working.
-    let mut rotated = users("bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n");
-    rotated.metadata.resource_version = secrets
-        .get("users")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    secrets
-        .replace("users", &PostParams::default(), &rotated)
-        .await
-        .unwrap();
+    replace(
+        &secrets,
+        users("bob:$2y$05$KzDnLdNDVX3p.8IVXyuUmONaz0awLFIKsAyrFdKZTd5Clj5OTvwBi\n"),
+    )
+    .await;
     with_password(ALICE, 401).await;
     with_password(BOB, 200).await;
 
@@ -1248,6 +1250,64 @@ async fn basic_auth_follows_its_secret_created_rotated_and_deleted() {
         ],
     );
     assert!(denied >= 2.0, "denials counted: {denied}");
+}
+
+#[tokio::test]
+async fn auth_headers_follow_their_config_map_created_changed_and_deleted() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-auth-headers").await;
+    let backend = cluster.backend(10, "headers").await;
+    cluster.service(&ns, "web", &[&backend]).await;
+    // The authentication service lets in only requests whose sub-request says X-Tenant: blue,
+    // a header only the ConfigMap sets.
+    let auth = common::auth::AuthServer::start().await;
+    let weir = cluster
+        .weir("e2e-auth-headers", &["--watch-namespace", &ns])
+        .await;
+    let mut spec = ingress_json(
+        &ns,
+        "tenant",
+        Some("weir"),
+        "tenant.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    spec["metadata"]["annotations"] = json!({
+        "nginx.ingress.kubernetes.io/auth-url": auth.url("/tenant"),
+        "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "tenant-headers",
+    });
+    cluster.ingress(&ns, spec).await;
+    // Before the ConfigMap exists the route fails closed, and the service is never asked.
+    until_answer(&weir, "tenant.test", "/", 503).await;
+    assert_eq!(auth.asked(), 0);
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.admin.clone(), &ns);
+    let headers = |tenant: &str| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "tenant-headers", "namespace": ns},
+            "data": {"X-Tenant": tenant},
+        }))
+        .unwrap()
+    };
+    config_maps
+        .create(&PostParams::default(), &headers("red"))
+        .await
+        .unwrap();
+    until_answer(&weir, "tenant.test", "/", 403).await;
+    assert_eq!(auth.last().headers["x-tenant"], "red");
+
+    replace(&config_maps, headers("blue")).await;
+    until_answer(&weir, "tenant.test", "/", 200).await;
+
+    config_maps
+        .delete("tenant-headers", &DeleteParams::default())
+        .await
+        .unwrap();
+    until_answer(&weir, "tenant.test", "/", 503).await;
+    cluster
+        .until_event(&ns, "tenant", "InvalidAnnotationValue")
+        .await;
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -1716,12 +1776,16 @@ async fn the_helm_chart_installs_rbac_that_is_enough_and_no_more_and_uninstalls_
             .map(drop),
         "list Pods",
     );
+    // ConfigMaps elsewhere it may read (auth-proxy-set-headers names them), never write.
     forbidden(
         Api::<ConfigMap>::namespaced(sa.clone(), &apps)
-            .list(&ListParams::default())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "planted"}})).unwrap(),
+            )
             .await
             .map(drop),
-        "read ConfigMaps outside its namespace",
+        "create a ConfigMap",
     );
     // Its own controller ConfigMap it may read (weir became ready watching it).
     let own = Api::<ConfigMap>::namespaced(sa.clone(), chart_ns);

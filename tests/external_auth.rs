@@ -1,157 +1,27 @@
 //! External authentication end to end: Ingresses with `auth-url` read by weir's model, the real
-//! proxy on a socket, real backends, and a real authentication server written here that
+//! proxy on a socket, real backends, and a real authentication server (`common::auth`) that
 //! behaves like oauth2-proxy (`/oauth2/auth` answers 202 with `X-Auth-Request-*` headers for
 //! a valid session cookie, 401 without one).
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::auth::{AuthServer, SESSION};
 use common::*;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
 use weir::model::external_auth::Settings;
 use weir::model::{BuildConfig, Defaults, ExternalAuth, Global};
 use weir::proxy::ProxyConfig;
 
-/// The session cookie the server accepts.
-const SESSION: &str = "_oauth2_proxy=valid-session";
-
-/// One sub-request as the server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    headers: http::HeaderMap,
-    body_len: usize,
-}
-
-/// An oauth2-proxy look-alike. `/oauth2/auth`: 202 with the user's headers (and a refreshed
-/// cookie) for a request carrying [`SESSION`], else 401 with a challenge. `/forbidden`: 403.
-/// `/error`: 500. `/moved`: 302. `/hang`: never answers. `/evil`: 200 with headers an
-/// authentication service must not be able to set on the request.
-struct AuthServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    asked: Arc<AtomicUsize>,
-}
-
-impl AuthServer {
-    async fn start() -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let asked = Arc::new(AtomicUsize::new(0));
-        let (log, count) = (seen.clone(), asked.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (log, count) = (log.clone(), count.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let (log, count) = (log.clone(), count.clone());
-                        async move { answer(req, log, count).await }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        AuthServer { addr, seen, asked }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("asked")
-    }
-
-    fn asked(&self) -> usize {
-        self.asked.load(Ordering::SeqCst)
-    }
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    log: Arc<Mutex<Vec<Seen>>>,
-    count: Arc<AtomicUsize>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    count.fetch_add(1, Ordering::SeqCst);
-    let (parts, body) = req.into_parts();
-    let body_len = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().len())
-        .unwrap_or(0);
-    log.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        uri: parts.uri.to_string(),
-        headers: parts.headers.clone(),
-        body_len,
-    });
-    let reply = |status: u16| Response::builder().status(status);
-    let response = match parts.uri.path() {
-        "/oauth2/auth" => {
-            let cookie = parts
-                .headers
-                .get(header::COOKIE)
-                .and_then(|c| c.to_str().ok())
-                .unwrap_or("");
-            if cookie.split("; ").any(|c| c == SESSION) {
-                reply(202)
-                    .header("x-auth-request-user", "alice")
-                    .header("x-auth-request-email", "alice@example.com")
-                    .header(
-                        header::SET_COOKIE,
-                        "_oauth2_proxy=refreshed; Path=/; HttpOnly",
-                    )
-            } else {
-                reply(401)
-                    .header(header::WWW_AUTHENTICATE, "Bearer realm=\"oauth2\"")
-                    .header(header::SET_COOKIE, "_oauth2_proxy_csrf=c; Path=/")
-            }
-        }
-        "/forbidden" => reply(403),
-        "/error" => reply(500),
-        "/moved" => reply(302).header(header::LOCATION, "/elsewhere"),
-        "/hang" => {
-            std::future::pending::<()>().await;
-            unreachable!()
-        }
-        "/evil" => reply(200)
-            .header("x-auth-request-user", "alice")
-            .header(header::HOST, "evil.test")
-            .header("keep-alive", "timeout=1")
-            .header("upgrade", "websocket")
-            .header("proxy-authenticate", "Basic"),
-        "/cacheable" => {
-            let authorized = parts.headers.get(header::AUTHORIZATION).is_some();
-            reply(if authorized { 200 } else { 401 })
-        }
-        _ => reply(404),
-    };
-    Ok(response
-        .body(Full::new(Bytes::from_static(b"auth body")))
-        .unwrap())
-}
-
-/// The proxy serving `ingresses` in front of backend `web` (with `defaults`); also the build's
-/// diagnostics.
+/// The proxy serving `ingresses` in front of backend `web` (with `defaults`, and the Secrets
+/// and ConfigMaps `objects` in the cluster); also the build's diagnostics.
 async fn serve_with(
     ingresses: Vec<serde_json::Value>,
+    objects: Vec<serde_json::Value>,
     web: &TestBackend,
     defaults: Defaults,
 ) -> (TestProxy, Vec<String>) {
@@ -159,7 +29,8 @@ async fn serve_with(
         defaults,
         ..BuildConfig::default()
     };
-    let built = build_table(ingresses, vec![service_json("web", &[web.addr])], &config);
+    let services = vec![service_json("web", &[web.addr])];
+    let built = build_table_with(ingresses, services, objects, &config);
     let diagnostics = built
         .diagnostics
         .iter()
@@ -172,7 +43,7 @@ async fn serve_with(
 }
 
 async fn serve(ingresses: Vec<serde_json::Value>, web: &TestBackend) -> (TestProxy, Vec<String>) {
-    serve_with(ingresses, web, Defaults::default()).await
+    serve_with(ingresses, Vec::new(), web, Defaults::default()).await
 }
 
 /// `method` on `host` + `path` with these extra headers.
@@ -329,6 +200,92 @@ async fn an_oauth2_proxy_session_lets_the_request_through_with_the_user_s_header
         allowed, 2.0,
         "the session's request and the absolute-form one"
     );
+}
+
+#[tokio::test]
+async fn a_config_map_s_headers_are_set_on_the_sub_request() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let headers = config_map_json(
+        "auth-headers",
+        &[
+            ("X-Tenant", "blue"),
+            ("X-Asked-For", "$host$request_uri"),
+            ("X-Original-Method", "REPLACED"),
+            ("X-Sent-From", ""),
+            ("Connection", "close"),
+        ],
+    );
+    let (proxy, diagnostics) = serve_with(
+        vec![
+            app(&[
+                ("auth-url", &url),
+                ("auth-proxy-set-headers", "auth-headers"),
+            ]),
+            nginx_ingress(
+                "missing",
+                &[("auth-url", &url), ("auth-proxy-set-headers", "not-there")],
+                rule("missing.test", &[("/", "Prefix", "web")]),
+            ),
+        ],
+        vec![headers],
+        &web,
+        Defaults::default(),
+    )
+    .await;
+    assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+    assert!(
+        diagnostics.iter().any(|d| d.contains("\"Connection\"")),
+        "{diagnostics:?}"
+    );
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("the ConfigMap default/not-there does not exist")),
+        "{diagnostics:?}"
+    );
+
+    let answer = call(
+        &proxy,
+        "GET",
+        "app.test",
+        "/dash?x=1",
+        &[(header::COOKIE.as_str(), SESSION), ("x-tenant", "forged")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = auth.last();
+    let h = |name: &str| {
+        seen.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(h("x-tenant"), ["blue"], "replaces the client's");
+    assert_eq!(h("x-asked-for"), ["app.test/dash?x=1"]);
+    assert_eq!(h("x-original-method"), ["REPLACED"], "replaces weir's own");
+    assert!(h("x-sent-from").is_empty(), "an empty value is not sent");
+    assert_ne!(h("connection"), ["close"]);
+    assert_eq!(
+        answer.echo().header("x-tenant").as_deref(),
+        Some("forged"),
+        "only the sub-request gets them"
+    );
+
+    // A ConfigMap that does not exist: refused, the service never asked.
+    let asked = auth.asked();
+    let refused = call(
+        &proxy,
+        "GET",
+        "missing.test",
+        "/",
+        &[(header::COOKIE.as_str(), SESSION)],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(auth.asked(), asked);
 }
 
 #[tokio::test]
@@ -549,6 +506,7 @@ async fn global_auth_covers_ingresses_except_opted_out_ones_and_no_auth_location
                 rule("public.test", &[("/", "Prefix", "web")]),
             ),
         ],
+        Vec::new(),
         &web,
         defaults,
     )

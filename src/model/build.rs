@@ -50,9 +50,11 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     let classes = Classes::new(&input.ingress_classes, &config.classes);
     let ours = ordered_ingresses(input, &classes);
     let secrets = index_by_name(&input.secrets, |s| &s.metadata);
+    let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
     let context = annotations::Context {
         defaults: &defaults,
         secrets: &secrets,
+        config_maps: &config_maps,
         allow_cross_namespace: config.allow_cross_namespace,
     };
     let annotations: Vec<IngressAnnotations> = ours

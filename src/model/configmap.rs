@@ -266,10 +266,11 @@ fn global_auth(reader: &mut Reader<'_>) -> Global<Arc<ExternalAuth>> {
         cache_key: value("auth-cache-key"),
         cache_duration: value("auth-cache-duration"),
         always_set_cookie,
+        proxy_set_headers: None,
     };
     match ExternalAuth::parse(&settings, true) {
         Ok((auth, ignored)) => {
-            for name in ignored {
+            for (_, name) in ignored {
                 reader.diagnostics.push(Diagnostic::new(
                     reader.object.clone(),
                     Reason::InvalidConfigMapValue,

@@ -2,6 +2,7 @@
 //! keys): the typed settings of ingress-nginx's `auth_request` sub-request, checked once per
 //! table. The proxy sends the sub-request (`src/proxy/policy/external_auth.rs`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -31,6 +32,10 @@ pub struct ExternalAuth {
     /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every response, not only
     /// on successful ones.
     pub always_set_cookie: bool,
+    /// `auth-proxy-set-headers`: headers set on the sub-request (the data of a ConfigMap,
+    /// nginx variables expanded), replacing any of the same name; one whose value expands to
+    /// nothing is not sent (nginx's `proxy_set_header`).
+    pub proxy_set_headers: Vec<(HeaderName, Expr)>,
     /// It comes from the ConfigMap's `global-auth-*` keys.
     pub global: bool,
 }
@@ -88,6 +93,8 @@ pub struct Settings<'a> {
     pub cache_duration: Option<&'a str>,
     /// `auth-always-set-cookie`.
     pub always_set_cookie: bool,
+    /// The data of the ConfigMap `auth-proxy-set-headers` names.
+    pub proxy_set_headers: Option<&'a BTreeMap<String, String>>,
 }
 
 /// What is wrong with one setting: the key (annotation name without prefix, e.g. `auth-url`)
@@ -104,6 +111,10 @@ pub struct Invalid {
 /// hop-by-hop ones ([`HOP_BY_HOP`]).
 const NEVER_COPIED: &[&str] = &["host", "content-length", "proxy-authorization"];
 
+/// Headers `auth-proxy-set-headers` may not set on the sub-request, beside the hop-by-hop
+/// ones: its host is the `auth-url`'s and it has no body.
+const NEVER_SET: &[&str] = &["host", "content-length"];
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones: the proxy removes them in both
 /// directions, and an authentication service's answer never sets them.
 pub const HOP_BY_HOP: [&str; 8] = [
@@ -117,9 +128,9 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
-/// What [`ExternalAuth::parse`] leaves out without failing: named response headers that may
-/// never be copied.
-pub type Ignored = Vec<String>;
+/// What [`ExternalAuth::parse`] leaves out without failing: headers that may never be copied
+/// (`auth-response-headers`) or set (`auth-proxy-set-headers`), each with its setting's key.
+pub type Ignored = Vec<(&'static str, String)>;
 
 impl ExternalAuth {
     /// Checks `settings` as ingress-nginx does (plus weir's rules for variables and the
@@ -183,17 +194,11 @@ impl ExternalAuth {
             if name.is_empty() {
                 continue;
             }
-            let valid = name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .ok()
-                .filter(|_| valid);
-            match header {
+            match header_name(name) {
                 Some(h)
                     if NEVER_COPIED.contains(&h.as_str()) || HOP_BY_HOP.contains(&h.as_str()) =>
                 {
-                    ignored.push(name.to_owned())
+                    ignored.push(("auth-response-headers", name.to_owned()))
                 }
                 Some(h) => response_headers.push(h),
                 None => {
@@ -206,6 +211,29 @@ impl ExternalAuth {
                     ));
                 }
             }
+        }
+        let mut proxy_set_headers = Vec::new();
+        for (name, value) in settings.proxy_set_headers.into_iter().flatten() {
+            let header = header_name(name).ok_or_else(|| {
+                invalid(
+                    "auth-proxy-set-headers",
+                    format!(
+                        "its ConfigMap has the key {name:?}, which is not a header name \
+                         (letters, digits, '-' and '_')"
+                    ),
+                )
+            })?;
+            if NEVER_SET.contains(&header.as_str()) || HOP_BY_HOP.contains(&header.as_str()) {
+                ignored.push(("auth-proxy-set-headers", name.clone()));
+                continue;
+            }
+            let value = Expr::parse(value.trim()).map_err(|e| {
+                invalid(
+                    "auth-proxy-set-headers",
+                    format!("its ConfigMap's value of {name:?} is invalid: {e}"),
+                )
+            })?;
+            proxy_set_headers.push((header, value));
         }
         let request_redirect = match settings.request_redirect.map(str::trim) {
             None | Some("") => None,
@@ -230,11 +258,23 @@ impl ExternalAuth {
                 request_redirect,
                 cache,
                 always_set_cookie: settings.always_set_cookie,
+                proxy_set_headers,
                 global,
             },
             ignored,
         ))
     }
+}
+
+/// A header name as ingress-nginx accepts one (letters, digits, `-` and `_`).
+fn header_name(name: &str) -> Option<HeaderName> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid
+        .then(|| HeaderName::from_bytes(name.as_bytes()).ok())
+        .flatten()
 }
 
 fn is_token(text: &str) -> bool {
@@ -430,13 +470,78 @@ mod tests {
             auth.response_headers,
             ["x-auth-request-user", "x-auth-request-email"]
         );
-        assert_eq!(ignored, ["Host", "Transfer-Encoding"]);
+        assert_eq!(
+            ignored,
+            [
+                ("auth-response-headers", "Host".to_owned()),
+                ("auth-response-headers", "Transfer-Encoding".to_owned())
+            ]
+        );
         for bad in ["X User", "X:User", "é"] {
             let result = parse(Settings {
                 response_headers: Some(bad),
                 ..url("http://a/")
             });
             assert_eq!(result.unwrap_err().key, "auth-response-headers", "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_set_headers_are_names_with_nginx_values_and_never_host_or_hop_by_hop() {
+        let data: BTreeMap<String, String> = [
+            ("X-Tenant", "blue"),
+            ("X-Original-Host", " $host "),
+            ("X_Legacy", ""),
+            ("Host", "elsewhere"),
+            ("Connection", "close"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (auth, ignored) = ExternalAuth::parse(
+            &Settings {
+                proxy_set_headers: Some(&data),
+                ..url("http://a/")
+            },
+            false,
+        )
+        .unwrap();
+        let set: Vec<(&str, &str)> = auth
+            .proxy_set_headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.source()))
+            .collect();
+        assert_eq!(
+            set,
+            [
+                ("x-original-host", "$host"),
+                ("x-tenant", "blue"),
+                ("x_legacy", "")
+            ]
+        );
+        assert_eq!(
+            ignored,
+            [
+                ("auth-proxy-set-headers", "Connection".to_owned()),
+                ("auth-proxy-set-headers", "Host".to_owned())
+            ]
+        );
+        for (name, value) in [
+            ("X Tenant", "a"),
+            ("X:Tenant", "a"),
+            ("", "a"),
+            ("X-Tenant", "$nope"),
+        ] {
+            let data = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+            let result = parse(Settings {
+                proxy_set_headers: Some(&data),
+                ..url("http://a/")
+            });
+            assert_eq!(
+                result.unwrap_err().key,
+                "auth-proxy-set-headers",
+                "{name}: {value}"
+            );
         }
     }
 

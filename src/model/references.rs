@@ -25,7 +25,8 @@ pub struct References {
     /// read whatever their
     /// type, where a cluster source reads only TLS Secrets for `spec.tls`.
     pub annotation_secrets: Vec<ObjectRef>,
-    /// ConfigMaps named by annotations (none yet).
+    /// ConfigMaps named by annotations (`auth-proxy-set-headers`), in any namespace like
+    /// `annotation_secrets`.
     pub config_maps: Vec<ObjectRef>,
 }
 
@@ -37,13 +38,34 @@ pub fn named_secrets(
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
 ) -> BTreeSet<ObjectRef> {
+    named(ingresses, ingress_classes, config, |refs| {
+        refs.annotation_secrets
+    })
+}
+
+/// The ConfigMaps that the annotations of weir's Ingresses name and that a build may read,
+/// like [`named_secrets`].
+pub fn named_config_maps(
+    ingresses: &[Arc<Ingress>],
+    ingress_classes: &[Arc<IngressClass>],
+    config: &BuildConfig,
+) -> BTreeSet<ObjectRef> {
+    named(ingresses, ingress_classes, config, |refs| refs.config_maps)
+}
+
+/// The objects `pick` takes from the references of weir's Ingresses that a build may read.
+fn named(
+    ingresses: &[Arc<Ingress>],
+    ingress_classes: &[Arc<IngressClass>],
+    config: &BuildConfig,
+    pick: fn(References) -> Vec<ObjectRef>,
+) -> BTreeSet<ObjectRef> {
     ours(ingresses, ingress_classes, config)
         .flat_map(|ingress| {
             let namespace = objects::namespace(&ingress.metadata).to_owned();
-            references(ingress)
-                .annotation_secrets
+            pick(references(ingress))
                 .into_iter()
-                .filter(move |s| config.allow_cross_namespace || s.namespace == namespace)
+                .filter(move |o| config.allow_cross_namespace || o.namespace == namespace)
         })
         .collect()
 }
@@ -109,14 +131,18 @@ pub fn references(ingress: &Ingress) -> References {
         }
     }
     let annotations = ingress.metadata.annotations.as_ref();
+    let named = |name: &str, kind: ObjectKind| {
+        annotations::value(annotations, name)
+            .and_then(|value| annotations::object_ref(kind, namespace, value))
+    };
     for name in ["auth-secret", "auth-tls-secret"] {
-        if let Some(secret) = annotations::value(annotations, name)
-            .and_then(|value| annotations::auth_secret_ref(namespace, value))
-        {
+        if let Some(secret) = named(name, ObjectKind::Secret) {
             refs.secrets.push(secret.clone());
             refs.annotation_secrets.push(secret);
         }
     }
+    refs.config_maps
+        .extend(named("auth-proxy-set-headers", ObjectKind::ConfigMap));
     for list in [
         &mut refs.services,
         &mut refs.secrets,
@@ -138,7 +164,8 @@ mod tests {
         let ingress: Ingress = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "a", "namespace": "apps", "annotations": {
                 "weir.dev/auth-secret": "auth/users",
-                "nginx.ingress.kubernetes.io/auth-secret": "ignored-behind-weir-s-key"
+                "nginx.ingress.kubernetes.io/auth-secret": "ignored-behind-weir-s-key",
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "auth-headers"
             }},
             "spec": {
                 "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
@@ -160,17 +187,18 @@ mod tests {
         assert_eq!(names(&refs.services), ["apps/fallback", "apps/web"]);
         assert_eq!(names(&refs.secrets), ["apps/a-cert", "auth/users"]);
         assert_eq!(names(&refs.annotation_secrets), ["auth/users"]);
-        assert!(refs.config_maps.is_empty());
+        assert_eq!(names(&refs.config_maps), ["apps/auth-headers"]);
         assert_eq!(references(&Ingress::default()), References::default());
     }
 
     #[test]
-    fn named_secrets_are_those_of_weir_s_ingresses_in_their_namespace() {
-        let ingress = |name: &str, class: &str, secret: &str| -> Arc<Ingress> {
+    fn named_objects_are_those_of_weir_s_ingresses_in_their_namespace() {
+        let ingress = |name: &str, class: &str, object: &str| -> Arc<Ingress> {
             Arc::new(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name, "namespace": "apps", "annotations": {
-                        "nginx.ingress.kubernetes.io/auth-secret": secret
+                        "nginx.ingress.kubernetes.io/auth-secret": object,
+                        "nginx.ingress.kubernetes.io/auth-proxy-set-headers": object
                     }},
                     "spec": {"ingressClassName": class}
                 }))
@@ -183,10 +211,22 @@ mod tests {
             ingress("borrowing", "weir", "other/users"),
         ];
         let names = |config: &BuildConfig| {
-            named_secrets(&ingresses, &[], config)
-                .into_iter()
-                .map(|o| format!("{}/{}", o.namespace, o.name))
-                .collect::<Vec<_>>()
+            let secrets = named_secrets(&ingresses, &[], config);
+            let config_maps = named_config_maps(&ingresses, &[], config);
+            let kinds = |objects: &BTreeSet<ObjectRef>, kind| {
+                objects.iter().all(|o: &ObjectRef| o.kind == kind)
+            };
+            assert!(kinds(&secrets, ObjectKind::Secret));
+            assert!(kinds(&config_maps, ObjectKind::ConfigMap));
+            let names = |objects: BTreeSet<ObjectRef>| {
+                objects
+                    .into_iter()
+                    .map(|o| format!("{}/{}", o.namespace, o.name))
+                    .collect::<Vec<_>>()
+            };
+            let secrets = names(secrets);
+            assert_eq!(secrets, names(config_maps));
+            secrets
         };
         assert_eq!(names(&BuildConfig::default()), ["apps/users"]);
         let cross = BuildConfig {

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: real backends, an in-process proxy, clients.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod manifests;
 pub mod metrics;
 pub mod process;
@@ -644,6 +645,19 @@ pub fn secret_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
     })
 }
 
+/// A ConfigMap `default/name` with these keys and values.
+pub fn config_map_json(name: &str, data: &[(&str, &str)]) -> serde_json::Value {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": data,
+    })
+}
+
 pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> serde_json::Value {
     let paths: Vec<serde_json::Value> = paths
         .iter()
@@ -664,14 +678,15 @@ pub fn build_table(
     services: Vec<[serde_json::Value; 2]>,
     config: &weir::model::BuildConfig,
 ) -> weir::model::Built {
-    build_table_with_secrets(ingresses, services, Vec::new(), config)
+    build_table_with(ingresses, services, Vec::new(), config)
 }
 
-/// [`build_table`] with these Secrets in the cluster ([`secret_json`]).
-pub fn build_table_with_secrets(
+/// [`build_table`] with these Secrets ([`secret_json`]) and ConfigMaps ([`config_map_json`])
+/// in the cluster.
+pub fn build_table_with(
     ingresses: Vec<serde_json::Value>,
     services: Vec<[serde_json::Value; 2]>,
-    secrets: Vec<serde_json::Value>,
+    objects: Vec<serde_json::Value>,
     config: &weir::model::BuildConfig,
 ) -> weir::model::Built {
     fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
@@ -679,9 +694,15 @@ pub fn build_table_with_secrets(
     }
     let mut input = weir::model::Input {
         ingresses: ingresses.into_iter().map(parse).collect(),
-        secrets: secrets.into_iter().map(parse).collect(),
         ..Default::default()
     };
+    for object in objects {
+        match object["kind"].as_str() {
+            Some("Secret") => input.secrets.push(parse(object)),
+            Some("ConfigMap") => input.config_maps.push(parse(object)),
+            other => panic!("build_table_with reads Secrets and ConfigMaps, not {other:?}"),
+        }
+    }
     for [service, endpoints] in services {
         input.services.push(parse(service));
         input.endpoints.push(parse(endpoints));

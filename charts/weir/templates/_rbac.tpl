@@ -21,6 +21,11 @@ true, IngressClasses (cluster-scoped) are left out.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+# The ConfigMaps annotations name (auth-proxy-set-headers: the headers of the authentication
+# sub-request), each watched by name; no other ConfigMap is read.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
 # Where weir's Ingresses are served: the leader writes status.loadBalancer with a merge
 # patch (it never replaces the whole status, so it needs no update).
 - apiGroups: ["networking.k8s.io"]
@@ -39,7 +44,8 @@ true, IngressClasses (cluster-scoped) are left out.
 # with the field selector metadata.name=NAME. Not narrowed with resourceNames: the API server
 # checks resourceNames on a list or watch only through that exact field selector, which would
 # tie the rule to how weir's client phrases its requests, and a refused watch leaves weir
-# unready (its first table waits for every watcher). The grant stays in this one namespace.
+# unready (its first table waits for every watcher). With rbac.scope namespace, the release
+# namespace may not be the watched one, hence this rule of its own.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch"]

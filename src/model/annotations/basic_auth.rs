@@ -16,7 +16,7 @@ use http::HeaderValue;
 
 use super::{Key, OnInvalid, Reader};
 use crate::model::access::{BasicAuth, Users};
-use crate::model::diagnostic::{ObjectKind, ObjectRef, Reason};
+use crate::model::diagnostic::Reason;
 
 pub(super) const KEYS: &[Key] = &[
     Key::route("auth-type", OnInvalid::Refuse),
@@ -24,21 +24,6 @@ pub(super) const KEYS: &[Key] = &[
     Key::route("auth-secret-type", OnInvalid::Refuse),
     Key::route("auth-realm", OnInvalid::Default),
 ];
-
-/// The Secret `auth-secret` names, in the Ingress's namespace unless it says `namespace/name`
-/// (`None` for a value that is neither). Also what [`references`](crate::model::references)
-/// reports, so that the Secret is watched.
-pub(crate) fn secret_ref(ingress_namespace: &str, value: &str) -> Option<ObjectRef> {
-    let value = value.trim();
-    let (namespace, name) = value.split_once('/').unwrap_or((ingress_namespace, value));
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
-    };
-    (valid(namespace) && valid(name)).then(|| ObjectRef::new(ObjectKind::Secret, namespace, name))
-}
 
 /// Basic authentication, when `auth-type` asks for it and it can be set up.
 pub(super) fn parse(r: &mut Reader<'_>) -> Option<BasicAuth> {
@@ -292,20 +277,5 @@ mod tests {
         let (basic, refused, messages) = read(&[(&name, "users")], &[], false);
         assert!(basic.is_none() && !refused);
         assert!(messages[0].contains("does nothing"), "{messages:?}");
-    }
-
-    #[test]
-    fn secret_references() {
-        assert_eq!(
-            secret_ref("apps", " users "),
-            Some(ObjectRef::new(ObjectKind::Secret, "apps", "users"))
-        );
-        assert_eq!(
-            secret_ref("apps", "auth/users"),
-            Some(ObjectRef::new(ObjectKind::Secret, "auth", "users"))
-        );
-        for bad in ["", "/x", "x/", "a/b/c", "Users", "x y"] {
-            assert_eq!(secret_ref("apps", bad), None, "{bad:?}");
-        }
     }
 }

@@ -167,7 +167,14 @@ pub const ANNOTATIONS: &[Row] = &[
         Differs("answers with Set-Cookie or Cache-Control: no-store/private are never cached"),
     ),
     row("auth-always-set-cookie", Supported),
-    row("auth-proxy-set-headers", NotYet(ACCESS)),
+    row(
+        "auth-proxy-set-headers",
+        Differs(
+            "a ConfigMap in another namespace is read only with \
+             --allow-cross-namespace-resources, and a bare name means the Ingress's namespace; \
+             Host, Content-Length and hop-by-hop headers are never set (a Diagnostic)",
+        ),
+    ),
     row("auth-keepalive", Accepted(AUTH_POOL)),
     row("auth-keepalive-requests", Accepted(AUTH_POOL)),
     row("auth-keepalive-share-vars", Accepted(AUTH_POOL)),
@@ -314,9 +321,8 @@ pub const ANNOTATIONS: &[Row] = &[
 ];
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
-/// refuse (503) rather than serve without it (fail closed): it restricts who may reach the
-/// Ingress (`auth-proxy-set-headers`), or it says how the endpoint must be spoken to and weir
-/// cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
+/// refuse (503) rather than serve without it (fail closed): it says how the endpoint must be
+/// spoken to and weir cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
 /// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
 /// ingress-nginx. Any new row here must be a `NotYet` one (a test checks).
@@ -324,7 +330,6 @@ pub fn refuses(name: &str, value: &str) -> bool {
     let value = value.trim();
     let yes = || super::values::boolean(value) == Some(true);
     match name {
-        "auth-proxy-set-headers" => !value.is_empty(),
         "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
         "secure-backends" | "ssl-passthrough" => yes(),
         _ => false,
@@ -332,12 +337,7 @@ pub fn refuses(name: &str, value: &str) -> bool {
 }
 
 /// The annotations [`refuses`] may refuse.
-pub const MAY_REFUSE: &[&str] = &[
-    "auth-proxy-set-headers",
-    "backend-protocol",
-    "secure-backends",
-    "ssl-passthrough",
-];
+pub const MAY_REFUSE: &[&str] = &["backend-protocol", "secure-backends", "ssl-passthrough"];
 
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
 /// ingress-nginx has no such annotation.

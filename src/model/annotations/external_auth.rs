@@ -1,7 +1,11 @@
 //! `auth-url` and its companions (`auth-method`, `auth-signin`, `auth-signin-redirect-param`,
 //! `auth-response-headers`, `auth-request-redirect`, `auth-cache-key`, `auth-cache-duration`,
-//! `auth-always-set-cookie`), and `enable-global-auth`: external authentication as
-//! ingress-nginx's `auth_request` does it (see [`ExternalAuth`]).
+//! `auth-always-set-cookie`, `auth-proxy-set-headers`), and `enable-global-auth`: external
+//! authentication as ingress-nginx's `auth_request` does it (see [`ExternalAuth`]).
+//!
+//! `auth-proxy-set-headers` names a ConfigMap (`name`, or `namespace/name` with
+//! `--allow-cross-namespace-resources`) whose data are the headers set on the sub-request; a
+//! missing ConfigMap refuses, as ingress-nginx denies the location.
 //!
 //! An Ingress without `auth-url` gets the ConfigMap's `global-auth-*` service unless it sets
 //! `enable-global-auth: "false"`. Anything invalid makes the routes refuse (503): a route
@@ -24,6 +28,7 @@ pub(super) const KEYS: &[Key] = &[
     Key::route("auth-cache-key", OnInvalid::Refuse),
     Key::route("auth-cache-duration", OnInvalid::Refuse),
     Key::route("auth-always-set-cookie", OnInvalid::Default),
+    Key::route("auth-proxy-set-headers", OnInvalid::Refuse),
     Key::route("enable-global-auth", OnInvalid::Refuse),
 ];
 
@@ -37,6 +42,7 @@ const COMPANIONS: &[&str] = &[
     "auth-cache-key",
     "auth-cache-duration",
     "auth-always-set-cookie",
+    "auth-proxy-set-headers",
 ];
 
 /// The external authentication of the Ingress's routes: its own `auth-url`, else the global
@@ -80,6 +86,10 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Result<Option<Arc<ExternalAuth>>, ()>
     fn value<'a>(r: &Reader<'a>, name: &str) -> Option<&'a str> {
         r.get(name).map(|found| found.value)
     }
+    let proxy_set_headers = match r.get("auth-proxy-set-headers") {
+        Some(found) if !found.trimmed().is_empty() => Some(r.config_map(found).ok_or(())?.1),
+        _ => None,
+    };
     let settings = Settings {
         url: url.value,
         method: value(r, "auth-method"),
@@ -90,21 +100,29 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Result<Option<Arc<ExternalAuth>>, ()>
         cache_key: value(r, "auth-cache-key"),
         cache_duration: value(r, "auth-cache-duration"),
         always_set_cookie: r.flag("auth-always-set-cookie", false),
+        proxy_set_headers,
     };
     match ExternalAuth::parse(&settings, false) {
         Ok((auth, ignored)) => {
-            if let Some(found) = r.get("auth-response-headers") {
-                for name in ignored {
-                    r.report(
-                        Reason::InvalidAnnotationValue,
-                        format!(
-                            "annotation {:?} names {name:?}, which weir never takes from an \
-                             authentication service (Host, Content-Length and hop-by-hop \
-                             headers); the other headers are copied",
-                            found.key
-                        ),
-                    );
-                }
+            for (setting, name) in ignored {
+                let found = r.get(setting).expect("an ignored header was read");
+                let message = if setting == "auth-response-headers" {
+                    format!(
+                        "annotation {:?} names {name:?}, which weir never takes from an \
+                         authentication service (Host, Content-Length and hop-by-hop headers); \
+                         the other headers are copied",
+                        found.key
+                    )
+                } else {
+                    format!(
+                        "the ConfigMap that annotation {:?} names ({:?}) has the key \
+                         {name:?}, a header weir never sets on the authentication sub-request \
+                         (its Host is auth-url's, and it has no body and no hop-by-hop \
+                         headers); the other headers are set",
+                        found.key, found.value
+                    )
+                };
+                r.report(Reason::InvalidAnnotationValue, message);
             }
             Ok(Some(Arc::new(auth)))
         }
@@ -118,7 +136,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> Result<Option<Arc<ExternalAuth>>, ()>
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{parse_pairs, parse_with};
+    use super::super::tests::{both, parse_pairs, parse_with, parse_with_config_maps};
     use crate::model::Defaults;
     use crate::model::external_auth::Settings;
     use crate::model::policy::Global;
@@ -184,6 +202,80 @@ mod tests {
             ("nginx.ingress.kubernetes.io/auth-cache-duration", "5x"),
         ]);
         assert!(refused);
+    }
+
+    #[test]
+    fn proxy_set_headers_come_from_a_config_map_of_the_ingress_s_namespace() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let config_map = |namespace: &str, data: &[(&str, &str)]| {
+            Arc::new(ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("auth-headers".into()),
+                    namespace: Some(namespace.into()),
+                    ..Default::default()
+                },
+                data: Some(
+                    data.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            })
+        };
+        let config_maps = [
+            config_map("d", &[("X-Tenant", "blue"), ("Connection", "close")]),
+            config_map("other", &[("X-Tenant", "red")]),
+            config_map("bad", &[("X Tenant", "red")]),
+        ];
+        let url = ("nginx.ingress.kubernetes.io/auth-url", "http://auth/");
+        let read = |value: &str, cross: bool| {
+            let key = "nginx.ingress.kubernetes.io/auth-proxy-set-headers";
+            let (parsed, diagnostics) =
+                parse_with_config_maps(&[url, (key, value)], &config_maps, cross);
+            let set = parsed
+                .policy
+                .access
+                .as_ref()
+                .and_then(|a| a.external.as_ref())
+                .map(|e| {
+                    e.proxy_set_headers
+                        .iter()
+                        .map(|(n, v)| format!("{n}: {}", v.source()))
+                        .collect::<Vec<_>>()
+                });
+            let messages: Vec<String> = diagnostics.into_iter().map(|d| d.message).collect();
+            (set, parsed.policy.refused.is_some(), messages)
+        };
+        let (set, refused, messages) = read("auth-headers", false);
+        assert_eq!(set.unwrap(), ["x-tenant: blue"]);
+        assert!(!refused);
+        assert!(messages[0].contains("\"Connection\""), "{messages:?}");
+        let (set, refused, _) = read("d/auth-headers", false);
+        assert!(set.is_some() && !refused);
+        // Another namespace's only with the flag; a missing one, a bad name or a bad header
+        // refuse (ingress-nginx denies the location).
+        let (set, refused, messages) = read("other/auth-headers", false);
+        assert!(set.is_none() && refused);
+        assert!(messages[0].contains("another namespace"), "{messages:?}");
+        assert_eq!(
+            read("other/auth-headers", true).0.unwrap(),
+            ["x-tenant: red"]
+        );
+        for (value, why) in [
+            ("missing", "does not exist"),
+            ("Not_A_Name", "must name a ConfigMap"),
+            ("bad/auth-headers", "not a header name"),
+        ] {
+            let (set, refused, messages) = read(value, true);
+            assert!(set.is_none() && refused, "{value}");
+            assert!(messages[0].contains(why), "{value}: {messages:?}");
+        }
+        // Both prefixes are read.
+        for key in both("auth-proxy-set-headers") {
+            let (parsed, _) =
+                parse_with_config_maps(&[url, (&key, "missing")], &config_maps, false);
+            assert!(parsed.policy.refused.is_some(), "{key}");
+        }
     }
 
     #[test]

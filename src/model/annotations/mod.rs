@@ -50,14 +50,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::access::Access;
-use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::policy::{Defaults, Policy};
 use compat::Support;
-
-pub(crate) use basic_auth::secret_ref as auth_secret_ref;
 
 pub(crate) use hosts::HostAnnotations;
 pub(crate) use https::HttpsAnnotations;
@@ -144,14 +142,17 @@ fn find_key(name: &str) -> Option<&'static Key> {
     keys().map(|(_, key)| key).find(|key| key.name == name)
 }
 
-/// What annotations are read against: the global defaults, the Secrets they may name, and
-/// whether they may name objects in other namespaces.
+/// What annotations are read against: the global defaults, the Secrets and ConfigMaps they
+/// may name, and whether they may name objects in other namespaces.
 pub(crate) struct Context<'a> {
     /// The flags' defaults, overridden by the controller ConfigMap.
     pub defaults: &'a Defaults,
     /// Every Secret of the input, by (namespace, name).
     pub secrets: &'a BTreeMap<(&'a str, &'a str), &'a Secret>,
-    /// `--allow-cross-namespace-resources`: `auth-secret` may name `namespace/name`.
+    /// Every ConfigMap of the input, by (namespace, name).
+    pub config_maps: &'a BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
+    /// `--allow-cross-namespace-resources`: `auth-secret` (and the other annotations that
+    /// name an object) may name `namespace/name`.
     pub allow_cross_namespace: bool,
 }
 
@@ -164,6 +165,34 @@ impl Context<'_> {
             .get(&(object.namespace.as_str(), object.name.as_str()))?;
         Some(secret.data.as_ref().unwrap_or(&EMPTY))
     }
+
+    /// The data of the ConfigMap `object`, when it exists (a ConfigMap without data has none).
+    pub fn config_map_data(&self, object: &ObjectRef) -> Option<&BTreeMap<String, String>> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        let config_map = self
+            .config_maps
+            .get(&(object.namespace.as_str(), object.name.as_str()))?;
+        Some(config_map.data.as_ref().unwrap_or(&EMPTY))
+    }
+}
+
+/// The object of `kind` an annotation names: `name` in the Ingress's namespace, or
+/// `namespace/name` (`None` for a value that is neither). Also what
+/// [`references`](crate::model::references) reports, so that the object is watched.
+pub(crate) fn object_ref(
+    kind: ObjectKind,
+    ingress_namespace: &str,
+    value: &str,
+) -> Option<ObjectRef> {
+    let value = value.trim();
+    let (namespace, name) = value.split_once('/').unwrap_or((ingress_namespace, value));
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+    };
+    (valid(namespace) && valid(name)).then(|| ObjectRef::new(kind, namespace, name))
 }
 
 /// The value of annotation `name` in `annotations`: weir's key, else ingress-nginx's.
@@ -310,24 +339,53 @@ impl<'a> Reader<'a> {
         &mut self,
         found: Found<'_>,
     ) -> Option<(ObjectRef, &'a BTreeMap<String, ByteString>)> {
-        let Some(object) = basic_auth::secret_ref(&self.object.namespace, found.value) else {
+        let context = self.context;
+        self.named(found, ObjectKind::Secret, |object| {
+            context.secret_data(object)
+        })
+    }
+
+    /// The ConfigMap the annotation `found` names and its data, like [`Reader::secret`].
+    pub fn config_map(
+        &mut self,
+        found: Found<'_>,
+    ) -> Option<(ObjectRef, &'a BTreeMap<String, String>)> {
+        let context = self.context;
+        self.named(found, ObjectKind::ConfigMap, |object| {
+            context.config_map_data(object)
+        })
+    }
+
+    /// The object of `kind` that `found` names, and what `data` finds of it; refused and
+    /// reported when the value names none, another namespace without the flag, or one that
+    /// does not exist.
+    fn named<T>(
+        &mut self,
+        found: Found<'_>,
+        kind: ObjectKind,
+        data: impl FnOnce(&ObjectRef) -> Option<T>,
+    ) -> Option<(ObjectRef, T)> {
+        let kind_name = kind.as_str();
+        let Some(object) = object_ref(kind, &self.object.namespace, found.value) else {
             self.refuse(
                 found,
-                "it must name a Secret: \"name\" or \"namespace/name\"",
+                &format!("it must name a {kind_name}: \"name\" or \"namespace/name\""),
             );
             return None;
         };
         if object.namespace != self.object.namespace && !self.context.allow_cross_namespace {
             self.refuse(
                 found,
-                "it names a Secret in another namespace, which weir reads only with \
-                 --allow-cross-namespace-resources",
+                &format!(
+                    "it names a {kind_name} in another namespace, which weir reads only with \
+                     --allow-cross-namespace-resources"
+                ),
             );
             return None;
         }
-        let Some(data) = self.context.secret_data(&object) else {
+        let Some(data) = data(&object) else {
             let missing = format!(
-                "the Secret {}/{} does not exist",
+                "the {kind_name} {}/{} does not exist",
                 object.namespace, object.name
             );
             self.refuse(found, &missing);
@@ -479,7 +537,6 @@ pub(crate) fn parse(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::diagnostic::ObjectKind;
 
     /// The Ingress the annotation tests read.
     pub(crate) fn object() -> ObjectRef {
@@ -496,7 +553,7 @@ pub(crate) mod tests {
         pairs: &[(&str, &str)],
         defaults: &Defaults,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
-        read(pairs, defaults, &[], false)
+        read(pairs, defaults, &[], &[], false)
     }
 
     /// Parses annotations given as `(key, value)` pairs of an Ingress in namespace `d`, with
@@ -506,13 +563,35 @@ pub(crate) mod tests {
         secrets: &[Arc<Secret>],
         allow_cross_namespace: bool,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
-        read(pairs, &Defaults::default(), secrets, allow_cross_namespace)
+        read(
+            pairs,
+            &Defaults::default(),
+            secrets,
+            &[],
+            allow_cross_namespace,
+        )
+    }
+
+    /// Like [`parse_in`], with these ConfigMaps in the cluster (and no Secrets).
+    pub(crate) fn parse_with_config_maps(
+        pairs: &[(&str, &str)],
+        config_maps: &[Arc<ConfigMap>],
+        allow_cross_namespace: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read(
+            pairs,
+            &Defaults::default(),
+            &[],
+            config_maps,
+            allow_cross_namespace,
+        )
     }
 
     fn read(
         pairs: &[(&str, &str)],
         defaults: &Defaults,
         secrets: &[Arc<Secret>],
+        config_maps: &[Arc<ConfigMap>],
         allow_cross_namespace: bool,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
         let map: BTreeMap<String, String> = pairs
@@ -520,14 +599,31 @@ pub(crate) mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let secrets = crate::model::objects::index_by_name(secrets, |s| &s.metadata);
+        let config_maps = crate::model::objects::index_by_name(config_maps, |c| &c.metadata);
         let context = Context {
             defaults,
             secrets: &secrets,
+            config_maps: &config_maps,
             allow_cross_namespace,
         };
         let mut diagnostics = Vec::new();
         let parsed = parse(&object(), Some(&map), &context, &mut diagnostics);
         (parsed, diagnostics)
+    }
+
+    #[test]
+    fn object_references() {
+        assert_eq!(
+            object_ref(ObjectKind::Secret, "apps", " users "),
+            Some(ObjectRef::new(ObjectKind::Secret, "apps", "users"))
+        );
+        assert_eq!(
+            object_ref(ObjectKind::ConfigMap, "apps", "auth/headers"),
+            Some(ObjectRef::new(ObjectKind::ConfigMap, "auth", "headers"))
+        );
+        for bad in ["", "/x", "x/", "a/b/c", "Users", "x y"] {
+            assert_eq!(object_ref(ObjectKind::Secret, "apps", bad), None, "{bad:?}");
+        }
     }
 
     /// Both full keys of annotation `name`: weir's and ingress-nginx's.
@@ -628,11 +724,7 @@ pub(crate) mod tests {
             }
         }
         // A value that asks for nothing refuses nothing (as in ingress-nginx).
-        for (name, value) in [
-            ("auth-proxy-set-headers", " "),
-            ("backend-protocol", "http"),
-            ("ssl-passthrough", "false"),
-        ] {
+        for (name, value) in [("backend-protocol", "http"), ("ssl-passthrough", "false")] {
             let [_, key] = both(name);
             assert!(
                 parse_pairs(&[(&key, value)]).0.policy.refused.is_none(),

@@ -420,6 +420,17 @@ fn sub_request<B>(
             }),
         );
     }
+    for (name, expr) in &auth.proxy_set_headers {
+        let text = expr.expand(vars);
+        if text.is_empty() {
+            headers.remove(name);
+        } else {
+            headers.insert(
+                name.clone(),
+                value(text, "an auth-proxy-set-headers value")?,
+            );
+        }
+    }
     let mut sub = Request::new(Empty::new());
     *sub.method_mut() = auth.method.clone().unwrap_or(Method::GET);
     *sub.uri_mut() = uri;

@@ -3,13 +3,13 @@
 //! Each kind has a watcher whose objects (without `managedFields`) land in a reflector store.
 //! Nothing is sent before every watcher has listed once; after that, changes that can affect
 //! the table — any Ingress or IngressClass, and Services, endpoints, TLS Secrets and the
-//! Secrets annotations name ([`secrets`]) that some Ingress references — are debounced and a
-//! new [`Input`] built from the stores is sent.
+//! Secrets and ConfigMaps annotations name ([`named`]) that some Ingress references — are
+//! debounced and a new [`Input`] built from the stores is sent.
 //! When the API server goes away the watchers retry with backoff and the stores, and so the last
 //! table, stay as they were.
 
+mod named;
 mod references;
-mod secrets;
 mod tls_secrets;
 mod watch;
 
@@ -29,13 +29,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::model::Input;
+use named::{Named, Watching};
 use references::{Pinned, References};
-use secrets::NamedSecrets;
 use tls_secrets::TlsSecrets;
 use watch::{Change, Watched, watch_kind};
 
-/// How long the first table waits for the Secrets that Ingresses name.
-const NAMED_SECRETS_WAIT: Duration = Duration::from_secs(10);
+/// How long the first table waits for the Secrets and ConfigMaps that Ingresses name.
+const NAMED_OBJECTS_WAIT: Duration = Duration::from_secs(10);
 
 /// Which API publishes a Service's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,11 +92,17 @@ struct Stores {
 }
 
 impl Stores {
-    /// The stores' objects, and the Secrets annotations name, as an [`Input`]. `Store::state`
+    /// The stores' objects, and the objects annotations name, as an [`Input`]. `Store::state`
     /// hands out the store's own `Arc`s, so this copies pointers, not objects.
-    fn input(&self, named: &NamedSecrets, tls: &TlsSecrets) -> Input {
+    fn input(&self, named: &NamedObjects, tls: &TlsSecrets) -> Input {
         let mut secrets = tls.secrets(&self.secrets);
-        secrets.extend(named.secrets());
+        secrets.extend(named.secrets.objects());
+        let mut config_maps = self
+            .config_maps
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default();
+        config_maps.extend(named.config_maps.objects());
         Input {
             ingresses: self.ingresses.state(),
             ingress_classes: self.classes.state(),
@@ -108,12 +114,22 @@ impl Stores {
                 .map(Store::state)
                 .unwrap_or_default(),
             secrets,
-            config_maps: self
-                .config_maps
-                .as_ref()
-                .map(Store::state)
-                .unwrap_or_default(),
+            config_maps,
         }
+    }
+}
+
+/// The Secrets and ConfigMaps annotations name, each watched by name.
+struct NamedObjects {
+    secrets: Named<Secret>,
+    config_maps: Named<ConfigMap>,
+}
+
+impl NamedObjects {
+    /// Waits until every watch has listed once.
+    async fn wait_until_ready(&self) {
+        self.secrets.wait_until_ready().await;
+        self.config_maps.wait_until_ready().await;
     }
 }
 
@@ -183,13 +199,17 @@ impl ClusterSource {
 
         let tasks = TaskTracker::new();
         let (changes_tx, mut changes) = mpsc::channel::<Change>(1024);
-        let mut named = NamedSecrets::new(
-            self.client.clone(),
-            tasks.clone(),
-            changes_tx.clone(),
-            self.restarts.clone(),
-            cancel.clone(),
-        );
+        let watching = Watching {
+            client: self.client.clone(),
+            tasks: tasks.clone(),
+            changes: changes_tx.clone(),
+            restarts: self.restarts.clone(),
+            cancel: cancel.clone(),
+        };
+        let mut named = NamedObjects {
+            secrets: Named::new(watching.clone()),
+            config_maps: Named::new(watching),
+        };
         let mut tls = TlsSecrets::new(self.client.clone());
         let (stores, secrets_writer) =
             self.spawn_watchers(use_slices, &tasks, changes_tx.clone(), &cancel);
@@ -278,7 +298,7 @@ impl ClusterSource {
     async fn send_changes(
         &self,
         stores: &Stores,
-        named: &mut NamedSecrets,
+        named: &mut NamedObjects,
         tls: &mut TlsSecrets,
         changes: &mut mpsc::Receiver<Change>,
         tx: &tokio_watch::Sender<Option<Arc<Input>>>,
@@ -292,15 +312,15 @@ impl ClusterSource {
             config_map: self.config.config_map.clone(),
             service: self.config.default_backend_service.clone(),
         });
-        // The Secrets annotations name are read before the first table, so that a restart
-        // does not answer 503 on protected routes while they load; a Secret weir cannot read
+        // The objects annotations name are read before the first table, so that a restart
+        // does not answer 503 on protected routes while they load; one weir cannot read
         // (RBAC) holds the table back for a while only, its routes fail closed meanwhile.
-        named.watch_only(&self.named_secrets(stores));
+        self.watch_named(stores, named);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            ready = tokio::time::timeout(NAMED_SECRETS_WAIT, named.wait_until_ready()) => {
+            ready = tokio::time::timeout(NAMED_OBJECTS_WAIT, named.wait_until_ready()) => {
                 if ready.is_err() {
-                    warn!(wait = ?NAMED_SECRETS_WAIT, "some Secrets that Ingresses name could not be read yet; publishing without them (their routes answer 503)");
+                    warn!(wait = ?NAMED_OBJECTS_WAIT, "some Secrets or ConfigMaps that Ingresses name could not be read yet; publishing without them (their routes answer 503)");
                 }
             }
         }
@@ -334,7 +354,7 @@ impl ClusterSource {
                     },
                 }
             }
-            named.watch_only(&self.named_secrets(stores));
+            self.watch_named(stores, named);
             tls.want(self.tls_secrets(stores), &stores.secrets).await;
             let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         }
@@ -352,14 +372,26 @@ impl ClusterSource {
             .collect()
     }
 
-    /// The Secrets the annotations of weir's Ingresses name (and may read).
-    fn named_secrets(&self, stores: &Stores) -> Vec<(String, String)> {
+    /// Watches exactly the Secrets and ConfigMaps the annotations of weir's Ingresses name
+    /// (and may read).
+    fn watch_named(&self, stores: &Stores, named: &mut NamedObjects) {
         let ingresses = stores.ingresses.state();
         let classes = stores.classes.state();
-        crate::model::named_secrets(&ingresses, &classes, &self.config.build)
-            .into_iter()
-            .map(|o| (o.namespace, o.name))
-            .collect()
+        let build = &self.config.build;
+        let pairs = |objects: std::collections::BTreeSet<crate::model::ObjectRef>| {
+            objects
+                .into_iter()
+                .map(|o| (o.namespace, o.name))
+                .collect::<Vec<_>>()
+        };
+        named.secrets.watch_only(&pairs(crate::model::named_secrets(
+            &ingresses, &classes, build,
+        )));
+        named
+            .config_maps
+            .watch_only(&pairs(crate::model::named_config_maps(
+                &ingresses, &classes, build,
+            )));
     }
 
     /// Whether to read EndpointSlices, asking the server when `--endpoints-api auto`. Retries
@@ -474,9 +506,29 @@ async fn wait_for_first_lists(stores: &Stores) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// The object an annotation names, read by name; `None` when it does not exist or weir may not
+/// read it (logged).
+async fn get_named<K>(client: &Client, object: &crate::model::ObjectRef) -> Option<Arc<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client.clone(), &object.namespace);
+    match api.get_opt(&object.name).await {
+        Ok(found) => found.map(Arc::new),
+        Err(error) => {
+            warn!(kind = %object.kind, namespace = %object.namespace, name = %object.name, %error, "cannot read an object an Ingress names");
+            None
+        }
+    }
+}
+
 /// Every object the model reads, listed once (read-only): what `weir check` reports on. Core/v1
 /// Endpoints are read for endpoints (every API server serves them); only TLS Secrets, the
-/// Secrets annotations name and the named controller ConfigMap are read.
+/// Secrets and ConfigMaps annotations name and the named controller ConfigMap are read.
 pub async fn list_once(
     client: &Client,
     namespace: Option<&str>,
@@ -496,7 +548,7 @@ pub async fn list_once(
             .collect())
     }
     let all = ListParams::default();
-    let config_maps = match config_map {
+    let mut config_maps: Vec<Arc<ConfigMap>> = match config_map {
         Some((ns, name)) => Api::<ConfigMap>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
@@ -511,21 +563,21 @@ pub async fn list_once(
         &ListParams::default().fields("type=kubernetes.io/tls"),
     )
     .await?;
-    // The Secrets annotations name, one by one, as the watching source reads them.
-    let mut named = std::collections::BTreeSet::new();
+    // The Secrets and ConfigMaps annotations name, one by one, as the watching source reads
+    // them. One weir may not read is reported as missing by the build, like in the
+    // controller, rather than stop the whole check.
+    let mut named_secrets = std::collections::BTreeSet::new();
+    let mut named_config_maps = std::collections::BTreeSet::new();
     for ingress in &ingresses {
-        named.extend(crate::model::references(ingress).annotation_secrets);
+        let refs = crate::model::references(ingress);
+        named_secrets.extend(refs.annotation_secrets);
+        named_config_maps.extend(refs.config_maps);
     }
-    for object in named {
-        let api = Api::<Secret>::namespaced(client.clone(), &object.namespace);
-        match api.get_opt(&object.name).await {
-            Ok(secret) => secrets.extend(secret.map(Arc::new)),
-            // One Secret weir may not read: reported as missing by the build, like in the
-            // controller, rather than stop the whole check.
-            Err(error) => {
-                warn!(namespace = %object.namespace, name = %object.name, %error, "cannot read a Secret an Ingress names")
-            }
-        }
+    for object in named_secrets {
+        secrets.extend(get_named::<Secret>(client, &object).await);
+    }
+    for object in named_config_maps {
+        config_maps.extend(get_named::<ConfigMap>(client, &object).await);
     }
     Ok(Input {
         ingresses,
