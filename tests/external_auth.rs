@@ -589,3 +589,78 @@ async fn satisfy_any_lets_an_allowed_address_in_without_asking() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn connections_to_the_service_are_reused() {
+    let auth = AuthServer::start().await;
+    let web = TestBackend::start("web").await;
+    let url = auth.url("/oauth2/auth");
+    let (proxy, _) = serve(vec![app(&[("auth-url", &url)])], &web).await;
+    for _ in 0..5 {
+        let answer = call(
+            &proxy,
+            "GET",
+            "app.test",
+            "/",
+            &[(header::COOKIE.as_str(), SESSION)],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(auth.asked(), 5);
+    assert_eq!(auth.connections(), 1, "one pooled connection");
+}
+
+#[tokio::test]
+async fn an_https_service_is_verified_against_the_trust_store_weir_is_given() {
+    use common::manifests::{ingress_yaml_with, service_yaml, write};
+    let cert = common::tls::cert_for(&["127.0.0.1"]);
+    let auth = AuthServer::start_tls(&cert).await;
+    let web = TestBackend::start("web").await;
+    let manifests = tempfile::tempdir().unwrap();
+    write(
+        manifests.path(),
+        "web.yaml",
+        &service_yaml("web", &[web.addr]),
+    );
+    let url = auth.url("/oauth2/auth");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let annotations = [("nginx.ingress.kubernetes.io/auth-url", url.as_str())];
+    let ingress = ingress_yaml_with("app", "app.test", "/", "web", &annotations);
+    write(manifests.path(), "app.yaml", &ingress);
+    let trust = tempfile::tempdir().unwrap();
+    let ours = trust.path().join("ours.pem");
+    std::fs::write(&ours, &cert.cert_pem).unwrap();
+    let other = trust.path().join("other.pem");
+    std::fs::write(&other, common::tls::cert_for(&["127.0.0.1"]).cert_pem).unwrap();
+
+    for (bundle, status) in [
+        (&ours, StatusCode::OK),
+        (&other, StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
+        let weir = common::process::WeirProcess::spawn_with_env(
+            &["--manifests", manifests.path().to_str().unwrap()],
+            &[
+                ("RUST_LOG", "info"),
+                ("SSL_CERT_FILE", bundle.to_str().unwrap()),
+            ],
+        );
+        weir.until_ready().await;
+        let req = Request::get(format!("http://{}/", weir.http))
+            .header(header::HOST, "app.test")
+            .header(header::COOKIE, SESSION)
+            .body(Full::default())
+            .unwrap();
+        let answer = send(&http1_client(), req).await;
+        assert_eq!(answer.status, status, "{bundle:?}; log:\n{}", weir.log());
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            let log = weir.log();
+            assert!(log.contains("invalid peer certificate"), "{log}");
+        }
+    }
+    assert_eq!(
+        auth.asked(),
+        1,
+        "only the verified connection reached the service"
+    );
+}

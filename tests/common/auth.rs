@@ -13,6 +13,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::tls::Cert;
 
 /// The session cookie the server accepts.
 pub const SESSION: &str = "_oauth2_proxy=valid-session";
@@ -28,47 +31,96 @@ pub struct Seen {
 
 /// An oauth2-proxy look-alike. `/oauth2/auth`: 202 with the user's headers (and a refreshed
 /// cookie) for a request carrying [`SESSION`], else 401 with a challenge. `/forbidden`: 403.
-/// `/tenant`: 200 for `X-Tenant: blue`, else 403. `/error`: 500. `/moved`: 302. `/hang`: never answers. `/evil`: 200 with headers an
-/// authentication service must not be able to set on the request.
+/// `/tenant`: 200 for `X-Tenant: blue`, else 403. `/error`: 500. `/moved`: 302. `/hang`: never
+/// answers. `/evil`: 200 with headers an authentication service must not be able to set on the
+/// request.
 pub struct AuthServer {
     addr: SocketAddr,
+    scheme: &'static str,
     seen: Arc<Mutex<Vec<Seen>>>,
     asked: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl AuthServer {
+    /// Serves plain HTTP on 127.0.0.1.
     pub async fn start() -> AuthServer {
+        Self::serve(None).await
+    }
+
+    /// Serves HTTPS on 127.0.0.1 with `cert` (made for `127.0.0.1`).
+    pub async fn start_tls(cert: &Cert) -> AuthServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der.clone())],
+                PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        Self::serve(Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> AuthServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let asked = Arc::new(AtomicUsize::new(0));
-        let (log, count) = (seen.clone(), asked.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (log, count, accepted) = (seen.clone(), asked.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (log, count) = (log.clone(), count.clone());
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (log, count, tls) = (log.clone(), count.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let (log, count) = (log.clone(), count.clone());
                         async move { answer(req, log, count).await }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
-        AuthServer { addr, seen, asked }
+        AuthServer {
+            addr,
+            scheme,
+            seen,
+            asked,
+            connections,
+        }
     }
 
+    /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The last sub-request the server saw.
     pub fn last(&self) -> Seen {
         self.seen.lock().unwrap().last().cloned().expect("asked")
     }
 
+    /// Sub-requests seen so far.
     pub fn asked(&self) -> usize {
         self.asked.load(Ordering::SeqCst)
     }
