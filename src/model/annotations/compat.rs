@@ -62,7 +62,9 @@ use Support::{Accepted, Differs, Never, NotYet, Removed, Supported};
 
 const STREAMS: &str = "weir always streams request and response bodies (no disk buffering); \
                        the value is checked and has no other effect";
-const ACCESS: &str = "issue \"Access control at the edge\"";
+const SHARED_LIMIT: &str = "a rate limit shared by every replica needs a shared store \
+                            (ingress-nginx's is memcached); weir's limit-rps/limit-rpm count per \
+                            replica";
 const BACKENDS: &str = "issue \"Backends that speak gRPC, HTTP/2 and TLS\"";
 const TRAFFIC: &str = "issue \"Traffic management\"";
 const PART1: &str = "a later part of \"Moving from ingress-nginx\"";
@@ -207,10 +209,10 @@ pub const ANNOTATIONS: &[Row] = &[
     row("cors-expose-headers", Supported),
     row("cors-allow-credentials", Supported),
     row("cors-max-age", Supported),
-    row("global-rate-limit", NotYet(ACCESS)),
-    row("global-rate-limit-window", NotYet(ACCESS)),
-    row("global-rate-limit-key", NotYet(ACCESS)),
-    row("global-rate-limit-ignored-cidrs", NotYet(ACCESS)),
+    row("global-rate-limit", NotYet(SHARED_LIMIT)),
+    row("global-rate-limit-window", NotYet(SHARED_LIMIT)),
+    row("global-rate-limit-key", NotYet(SHARED_LIMIT)),
+    row("global-rate-limit-ignored-cidrs", NotYet(SHARED_LIMIT)),
     // Backends.
     row("backend-protocol", NotYet(BACKENDS)),
     row("secure-backends", NotYet(BACKENDS)),
