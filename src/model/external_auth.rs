@@ -592,4 +592,44 @@ mod tests {
             "auth-cache-key"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a ConfigMap and auth-response-headers hold, parsing never panics; when it
+        /// succeeds, every header is accounted for (kept or reported as ignored), none kept is
+        /// one weir never sets or copies, and values keep their text.
+        #[test]
+        fn header_settings_are_total(
+            data in proptest::collection::btree_map(
+                "[A-Za-z_ :-]{0,12}",
+                "[a-z $:/_-]{0,16}",
+                0..6,
+            ),
+            names in "[A-Za-z, _:-]{0,40}",
+        ) {
+            let settings = Settings {
+                proxy_set_headers: Some(&data),
+                response_headers: Some(&names),
+                ..url("http://a/")
+            };
+            if let Ok((auth, ignored)) = ExternalAuth::parse(&settings, false) {
+                let set_ignored = ignored
+                    .iter()
+                    .filter(|(key, _)| *key == "auth-proxy-set-headers")
+                    .count();
+                proptest::prop_assert_eq!(auth.proxy_set_headers.len() + set_ignored, data.len());
+                for (name, value) in &auth.proxy_set_headers {
+                    let name = name.as_str();
+                    proptest::prop_assert!(!NEVER_SET.contains(&name) && !HOP_BY_HOP.contains(&name));
+                    let written = data
+                        .iter()
+                        .any(|(k, v)| k.eq_ignore_ascii_case(name) && v.trim() == value.source());
+                    proptest::prop_assert!(written, "{name}");
+                }
+                for name in &auth.response_headers {
+                    let name = name.as_str();
+                    proptest::prop_assert!(!NEVER_COPIED.contains(&name) && !HOP_BY_HOP.contains(&name));
+                }
+            }
+        }
+    }
 }
