@@ -3,7 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use super::client_cert::ClientCert;
@@ -204,31 +205,49 @@ pub fn set_forwarding_headers(
 }
 
 /// Keeps a client's X-Request-ID when it is sane (1–200 visible ASCII characters), otherwise
-/// sets a new random one (32 hex digits). Returns the value used.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        let bytes = id.as_bytes();
-        if !bytes.is_empty() && bytes.len() <= 200 && bytes.iter().all(|b| b.is_ascii_graphic()) {
-            return id.clone();
+/// sets a new random one (32 hex digits). Returns the value used, as the request carries it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> &HeaderValue {
+    // One lookup: the entry is read, and written only when the client's value is not kept.
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(entry) if is_sane_request_id(entry.get()) => entry.into_mut(),
+        Entry::Occupied(mut entry) => {
+            entry.insert(new_request_id());
+            entry.into_mut()
         }
+        Entry::Vacant(entry) => entry.insert(new_request_id()),
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
 }
 
+/// Whether a client's X-Request-ID is kept: 1–200 visible ASCII characters.
+fn is_sane_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 200 && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// A new request ID: 128 random bits as 32 lowercase hex digits.
 fn new_request_id() -> HeaderValue {
-    let mut buf = [0u8; 32];
-    let n = fastrand::u128(..);
-    for (i, byte) in buf.iter_mut().enumerate() {
-        let nibble = ((n >> (4 * i)) & 0xf) as u8;
-        *byte = if nibble < 10 {
+    // Arithmetic rather than a table lookup: the compiler turns the loop into a few vector
+    // instructions.
+    let hex = |nibble: u8| {
+        if nibble < 10 {
             b'0' + nibble
         } else {
-            b'a' + nibble - 10
-        };
+            b'a' - 10 + nibble
+        }
+    };
+    let mut digits = [0u8; 32];
+    for (pair, byte) in digits
+        .chunks_exact_mut(2)
+        .zip(fastrand::u128(..).to_le_bytes())
+    {
+        pair[0] = hex(byte >> 4);
+        pair[1] = hex(byte & 0xf);
     }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    // Owned by the value, not copied into a vector: its copies (the request's id kept for the
+    // access log, the copy of the request kept for a replay in `upstream.rs`) then count
+    // references instead of moving it to a shared allocation of its own.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(digits))
+        .expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
@@ -360,12 +379,15 @@ mod tests {
         let mut h = headers(&[("x-request-id", "abc-123")]);
         assert_eq!(ensure_request_id(&mut h), "abc-123");
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
+        let id = ensure_request_id(&mut h).clone();
         assert_eq!(id.len(), 32);
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_eq!(h["x-request-id"], id);
-        let mut h = headers(&[("x-request-id", "")]);
-        assert_eq!(ensure_request_id(&mut h).len(), 32);
-        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id);
+        let mut h = headers(&[("x-request-id", ""), ("x-request-id", "second")]);
+        let replaced = ensure_request_id(&mut h).clone();
+        assert_eq!(replaced.len(), 32);
+        let all: Vec<_> = h.get_all("x-request-id").iter().collect();
+        assert_eq!(all, [&replaced]);
+        assert_ne!(*ensure_request_id(&mut HeaderMap::new()), id);
     }
 }

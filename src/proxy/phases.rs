@@ -296,7 +296,7 @@ impl Proxy {
             let request_id = access
                 .external
                 .is_some()
-                .then(|| headers::ensure_request_id(req.headers_mut()));
+                .then(|| headers::ensure_request_id(req.headers_mut()).clone());
             let subject = request_id.as_ref().map(|request_id| Subject {
                 vars: Vars {
                     scheme: conn.scheme,

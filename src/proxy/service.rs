@@ -242,7 +242,7 @@ pub(super) fn prepare_upstream_request(
     headers::set_forwarding_headers(headers, client, trusted_nets, host.as_ref());
     let id = headers::ensure_request_id(headers);
     debug!(request_id = ?id, "forwarding");
-    id
+    id.clone()
 }
 
 /// HTTP/2 may split Cookie into several fields; HTTP/1.1 wants one, joined with "; ".
