@@ -155,8 +155,14 @@ impl Proxy {
             })?;
         }
         // 10. CORS preflights.
-        let cors = policy::cors::allowed(policy.cors.as_deref(), &req);
-        if let Some(response) = policy::cors::preflight(&cors, &req) {
+        let cors = policy
+            .cors
+            .as_deref()
+            .and_then(|cors| policy::cors::allowed(cors, &req));
+        if let Some(response) = cors
+            .as_deref()
+            .and_then(|a| policy::cors::preflight(a, &req))
+        {
             return Ok(response);
         }
         // 11. Rate limits, then access control.
@@ -210,8 +216,10 @@ impl Proxy {
         let first = match &runtime {
             Some(runtime) => runtime.balancer.pick(&backend.endpoints),
             None => backend.endpoints.first().copied(),
-        }
-        .ok_or(Refusal::NoEndpoints)?;
+        };
+        let Some(first) = first else {
+            return Err(Refusal::NoEndpoints);
+        };
         let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
@@ -248,11 +256,17 @@ impl Proxy {
                         _ => {
                             let mut relayed = self.relay(result, &route, conn, &cors);
                             if let Ok(response) = &mut relayed {
-                                let Admitted { granted, slot } =
-                                    admitted.map(|a| *a).unwrap_or_default();
-                                if let Some(granted) = &granted {
-                                    granted.set_cookies(response);
-                                }
+                                // Only a route with limits or access rules has something admitted to take apart.
+                                let slot = match admitted {
+                                    Some(admitted) => {
+                                        let Admitted { granted, slot } = *admitted;
+                                        if let Some(granted) = &granted {
+                                            granted.set_cookies(response);
+                                        }
+                                        slot
+                                    }
+                                    None => None,
+                                };
                                 if slot.is_some() || policy.response_rate.is_some() {
                                     response.body_mut().shape(slot, policy.response_rate);
                                 }
@@ -355,9 +369,10 @@ impl Proxy {
                 return Ok(Routed::HostRedirect(Box::new(response)));
             }
         }
-        let (route, add_slash) = match lookup.path.ok_or(Refusal::NoRoute)? {
-            PathMatch::Route(route) => (route, false),
-            PathMatch::AddSlash(route) => (route, true),
+        let (route, add_slash) = match lookup.path {
+            Some(PathMatch::Route(route)) => (route, false),
+            Some(PathMatch::AddSlash(route)) => (route, true),
+            None => return Err(Refusal::NoRoute),
         };
         Ok(Routed::Route {
             runtime: snapshot.runtime.get(route).cloned(),

@@ -165,17 +165,22 @@ pub(super) fn check_request(
 /// The host a request is for, as sent; 400 when it is missing or malformed (see
 /// [`raw_host`]).
 pub(super) fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
-    raw_host(req).ok_or(Refusal::BadRequest("missing or invalid Host"))
+    raw_host(req).ok_or_else(invalid_host)
 }
 
 /// The host as routing and redirects use it ([`normalize_host`]); 400 when it is malformed.
 pub(super) fn routing_host(value: &HeaderValue) -> Result<Cow<'_, str>, Refusal> {
-    let invalid = Refusal::BadRequest("missing or invalid Host");
     match value.to_str() {
         Ok("") => Ok(Cow::Borrowed("")),
-        Ok(raw) => normalize_host(raw).ok_or(invalid),
-        Err(_) => Err(invalid),
+        Ok(raw) => normalize_host(raw).ok_or_else(invalid_host),
+        Err(_) => Err(invalid_host()),
     }
+}
+
+/// The refusal of a missing or malformed host. Made only when needed: a refusal made and
+/// dropped unused costs every request a call.
+fn invalid_host() -> Refusal {
+    Refusal::BadRequest("missing or invalid Host")
 }
 
 /// The host a request is for: the authority of an absolute-form or HTTP/2 request, else the

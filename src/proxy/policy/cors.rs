@@ -18,21 +18,19 @@ use crate::model::{Cors, CorsOrigins};
 /// not carry its room in every request's future.
 pub(in crate::proxy) type Allowed<'a> = Option<Box<(&'a Cors, HeaderValue)>>;
 
-/// Whether `req` gets CORS headers from a route with `cors`.
-#[inline]
-pub(in crate::proxy) fn allowed<'a, B>(cors: Option<&'a Cors>, req: &Request<B>) -> Allowed<'a> {
-    let cors = cors?;
+/// Whether `req` gets CORS headers from a route with `cors` (a route without CORS does not
+/// call it: it pays only the test of its `Option`).
+pub(in crate::proxy) fn allowed<'a, B>(cors: &'a Cors, req: &Request<B>) -> Allowed<'a> {
     let origin = cors.allow_origin(req.headers().get(header::ORIGIN))?;
     Some(Box::new((cors, origin)))
 }
 
-/// The answer to a preflight, when `req` is one.
-#[inline]
+/// The answer to a preflight, when `req` is one from an origin that is `allowed`.
 pub(in crate::proxy) fn preflight<B>(
-    allowed: &Allowed<'_>,
+    allowed: &(&Cors, HeaderValue),
     req: &Request<B>,
 ) -> Option<Response<ProxyBody>> {
-    let (cors, origin) = allowed.as_deref()?;
+    let (cors, origin) = allowed;
     if req.method() != Method::OPTIONS {
         return None;
     }

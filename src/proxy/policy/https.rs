@@ -15,7 +15,9 @@ use super::super::headers::{self, ClientInfo};
 use super::super::respond;
 use crate::model::Route;
 
-/// The HTTPS redirect of a plain-HTTP request on `route`, if it gets one.
+/// The HTTPS redirect of a plain-HTTP request on `route`, if it gets one. Inline: a route
+/// that does not redirect pays only its first test.
+#[inline]
 pub(in crate::proxy) fn redirect<B>(
     route: &Route,
     conn: &ClientInfo,
@@ -23,9 +25,20 @@ pub(in crate::proxy) fn redirect<B>(
     req: &Request<B>,
     https_port: u16,
 ) -> Option<Response<ProxyBody>> {
-    if conn.scheme != "http" || !route.https.redirect {
+    if !route.https.redirect || conn.scheme != "http" {
         return None;
     }
+    redirect_plain_http(route, conn, host, req, https_port)
+}
+
+/// [`redirect`] on a redirecting route, for a plain-HTTP request.
+fn redirect_plain_http<B>(
+    route: &Route,
+    conn: &ClientInfo,
+    host: &str,
+    req: &Request<B>,
+    https_port: u16,
+) -> Option<Response<ProxyBody>> {
     if req.uri().path().starts_with("/.well-known/acme-challenge/") {
         return None;
     }
