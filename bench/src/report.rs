@@ -828,8 +828,9 @@ fn ab_table(runs: &BTreeMap<String, ByMetric>, labels: &AbLabels) -> (String, Va
     }
     md.push_str(
         "\nBoth binaries in the same run, on the same CPU, with the same manifests and load, \
-         on a host whose Ingress has no annotation. **Instructions per request** (callgrind, \
-         counted not timed: the same whatever else the machine does) is the acceptance \
+         on a host whose Ingress has no annotation, both built with one codegen unit. \
+         **Instructions per request** (callgrind, counted not timed: little moved by other \
+         work on the machine, though a busy one can shift a run by about 1 %) is the acceptance \
          measure; the CPU time at a fixed rate is noisy corroboration (medians of interleaved \
          runs). Ratio: current/baseline, lower is better below 1.\n\n\
          | metric | baseline | current | current/baseline | runs: baseline; current |\n\
