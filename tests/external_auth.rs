@@ -64,6 +64,18 @@ async fn call(
     send(&http1_client(), req.body(Full::from("a body")).unwrap()).await
 }
 
+/// `GET` `host` + `path` with the session cookie the authentication server accepts.
+async fn signed_in(proxy: &TestProxy, host: &str, path: &str) -> Answer {
+    call(
+        proxy,
+        "GET",
+        host,
+        path,
+        &[(header::COOKIE.as_str(), SESSION)],
+    )
+    .await
+}
+
 fn app(annotations: &[(&str, &str)]) -> serde_json::Value {
     nginx_ingress(
         "app",
@@ -276,14 +288,7 @@ async fn a_config_map_s_headers_are_set_on_the_sub_request() {
 
     // A ConfigMap that does not exist: refused, the service never asked.
     let asked = auth.asked();
-    let refused = call(
-        &proxy,
-        "GET",
-        "missing.test",
-        "/",
-        &[(header::COOKIE.as_str(), SESSION)],
-    )
-    .await;
+    let refused = signed_in(&proxy, "missing.test", "/").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(auth.asked(), asked);
 }
@@ -365,14 +370,7 @@ async fn a_failing_or_refusing_service_never_lets_a_request_pass() {
         )
         .await;
         let started = Instant::now();
-        let answer = call(
-            &proxy,
-            "GET",
-            "app.test",
-            "/",
-            &[(header::COOKIE.as_str(), SESSION)],
-        )
-        .await;
+        let answer = signed_in(&proxy, "app.test", "/").await;
         assert_eq!(answer.status, expected, "{url}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -521,15 +519,8 @@ async fn global_auth_covers_ingresses_except_opted_out_ones_and_no_auth_location
         StatusCode::OK
     );
     assert_eq!(status("public.test", "/").await, StatusCode::OK);
-    let signed_in = call(
-        &proxy,
-        "GET",
-        "covered.test",
-        "/",
-        &[(header::COOKIE.as_str(), SESSION)],
-    )
-    .await;
-    assert_eq!(signed_in.status, StatusCode::OK);
+    let session = signed_in(&proxy, "covered.test", "/").await;
+    assert_eq!(session.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -597,14 +588,7 @@ async fn connections_to_the_service_are_reused() {
     let url = auth.url("/oauth2/auth");
     let (proxy, _) = serve(vec![app(&[("auth-url", &url)])], &web).await;
     for _ in 0..5 {
-        let answer = call(
-            &proxy,
-            "GET",
-            "app.test",
-            "/",
-            &[(header::COOKIE.as_str(), SESSION)],
-        )
-        .await;
+        let answer = signed_in(&proxy, "app.test", "/").await;
         assert_eq!(answer.status, StatusCode::OK);
     }
     assert_eq!(auth.asked(), 5);
