@@ -149,25 +149,26 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
             None => "DefaultBackend",
         };
         let mut behaviour = describe(&route.policy, &plain, route.https.redirect);
-        if let Some(Err(_)) = built.table.client_auth(&host) {
-            behaviour.insert(
+        match built.table.client_auth(&host) {
+            Some(Err(_)) => behaviour.insert(
                 0,
                 "answers 503: the host's client-certificate settings cannot be used".to_owned(),
-            );
-        }
-        if let Some(Ok(auth)) = built.table.client_auth(&host) {
-            let verify = match auth.verify {
-                crate::model::VerifyClient::On => "required",
-                crate::model::VerifyClient::Optional => "optional",
-                crate::model::VerifyClient::OptionalNoCa => "optional, not verified",
-            };
-            behaviour.insert(
-                0,
-                format!(
-                    "asks for a client certificate ({verify}; CA from Secret {}/{})",
-                    auth.secret.namespace, auth.secret.name
-                ),
-            );
+            ),
+            Some(Ok(auth)) => {
+                let verify = match auth.verify {
+                    crate::model::VerifyClient::On => "required",
+                    crate::model::VerifyClient::Optional => "optional",
+                    crate::model::VerifyClient::OptionalNoCa => "optional, not verified",
+                };
+                behaviour.insert(
+                    0,
+                    format!(
+                        "asks for a client certificate ({verify}; CA from Secret {}/{})",
+                        auth.secret.namespace, auth.secret.name
+                    ),
+                );
+            }
+            None => {}
         }
         routes.entry(&route.ingress).or_default().push(RouteReport {
             host,

@@ -165,9 +165,9 @@ impl Proxy {
         {
             return Ok(response);
         }
-        // 11. Rate limits, then access control.
-        // Boxed, and only for a route with limits or access rules: a request's future stays
-        // small without them.
+        // 11. Rate limits, then access control, on a route with either. The checks' future (an
+        // authentication sub-request among them) and what they admit are boxed: every request's
+        // future would otherwise be as large as theirs.
         let mut admitted: Option<Box<Admitted>> = None;
         if policy.rate_limits.is_some() || policy.access.is_some() {
             let facts = Facts {
@@ -178,8 +178,6 @@ impl Proxy {
                 runtime: runtime.as_deref(),
                 client_auth: client_auth.as_deref(),
             };
-            // Boxed: the checks (an authentication service's sub-request among them) would
-            // otherwise make every request's future as large as theirs.
             match Box::pin(self.admit(&facts, &mut req)).await {
                 Ok(passed) => admitted = Some(Box::new(passed)),
                 Err(refusal) => {
@@ -256,17 +254,12 @@ impl Proxy {
                         _ => {
                             let mut relayed = self.relay(result, &route, conn, &cors);
                             if let Ok(response) = &mut relayed {
-                                // Only a route with limits or access rules has something admitted to take apart.
-                                let slot = match admitted {
-                                    Some(admitted) => {
-                                        let Admitted { granted, slot } = *admitted;
-                                        if let Some(granted) = &granted {
-                                            granted.set_cookies(response);
-                                        }
-                                        slot
-                                    }
-                                    None => None,
-                                };
+                                // Only a route with limits or access rules admitted anything.
+                                let (granted, slot) =
+                                    admitted.map_or((None, None), |a| (a.granted, a.slot));
+                                if let Some(granted) = &granted {
+                                    granted.set_cookies(response);
+                                }
                                 if slot.is_some() || policy.response_rate.is_some() {
                                     response.body_mut().shape(slot, policy.response_rate);
                                 }

@@ -346,9 +346,11 @@ fn sub_request<B>(
         headers.remove(name);
     }
     // The certificate's headers are the connection's, never the client's.
-    super::client_cert::strip_headers(&mut headers);
-    if let Some((client_auth, conn)) = subject.client_cert {
-        super::client_cert::set_headers(client_auth, conn, &mut headers);
+    match subject.client_cert {
+        Some((client_auth, conn)) => {
+            super::client_cert::set_headers(client_auth, conn, &mut headers)
+        }
+        None => super::client_cert::strip_headers(&mut headers),
     }
     let value = |text: String, what: &str| {
         HeaderValue::try_from(text).map_err(|_| format!("{what} is not a valid header value"))
