@@ -171,10 +171,12 @@ impl Body for ProxyBody {
                 polled
             }
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange)
-            && let Some(data) = frame.data_ref()
-        {
-            exchange.sent(data.len());
+        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange) {
+            if let Some(data) = frame.data_ref() {
+                exchange.sent(data.len());
+            } else if let Some(trailers) = frame.trailers_ref() {
+                exchange.trailers(trailers);
+            }
         }
         polled
     }

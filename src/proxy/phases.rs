@@ -35,6 +35,7 @@ use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::exchange::Exchange;
+use super::grpc;
 use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
 use super::policy::external_auth::{Granted, Subject};
@@ -44,12 +45,32 @@ use super::service::{
     routing_host,
 };
 use super::upgrade::UpgradeRequest;
-use super::upstream::SendOptions;
+use super::upstream::{SendOptions, Target, UpstreamError};
 use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
 use crate::model::{ClientAuth, PathMatch, Route, routing_path};
 use crate::state::ConnectionSlot;
 use crate::state::RouteRuntime;
+
+/// The TLS client towards the endpoints of a route whose protocol is TLS; a route whose
+/// settings could not be compiled answers 502, one without a runtime 503.
+fn upstream_tls(
+    route: &Route,
+    runtime: Option<&RouteRuntime>,
+    addr: std::net::SocketAddr,
+) -> Result<Arc<crate::tls::UpstreamTlsClient>, Refusal> {
+    match runtime.and_then(|r| r.tls.as_ref()) {
+        Some(Ok(client)) => Ok(client.clone()),
+        Some(Err(why)) => {
+            warn!(ingress = %route.ingress, service = %route.backend.service, %why, "no TLS client towards the endpoints");
+            Err(Refusal::Upstream(UpstreamError::TlsSettings {
+                addr,
+                why: why.clone(),
+            }))
+        }
+        None => Err(Refusal::Misconfigured),
+    }
+}
 
 /// The outcome of phases 3 and 4.
 enum Routed {
@@ -180,6 +201,7 @@ impl Proxy {
             };
             match Box::pin(self.admit(&facts, &mut req)).await {
                 Ok(passed) => admitted = Some(Box::new(passed)),
+                Err(refusal) if grpc::is_grpc(req.headers()) => return Err(refusal),
                 Err(refusal) => {
                     let mut response = refusal.into_response(req.version());
                     policy::cors::add_headers(&cors, response.headers_mut());
@@ -219,6 +241,17 @@ impl Proxy {
             return Err(Refusal::NoEndpoints);
         };
         let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
+        let upstream = &policy.upstream;
+        let tls = match &upstream.tls {
+            None => None,
+            Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first)?),
+        };
+        // gRPC's deadline bounds the wait for the response head.
+        let deadline = upstream
+            .protocol
+            .is_grpc()
+            .then(|| grpc::timeout(req.headers()))
+            .flatten();
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.connecting();
@@ -226,7 +259,12 @@ impl Proxy {
         let timeouts = &policy.timeouts;
         let mut last_error = None;
         for addr in std::iter::once(first).chain(second) {
-            match self.pool.connection(addr, timeouts.connect).await {
+            let target = Target {
+                addr,
+                protocol: upstream.protocol,
+                tls: tls.clone(),
+            };
+            match self.pool.connection(&target, timeouts.connect).await {
                 Ok(upstream) => {
                     let body_bytes = exchange
                         .as_deref_mut()
@@ -236,6 +274,7 @@ impl Proxy {
                         timeouts,
                         max_body_size: policy.max_body_size,
                         body_bytes,
+                        deadline,
                     };
                     let result = self.pool.send(upstream, req, activity, options).await;
                     if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
