@@ -94,12 +94,19 @@ pub fn respond(code: u8, message: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-    if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
-        headers.insert("grpc-message", message);
-    }
+    headers.extend(trailers(code, message));
     headers.insert(header::SERVER, SERVER);
     response
+}
+
+/// Trailers that end a call with status `code` and `message`.
+pub fn trailers(code: u8, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    if let Ok(message) = HeaderValue::try_from(percent_encode(message)) {
+        trailers.insert("grpc-message", message);
+    }
+    trailers
 }
 
 /// `grpc-message` is percent-encoded outside printable ASCII and `%`.

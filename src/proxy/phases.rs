@@ -246,7 +246,8 @@ impl Proxy {
             None => None,
             Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first)?),
         };
-        // gRPC's deadline bounds the wait for the response head.
+        // gRPC's deadline bounds the wait for the response head, and the call.
+        let started = std::time::Instant::now();
         let deadline = upstream
             .protocol
             .is_grpc()
@@ -299,8 +300,14 @@ impl Proxy {
                                 if let Some(granted) = &granted {
                                     granted.set_cookies(response);
                                 }
-                                if slot.is_some() || policy.response_rate.is_some() {
-                                    response.body_mut().shape(slot, policy.response_rate);
+                                let deadline = deadline.map(|d| started + d);
+                                if slot.is_some()
+                                    || policy.response_rate.is_some()
+                                    || deadline.is_some()
+                                {
+                                    response
+                                        .body_mut()
+                                        .shape(slot, policy.response_rate, deadline);
                                 }
                             }
                             relayed
