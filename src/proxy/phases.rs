@@ -17,9 +17,12 @@
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
-//! | 14 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
+//! | 14 | forward: balance, then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
 //! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
+//!
+//! Every refusal to a gRPC call (`content-type: application/grpc…`) is answered in gRPC's shape
+//! (HTTP 200 and a `grpc-status`, `grpc.rs`), whichever phase refused it.
 //!
 //! A route without annotations pays for phases 4–13 a few `Option` tests, the declared-length
 //! comparison of phase 12, and in phase 14 the counting of body bytes against the default
@@ -247,12 +250,12 @@ impl Proxy {
             Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first)?),
         };
         // gRPC's deadline bounds the wait for the response head, and the call.
-        let started = std::time::Instant::now();
         let deadline = upstream
             .protocol
             .is_grpc()
             .then(|| grpc::timeout(req.headers()))
             .flatten();
+        let deadline_at = deadline.map(|d| std::time::Instant::now() + d);
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.connecting();
@@ -300,14 +303,15 @@ impl Proxy {
                                 if let Some(granted) = &granted {
                                     granted.set_cookies(response);
                                 }
-                                let deadline = deadline.map(|d| started + d);
                                 if slot.is_some()
                                     || policy.response_rate.is_some()
-                                    || deadline.is_some()
+                                    || deadline_at.is_some()
                                 {
-                                    response
-                                        .body_mut()
-                                        .shape(slot, policy.response_rate, deadline);
+                                    response.body_mut().shape(
+                                        slot,
+                                        policy.response_rate,
+                                        deadline_at,
+                                    );
                                 }
                             }
                             relayed

@@ -1,9 +1,13 @@
-//! Connections to endpoints: a keep-alive pool of HTTP/1.1 connections per endpoint address.
+//! Connections to endpoints, pooled per [`Target`] (endpoint, protocol, TLS client): idle
+//! HTTP/1.1 connections, and shared HTTP/2 connections that carry many requests at once.
 //!
-//! A request first gets a connection (an idle pooled one, else a new one within the connect
-//! timeout) and only then is sent, so a failed connect leaves the request untouched and the
-//! caller may try another endpoint. After a response the connection goes back to the pool as
-//! soon as its body has been read to the end.
+//! A request first gets a connection (a pooled one, else a new one — TCP, then TLS for
+//! `HTTPS`/`GRPCS`, then the HTTP handshake — within the connect timeout) and only then is
+//! sent, so a failed connect leaves the request untouched and the caller may try another
+//! endpoint. The balancer picks the endpoint of every request before its connection, so
+//! requests multiplexed on one client connection still spread over all endpoints. After a
+//! response an HTTP/1.1 connection goes back to the pool as soon as its body has been read to
+//! the end; an HTTP/2 one frees the request's stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
