@@ -22,7 +22,7 @@ use super::policy;
 use super::policy::body_limit::BodyTooLarge;
 use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
-use super::upstream::{Lease, UpstreamError};
+use super::upstream::{BodyFailure, Lease, UpstreamError};
 use crate::model::{Backend, Route, normalize_host};
 
 impl Proxy {
@@ -95,6 +95,13 @@ impl Proxy {
             Err(UpstreamError::Request { source, .. }) if BodyTooLarge::in_chain(&source) => {
                 debug!(ingress = %route.ingress, "request body over proxy-body-size");
                 Err(Refusal::PayloadTooLarge)
+            }
+            Err(UpstreamError::ClientBody { failure, .. }) => {
+                debug!(ingress = %route.ingress, ?failure, "the request body failed");
+                Err(match failure {
+                    BodyFailure::TooLarge => Refusal::PayloadTooLarge,
+                    BodyFailure::ClientTimeout => Refusal::ClientBodyTimeout,
+                })
             }
             Err(error) => {
                 warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::activity::{ConnActivity, InFlight, now_ms};
-use super::idle::{BoxError, IdleBody, Side};
+use super::idle::{BoxError, IdleBody, IdleTimeout, Side};
 use super::policy::body_limit;
 use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
 use crate::model::{Protocol, Timeouts};
@@ -72,6 +72,15 @@ pub enum UpstreamError {
         addr: SocketAddr,
         /// Why.
         why: Arc<str>,
+    },
+    /// The client's request body failed while it went to an HTTP/2 endpoint (too large, or
+    /// the client paused too long): the client's fault, not the endpoint's.
+    #[error("the request body to {addr} failed: {failure:?}")]
+    ClientBody {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        failure: BodyFailure,
     },
     /// The TCP connect did not finish in time.
     #[error("connect to {addr} timed out after {after:?}")]
@@ -121,6 +130,7 @@ impl UpstreamError {
             UpstreamError::TlsVerify { .. } => "tls_verify",
             UpstreamError::TlsHandshake { .. } => "tls_handshake",
             UpstreamError::TlsSettings { .. } => "tls_settings",
+            UpstreamError::ClientBody { .. } => "client_body",
             UpstreamError::SendTimeout { .. } => "send_timeout",
             UpstreamError::ResponseTimeout { .. } => "response_timeout",
             UpstreamError::Request { .. } => "request_failed",
@@ -161,6 +171,28 @@ pub struct RequestBody {
     counted: Option<Arc<AtomicU64>>,
     /// The body's bytes against `proxy-body-size`.
     limit: Option<body_limit::Counter>,
+    /// Where a failure of the client's body is noted, for HTTP/2 endpoints: hyper sends an
+    /// HTTP/2 body from a task of its own and reports only a reset stream, not why.
+    failure: Option<Arc<AtomicU8>>,
+}
+
+/// Why the client's request body failed (see [`RequestBody`]'s `failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// It grew past `proxy-body-size`.
+    TooLarge = 1,
+    /// The client paused longer than the client body timeout.
+    ClientTimeout = 2,
+}
+
+impl BodyFailure {
+    fn noted(failure: &AtomicU8) -> Option<BodyFailure> {
+        match failure.load(Ordering::Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::ClientTimeout),
+            _ => None,
+        }
+    }
 }
 
 impl RequestBody {
@@ -173,6 +205,7 @@ impl RequestBody {
         client: &Arc<ConnActivity>,
         counted: Option<Arc<AtomicU64>>,
         limit: Option<u64>,
+        failure: Option<Arc<AtomicU8>>,
     ) -> (Self, Option<oneshot::Receiver<()>>) {
         let (done, sent, reading) = if inner.is_end_stream() {
             (None, None, None)
@@ -187,6 +220,7 @@ impl RequestBody {
             reading,
             counted,
             limit: limit.map(body_limit::Counter::new),
+            failure,
         };
         (body, sent)
     }
@@ -198,6 +232,7 @@ impl RequestBody {
             reading: None,
             counted: None,
             limit: None,
+            failure: None,
         }
     }
 }
@@ -223,8 +258,16 @@ impl Body for RequestBody {
             }
             if let Some(Err(too_large)) = this.limit.as_mut().map(|l| l.add(data.len())) {
                 this.inner = None;
+                if let Some(failure) = &this.failure {
+                    failure.store(BodyFailure::TooLarge as u8, Ordering::Relaxed);
+                }
                 return Poll::Ready(Some(Err(Box::new(too_large))));
             }
+        }
+        if let (Poll::Ready(Some(Err(error))), Some(failure)) = (&polled, &this.failure)
+            && IdleTimeout::in_chain(error.as_ref(), Side::Client)
+        {
+            failure.store(BodyFailure::ClientTimeout as u8, Ordering::Relaxed);
         }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
         if let Some(done) = this.done.take_if(|_| ended) {
@@ -488,6 +531,9 @@ pub struct Pool {
     config: UpstreamConfig,
     idle: Mutex<FastMap<Target, Vec<Idle>>>,
     shared: Mutex<FastMap<Target, Vec<Shared>>>,
+    /// One HTTP/2 connect at a time per target: requests that find no connection with room
+    /// wait for the one being opened instead of each opening their own.
+    gates: Mutex<FastMap<Target, Arc<tokio::sync::Mutex<()>>>>,
     tasks: TaskTracker,
 }
 
@@ -498,6 +544,7 @@ impl Pool {
             config,
             idle: Mutex::new(HashMap::default()),
             shared: Mutex::new(HashMap::default()),
+            gates: Mutex::new(HashMap::default()),
             tasks,
         }
     }
@@ -510,21 +557,37 @@ impl Pool {
         target: &Target,
         connect_timeout: Duration,
     ) -> Result<UpstreamConn, UpstreamError> {
-        let pooled = if target.protocol.is_http2() {
-            self.checkout_shared(target)
-        } else {
-            self.checkout(target)
-                .map(|idle| (Sender::Http1(idle.sender), idle.send_timeout))
+        let pooled = |(sender, send_timeout)| UpstreamConn {
+            target: target.clone(),
+            sender,
+            send_timeout,
+            reused: true,
         };
-        if let Some((sender, send_timeout)) = pooled {
-            return Ok(UpstreamConn {
-                target: target.clone(),
-                sender,
-                send_timeout,
-                reused: true,
-            });
+        if !target.protocol.is_http2() {
+            if let Some(idle) = self.checkout(target) {
+                return Ok(pooled((Sender::Http1(idle.sender), idle.send_timeout)));
+            }
+            return self.connect(target, connect_timeout).await;
         }
-        self.connect(target, connect_timeout).await
+        if let Some(shared) = self.checkout_shared(target) {
+            return Ok(pooled(shared));
+        }
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            gates.entry(target.clone()).or_default().clone()
+        };
+        let started = Instant::now();
+        let _turn = tokio::time::timeout(connect_timeout, gate.lock())
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                addr: target.addr,
+                after: connect_timeout,
+            })?;
+        if let Some(shared) = self.checkout_shared(target) {
+            return Ok(pooled(shared));
+        }
+        let left = connect_timeout.saturating_sub(started.elapsed());
+        self.connect(target, left).await
     }
 
     fn checkout(&self, target: &Target) -> Option<Idle> {
@@ -672,6 +735,7 @@ impl Pool {
         options: SendOptions<'_>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.target.addr;
+        let failure = conn.target.protocol.is_http2().then(Arc::default);
         let (parts, body) = req.into_parts();
         let (body, mut body_sent) = RequestBody::new(
             body,
@@ -679,6 +743,7 @@ impl Pool {
             client,
             options.body_bytes,
             options.max_body_size,
+            failure.clone(),
         );
         let replayable = options.idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
@@ -736,6 +801,9 @@ impl Pool {
                     conn = self.connect(&conn.target, options.timeouts.connect).await?;
                 }
                 None => {
+                    if let Some(failure) = failure.as_deref().and_then(BodyFailure::noted) {
+                        return Err(UpstreamError::ClientBody { addr, failure });
+                    }
                     let source = error.into_error();
                     if let Some(stalled) = SendStalled::in_chain(&source) {
                         return Err(UpstreamError::SendTimeout {
@@ -791,6 +859,9 @@ impl Pool {
                 conns.retain(|c| c.keep(self.config.keepalive_timeout));
                 !conns.is_empty()
             });
+            drop(shared);
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1);
         }
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.shared
