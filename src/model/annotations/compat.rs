@@ -223,7 +223,7 @@ pub const ANNOTATIONS: &[Row] = &[
     row("proxy-ssl-protocols", NotYet(BACKENDS)),
     row("proxy-ssl-ciphers", NotYet(BACKENDS)),
     row("proxy-ssl-verify-depth", NotYet(BACKENDS)),
-    row("service-upstream", NotYet(BACKENDS)),
+    row("service-upstream", Supported),
     row("ssl-passthrough", NotYet(BACKENDS)),
     row("ssl-ciphers", NotYet(BACKENDS)),
     row("ssl-prefer-server-ciphers", NotYet(BACKENDS)),

@@ -41,6 +41,7 @@ mod logging;
 mod rate_limits;
 mod redirect;
 mod rewrite;
+mod service_upstream;
 mod source_ranges;
 mod timeouts;
 pub(crate) mod values;
@@ -129,6 +130,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("client-auth", client_auth::KEYS),
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
+    ("service-upstream", service_upstream::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -480,6 +482,8 @@ pub(crate) struct IngressAnnotations {
     /// `canary: "true"`: weir does not implement canaries yet, so the Ingress is not routed
     /// (its main Ingress keeps all the traffic) rather than compete with the main one.
     pub canary: bool,
+    /// `service-upstream`: the routes send to their Services' cluster IPs.
+    pub service_upstream: bool,
 }
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
@@ -512,6 +516,7 @@ pub(crate) fn parse(
     policy.cors = cors::parse(&mut reader);
     policy.rate_limits = rate_limits::parse(&mut reader);
     policy.response_rate = rate_limits::response_rate(&mut reader);
+    let service_upstream = service_upstream::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -531,6 +536,7 @@ pub(crate) fn parse(
         regex,
         host,
         canary: reader.canary,
+        service_upstream,
     }
 }
 
