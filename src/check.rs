@@ -107,6 +107,7 @@ fn loses_behaviour(reason: Reason) -> bool {
             | Reason::InvalidPath
             | Reason::UnsupportedBackend
             | Reason::UnsupportedServiceType
+            | Reason::ExternalNameRefused
             | Reason::UnsupportedConfigMapKey
             | Reason::InvalidConfigMapValue
     )

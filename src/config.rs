@@ -9,7 +9,9 @@ use ipnet::IpNet;
 
 pub use crate::access_log::LogFormat;
 use crate::metrics::{ControllerLabels, MetricsConfig, RequestLabels};
-use crate::model::{BuildConfig, ClassConfig, Defaults, Hsts, ObjectKind, ObjectRef, Timeouts};
+use crate::model::{
+    BuildConfig, ClassConfig, Defaults, ExternalNamePolicy, Hsts, ObjectKind, ObjectRef, Timeouts,
+};
 use crate::source::cluster::{ClusterConfig, EndpointsApi};
 
 /// weir: a Kubernetes ingress controller with an embedded HTTP/1.1 and HTTP/2 data plane.
@@ -239,6 +241,23 @@ pub struct RouteFlags {
     #[arg(long, env = "WEIR_ALLOW_CROSS_NAMESPACE_RESOURCES")]
     pub allow_cross_namespace_resources: bool,
 
+    /// Do not route to Services of type ExternalName (they answer 503 with a Diagnostic), as
+    /// ingress-nginx's `--disable-svc-external-name` (accepted as an alias).
+    #[arg(
+        long,
+        env = "WEIR_DISABLE_EXTERNAL_NAME",
+        visible_alias = "disable-svc-external-name"
+    )]
+    pub disable_external_name: bool,
+
+    /// Let ExternalName Services resolve to addresses weir refuses by default: loopback,
+    /// unspecified, link-local, multicast and the cloud metadata services (169.254.169.254,
+    /// fd00:ec2::254, …). Off, a name that resolves only to those answers 503, so that whoever
+    /// may create a Service cannot make weir fetch from the node itself. Private ranges are
+    /// always allowed.
+    #[arg(long, env = "WEIR_ALLOW_EXTERNAL_NAME_LOCAL_ADDRESSES")]
+    pub allow_external_name_local_addresses: bool,
+
     /// Status of HTTP→HTTPS redirects: 308 (keeps the method and body), 301, 302 or 307.
     #[arg(long, env = "WEIR_HTTP_REDIRECT_CODE", default_value_t = 308, value_parser = parse_redirect_code)]
     pub http_redirect_code: u16,
@@ -359,6 +378,14 @@ pub struct CheckArgs {
     #[arg(long)]
     pub allow_cross_namespace_resources: bool,
 
+    /// Check as `weir --disable-external-name` would serve (ExternalName Services answer 503).
+    #[arg(long, visible_alias = "disable-svc-external-name")]
+    pub disable_external_name: bool,
+
+    /// Check as `weir --allow-external-name-local-addresses` would serve.
+    #[arg(long)]
+    pub allow_external_name_local_addresses: bool,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub output: CheckOutput,
@@ -404,6 +431,10 @@ impl CheckArgs {
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
             allow_cross_namespace: self.allow_cross_namespace_resources,
+            external_names: ExternalNamePolicy {
+                disabled: self.disable_external_name,
+                allow_local_addresses: self.allow_external_name_local_addresses,
+            },
         }
     }
 }
@@ -479,6 +510,10 @@ impl Config {
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
             allow_cross_namespace: self.routes.allow_cross_namespace_resources,
+            external_names: ExternalNamePolicy {
+                disabled: self.routes.disable_external_name,
+                allow_local_addresses: self.routes.allow_external_name_local_addresses,
+            },
         }
     }
 
@@ -596,6 +631,22 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn external_name_flags_and_the_ingress_nginx_alias() {
+        let c = Config::try_parse_from(["weir"]).unwrap();
+        assert_eq!(
+            c.build_config().external_names,
+            ExternalNamePolicy::default()
+        );
+        for flag in ["--disable-external-name", "--disable-svc-external-name"] {
+            let c = Config::try_parse_from(["weir", flag]).unwrap();
+            assert!(c.build_config().external_names.disabled, "{flag}");
+        }
+        let c = Config::try_parse_from(["weir", "--allow-external-name-local-addresses"]).unwrap();
+        let policy = c.build_config().external_names;
+        assert!(policy.allow_local_addresses && !policy.disabled);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use weir::metrics::Metrics;
 use weir::model::{ObjectKind, ObjectRef};
 use weir::proxy::Proxy;
 use weir::source::cluster::ClusterSource;
+use weir::source::external_names::{ExternalNames, SystemResolver, resolve_once};
 use weir::source::manifests::ManifestSource;
 use weir::state::State;
 use weir::tls::{CertStore, LiveResolver};
@@ -99,7 +100,13 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             })?
         }
     };
-    let report = weir::check::report(&input, &args.build_config(&input));
+    // What the ExternalName Services' names resolve to here and now.
+    let config = args.build_config(&input);
+    let input = runtime(Some(1))?.block_on(async {
+        let resolver = SystemResolver::new();
+        resolve_once(&resolver, input, &config).await
+    });
+    let report = weir::check::report(&input, &config);
     match args.output {
         CheckOutput::Text => print!("{}", report.to_text()),
         CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -284,7 +291,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tasks.clone(),
         cancel.clone(),
     ));
-    let (inputs_tx, inputs_rx) = watch::channel(None);
+    // The source's inputs go through the stage that resolves ExternalName Services' names.
+    let (inputs_tx, source_rx) = watch::channel(None);
+    let (resolved_tx, inputs_rx) = watch::channel(None);
+    let external_names = ExternalNames::new(SystemResolver::new(), config.build_config());
+    tasks.spawn(external_names.run(source_rx, resolved_tx, cancel.clone()));
     let (published_tx, published_rx) = watch::channel(None);
     tasks.spawn(run_rebuild_loop(
         inputs_rx,

@@ -22,7 +22,7 @@ use super::annotations::{self, IngressAnnotations};
 use super::classes::Classes;
 use super::configmap;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
-use super::endpoints::Backends;
+use super::endpoints::{Backends, Upstream};
 use super::objects::index_by_name;
 use super::paths::PathRegex;
 use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
@@ -66,7 +66,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         .collect();
     let mut builder = Builder {
         table: RouteTableBuilder::new(),
-        backends: Backends::new(input),
+        backends: Backends::new(input, config.external_names),
         diagnostics,
         created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
         tls_hosts: tls_hosts(&ours),
@@ -245,6 +245,8 @@ struct RouteParts {
     https: HttpsPolicy,
     policy: Arc<Policy>,
     regex: Option<PathRegex>,
+    /// Where the backend sends (`service-upstream`: the Service's cluster IP).
+    upstream: Upstream,
 }
 
 struct Builder<'a> {
@@ -462,6 +464,11 @@ impl Builder<'_> {
             https: self.https(annotations, tls_host),
             policy: annotations.policy.clone(),
             regex: None,
+            upstream: if annotations.service_upstream {
+                Upstream::ClusterIp
+            } else {
+                Upstream::Endpoints
+            },
         }
     }
 
@@ -539,8 +546,10 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let resolved = self.backends.resolve(&me.namespace, service);
-        if let Some(problem) = resolved.problem {
+        let resolved = self
+            .backends
+            .resolve(&me.namespace, service, parts.upstream);
+        for problem in resolved.problems {
             let message = format!("{} (referenced by {site}); {}", problem.what, problem.hint);
             self.report(me, problem.reason, message);
         }
@@ -739,17 +748,25 @@ impl Builder<'_> {
                 name: None,
             }),
         };
-        let resolved = self.backends.resolve(&service.namespace, &backend);
-        if let Some(problem) = resolved.problem {
+        let resolved = self
+            .backends
+            .resolve(&service.namespace, &backend, Upstream::Endpoints);
+        for problem in &resolved.problems {
+            let consequence = if resolved.backend.endpoints.is_empty() {
+                "; requests nothing else serves are answered 404 until it has ready endpoints"
+            } else {
+                ""
+            };
             self.report(
                 service,
                 Reason::DefaultBackendNotUsable,
                 format!(
-                    "the default backend Service (--default-backend-service): {}; requests \
-                     nothing else serves are answered 404 until it has ready endpoints",
+                    "the default backend Service (--default-backend-service): {}{consequence}",
                     problem.what
                 ),
             );
+        }
+        if resolved.backend.endpoints.is_empty() {
             return;
         }
         let mut route = Route::new(service.clone(), resolved.backend);

@@ -99,8 +99,17 @@ pub enum Reason {
     ServicePortNotFound,
     /// The Service exists but has no ready endpoints for the port.
     NoReadyEndpoints,
-    /// The Service is of a type weir cannot route to (for example ExternalName).
+    /// The Service is of a type weir does not route to (ExternalName with
+    /// `--disable-external-name`).
     UnsupportedServiceType,
+    /// An ExternalName Service whose name does not resolve (or not yet, or is not a DNS name).
+    ExternalNameNotResolved,
+    /// An ExternalName Service whose name resolves to addresses weir refuses (loopback,
+    /// link-local, cloud metadata, …) without `--allow-external-name-local-addresses`.
+    ExternalNameRefused,
+    /// `service-upstream` on a Service without a cluster IP (headless, ExternalName): its
+    /// endpoints are used instead.
+    NoClusterIp,
     /// A rule or TLS host is not a valid DNS name or wildcard.
     InvalidHost,
     /// A rule path is not valid for its pathType.
@@ -146,6 +155,9 @@ impl Reason {
             Reason::ServicePortNotFound => "ServicePortNotFound",
             Reason::NoReadyEndpoints => "NoReadyEndpoints",
             Reason::UnsupportedServiceType => "UnsupportedServiceType",
+            Reason::ExternalNameNotResolved => "ExternalNameNotResolved",
+            Reason::ExternalNameRefused => "ExternalNameRefused",
+            Reason::NoClusterIp => "NoClusterIp",
             Reason::InvalidHost => "InvalidHost",
             Reason::InvalidPath => "InvalidPath",
             Reason::UnsupportedBackend => "UnsupportedBackend",

@@ -9,6 +9,14 @@
 //! Service; the core/v1 Endpoints object of the same name otherwise. Only ready addresses
 //! count: a slice endpoint whose `conditions.ready` is `false` is skipped (unset means ready),
 //! and Endpoints' `notReadyAddresses` are never used.
+//!
+//! Two other ways to a Service:
+//! - an **ExternalName** Service's endpoints are the addresses its DNS name resolves to, with
+//!   the port ingress-nginx maps ([`super::external_names`]);
+//! - with `service-upstream` (per Ingress), the one endpoint is the Service's **cluster IP**
+//!   with the Service port (kube-proxy balances), as in ingress-nginx. A Service without a
+//!   cluster IP (headless, ExternalName) falls back to its endpoints, with a
+//!   [`Reason::NoClusterIp`], as ingress-nginx falls back (and logs an error).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +28,7 @@ use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
 use super::Input;
 use super::diagnostic::{ObjectKind, ObjectRef, Reason};
+use super::external_names::{self, ExternalNamePolicy, NameAnswers};
 use super::objects::{self, index_by_name};
 use super::table::Backend;
 
@@ -31,8 +40,9 @@ pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub(crate) struct Resolved {
     /// The backend; with no endpoints when something is wrong (requests get 503).
     pub backend: Arc<Backend>,
-    /// Why the backend has no endpoints, if it has none.
-    pub problem: Option<Problem>,
+    /// What is wrong: why the backend has no endpoints when it has none, and findings that
+    /// leave it some (addresses refused, a cluster IP missing).
+    pub problems: Vec<Problem>,
 }
 
 /// A finding about a backend, to be reported on every Ingress that references it.
@@ -48,7 +58,7 @@ pub(crate) struct Problem {
 
 /// How an Ingress names a Service port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum PortRef {
+pub(crate) enum PortRef {
     Number(i32),
     Name(String),
     Missing,
@@ -87,19 +97,35 @@ impl PortRef {
     }
 }
 
+/// Where a backend sends: the Service's endpoints, or its cluster IP (`service-upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Upstream {
+    /// Its ready endpoints (an ExternalName Service: the addresses of its name).
+    Endpoints,
+    /// Its cluster IP and Service port (`service-upstream`).
+    ClusterIp,
+}
+
 /// Resolves backends against the Services and endpoints of the input, once per
-/// (namespace, service, port), so that routes to the same Service port share one [`Backend`].
+/// (namespace, service, port, [`Upstream`]), so that routes to the same Service port share one
+/// [`Backend`], and an Ingress with `service-upstream` never shares one with an Ingress
+/// without it.
 #[derive(Debug)]
 pub(crate) struct Backends<'a> {
     services: BTreeMap<(&'a str, &'a str), &'a Service>,
     slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     endpoints: BTreeMap<(&'a str, &'a str), &'a Endpoints>,
-    cache: BTreeMap<(String, String, PortRef), Resolved>,
+    /// The DNS answers for ExternalName Services.
+    answers: &'a NameAnswers,
+    /// How ExternalName Services are treated.
+    external_names: ExternalNamePolicy,
+    cache: BTreeMap<(String, String, PortRef, Upstream), Resolved>,
 }
 
 impl<'a> Backends<'a> {
-    /// Indexes the Services, EndpointSlices and Endpoints of `input`.
-    pub(crate) fn new(input: &'a Input) -> Self {
+    /// Indexes the Services, EndpointSlices and Endpoints of `input`; ExternalName Services
+    /// are resolved with `input`'s DNS answers and `external_names`.
+    pub(crate) fn new(input: &'a Input, external_names: ExternalNamePolicy) -> Self {
         let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in &input.endpoint_slices {
             let service = slice
@@ -119,35 +145,51 @@ impl<'a> Backends<'a> {
             services: index_by_name(&input.services, |s| &s.metadata),
             slices,
             endpoints: index_by_name(&input.endpoints, |e| &e.metadata),
+            answers: &input.external_names,
+            external_names,
             cache: BTreeMap::new(),
         }
     }
 
-    /// The backend for `backend` as referenced from namespace `namespace`.
-    pub(crate) fn resolve(&mut self, namespace: &str, backend: &IngressServiceBackend) -> Resolved {
+    /// The backend for `backend` as referenced from namespace `namespace`, sending where
+    /// `upstream` says.
+    pub(crate) fn resolve(
+        &mut self,
+        namespace: &str,
+        backend: &IngressServiceBackend,
+        upstream: Upstream,
+    ) -> Resolved {
         let port = PortRef::of(backend);
-        let key = (namespace.to_owned(), backend.name.clone(), port);
+        let key = (namespace.to_owned(), backend.name.clone(), port, upstream);
         if let Some(resolved) = self.cache.get(&key) {
             return resolved.clone();
         }
         let service = ObjectRef::new(ObjectKind::Service, namespace, &backend.name);
-        let (endpoints, problem) = match self.endpoints_for(&service, &key.2) {
-            Ok(endpoints) => (endpoints, None),
-            Err(problem) => (Vec::new(), Some(problem)),
+        let mut problems = Vec::new();
+        let endpoints = match self.endpoints_for(&service, &key.2, upstream, &mut problems) {
+            Ok(endpoints) => endpoints,
+            Err(problem) => {
+                problems.push(problem);
+                Vec::new()
+            }
         };
         let port = key.2.as_written();
         let resolved = Resolved {
             backend: Arc::new(Backend::new(service, port, endpoints)),
-            problem,
+            problems,
         };
         self.cache.insert(key, resolved.clone());
         resolved
     }
 
+    /// The endpoints of `service` port `port`, or why there are none; `notes` gets what is
+    /// wrong without leaving it without endpoints.
     fn endpoints_for(
         &self,
         service: &ObjectRef,
         port: &PortRef,
+        upstream: Upstream,
+        notes: &mut Vec<Problem>,
     ) -> Result<Vec<SocketAddr>, Problem> {
         let display = format!("{}/{}", service.namespace, service.name);
         let key = (service.namespace.as_str(), service.name.as_str());
@@ -159,24 +201,44 @@ impl<'a> Backends<'a> {
             });
         };
         let spec = svc.spec.as_ref();
-        if let Some(kind) = spec
-            .and_then(|s| s.type_.as_deref())
-            .filter(|t| *t == "ExternalName")
-        {
-            return Err(Problem {
-                reason: Reason::UnsupportedServiceType,
-                what: format!("service {display:?} is of type {kind}, which weir does not route to"),
-                hint: "requests there are answered 503; point the Ingress at a Service with a selector or with endpoints".into(),
-            });
-        }
         let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let service_port = find_service_port(ports, port).map_err(|(what, detail)| Problem {
+        let port_problem = |(what, detail): (String, String)| Problem {
             reason: Reason::ServicePortNotFound,
             what: format!("service {display:?} {what}"),
             hint: format!(
                 "{detail}; requests there are answered 503 until the Ingress or the Service is fixed"
             ),
-        })?;
+        };
+        if upstream == Upstream::ClusterIp {
+            match cluster_ip(svc) {
+                Some(ip) => {
+                    let service_port = find_service_port(ports, port).map_err(port_problem)?;
+                    return Ok(port_number(service_port.port)
+                        .map(|n| SocketAddr::new(ip, n))
+                        .into_iter()
+                        .collect());
+                }
+                None => notes.push(Problem {
+                    reason: Reason::NoClusterIp,
+                    what: format!(
+                        "service {display:?} has no cluster IP (it is headless, of type \
+                         ExternalName or without clusterIP), which service-upstream sends to"
+                    ),
+                    hint: "its endpoints are used instead, as ingress-nginx does".into(),
+                }),
+            }
+        }
+        if external_names::is_external_name(svc) {
+            return external_names::endpoints(
+                svc,
+                &display,
+                port,
+                self.answers,
+                self.external_names,
+                notes,
+            );
+        }
+        let service_port = find_service_port(ports, port).map_err(port_problem)?;
         let port_name = service_port.name.as_deref().unwrap_or("");
         let endpoints = match self.slices.get(&key) {
             Some(slices) => slice_endpoints(slices, port_name),
@@ -200,9 +262,25 @@ impl<'a> Backends<'a> {
     }
 }
 
+/// The cluster IP of `service`: `None` for a headless Service (`None`), an ExternalName one
+/// (none) or one whose `clusterIP` is not an address (a manifest may leave it unset).
+fn cluster_ip(service: &Service) -> Option<IpAddr> {
+    if external_names::is_external_name(service) {
+        return None;
+    }
+    service
+        .spec
+        .as_ref()?
+        .cluster_ip
+        .as_deref()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Finds the ServicePort an Ingress names, or says why there is none (what is wrong, and a
 /// detail that helps to fix it).
-fn find_service_port<'p>(
+pub(crate) fn find_service_port<'p>(
     ports: &'p [ServicePort],
     port: &PortRef,
 ) -> Result<&'p ServicePort, (String, String)> {
@@ -250,7 +328,7 @@ fn describe_service_port(port: &ServicePort) -> String {
 }
 
 /// A port number usable in a socket address (1..=65535).
-fn port_number(port: i32) -> Option<u16> {
+pub(crate) fn port_number(port: i32) -> Option<u16> {
     u16::try_from(port).ok().filter(|p| *p != 0)
 }
 

@@ -13,6 +13,7 @@ pub mod configmap;
 pub mod diagnostic;
 mod endpoints;
 pub mod external_auth;
+pub mod external_names;
 #[cfg(test)]
 mod fixtures;
 mod objects;
@@ -38,6 +39,7 @@ pub use build::build;
 pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use external_auth::{AuthCache, ExternalAuth};
+pub use external_names::{ExternalNamePolicy, NameAnswer, NameAnswers, names_to_resolve};
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
 pub use policy::{
     Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, ResponseRate, Rewrite, Timeouts,
@@ -76,6 +78,10 @@ pub struct Input {
     pub secrets: Vec<Arc<Secret>>,
     /// core/v1 ConfigMaps (the controller ConfigMap, `--configmap`).
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// The DNS answers for the names of the ExternalName Services weir's Ingresses reference
+    /// ([`names_to_resolve`]), looked up outside the model (`source::external_names`); a name
+    /// missing here has not been resolved yet.
+    pub external_names: Arc<NameAnswers>,
 }
 
 /// The settings that change how objects are read.
@@ -93,6 +99,8 @@ pub struct BuildConfig {
     /// `--allow-cross-namespace-resources`: annotations may name Secrets in other namespaces
     /// (`auth-secret: namespace/name`).
     pub allow_cross_namespace: bool,
+    /// ExternalName Services: whether weir routes to them, and to which addresses.
+    pub external_names: ExternalNamePolicy,
 }
 
 /// Which Ingresses are weir's.

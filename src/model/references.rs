@@ -92,7 +92,7 @@ pub fn tls_secrets(
 }
 
 /// The Ingresses of `config`'s class among `ingresses`.
-fn ours<'a>(
+pub(crate) fn ours<'a>(
     ingresses: &'a [Arc<Ingress>],
     ingress_classes: &'a [Arc<IngressClass>],
     config: &'a BuildConfig,

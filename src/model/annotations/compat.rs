@@ -238,7 +238,7 @@ pub const ANNOTATIONS: &[Row] = &[
         Differs("ignored with a Diagnostic: rustls offers only modern AEAD suites"),
     ),
     row("proxy-ssl-verify-depth", Supported),
-    row("service-upstream", NotYet(BACKENDS)),
+    row("service-upstream", Supported),
     row("ssl-passthrough", NotYet(BACKENDS)),
     row("ssl-ciphers", NotYet(BACKENDS)),
     row("ssl-prefer-server-ciphers", NotYet(BACKENDS)),

@@ -42,6 +42,7 @@ mod logging;
 mod rate_limits;
 mod redirect;
 mod rewrite;
+mod service_upstream;
 mod source_ranges;
 mod timeouts;
 pub(crate) mod values;
@@ -131,6 +132,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
     ("backend", backend::KEYS),
+    ("service-upstream", service_upstream::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -482,6 +484,8 @@ pub(crate) struct IngressAnnotations {
     /// `canary: "true"`: weir does not implement canaries yet, so the Ingress is not routed
     /// (its main Ingress keeps all the traffic) rather than compete with the main one.
     pub canary: bool,
+    /// `service-upstream`: the routes send to their Services' cluster IPs.
+    pub service_upstream: bool,
 }
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
@@ -515,6 +519,7 @@ pub(crate) fn parse(
     policy.rate_limits = rate_limits::parse(&mut reader);
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
+    let service_upstream = service_upstream::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -534,6 +539,7 @@ pub(crate) fn parse(
         regex,
         host,
         canary: reader.canary,
+        service_upstream,
     }
 }
 

@@ -402,9 +402,9 @@ fn every_diagnostic_reason() {
             Unavailable,
         ),
         (
-            "ExternalName service",
+            "ExternalName service not resolved yet",
             ing("d", "i").prefix("a.com", "/", "external", 80),
-            UnsupportedServiceType,
+            ExternalNameNotResolved,
             Unavailable,
         ),
         (
@@ -1820,4 +1820,176 @@ fn a_tls_host_s_default_backend_redirects_to_https_and_a_catch_all_keeps_no_redi
     let catch_all = route_of(&built, "unknown.com", "/");
     assert_eq!(catch_all.ingress.name, "catch-all");
     assert!(catch_all.policy.redirect.is_none() && catch_all.policy.rewrite.target.is_none());
+}
+
+/// A Service of type ExternalName naming `external_name`, with ports `(name, port, targetPort)`.
+fn external_name(
+    ns: &str,
+    name: &str,
+    external_name: &str,
+    ports: &[(Option<&str>, i32, i32)],
+) -> Service {
+    let mut s = service(ns, name, ports);
+    let spec = s.spec.as_mut().unwrap();
+    spec.type_ = Some("ExternalName".into());
+    spec.external_name = Some(external_name.into());
+    s
+}
+
+#[test]
+fn external_name_services_route_to_the_addresses_of_their_names() {
+    use crate::model::{ExternalNamePolicy, NameAnswer};
+    let world = || {
+        World::default()
+            .service(external_name(
+                "d",
+                "db",
+                "db.example.com",
+                &[(Some("http"), 80, 8080)],
+            ))
+            .service(external_name("d", "local", "localhost", &[]))
+            .ingress(
+                ing("d", "i")
+                    .prefix("a.com", "/", "db", "http")
+                    .prefix("a.com", "/local", "local", 9000),
+            )
+    };
+    let answers = [
+        (
+            "db.example.com",
+            NameAnswer::Addresses(vec!["10.1.0.1".parse().unwrap()]),
+        ),
+        (
+            "localhost",
+            NameAnswer::Addresses(vec!["127.0.0.1".parse().unwrap()]),
+        ),
+    ];
+    let input = Input {
+        external_names: Arc::new(
+            answers
+                .into_iter()
+                .map(|(name, answer)| (name.to_owned(), answer))
+                .collect(),
+        ),
+        ..world().input()
+    };
+    let built = build(&input, &BuildConfig::default());
+    assert_eq!(eps(&built, "a.com", "/"), ["10.1.0.1:8080"]);
+    assert_eq!(eps(&built, "a.com", "/local"), Vec::<String>::new());
+    assert_eq!(reasons(&built), [("i".into(), Reason::ExternalNameRefused)]);
+    assert!(
+        built.diagnostics[0]
+            .message
+            .contains("--allow-external-name-local-addresses"),
+        "{}",
+        built.diagnostics[0].message
+    );
+
+    let allow = BuildConfig {
+        external_names: ExternalNamePolicy {
+            allow_local_addresses: true,
+            ..ExternalNamePolicy::default()
+        },
+        ..BuildConfig::default()
+    };
+    let built = build(&input, &allow);
+    assert_eq!(eps(&built, "a.com", "/local"), ["127.0.0.1:9000"]);
+    assert!(built.diagnostics.is_empty(), "{:#?}", built.diagnostics);
+
+    let disabled = BuildConfig {
+        external_names: ExternalNamePolicy {
+            disabled: true,
+            ..ExternalNamePolicy::default()
+        },
+        ..allow.clone()
+    };
+    let built = build(&input, &disabled);
+    assert_eq!(eps(&built, "a.com", "/"), Vec::<String>::new());
+    assert_eq!(
+        reasons(&built),
+        [
+            ("i".into(), Reason::UnsupportedServiceType),
+            ("i".into(), Reason::UnsupportedServiceType),
+        ]
+    );
+    assert!(
+        built.diagnostics[0]
+            .message
+            .contains("--disable-external-name")
+    );
+
+    // Not resolved yet: 503 and said so.
+    let built = build(&world().input(), &allow);
+    assert_eq!(eps(&built, "a.com", "/"), Vec::<String>::new());
+    assert!(
+        built
+            .diagnostics
+            .iter()
+            .all(|d| d.reason == Reason::ExternalNameNotResolved
+                && d.message.contains("not been resolved yet")),
+        "{:#?}",
+        built.diagnostics
+    );
+}
+
+#[test]
+fn service_upstream_sends_to_the_cluster_ip_per_ingress() {
+    const ANNOTATION: &str = "nginx.ingress.kubernetes.io/service-upstream";
+    let mut web = service("d", "web", &[(Some("http"), 80, 8080)]);
+    web.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.10".into());
+    let mut headless = service("d", "headless", &[(Some("http"), 80, 8080)]);
+    headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+    let built = World::default()
+        .service(web)
+        .slice(endpoint_slice(
+            "d",
+            "web-1",
+            "web",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.1", "10.0.0.2"], None)],
+        ))
+        .service(headless)
+        .slice(endpoint_slice(
+            "d",
+            "headless-1",
+            "headless",
+            &[(Some("http"), 8080)],
+            &[(&["10.0.0.3"], None)],
+        ))
+        .ingress(ing("d", "direct").prefix("a.com", "/", "web", 80))
+        .ingress(
+            ing("d", "upstream")
+                .annotation(ANNOTATION, "true")
+                .prefix("b.com", "/", "web", 80)
+                .prefix("b.com", "/named", "web", "http")
+                .prefix("b.com", "/headless", "headless", 80)
+                .prefix("b.com", "/missing-port", "web", 81),
+        )
+        .build();
+    assert_eq!(
+        eps(&built, "a.com", "/"),
+        ["10.0.0.1:8080", "10.0.0.2:8080"]
+    );
+    assert_eq!(eps(&built, "b.com", "/"), ["10.96.0.10:80"]);
+    assert_eq!(eps(&built, "b.com", "/named"), ["10.96.0.10:80"]);
+    assert_eq!(
+        eps(&built, "b.com", "/headless"),
+        ["10.0.0.3:8080"],
+        "falls back to the endpoints"
+    );
+    assert_eq!(eps(&built, "b.com", "/missing-port"), Vec::<String>::new());
+    assert_eq!(
+        reasons(&built),
+        [
+            ("upstream".into(), Reason::ServicePortNotFound),
+            ("upstream".into(), Reason::NoClusterIp),
+        ]
+    );
+    // The same Service port, resolved two ways: two backends.
+    let direct = built.table.route("a.com", "/").unwrap();
+    let upstream = built.table.route("b.com", "/").unwrap();
+    assert!(!Arc::ptr_eq(&direct.backend, &upstream.backend));
+    // Routes of one Ingress to the same Service port share one backend.
+    let named = built.table.route("b.com", "/named").unwrap();
+    assert_eq!(named.backend.endpoints, upstream.backend.endpoints);
 }

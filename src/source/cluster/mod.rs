@@ -115,6 +115,7 @@ impl Stores {
                 .unwrap_or_default(),
             secrets,
             config_maps,
+            external_names: Arc::default(),
         }
     }
 }
@@ -587,5 +588,6 @@ pub async fn list_once(
         endpoints: list(namespaced_api(client, namespace), &all).await?,
         secrets,
         config_maps,
+        external_names: Arc::default(),
     })
 }
