@@ -105,6 +105,13 @@ pub struct Config {
     #[arg(long, env = "WEIR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub tls_handshake_timeout: Duration,
 
+    /// Honour `ssl-passthrough: "true"`: TLS connections whose SNI names such an Ingress's host
+    /// go, unterminated, to the backend of its path `/`, as ingress-nginx's flag of that name
+    /// does. Without it such Ingresses answer 503 (fail closed), with a Diagnostic. TLS
+    /// connections to other hosts are terminated as always.
+    #[arg(long, env = "WEIR_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
+
     /// Address of the admin listener: /healthz, /readyz.
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
@@ -359,6 +366,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub allow_cross_namespace_resources: bool,
 
+    /// Honour `ssl-passthrough`, as `weir --enable-ssl-passthrough` (and ingress-nginx's flag).
+    #[arg(long)]
+    pub enable_ssl_passthrough: bool,
+
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub output: CheckOutput,
@@ -404,6 +415,7 @@ impl CheckArgs {
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
             allow_cross_namespace: self.allow_cross_namespace_resources,
+            ssl_passthrough: self.enable_ssl_passthrough,
         }
     }
 }
@@ -479,6 +491,7 @@ impl Config {
                 .as_ref()
                 .map(|s| object(ObjectKind::Service, s)),
             allow_cross_namespace: self.routes.allow_cross_namespace_resources,
+            ssl_passthrough: self.enable_ssl_passthrough,
         }
     }
 
@@ -544,6 +557,7 @@ impl Config {
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
             tls_handshake_timeout: self.tls_handshake_timeout,
+            ssl_passthrough: self.enable_ssl_passthrough,
             https_port_external: self.https_port_external,
             client_body_timeout: self.client_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -585,6 +599,9 @@ mod tests {
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
         assert!(Config::try_parse_from(["weir", "--upstream-response-timeout=0s"]).is_err());
         assert!(Config::try_parse_from(["weir", "--shutdown-delay=0s"]).is_ok());
+        assert!(!c.enable_ssl_passthrough && !c.build_config().ssl_passthrough);
+        let c = Config::try_parse_from(["weir", "--enable-ssl-passthrough"]).unwrap();
+        assert!(c.build_config().ssl_passthrough && c.proxy_config().ssl_passthrough);
         let c = Config::try_parse_from(["weir", "--publish-service=ingress/weir"]).unwrap();
         assert_eq!(c.publish_service, Some(("ingress".into(), "weir".into())));
         assert!(Config::try_parse_from(["weir", "--publish-service=weir"]).is_err());

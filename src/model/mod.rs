@@ -45,8 +45,8 @@ pub use references::{References, named_config_maps, named_secrets, references, t
 #[cfg(test)]
 pub(crate) use table::test_route;
 pub use table::{
-    Backend, HostMatch, HostRedirect, HostSettings, Lookup, PathKind, PathMatch, PathRule, Route,
-    RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
+    Backend, HostMatch, HostRedirect, HostSettings, Lookup, Passthrough, PathKind, PathMatch,
+    PathRule, Route, RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
 };
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)
@@ -91,6 +91,9 @@ pub struct BuildConfig {
     /// `--allow-cross-namespace-resources`: annotations may name Secrets in other namespaces
     /// (`auth-secret: namespace/name`).
     pub allow_cross_namespace: bool,
+    /// `--enable-ssl-passthrough`: `ssl-passthrough: "true"` makes a host's TLS connections go
+    /// to its backend unopened; without the flag such an Ingress fails closed (503).
+    pub ssl_passthrough: bool,
 }
 
 /// Which Ingresses are weir's.

@@ -224,7 +224,15 @@ pub const ANNOTATIONS: &[Row] = &[
     row("proxy-ssl-ciphers", NotYet(BACKENDS)),
     row("proxy-ssl-verify-depth", NotYet(BACKENDS)),
     row("service-upstream", NotYet(BACKENDS)),
-    row("ssl-passthrough", NotYet(BACKENDS)),
+    row(
+        "ssl-passthrough",
+        Differs(
+            "without --enable-ssl-passthrough the Ingress answers 503 (ingress-nginx serves its \
+             TLS itself); connections go to the Service's ready endpoints, not its clusterIP; a \
+             wildcard host also matches the SNI names it covers; a request on a TLS connection \
+             weir terminated for another host gets 421",
+        ),
+    ),
     row("ssl-ciphers", NotYet(BACKENDS)),
     row("ssl-prefer-server-ciphers", NotYet(BACKENDS)),
     row("fastcgi-index", NotYet(BACKENDS)),
@@ -324,7 +332,7 @@ pub const ANNOTATIONS: &[Row] = &[
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
 /// refuse (503) rather than serve without it (fail closed): it says how the endpoint must be
-/// spoken to and weir cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
+/// spoken to and weir cannot (`backend-protocol` other than HTTP, `secure-backends`), so that
 /// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
 /// ingress-nginx. Any new row here must be a `NotYet` one (a test checks).
@@ -333,13 +341,13 @@ pub fn refuses(name: &str, value: &str) -> bool {
     let yes = || super::values::boolean(value) == Some(true);
     match name {
         "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
-        "secure-backends" | "ssl-passthrough" => yes(),
+        "secure-backends" => yes(),
         _ => false,
     }
 }
 
 /// The annotations [`refuses`] may refuse.
-pub const MAY_REFUSE: &[&str] = &["backend-protocol", "secure-backends", "ssl-passthrough"];
+pub const MAY_REFUSE: &[&str] = &["backend-protocol", "secure-backends"];
 
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
 /// ingress-nginx has no such annotation.

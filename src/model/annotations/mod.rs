@@ -38,6 +38,7 @@ mod external_auth;
 mod hosts;
 mod https;
 mod logging;
+mod passthrough;
 mod rate_limits;
 mod redirect;
 mod rewrite;
@@ -129,6 +130,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("client-auth", client_auth::KEYS),
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
+    ("passthrough", passthrough::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -154,6 +156,8 @@ pub(crate) struct Context<'a> {
     /// `--allow-cross-namespace-resources`: `auth-secret` (and the other annotations that
     /// name an object) may name `namespace/name`.
     pub allow_cross_namespace: bool,
+    /// `--enable-ssl-passthrough`: `ssl-passthrough` may be honoured.
+    pub ssl_passthrough: bool,
 }
 
 impl Context<'_> {
@@ -325,8 +329,13 @@ impl<'a> Reader<'a> {
     /// Reports that the routes must refuse for a reason that is not one annotation's value
     /// (`why` says what is wrong).
     pub fn refuse_for(&mut self, why: &str) {
+        self.refuse_because(Reason::InvalidAnnotationValue, why);
+    }
+
+    /// Like [`Reader::refuse_for`], reported with `reason`.
+    pub fn refuse_because(&mut self, reason: Reason, why: &str) {
         self.report(
-            Reason::InvalidAnnotationValue,
+            reason,
             format!("{why}; the Ingress's routes answer 503 until it is fixed (fail closed)"),
         );
         self.refusals.push(why.to_owned());
@@ -505,6 +514,7 @@ pub(crate) fn parse(
     policy.relative_redirects = redirect::parse_relative(&mut reader, defaults);
     let mut host = hosts::parse(&mut reader);
     host.client_auth = client_auth::parse(&mut reader);
+    host.passthrough = passthrough::parse(&mut reader);
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
     // Err: refused, and reported.
@@ -556,6 +566,22 @@ pub(crate) mod tests {
         read(pairs, defaults, &[], &[], false)
     }
 
+    /// Parses annotations given as `(key, value)` pairs, with `--enable-ssl-passthrough` or
+    /// without.
+    pub(crate) fn parse_with_flags(
+        pairs: &[(&str, &str)],
+        ssl_passthrough: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read_with(
+            pairs,
+            &Defaults::default(),
+            &[],
+            &[],
+            false,
+            ssl_passthrough,
+        )
+    }
+
     /// Parses annotations given as `(key, value)` pairs of an Ingress in namespace `d`, with
     /// these Secrets in the cluster, and cross-namespace references allowed or not.
     pub(crate) fn parse_in(
@@ -594,6 +620,24 @@ pub(crate) mod tests {
         config_maps: &[Arc<ConfigMap>],
         allow_cross_namespace: bool,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read_with(
+            pairs,
+            defaults,
+            secrets,
+            config_maps,
+            allow_cross_namespace,
+            false,
+        )
+    }
+
+    fn read_with(
+        pairs: &[(&str, &str)],
+        defaults: &Defaults,
+        secrets: &[Arc<Secret>],
+        config_maps: &[Arc<ConfigMap>],
+        allow_cross_namespace: bool,
+        ssl_passthrough: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
         let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -605,6 +649,7 @@ pub(crate) mod tests {
             secrets: &secrets,
             config_maps: &config_maps,
             allow_cross_namespace,
+            ssl_passthrough,
         };
         let mut diagnostics = Vec::new();
         let parsed = parse(&object(), Some(&map), &context, &mut diagnostics);
@@ -713,7 +758,7 @@ pub(crate) mod tests {
                 "{name} is implemented: it must leave MAY_REFUSE"
             );
             let value = match *name {
-                "secure-backends" | "ssl-passthrough" => "true",
+                "secure-backends" => "true",
                 "backend-protocol" => "HTTPS",
                 _ => "x",
             };
@@ -724,7 +769,7 @@ pub(crate) mod tests {
             }
         }
         // A value that asks for nothing refuses nothing (as in ingress-nginx).
-        for (name, value) in [("backend-protocol", "http"), ("ssl-passthrough", "false")] {
+        for (name, value) in [("backend-protocol", "http"), ("secure-backends", "false")] {
             let [_, key] = both(name);
             assert!(
                 parse_pairs(&[(&key, value)]).0.policy.refused.is_none(),
