@@ -6,11 +6,13 @@
 mod activity;
 mod body;
 mod client_cert;
+mod client_hello;
 mod exchange;
 mod headers;
 mod idle;
 mod listener;
 mod park;
+mod passthrough;
 mod phases;
 mod policy;
 mod preface;
