@@ -229,8 +229,8 @@ pub const ANNOTATIONS: &[Row] = &[
         Differs(
             "without --enable-ssl-passthrough the Ingress answers 503 (ingress-nginx serves its \
              TLS itself); connections go to the Service's ready endpoints, not its clusterIP; a \
-             wildcard host also matches the SNI names it covers; a request on a TLS connection \
-             weir terminated for another host gets 421",
+             wildcard host also matches the SNI names it covers; a request for the host on a TLS \
+             connection weir terminated gets 421",
         ),
     ),
     row("ssl-ciphers", NotYet(BACKENDS)),
