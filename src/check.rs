@@ -136,6 +136,24 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
             other.push(DiagnosticReport::from(diagnostic));
         }
     }
+    let passed_through: BTreeMap<String, String> = built
+        .table
+        .host_settings()
+        .filter_map(|(host, settings)| {
+            let passthrough = settings.passthrough.as_ref()?;
+            let line = match passthrough.backend() {
+                Some(backend) => format!(
+                    "its host's TLS connections go unopened to {}:{} (ssl-passthrough); this \
+                     route serves plain HTTP",
+                    backend.service.name, backend.port
+                ),
+                None => "its host's TLS connections are closed: ssl-passthrough without a \
+                         backend for path /"
+                    .to_owned(),
+            };
+            Some((host.to_string(), line))
+        })
+        .collect();
     let mut routes: BTreeMap<&ObjectRef, Vec<RouteReport>> = BTreeMap::new();
     for entry in built.table.entries() {
         let route = entry.route;
@@ -170,6 +188,9 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
                 );
             }
             None => {}
+        }
+        if let Some(line) = passed_through.get(&host) {
+            behaviour.insert(0, line.clone());
         }
         routes.entry(&route.ingress).or_default().push(RouteReport {
             host,
@@ -463,6 +484,31 @@ mod tests {
         let mut config = BuildConfig::default();
         config.classes.ingress_class = "nginx".into();
         report(&input, &config)
+    }
+
+    #[test]
+    fn a_passthrough_host_says_where_its_tls_goes() {
+        let annotations =
+            serde_json::json!({"nginx.ingress.kubernetes.io/ssl-passthrough": "true"});
+        let input = Input {
+            ingresses: vec![ingress(annotations)],
+            ..Input::default()
+        };
+        let mut config = BuildConfig::default();
+        config.classes.ingress_class = "nginx".into();
+        // Without the flag, the Ingress would answer 503: it loses behaviour.
+        let report = report(&input, &config);
+        assert!(report.loses_behaviour(), "{}", report.to_text());
+        config.ssl_passthrough = true;
+        let report = super::report(&input, &config);
+        let ingress = &report.ingresses[0];
+        assert_eq!(ingress.annotations[0].status, "differs");
+        // The rule's path is not "/": the host has no backend for its TLS.
+        assert!(
+            ingress.routes[0].behaviour[0].contains("TLS connections are closed"),
+            "{:?}",
+            ingress.routes[0].behaviour
+        );
     }
 
     #[test]

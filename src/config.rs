@@ -107,6 +107,13 @@ pub struct Config {
     #[arg(long, env = "WEIR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub tls_handshake_timeout: Duration,
 
+    /// Honour `ssl-passthrough: "true"`: TLS connections whose SNI names such an Ingress's host
+    /// go, unterminated, to the backend of its path `/`, as ingress-nginx's flag of that name
+    /// does. Without it such Ingresses answer 503 (fail closed), with a Diagnostic. TLS
+    /// connections to other hosts are terminated as always.
+    #[arg(long, env = "WEIR_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
+
     /// Address of the admin listener: /healthz, /readyz.
     #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
@@ -385,6 +392,9 @@ pub struct CheckArgs {
     /// Check as `weir --allow-external-name-local-addresses` would serve.
     #[arg(long)]
     pub allow_external_name_local_addresses: bool,
+    /// Honour `ssl-passthrough`, as `weir --enable-ssl-passthrough` (and ingress-nginx's flag).
+    #[arg(long)]
+    pub enable_ssl_passthrough: bool,
 
     /// `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
@@ -435,6 +445,7 @@ impl CheckArgs {
                 disabled: self.disable_external_name,
                 allow_local_addresses: self.allow_external_name_local_addresses,
             },
+            ssl_passthrough: self.enable_ssl_passthrough,
         }
     }
 }
@@ -514,6 +525,7 @@ impl Config {
                 disabled: self.routes.disable_external_name,
                 allow_local_addresses: self.routes.allow_external_name_local_addresses,
             },
+            ssl_passthrough: self.enable_ssl_passthrough,
         }
     }
 
@@ -579,6 +591,7 @@ impl Config {
             upstream_keepalive_connections: self.upstream_keepalive_connections,
             client_header_timeout: self.client_header_timeout,
             tls_handshake_timeout: self.tls_handshake_timeout,
+            ssl_passthrough: self.enable_ssl_passthrough,
             https_port_external: self.https_port_external,
             client_body_timeout: self.client_body_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -620,6 +633,9 @@ mod tests {
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
         assert!(Config::try_parse_from(["weir", "--upstream-response-timeout=0s"]).is_err());
         assert!(Config::try_parse_from(["weir", "--shutdown-delay=0s"]).is_ok());
+        assert!(!c.enable_ssl_passthrough && !c.build_config().ssl_passthrough);
+        let c = Config::try_parse_from(["weir", "--enable-ssl-passthrough"]).unwrap();
+        assert!(c.build_config().ssl_passthrough && c.proxy_config().ssl_passthrough);
         let c = Config::try_parse_from(["weir", "--publish-service=ingress/weir"]).unwrap();
         assert_eq!(c.publish_service, Some(("ingress".into(), "weir".into())));
         assert!(Config::try_parse_from(["weir", "--publish-service=weir"]).is_err());

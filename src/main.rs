@@ -255,7 +255,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
-    info!(http = %http.local_addr()?, https = %https.local_addr()?, admin = %admin.local_addr()?, "weir listening");
+    info!(http = %http.local_addr()?, https = %https.local_addr()?, admin = %admin.local_addr()?, ssl_passthrough = config.enable_ssl_passthrough, "weir listening");
 
     let generated =
         weir::tls::self_signed_default().context("cannot make the default certificate")?;

@@ -1,5 +1,5 @@
-//! Data-plane metrics that are not per request: client connections, tunnels, TLS handshakes,
-//! upstream failures, access denials and the access log's drops.
+//! Data-plane metrics that are not per request: client connections, tunnels, TLS passthrough,
+//! TLS handshakes, upstream failures, access denials and the access log's drops.
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -19,6 +19,9 @@ pub struct ConnectionMetrics {
     pub parks: IntCounter,
     /// `weir_websocket_tunnels_active`: open upgraded connections (WebSocket).
     pub tunnels: IntGauge,
+    /// `weir_passthrough_connections_active`: open TLS connections passed to a backend
+    /// unterminated (`ssl-passthrough`).
+    pub passthrough: IntGauge,
     /// `weir_tls_handshakes_total{version,alpn}`: completed TLS handshakes.
     pub tls_handshakes: IntCounterVec,
     /// `weir_tls_handshake_errors_total{reason}`: `timeout`, `protocol` or `io`.
@@ -68,6 +71,10 @@ impl ConnectionMetrics {
             tunnels: IntGauge::new(
                 "weir_websocket_tunnels_active",
                 "Open upgraded connections (WebSocket tunnels).",
+            )?,
+            passthrough: IntGauge::new(
+                "weir_passthrough_connections_active",
+                "Open TLS connections passed through to a backend unterminated (ssl-passthrough).",
             )?,
             tls_handshakes: IntCounterVec::new(
                 Opts::new(
@@ -119,6 +126,7 @@ impl ConnectionMetrics {
             Box::new(m.parked),
             Box::new(m.parks),
             Box::new(m.tunnels),
+            Box::new(m.passthrough),
             Box::new(m.tls_handshakes),
             Box::new(m.tls_handshake_errors),
             Box::new(m.upstream_errors),

@@ -26,7 +26,7 @@ use super::endpoints::{Backends, Upstream};
 use super::objects::index_by_name;
 use super::paths::PathRegex;
 use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
-use super::table::{HostMatch, PathKind, PathRule, Route, RouteTableBuilder};
+use super::table::{HostMatch, Passthrough, PathKind, PathRule, Route, RouteTableBuilder};
 use super::validate;
 use super::{BuildConfig, Built, Input, TlsBinding};
 
@@ -56,6 +56,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         secrets: &secrets,
         config_maps: &config_maps,
         allow_cross_namespace: config.allow_cross_namespace,
+        ssl_passthrough: config.ssl_passthrough,
     };
     let annotations: Vec<IngressAnnotations> = ours
         .iter()
@@ -568,26 +569,26 @@ impl Builder<'_> {
     }
 
     /// Applies the host-scope annotations (`app-root`, `server-alias`,
-    /// `from-to-www-redirect`) of each Ingress to the hosts it names; for each host and
-    /// setting the oldest Ingress that sets it decides.
+    /// `from-to-www-redirect`, `auth-tls-*`, `ssl-passthrough`) of each Ingress to the hosts it
+    /// names; for each host and setting the oldest Ingress that sets it decides (for
+    /// `ssl-passthrough`: the oldest Ingress that names the host).
     fn set_host_settings(&mut self, ours: &[OurIngress<'_>], annotations: &[IngressAnnotations]) {
         let mut alias_owner: BTreeMap<HostMatch, (HostMatch, ObjectRef)> = BTreeMap::new();
         let mut hosts_with_aliases: BTreeMap<HostMatch, ObjectRef> = BTreeMap::new();
         let mut www: Vec<(String, ObjectRef)> = Vec::new();
+        let passthrough = annotations.iter().any(|a| a.host.passthrough);
+        let owners = if passthrough {
+            host_owners(ours, annotations)
+        } else {
+            BTreeMap::new()
+        };
         for (ours, annotations) in ours.iter().zip(annotations) {
             let settings = &annotations.host;
             if settings.is_empty() || annotations.canary {
                 continue;
             }
             let me = &ours.object;
-            let rules = ours.ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
-            let hosts: BTreeSet<HostMatch> = rules
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.host.as_deref())
-                .filter(|h| !h.is_empty() && validate::check_host(h).is_ok())
-                .map(HostMatch::from_rule_host)
-                .collect();
+            let hosts = rule_hosts(ours.ingress);
             // Client certificates protect the whole host, also when this Ingress fails closed
             // (its unusable ones make the host refuse every request).
             if let Some(auth) = &settings.client_auth {
@@ -604,6 +605,9 @@ impl Builder<'_> {
             // A failing-closed Ingress's other host settings would serve around its 503.
             if annotations.policy.refused.is_some() {
                 continue;
+            }
+            if settings.passthrough {
+                self.set_passthrough(me, &hosts, &owners);
             }
             for host in &hosts {
                 if let Some(app_root) = &settings.app_root
@@ -652,6 +656,87 @@ impl Builder<'_> {
             }
             self.table
                 .set_redirect_host(&other, &host, self.defaults.https_redirect_code);
+        }
+        if passthrough {
+            self.report_passed_through(ours, annotations);
+        }
+    }
+
+    /// `ssl-passthrough` of Ingress `me` on its `hosts`: each host it is the oldest to name
+    /// passes its TLS connections to the backend of its path `/` in `me` (else `me`'s
+    /// `spec.defaultBackend`). A newer Ingress cannot take a host's TLS away from an older one
+    /// (every path of the host would go with it), as in ingress-nginx, where the Ingress that
+    /// creates a server decides.
+    fn set_passthrough(
+        &mut self,
+        me: &ObjectRef,
+        hosts: &BTreeSet<HostMatch>,
+        owners: &BTreeMap<HostMatch, ObjectRef>,
+    ) {
+        if hosts.is_empty() {
+            let message = "ssl-passthrough has no effect: this Ingress names no host, and TLS \
+                           connections are passed through by the host name of their SNI";
+            self.report(me, Reason::HostSettingConflict, message.to_owned());
+            return;
+        }
+        for host in hosts {
+            if let Some(owner) = owners.get(host).filter(|owner| *owner != me) {
+                let message = format!(
+                    "ssl-passthrough is not used for host \"{host}\": Ingress {} {} names that \
+                     host too, without it, and a host's TLS connections go to one place; weir \
+                     terminates them and serves this Ingress's paths on it as HTTPS",
+                    quoted(owner),
+                    self.precedence(owner, me),
+                );
+                self.report(me, Reason::HostSettingConflict, message);
+                continue;
+            }
+            let route = self.table.root_route(host, me);
+            if route.is_none() {
+                let message = format!(
+                    "ssl-passthrough: host \"{host}\" has no backend in this Ingress for path \
+                     \"/\" (a rule for \"/\" or spec.defaultBackend), which its TLS connections \
+                     go to; they are closed until it has one"
+                );
+                self.report(me, Reason::UnsupportedBackend, message);
+            }
+            let passthrough = Passthrough {
+                ingress: me.clone(),
+                route,
+            };
+            self.table.set_passthrough(host, passthrough);
+        }
+    }
+
+    /// Tells the other Ingresses of a passthrough host that their paths there are reached
+    /// over plain HTTP only.
+    fn report_passed_through(
+        &mut self,
+        ours: &[OurIngress<'_>],
+        annotations: &[IngressAnnotations],
+    ) {
+        for (ours, annotations) in ours.iter().zip(annotations) {
+            if annotations.canary {
+                continue;
+            }
+            let me = &ours.object;
+            for host in rule_hosts(ours.ingress) {
+                let Some(owner) = self
+                    .table
+                    .passthrough(&host)
+                    .map(|p| &p.ingress)
+                    .filter(|owner| *owner != me)
+                else {
+                    continue;
+                };
+                let message = format!(
+                    "host \"{host}\" passes its TLS connections through to the backend of \
+                     Ingress {} (ssl-passthrough): this Ingress's paths on it are reached over \
+                     plain HTTP only",
+                    quoted(owner)
+                );
+                self.report(me, Reason::HostSettingConflict, message);
+            }
         }
     }
 
@@ -784,6 +869,35 @@ impl Builder<'_> {
             _ => "(created at the same time; it sorts first by namespace/name)",
         }
     }
+}
+
+/// The valid hosts the rules of `ingress` name (not the empty one: every host).
+fn rule_hosts(ingress: &Ingress) -> BTreeSet<HostMatch> {
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
+    rules
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.host.as_deref())
+        .filter(|h| !h.is_empty() && validate::check_host(h).is_ok())
+        .map(HostMatch::from_rule_host)
+        .collect()
+}
+
+/// The oldest routed Ingress that names each host: the one whose `ssl-passthrough` decides.
+fn host_owners(
+    ours: &[OurIngress<'_>],
+    annotations: &[IngressAnnotations],
+) -> BTreeMap<HostMatch, ObjectRef> {
+    let mut owners = BTreeMap::new();
+    for (ours, annotations) in ours.iter().zip(annotations) {
+        if annotations.canary {
+            continue;
+        }
+        for host in rule_hosts(ours.ingress) {
+            owners.entry(host).or_insert_with(|| ours.object.clone());
+        }
+    }
+    owners
 }
 
 /// A route of `me` that refuses every request (its Ingress fails closed), for a path or

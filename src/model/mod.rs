@@ -48,8 +48,8 @@ pub use references::{References, named_config_maps, named_secrets, references, t
 #[cfg(test)]
 pub(crate) use table::test_route;
 pub use table::{
-    Backend, HostMatch, HostRedirect, HostSettings, Lookup, PathKind, PathMatch, PathRule, Route,
-    RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
+    Backend, HostMatch, HostRedirect, HostSettings, Lookup, Passthrough, PathKind, PathMatch,
+    PathRule, Route, RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
 };
 pub use upstream::{ClientIdentity, Protocol, TlsVersions, Upstream, UpstreamTls};
 
@@ -101,6 +101,9 @@ pub struct BuildConfig {
     pub allow_cross_namespace: bool,
     /// ExternalName Services: whether weir routes to them, and to which addresses.
     pub external_names: ExternalNamePolicy,
+    /// `--enable-ssl-passthrough`: `ssl-passthrough: "true"` makes a host's TLS connections go
+    /// to its backend unopened; without the flag such an Ingress fails closed (503).
+    pub ssl_passthrough: bool,
 }
 
 /// Which Ingresses are weir's.

@@ -21,6 +21,10 @@
 //!
 //! Lookups are hash probes: one for the exact path, then one per path element for prefixes, so
 //! the cost does not grow with the number of rules (regex hosts test their regexes in order).
+//!
+//! A TLS client's SNI finds its host the same way as a request's Host does (exact, then a
+//! wildcard covering one more label): [`RouteTable::client_auth`] and
+//! [`RouteTable::passthrough`].
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -226,6 +230,29 @@ pub struct HostSettings {
     /// host and checked on every request to it; or, when they cannot be set up, every request
     /// refused.
     pub client_auth: Option<HostClientAuth>,
+    /// `ssl-passthrough`: TLS connections whose SNI names this host go, unopened, to a
+    /// backend (with `--enable-ssl-passthrough`).
+    pub passthrough: Option<Passthrough>,
+}
+
+/// Where the TLS connections of a host with `ssl-passthrough` go: weir reads the SNI of their
+/// ClientHello and splices the connection, unterminated, to one endpoint of the backend.
+/// Nothing about HTTP applies to them; plain-HTTP requests to the host are routed as usual.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passthrough {
+    /// The Ingress that asked for it (the oldest Ingress that names the host).
+    pub ingress: ObjectRef,
+    /// The route whose backend gets the connections: the Ingress's rule for path `/` on the
+    /// host, else its `spec.defaultBackend`. `None` when it has neither: the connections are
+    /// closed (never terminated by weir in its place).
+    pub route: Option<Arc<Route>>,
+}
+
+impl Passthrough {
+    /// The backend the connections go to, when there is one.
+    pub fn backend(&self) -> Option<&Arc<Backend>> {
+        self.route.as_ref().map(|route| &route.backend)
+    }
 }
 
 /// Where a host redirects every request (`from-to-www-redirect`).
@@ -240,7 +267,10 @@ pub struct HostRedirect {
 impl HostSettings {
     /// True when the host has no settings.
     pub fn is_empty(&self) -> bool {
-        self.app_root.is_none() && self.redirect_to.is_none() && self.client_auth.is_none()
+        self.app_root.is_none()
+            && self.redirect_to.is_none()
+            && self.client_auth.is_none()
+            && self.passthrough.is_none()
     }
 }
 
@@ -341,6 +371,8 @@ pub struct RouteTable {
     route_count: usize,
     /// Some host has a client-certificate policy.
     client_auth: bool,
+    /// Some host passes its TLS connections through.
+    passthrough: bool,
 }
 
 impl RouteTable {
@@ -361,29 +393,43 @@ impl RouteTable {
         if !self.client_auth {
             return None;
         }
-        self.exact_hosts
-            .get(host)
-            .or_else(|| {
-                let (first, suffix) = host.split_once('.')?;
-                (!first.is_empty()).then(|| self.wildcard_hosts.get(suffix))?
-            })?
-            .settings
-            .client_auth
-            .as_ref()
+        self.named_host(host)?.settings.client_auth.as_ref()
+    }
+
+    /// Whether some host passes its TLS connections through (the TLS listener then reads each
+    /// ClientHello's SNI itself before handing the connection to rustls).
+    pub fn has_passthrough(&self) -> bool {
+        self.passthrough
+    }
+
+    /// Where the TLS connections go whose SNI names `host` (lower-case, without a trailing
+    /// dot), when that host passes them through: the host a request for `host` would be
+    /// routed to, exact name first, then a wildcard covering one more label (so an exact host
+    /// without `ssl-passthrough` keeps its connections though a wildcard above it has it).
+    pub fn passthrough(&self, host: &str) -> Option<&Passthrough> {
+        if !self.passthrough {
+            return None;
+        }
+        self.named_host(host)?.settings.passthrough.as_ref()
+    }
+
+    /// The routes of the host that serves requests for `host` (normalised): its exact entry,
+    /// else the wildcard covering it.
+    fn named_host(&self, host: &str) -> Option<&Arc<HostRoutes>> {
+        self.exact_hosts.get(host).or_else(|| {
+            let (first, suffix) = host.split_once('.')?;
+            if first.is_empty() {
+                return None;
+            }
+            self.wildcard_hosts.get(suffix)
+        })
     }
 
     /// What the table says about a request. `host` must already be normalized
     /// ([`normalize_host`]); `path` is the request's [`routing_path`](super::routing_path),
     /// without the query string.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
-        let named = self.exact_hosts.get(host).or_else(|| {
-            let (first, suffix) = host.split_once('.')?;
-            if first.is_empty() {
-                return None;
-            }
-            self.wildcard_hosts.get(suffix)
-        });
-        match named {
+        match self.named_host(host) {
             Some(routes) => Lookup {
                 host: (!routes.settings.is_empty()).then_some(&routes.settings),
                 path: routes
@@ -540,6 +586,7 @@ pub struct RouteTableBuilder {
     default_backend: Option<Arc<Route>>,
     route_count: usize,
     client_auth: bool,
+    passthrough: bool,
 }
 
 impl RouteTableBuilder {
@@ -651,6 +698,53 @@ impl RouteTableBuilder {
         true
     }
 
+    /// Makes `host` pass its TLS connections through; false (unchanged) when it does already.
+    pub fn set_passthrough(&mut self, host: &HostMatch, passthrough: Passthrough) -> bool {
+        let settings = &mut self.host_routes(host).settings;
+        if settings.passthrough.is_some() {
+            return false;
+        }
+        settings.passthrough = Some(passthrough);
+        self.passthrough = true;
+        true
+    }
+
+    /// The passthrough setting of `host`, if it has one.
+    pub fn passthrough(&self, host: &HostMatch) -> Option<&Passthrough> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+            HostMatch::Any => Some(&self.any_host),
+        }?;
+        routes.settings.passthrough.as_ref()
+    }
+
+    /// The route of `ingress` that serves path `/` on `host` (exact, `/` prefix or regex, in
+    /// that order), else its default backend for the host (`spec.defaultBackend`): what
+    /// `ssl-passthrough` sends the host's TLS connections to, as ingress-nginx sends them to
+    /// its `/` location.
+    pub fn root_route(&self, host: &HostMatch, ingress: &ObjectRef) -> Option<Arc<Route>> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+            HostMatch::Any => Some(&self.any_host),
+        }?;
+        let regex = routes
+            .regex
+            .iter()
+            .filter(|(regex, _)| regex.as_str() == "/")
+            .map(|(_, route)| route);
+        routes
+            .exact
+            .get("/")
+            .into_iter()
+            .chain(routes.prefix.get("/").map(|p| &p.route))
+            .chain(regex)
+            .chain(&routes.fallback)
+            .find(|route| route.ingress == *ingress)
+            .cloned()
+    }
+
     /// Makes `from` (a host no rule names) redirect every request to host `to` with `code`.
     pub fn set_redirect_host(&mut self, from: &str, to: &str, code: http::StatusCode) {
         self.host_routes(&HostMatch::Exact(from.to_owned()))
@@ -734,6 +828,7 @@ impl RouteTableBuilder {
             default_backend: self.default_backend,
             route_count: self.route_count,
             client_auth: self.client_auth,
+            passthrough: self.passthrough,
         }
     }
 }
@@ -1198,6 +1293,45 @@ mod tests {
         // Exact and Prefix on the same path do not conflict.
         b.insert(&h, &PathRule::exact("/x"), route("exact"))
             .unwrap();
+    }
+
+    #[test]
+    fn sni_finds_the_passthrough_host_as_a_request_finds_its_host() {
+        let mut b = RouteTableBuilder::new();
+        let wildcard = HostMatch::from_rule_host("*.example.com");
+        let exact = HostMatch::from_rule_host("own.example.com");
+        b.insert(&wildcard, &PathRule::prefix("/"), route("wild"))
+            .unwrap();
+        b.insert(&exact, &PathRule::prefix("/api"), route("own"))
+            .unwrap();
+        let owner = route("wild").ingress.clone();
+        let root = b.root_route(&wildcard, &owner).unwrap();
+        assert_eq!(root.ingress.name, "wild");
+        assert!(
+            b.root_route(&exact, &owner).is_none(),
+            "another Ingress's host"
+        );
+        let passthrough = Passthrough {
+            ingress: owner.clone(),
+            route: Some(root),
+        };
+        assert!(b.set_passthrough(&wildcard, passthrough.clone()));
+        assert!(
+            !b.set_passthrough(&wildcard, passthrough.clone()),
+            "first one wins"
+        );
+        let t = b.build();
+        assert!(t.has_passthrough());
+        assert_eq!(t.passthrough("a.example.com"), Some(&passthrough));
+        assert_eq!(
+            t.passthrough("own.example.com"),
+            None,
+            "an exact host keeps its TLS though a wildcard above it passes through"
+        );
+        assert_eq!(t.passthrough("a.b.example.com"), None);
+        assert_eq!(t.passthrough("example.com"), None);
+        assert_eq!(t.passthrough(".example.com"), None);
+        assert!(!table("a.com", &[(PathKind::Prefix, "/", "a")]).has_passthrough());
     }
 
     #[test]

@@ -14,12 +14,12 @@ use http::HeaderValue;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake, TlsAcceptor};
 use tracing::{debug, warn};
 
 use crate::model::ClientAuth;
 use crate::model::variables::escape_component;
-use crate::state::State;
+use crate::state::Snapshot;
 use crate::tls::{ClientCertPolicy, ServerConfigs};
 
 /// What a client presented on a connection whose SNI named a host with client certificates.
@@ -67,19 +67,34 @@ impl TlsListener {
         }
     }
 
-    /// The handshake on `stream`, with the client certificate when the SNI names a host that
-    /// asks for one.
+    /// The handshake on `stream`, with the client certificate when the SNI names a host of
+    /// `snapshot`'s table that asks for one.
     pub(super) async fn accept(
         &self,
-        state: &State,
+        snapshot: &Snapshot,
         stream: TcpStream,
     ) -> std::io::Result<(TlsStream<TcpStream>, Option<Arc<ClientCert>>)> {
-        let snapshot = state.snapshot();
         if !snapshot.table.has_client_auth() {
             let acceptor = TlsAcceptor::from(self.configs.default_config().clone());
             return Ok((acceptor.accept(stream).await?, None));
         }
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        self.finish(snapshot, start).await
+    }
+
+    /// The rest of a handshake whose ClientHello has been read (`start`), like
+    /// [`TlsListener::accept`].
+    pub(super) async fn finish(
+        &self,
+        snapshot: &Snapshot,
+        start: StartHandshake<TcpStream>,
+    ) -> std::io::Result<(TlsStream<TcpStream>, Option<Arc<ClientCert>>)> {
+        if !snapshot.table.has_client_auth() {
+            let stream = start
+                .into_stream(self.configs.default_config().clone())
+                .await?;
+            return Ok((stream, None));
+        }
         let sni = start
             .client_hello()
             .server_name()

@@ -26,6 +26,7 @@ use super::body::ProxyBody;
 use super::client_cert::TlsListener;
 use super::headers::ClientInfo;
 use super::park::{self, ReadReady, Resumable, Wake};
+use super::passthrough::Handshake;
 use super::preface::{self, Detected};
 use crate::metrics::GaugeGuard;
 use crate::tls::ServerConfigs;
@@ -47,7 +48,8 @@ impl Proxy {
 
     /// Accepts TLS connections on `listener` until `cancel` fires, with the configurations of
     /// `tls` (certificates, ALPN, and client certificates for the hosts that ask for them);
-    /// otherwise like [`Proxy::serve_http`].
+    /// otherwise like [`Proxy::serve_http`]. With `ssl_passthrough`, connections for hosts
+    /// with `ssl-passthrough` go to their backend unterminated (`passthrough.rs`).
     pub async fn serve_https(
         self: Arc<Self>,
         listener: TcpListener,
@@ -154,8 +156,11 @@ impl Proxy {
             Transport::Tls(tls) => {
                 let timeout = self.config.tls_handshake_timeout;
                 let metrics = &self.metrics.connections;
-                match tokio::time::timeout(timeout, tls.accept(&self.state, stream)).await {
-                    Ok(Ok((stream, client_cert))) => {
+                match tokio::time::timeout(timeout, self.tls_handshake(&tls, stream)).await {
+                    Ok(Ok(Handshake::Passthrough(conn))) => {
+                        Some(Box::pin(self.clone().pass_through(conn)))
+                    }
+                    Ok(Ok(Handshake::Terminated(stream, client_cert))) => {
                         let mut conn = conn;
                         conn.client_cert = client_cert;
                         let session = stream.get_ref().1;

@@ -6,12 +6,14 @@
 mod activity;
 mod body;
 mod client_cert;
+mod client_hello;
 mod exchange;
 mod grpc;
 mod headers;
 mod idle;
 mod listener;
 mod park;
+mod passthrough;
 mod phases;
 mod policy;
 mod preface;
@@ -44,8 +46,13 @@ pub struct ProxyConfig {
     pub upstream_keepalive_connections: usize,
     /// Time allowed to receive an HTTP/1 request head.
     pub client_header_timeout: Duration,
-    /// Time allowed for a client to complete the TLS handshake.
+    /// Time allowed for a client to complete the TLS handshake (with `ssl_passthrough`: to
+    /// send its whole ClientHello, on connections passed through).
     pub tls_handshake_timeout: Duration,
+    /// `--enable-ssl-passthrough`: the TLS listener passes the connections of hosts with
+    /// `ssl-passthrough` to their backend (it reads their ClientHello first, when the table
+    /// has such hosts).
+    pub ssl_passthrough: bool,
     /// The HTTPS port clients see; redirects name it unless it is 443.
     pub https_port_external: u16,
     /// How long a client may pause while sending its request body (then 408).
@@ -72,6 +79,7 @@ impl Default for ProxyConfig {
             upstream_keepalive_connections: 320,
             client_header_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            ssl_passthrough: false,
             https_port_external: 443,
             client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),

@@ -7,7 +7,7 @@
 //! | 1 | check the request (method, transfer coding, Host) | `service.rs` | 400, 405, 501 |
 //! | 2 | normalise the path | `policy/path.rs` | 400 |
 //! | 3 | route: the host, then the path (its [`routing_path`](crate::model::routing_path): `%2F` as `/`, without `;` parameters) | [`RouteTable::lookup`](crate::model::RouteTable::lookup) | 404 |
-//! | 4 | host redirects: `from-to-www-redirect`, `app-root` | `policy/host_redirect.rs` | 308, 302 |
+//! | 4 | a host passed through (`ssl-passthrough`) refuses weir's TLS; host redirects: `from-to-www-redirect`, `app-root` | `policy/passthrough.rs`, `policy/host_redirect.rs` | 421, 308, 302 |
 //! | 5 | fail closed: an annotation about access or routing that cannot be applied | here | 503 |
 //! | 6 | trailing slash of a Prefix rule written `/app/` | `policy/slash.rs` | 301 |
 //! | 7 | `permanent-redirect`, `temporal-redirect` | `policy/redirect.rs` | 3xx |
@@ -404,6 +404,7 @@ impl Proxy {
         let lookup = snapshot.table.lookup(host, &path);
         let mut client_auth = None;
         if let Some(settings) = lookup.host {
+            policy::passthrough::check(settings, conn)?;
             client_auth = settings.client_auth.clone();
             let https_port = self.config.https_port_external;
             if let Some(response) =

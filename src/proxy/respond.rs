@@ -48,6 +48,9 @@ pub enum Refusal {
     Upstream(UpstreamError),
     /// The endpoint switched protocols when no upgrade, or another one, was asked for.
     UnexpectedUpgrade,
+    /// A request on weir's TLS for a host whose TLS connections go to its backend unopened
+    /// (`ssl-passthrough`).
+    PassedThrough,
 }
 
 /// Why a host's client-certificate policy refused a request.
@@ -150,6 +153,10 @@ impl Refusal {
             Refusal::UnexpectedUpgrade => (
                 StatusCode::BAD_GATEWAY,
                 "upstream switched to a protocol that was not asked for",
+            ),
+            Refusal::PassedThrough => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this host's TLS goes to its backend (ssl-passthrough); connect with its name (SNI)",
             ),
         }
     }

@@ -186,6 +186,9 @@ the kubelet must not kill it before. Default: that sum (rounded up) plus 10 s.
 {{- $args = append $args "--hsts-include-subdomains" }}
 {{- end }}
 {{- $args = append $args (printf "--tls-handshake-timeout=%s" $c.tlsHandshakeTimeout) }}
+{{- if $c.enableSslPassthrough }}
+{{- $args = append $args "--enable-ssl-passthrough" }}
+{{- end }}
 {{- $args = append $args (printf "--upstream-connect-timeout=%s" $c.upstreamConnectTimeout) }}
 {{- $args = append $args (printf "--upstream-send-timeout=%s" $c.upstreamSendTimeout) }}
 {{- $args = append $args (printf "--upstream-response-timeout=%s" $c.upstreamResponseTimeout) }}

@@ -239,7 +239,15 @@ pub const ANNOTATIONS: &[Row] = &[
     ),
     row("proxy-ssl-verify-depth", Supported),
     row("service-upstream", Supported),
-    row("ssl-passthrough", NotYet(BACKENDS)),
+    row(
+        "ssl-passthrough",
+        Differs(
+            "without --enable-ssl-passthrough the Ingress answers 503 (ingress-nginx serves its \
+             TLS itself); connections go to the Service's ready endpoints, not its clusterIP; a \
+             wildcard host also matches the SNI names it covers; a request for the host on a TLS \
+             connection weir terminated gets 421",
+        ),
+    ),
     row("ssl-ciphers", NotYet(BACKENDS)),
     row("ssl-prefer-server-ciphers", NotYet(BACKENDS)),
     row("fastcgi-index", NotYet(BACKENDS)),
@@ -336,24 +344,6 @@ pub const ANNOTATIONS: &[Row] = &[
     row("vts-filter-key", Removed("dropped with the VTS module")),
     row("mirror-uri", Removed("replaced by mirror-target")),
 ];
-
-/// Whether an annotation weir does not implement yet, with this value, makes its Ingress
-/// refuse (503) rather than serve without it (fail closed): it says how the endpoint must be
-/// spoken to and weir cannot (`ssl-passthrough`), so that forwarding would terminate TLS the
-/// Ingress wanted the endpoint to terminate. A
-/// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
-/// ingress-nginx. Any new row here must be a `NotYet` one (a test checks).
-pub fn refuses(name: &str, value: &str) -> bool {
-    let value = value.trim();
-    let yes = || super::values::boolean(value) == Some(true);
-    match name {
-        "ssl-passthrough" => yes(),
-        _ => false,
-    }
-}
-
-/// The annotations [`refuses`] may refuse.
-pub const MAY_REFUSE: &[&str] = &["ssl-passthrough"];
 
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
 /// ingress-nginx has no such annotation.

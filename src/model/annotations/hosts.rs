@@ -30,6 +30,9 @@ pub(crate) struct HostAnnotations {
     /// `auth-tls-*` (read by the `client_auth` group): client certificates, or why they
     /// cannot be set up.
     pub client_auth: Option<HostClientAuth>,
+    /// `ssl-passthrough` (read by the `passthrough` group, with `--enable-ssl-passthrough`):
+    /// the hosts' TLS connections go to their backend unopened.
+    pub passthrough: bool,
 }
 
 impl HostAnnotations {
@@ -39,6 +42,7 @@ impl HostAnnotations {
             && !self.www_redirect
             && self.app_root.is_none()
             && self.client_auth.is_none()
+            && !self.passthrough
     }
 }
 
@@ -83,6 +87,7 @@ pub(super) fn parse(r: &mut Reader<'_>) -> HostAnnotations {
         www_redirect: r.flag("from-to-www-redirect", false),
         app_root,
         client_auth: None,
+        passthrough: false,
     }
 }
 

@@ -39,6 +39,7 @@ mod external_auth;
 mod hosts;
 mod https;
 mod logging;
+mod passthrough;
 mod rate_limits;
 mod redirect;
 mod rewrite;
@@ -133,6 +134,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("rate-limits", rate_limits::KEYS),
     ("backend", backend::KEYS),
     ("service-upstream", service_upstream::KEYS),
+    ("passthrough", passthrough::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -158,6 +160,8 @@ pub(crate) struct Context<'a> {
     /// `--allow-cross-namespace-resources`: `auth-secret` (and the other annotations that
     /// name an object) may name `namespace/name`.
     pub allow_cross_namespace: bool,
+    /// `--enable-ssl-passthrough`: `ssl-passthrough` may be honoured.
+    pub ssl_passthrough: bool,
 }
 
 impl Context<'_> {
@@ -329,8 +333,13 @@ impl<'a> Reader<'a> {
     /// Reports that the routes must refuse for a reason that is not one annotation's value
     /// (`why` says what is wrong).
     pub fn refuse_for(&mut self, why: &str) {
+        self.refuse_because(Reason::InvalidAnnotationValue, why);
+    }
+
+    /// Like [`Reader::refuse_for`], reported with `reason`.
+    pub fn refuse_because(&mut self, reason: Reason, why: &str) {
         self.report(
-            Reason::InvalidAnnotationValue,
+            reason,
             format!("{why}; the Ingress's routes answer 503 until it is fixed (fail closed)"),
         );
         self.refusals.push(why.to_owned());
@@ -409,8 +418,7 @@ impl<'a> Reader<'a> {
             .push(Diagnostic::new(self.object.clone(), reason, message));
     }
 
-    /// Reports every annotation under the two prefixes that no group reads; one that weir
-    /// cannot do without ([`compat::refuses`]) makes the routes refuse, and `canary: "true"`
+    /// Reports every annotation under the two prefixes that no group reads; `canary: "true"`
     /// keeps the Ingress from being routed at all.
     fn report_unread(&mut self) {
         let unread: Vec<(&str, &str, &str)> = self
@@ -442,17 +450,7 @@ impl<'a> Reader<'a> {
                     format!("annotation {key:?} is ignored: {}", compat::explain(name)),
                 )
             };
-            if compat::refuses(name, value) {
-                self.report(
-                    reason,
-                    format!(
-                        "{message}; weir cannot serve this Ingress as asked without it, so its \
-                         routes answer 503 (fail closed)"
-                    ),
-                );
-                self.refusals
-                    .push(format!("annotation {key:?} is not implemented"));
-            } else if name == "canary" && values::boolean(value) == Some(true) {
+            if name == "canary" && values::boolean(value) == Some(true) {
                 self.report(
                     reason,
                     format!(
@@ -511,6 +509,7 @@ pub(crate) fn parse(
     policy.relative_redirects = redirect::parse_relative(&mut reader, defaults);
     let mut host = hosts::parse(&mut reader);
     host.client_auth = client_auth::parse(&mut reader);
+    host.passthrough = passthrough::parse(&mut reader);
     let sources = source_ranges::parse(&mut reader);
     let basic = basic_auth::parse(&mut reader);
     // Err: refused, and reported.
@@ -565,6 +564,22 @@ pub(crate) mod tests {
         read(pairs, defaults, &[], &[], false)
     }
 
+    /// Parses annotations given as `(key, value)` pairs, with `--enable-ssl-passthrough` or
+    /// without.
+    pub(crate) fn parse_with_flags(
+        pairs: &[(&str, &str)],
+        ssl_passthrough: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read_with(
+            pairs,
+            &Defaults::default(),
+            &[],
+            &[],
+            false,
+            ssl_passthrough,
+        )
+    }
+
     /// Parses annotations given as `(key, value)` pairs of an Ingress in namespace `d`, with
     /// these Secrets in the cluster, and cross-namespace references allowed or not.
     pub(crate) fn parse_in(
@@ -603,6 +618,24 @@ pub(crate) mod tests {
         config_maps: &[Arc<ConfigMap>],
         allow_cross_namespace: bool,
     ) -> (IngressAnnotations, Vec<Diagnostic>) {
+        read_with(
+            pairs,
+            defaults,
+            secrets,
+            config_maps,
+            allow_cross_namespace,
+            false,
+        )
+    }
+
+    fn read_with(
+        pairs: &[(&str, &str)],
+        defaults: &Defaults,
+        secrets: &[Arc<Secret>],
+        config_maps: &[Arc<ConfigMap>],
+        allow_cross_namespace: bool,
+        ssl_passthrough: bool,
+    ) -> (IngressAnnotations, Vec<Diagnostic>) {
         let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -614,6 +647,7 @@ pub(crate) mod tests {
             secrets: &secrets,
             config_maps: &config_maps,
             allow_cross_namespace,
+            ssl_passthrough,
         };
         let mut diagnostics = Vec::new();
         let parsed = parse(&object(), Some(&map), &context, &mut diagnostics);
@@ -715,31 +749,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_annotation_weir_cannot_do_without_fails_closed_when_it_asks_for_something() {
-        for name in compat::MAY_REFUSE {
-            assert!(
-                matches!(compat::support(name), Some(Support::NotYet(_))),
-                "{name} is implemented: it must leave MAY_REFUSE"
-            );
-            let value = match *name {
-                "secure-backends" | "ssl-passthrough" => "true",
-                "backend-protocol" => "HTTPS",
-                _ => "x",
-            };
-            for key in both(name) {
-                let (parsed, diagnostics) = parse_pairs(&[(&key, value)]);
-                assert!(parsed.policy.refused.is_some(), "{key}");
-                assert!(diagnostics[0].message.contains("fail closed"), "{key}");
-            }
-        }
-        // A value that asks for nothing refuses nothing (as in ingress-nginx).
-        for (name, value) in [("backend-protocol", "http"), ("ssl-passthrough", "false")] {
-            let [_, key] = both(name);
-            assert!(
-                parse_pairs(&[(&key, value)]).0.policy.refused.is_none(),
-                "{name}: {value:?}"
-            );
-        }
+    fn an_unimplemented_canary_is_not_routed_and_other_annotations_change_nothing() {
         let [_, canary] = both("canary");
         let (parsed, diagnostics) = parse_pairs(&[(&canary, "true")]);
         assert!(parsed.canary && parsed.policy.refused.is_none());

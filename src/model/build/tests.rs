@@ -1993,3 +1993,252 @@ fn service_upstream_sends_to_the_cluster_ip_per_ingress() {
     let named = built.table.route("b.com", "/named").unwrap();
     assert_eq!(named.backend.endpoints, upstream.backend.endpoints);
 }
+
+/// `ssl-passthrough: "true"` (ingress-nginx's key).
+const PASSTHROUGH: &str = "nginx.ingress.kubernetes.io/ssl-passthrough";
+
+/// Builds `world` with `--enable-ssl-passthrough`.
+fn with_passthrough(world: World) -> Built {
+    let config = BuildConfig {
+        ssl_passthrough: true,
+        ..BuildConfig::default()
+    };
+    build(&world.input(), &config)
+}
+
+/// Where the TLS connections for `sni` go: (Ingress, Service), `None` for the Service when
+/// they are closed; `None` when they are terminated.
+fn passed_to(built: &Built, sni: &str) -> Option<(String, Option<String>)> {
+    let passthrough = built.table.passthrough(sni)?;
+    Some((
+        passthrough.ingress.name.clone(),
+        passthrough.backend().map(|b| b.service.name.clone()),
+    ))
+}
+
+#[test]
+fn a_passthrough_host_sends_its_tls_to_the_backend_of_its_root_path() {
+    let world = || {
+        World::default()
+            .web("d", "tls-app", &["10.0.0.1"])
+            .web("d", "web", &["10.0.0.2"])
+            .ingress(
+                ing("d", "pass")
+                    .created(1)
+                    .annotation(PASSTHROUGH, "true")
+                    .prefix("pass.com", "/", "tls-app", 80)
+                    .prefix("pass.com", "/other", "web", 80)
+                    .exact("exact.com", "/", "tls-app", 80)
+                    .prefix("*.wild.com", "/", "tls-app", 80),
+            )
+            .ingress(
+                ing("d", "plain")
+                    .created(2)
+                    .prefix("plain.com", "/", "web", 80),
+            )
+    };
+    let built = with_passthrough(world());
+    assert_eq!(built.diagnostics, [], "{:#?}", built.diagnostics);
+    assert!(built.table.has_passthrough());
+    let pass = Some(("pass".to_owned(), Some("tls-app".to_owned())));
+    assert_eq!(passed_to(&built, "pass.com"), pass);
+    assert_eq!(
+        passed_to(&built, "exact.com"),
+        pass,
+        "an Exact / counts too"
+    );
+    // A wildcard host passes through the names it covers (one more label).
+    assert_eq!(passed_to(&built, "a.wild.com"), pass);
+    assert_eq!(passed_to(&built, "a.b.wild.com"), None);
+    assert_eq!(passed_to(&built, "wild.com"), None);
+    assert_eq!(passed_to(&built, "plain.com"), None);
+    assert_eq!(passed_to(&built, "other.com"), None);
+    // Plain HTTP is routed as before.
+    assert_eq!(
+        served_by(&built, "pass.com", "/other").as_deref(),
+        Some("pass")
+    );
+    assert_eq!(served(&built, "pass.com", "/x").unwrap().1, "tls-app");
+
+    // Without the flag: no passthrough, and the Ingress fails closed.
+    let built = world().build();
+    assert!(!built.table.has_passthrough());
+    assert_eq!(passed_to(&built, "pass.com"), None);
+    assert!(
+        built
+            .table
+            .route("pass.com", "/")
+            .unwrap()
+            .policy
+            .refused
+            .is_some(),
+        "not served terminated as if it were passed through"
+    );
+    assert!(
+        built
+            .table
+            .route("plain.com", "/")
+            .unwrap()
+            .policy
+            .refused
+            .is_none()
+    );
+    assert_eq!(
+        reasons(&built),
+        [("pass".to_owned(), Reason::UnsupportedAnnotation)]
+    );
+    assert!(
+        built.diagnostics[0]
+            .message
+            .contains("--enable-ssl-passthrough")
+    );
+}
+
+#[test]
+fn without_a_root_path_the_default_backend_else_connections_are_closed() {
+    let built = with_passthrough(
+        World::default()
+            .web("d", "tls-app", &["10.0.0.1"])
+            .web("d", "web", &["10.0.0.2"])
+            .ingress(
+                ing("d", "fallback")
+                    .annotation(PASSTHROUGH, "true")
+                    .default_backend(backend("tls-app", 80))
+                    .prefix("a.com", "/api", "web", 80),
+            )
+            .ingress(
+                ing("d", "nowhere")
+                    .annotation(PASSTHROUGH, "true")
+                    .prefix("b.com", "/api", "web", 80),
+            ),
+    );
+    assert_eq!(
+        passed_to(&built, "a.com"),
+        Some(("fallback".to_owned(), Some("tls-app".to_owned())))
+    );
+    assert_eq!(
+        passed_to(&built, "b.com"),
+        Some(("nowhere".to_owned(), None)),
+        "closed, never terminated in the backend's place"
+    );
+    assert_eq!(
+        reasons(&built),
+        [("nowhere".to_owned(), Reason::UnsupportedBackend)]
+    );
+    assert!(built.diagnostics[0].message.contains("path \"/\""));
+}
+
+#[test]
+fn the_oldest_ingress_of_a_host_decides_whether_it_passes_through() {
+    let built = with_passthrough(
+        World::default()
+            .web("d", "tls-app", &["10.0.0.1"])
+            .web("d", "web", &["10.0.0.2"])
+            // a.com: owned by an older Ingress without passthrough.
+            .ingress(
+                ing("d", "old")
+                    .created(1)
+                    .prefix("a.com", "/api", "web", 80),
+            )
+            .ingress(
+                ing("d", "late")
+                    .created(2)
+                    .annotation(PASSTHROUGH, "true")
+                    .prefix("a.com", "/", "tls-app", 80)
+                    .prefix("b.com", "/", "tls-app", 80),
+            )
+            // b.com: a newer Ingress adds a path, reachable over plain HTTP only.
+            .ingress(
+                ing("d", "newer")
+                    .created(3)
+                    .prefix("b.com", "/web", "web", 80),
+            ),
+    );
+    assert_eq!(
+        passed_to(&built, "a.com"),
+        None,
+        "a newer Ingress cannot take a host's TLS"
+    );
+    assert_eq!(
+        passed_to(&built, "b.com"),
+        Some(("late".to_owned(), Some("tls-app".to_owned())))
+    );
+    assert_eq!(served_by(&built, "b.com", "/web").as_deref(), Some("newer"));
+    let mut got = reasons(&built);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("late".to_owned(), Reason::HostSettingConflict),
+            ("newer".to_owned(), Reason::HostSettingConflict),
+        ]
+    );
+    let message = |name: &str| {
+        built
+            .diagnostics
+            .iter()
+            .find(|d| d.object.name == name)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(message("late").contains("\"a.com\""), "{}", message("late"));
+    assert!(message("late").contains("older"), "{}", message("late"));
+    assert!(
+        message("newer").contains("plain HTTP only"),
+        "{}",
+        message("newer")
+    );
+}
+
+#[test]
+fn passthrough_reaches_aliases_and_not_refused_ingresses() {
+    let built = with_passthrough(
+        World::default()
+            .web("d", "tls-app", &["10.0.0.1"])
+            .ingress(
+                ing("d", "aliased")
+                    .annotation(PASSTHROUGH, "true")
+                    .annotation("nginx.ingress.kubernetes.io/server-alias", "alias.com")
+                    .prefix("a.com", "/", "tls-app", 80),
+            )
+            .ingress(
+                ing("d", "broken")
+                    .annotation(PASSTHROUGH, "true")
+                    .annotation("nginx.ingress.kubernetes.io/rewrite-target", "http://x/")
+                    .prefix("b.com", "/", "tls-app", 80),
+            )
+            .ingress(
+                ing("d", "hostless")
+                    .annotation(PASSTHROUGH, "true")
+                    .prefix("", "/", "tls-app", 80),
+            ),
+    );
+    let aliased = Some(("aliased".to_owned(), Some("tls-app".to_owned())));
+    assert_eq!(passed_to(&built, "a.com"), aliased);
+    assert_eq!(
+        passed_to(&built, "alias.com"),
+        aliased,
+        "an alias is served like its host"
+    );
+    // An Ingress that fails closed keeps failing closed: weir's TLS, 503.
+    assert_eq!(passed_to(&built, "b.com"), None);
+    assert!(
+        built
+            .table
+            .route("b.com", "/")
+            .unwrap()
+            .policy
+            .refused
+            .is_some()
+    );
+    // Without a host there is nothing to tell connections apart by.
+    assert!(
+        built
+            .diagnostics
+            .iter()
+            .any(|d| d.object.name == "hostless" && d.message.contains("names no host")),
+        "{:#?}",
+        built.diagnostics
+    );
+}

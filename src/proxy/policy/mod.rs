@@ -8,6 +8,7 @@ pub(super) mod cors;
 pub(super) mod external_auth;
 pub(super) mod host_redirect;
 pub(super) mod https;
+pub(super) mod passthrough;
 pub(super) mod path;
 pub(super) mod rate_limit;
 pub(super) mod redirect;
