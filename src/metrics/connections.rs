@@ -86,7 +86,7 @@ impl ConnectionMetrics {
             upstream_errors: IntCounterVec::new(
                 Opts::new(
                     "weir_upstream_errors_total",
-                    "Failed attempts to get a response from an endpoint, by Service and reason: connect_refused, connect_error, connect_timeout, response_timeout, request_failed.",
+                    "Failed attempts to get a response from an endpoint, by Service and reason: connect_refused, connect_error, connect_timeout, tls_verify, tls_handshake, tls_settings, send_timeout, response_timeout, request_failed.",
                 ),
                 &["namespace", "service", "reason"],
             )?,

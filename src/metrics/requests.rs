@@ -71,7 +71,11 @@ struct Families {
     upstream_response: HistogramVec,
     request_size: HistogramVec,
     response_size: HistogramVec,
+    grpc: IntCounterVec,
 }
+
+/// The labels of `weir_grpc_requests_total`.
+const GRPC_LABELS: [&str; 4] = ["namespace", "ingress", "service", "grpc_status"];
 
 impl Families {
     fn new(labels: RequestLabels) -> prometheus::Result<Self> {
@@ -121,6 +125,13 @@ impl Families {
                 "Response size: status line, headers (as HTTP/1.1) and body.",
                 SIZE_BUCKETS,
             )?,
+            grpc: IntCounterVec::new(
+                Opts::new(
+                    "weir_grpc_requests_total",
+                    "gRPC calls answered, by route and final grpc-status (from the trailers, else derived from the HTTP status).",
+                ),
+                &GRPC_LABELS,
+            )?,
             label_names,
         })
     }
@@ -129,8 +140,11 @@ impl Families {
         let histograms = self
             .histograms()
             .map(|h| Box::new(h.clone()) as Box<dyn Collector>);
-        let counter = Box::new(self.requests.clone()) as Box<dyn Collector>;
-        registry.register_all(histograms.into_iter().chain([counter]))
+        let counters = [
+            Box::new(self.requests.clone()) as Box<dyn Collector>,
+            Box::new(self.grpc.clone()),
+        ];
+        registry.register_all(histograms.into_iter().chain(counters))
     }
 
     fn histograms(&self) -> [&HistogramVec; 5] {
@@ -292,6 +306,23 @@ impl RouteStats {
         self.add_cell(key, method, o.status).observe(o);
     }
 
+    /// Counts one finished gRPC call with its final status (`"0"` to `"16"`).
+    pub fn observe_grpc(&self, grpc_status: &str) {
+        let labels = &self.labels;
+        if *self.retired.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        self.families
+            .grpc
+            .with_label_values(&[
+                &labels.namespace,
+                &labels.ingress,
+                &labels.service,
+                grpc_status,
+            ])
+            .inc();
+    }
+
     /// The code, or its class (1 to 9) with `--metrics-status-classes` and for codes without a
     /// standard meaning (any three digits an endpoint may send: they must not multiply the
     /// series). 499, "client closed request", is weir's own.
@@ -346,6 +377,16 @@ impl RouteStats {
         *retired = true;
         for (_, cell) in self.cells.swap(Arc::new(Vec::new())).iter() {
             cell.unregister(&self.families);
+        }
+        let labels = &self.labels;
+        for code in 0..=16 {
+            let code = code.to_string();
+            let _ = self.families.grpc.remove_label_values(&[
+                &labels.namespace,
+                &labels.ingress,
+                &labels.service,
+                &code,
+            ]);
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod paths;
 pub mod policy;
 mod references;
 pub mod table;
+pub mod upstream;
 mod validate;
 pub mod variables;
 
@@ -48,6 +49,7 @@ pub use table::{
     Backend, HostMatch, HostRedirect, HostSettings, Lookup, PathKind, PathMatch, PathRule, Route,
     RouteTable, RouteTableBuilder, RuleHost, TableEntry, normalize_host,
 };
+pub use upstream::{ClientIdentity, Protocol, TlsVersions, Upstream, UpstreamTls};
 
 /// Every object the model reads, as a source (cluster watchers or a manifests directory)
 /// collected them. Order does not matter: the same set in any order builds the same table.

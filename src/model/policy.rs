@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 use super::access::{Access, Cors, IpList, RateLimits};
 use super::external_auth::ExternalAuth;
 use super::paths::Template;
+use super::upstream::Upstream;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
 /// the ingress-nginx-style ConfigMap (see [`configmap`](super::configmap)).
@@ -250,6 +251,8 @@ pub struct Policy {
     pub rate_limits: Option<Arc<RateLimits>>,
     /// `limit-rate`, `limit-rate-after`: how fast responses are sent.
     pub response_rate: Option<ResponseRate>,
+    /// `backend-protocol` and `proxy-ssl-*`: how the endpoints are reached.
+    pub upstream: Upstream,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -284,6 +287,7 @@ impl Policy {
             cors: None,
             rate_limits: None,
             response_rate: None,
+            upstream: Upstream::default(),
         }
     }
 }

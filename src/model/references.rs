@@ -19,9 +19,11 @@ pub struct References {
     /// Services of its backends (their endpoints come with them).
     pub services: Vec<ObjectRef>,
     /// Secrets: TLS certificates of `spec.tls`, the users of `auth-secret`, the CA bundle of
-    /// `auth-tls-secret` (in any namespace: whether the build may read it is its business).
+    /// `auth-tls-secret`, the endpoints' CA and client certificate of `proxy-ssl-secret` (in
+    /// any namespace: whether the build may read it is its business).
     pub secrets: Vec<ObjectRef>,
-    /// The Secrets among `secrets` that annotations name (`auth-secret`, `auth-tls-secret`):
+    /// The Secrets among `secrets` that annotations name (`auth-secret`, `auth-tls-secret`,
+    /// `proxy-ssl-secret`):
     /// read whatever their
     /// type, where a cluster source reads only TLS Secrets for `spec.tls`.
     pub annotation_secrets: Vec<ObjectRef>,
@@ -135,7 +137,7 @@ pub fn references(ingress: &Ingress) -> References {
         annotations::value(annotations, name)
             .and_then(|value| annotations::object_ref(kind, namespace, value))
     };
-    for name in ["auth-secret", "auth-tls-secret"] {
+    for name in ["auth-secret", "auth-tls-secret", "proxy-ssl-secret"] {
         if let Some(secret) = named(name, ObjectKind::Secret) {
             refs.secrets.push(secret.clone());
             refs.annotation_secrets.push(secret);
@@ -165,7 +167,8 @@ mod tests {
             "metadata": {"name": "a", "namespace": "apps", "annotations": {
                 "weir.dev/auth-secret": "auth/users",
                 "nginx.ingress.kubernetes.io/auth-secret": "ignored-behind-weir-s-key",
-                "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "auth-headers"
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "auth-headers",
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret": "backend-ca"
             }},
             "spec": {
                 "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
@@ -185,8 +188,14 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&refs.services), ["apps/fallback", "apps/web"]);
-        assert_eq!(names(&refs.secrets), ["apps/a-cert", "auth/users"]);
-        assert_eq!(names(&refs.annotation_secrets), ["auth/users"]);
+        assert_eq!(
+            names(&refs.secrets),
+            ["apps/a-cert", "apps/backend-ca", "auth/users"]
+        );
+        assert_eq!(
+            names(&refs.annotation_secrets),
+            ["apps/backend-ca", "auth/users"]
+        );
         assert_eq!(names(&refs.config_maps), ["apps/auth-headers"]);
         assert_eq!(references(&Ingress::default()), References::default());
     }

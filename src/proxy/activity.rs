@@ -24,7 +24,7 @@ fn process_start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     process_start().elapsed().as_millis() as u64
 }
 

@@ -43,6 +43,11 @@ struct Shaped {
     _slot: Option<ConnectionSlot>,
     /// The pace of `limit-rate`.
     pace: Option<Pace>,
+    /// A gRPC call's deadline (`grpc-timeout`): when it passes, the call ends with
+    /// `DEADLINE_EXCEEDED` in its trailers and the endpoint's stream is dropped.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline passed: the body has ended.
+    expired: bool,
 }
 
 /// Sends a body no faster than a [`ResponseRate`] once its first bytes are out: after each
@@ -106,9 +111,15 @@ impl ProxyBody {
         self
     }
 
-    /// Holds `slot` (`limit-connections`) until the body is finished or dropped, and sends an
-    /// endpoint's body at `rate` (`limit-rate`). A body weir made itself is left as it is.
-    pub(super) fn shape(&mut self, slot: Option<ConnectionSlot>, rate: Option<ResponseRate>) {
+    /// Holds `slot` (`limit-connections`) until the body is finished or dropped, sends an
+    /// endpoint's body at `rate` (`limit-rate`), and ends a gRPC call at its `deadline`. A
+    /// body weir made itself is left as it is.
+    pub(super) fn shape(
+        &mut self,
+        slot: Option<ConnectionSlot>,
+        rate: Option<ResponseRate>,
+        deadline: Option<Instant>,
+    ) {
         if let Kind::Upstream(..) = self.kind {
             let Kind::Upstream(body, lease) = std::mem::replace(&mut self.kind, Kind::Full(None))
             else {
@@ -125,6 +136,8 @@ impl ProxyBody {
                 lease,
                 _slot: slot,
                 pace,
+                deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into()))),
+                expired: false,
             }));
         }
     }
@@ -155,6 +168,23 @@ impl Body for ProxyBody {
             ),
             Kind::Upstream(body, lease) => poll_upstream(body, lease, &mut this.exchange, cx),
             Kind::Shaped(shaped) => {
+                if shaped.expired {
+                    return Poll::Ready(None);
+                }
+                if let Some(deadline) = &mut shaped.deadline
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    shaped.expired = true;
+                    shaped.lease = None;
+                    let trailers = super::grpc::trailers(
+                        super::grpc::code::DEADLINE_EXCEEDED,
+                        "the call's deadline (grpc-timeout) passed",
+                    );
+                    if let Some(exchange) = &mut this.exchange {
+                        exchange.trailers(&trailers);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
                 if let Some(pace) = &mut shaped.pace
                     && let Some(wait) = &mut pace.wait
                 {
@@ -171,10 +201,12 @@ impl Body for ProxyBody {
                 polled
             }
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange)
-            && let Some(data) = frame.data_ref()
-        {
-            exchange.sent(data.len());
+        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange) {
+            if let Some(data) = frame.data_ref() {
+                exchange.sent(data.len());
+            } else if let Some(trailers) = frame.trailers_ref() {
+                exchange.trailers(trailers);
+            }
         }
         polled
     }
@@ -183,7 +215,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Kind::Upstream(body, _) => body.is_end_stream(),
-            Kind::Shaped(shaped) => shaped.body.is_end_stream(),
+            Kind::Shaped(shaped) => shaped.expired || shaped.body.is_end_stream(),
         }
     }
 

@@ -51,6 +51,10 @@ pub(super) struct Exchange {
     status: StatusCode,
     response_head: u64,
     response_body: u64,
+    /// A gRPC call: its final `grpc-status` is counted.
+    grpc: bool,
+    /// The `grpc-status` of its trailers (or of a trailers-only response).
+    grpc_status: Option<HeaderValue>,
 }
 
 impl Exchange {
@@ -107,6 +111,8 @@ impl Exchange {
             status: CLIENT_CLOSED,
             response_head: 0,
             response_body: 0,
+            grpc: false,
+            grpc_status: None,
         })
     }
 
@@ -156,9 +162,28 @@ impl Exchange {
         }
     }
 
+    /// The request is a gRPC call.
+    pub(super) fn grpc(&mut self) {
+        self.grpc = true;
+    }
+
+    /// The response ended with `trailers`.
+    pub(super) fn trailers(&mut self, trailers: &HeaderMap) {
+        if self.grpc
+            && let Some(status) = trailers.get("grpc-status")
+        {
+            self.grpc_status = Some(status.clone());
+        }
+    }
+
     /// The response head goes out.
     pub(super) fn responding<B>(&mut self, response: &Response<B>) {
         self.status = response.status();
+        if self.grpc
+            && let Some(status) = response.headers().get("grpc-status")
+        {
+            self.grpc_status = Some(status.clone());
+        }
         // "HTTP/1.1 200 OK\r\n" + headers + "\r\n"
         self.response_head = 17 + head_size(response.headers());
     }
@@ -206,6 +231,10 @@ impl Drop for Exchange {
                 request_size: bytes_in,
                 response_size: bytes_out,
             });
+            if self.grpc {
+                let status = super::grpc::status_label(self.grpc_status.as_ref(), self.status);
+                stats.observe_grpc(status);
+            }
         }
         if let Some(logged) = self.logged.take() {
             logged.log.log(Entry {

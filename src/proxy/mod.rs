@@ -7,6 +7,7 @@ mod activity;
 mod body;
 mod client_cert;
 mod exchange;
+mod grpc;
 mod headers;
 mod idle;
 mod listener;

@@ -17,9 +17,12 @@
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
-//! | 14 | forward: balance, connect/send/read timeouts (`policy/send_timeout.rs`), a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs` | 413, 502, 503, 504 |
+//! | 14 | forward: balance, then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
 //! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
+//!
+//! Every refusal to a gRPC call (`content-type: application/grpc…`) is answered in gRPC's shape
+//! (HTTP 200 and a `grpc-status`, `grpc.rs`), whichever phase refused it.
 //!
 //! A route without annotations pays for phases 4–13 a few `Option` tests, the declared-length
 //! comparison of phase 12, and in phase 14 the counting of body bytes against the default
@@ -35,6 +38,7 @@ use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::exchange::Exchange;
+use super::grpc;
 use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
 use super::policy::external_auth::{Granted, Subject};
@@ -44,12 +48,32 @@ use super::service::{
     routing_host,
 };
 use super::upgrade::UpgradeRequest;
-use super::upstream::SendOptions;
+use super::upstream::{SendOptions, Target, UpstreamError};
 use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
 use crate::model::{ClientAuth, PathMatch, Route, routing_path};
 use crate::state::ConnectionSlot;
 use crate::state::RouteRuntime;
+
+/// The TLS client towards the endpoints of a route whose protocol is TLS; a route whose
+/// settings could not be compiled answers 502, one without a runtime 503.
+fn upstream_tls(
+    route: &Route,
+    runtime: Option<&RouteRuntime>,
+    addr: std::net::SocketAddr,
+) -> Result<Arc<crate::tls::UpstreamTlsClient>, Refusal> {
+    match runtime.and_then(|r| r.tls.as_ref()) {
+        Some(Ok(client)) => Ok(client.clone()),
+        Some(Err(why)) => {
+            warn!(ingress = %route.ingress, service = %route.backend.service, %why, "no TLS client towards the endpoints");
+            Err(Refusal::Upstream(UpstreamError::TlsSettings {
+                addr,
+                why: why.clone(),
+            }))
+        }
+        None => Err(Refusal::Misconfigured),
+    }
+}
 
 /// The outcome of phases 3 and 4.
 enum Routed {
@@ -180,6 +204,7 @@ impl Proxy {
             };
             match Box::pin(self.admit(&facts, &mut req)).await {
                 Ok(passed) => admitted = Some(Box::new(passed)),
+                Err(refusal) if grpc::is_grpc(req.headers()) => return Err(refusal),
                 Err(refusal) => {
                     let mut response = refusal.into_response(req.version());
                     policy::cors::add_headers(&cors, response.headers_mut());
@@ -219,6 +244,18 @@ impl Proxy {
             return Err(Refusal::NoEndpoints);
         };
         let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
+        let upstream = &policy.upstream;
+        let tls = match &upstream.tls {
+            None => None,
+            Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first)?),
+        };
+        // gRPC's deadline bounds the wait for the response head, and the call.
+        let deadline = upstream
+            .protocol
+            .is_grpc()
+            .then(|| grpc::timeout(req.headers()))
+            .flatten();
+        let deadline_at = deadline.map(|d| std::time::Instant::now() + d);
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.connecting();
@@ -226,7 +263,12 @@ impl Proxy {
         let timeouts = &policy.timeouts;
         let mut last_error = None;
         for addr in std::iter::once(first).chain(second) {
-            match self.pool.connection(addr, timeouts.connect).await {
+            let target = Target {
+                addr,
+                protocol: upstream.protocol,
+                tls: tls.clone(),
+            };
+            match self.pool.connection(&target, timeouts.connect).await {
                 Ok(upstream) => {
                     let body_bytes = exchange
                         .as_deref_mut()
@@ -236,6 +278,7 @@ impl Proxy {
                         timeouts,
                         max_body_size: policy.max_body_size,
                         body_bytes,
+                        deadline,
                     };
                     let result = self.pool.send(upstream, req, activity, options).await;
                     if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
@@ -260,8 +303,15 @@ impl Proxy {
                                 if let Some(granted) = &granted {
                                     granted.set_cookies(response);
                                 }
-                                if slot.is_some() || policy.response_rate.is_some() {
-                                    response.body_mut().shape(slot, policy.response_rate);
+                                if slot.is_some()
+                                    || policy.response_rate.is_some()
+                                    || deadline_at.is_some()
+                                {
+                                    response.body_mut().shape(
+                                        slot,
+                                        policy.response_rate,
+                                        deadline_at,
+                                    );
                                 }
                             }
                             relayed

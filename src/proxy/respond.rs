@@ -154,6 +154,14 @@ impl Refusal {
         }
     }
 
+    /// The refusal as a gRPC client understands it: HTTP 200, the status in `grpc-status`
+    /// (see [`grpc`](super::grpc)).
+    pub fn into_grpc_response(self) -> Response<ProxyBody> {
+        let (status, detail) = self.status_and_detail();
+        let timeout = matches!(&self, Refusal::Upstream(e) if e.is_timeout());
+        super::grpc::respond(super::grpc::status_for(status, timeout), detail)
+    }
+
     /// A small plain-text response for this refusal to a request of `version`.
     pub fn into_response(self, version: Version) -> Response<ProxyBody> {
         if let Refusal::ExternalAuth(answer) = self {

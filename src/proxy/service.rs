@@ -15,6 +15,7 @@ use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::exchange::Exchange;
+use super::grpc;
 use super::headers::{self, ClientInfo};
 use super::idle::{IdleTimeout, Side};
 use super::policy;
@@ -36,9 +37,14 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let version = req.version();
+        let grpc = grpc::is_grpc(req.headers());
         let mut exchange = self.exchange(conn, &req);
+        if let (true, Some(exchange)) = (grpc, exchange.as_deref_mut()) {
+            exchange.grpc();
+        }
         let response = match self.forward(conn, activity, req, &mut exchange).await {
             Ok(response) => response,
+            Err(refusal) if grpc => refusal.into_grpc_response(),
             Err(refusal) => refusal.into_response(version),
         };
         match exchange {

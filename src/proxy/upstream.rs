@@ -1,14 +1,18 @@
-//! Connections to endpoints: a keep-alive pool of HTTP/1.1 connections per endpoint address.
+//! Connections to endpoints, pooled per [`Target`] (endpoint, protocol, TLS client): idle
+//! HTTP/1.1 connections, and shared HTTP/2 connections that carry many requests at once.
 //!
-//! A request first gets a connection (an idle pooled one, else a new one within the connect
-//! timeout) and only then is sent, so a failed connect leaves the request untouched and the
-//! caller may try another endpoint. After a response the connection goes back to the pool as
-//! soon as its body has been read to the end.
+//! A request first gets a connection (a pooled one, else a new one — TCP, then TLS for
+//! `HTTPS`/`GRPCS`, then the HTTP handshake — within the connect timeout) and only then is
+//! sent, so a failed connect leaves the request untouched and the caller may try another
+//! endpoint. The balancer picks the endpoint of every request before its connection, so
+//! requests multiplexed on one client connection still spread over all endpoints. After a
+//! response an HTTP/1.1 connection goes back to the pool as soon as its body has been read to
+//! the end; an HTTP/2 one frees the request's stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,19 +21,20 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::activity::{ConnActivity, InFlight};
+use super::activity::{ConnActivity, InFlight, now_ms};
 use super::idle::{BoxError, IdleBody, Side};
 use super::policy::body_limit;
 use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
-use crate::model::Timeouts;
+use crate::model::{Protocol, Timeouts};
+use crate::tls::UpstreamTlsClient;
 
 /// Why a request could not get a response from an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,32 @@ pub enum UpstreamError {
         addr: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The TLS handshake with the endpoint failed on its certificate: not signed by the CA,
+    /// not for the name, expired (`proxy-ssl-verify: on`).
+    #[error("TLS to {addr}: the endpoint's certificate does not verify: {source}")]
+    TlsVerify {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What rustls said.
+        source: std::io::Error,
+    },
+    /// The TLS handshake with the endpoint failed otherwise (no common version, a plain-HTTP
+    /// endpoint, a client certificate it refused).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    TlsHandshake {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What rustls said.
+        source: std::io::Error,
+    },
+    /// The route's TLS settings towards its endpoints could not be set up (the reason).
+    #[error("the TLS settings towards {addr} cannot be used: {why}")]
+    TlsSettings {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        why: Arc<str>,
     },
     /// The TCP connect did not finish in time.
     #[error("connect to {addr} timed out after {after:?}")]
@@ -87,6 +118,9 @@ impl UpstreamError {
             }
             UpstreamError::Connect { .. } => "connect_error",
             UpstreamError::ConnectTimeout { .. } => "connect_timeout",
+            UpstreamError::TlsVerify { .. } => "tls_verify",
+            UpstreamError::TlsHandshake { .. } => "tls_handshake",
+            UpstreamError::TlsSettings { .. } => "tls_settings",
             UpstreamError::SendTimeout { .. } => "send_timeout",
             UpstreamError::ResponseTimeout { .. } => "response_timeout",
             UpstreamError::Request { .. } => "request_failed",
@@ -211,6 +245,35 @@ impl Body for RequestBody {
     }
 }
 
+/// Turns a request prepared for HTTP/1.1 into one for an HTTP/2 endpoint: the `Host` becomes
+/// the `:authority` (else the endpoint's address), the scheme is the connection's, and a gRPC
+/// request says that it accepts trailers (`TE` is hop-by-hop, so the client's was removed).
+fn to_http2(req: &mut Request<RequestBody>, target: &Target) {
+    let host = req.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| {
+            http::uri::Authority::try_from(target.addr.to_string())
+                .expect("a socket address is an authority")
+        });
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(if target.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+    *req.version_mut() = http::Version::HTTP_2;
+    if target.protocol.is_grpc() {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
+}
+
 /// A copy of a request's head (method, URI, version, headers), to send it again.
 fn head_of(req: &Request<RequestBody>) -> Request<()> {
     let mut head = Request::new(());
@@ -221,16 +284,145 @@ fn head_of(req: &Request<RequestBody>) -> Request<()> {
     head
 }
 
+/// How many requests at most share one HTTP/2 connection to an endpoint before another one is
+/// opened (an endpoint's own `SETTINGS_MAX_CONCURRENT_STREAMS`, when lower, holds requests back
+/// inside the connection until a stream ends).
+const MAX_STREAMS_PER_CONNECTION: usize = 100;
+
+/// Where a request goes: one endpoint, and how it is spoken to. Connections are pooled by it:
+/// a connection serves only requests for the same endpoint, protocol and TLS client.
+#[derive(Clone)]
+pub struct Target {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// The protocol (`backend-protocol`).
+    pub protocol: Protocol,
+    /// The TLS client, for the protocols over TLS.
+    pub tls: Option<Arc<UpstreamTlsClient>>,
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+            && self.protocol == other.protocol
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Target {}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.addr.hash(state);
+        self.protocol.hash(state);
+        self.tls.as_ref().map(Arc::as_ptr).hash(state);
+    }
+}
+
+/// An idle HTTP/1.1 connection.
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    sender: http1::SendRequest<RequestBody>,
     send_timeout: SendTimeout,
     since: Instant,
 }
 
+/// An HTTP/2 connection, shared by up to [`MAX_STREAMS_PER_CONNECTION`] requests.
+struct Shared {
+    sender: http2::SendRequest<RequestBody>,
+    send_timeout: SendTimeout,
+    streams: Arc<Streams>,
+}
+
+/// The requests on an HTTP/2 connection.
+#[derive(Default)]
+struct Streams {
+    /// How many are in progress.
+    open: AtomicUsize,
+    /// When the last one ended ([`now_ms`]).
+    last_ended_ms: AtomicU64,
+}
+
+impl Shared {
+    fn new(sender: http2::SendRequest<RequestBody>, send_timeout: SendTimeout) -> Self {
+        Shared {
+            sender,
+            send_timeout,
+            streams: Arc::default(),
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.streams.open.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more request.
+    fn stream(&self) -> Sender {
+        self.streams.open.fetch_add(1, Ordering::Relaxed);
+        Sender::Http2 {
+            sender: self.sender.clone(),
+            _stream: Stream(self.streams.clone()),
+        }
+    }
+
+    /// Worth keeping: open, and in use or used within `keepalive`.
+    fn keep(&self, keepalive: Duration) -> bool {
+        let ended = self.streams.last_ended_ms.load(Ordering::Relaxed);
+        !self.sender.is_closed()
+            && (self.open() > 0 || now_ms().saturating_sub(ended) < keepalive.as_millis() as u64)
+    }
+}
+
+/// A request's place on a shared HTTP/2 connection, given back when dropped.
+struct Stream(Arc<Streams>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_ended_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// The sending half of a connection.
+enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2 {
+        sender: http2::SendRequest<RequestBody>,
+        /// Held for as long as the request and its response last.
+        _stream: Stream,
+    },
+}
+
+type TrySend = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+
+impl Sender {
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2 { sender, .. } => sender.ready().await,
+        }
+    }
+
+    /// Sends `req`; the response future does not borrow the sender.
+    fn try_send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<Output = TrySend> + use<> {
+        use futures_util::future::Either;
+        match self {
+            Sender::Http1(sender) => Either::Left(sender.try_send_request(req)),
+            Sender::Http2 { sender, .. } => Either::Right(sender.try_send_request(req)),
+        }
+    }
+}
+
 /// A connection to one endpoint, ready for one request.
 pub struct UpstreamConn {
-    addr: SocketAddr,
-    sender: SendRequest<RequestBody>,
+    target: Target,
+    sender: Sender,
     send_timeout: SendTimeout,
     reused: bool,
 }
@@ -247,15 +439,19 @@ pub struct SendOptions<'a> {
     pub max_body_size: Option<u64>,
     /// Where the request body's bytes are counted.
     pub body_bytes: Option<Arc<AtomicU64>>,
+    /// A bound on the wait for the response head below the read timeout (gRPC's
+    /// `grpc-timeout`).
+    pub deadline: Option<Duration>,
 }
 
-/// The connection a response came on, lent to that response: [`Lease::release`] puts it back
-/// into the pool once the body has been read to the end; dropped before that, the connection
-/// is closed (hyper cannot reuse it with a body half read).
+/// The connection a response came on, lent to that response: [`Lease::release`] puts an
+/// HTTP/1.1 connection back into the pool once the body has been read to the end; dropped
+/// before that, the connection is closed (hyper cannot reuse it with a body half read). An
+/// HTTP/2 connection stays shared; the lease holds the request's stream on it.
 pub struct Lease {
     pool: Arc<Pool>,
-    addr: SocketAddr,
-    sender: SendRequest<RequestBody>,
+    target: Target,
+    sender: Sender,
     send_timeout: SendTimeout,
 }
 
@@ -263,14 +459,35 @@ impl Lease {
     /// Returns the connection to the pool. Its next request waits until hyper has finished
     /// with this response, which has normally happened already.
     pub fn release(self) {
-        self.pool.put(self.addr, self.sender, self.send_timeout);
+        if let Sender::Http1(sender) = self.sender {
+            self.pool.put(self.target, sender, self.send_timeout);
+        }
     }
 }
 
-/// Keep-alive connections to endpoints, shared by all requests.
+/// Spawns hyper's HTTP/2 background work (one task per request body) on the pool's tracked
+/// tasks.
+#[derive(Clone)]
+struct Tracked(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for Tracked
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Connections to endpoints, shared by all requests: idle HTTP/1.1 connections, and HTTP/2
+/// connections in use.
 pub struct Pool {
     config: UpstreamConfig,
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<FastMap<Target, Vec<Idle>>>,
+    shared: Mutex<FastMap<Target, Vec<Shared>>>,
     tasks: TaskTracker,
 }
 
@@ -280,30 +497,39 @@ impl Pool {
         Pool {
             config,
             idle: Mutex::new(HashMap::default()),
+            shared: Mutex::new(HashMap::default()),
             tasks,
         }
     }
 
-    /// An idle pooled connection to `addr`, or a new one opened within `connect_timeout`.
+    /// A pooled connection to `target` (an idle HTTP/1.1 one, or an HTTP/2 one with room for
+    /// another stream), or a new one opened (and its TLS handshake done) within
+    /// `connect_timeout`.
     pub async fn connection(
         &self,
-        addr: SocketAddr,
+        target: &Target,
         connect_timeout: Duration,
     ) -> Result<UpstreamConn, UpstreamError> {
-        if let Some(idle) = self.checkout(addr) {
+        let pooled = if target.protocol.is_http2() {
+            self.checkout_shared(target)
+        } else {
+            self.checkout(target)
+                .map(|idle| (Sender::Http1(idle.sender), idle.send_timeout))
+        };
+        if let Some((sender, send_timeout)) = pooled {
             return Ok(UpstreamConn {
-                addr,
-                sender: idle.sender,
-                send_timeout: idle.send_timeout,
+                target: target.clone(),
+                sender,
+                send_timeout,
                 reused: true,
             });
         }
-        self.connect(addr, connect_timeout).await
+        self.connect(target, connect_timeout).await
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<Idle> {
+    fn checkout(&self, target: &Target) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = idle.get_mut(&addr)?;
+        let conns = idle.get_mut(target)?;
         while let Some(conn) = conns.pop() {
             // Not ready yet is fine: `send` waits until the previous response is finished.
             if conn.since.elapsed() < self.config.keepalive_timeout && !conn.sender.is_closed() {
@@ -313,40 +539,117 @@ impl Pool {
         None
     }
 
+    /// The least busy open HTTP/2 connection to `target` with room for another stream.
+    fn checkout_shared(&self, target: &Target) -> Option<(Sender, SendTimeout)> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = shared.get_mut(target)?;
+        conns.retain(|c| !c.sender.is_closed());
+        let conn = conns
+            .iter()
+            .min_by_key(|c| c.open())
+            .filter(|c| c.open() < MAX_STREAMS_PER_CONNECTION)?;
+        Some((conn.stream(), conn.send_timeout.clone()))
+    }
+
     async fn connect(
         &self,
-        addr: SocketAddr,
+        target: &Target,
         timeout: Duration,
     ) -> Result<UpstreamConn, UpstreamError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-            Err(_) => {
-                return Err(UpstreamError::ConnectTimeout {
-                    addr,
-                    after: timeout,
-                });
-            }
-        };
+        let addr = target.addr;
+        let (sender, send_timeout) = tokio::time::timeout(timeout, self.open(target))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                addr,
+                after: timeout,
+            })??;
+        Ok(UpstreamConn {
+            target: target.clone(),
+            sender,
+            send_timeout,
+            reused: false,
+        })
+    }
+
+    /// Opens a connection to `target`: TCP, TLS for the protocols over TLS, then the HTTP
+    /// handshake; an HTTP/2 connection is shared from now on.
+    async fn open(&self, target: &Target) -> Result<(Sender, SendTimeout), UpstreamError> {
+        let addr = target.addr;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
         let send_timeout = SendTimeout::default();
         let stream = TimedWrites::new(stream, send_timeout.clone());
+        let sender = match &target.tls {
+            None => self.handshake(stream, target).await?,
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let stream =
+                    connector
+                        .connect(tls.name.clone(), stream)
+                        .await
+                        .map_err(|source| {
+                            if crate::tls::is_certificate_error(&source) {
+                                UpstreamError::TlsVerify { addr, source }
+                            } else {
+                                UpstreamError::TlsHandshake { addr, source }
+                            }
+                        })?;
+                self.handshake(stream, target).await?
+            }
+        };
+        let sender = match sender {
+            Sender::Http2 { sender, .. } => {
+                let shared = Shared::new(sender, send_timeout.clone());
+                let stream = shared.stream();
+                let mut all = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                all.entry(target.clone()).or_default().push(shared);
+                stream
+            }
+            http1 => http1,
+        };
+        Ok((sender, send_timeout))
+    }
+
+    /// The HTTP handshake of `target`'s protocol on `io`; the connection is driven by a
+    /// tracked task.
+    async fn handshake<I>(&self, io: I, target: &Target) -> Result<Sender, UpstreamError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = target.addr;
+        let failed = |source| UpstreamError::Request { addr, source };
+        if target.protocol.is_http2() {
+            let (sender, conn) = http2::Builder::new(Tracked(self.tasks.clone()))
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(failed)?;
+            self.tasks.spawn(async move {
+                if let Err(error) = conn.await {
+                    debug!(%addr, %error, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            // Its first stream is counted once the connection is shared.
+            return Ok(Sender::Http2 {
+                sender,
+                _stream: Stream(Arc::default()),
+            });
+        }
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
-            .map_err(|source| UpstreamError::Request { addr, source })?;
+            .map_err(failed)?;
         self.tasks.spawn(async move {
             // An accepted upgrade ends this task and hands the socket to the tunnel.
             if let Err(error) = conn.with_upgrades().await {
                 debug!(%addr, %error, "upstream connection ended with an error");
             }
         });
-        Ok(UpstreamConn {
-            addr,
-            sender,
-            send_timeout,
-            reused: false,
-        })
+        Ok(Sender::Http1(sender))
     }
 
     /// Sends `req` on `conn` and waits for the response head, which must start within the
@@ -368,7 +671,7 @@ impl Pool {
         client: &Arc<ConnActivity>,
         options: SendOptions<'_>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let addr = conn.addr;
+        let addr = conn.target.addr;
         let (parts, body) = req.into_parts();
         let (body, mut body_sent) = RequestBody::new(
             body,
@@ -379,14 +682,20 @@ impl Pool {
         );
         let replayable = options.idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);
+        if conn.target.protocol.is_http2() {
+            to_http2(&mut req, &conn.target);
+        }
+        let after = options
+            .deadline
+            .map_or(options.timeouts.read, |d| d.min(options.timeouts.read));
         loop {
             if conn.reused && conn.sender.ready().await.is_err() {
                 debug!(%addr, "pooled connection was closed; connecting again");
-                conn = self.connect(addr, options.timeouts.connect).await?;
+                conn = self.connect(&conn.target, options.timeouts.connect).await?;
             }
             conn.send_timeout.set(options.timeouts.send);
             let replay = (conn.reused && replayable).then(|| head_of(&req));
-            let response = conn.sender.try_send_request(req);
+            let response = conn.sender.try_send(req);
             tokio::pin!(response);
             // The response timeout runs from the end of the request body.
             let mut early = None;
@@ -397,7 +706,6 @@ impl Pool {
                     _ = sent => body_sent = None,
                 }
             }
-            let after = options.timeouts.read;
             let result = match early {
                 Some(result) => result,
                 None => tokio::time::timeout(after, &mut response)
@@ -408,7 +716,7 @@ impl Pool {
                 Ok(response) => {
                     let lease = Lease {
                         pool: self.clone(),
-                        addr,
+                        target: conn.target,
                         sender: conn.sender,
                         send_timeout: conn.send_timeout,
                     };
@@ -425,7 +733,7 @@ impl Pool {
                 Some(again) => {
                     debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
                     req = again;
-                    conn = self.connect(addr, options.timeouts.connect).await?;
+                    conn = self.connect(&conn.target, options.timeouts.connect).await?;
                 }
                 None => {
                     let source = error.into_error();
@@ -441,9 +749,14 @@ impl Pool {
         }
     }
 
-    fn put(&self, addr: SocketAddr, sender: SendRequest<RequestBody>, send_timeout: SendTimeout) {
+    fn put(
+        &self,
+        target: Target,
+        sender: http1::SendRequest<RequestBody>,
+        send_timeout: SendTimeout,
+    ) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = idle.entry(addr).or_default();
+        let conns = idle.entry(target).or_default();
         if conns.len() < self.config.max_idle_per_endpoint {
             conns.push(Idle {
                 sender,
@@ -469,7 +782,20 @@ impl Pool {
                 });
                 !conns.is_empty()
             });
+            drop(idle);
+            // An HTTP/2 connection without streams is closed once its endpoint closes it or
+            // it has been unused for the keep-alive timeout (hyper closes it when the last
+            // sender is dropped).
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            shared.retain(|_, conns| {
+                conns.retain(|c| c.keep(self.config.keepalive_timeout));
+                !conns.is_empty()
+            });
         }
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

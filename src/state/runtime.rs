@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{ConnectionCounter, Limiter};
 use crate::metrics::{RouteIndex, RouteStats};
-use crate::model::{Backend, ObjectRef, Rate, Route, RouteTable};
+use tracing::warn;
+
+use crate::model::{Backend, ObjectRef, Rate, Route, RouteTable, UpstreamTls};
+use crate::tls::{UpstreamTlsClient, upstream_client};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -54,7 +57,16 @@ pub struct RouteRuntime {
     pub per_minute: Option<Arc<Limiter>>,
     /// The requests in progress of its Ingress's `limit-connections`.
     pub connections: Option<Arc<ConnectionCounter>>,
+    /// The TLS client of a route whose endpoints speak TLS, or why it could not be set up
+    /// (the route then answers 502 rather than talk to the endpoint otherwise).
+    pub tls: Option<UpstreamTlsSetting>,
 }
+
+/// A route's TLS client towards its endpoints, or why there is none.
+pub type UpstreamTlsSetting = Result<Arc<UpstreamTlsClient>, Arc<str>>;
+
+/// TLS clients' identity across tables: the settings and the Service they verify.
+type TlsKey = (Arc<UpstreamTls>, ObjectRef);
 
 /// A rate limit's identity across tables: its Ingress and the rate (a changed rate starts
 /// afresh).
@@ -79,6 +91,7 @@ pub struct Runtimes {
     balancers: FastMap<BackendKey, Arc<RoundRobin>>,
     limiters: FastMap<LimiterKey, Arc<Limiter>>,
     counters: FastMap<(ObjectRef, u32), Arc<ConnectionCounter>>,
+    tls: FastMap<TlsKey, UpstreamTlsSetting>,
 }
 
 impl Runtimes {
@@ -130,12 +143,24 @@ impl Runtimes {
                 next.counters.insert(key, counter.clone());
                 counter
             });
+            let tls = route.policy.upstream.tls.as_ref().map(|tls| {
+                let key = (tls.clone(), route.backend.service.clone());
+                let setting = next
+                    .tls
+                    .get(&key)
+                    .or_else(|| previous.tls.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| compile_tls(&key));
+                next.tls.insert(key, setting.clone());
+                setting
+            });
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
                 balancer,
                 per_second,
                 per_minute,
                 connections,
+                tls,
             };
             next.by_route.insert(address, Arc::new(runtime));
         }
@@ -156,6 +181,14 @@ impl Runtimes {
     pub fn is_empty(&self) -> bool {
         self.by_route.is_empty()
     }
+}
+
+/// The TLS client of `tls` towards `service`'s endpoints (a failure is logged once here).
+fn compile_tls((tls, service): &TlsKey) -> UpstreamTlsSetting {
+    upstream_client(tls, service).map(Arc::new).map_err(|error| {
+        warn!(service = %service, %error, "the TLS settings towards the endpoints cannot be used; requests there get 502");
+        Arc::from(error.to_string())
+    })
 }
 
 #[cfg(test)]

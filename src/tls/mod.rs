@@ -15,6 +15,7 @@ mod config;
 mod default;
 mod error;
 mod store;
+mod upstream;
 
 pub use certs::{certified_key_from_pem, self_signed_default};
 pub use client_cert::ClientCertPolicy;
@@ -23,6 +24,7 @@ pub use config::{ServerConfigs, server_config};
 pub use default::{Certified, default_certificate};
 pub use error::TlsError;
 pub use store::{CertStore, LiveResolver, ServedCertificate};
+pub use upstream::{UpstreamTlsClient, is_certificate_error, upstream_client};
 
 #[cfg(test)]
 mod testutil;

@@ -214,15 +214,30 @@ pub const ANNOTATIONS: &[Row] = &[
     row("global-rate-limit-key", NotYet(SHARED_LIMIT)),
     row("global-rate-limit-ignored-cidrs", NotYet(SHARED_LIMIT)),
     // Backends.
-    row("backend-protocol", NotYet(BACKENDS)),
-    row("secure-backends", NotYet(BACKENDS)),
-    row("proxy-ssl-verify", NotYet(BACKENDS)),
-    row("proxy-ssl-secret", NotYet(BACKENDS)),
-    row("proxy-ssl-name", NotYet(BACKENDS)),
-    row("proxy-ssl-server-name", NotYet(BACKENDS)),
-    row("proxy-ssl-protocols", NotYet(BACKENDS)),
-    row("proxy-ssl-ciphers", NotYet(BACKENDS)),
-    row("proxy-ssl-verify-depth", NotYet(BACKENDS)),
+    row(
+        "backend-protocol",
+        Differs("AJP and FCGI are refused (503); H2C is weir's own value: HTTP/2 in cleartext"),
+    ),
+    row("secure-backends", Supported),
+    row(
+        "proxy-ssl-verify",
+        Differs("applies without proxy-ssl-secret too: then against the system's trust store"),
+    ),
+    row("proxy-ssl-secret", Supported),
+    row(
+        "proxy-ssl-name",
+        Differs("without it the name verified is the Service's DNS name (service.namespace.svc)"),
+    ),
+    row("proxy-ssl-server-name", Supported),
+    row(
+        "proxy-ssl-protocols",
+        Differs("TLSv1.2 and TLSv1.3 only; older versions are never offered"),
+    ),
+    row(
+        "proxy-ssl-ciphers",
+        Differs("ignored with a Diagnostic: rustls offers only modern AEAD suites"),
+    ),
+    row("proxy-ssl-verify-depth", Supported),
     row("service-upstream", NotYet(BACKENDS)),
     row("ssl-passthrough", NotYet(BACKENDS)),
     row("ssl-ciphers", NotYet(BACKENDS)),
@@ -324,22 +339,21 @@ pub const ANNOTATIONS: &[Row] = &[
 
 /// Whether an annotation weir does not implement yet, with this value, makes its Ingress
 /// refuse (503) rather than serve without it (fail closed): it says how the endpoint must be
-/// spoken to and weir cannot (`backend-protocol` other than HTTP, `secure-backends`, `ssl-passthrough`), so that
-/// forwarding would send requests, cookies and credentials in clear text to a TLS port. A
+/// spoken to and weir cannot (`ssl-passthrough`), so that forwarding would terminate TLS the
+/// Ingress wanted the endpoint to terminate. A
 /// value that asks for nothing (`""`, `"off"`, `"false"`, `HTTP`) refuses nothing, as in
 /// ingress-nginx. Any new row here must be a `NotYet` one (a test checks).
 pub fn refuses(name: &str, value: &str) -> bool {
     let value = value.trim();
     let yes = || super::values::boolean(value) == Some(true);
     match name {
-        "backend-protocol" => !value.is_empty() && !value.eq_ignore_ascii_case("HTTP"),
-        "secure-backends" | "ssl-passthrough" => yes(),
+        "ssl-passthrough" => yes(),
         _ => false,
     }
 }
 
 /// The annotations [`refuses`] may refuse.
-pub const MAY_REFUSE: &[&str] = &["backend-protocol", "secure-backends", "ssl-passthrough"];
+pub const MAY_REFUSE: &[&str] = &["ssl-passthrough"];
 
 /// weir's support for the ingress-nginx annotation `name` (without prefix); `None` when
 /// ingress-nginx has no such annotation.

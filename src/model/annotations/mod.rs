@@ -29,6 +29,7 @@
 //! 4. **Tests**: table-driven model tests in the group file (valid and invalid values, both
 //!    prefixes, precedence, scope) and a proxy test with a real backend under `tests/`.
 
+mod backend;
 mod basic_auth;
 mod body;
 mod client_auth;
@@ -129,6 +130,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("client-auth", client_auth::KEYS),
     ("cors", cors::KEYS),
     ("rate-limits", rate_limits::KEYS),
+    ("backend", backend::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -512,6 +514,7 @@ pub(crate) fn parse(
     policy.cors = cors::parse(&mut reader);
     policy.rate_limits = rate_limits::parse(&mut reader);
     policy.response_rate = rate_limits::response_rate(&mut reader);
+    policy.upstream = backend::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
