@@ -88,3 +88,40 @@ pub async fn scrape(weir: &WeirProcess) -> String {
     );
     answer.text()
 }
+
+/// Scrapes `weir` until `ready` holds for the samples (a request is counted when its response
+/// ends, which can trail the client reading it); panics with the last scrape after `limit`.
+pub async fn scrape_until(
+    weir: &WeirProcess,
+    what: &str,
+    limit: std::time::Duration,
+    ready: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = scrape(weir).await;
+        let samples = parse(&text);
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed {what} within {limit:?}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The sum of the series of `name` whose labels include all of `labels` (0 when none does).
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}

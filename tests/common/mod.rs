@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod grpc;
 pub mod manifests;
 pub mod metrics;
 pub mod process;
@@ -70,6 +71,9 @@ pub struct BackendOptions {
     /// Answer this many requests per connection; drop the connection on the next one without
     /// answering (the keep-alive race, made deterministic).
     pub requests_per_connection: Option<usize>,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1; the echo's `version`
+    /// says which one a request came in.
+    pub h2c: bool,
 }
 
 impl TestBackend {
@@ -118,6 +122,16 @@ impl TestBackend {
                             handle(name, req).await
                         }
                     });
+                    if options.h2c {
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
                     let mut builder = http1::Builder::new();
                     if let Some(idle) = options.idle_close {
                         builder
