@@ -51,16 +51,19 @@ AB_CODEGEN_UNITS=1
 # Baseline builds: a git worktree and a target directory of their own, the binary kept per commit.
 BASELINE_CACHE=${WEIR_BENCH_BASELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weir/bench-baseline}
 
-GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry"
+GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry,grpc"
 # ab (baseline against current weir) runs only with --baseline REV: all groups + ab without
 # --only, the A/B alone with --only ab.
 
 BACKEND_PORT=19000
+GRPC_BACKEND_PORT=19001  # the gRPC backend (test 11): HTTP/2 cleartext only
 WEIR_HTTP=19080 WEIR_HTTPS=19443 WEIR_ADMIN=19254
-NGINX_HTTP=19081 NGINX_HTTPS=19444
+# nginx's gRPC over h2c has a port of its own: nginx 1.22's `listen … http2` on a plain port
+# speaks HTTP/2 with prior knowledge only (weir's plain port takes HTTP/1.1 and h2c alike).
+NGINX_HTTP=19081 NGINX_HTTPS=19444 NGINX_H2C=19087
 # Fresh instances for the memory and configuration tests.
 WEIR2_HTTP=19180 WEIR2_HTTPS=19543 WEIR2_ADMIN=19354
-NGINX2_HTTP=19181 NGINX2_HTTPS=19544
+NGINX2_HTTP=19181 NGINX2_HTTPS=19544 NGINX2_H2C=19187
 # The variants of weir in the telemetry test (the third one is the main weir above).
 BARE_HTTP=19082 BARE_HTTPS=19445 BARE_ADMIN=19255
 LOGGED_HTTP=19083 LOGGED_HTTPS=19446 LOGGED_ADMIN=19256
@@ -68,9 +71,20 @@ LOGGED_HTTP=19083 LOGGED_HTTPS=19446 LOGGED_ADMIN=19256
 ABBASE_HTTP=19084 ABBASE_HTTPS=19447 ABBASE_ADMIN=19257
 ABCUR_HTTP=19085 ABCUR_HTTPS=19448 ABCUR_ADMIN=19258
 CG_HTTP=19086 CG_HTTPS=19449 CG_ADMIN=19259
+# Every port above. WEIR_BENCH_PORT_OFFSET=N in the environment moves them all by N (on a
+# machine where another program holds one of them).
+PORT_VARS="BACKEND_PORT GRPC_BACKEND_PORT WEIR_HTTP WEIR_HTTPS WEIR_ADMIN
+  NGINX_HTTP NGINX_HTTPS NGINX_H2C WEIR2_HTTP WEIR2_HTTPS WEIR2_ADMIN
+  NGINX2_HTTP NGINX2_HTTPS NGINX2_H2C BARE_HTTP BARE_HTTPS BARE_ADMIN
+  LOGGED_HTTP LOGGED_HTTPS LOGGED_ADMIN ABBASE_HTTP ABBASE_HTTPS ABBASE_ADMIN
+  ABCUR_HTTP ABCUR_HTTPS ABCUR_ADMIN CG_HTTP CG_HTTPS CG_ADMIN"
+PORT_OFFSET=${WEIR_BENCH_PORT_OFFSET:-0}
+for port_var in $PORT_VARS; do printf -v "$port_var" '%s' "$((${!port_var} + PORT_OFFSET))"; done
 
 HOST=bench.local
 PLAIN_HOST=plain.$HOST  # the A/B's host: an Ingress without any annotation
+GRPC_HOST=grpc.$HOST    # test 11's host: an Ingress with backend-protocol GRPC
+GRPC_PATH=/weir.bench.Echo/Echo  # the gRPC backend's one method (unary echo)
 
 usage() {
   cat <<EOF
@@ -417,6 +431,42 @@ spec:
         paths:
           - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
 EOF
+  # Test 11: the gRPC backend behind an Ingress of its own, spoken to in HTTP/2 cleartext
+  # (backend-protocol GRPC), on plain HTTP (h2c) and TLS (h2 by ALPN) alike.
+  cat >"$dir/grpc.yaml" <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: grpc, namespace: default}
+spec:
+  ports: [{name: grpc, port: 80, targetPort: $GRPC_BACKEND_PORT}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: grpc-1
+  namespace: default
+  labels: {kubernetes.io/service-name: grpc}
+addressType: IPv4
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+ports: [{name: grpc, port: $GRPC_BACKEND_PORT, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: grpc
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/backend-protocol: GRPC
+    nginx.ingress.kubernetes.io/ssl-redirect: "false"
+spec:
+  ingressClassName: weir
+  tls: [{hosts: [$GRPC_HOST], secretName: bench-tls}]
+  rules:
+    - host: $GRPC_HOST
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: grpc, port: {name: grpc}}}}
+EOF
 }
 
 # The template of one more Ingress ({{i}} is the index).
@@ -470,6 +520,30 @@ nginx_location() {
 EOF
 }
 
+# What ingress-nginx puts in a location whose Ingress says backend-protocol: GRPC: grpc_pass
+# instead of proxy_pass, its proxy_set_header lines as grpc_set_header (Host left out, as
+# ingress-nginx does for gRPC: the grpc module sends the client's authority). ingress-nginx
+# writes its proxy_*_timeout lines there, which grpc_pass ignores; their grpc_* twins here.
+nginx_grpc_location() {
+  cat <<'EOF'
+            grpc_set_header Upgrade $http_upgrade;
+            grpc_set_header Connection $connection_upgrade;
+            grpc_set_header X-Request-ID $req_id;
+            grpc_set_header X-Real-IP $remote_addr;
+            grpc_set_header X-Forwarded-For $remote_addr;
+            grpc_set_header X-Forwarded-Host $host;
+            grpc_set_header X-Forwarded-Port $server_port;
+            grpc_set_header X-Forwarded-Proto $scheme;
+            grpc_set_header X-Scheme $scheme;
+            grpc_set_header Proxy "";
+            grpc_connect_timeout 5s;
+            grpc_send_timeout 60s;
+            grpc_read_timeout 60s;
+            grpc_next_upstream error timeout;
+            grpc_pass grpc://grpc_backend;
+EOF
+}
+
 # The template of one more server block ({{i}} is the index) on port $1.
 nginx_server_template() {
   cat <<EOF
@@ -483,9 +557,10 @@ $(nginx_location)
 EOF
 }
 
-# nginx.conf for prefix $1, ports $2 (HTTP) and $3 (HTTPS), with conf.d/*.conf included.
+# nginx.conf for prefix $1, ports $2 (HTTP), $3 (HTTPS) and $4 (gRPC over h2c), with
+# conf.d/*.conf included.
 write_nginx_conf() {
-  local prefix=$1 http=$2 https=$3 workers
+  local prefix=$1 http=$2 https=$3 h2c=$4 workers
   workers=$(taskset -c "$PROXY_CPU" nproc)
   mkdir -p "$prefix/conf.d" "$prefix/tmp"
   cat >"$prefix/nginx.conf" <<EOF
@@ -546,6 +621,15 @@ http {
         keepalive_timeout 60s;
     }
 
+    # The gRPC backend (test 11). grpc_pass carries one call per upstream connection at a
+    # time: kept-alive connections are what saves a connect per call.
+    upstream grpc_backend {
+        server 127.0.0.1:$GRPC_BACKEND_PORT;
+        keepalive 320;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+
     # Hosts without a rule: 404, as ingress-nginx's default backend.
     server {
         listen 127.0.0.1:$http default_server backlog=4096;
@@ -564,6 +648,19 @@ http {
         ssl_certificate_key $WORK/tls.key;
         location / {
 $(nginx_location)
+        }
+    }
+
+    # gRPC (test 11): h2c with prior knowledge on a port of its own (nginx 1.22 cannot tell
+    # HTTP/1.1 from HTTP/2 on one plain port), h2 by ALPN on the TLS port.
+    server {
+        listen 127.0.0.1:$h2c http2 backlog=4096;
+        listen 127.0.0.1:$https ssl http2;
+        server_name $GRPC_HOST;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        location / {
+$(nginx_grpc_location)
         }
     }
 
@@ -710,6 +807,131 @@ t_ws_echo() {
   record --test ws_echo --target "$target" --run "$run" --json "$json" $(cpu_set)
 }
 
+# 11. gRPC unary: h2load calls the gRPC backend's echo method (POST $GRPC_PATH, one
+# length-prefixed message, content-type application/grpc, te: trailers), 16 connections × 10
+# streams, over h2c (HTTP/2 with prior knowledge) or h2 over TLS (ALPN); direct over h2c only
+# (the backend speaks no TLS). weir: the Ingress $GRPC_HOST with backend-protocol GRPC;
+# nginx: grpc_pass to an upstream with keepalive (write_nginx_conf).
+
+GRPC_REQUEST=""  # the request body, written by weir-bench grpc-message
+
+start_grpc_backend() {
+  GRPC_REQUEST=$WORK/grpc-request.bin
+  "$TOOL" grpc-message --out "$GRPC_REQUEST"
+  spawn GRPC_BACKEND_PID taskset -c "$LOAD_CPU" "$TOOL" --threads 1 grpc-backend \
+    --listen "127.0.0.1:$GRPC_BACKEND_PORT" 2>"$WORK/grpc-backend.log"
+  for _ in $(seq 200); do grpc_backend_stats >/dev/null 2>&1 && return 0; sleep 0.05; done
+  die "the gRPC backend never answered on port $GRPC_BACKEND_PORT"
+}
+
+# The gRPC backend's counts so far: "OK NOT_OK" (calls answered grpc-status 0, and otherwise).
+grpc_backend_stats() {
+  local json
+  json=$(curl -sS --fail --max-time 2 --http2-prior-knowledge \
+    "http://127.0.0.1:$GRPC_BACKEND_PORT/stats") || return 1
+  echo "$(field ok "$json") $(field not_ok "$json")"
+}
+
+# gRPC calls of weir's Ingress grpc that ended with a grpc-status other than 0, by weir's own
+# count (weir_grpc_requests_total; its refusals included, which never reach the backend).
+weir_grpc_not_ok() {
+  curl -s --max-time 2 "http://127.0.0.1:$WEIR_ADMIN/metrics" |
+    awk '/^weir_grpc_requests_total\{/ && /ingress="grpc"/ && !/grpc_status="0"/ { n += $NF }
+         END { print n + 0 }'
+}
+
+# grpc_port TARGET MODE: the port a gRPC client of TARGET connects to over MODE (h2c or tls).
+grpc_port() {
+  case "$1-$2" in
+    direct-h2c) echo "$GRPC_BACKEND_PORT" ;;
+    weir-h2c) echo "$WEIR_HTTP" ;;
+    nginx-h2c) echo "$NGINX_H2C" ;;
+    weir-tls) echo "$WEIR_HTTPS" ;;
+    nginx-tls) echo "$NGINX_HTTPS" ;;
+  esac
+}
+
+# grpc_url TARGET MODE: the URL of the echo method through TARGET over MODE.
+grpc_url() {
+  local scheme=http
+  [ "$2" = tls ] && scheme=https
+  echo "$scheme://$GRPC_HOST:$(grpc_port "$1" "$2")$GRPC_PATH"
+}
+
+# grpc_probe TARGET MODE: one call with curl through TARGET over MODE. The benchmark stops
+# unless the answer is HTTP/2 200 with content-type application/grpc, the echoed message, and
+# grpc-status 0 in the trailers, with no other grpc-status anywhere (weir's refusals carry
+# theirs in the headers).
+grpc_probe() {
+  local target=$1 mode=$2 port out=$WORK/out/grpc-probe-$1-$2 flags=(--http2-prior-knowledge)
+  port=$(grpc_port "$target" "$mode")
+  [ "$mode" = tls ] && flags=(--http2 --insecure)
+  curl -sS --max-time 5 "${flags[@]}" --resolve "$GRPC_HOST:$port:127.0.0.1" \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary "@$GRPC_REQUEST" \
+    -D "$out.head" -o "$out.body" "$(grpc_url "$target" "$mode")" 2>"$out.err" ||
+    die "gRPC call through $target ($mode) failed: $(cat "$out.err")"
+  # curl -D writes the response head, an empty line, then the trailers.
+  local head trailers problem=""
+  head=$(tr -d '\r' <"$out.head" | awk 'NF == 0 { exit } { print }')
+  trailers=$(tr -d '\r' <"$out.head" | awk 'NF == 0 { seen = 1; next } seen { print }')
+  if ! head -n1 <<<"$head" | grep -q '^HTTP/2 200'; then
+    problem="not an HTTP/2 200"
+  elif ! grep -qi '^content-type: application/grpc' <<<"$head"; then
+    problem="no content-type application/grpc"
+  elif grep -i '^grpc-status:' <<<"$head$trailers" | grep -qvi '^grpc-status: *0$'; then
+    problem="a grpc-status other than 0"
+  elif ! grep -qi '^grpc-status: *0$' <<<"$trailers"; then
+    problem="no grpc-status 0 in the trailers"
+  elif ! cmp -s "$out.body" "$GRPC_REQUEST"; then
+    problem="not the echoed message"
+  fi
+  [ -z "$problem" ] ||
+    die "gRPC call through $target ($mode): $problem; response head and trailers:
+$(cat "$out.head")"
+}
+
+# t_grpc MODE TARGET RUN: the load test. A time-based warm-up of $WARMUP s gives the rate; the
+# measured run then makes a fixed number of calls, that rate × $DURATION s, so that it lasts
+# about as long and every call it starts runs to its end (a time-based run stops with 160
+# calls in flight, which the proxies and the backend count as cancelled). The backend's counts
+# and weir's taken around it then cover exactly its calls, for grpc_accounting in weir-bench
+# report: a call answered 2xx that the backend never answered, or that ended with a
+# grpc-status other than 0, is a failed call. A stalled connection is closed after 10 s
+# without activity and its calls count as failed (h2load's "timeout").
+t_grpc() {
+  local mode=$1 target=$2 run=$3 test=grpc_$1
+  [ "$mode" = tls ] && [ "$target" = direct ] && return 0
+  local url out=$WORK/out/$test-$target-$run.txt log=$WORK/out/$test-$target-$run.log
+  url=$(grpc_url "$target" "$mode")
+  local load=(-t1 -c16 -m10 -d "$GRPC_REQUEST" -H 'content-type: application/grpc'
+    -H 'te: trailers' --connect-to="127.0.0.1:$(grpc_port "$target" "$mode")"
+    --connection-inactivity-timeout=10)
+  grpc_probe "$target" "$mode"
+  on_load_cpu timeout $((DURATION + 60)) h2load "${load[@]}" -D "${WARMUP_MS}ms" "$url" \
+    >"$out.warmup"
+  local rate calls
+  rate=$(awk '/^finished in/ { gsub(",", ""); print $4 }' "$out.warmup")
+  calls=$(awk -v r="${rate:-0}" -v d="$DURATION" 'BEGIN { n = int(r * d); print (n < 1000 ? 1000 : n) }')
+  # The warm-up's last calls, cut off when it stopped, are counted by now.
+  sleep 0.5
+  local stats ok0 not0 ok1 not1 weir0=0 extra=()
+  stats=$(grpc_backend_stats) || die "no counts from the gRPC backend"
+  read -r ok0 not0 <<<"$stats"
+  [ "$target" != weir ] || weir0=$(weir_grpc_not_ok)
+  with_cpu "$target" on_load_cpu timeout $((DURATION * 10 + 60)) \
+    h2load "${load[@]}" -n "$calls" --log-file="$log" "$url" >"$out"
+  stats=$(grpc_backend_stats) || die "no counts from the gRPC backend"
+  read -r ok1 not1 <<<"$stats"
+  [ "$target" != weir ] || extra=(--set "weir_grpc_not_ok=$(($(weir_grpc_not_ok) - weir0))")
+  record --test "$test" --target "$target" --run "$run" --h2load "$out" --h2load-log "$log" \
+    $(cpu_set) --set "calls=$calls" --set "backend_ok=$((ok1 - ok0))" \
+    --set "backend_not_ok=$((not1 - not0))" "${extra[@]}"
+  rm -f "$log"
+}
+
+t_grpc_h2c() { t_grpc h2c "$@"; }
+t_grpc_tls() { t_grpc tls "$@"; }
+
 # 6. CPU-seconds of the proxy per 100,000 requests at a fixed rate.
 t_cpu_rate() {
   local target=$1 run=$2 json pids c0 c1 requests
@@ -784,7 +1006,7 @@ cfg_tests() {
   write_weir_manifests "$wdir"
   weir_ingress_template >"$WORK/ingress.tmpl"
   "$TOOL" gen --template "$WORK/ingress.tmpl" --dest "$wdir/ing-{{i}}.yaml" --count "$n"
-  write_nginx_conf "$ndir" "$NGINX2_HTTP" "$NGINX2_HTTPS"
+  write_nginx_conf "$ndir" "$NGINX2_HTTP" "$NGINX2_HTTPS" "$NGINX2_H2C"
   nginx_server_template "$NGINX2_HTTP" >"$WORK/server.tmpl"
   "$TOOL" gen --template "$WORK/server.tmpl" --dest "$ndir/conf.d/servers.conf" --count "$n"
   local last="h$((n - 1)).$HOST"
@@ -1108,8 +1330,10 @@ problems() {
     note "$(basename "$(dirname "$f")")/error.log: $n warn/error lines"
     grep -E '\[(warn|error|crit|alert|emerg)\]' "$f" | sed 's/^/      /' | head -5 >&2 || true
   done
-  n=$(grep -c . "$WORK/backend.log" || true)
-  note "backend.log: $n lines"
+  for f in "$WORK"/backend.log "$WORK"/grpc-backend.log; do
+    [ -e "$f" ] || continue
+    note "$(basename "$f"): $(grep -c . "$f" || true) lines"
+  done
 }
 
 # Runs test function $1 for every run, interleaving the targets: direct, weir, nginx in odd
@@ -1137,13 +1361,10 @@ main() {
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   [ "$(ulimit -n)" -ge $((2 * MEM_CONNS + 1000)) ] ||
     die "ulimit -n is $(ulimit -n): too low for $MEM_CONNS connections"
-  local port
-  for port in $BACKEND_PORT $WEIR_HTTP $WEIR_HTTPS $WEIR_ADMIN $NGINX_HTTP $NGINX_HTTPS \
-              $WEIR2_HTTP $WEIR2_HTTPS $WEIR2_ADMIN $NGINX2_HTTP $NGINX2_HTTPS \
-              $BARE_HTTP $BARE_HTTPS $BARE_ADMIN $LOGGED_HTTP $LOGGED_HTTPS $LOGGED_ADMIN \
-              $ABBASE_HTTP $ABBASE_HTTPS $ABBASE_ADMIN $ABCUR_HTTP $ABCUR_HTTPS $ABCUR_ADMIN \
-              $CG_HTTP $CG_HTTPS $CG_ADMIN; do
-    port_free "$port" || die "port $port is in use"
+  local port_var
+  for port_var in $PORT_VARS; do
+    port_free "${!port_var}" ||
+      die "port ${!port_var} ($port_var) is in use (WEIR_BENCH_PORT_OFFSET=N moves every port by N)"
   done
 
   # Other work on the machine shows up as noise: say how busy it was.
@@ -1153,8 +1374,8 @@ main() {
   : >"$RECORDS"
   make_certificate
   write_weir_manifests "$WORK/weir-base"
-  write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS"
-  write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS"
+  write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS" "$NGINX_H2C"
+  write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS" "$NGINX2_H2C"
   if wants ab; then
     write_weir_manifests "$WORK/weir-ab"
     write_plain_ingress "$WORK/weir-ab"
@@ -1165,6 +1386,7 @@ main() {
     start_backend
     start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
     start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
+    if wants grpc; then start_grpc_backend; fi
     note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
 
     log "warm-up"
@@ -1182,6 +1404,11 @@ main() {
   if wants h2; then log "3a. HTTP/2 over TLS"; interleaved t_h2_tls; fi
   if wants tls; then log "3b. TLS handshakes"; interleaved t_tls_handshake; fi
   if wants ws; then log "4. WebSocket echo"; interleaved t_ws_echo; fi
+  if wants grpc; then
+    log "11. gRPC unary (h2load, 16 conns × 10 streams): over h2c, then over TLS"
+    interleaved t_grpc_h2c
+    interleaved t_grpc_tls
+  fi
   if wants cpu; then log "6. CPU at $RATE req/s"; interleaved t_cpu_rate; fi
   if wants mem; then
     log "5. memory: $MEM_CONNS idle connections, fresh proxies"

@@ -146,7 +146,9 @@ async fn still_open(connection: Held, args: &Args) -> bool {
             }
             Held::Ws(mut ws) => {
                 echo_once(&mut ws).await?;
-                let _ = ws.close(None).await;
+                // Spelled out: with futures-sink's `alloc` (which hyper's http2 brings in), the
+                // Box is a Sink too and `ws.close(…)` would resolve to SinkExt::close.
+                let _ = WebSocketStream::close(&mut ws, None).await;
                 Ok(())
             }
         }

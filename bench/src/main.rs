@@ -4,6 +4,8 @@
 //!
 //! - `backend`: the fast endpoint behind every proxy (HTTP/1.1 keep-alive, tiny and 1 KiB
 //!   bodies, WebSocket echo);
+//! - `grpc-backend`: a unary gRPC echo method over HTTP/2 cleartext, and `grpc-message` the
+//!   request h2load sends to it;
 //! - `ws-load`: closed-loop WebSocket echo load (messages/s, round-trip percentiles);
 //! - `hold`: opens N idle keep-alive HTTP connections or WebSockets and holds them;
 //! - `rate`: fixed-rate HTTP/1.1 keep-alive load with error accounting;
@@ -19,6 +21,7 @@ mod callgrind;
 mod change;
 mod conn;
 mod gen_config;
+mod grpc;
 mod hold;
 mod rate;
 mod report;
@@ -47,6 +50,10 @@ struct Cli {
 enum Command {
     /// Serve the benchmark backend: tiny or 1 KiB bodies over HTTP/1.1, WebSocket echo.
     Backend(backend::Args),
+    /// Serve a unary gRPC echo method over HTTP/2 cleartext (prior knowledge), with /stats.
+    GrpcBackend(grpc::Args),
+    /// Write the request body of a call to the gRPC backend (one length-prefixed message).
+    GrpcMessage(grpc::MessageArgs),
     /// WebSocket echo load over N connections: messages/s and round-trip percentiles.
     WsLoad(wsload::Args),
     /// Open N idle keep-alive HTTP connections or WebSockets and hold them until SIGTERM.
@@ -80,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Percentiles(args) => return stats::run_percentiles(args),
         Command::Report(args) => return report::run(args),
         Command::Callgrind(args) => return callgrind::run(args),
+        Command::GrpcMessage(args) => return grpc::write_message(args),
         Command::Field { key } => return print_field(&key),
         _ => {}
     }
@@ -92,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Backend(args) => backend::run(args).await,
+            Command::GrpcBackend(args) => grpc::run(args).await,
             Command::WsLoad(args) => wsload::run(args).await,
             Command::Hold(args) => hold::run(args).await,
             Command::Rate(args) => rate::run(args).await,
@@ -101,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             | Command::Percentiles(_)
             | Command::Report(_)
             | Command::Callgrind(_)
+            | Command::GrpcMessage(_)
             | Command::Field { .. } => unreachable!(),
         }
     })

@@ -137,6 +137,7 @@ fn record(args: RecordArgs) -> anyhow::Result<()> {
             .map_or(Value::String(value), Value::Number);
         metrics.insert(key, value);
     }
+    grpc_accounting(&mut metrics);
     // The proxy's CPU time per request (message, handshake): comparable even when the load
     // generator, not the proxy, limited the throughput.
     let rate = ["rps", "msgs_per_s", "conns_per_s"]
@@ -160,6 +161,36 @@ fn record(args: RecordArgs) -> anyhow::Result<()> {
     writeln!(file, "{line}")?;
     println!("{line}");
     Ok(())
+}
+
+/// Test 11 (gRPC): h2load counts a call as a success on HTTP 2xx, but a failed gRPC call is
+/// an HTTP 200 too, its outcome in `grpc-status` (and weir answers the calls it refuses
+/// itself in that shape). So the script also records what the gRPC backend counted during the
+/// measured run, `backend_ok` (answered `grpc-status: 0`) and `backend_not_ok`, and for weir
+/// `weir_grpc_not_ok` (calls weir's own metric saw end with another status). Failed calls:
+///
+/// - `unanswered`: 2xx responses beyond the calls the backend answered (a proxy's own
+///   refusals);
+///   h2load stops with up to connections × streams calls in flight, which the backend may have
+///   answered uncounted: they can hide as many refusals, never make a false failure;
+/// - `backend_not_ok`: calls the backend answered with another status;
+/// - weir's count, when it is larger than the two above;
+///
+/// added to h2load's own errors (non-2xx, reset, timed out) in `errors`.
+fn grpc_accounting(metrics: &mut Map<String, Value>) {
+    let get = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
+    let Some(backend_ok) = get(metrics, "backend_ok") else {
+        return;
+    };
+    let answered_2xx = get(metrics, "status_2xx").unwrap_or(0.0);
+    let backend_not_ok = get(metrics, "backend_not_ok").unwrap_or(0.0);
+    let unanswered = (answered_2xx - backend_ok - backend_not_ok).max(0.0);
+    let weir_not_ok = get(metrics, "weir_grpc_not_ok").unwrap_or(0.0);
+    let failed = (unanswered + backend_not_ok).max(weir_not_ok);
+    let errors = get(metrics, "errors").unwrap_or(0.0) + failed;
+    insert(metrics, "unanswered", Some(unanswered));
+    insert(metrics, "grpc_failed", Some(failed));
+    insert(metrics, "errors", Some(errors));
 }
 
 /// A duration as wrk prints it (`512.00us`, `1.20ms`, `2.00s`, `1.00m`) in milliseconds.
@@ -243,10 +274,13 @@ fn parse_h2load(text: &str) -> anyhow::Result<Map<String, Value>> {
             // 100 2xx, 0 3xx, 0 4xx, 0 5xx
             let mut non_2xx = 0.0;
             for field in rest.split(", ") {
-                if let Some((n, class)) = field.split_once(' ')
-                    && class != "2xx"
-                {
-                    non_2xx += n.parse::<f64>().unwrap_or(0.0);
+                if let Some((n, class)) = field.split_once(' ') {
+                    let n = n.parse::<f64>().unwrap_or(0.0);
+                    if class == "2xx" {
+                        insert(&mut m, "status_2xx", Some(n));
+                    } else {
+                        non_2xx += n;
+                    }
                 }
             }
             insert(&mut m, "non_2xx", Some(non_2xx));
@@ -327,6 +361,29 @@ const LOAD: &[Shown] = &[
     shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
     shown("proxy_cpu_us", "proxy CPU per request (µs)", Lower),
     shown("errors", "errors", Lower),
+];
+
+/// Test 11's ids: gRPC unary calls, over h2c and over TLS.
+const GRPC_H2C: &str = "grpc_h2c";
+const GRPC_TLS: &str = "grpc_tls";
+
+/// Tests whose runs with errors are shown as failed: a target with any such run gets
+/// "failed" instead of its numbers (a gRPC call that failed is as fast as one that worked,
+/// or faster).
+const STRICT: &[&str] = &[GRPC_H2C, GRPC_TLS];
+
+/// A gRPC load test's rows.
+const GRPC: &[Shown] = &[
+    shown("rps", "calls/s", Higher),
+    shown("p50_ms", "p50 latency (ms)", Lower),
+    shown("p99_ms", "p99 latency (ms)", Lower),
+    shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
+    shown("proxy_cpu_us", "proxy CPU per call (µs)", Lower),
+    shown(
+        "errors",
+        "failed calls, most in a run (non-2xx, reset, grpc-status ≠ 0)",
+        Lower,
+    ),
 ];
 
 /// The tests, in table order.
@@ -454,6 +511,16 @@ const TESTS: &[Test] = &[
             shown("changes", "changes", Info),
         ],
     },
+    Test {
+        id: GRPC_H2C,
+        title: "11a. gRPC unary over h2c, 16 conns × 10 streams (h2load)",
+        metrics: GRPC,
+    },
+    Test {
+        id: GRPC_TLS,
+        title: "11b. gRPC unary over h2 (TLS), 16 conns × 10 streams (h2load)",
+        metrics: GRPC,
+    },
 ];
 
 const TARGETS: [&str; 3] = ["direct", "weir", "nginx"];
@@ -488,6 +555,21 @@ const VARIANTS: &[Variant] = &[
         label: "metrics + access log",
     },
 ];
+
+/// For a test in [`STRICT`]: the targets with runs that had errors, with (such runs, runs).
+fn failed_runs(test: &str, metrics: &ByMetric) -> BTreeMap<String, (usize, usize)> {
+    let mut failed = BTreeMap::new();
+    if !STRICT.contains(&test) {
+        return failed;
+    }
+    for (target, errors) in metrics.get("errors").into_iter().flatten() {
+        let bad = errors.iter().filter(|e| **e > 0.0).count();
+        if bad > 0 {
+            failed.insert(target.clone(), (bad, errors.len()));
+        }
+    }
+    failed
+}
 
 /// The telemetry table's columns of medians: metric and header.
 const TELEMETRY_COLUMNS: &[(&str, &str)] = &[
@@ -552,21 +634,49 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         md.push_str("|---|---|---:|---:|---:|---:|\n");
     }
     let mut results = Vec::new();
+    let mut failures = Vec::new();
     for test in TESTS {
         let Some(metrics) = runs.get(test.id) else {
             continue;
         };
+        let failed = failed_runs(test.id, metrics);
+        for (target, (bad, of)) in &failed {
+            failures.push(format!(
+                "- **{} — {target}: calls failed in {bad} of {of} runs** (see `errors` and \
+                 `grpc_failed` in the JSON): its numbers are not shown.\n",
+                test.title
+            ));
+        }
         let mut first = true;
         for shown in test.metrics {
             let Some(by_target) = metrics.get(shown.key) else {
                 continue;
             };
-            let median_of = |t: &str| by_target.get(t).map(|v| median(v));
+            // A failed target's numbers are left out (its errors stay: in a strict test, the
+            // most of a run, as a median could hide them).
+            let strict = STRICT.contains(&test.id);
+            let median_of = |t: &str| {
+                if shown.key != "errors" && failed.contains_key(t) {
+                    return None;
+                }
+                let values = by_target.get(t)?;
+                if strict && shown.key == "errors" {
+                    return values.iter().copied().reduce(f64::max);
+                }
+                Some(median(values))
+            };
             let (direct, weir, nginx) =
                 (median_of("direct"), median_of("weir"), median_of("nginx"));
             let ratio = match (weir, nginx) {
                 (Some(w), Some(n)) if n != 0.0 => Some(round3(w / n)),
                 _ => None,
+            };
+            let cell = |t: &str, v: Option<f64>| {
+                if v.is_none() && failed.contains_key(t) {
+                    "failed".to_owned()
+                } else {
+                    fmt(v)
+                }
             };
             let arrow = match shown.better {
                 Higher => " ↑",
@@ -578,9 +688,9 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
                 if first { test.title } else { "" },
                 shown.label,
                 arrow,
-                fmt(direct),
-                fmt(weir),
-                fmt(nginx),
+                cell("direct", direct),
+                cell("weir", weir),
+                cell("nginx", nginx),
                 ratio.map_or("–".to_owned(), |r| format!("{r:.2}")),
             ));
             first = false;
@@ -594,10 +704,19 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
                 "weir": weir,
                 "nginx": nginx,
                 "ratio": ratio,
+                "failed_runs": failed.iter()
+                    .map(|(t, (bad, _))| (t.to_string(), json!(bad)))
+                    .collect::<Map<_, _>>(),
                 "runs": TARGETS.iter()
                     .filter_map(|t| by_target.get(*t).map(|v| (t.to_string(), json!(v))))
                     .collect::<Map<_, _>>(),
             }));
+        }
+    }
+    if !failures.is_empty() {
+        md.push('\n');
+        for line in &failures {
+            md.push_str(line);
         }
     }
     let telemetry = runs.get(TELEMETRY).map(telemetry_table);
@@ -1003,6 +1122,58 @@ status codes: 82400 2xx, 0 3xx, 3 4xx, 0 5xx
         let p = h2load_percentiles(log);
         assert_eq!(p["p50_ms"], json!(0.2));
         assert_eq!(p["p99_ms"], json!(0.3));
+    }
+
+    #[test]
+    fn grpc_failures() {
+        // h2load saw 1000 calls answered 200.
+        let accounted = |extra: &[(&str, f64)]| {
+            let mut m = parse_h2load(
+                "finished in 2.00s, 500.00 req/s, 1MB/s
+requests: 1000 total, 1010 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx
+",
+            )
+            .unwrap();
+            for (k, v) in extra {
+                m.insert((*k).to_owned(), json!(v));
+            }
+            grpc_accounting(&mut m);
+            m
+        };
+        // The backend answered 990 of them OK: 10 were refused by the proxy itself (HTTP 200,
+        // grpc-status ≠ 0 in the headers).
+        let m = accounted(&[("backend_ok", 990.0), ("backend_not_ok", 0.0)]);
+        assert_eq!(m["unanswered"], json!(10.0));
+        assert_eq!(m["errors"], json!(10.0));
+        // Calls in flight when h2load stopped, answered by the backend, are no failure.
+        let m = accounted(&[("backend_ok", 1100.0), ("weir_grpc_not_ok", 0.0)]);
+        assert_eq!(m["errors"], json!(0.0));
+        // The backend answered some with another status; weir saw them too.
+        let m = accounted(&[
+            ("backend_ok", 997.0),
+            ("backend_not_ok", 3.0),
+            ("weir_grpc_not_ok", 3.0),
+        ]);
+        assert_eq!(m["unanswered"], json!(0.0));
+        assert_eq!(m["errors"], json!(3.0));
+        // Without the backend's counts (any other h2load test) nothing changes.
+        assert!(!accounted(&[]).contains_key("grpc_failed"));
+
+        let mut runs: ByMetric = BTreeMap::new();
+        let mut add = |key: &str, target: &str, values: &[f64]| {
+            runs.entry(key.to_owned())
+                .or_default()
+                .insert(target.to_owned(), values.to_vec());
+        };
+        add("rps", "weir", &[900.0, 1000.0, 950.0]);
+        add("rps", "nginx", &[800.0, 800.0, 800.0]);
+        add("errors", "weir", &[0.0, 12.0, 0.0]);
+        add("errors", "nginx", &[0.0, 0.0, 0.0]);
+        let failed = failed_runs(GRPC_H2C, &runs);
+        assert_eq!(failed.get("weir"), Some(&(1, 3)));
+        assert!(!failed.contains_key("nginx"));
+        assert!(failed_runs("h2_tls", &runs).is_empty());
     }
 
     #[test]
