@@ -201,12 +201,16 @@ impl Body for ProxyBody {
                 polled
             }
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&polled, &mut this.exchange) {
-            if let Some(data) = frame.data_ref() {
-                exchange.sent(data.len());
-            } else if let Some(trailers) = frame.trailers_ref() {
-                exchange.trailers(trailers);
+        match (&polled, &mut this.exchange) {
+            (Poll::Ready(Some(Ok(frame))), Some(exchange)) => {
+                if let Some(data) = frame.data_ref() {
+                    exchange.sent(data.len());
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    exchange.trailers(trailers);
+                }
             }
+            (Poll::Ready(None), Some(exchange)) => exchange.ended(),
+            _ => {}
         }
         polled
     }

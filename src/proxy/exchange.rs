@@ -55,6 +55,8 @@ pub(super) struct Exchange {
     grpc: bool,
     /// The `grpc-status` of its trailers (or of a trailers-only response).
     grpc_status: Option<HeaderValue>,
+    /// The response body was sent to its end (for gRPC: the call was not cancelled).
+    response_ended: bool,
 }
 
 impl Exchange {
@@ -113,6 +115,7 @@ impl Exchange {
             response_body: 0,
             grpc: false,
             grpc_status: None,
+            response_ended: false,
         })
     }
 
@@ -169,6 +172,7 @@ impl Exchange {
 
     /// The response ended with `trailers`.
     pub(super) fn trailers(&mut self, trailers: &HeaderMap) {
+        self.response_ended = true;
         if self.grpc
             && let Some(status) = trailers.get("grpc-status")
         {
@@ -192,6 +196,11 @@ impl Exchange {
     /// protocol told the client.
     pub(super) fn switched(&mut self) {
         self.status = StatusCode::SWITCHING_PROTOCOLS;
+    }
+
+    /// The response body ended.
+    pub(super) fn ended(&mut self) {
+        self.response_ended = true;
     }
 
     /// `bytes` more of the response body went out.
@@ -232,7 +241,9 @@ impl Drop for Exchange {
                 response_size: bytes_out,
             });
             if self.grpc {
-                let status = super::grpc::status_label(self.grpc_status.as_ref(), self.status);
+                let ended = self.response_ended;
+                let status =
+                    super::grpc::status_label(self.grpc_status.as_ref(), self.status, ended);
                 stats.observe_grpc(status);
             }
         }

@@ -19,6 +19,8 @@ use super::respond::SERVER;
 pub mod code {
     /// OK.
     pub const OK: u8 = 0;
+    /// CANCELLED.
+    pub const CANCELLED: u8 = 1;
     /// UNKNOWN.
     pub const UNKNOWN: u8 = 2;
     /// DEADLINE_EXCEEDED.
@@ -123,8 +125,13 @@ fn percent_encode(message: &str) -> String {
 }
 
 /// The label of a call's final status: `grpc-status` of its trailers or trailers-only
-/// headers, else derived from the HTTP status as a gRPC client would.
-pub fn status_label(grpc_status: Option<&HeaderValue>, http: StatusCode) -> &'static str {
+/// headers; `CANCELLED` when the client went away first (HTTP 499, or a 200 whose body did
+/// not end); else derived from the HTTP status as a gRPC client would.
+pub fn status_label(
+    grpc_status: Option<&HeaderValue>,
+    http: StatusCode,
+    ended: bool,
+) -> &'static str {
     const LABELS: [&str; MAX_CODE as usize + 1] = [
         "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
     ];
@@ -134,6 +141,7 @@ pub fn status_label(grpc_status: Option<&HeaderValue>, http: StatusCode) -> &'st
             .and_then(|s| s.parse::<u8>().ok())
             .filter(|c| *c <= MAX_CODE)
             .unwrap_or(code::UNKNOWN),
+        None if http.as_u16() == 499 || (http == StatusCode::OK && !ended) => code::CANCELLED,
         None if http == StatusCode::OK => code::UNKNOWN,
         None => status_for(http, false),
     };
@@ -198,16 +206,23 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["grpc-status"], "14");
         assert_eq!(response.headers()["grpc-message"], "no endpoints: 100%25");
+        let status = |v| Some(HeaderValue::from_static(v));
         assert_eq!(
-            status_label(Some(&HeaderValue::from_static("0")), StatusCode::OK),
+            status_label(status("0").as_ref(), StatusCode::OK, true),
             "0"
         );
         assert_eq!(
-            status_label(Some(&HeaderValue::from_static("99")), StatusCode::OK),
+            status_label(status("99").as_ref(), StatusCode::OK, true),
             "2"
         );
-        assert_eq!(status_label(None, StatusCode::SERVICE_UNAVAILABLE), "14");
-        assert_eq!(status_label(None, StatusCode::OK), "2");
+        assert_eq!(
+            status_label(None, StatusCode::SERVICE_UNAVAILABLE, true),
+            "14"
+        );
+        assert_eq!(status_label(None, StatusCode::OK, true), "2");
+        assert_eq!(status_label(None, StatusCode::OK, false), "1");
+        let client_closed = StatusCode::from_u16(499).unwrap();
+        assert_eq!(status_label(None, client_closed, false), "1");
     }
 
     proptest! {
