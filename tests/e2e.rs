@@ -2064,3 +2064,154 @@ async fn an_ingress_written_for_ingress_nginx_is_served_after_only_its_class_cha
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn grpc_calls_are_balanced_per_call_and_follow_their_endpoints() {
+    use common::grpc::{GrpcClient, GrpcServer, call};
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-grpc").await;
+    let ips = &cluster.backend_ips;
+    let a = GrpcServer::start_on("a", ips[0]).await;
+    let b = GrpcServer::start_on("b", ips[1 % ips.len()]).await;
+    cluster.service_at(&ns, "echo", &[a.addr, b.addr]).await;
+    let weir = cluster.weir("e2e-grpc", &["--watch-namespace", &ns]).await;
+    let mut spec = ingress_json(
+        &ns,
+        "grpc",
+        Some("weir"),
+        "grpc.test",
+        "/",
+        "echo",
+        json!({"name": "http"}),
+    );
+    spec["metadata"]["annotations"] =
+        json!({"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"});
+    cluster.ingress(&ns, spec).await;
+
+    // One client connection; its calls reach both pods.
+    let client = GrpcClient::connect(weir.http, "grpc.test").await;
+    let started = Instant::now();
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    while served.values().sum::<usize>() < 100 {
+        match client.clone().unary(call("hello")).await {
+            Ok(reply) => *served.entry(reply.into_inner().endpoint).or_default() += 1,
+            Err(status) => {
+                assert!(served.is_empty(), "a call failed once routable: {status:?}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never routable: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(served.values().all(|n| *n >= 40), "{served:?}");
+    assert!(a.connections.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+
+    // Without endpoints the client gets UNAVAILABLE, as a status, on the same connection.
+    cluster.endpoints_at(&ns, "echo", &[]).await;
+    let started = Instant::now();
+    loop {
+        match client.clone().unary(call("hello")).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => break,
+            other => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "still {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let samples = parse(&scrape(&weir).await);
+    let ok = value(
+        &samples,
+        "weir_grpc_requests_total",
+        &[
+            ("namespace", &ns),
+            ("ingress", "grpc"),
+            ("grpc_status", "0"),
+        ],
+    );
+    assert!(ok >= 100.0, "calls counted OK: {ok}");
+}
+
+#[tokio::test]
+async fn an_https_backend_follows_its_ca_secret_created_rotated_and_deleted() {
+    use common::tls::{TestCa, TlsBackend, server_config};
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-upstream-tls").await;
+    let (ca, other) = (TestCa::new("upstream CA"), TestCa::new("another CA"));
+    let cert = ca.server(&[&format!("web.{ns}.svc")]);
+    let config = server_config(&cert, None, &[], &[b"http/1.1"]);
+    let backend = TlsBackend::start_on("secure", config, cluster.backend_ips[0]).await;
+    cluster.service_at(&ns, "web", &[backend.addr]).await;
+    let weir = cluster
+        .weir("e2e-upstream-tls", &["--watch-namespace", &ns])
+        .await;
+    let mut spec = ingress_json(
+        &ns,
+        "secure",
+        Some("weir"),
+        "secure.test",
+        "/",
+        "web",
+        json!({"name": "http"}),
+    );
+    spec["metadata"]["annotations"] = json!({
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify": "on",
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret": "backend-ca",
+    });
+    cluster.ingress(&ns, spec).await;
+    // No Secret yet: the route fails closed.
+    until_answer(&weir, "secure.test", "/", 503).await;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.admin.clone(), &ns);
+    let ca_secret = |ca: &TestCa| k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("backend-ca".into()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "ca.crt".to_owned(),
+                k8s_openapi::ByteString(ca.pem().into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    // Created with the backend's CA: verified, served.
+    secrets
+        .create(&PostParams::default(), &ca_secret(&ca))
+        .await
+        .unwrap();
+    until_answer(&weir, "secure.test", "/", 200).await;
+    // Rotated to another CA: the next connection does not verify.
+    replace(&secrets, ca_secret(&other)).await;
+    until_answer(&weir, "secure.test", "/", 502).await;
+    let samples = parse(&scrape(&weir).await);
+    let failed = value(
+        &samples,
+        "weir_upstream_errors_total",
+        &[
+            ("namespace", &ns),
+            ("service", "web"),
+            ("reason", "tls_verify"),
+        ],
+    );
+    assert!(failed >= 1.0, "verification failures counted: {failed}");
+    // Back to the right CA, then deleted: fails closed again.
+    replace(&secrets, ca_secret(&ca)).await;
+    until_answer(&weir, "secure.test", "/", 200).await;
+    secrets
+        .delete("backend-ca", &DeleteParams::default())
+        .await
+        .unwrap();
+    until_answer(&weir, "secure.test", "/", 503).await;
+    assert!(backend.seen.handshakes().iter().all(|h| h.sni.is_none()));
+}

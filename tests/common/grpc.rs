@@ -99,16 +99,31 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// HTTP/2 in cleartext with prior knowledge (h2c) on 127.0.0.1:0.
     pub async fn start(name: &str) -> GrpcServer {
-        Self::serve(name, None).await
+        Self::serve(name, None, [127, 0, 0, 1].into()).await
+    }
+
+    /// Like [`GrpcServer::start`], on `ip` (the end-to-end suite's endpoints may not be
+    /// loopback addresses).
+    pub async fn start_on(name: &str, ip: std::net::IpAddr) -> GrpcServer {
+        Self::serve(name, None, ip).await
     }
 
     /// HTTP/2 over TLS with `config` (give it ALPN `h2`; see [`super::tls::server_config`]).
     pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> GrpcServer {
-        Self::serve(name, Some(tokio_rustls::TlsAcceptor::from(config))).await
+        Self::serve(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+            [127, 0, 0, 1].into(),
+        )
+        .await
     }
 
-    async fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> GrpcServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn serve(
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        ip: std::net::IpAddr,
+    ) -> GrpcServer {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (connections, calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let seen = Arc::new(TlsSeen::default());

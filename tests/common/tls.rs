@@ -329,7 +329,17 @@ pub struct TlsBackend {
 impl TlsBackend {
     /// Serves as `name` with `config` (see [`server_config`]) on 127.0.0.1:0.
     pub async fn start(name: &str, config: Arc<rustls::ServerConfig>) -> TlsBackend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, config, [127, 0, 0, 1].into()).await
+    }
+
+    /// Like [`TlsBackend::start`], on `ip` (the end-to-end suite's endpoints may not be
+    /// loopback addresses).
+    pub async fn start_on(
+        name: &str,
+        config: Arc<rustls::ServerConfig>,
+        ip: std::net::IpAddr,
+    ) -> TlsBackend {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(TlsSeen::default());
         let cancel = tokio_util::sync::CancellationToken::new();
