@@ -1145,6 +1145,31 @@ async fn a_tls_secret_is_served_rotated_and_removed() {
 /// Basic auth follows its Secret, an Opaque one weir watches by name because an Ingress
 /// names it: missing (503, fail closed), created after the Ingress (401, then 200 with a
 /// password), rotated (the old password stops working), deleted (503 again).
+/// An Opaque Secret `ns/name` holding `value` under `key`.
+fn opaque_secret(
+    ns: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            [(
+                key.to_owned(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn basic_auth_follows_its_secret_created_rotated_and_deleted() {
     const ALICE: &str = "Basic YWxpY2U6c2VjcmV0";
@@ -1173,22 +1198,7 @@ async fn basic_auth_follows_its_secret_created_rotated_and_deleted() {
 
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(cluster.admin.clone(), &ns);
-    let users = |htpasswd: &str| k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("users".into()),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(
-            [(
-                "auth".to_owned(),
-                k8s_openapi::ByteString(htpasswd.as_bytes().to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let users = |htpasswd: &str| opaque_secret(&ns, "users", "auth", htpasswd);
     let with_password = |authorization: &'static str, status: u16| {
         let addr = weir.http;
         async move {
@@ -2170,21 +2180,7 @@ async fn an_https_backend_follows_its_ca_secret_created_rotated_and_deleted() {
 
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(cluster.admin.clone(), &ns);
-    let ca_secret = |ca: &TestCa| k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("backend-ca".into()),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                "ca.crt".to_owned(),
-                k8s_openapi::ByteString(ca.pem().into_bytes()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let ca_secret = |ca: &TestCa| opaque_secret(&ns, "backend-ca", "ca.crt", &ca.pem());
     // Created with the backend's CA: verified, served.
     secrets
         .create(&PostParams::default(), &ca_secret(&ca))

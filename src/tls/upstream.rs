@@ -56,7 +56,11 @@ pub fn upstream_client(
         versions.push(&rustls::version::TLS12);
     }
     let verifier: Arc<dyn ServerCertVerifier> = if !tls.verify {
-        Arc::new(AcceptAny { algorithms })
+        Arc::new(Verify {
+            anchors: None,
+            depth: tls.verify_depth,
+            algorithms,
+        })
     } else if tls.ca.is_empty() {
         system_verifier()?
     } else {
@@ -69,8 +73,8 @@ pub fn upstream_client(
                     .map_err(|e| TlsError::InvalidCertificate(format!("a CA certificate: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Arc::new(VerifyWithCa {
-            anchors,
+        Arc::new(Verify {
+            anchors: Some(anchors),
             depth: tls.verify_depth,
             algorithms,
         })
@@ -151,23 +155,19 @@ impl ResolvesClientCert for Identity {
     }
 }
 
-/// `proxy-ssl-verify: off`: any certificate; the handshake signatures are still verified.
-#[derive(Debug)]
-struct AcceptAny {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-/// `proxy-ssl-verify: on` with the Secret's `ca.crt`.
-struct VerifyWithCa {
-    anchors: Vec<TrustAnchor<'static>>,
+/// Verifies the endpoint's certificate: with `anchors` (`proxy-ssl-verify: on` and the
+/// Secret's `ca.crt`) against them; without (`proxy-ssl-verify: off`) any certificate is
+/// accepted. The handshake's signatures are verified either way.
+struct Verify {
+    anchors: Option<Vec<TrustAnchor<'static>>>,
     depth: u8,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl fmt::Debug for VerifyWithCa {
+impl fmt::Debug for Verify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyWithCa")
-            .field("anchors", &self.anchors.len())
+        f.debug_struct("Verify")
+            .field("anchors", &self.anchors.as_ref().map(Vec::len))
             .field("depth", &self.depth)
             .finish()
     }
@@ -186,7 +186,7 @@ fn certificate_error(error: webpki::Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(kind)
 }
 
-impl ServerCertVerifier for VerifyWithCa {
+impl ServerCertVerifier for Verify {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -195,11 +195,14 @@ impl ServerCertVerifier for VerifyWithCa {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(anchors) = &self.anchors else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(certificate_error)?;
         let path = cert
             .verify_for_usage(
                 self.algorithms.all,
-                &self.anchors,
+                anchors,
                 intermediates,
                 now,
                 webpki::KeyUsage::server_auth(),
@@ -215,41 +218,6 @@ impl ServerCertVerifier for VerifyWithCa {
         }
         cert.verify_is_valid_for_subject_name(server_name)
             .map_err(certificate_error)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
