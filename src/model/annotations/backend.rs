@@ -168,18 +168,9 @@ fn tls(r: &mut Reader<'_>, protocol: Option<Protocol>) -> Option<UpstreamTls> {
         None => (None, Vec::new(), None),
         Some(found) => {
             let (object, data) = r.secret(found)?;
-            let ca = match data.get("ca.crt") {
-                Some(pem) => match ca_bundle(&pem.0) {
-                    Ok(ca) => ca,
-                    Err(why) => {
-                        let why = format!(
-                            "the ca.crt of Secret {}/{} is unusable: {why}",
-                            object.namespace, object.name
-                        );
-                        r.refuse(found, &why);
-                        return None;
-                    }
-                },
+            let secret_data = (&object, data);
+            let ca = match r.secret_key(found, secret_data, "ca.crt", ca_bundle).ok()? {
+                Some(ca) => ca,
                 None if verify => {
                     let why = format!(
                         "the Secret {}/{} has no key \"ca.crt\", which proxy-ssl-verify needs",
@@ -190,21 +181,14 @@ fn tls(r: &mut Reader<'_>, protocol: Option<Protocol>) -> Option<UpstreamTls> {
                 }
                 None => Vec::new(),
             };
-            let identity = match (data.get("tls.crt"), data.get("tls.key")) {
-                (Some(chain), Some(key)) => {
-                    if let Err(why) = ca_bundle(&chain.0) {
-                        let why = format!(
-                            "the tls.crt of Secret {}/{} is unusable: {why}",
-                            object.namespace, object.name
-                        );
-                        r.refuse(found, &why);
-                        return None;
-                    }
-                    Some(ClientIdentity {
-                        chain_pem: chain.0.clone(),
-                        key_pem: key.0.clone(),
-                    })
-                }
+            let chain = r
+                .secret_key(found, secret_data, "tls.crt", ca_bundle)
+                .ok()?;
+            let identity = match (chain, data.get("tls.key")) {
+                (Some(_), Some(key)) => Some(ClientIdentity {
+                    chain_pem: data["tls.crt"].0.clone(),
+                    key_pem: key.0.clone(),
+                }),
                 (None, None) => None,
                 _ => {
                     let why = format!(

@@ -122,36 +122,21 @@ fn policy(r: &mut Reader<'_>) -> Option<Arc<ClientAuth>> {
         }
     };
     let (object, data) = r.secret(secret)?;
-    let Some(pem) = data.get("ca.crt") else {
+    let secret_data = (&object, data);
+    let crl = r
+        .secret_key(secret, secret_data, "ca.crl", crl_bundle)
+        .ok()?
+        .unwrap_or_default();
+    let Some(ca) = r
+        .secret_key(secret, secret_data, "ca.crt", ca_bundle)
+        .ok()?
+    else {
         let why = format!(
             "the Secret {}/{} has no key \"ca.crt\" (the CA bundle)",
             object.namespace, object.name
         );
         r.refuse(secret, &why);
         return None;
-    };
-    let crl = match data.get("ca.crl").map(|crl| crl_bundle(&crl.0)) {
-        None => Vec::new(),
-        Some(Ok(crl)) => crl,
-        Some(Err(why)) => {
-            let why = format!(
-                "the ca.crl of Secret {}/{} is unusable: {why}",
-                object.namespace, object.name
-            );
-            r.refuse(secret, &why);
-            return None;
-        }
-    };
-    let ca = match ca_bundle(&pem.0) {
-        Ok(ca) => ca,
-        Err(why) => {
-            let why = format!(
-                "the ca.crt of Secret {}/{} is unusable: {why}",
-                object.namespace, object.name
-            );
-            r.refuse(secret, &why);
-            return None;
-        }
     };
     Some(Arc::new(ClientAuth {
         secret: object,

@@ -407,6 +407,28 @@ impl<'a> Reader<'a> {
         Some((object, data))
     }
 
+    /// `parse` applied to the key `key` of the Secret `object` (named by `found`), when the
+    /// Secret has it: `Ok(None)` without the key, `Err(())` (refused, reported) when `parse`
+    /// says the value is unusable.
+    pub fn secret_key<T>(
+        &mut self,
+        found: Found<'_>,
+        (object, data): (&ObjectRef, &BTreeMap<String, ByteString>),
+        key: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, ()> {
+        let Some(value) = data.get(key) else {
+            return Ok(None);
+        };
+        parse(&value.0).map(Some).map_err(|why| {
+            let why = format!(
+                "the {key} of Secret {}/{} is unusable: {why}",
+                object.namespace, object.name
+            );
+            self.refuse(found, &why);
+        })
+    }
+
     /// Whether something read so far makes the routes refuse.
     pub fn refuses(&self) -> bool {
         !self.refusals.is_empty()
