@@ -572,22 +572,40 @@ impl Pool {
         if let Some(shared) = self.checkout_shared(target) {
             return Ok(pooled(shared));
         }
-        let gate = {
-            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-            gates.entry(target.clone()).or_default().clone()
-        };
-        let started = Instant::now();
-        let _turn = tokio::time::timeout(connect_timeout, gate.lock())
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout {
-                addr: target.addr,
-                after: connect_timeout,
-            })?;
-        if let Some(shared) = self.checkout_shared(target) {
-            return Ok(pooled(shared));
-        }
-        let left = connect_timeout.saturating_sub(started.elapsed());
-        self.connect(target, left).await
+        self.connect_shared(target, connect_timeout).await
+    }
+
+    /// A new HTTP/2 connection to `target`, or the one another request is opening (boxed,
+    /// like [`Pool::connect`]).
+    fn connect_shared<'a>(
+        &'a self,
+        target: &'a Target,
+        connect_timeout: Duration,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<UpstreamConn, UpstreamError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let gate = {
+                let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+                gates.entry(target.clone()).or_default().clone()
+            };
+            let started = Instant::now();
+            let _turn = tokio::time::timeout(connect_timeout, gate.lock())
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout {
+                    addr: target.addr,
+                    after: connect_timeout,
+                })?;
+            if let Some((sender, send_timeout)) = self.checkout_shared(target) {
+                return Ok(UpstreamConn {
+                    target: target.clone(),
+                    sender,
+                    send_timeout,
+                    reused: true,
+                });
+            }
+            let left = connect_timeout.saturating_sub(started.elapsed());
+            self.connect(target, left).await
+        })
     }
 
     fn checkout(&self, target: &Target) -> Option<Idle> {
@@ -614,23 +632,29 @@ impl Pool {
         Some((conn.stream(), conn.send_timeout.clone()))
     }
 
-    async fn connect(
-        &self,
-        target: &Target,
+    /// Opens a connection to `target` within `timeout`. Boxed: opening one (TCP, TLS, the
+    /// HTTP handshake) is a large future, and every request's future would otherwise carry
+    /// its room and be copied with it, although most requests find a pooled connection.
+    fn connect<'a>(
+        &'a self,
+        target: &'a Target,
         timeout: Duration,
-    ) -> Result<UpstreamConn, UpstreamError> {
-        let addr = target.addr;
-        let (sender, send_timeout) = tokio::time::timeout(timeout, self.open(target))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout {
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<UpstreamConn, UpstreamError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let addr = target.addr;
+            let (sender, send_timeout) = tokio::time::timeout(timeout, self.open(target))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout {
                 addr,
                 after: timeout,
             })??;
-        Ok(UpstreamConn {
-            target: target.clone(),
-            sender,
-            send_timeout,
-            reused: false,
+            Ok(UpstreamConn {
+                target: target.clone(),
+                sender,
+                send_timeout,
+                reused: false,
+            })
         })
     }
 
