@@ -254,8 +254,8 @@ impl Proxy {
             .protocol
             .is_grpc()
             .then(|| grpc::timeout(req.headers()))
-            .flatten();
-        let deadline_at = deadline.map(|d| std::time::Instant::now() + d);
+            .flatten()
+            .map(|d| std::time::Instant::now() + d);
         let has_body = !http_body::Body::is_end_stream(req.body());
         if let Some(exchange) = exchange.as_deref_mut() {
             exchange.connecting();
@@ -305,13 +305,11 @@ impl Proxy {
                                 }
                                 if slot.is_some()
                                     || policy.response_rate.is_some()
-                                    || deadline_at.is_some()
+                                    || deadline.is_some()
                                 {
-                                    response.body_mut().shape(
-                                        slot,
-                                        policy.response_rate,
-                                        deadline_at,
-                                    );
+                                    response
+                                        .body_mut()
+                                        .shape(slot, policy.response_rate, deadline);
                                 }
                             }
                             relayed

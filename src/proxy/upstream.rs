@@ -482,9 +482,9 @@ pub struct SendOptions<'a> {
     pub max_body_size: Option<u64>,
     /// Where the request body's bytes are counted.
     pub body_bytes: Option<Arc<AtomicU64>>,
-    /// A bound on the wait for the response head below the read timeout (gRPC's
-    /// `grpc-timeout`).
-    pub deadline: Option<Duration>,
+    /// When a gRPC call's `grpc-timeout` runs out: the wait for the response head ends then
+    /// at the latest (and never after the read timeout).
+    pub deadline: Option<Instant>,
 }
 
 /// The connection a response came on, lent to that response: [`Lease::release`] puts an
@@ -774,9 +774,10 @@ impl Pool {
         if conn.target.protocol.is_http2() {
             to_http2(&mut req, &conn.target);
         }
-        let after = options
-            .deadline
-            .map_or(options.timeouts.read, |d| d.min(options.timeouts.read));
+        let after = options.deadline.map_or(options.timeouts.read, |at| {
+            at.saturating_duration_since(Instant::now())
+                .min(options.timeouts.read)
+        });
         loop {
             if conn.reused && conn.sender.ready().await.is_err() {
                 debug!(%addr, "pooled connection was closed; connecting again");
