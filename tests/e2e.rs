@@ -13,6 +13,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -2210,4 +2211,159 @@ async fn an_https_backend_follows_its_ca_secret_created_rotated_and_deleted() {
         .unwrap();
     until_answer(&weir, "secure.test", "/", 503).await;
     assert!(backend.seen.handshakes().iter().all(|h| h.sni.is_none()));
+}
+
+/// What the steady load of the canary rollout saw: each request's start and the backend that
+/// answered (`None`: it failed).
+type Served = Arc<std::sync::Mutex<Vec<(Instant, Option<String>)>>>;
+
+/// Keeps `workers` keep-alive clients sending to `host` through weir until `stop`.
+fn steady_load(
+    weir: &WeirProcess,
+    host: &'static str,
+    workers: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Served, Vec<tokio::task::JoinHandle<()>>) {
+    let served: Served = Arc::default();
+    let handles = (0..workers)
+        .map(|_| {
+            let (served, stop, addr) = (served.clone(), stop.clone(), weir.http);
+            tokio::spawn(async move {
+                let client = http1_client();
+                while !stop.is_cancelled() {
+                    let started = Instant::now();
+                    let outcome = match try_get(&client, addr, host, "/").await {
+                        Ok(answer) if answer.status == 200 => {
+                            Some(answer.echo().backend().to_owned())
+                        }
+                        _ => None,
+                    };
+                    served.lock().unwrap().push((started, outcome));
+                }
+            })
+        })
+        .collect();
+    (served, handles)
+}
+
+/// Waits until weir serves a table newer than `after` (`weir_table_generation`); returns it.
+async fn until_generation_after(weir: &WeirProcess, after: f64) -> f64 {
+    let started = Instant::now();
+    loop {
+        let generation = value(&parse(&scrape(weir).await), "weir_table_generation", &[]);
+        if generation > after {
+            return generation;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "weir still serves generation {generation}; log:\n{}",
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A canary rollout played the way Argo Rollouts plays it on ingress-nginx, under steady
+/// load: a canary Ingress (a copy of the main one to the new Service, `canary: "true"`) at
+/// weight 0, 10, 50 and 100; then the main Ingress switched to the new Service and the canary
+/// Ingress deleted. No request fails, and each step's split holds: at least 1,500 requests per
+/// step, so that ±5 points is more than 5 standard deviations of a binomial at 10 % and 50 %.
+#[tokio::test]
+async fn a_canary_rollout_moves_traffic_step_by_step_without_a_failed_request() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-canary").await;
+    let stable = cluster.backend(0, "stable").await;
+    let preview = cluster.backend(1, "preview").await;
+    cluster.service(&ns, "app-stable", &[&stable]).await;
+    cluster.service(&ns, "app-preview", &[&preview]).await;
+    let weir = cluster
+        .weir("e2e-canary", &["--watch-namespace", &ns])
+        .await;
+    cluster.route(&ns, "app", "canary.test", "app-stable").await;
+    until_answer(&weir, "canary.test", "/", 200).await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (served, workers) = steady_load(&weir, "canary.test", 4, stop.clone());
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    let mut generation = value(&parse(&scrape(&weir).await), "weir_table_generation", &[]);
+    // The share of the preview among the requests started after `since`, once there are
+    // `n` of them.
+    let share_after = |since: Instant, n: usize| {
+        let served = served.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let after: Vec<Option<String>> = served
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(at, _)| *at >= since)
+                    .map(|(_, backend)| backend.clone())
+                    .collect();
+                if after.len() >= n {
+                    let preview = after.iter().filter(|b| b.as_deref() == Some("preview"));
+                    return 100.0 * preview.count() as f64 / after.len() as f64;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "load stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    for (step, weight) in [0, 10, 50, 100].into_iter().enumerate() {
+        let annotations = json!({
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-weight": weight.to_string(),
+        });
+        if step == 0 {
+            let mut spec = ingress_json(
+                &ns,
+                "app-canary",
+                Some("weir"),
+                "canary.test",
+                "/",
+                "app-preview",
+                json!({"name": "http"}),
+            );
+            spec["metadata"]["annotations"] = annotations;
+            cluster.ingress(&ns, spec).await;
+        } else {
+            let patch = json!({"metadata": {"annotations": annotations}});
+            ingresses
+                .patch("app-canary", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+        generation = until_generation_after(&weir, generation).await;
+        let share = share_after(Instant::now(), 1_500).await;
+        assert!(
+            (share - f64::from(weight)).abs() <= 5.0,
+            "weight {weight}: the preview served {share:.1} %"
+        );
+    }
+
+    // Promotion: the main Ingress goes to the new Service, then the canary goes away.
+    let patch = json!({"spec": {"rules": [{"host": "canary.test", "http": {"paths": [{"path": "/",
+        "pathType": "Prefix", "backend": {"service": {"name": "app-preview",
+        "port": {"name": "http"}}}}]}}]}});
+    ingresses
+        .patch("app", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    generation = until_generation_after(&weir, generation).await;
+    assert_eq!(share_after(Instant::now(), 500).await, 100.0);
+    ingresses
+        .delete("app-canary", &DeleteParams::default())
+        .await
+        .unwrap();
+    until_generation_after(&weir, generation).await;
+    assert_eq!(share_after(Instant::now(), 500).await, 100.0);
+
+    stop.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let served = served.lock().unwrap();
+    let failed = served.iter().filter(|(_, b)| b.is_none()).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", served.len());
 }

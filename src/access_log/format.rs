@@ -10,6 +10,7 @@ use http::{HeaderValue, Version};
 use serde::Serialize;
 
 use super::Entry;
+use crate::model::Backend;
 
 /// The format of log lines (`--log-format`), for the access log and for weir's own logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -64,17 +65,14 @@ impl Formatter {
         escape_header(buf, e.user_agent.as_ref());
         let _ = write!(buf, "\" {} {:.3} [", e.bytes_in, e.duration.as_secs_f64());
         match &e.route {
-            Some(route) => {
-                let service = &route.backend.service;
-                escape(buf, service.namespace.as_bytes());
-                buf.push(b'-');
-                escape(buf, service.name.as_bytes());
-                buf.push(b'-');
-                escape(buf, route.backend.port.as_bytes());
-            }
+            Some(route) => escape_upstream_name(buf, &route.backend),
             None => buf.push(b'-'),
         }
-        buf.extend_from_slice(b"] [] ");
+        buf.extend_from_slice(b"] [");
+        if let Some(canary) = &e.canary {
+            escape_upstream_name(buf, &canary.backend);
+        }
+        buf.extend_from_slice(b"] ");
         match e.upstream {
             Some(upstream) => {
                 let _ = write!(buf, "{upstream} {} ", e.body_bytes_out);
@@ -143,6 +141,8 @@ struct JsonLine<'a> {
     ingress: Option<&'a str>,
     service: Option<&'a str>,
     service_port: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alternative_upstream: Option<String>,
     request_id: Option<Cow<'a, str>>,
     user_agent: Option<Cow<'a, str>>,
     referer: Option<Cow<'a, str>>,
@@ -172,6 +172,7 @@ fn json(buf: &mut Vec<u8>, e: &Entry) {
         ingress: e.route.as_ref().map(|r| r.ingress_name()),
         service: e.route.as_ref().map(|r| r.backend.service.name.as_str()),
         service_port: e.route.as_ref().map(|r| r.backend.port.as_str()),
+        alternative_upstream: e.canary.as_ref().map(|c| upstream_name(&c.backend)),
         request_id: header(&e.request_id),
         user_agent: header(&e.user_agent),
         referer: header(&e.referer),
@@ -179,6 +180,22 @@ fn json(buf: &mut Vec<u8>, e: &Entry) {
     if serde_json::to_writer(&mut *buf, &line).is_ok() {
         buf.push(b'\n');
     }
+}
+
+/// ingress-nginx's name of a backend: `namespace-service-port`.
+fn upstream_name(backend: &Backend) -> String {
+    let service = &backend.service;
+    format!("{}-{}-{}", service.namespace, service.name, backend.port)
+}
+
+/// [`upstream_name`], escaped into `buf`.
+fn escape_upstream_name(buf: &mut Vec<u8>, backend: &Backend) {
+    let service = &backend.service;
+    escape(buf, service.namespace.as_bytes());
+    buf.push(b'-');
+    escape(buf, service.name.as_bytes());
+    buf.push(b'-');
+    escape(buf, backend.port.as_bytes());
 }
 
 fn header(value: &Option<HeaderValue>) -> Option<Cow<'_, str>> {
@@ -286,6 +303,7 @@ mod tests {
             upstream_status: Some(StatusCode::CREATED),
             upstream_time: Some(Duration::from_micros(2_900)),
             route: Some(route),
+            canary: None,
             request_id: Some(HeaderValue::from_static("abc123")),
             user_agent: Some(HeaderValue::from_static("curl/8.5 \"quoted\"")),
             referer: None,

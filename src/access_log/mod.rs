@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use prometheus::IntCounter;
 
-use crate::model::Route;
+use crate::model::{Canary, Route};
 
 pub use format::LogFormat;
 
@@ -64,6 +64,9 @@ pub struct Entry {
     pub upstream_time: Option<Duration>,
     /// The route that served it (its Ingress and Service).
     pub route: Option<Arc<Route>>,
+    /// The route's canary, when it served the request (ingress-nginx's
+    /// `$proxy_alternative_upstream_name`).
+    pub canary: Option<Arc<Canary>>,
     /// The request's X-Request-ID (as sent upstream).
     pub request_id: Option<HeaderValue>,
     /// The User-Agent header.

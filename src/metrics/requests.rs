@@ -19,7 +19,7 @@ use http::{Method, StatusCode};
 use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
-use crate::model::{Route, RouteTable};
+use crate::model::{Canary, Route, RouteTable};
 
 /// Buckets of the duration histograms, in seconds.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -463,17 +463,42 @@ fn label_hash(values: &[&str; 5]) -> u64 {
     hasher.finish()
 }
 
+/// The namespace, Ingress and Service labels of the requests `route`'s main backend serves.
+fn labels(route: &Route) -> [&str; 3] {
+    [
+        route.ingress.namespace.as_str(),
+        route.ingress_name(),
+        route.backend.service.name.as_str(),
+    ]
+}
+
+/// The namespace, Ingress and Service labels of the requests a canary serves.
+fn canary_labels(canary: &Canary) -> [&str; 3] {
+    [
+        canary.ingress.namespace.as_str(),
+        canary.ingress.name.as_str(),
+        canary.backend.service.name.as_str(),
+    ]
+}
+
 /// The [`RouteStats`] of each route of one table, by the route's address (the table owns the
-/// routes for as long as the index lives next to it in the snapshot).
+/// routes for as long as the index lives next to it in the snapshot), and of each route's
+/// canary, by the canary's address.
 #[derive(Debug, Default)]
 pub struct RouteIndex {
     by_route: FastMap<usize, Arc<RouteStats>>,
+    by_canary: FastMap<usize, Arc<RouteStats>>,
 }
 
 impl RouteIndex {
     /// The stats of `route`, when it is a route of the indexed table.
     pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteStats>> {
         self.by_route.get(&(Arc::as_ptr(route) as usize))
+    }
+
+    /// The stats of the requests `canary` serves, when it is a canary of the indexed table.
+    pub fn canary(&self, canary: &Arc<Canary>) -> Option<&Arc<RouteStats>> {
+        self.by_canary.get(&(Arc::as_ptr(canary) as usize))
     }
 
     /// How many routes are indexed.
@@ -552,14 +577,8 @@ impl RequestMetrics {
             by_hash: FastMap::with_capacity_and_hasher(live.by_hash.len(), Default::default()),
             collided: Vec::new(),
         };
-        let mut resolve = |route: &Route, host: &str, path: &str| {
-            let values = [
-                route.ingress.namespace.as_str(),
-                route.ingress_name(),
-                route.backend.service.name.as_str(),
-                host,
-                path,
-            ];
+        let mut resolve = |[namespace, ingress, service]: [&str; 3], host: &str, path: &str| {
+            let values = [namespace, ingress, service, host, path];
             let key = label_hash(&values);
             if let Some(stats) = next.find(key, &values) {
                 return stats.clone();
@@ -596,15 +615,28 @@ impl RequestMetrics {
                     .or_insert((entry.route, host, path));
             }
             for (address, (route, host, path)) in sites {
-                index.by_route.insert(address, resolve(route, &host, path));
+                index
+                    .by_route
+                    .insert(address, resolve(labels(route), &host, path));
+                if let Some(canary) = &route.canary {
+                    let stats = resolve(canary_labels(canary), &host, path);
+                    index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
+                }
             }
         } else {
             for entry in table.entries() {
                 let address = Arc::as_ptr(entry.route) as usize;
+                if index.by_route.contains_key(&address) {
+                    continue;
+                }
+                let route = entry.route;
                 index
                     .by_route
-                    .entry(address)
-                    .or_insert_with(|| resolve(entry.route, "", ""));
+                    .insert(address, resolve(labels(route), "", ""));
+                if let Some(canary) = &route.canary {
+                    let stats = resolve(canary_labels(canary), "", "");
+                    index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
+                }
             }
         }
         for gone in std::mem::replace(&mut *live, next).into_all() {

@@ -78,11 +78,16 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
 
     let mut catch_all = Vec::new();
     for (ingress, annotations) in ours.iter().zip(&annotations) {
-        if annotations.canary {
+        if annotations.canary.is_canary() {
             continue;
         }
         if let Some(route) = builder.add_ingress(ingress, annotations) {
             catch_all.push((ingress.has_rules, ingress.object.clone(), route));
+        }
+    }
+    for (ingress, annotations) in ours.iter().zip(&annotations) {
+        if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
+            builder.add_canary(ingress, annotations, rule);
         }
     }
     builder.set_host_settings(&ours, &annotations);
@@ -565,6 +570,7 @@ impl Builder<'_> {
             policy: parts.policy,
             regex: parts.regex,
             location,
+            canary: None,
         }))
     }
 
@@ -584,7 +590,7 @@ impl Builder<'_> {
         };
         for (ours, annotations) in ours.iter().zip(annotations) {
             let settings = &annotations.host;
-            if settings.is_empty() || annotations.canary {
+            if settings.is_empty() || annotations.canary.is_canary() {
                 continue;
             }
             let me = &ours.object;
@@ -716,7 +722,7 @@ impl Builder<'_> {
         annotations: &[IngressAnnotations],
     ) {
         for (ours, annotations) in ours.iter().zip(annotations) {
-            if annotations.canary {
+            if annotations.canary.is_canary() {
                 continue;
             }
             let me = &ours.object;
@@ -890,7 +896,7 @@ fn host_owners(
 ) -> BTreeMap<HostMatch, ObjectRef> {
     let mut owners = BTreeMap::new();
     for (ours, annotations) in ours.iter().zip(annotations) {
-        if annotations.canary {
+        if annotations.canary.is_canary() {
             continue;
         }
         for host in rule_hosts(ours.ingress) {
@@ -915,6 +921,7 @@ fn refusing_route(me: &ObjectRef, parts: RouteParts) -> Arc<Route> {
         policy: parts.policy,
         regex: parts.regex,
         location: Arc::from(""),
+        canary: None,
     })
 }
 
@@ -948,5 +955,6 @@ fn without_global_auth(
     }))
 }
 
+mod canaries;
 #[cfg(test)]
 mod tests;

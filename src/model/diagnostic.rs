@@ -145,6 +145,9 @@ pub enum Reason {
     UnsupportedConfigMapKey,
     /// The controller's default backend (`--default-backend-service`) cannot be used.
     DefaultBackendNotUsable,
+    /// A canary Ingress's rule path has no main Ingress (another Ingress with the same host,
+    /// path and pathType) to take traffic from, or its Service is the main one's.
+    CanaryWithoutMain,
 }
 
 impl Reason {
@@ -175,6 +178,7 @@ impl Reason {
             Reason::InvalidConfigMapValue => "InvalidConfigMapValue",
             Reason::UnsupportedConfigMapKey => "UnsupportedConfigMapKey",
             Reason::DefaultBackendNotUsable => "DefaultBackendNotUsable",
+            Reason::CanaryWithoutMain => "CanaryWithoutMain",
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod annotations;
 mod build;
+pub mod canary;
 mod classes;
 pub mod client_auth;
 pub mod configmap;
@@ -36,6 +37,7 @@ pub use access::{
     Skipped, Users,
 };
 pub use build::build;
+pub use canary::{Canary, CanaryRule, Decision, HeaderRule};
 pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 pub use external_auth::{AuthCache, ExternalAuth};

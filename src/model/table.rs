@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::canary::Canary;
 use super::client_auth::HostClientAuth;
 use super::diagnostic::ObjectRef;
 use super::paths::PathRegex;
@@ -193,6 +194,9 @@ pub struct Route {
     /// per-route state apart where routes of one Ingress must not share it (the external
     /// authentication cache).
     pub location: Arc<str>,
+    /// A second backend from a canary Ingress for the same host and path, and which requests
+    /// go to it.
+    pub canary: Option<Arc<Canary>>,
 }
 
 impl Route {
@@ -205,6 +209,7 @@ impl Route {
             policy: Arc::new(Policy::default()),
             regex: None,
             location: Arc::from(""),
+            canary: None,
         }
     }
 
@@ -657,6 +662,25 @@ impl RouteTableBuilder {
         }
         self.route_count += 1;
         Ok(())
+    }
+
+    /// The route of the rule `path` on `host`, to change it before the table is built (a
+    /// canary is added to the route of its main Ingress).
+    pub fn rule_route_mut(&mut self, host: &HostMatch, path: &PathRule) -> Option<&mut Arc<Route>> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get_mut(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s),
+            HostMatch::Any => Some(&mut self.any_host),
+        }?;
+        match path.kind {
+            PathKind::Exact => routes.exact.get_mut(&path.path),
+            PathKind::Prefix => routes.prefix.get_mut(&path.path).map(|p| &mut p.route),
+            PathKind::Regex => routes
+                .regex
+                .iter_mut()
+                .find(|(r, _)| r.as_str() == path.path)
+                .map(|(_, route)| route),
+        }
     }
 
     /// Sets the route for requests to `host` that match no path (an Ingress's

@@ -302,8 +302,9 @@ pub fn escape_component(text: &str, out: &mut String) {
     }
 }
 
-/// The value of cookie `name` among the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` among the request's `Cookie` headers (the first one, as nginx's
+/// `$cookie_NAME`).
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()

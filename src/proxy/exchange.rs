@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, V
 
 use crate::access_log::{AccessLog, Entry};
 use crate::metrics::{Observation, RouteStats};
-use crate::model::Route;
+use crate::model::{Canary, Route};
 
 /// "Client closed request", as nginx logs it.
 const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
@@ -30,6 +30,7 @@ struct Logged {
     referer: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
     route: Option<Arc<Route>>,
+    canary: Option<Arc<Canary>>,
 }
 
 /// The record of one request (see the module documentation).
@@ -91,6 +92,7 @@ impl Exchange {
             referer: headers.get(header::REFERER).and_then(copy),
             request_id: None,
             route: None,
+            canary: None,
         });
         let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
         // "GET /target HTTP/1.1\r\n" + headers + "\r\n"
@@ -129,6 +131,16 @@ impl Exchange {
             self.logged = None;
         } else if let Some(logged) = &mut self.logged {
             logged.route = Some(route.clone());
+        }
+    }
+
+    /// The route's canary serves the request; its series are `stats`.
+    pub(super) fn canary(&mut self, canary: &Arc<Canary>, stats: Option<&Arc<RouteStats>>) {
+        if let (Some(mine), Some(stats)) = (&mut self.stats, stats) {
+            *mine = stats.clone();
+        }
+        if let Some(logged) = &mut self.logged {
+            logged.canary = Some(canary.clone());
         }
     }
 
@@ -264,6 +276,7 @@ impl Drop for Exchange {
                 upstream_status: self.upstream_status,
                 upstream_time: self.upstream_response,
                 route: logged.route,
+                canary: logged.canary,
                 request_id: logged.request_id,
                 user_agent: logged.user_agent,
                 referer: logged.referer,

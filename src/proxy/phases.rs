@@ -17,7 +17,7 @@
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
-//! | 14 | forward: balance, then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
+//! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`), balance, then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `policy/canary.rs`, `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
 //! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
@@ -214,7 +214,18 @@ impl Proxy {
         }
         // 12. The declared body size.
         policy::body_limit::check(policy, &req)?;
-        if route.backend.endpoints.is_empty() {
+        // 14, first: which backend serves, the main one or the route's canary (decided on the
+        // request as the client sent it, before phase 13 changes it).
+        let canary = match &route.canary {
+            None => None,
+            Some(_) => policy::canary::chosen(&route, req.headers()),
+        };
+        let canary_runtime = canary.and_then(|_| runtime.as_ref()?.canary.as_ref());
+        if let (Some(canary), Some(exchange)) = (canary, exchange.as_deref_mut()) {
+            exchange.canary(canary, canary_runtime.and_then(|r| r.stats.as_ref()));
+        }
+        let backend = canary.map_or(&route.backend, |canary| &canary.backend);
+        if backend.endpoints.is_empty() {
             return Err(Refusal::NoEndpoints);
         }
         // 13. What the endpoint receives.
@@ -234,10 +245,13 @@ impl Proxy {
             upgrade.apply(&mut req);
             hyper::upgrade::on(&mut req)
         });
-        let backend = &route.backend;
         let idempotent = is_idempotent(req.method());
-        let first = match &runtime {
-            Some(runtime) => runtime.balancer.pick(&backend.endpoints),
+        let balancer = match canary_runtime {
+            Some(canary) => Some(&canary.balancer),
+            None => runtime.as_ref().map(|runtime| &runtime.balancer),
+        };
+        let first = match balancer {
+            Some(balancer) => balancer.pick(&backend.endpoints),
             None => backend.endpoints.first().copied(),
         };
         let Some(first) = first else {
@@ -289,13 +303,13 @@ impl Proxy {
                         (Some(upgrade), Some(client)) => self.switch(
                             result,
                             (&upgrade, client, admitted.and_then(|a| a.slot)),
-                            &route,
+                            (&route, backend),
                             conn,
                             activity,
                             exchange,
                         ),
                         _ => {
-                            let mut relayed = self.relay(result, &route, conn, &cors);
+                            let mut relayed = self.relay(result, (&route, backend), conn, &cors);
                             if let Ok(response) = &mut relayed {
                                 // Only a route with limits or access rules admitted anything.
                                 let (granted, slot) =

@@ -68,13 +68,13 @@ impl Proxy {
     pub(super) fn relay(
         &self,
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
-        route: &Route,
+        (route, backend): (&Route, &Backend),
         conn: &ClientInfo,
         cors: &policy::cors::Allowed<'_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         match result {
             Ok((response, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                warn!(ingress = %route.ingress, service = %route.backend.service, "upstream switched protocols although no upgrade was asked for");
+                warn!(ingress = %route.ingress, service = %backend.service, "upstream switched protocols although no upgrade was asked for");
                 Err(Refusal::UnexpectedUpgrade)
             }
             Ok((response, lease)) => {
@@ -104,8 +104,8 @@ impl Proxy {
                 })
             }
             Err(error) => {
-                warn!(ingress = %route.ingress, service = %route.backend.service, %error, "upstream request failed");
-                self.count_upstream_error(&route.backend, &error);
+                warn!(ingress = %route.ingress, service = %backend.service, %error, "upstream request failed");
+                self.count_upstream_error(backend, &error);
                 Err(Refusal::Upstream(error))
             }
         }

@@ -30,7 +30,7 @@ use super::respond::{Refusal, SERVER};
 use super::tunnel::Tunnel;
 use super::upstream::{Lease, UpstreamError};
 use crate::metrics::GaugeGuard;
-use crate::model::Route;
+use crate::model::{Backend, Route};
 use crate::state::ConnectionSlot;
 
 /// `Sec-WebSocket-Key`.
@@ -167,7 +167,7 @@ impl Proxy {
         &self,
         result: Result<(Response<Incoming>, Lease), UpstreamError>,
         (upgrade, client, slot): (&UpgradeRequest, OnUpgrade, Option<ConnectionSlot>),
-        route: &Route,
+        (route, backend): (&Route, &Backend),
         conn: &ClientInfo,
         activity: &Arc<ConnActivity>,
         exchange: &mut Option<Box<Exchange>>,
@@ -180,13 +180,13 @@ impl Proxy {
             Ok((response, _))
                 if upgrade.is_extended_connect() && response.status().is_success() =>
             {
-                warn!(ingress = %route.ingress, service = %route.backend.service, status = %response.status(), "upstream answered a WebSocket over HTTP/2 with neither 101 nor an error");
+                warn!(ingress = %route.ingress, service = %backend.service, status = %response.status(), "upstream answered a WebSocket over HTTP/2 with neither 101 nor an error");
                 return Err(Refusal::UnexpectedUpgrade);
             }
-            other => return self.relay(other, route, conn, &None),
+            other => return self.relay(other, (route, backend), conn, &None),
         };
         if !upgrade.accepts(response.headers()) {
-            warn!(ingress = %route.ingress, service = %route.backend.service, asked = ?upgrade.protocols(), answered = ?response.headers().get(header::UPGRADE), "upstream switched to a protocol that was not asked for");
+            warn!(ingress = %route.ingress, service = %backend.service, asked = ?upgrade.protocols(), answered = ?response.headers().get(header::UPGRADE), "upstream switched to a protocol that was not asked for");
             return Err(Refusal::UnexpectedUpgrade);
         }
         let upstream = hyper::upgrade::on(&mut response);
@@ -209,7 +209,7 @@ impl Proxy {
         }
         let in_flight = activity.start();
         let tunnels = self.metrics.connections.tunnels.clone();
-        let span = info_span!("tunnel", ingress = %route.ingress, service = %route.backend.service);
+        let span = info_span!("tunnel", ingress = %route.ingress, service = %backend.service);
         self.tasks.spawn(
             async move {
                 let _slot = slot;

@@ -23,7 +23,7 @@ use crate::model::RouteTable;
 use crate::tls::CertStore;
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use limiter::{Limiter, MAX_CLIENTS};
-pub use runtime::{RoundRobin, RouteRuntime, Runtimes, UpstreamTlsSetting};
+pub use runtime::{CanaryRuntime, RoundRobin, RouteRuntime, Runtimes, UpstreamTlsSetting};
 
 /// An immutable view of everything the data plane serves.
 #[derive(Debug)]

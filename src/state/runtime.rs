@@ -60,6 +60,17 @@ pub struct RouteRuntime {
     /// The TLS client of a route whose endpoints speak TLS, or why it could not be set up
     /// (the route then answers 502 rather than talk to the endpoint otherwise).
     pub tls: Option<UpstreamTlsSetting>,
+    /// The state of the route's canary backend, when it has one.
+    pub canary: Option<CanaryRuntime>,
+}
+
+/// What the data plane keeps for a route's canary backend.
+#[derive(Debug)]
+pub struct CanaryRuntime {
+    /// The metrics of the requests it serves (labelled with the canary Ingress and Service).
+    pub stats: Option<Arc<RouteStats>>,
+    /// Its backend's balancer.
+    pub balancer: Arc<RoundRobin>,
 }
 
 /// A route's TLS client towards its endpoints, or why there is none.
@@ -106,18 +117,7 @@ impl Runtimes {
                 continue;
             }
             let route: &Route = entry.route;
-            let key = backend_key(&route.backend);
-            let balancer = match next.balancers.get(&key) {
-                Some(balancer) => balancer.clone(),
-                None => {
-                    let balancer =
-                        previous.balancers.get(&key).cloned().unwrap_or_else(|| {
-                            Arc::new(RoundRobin::starting_at(fastrand::usize(..)))
-                        });
-                    next.balancers.insert(key, balancer.clone());
-                    balancer
-                }
-            };
+            let balancer = next.balancer(&route.backend, previous);
             let limits = route.policy.rate_limits.as_deref();
             let mut limiter = |rate: Option<Rate>| {
                 let key = (route.ingress.clone(), rate?);
@@ -154,9 +154,14 @@ impl Runtimes {
                 next.tls.insert(key, setting.clone());
                 setting
             });
+            let canary = route.canary.as_ref().map(|canary| CanaryRuntime {
+                stats: stats.canary(canary).cloned(),
+                balancer: next.balancer(&canary.backend, previous),
+            });
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
                 balancer,
+                canary,
                 per_second,
                 per_minute,
                 connections,
@@ -165,6 +170,23 @@ impl Runtimes {
             next.by_route.insert(address, Arc::new(runtime));
         }
         next
+    }
+
+    /// The balancer of `backend`: this table's, else the previous table's, else a new one
+    /// starting at a random endpoint (so that replicas and restarts do not all start on the
+    /// same one).
+    fn balancer(&mut self, backend: &Backend, previous: &Runtimes) -> Arc<RoundRobin> {
+        let key = backend_key(backend);
+        if let Some(balancer) = self.balancers.get(&key) {
+            return balancer.clone();
+        }
+        let balancer = previous
+            .balancers
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RoundRobin::starting_at(fastrand::usize(..))));
+        self.balancers.insert(key, balancer.clone());
+        balancer
     }
 
     /// The runtime of `route`, when it is a route of the table this was prepared for.

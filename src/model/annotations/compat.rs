@@ -253,13 +253,22 @@ pub const ANNOTATIONS: &[Row] = &[
     row("fastcgi-index", NotYet(BACKENDS)),
     row("fastcgi-params-configmap", NotYet(BACKENDS)),
     // Traffic management.
-    row("canary", NotYet(TRAFFIC)),
-    row("canary-weight", NotYet(TRAFFIC)),
-    row("canary-weight-total", NotYet(TRAFFIC)),
-    row("canary-by-header", NotYet(TRAFFIC)),
-    row("canary-by-header-value", NotYet(TRAFFIC)),
-    row("canary-by-header-pattern", NotYet(TRAFFIC)),
-    row("canary-by-cookie", NotYet(TRAFFIC)),
+    row(
+        "canary",
+        Differs(
+            "a canary splits the route of the same host, path and pathType, not every route \
+             to the main Service; the canary's defaultBackend is not used",
+        ),
+    ),
+    row("canary-weight", Supported),
+    row(
+        "canary-weight-total",
+        Differs("a total below 100 is used as given (ingress-nginx uses 100)"),
+    ),
+    row("canary-by-header", Supported),
+    row("canary-by-header-value", Supported),
+    row("canary-by-header-pattern", Supported),
+    row("canary-by-cookie", Supported),
     row("affinity", NotYet(TRAFFIC)),
     row("affinity-mode", NotYet(TRAFFIC)),
     row("affinity-canary-behavior", NotYet(TRAFFIC)),

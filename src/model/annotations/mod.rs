@@ -32,6 +32,7 @@
 mod backend;
 mod basic_auth;
 mod body;
+mod canary;
 mod client_auth;
 pub mod compat;
 mod cors;
@@ -60,6 +61,7 @@ use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::policy::{Defaults, Policy};
 use compat::Support;
 
+pub(crate) use canary::CanaryAnnotation;
 pub(crate) use hosts::HostAnnotations;
 pub(crate) use https::HttpsAnnotations;
 
@@ -135,6 +137,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("backend", backend::KEYS),
     ("service-upstream", service_upstream::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("canary", canary::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -242,8 +245,6 @@ pub(crate) struct Reader<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Why the routes must refuse (fail closed), one sentence per bad annotation.
     refusals: Vec<String>,
-    /// `canary: "true"`.
-    canary: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -267,7 +268,6 @@ impl<'a> Reader<'a> {
             ours,
             diagnostics,
             refusals: Vec::new(),
-            canary: false,
         }
     }
 
@@ -440,16 +440,15 @@ impl<'a> Reader<'a> {
             .push(Diagnostic::new(self.object.clone(), reason, message));
     }
 
-    /// Reports every annotation under the two prefixes that no group reads; `canary: "true"`
-    /// keeps the Ingress from being routed at all.
+    /// Reports every annotation under the two prefixes that no group reads.
     fn report_unread(&mut self) {
-        let unread: Vec<(&str, &str, &str)> = self
+        let unread: Vec<(&str, &str)> = self
             .ours
             .iter()
             .filter(|(name, _)| find_key(name).is_none())
-            .map(|(name, found)| (*name, found.key, found.value))
+            .map(|(name, found)| (*name, found.key))
             .collect();
-        for (name, key, value) in unread {
+        for (name, key) in unread {
             let (reason, message) = if key.starts_with(WEIR_PREFIX) {
                 match compat::support(name) {
                     Some(_) => (
@@ -472,16 +471,7 @@ impl<'a> Reader<'a> {
                     format!("annotation {key:?} is ignored: {}", compat::explain(name)),
                 )
             };
-            if name == "canary" && values::boolean(value) == Some(true) {
-                self.report(
-                    reason,
-                    format!(
-                        "{message}; this canary Ingress is not routed, so its main Ingress \
-                         keeps all the traffic"
-                    ),
-                );
-                self.canary = true;
-            } else if !matches!(compat::support(name), Some(Support::Accepted(_))) {
+            if !matches!(compat::support(name), Some(Support::Accepted(_))) {
                 // Accepted annotations (obsolete ones) change nothing and are not reported.
                 self.report(reason, message);
             }
@@ -501,9 +491,8 @@ pub(crate) struct IngressAnnotations {
     pub regex: bool,
     /// Host-scope settings.
     pub host: HostAnnotations,
-    /// `canary: "true"`: weir does not implement canaries yet, so the Ingress is not routed
-    /// (its main Ingress keeps all the traffic) rather than compete with the main one.
-    pub canary: bool,
+    /// `canary` and `canary-*`: whether the Ingress is a canary of another, and its rule.
+    pub canary: CanaryAnnotation,
     /// `service-upstream`: the routes send to their Services' cluster IPs.
     pub service_upstream: bool,
 }
@@ -541,6 +530,7 @@ pub(crate) fn parse(
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
     let service_upstream = service_upstream::parse(&mut reader);
+    let canary = canary::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -559,7 +549,7 @@ pub(crate) fn parse(
         https,
         regex,
         host,
-        canary: reader.canary,
+        canary,
         service_upstream,
     }
 }
@@ -771,17 +761,9 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_unimplemented_canary_is_not_routed_and_other_annotations_change_nothing() {
-        let [_, canary] = both("canary");
-        let (parsed, diagnostics) = parse_pairs(&[(&canary, "true")]);
-        assert!(parsed.canary && parsed.policy.refused.is_none());
-        assert!(diagnostics[0].message.contains("not routed"));
-        assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
-        // Other unimplemented annotations are reported and change nothing.
-        let (parsed, diagnostics) = parse_pairs(&[(
-            "nginx.ingress.kubernetes.io/upstream-hash-by",
-            "$request_uri",
-        )]);
+    fn unimplemented_annotations_are_reported_and_change_nothing() {
+        let (parsed, diagnostics) =
+            parse_pairs(&[("nginx.ingress.kubernetes.io/enable-modsecurity", "true")]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }

@@ -1761,16 +1761,35 @@ fn rule_paths_are_normalised_like_request_paths() {
     }
 }
 
+const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+const CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
+
+/// The canary Service and endpoints of the route serving `host` `path`, if it has one.
+fn canary_of(built: &Built, host: &str, path: &str) -> Option<(String, String, Vec<String>)> {
+    let canary = route_of(built, host, path).canary.clone()?;
+    let endpoints = canary
+        .backend
+        .endpoints
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Some((
+        canary.ingress.name.clone(),
+        canary.backend.service.name.clone(),
+        endpoints,
+    ))
+}
+
 #[test]
-fn a_canary_ingress_is_not_routed_until_canaries_are_implemented() {
+fn a_canary_adds_a_second_backend_to_its_main_ingress_s_route() {
     let built = World::default()
         .web("d", "web", &["10.0.0.1"])
         .web("d", "canary", &["10.0.0.2"])
         .ingress(
             ing("d", "canary")
                 .created(1)
-                .annotation("nginx.ingress.kubernetes.io/canary", "true")
-                .annotation("nginx.ingress.kubernetes.io/canary-weight", "0")
+                .annotation(CANARY, "true")
+                .annotation(CANARY_WEIGHT, "30")
                 .prefix("a.com", "/", "canary", 80)
                 .prefix("a.com", "/only-canary", "canary", 80),
         )
@@ -1779,15 +1798,134 @@ fn a_canary_ingress_is_not_routed_until_canaries_are_implemented() {
     assert_eq!(
         served_by(&built, "a.com", "/").as_deref(),
         Some("main"),
-        "older, but a canary"
+        "older, but a canary: no RouteConflict"
     );
+    assert_eq!(eps(&built, "a.com", "/"), ["10.0.0.1:8080"]);
+    assert_eq!(
+        canary_of(&built, "a.com", "/"),
+        Some((
+            "canary".into(),
+            "canary".into(),
+            vec!["10.0.0.2:8080".into()]
+        ))
+    );
+    let route = route_of(&built, "a.com", "/");
+    assert_eq!(route.canary.as_ref().unwrap().rule.weight, 30);
+    // A canary path without a main Ingress is not routed, and is reported.
     assert_eq!(
         served_by(&built, "a.com", "/only-canary").as_deref(),
         Some("main")
     );
+    assert_eq!(
+        reasons(&built),
+        [("canary".to_owned(), Reason::CanaryWithoutMain)]
+    );
     assert!(
         built.ingresses.iter().any(|i| i.name == "canary"),
         "its status is still written"
+    );
+}
+
+#[test]
+fn a_canary_matches_host_path_and_path_type_and_the_oldest_canary_wins() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .web("d", "c1", &["10.0.0.2"])
+        .web("d", "c2", &["10.0.0.3"])
+        .ingress(
+            ing("d", "main")
+                .created(1)
+                .prefix("a.com", "/app", "web", 80)
+                .exact("a.com", "/exact", "web", 80),
+        )
+        .ingress(
+            ing("d", "c1")
+                .created(2)
+                .annotation(CANARY, "true")
+                .prefix("a.com", "/app", "c1", 80)
+                .prefix("a.com", "/exact", "c1", 80)
+                .prefix("b.com", "/app", "c1", 80),
+        )
+        .ingress(
+            ing("d", "c2")
+                .created(3)
+                .annotation(CANARY, "true")
+                .prefix("a.com", "/app", "c2", 80),
+        )
+        .build();
+    assert_eq!(canary_of(&built, "a.com", "/app").unwrap().0, "c1");
+    assert_eq!(
+        canary_of(&built, "a.com", "/exact"),
+        None,
+        "Prefix is not Exact"
+    );
+    assert!(built.table.route("b.com", "/app").is_none());
+    let mut got = reasons(&built);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("c1".to_owned(), Reason::CanaryWithoutMain),
+            ("c1".to_owned(), Reason::CanaryWithoutMain),
+            ("c2".to_owned(), Reason::RouteConflict),
+        ]
+    );
+}
+
+/// Bad input: the canary takes nothing and the main route serves its main backend.
+#[test]
+fn an_invalid_or_missing_canary_leaves_the_main_backend_serving() {
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "main").created(1).prefix("a.com", "/", "web", 80))
+        .ingress(
+            ing("d", "bad")
+                .created(2)
+                .annotation(CANARY, "true")
+                .annotation(CANARY_WEIGHT, "lots")
+                .prefix("a.com", "/", "web", 80),
+        )
+        .build();
+    assert_eq!(canary_of(&built, "a.com", "/"), None);
+    assert_eq!(
+        reasons(&built),
+        [("bad".to_owned(), Reason::InvalidAnnotationValue)]
+    );
+
+    // A canary whose Service does not exist is added without endpoints (the data plane then
+    // keeps every request on the main backend), and reported; so is one to the main Service.
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "main").created(1).prefix("a.com", "/", "web", 80))
+        .ingress(
+            ing("d", "missing")
+                .created(2)
+                .annotation(CANARY, "true")
+                .prefix("a.com", "/", "nowhere", 80),
+        )
+        .build();
+    assert_eq!(
+        canary_of(&built, "a.com", "/"),
+        Some(("missing".into(), "nowhere".into(), vec![]))
+    );
+    assert_eq!(
+        reasons(&built),
+        [("missing".to_owned(), Reason::ServiceNotFound)]
+    );
+    let built = World::default()
+        .web("d", "web", &["10.0.0.1"])
+        .ingress(ing("d", "main").created(1).prefix("a.com", "/", "web", 80))
+        .ingress(
+            ing("d", "same")
+                .created(2)
+                .annotation(CANARY, "true")
+                .prefix("a.com", "/", "web", 80),
+        )
+        .build();
+    assert_eq!(canary_of(&built, "a.com", "/"), None);
+    assert_eq!(
+        reasons(&built),
+        [("same".to_owned(), Reason::CanaryWithoutMain)]
     );
 }
 

@@ -3,6 +3,7 @@
 
 pub(super) mod access;
 pub(super) mod body_limit;
+pub(super) mod canary;
 pub(super) mod client_cert;
 pub(super) mod cors;
 pub(super) mod external_auth;
