@@ -30,6 +30,7 @@
 //!    prefixes, precedence, scope) and a proxy test with a real backend under `tests/`.
 
 mod backend;
+mod balance;
 mod basic_auth;
 mod body;
 mod client_auth;
@@ -135,6 +136,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("backend", backend::KEYS),
     ("service-upstream", service_upstream::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("balance", balance::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -541,6 +543,7 @@ pub(crate) fn parse(
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
     let service_upstream = service_upstream::parse(&mut reader);
+    policy.balance = balance::parse(&mut reader, regex);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -703,10 +706,7 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            (
-                "nginx.ingress.kubernetes.io/upstream-hash-by",
-                "$request_uri",
-            ),
+            ("nginx.ingress.kubernetes.io/ssl-ciphers", "HIGH"),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -731,7 +731,7 @@ pub(crate) mod tests {
         assert!(find("configuration-snippet").1.contains("never"));
         assert!(find("server-snippet").1.contains("never"));
         assert!(
-            find("upstream-hash-by")
+            find("ssl-ciphers")
                 .1
                 .contains("not implement it yet (issue")
         );
@@ -778,10 +778,8 @@ pub(crate) mod tests {
         assert!(diagnostics[0].message.contains("not routed"));
         assert!(!parse_pairs(&[(&canary, "false")]).0.canary);
         // Other unimplemented annotations are reported and change nothing.
-        let (parsed, diagnostics) = parse_pairs(&[(
-            "nginx.ingress.kubernetes.io/upstream-hash-by",
-            "$request_uri",
-        )]);
+        let (parsed, diagnostics) =
+            parse_pairs(&[("nginx.ingress.kubernetes.io/ssl-ciphers", "HIGH")]);
         assert!(parsed.policy.refused.is_none());
         assert_eq!(diagnostics.len(), 1);
     }
