@@ -516,7 +516,7 @@ mod tests {
         let report = check(serde_json::json!({
             "nginx.ingress.kubernetes.io/rewrite-target": "/$2",
             "nginx.ingress.kubernetes.io/proxy-buffering": "off",
-            "nginx.ingress.kubernetes.io/upstream-hash-by": "$request_uri",
+            "nginx.ingress.kubernetes.io/ssl-ciphers": "HIGH",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers \"X: y\";",
             "nginx.ingress.kubernetes.io/proxy-read-timeout": "60s",
             "cert-manager.io/cluster-issuer": "letsencrypt",
@@ -547,7 +547,7 @@ mod tests {
             status,
             BTreeMap::from([
                 ("configuration-snippet", "never"),
-                ("upstream-hash-by", "not yet"),
+                ("ssl-ciphers", "not yet"),
                 ("proxy-buffering", "differs"),
                 ("proxy-read-timeout", "invalid"),
                 ("rewrite-target", "honoured"),

@@ -18,7 +18,8 @@ use common::metrics::{scrape_until, sum};
 use common::process::WeirProcess;
 use common::*;
 use weir::model::{
-    Backend, Canary, CanaryRule, HeaderRule, ObjectKind, ObjectRef, PathRule, RouteTable,
+    Affinity, Backend, Balance, Canary, CanaryRule, HeaderRule, ObjectKind, ObjectRef, PathRule,
+    RouteTable,
 };
 use weir::proxy::ProxyConfig;
 
@@ -26,7 +27,18 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// A table whose one route (every host, `/`) goes to `main` with a canary to `canary`.
 fn canary_table(main: SocketAddr, canary: Vec<SocketAddr>, rule: CanaryRule) -> RouteTable {
-    let mut route = route("main", vec![main]);
+    canary_table_with(main, canary, rule, Balance::default())
+}
+
+/// Like [`canary_table`], both backends balanced with `balance`.
+fn canary_table_with(
+    main: SocketAddr,
+    canary: Vec<SocketAddr>,
+    rule: CanaryRule,
+    balance: Balance,
+) -> RouteTable {
+    let route = with_policy(route("main", vec![main]), |p| p.balance = balance.clone());
+    let mut route = route;
     route.canary = Some(Arc::new(Canary {
         ingress: ObjectRef::new(ObjectKind::Ingress, "default", "main-canary"),
         backend: Arc::new(Backend::new(
@@ -35,6 +47,7 @@ fn canary_table(main: SocketAddr, canary: Vec<SocketAddr>, rule: CanaryRule) -> 
             canary,
         )),
         rule,
+        balance,
     }));
     routes(vec![("", PathRule::prefix("/"), route)])
 }
@@ -184,6 +197,48 @@ async fn a_canary_without_endpoints_leaves_every_request_to_the_main_backend() {
     )
     .await;
     assert_eq!(served_by(&proxy, &[]).await, "main");
+}
+
+/// With cookie affinity on the main Ingress (`affinity-canary-behavior: sticky`, the default),
+/// a session the canary started stays on the canary and one the main backend started stays
+/// there, whatever the weight says afterwards.
+#[tokio::test]
+async fn sessions_stay_with_the_backend_that_started_them() {
+    let main = TestBackend::start("main").await;
+    let canary = TestBackend::start("canary").await;
+    let sticky = Balance {
+        affinity: Some(Arc::new(Affinity::default())),
+        ..Balance::default()
+    };
+    let rule = CanaryRule {
+        header: Some((HeaderName::from_static("x-canary"), HeaderRule::AlwaysNever)),
+        ..weight(50, 100)
+    };
+    let proxy = TestProxy::start(
+        ProxyConfig::default(),
+        canary_table_with(main.addr, vec![canary.addr], rule, sticky),
+    )
+    .await;
+    let client = http1_client();
+    let session = |headers: &[(&str, &str)]| {
+        let mut req = Request::get(format!("http://{}/", proxy.addr)).header("host", "app.local");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        send(&client, req.body(Full::<Bytes>::default()).unwrap())
+    };
+    for (asked, backend) in [("always", "canary"), ("never", "main")] {
+        let first = session(&[("x-canary", asked)]).await;
+        assert_eq!(first.echo().backend(), backend);
+        let cookie = first.headers["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        // Weight 50: without the cookie about half of 200 requests would change backend.
+        for _ in 0..200 {
+            let next = session(&[("cookie", &cookie)]).await;
+            assert_eq!(next.echo().backend(), backend, "session of {cookie}");
+            assert!(next.headers.get("set-cookie").is_none());
+        }
+    }
 }
 
 /// Weights changed while requests flow (new tables published between requests, as a

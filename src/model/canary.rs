@@ -11,6 +11,7 @@ use http::HeaderMap;
 use http::header::HeaderName;
 use regex::Regex;
 
+use super::balance::Balance;
 use super::diagnostic::ObjectRef;
 use super::table::Backend;
 use super::variables::cookie;
@@ -24,11 +25,18 @@ pub struct Canary {
     pub backend: Arc<Backend>,
     /// Which requests go to it.
     pub rule: CanaryRule,
+    /// How its endpoints are balanced: the canary Ingress's own `load-balance` and
+    /// `upstream-hash-by`, and the main Ingress's cookie affinity unless the canary says
+    /// `affinity-canary-behavior: legacy` (then its own), as ingress-nginx merges them.
+    pub balance: Balance,
 }
 
 impl PartialEq for Canary {
     fn eq(&self, other: &Self) -> bool {
-        self.ingress == other.ingress && self.backend == other.backend && self.rule == other.rule
+        self.ingress == other.ingress
+            && self.backend == other.backend
+            && self.rule == other.rule
+            && self.balance == other.balance
     }
 }
 

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::Input;
 use super::access::IpList;
 use super::annotations::values;
+use super::balance::{LOAD_BALANCE, LoadBalance};
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
@@ -63,6 +64,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("global-auth-cache-duration", KeySupport::Read),
     ("global-auth-always-set-cookie", KeySupport::Read),
     ("no-auth-locations", KeySupport::Read),
+    ("load-balance", KeySupport::Read),
     ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
@@ -204,6 +206,9 @@ fn read(
             Some(list) => values::list(list).map(str::to_owned).collect(),
             None => flags.no_auth_locations.clone(),
         },
+        load_balance: reader
+            .get("load-balance", LOAD_BALANCE, LoadBalance::parse)
+            .unwrap_or(flags.load_balance),
     }
 }
 
@@ -448,6 +453,18 @@ mod tests {
                 .any(|d| d.message.contains("use-forwarded-headers"))
         );
         assert!(diagnostics.iter().all(|d| d.object == object()));
+    }
+
+    #[test]
+    fn load_balance_sets_the_default_algorithm() {
+        let (d, diagnostics) = read_pairs(&[("load-balance", "ewma")]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(d.load_balance, LoadBalance::Ewma);
+        // ingress-nginx falls back to round robin on an unknown algorithm; weir says so.
+        let (d, diagnostics) = read_pairs(&[("load-balance", "least_conn")]);
+        assert_eq!(d.load_balance, LoadBalance::RoundRobin);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].reason, Reason::InvalidConfigMapValue);
     }
 
     #[test]

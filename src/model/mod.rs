@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod annotations;
+pub mod balance;
 mod build;
 pub mod canary;
 mod classes;
@@ -35,6 +36,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 pub use access::{
     Access, BasicAuth, Cors, CorsOrigins, IpList, OriginPattern, Rate, RateLimits, Satisfy,
     Skipped, Users,
+};
+pub use balance::{
+    Affinity, AffinityMode, Balance, CanaryBehavior, HashBy, LoadBalance, SameSite, SessionCookie,
 };
 pub use build::build;
 pub use canary::{Canary, CanaryRule, Decision, HeaderRule};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 
 use super::access::{Access, Cors, IpList, RateLimits};
+use super::balance::{Balance, LoadBalance};
 use super::external_auth::ExternalAuth;
 use super::paths::Template;
 use super::upstream::Upstream;
@@ -55,6 +56,8 @@ pub struct Defaults {
     pub limit_conn_status: StatusCode,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
+    /// `load-balance`: the algorithm of routes without their own (default round robin).
+    pub load_balance: LoadBalance,
 }
 
 /// A ConfigMap setting about access that applies to every Ingress without its own (global
@@ -131,6 +134,7 @@ impl Default for Defaults {
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
+            load_balance: LoadBalance::RoundRobin,
         }
     }
 }
@@ -253,6 +257,8 @@ pub struct Policy {
     pub response_rate: Option<ResponseRate>,
     /// `backend-protocol` and `proxy-ssl-*`: how the endpoints are reached.
     pub upstream: Upstream,
+    /// `load-balance`, `upstream-hash-by`, `affinity`: how the endpoint is chosen.
+    pub balance: Balance,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -288,6 +294,7 @@ impl Policy {
             rate_limits: None,
             response_rate: None,
             upstream: Upstream::default(),
+            balance: Balance::with_load(defaults.load_balance),
         }
     }
 }

@@ -16,7 +16,7 @@ use http::header::COOKIE;
 use super::access::basic_credentials;
 
 /// One nginx variable weir can expand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Var {
     /// `$host`: the request's host, lower-case, without port.
     Host,
@@ -37,7 +37,9 @@ enum Var {
     IsArgs,
     /// `$request_method`.
     Method,
-    /// `$remote_addr`: the client address (the one access control uses).
+    /// `$remote_addr`: the client address (the one access control uses). Also
+    /// `$binary_remote_addr`, which nginx writes as 4 or 16 bytes: weir expands it as text,
+    /// which identifies the client the same way (what `upstream-hash-by` needs of it).
     RemoteAddr,
     /// `$remote_user`: the user of an `Authorization: Basic` header.
     RemoteUser,
@@ -61,7 +63,7 @@ impl Var {
             "args" | "query_string" => Var::Args,
             "is_args" => Var::IsArgs,
             "request_method" => Var::Method,
-            "remote_addr" => Var::RemoteAddr,
+            "remote_addr" | "binary_remote_addr" => Var::RemoteAddr,
             "remote_user" => Var::RemoteUser,
             _ => {
                 let (prefix, rest) = name.split_once('_')?;
@@ -80,14 +82,14 @@ impl Var {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Part {
     Text(String),
     Var(Var),
 }
 
 /// Text with nginx variables, parsed once; [`Expr::expand`] fills them in per request.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Expr {
     parts: Vec<Part>,
     source: String,
@@ -135,7 +137,8 @@ impl Expr {
                     "weir does not know the nginx variable ${name} (it knows $host, \
                      $http_host, $best_http_host, $scheme, $pass_access_scheme, $request_uri, \
                      $escaped_request_uri, $uri, $args, $is_args, $request_method, \
-                     $remote_addr, $remote_user, $http_NAME, $cookie_NAME and $arg_NAME)"
+                     $remote_addr, $binary_remote_addr, $remote_user, $http_NAME, $cookie_NAME \
+                     and $arg_NAME)"
                 ))
             })?;
             if !literal.is_empty() {
@@ -304,7 +307,7 @@ pub fn escape_component(text: &str, out: &mut String) {
 
 /// The value of cookie `name` among the request's `Cookie` headers (the first one, as nginx's
 /// `$cookie_NAME`).
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -380,6 +383,7 @@ mod tests {
                 "x=1&Next=/home|?|/home|",
             ),
             ("$request_method $remote_addr", &[], "POST 192.0.2.7"),
+            ("$binary_remote_addr", &[], "192.0.2.7"),
             (
                 "$remote_user$http_authorization",
                 &[("authorization", "Basic YWxpY2U6c2VjcmV0")],

@@ -35,7 +35,7 @@ use super::tunnel::Tunnel;
 use super::upstream::UpstreamError;
 use crate::metrics::GaugeGuard;
 use crate::model::Route;
-use crate::state::{RoundRobin, Snapshot};
+use crate::state::{Balancer, Snapshot};
 
 /// The most endpoints tried for one connection.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -62,7 +62,7 @@ pub(super) struct PassedThrough {
     /// Where it goes (`None`: nowhere, it is closed).
     route: Option<Arc<Route>>,
     /// The route's balancer.
-    balancer: Option<Arc<RoundRobin>>,
+    balancer: Option<Arc<Balancer>>,
 }
 
 impl Proxy {
@@ -152,11 +152,11 @@ impl Proxy {
 
     /// A connection to an endpoint of `route`: the balancer's pick, then the next ones when
     /// a connect fails (each failure counted and logged), at most [`MAX_ATTEMPTS`].
-    async fn connect(&self, route: &Route, balancer: Option<&RoundRobin>) -> Option<TcpStream> {
+    async fn connect(&self, route: &Route, balancer: Option<&Balancer>) -> Option<TcpStream> {
         let backend = &route.backend;
         let endpoints = &backend.endpoints;
         let first = match balancer {
-            Some(balancer) => balancer.pick(endpoints),
+            Some(balancer) => balancer.pick_connection(),
             None => endpoints.first().copied(),
         };
         let Some(first) = first else {

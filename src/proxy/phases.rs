@@ -17,8 +17,8 @@
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
-//! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`), balance, then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `policy/canary.rs`, `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
-//! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
+//! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`, `policy/canary.rs`) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`, `policy/balance.rs`), both chosen before 13 changes the request; then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `policy/canary.rs`, `policy/balance.rs`, `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
+//! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, a new affinity cookie, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
 //! Every refusal to a gRPC call (`content-type: application/grpc…`) is answered in gRPC's shape
@@ -30,6 +30,7 @@
 
 use std::sync::Arc;
 
+use http::header::SET_COOKIE;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
@@ -41,11 +42,11 @@ use super::exchange::Exchange;
 use super::grpc;
 use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
+use super::policy::balance::Chosen;
 use super::policy::external_auth::{Granted, Subject};
 use super::respond::Refusal;
 use super::service::{
-    check_request, endpoint_after, is_idempotent, prepare_upstream_request, request_host,
-    routing_host,
+    check_request, is_idempotent, prepare_upstream_request, request_host, routing_host,
 };
 use super::upgrade::UpgradeRequest;
 use super::upstream::{SendOptions, Target, UpstreamError};
@@ -53,7 +54,7 @@ use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
 use crate::model::{ClientAuth, PathMatch, Route, routing_path};
 use crate::state::ConnectionSlot;
-use crate::state::RouteRuntime;
+use crate::state::{Picked, RouteRuntime};
 
 /// The TLS client towards the endpoints of a route whose protocol is TLS; a route whose
 /// settings could not be compiled answers 502, one without a runtime 503.
@@ -72,6 +73,25 @@ fn upstream_tls(
             }))
         }
         None => Err(Refusal::Misconfigured),
+    }
+}
+
+/// What nginx variables expand to for `req` (as received, normalised path) from `client`.
+fn request_vars<'a>(
+    conn: &'a ClientInfo,
+    host: &'a str,
+    host_value: &'a http::HeaderValue,
+    req: &'a Request<Incoming>,
+    client: std::net::IpAddr,
+) -> Vars<'a> {
+    Vars {
+        scheme: conn.scheme,
+        host,
+        http_host: host_value.to_str().unwrap_or(host),
+        method: req.method().as_str(),
+        request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        remote_addr: client,
+        headers: req.headers(),
     }
 }
 
@@ -214,22 +234,48 @@ impl Proxy {
         }
         // 12. The declared body size.
         policy::body_limit::check(policy, &req)?;
-        // 14, first: which backend serves, the main one or the route's canary (decided on the
-        // request as the client sent it, before phase 13 changes it).
+        // 14, chosen before 13 changes the request: the backend (the main one or the route's
+        // canary), its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`),
+        // and another one for an idempotent request.
         let canary = match &route.canary {
             None => None,
-            Some(_) => policy::canary::chosen(&route, req.headers()),
+            Some(_) => policy::canary::chosen(&route, runtime.as_deref(), req.headers()),
         };
         let canary_runtime = canary.and_then(|_| runtime.as_ref()?.canary.as_ref());
         if let (Some(canary), Some(exchange)) = (canary, exchange.as_deref_mut()) {
             exchange.canary(canary, canary_runtime.and_then(|r| r.stats.as_ref()));
         }
-        let backend = canary.map_or(&route.backend, |canary| &canary.backend);
-        if backend.endpoints.is_empty() {
-            return Err(Refusal::NoEndpoints);
-        }
-        // 13. What the endpoint receives.
+        let (backend, balance) = match canary {
+            Some(canary) => (&canary.backend, &canary.balance),
+            None => (&route.backend, &policy.balance),
+        };
+        let balancer = match canary_runtime {
+            Some(canary) => Some(&canary.balancer),
+            None => runtime.as_ref().map(|runtime| &runtime.balancer),
+        };
         let trusted = &self.config.trust_forwarded_from;
+        let idempotent = is_idempotent(req.method());
+        let (first, second) = match balancer {
+            Some(balancer) => {
+                let client = || client_ip(conn, req.headers(), trusted);
+                let request = || request_vars(conn, &host, &host_value, &req, client());
+                let serving = (&*route, balance, &**balancer);
+                let first = policy::balance::pick(serving, request);
+                let second = first.as_ref().filter(|_| idempotent).and_then(|first| {
+                    policy::balance::another(serving, &[first.addr()], first, request)
+                });
+                (first, second)
+            }
+            None => {
+                let first = backend.endpoints.first().copied();
+                (
+                    first.map(|addr| Chosen::plain(Picked::endpoint(addr))),
+                    None,
+                )
+            }
+        };
+        let first = first.ok_or(Refusal::NoEndpoints)?;
+        // 13. What the endpoint receives.
         let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
         policy::rewrite::apply(&route, &mut req)?;
         if let Some(granted) = admitted.as_ref().and_then(|a| a.granted.as_ref()) {
@@ -245,23 +291,10 @@ impl Proxy {
             upgrade.apply(&mut req);
             hyper::upgrade::on(&mut req)
         });
-        let idempotent = is_idempotent(req.method());
-        let balancer = match canary_runtime {
-            Some(canary) => Some(&canary.balancer),
-            None => runtime.as_ref().map(|runtime| &runtime.balancer),
-        };
-        let first = match balancer {
-            Some(balancer) => balancer.pick(&backend.endpoints),
-            None => backend.endpoints.first().copied(),
-        };
-        let Some(first) = first else {
-            return Err(Refusal::NoEndpoints);
-        };
-        let second = idempotent.then(|| endpoint_after(backend, first)).flatten();
         let upstream = &policy.upstream;
         let tls = match &upstream.tls {
             None => None,
-            Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first)?),
+            Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first.addr())?),
         };
         // gRPC's deadline bounds the wait for the response head, and the call.
         let deadline = upstream
@@ -276,7 +309,9 @@ impl Proxy {
         }
         let timeouts = &policy.timeouts;
         let mut last_error = None;
-        for addr in std::iter::once(first).chain(second) {
+        for chosen in std::iter::once(first).chain(second) {
+            let addr = chosen.addr();
+            let attempt = chosen.picked.attempt();
             let target = Target {
                 addr,
                 protocol: upstream.protocol,
@@ -295,6 +330,7 @@ impl Proxy {
                         deadline,
                     };
                     let result = self.pool.send(upstream, req, activity, options).await;
+                    attempt.finish(result.is_ok());
                     if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
                     {
                         exchange.upstream_answered(response.status());
@@ -311,6 +347,9 @@ impl Proxy {
                         _ => {
                             let mut relayed = self.relay(result, (&route, backend), conn, &cors);
                             if let Ok(response) = &mut relayed {
+                                if let Some(cookie) = chosen.set_cookie {
+                                    response.headers_mut().append(SET_COOKIE, cookie);
+                                }
                                 // Only a route with limits or access rules admitted anything.
                                 let (granted, slot) =
                                     admitted.map_or((None, None), |a| (a.granted, a.slot));
@@ -331,6 +370,7 @@ impl Proxy {
                     };
                 }
                 Err(error) => {
+                    attempt.finish(false);
                     warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
                     self.count_upstream_error(backend, &error);
                     last_error = Some(error);
@@ -367,15 +407,7 @@ impl Proxy {
                 .is_some()
                 .then(|| headers::ensure_request_id(req.headers_mut()).clone());
             let subject = request_id.as_ref().map(|request_id| Subject {
-                vars: Vars {
-                    scheme: conn.scheme,
-                    host: facts.host,
-                    http_host: facts.host_value.to_str().unwrap_or(facts.host),
-                    method: req.method().as_str(),
-                    request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                    remote_addr: client,
-                    headers: req.headers(),
-                },
+                vars: request_vars(conn, facts.host, facts.host_value, req, client),
                 request_id,
                 ingress: &route.ingress,
                 timeouts: &policy.timeouts,

@@ -9,6 +9,7 @@
 //! runtime state of its routes ([`Runtimes`]: request-metric handles, balancers), prepared by
 //! `publish` and carried over from the previous table where routes did not change.
 
+mod balancer;
 mod connections;
 mod limiter;
 mod runtime;
@@ -21,9 +22,10 @@ use arc_swap::ArcSwap;
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
 use crate::tls::CertStore;
+pub use balancer::{Attempt, Balancer, FAILURE_PENALTY, Picked, RoundRobin, stable_hash};
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use limiter::{Limiter, MAX_CLIENTS};
-pub use runtime::{CanaryRuntime, RoundRobin, RouteRuntime, Runtimes, UpstreamTlsSetting};
+pub use runtime::{CanaryRuntime, RouteRuntime, Runtimes, UpstreamTlsSetting};
 
 /// An immutable view of everything the data plane serves.
 #[derive(Debug)]

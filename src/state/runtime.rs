@@ -7,50 +7,24 @@
 //! changed in the cluster. The pure model never sees any of it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{ConnectionCounter, Limiter};
+use super::{Balancer, ConnectionCounter, Limiter};
 use crate::metrics::{RouteIndex, RouteStats};
 use tracing::warn;
 
-use crate::model::{Backend, ObjectRef, Rate, Route, RouteTable, UpstreamTls};
+use crate::model::{Backend, Balance, ObjectRef, Rate, Route, RouteTable, UpstreamTls};
 use crate::tls::{UpstreamTlsClient, upstream_client};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Round-robin over a backend's endpoints; shared by every route to the same Service port.
-#[derive(Debug)]
-pub struct RoundRobin {
-    next: AtomicUsize,
-}
-
-impl RoundRobin {
-    /// A round-robin whose first pick is endpoint `start` (modulo their number).
-    pub fn starting_at(start: usize) -> Self {
-        RoundRobin {
-            next: AtomicUsize::new(start),
-        }
-    }
-
-    /// The next endpoint of `endpoints`, or `None` when there is none.
-    pub fn pick(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
-        match endpoints.len() {
-            0 => None,
-            1 => Some(endpoints[0]),
-            n => Some(endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
-        }
-    }
-}
 
 /// The runtime state of one route of the current table.
 #[derive(Debug)]
 pub struct RouteRuntime {
     /// Its request metrics (`None` when request metrics are off).
     pub stats: Option<Arc<RouteStats>>,
-    /// Its backend's balancer.
-    pub balancer: Arc<RoundRobin>,
+    /// Its backend's balancer under its balancing settings.
+    pub balancer: Arc<Balancer>,
     /// The counts of its Ingress's `limit-rps` and `limit-rpm` (`None` without the limit).
     pub per_second: Option<Arc<Limiter>>,
     /// See `per_second`.
@@ -70,7 +44,7 @@ pub struct CanaryRuntime {
     /// The metrics of the requests it serves (labelled with the canary Ingress and Service).
     pub stats: Option<Arc<RouteStats>>,
     /// Its backend's balancer.
-    pub balancer: Arc<RoundRobin>,
+    pub balancer: Arc<Balancer>,
 }
 
 /// A route's TLS client towards its endpoints, or why there is none.
@@ -83,14 +57,16 @@ type TlsKey = (Arc<UpstreamTls>, ObjectRef);
 /// afresh).
 type LimiterKey = (ObjectRef, Rate);
 
-/// A backend's identity across tables: (namespace, Service, port as written).
-type BackendKey = (String, String, String);
+/// A balancer's identity across tables: the backend (namespace, Service, port as written)
+/// and the balancing settings. Its endpoints may change: the next balancer continues it.
+type BalancerKey = (String, String, String, Balance);
 
-fn backend_key(backend: &Backend) -> BackendKey {
+fn balancer_key(backend: &Backend, balance: &Balance) -> BalancerKey {
     (
         backend.service.namespace.clone(),
         backend.service.name.clone(),
         backend.port.clone(),
+        balance.clone(),
     )
 }
 
@@ -99,7 +75,7 @@ fn backend_key(backend: &Backend) -> BackendKey {
 #[derive(Debug, Default)]
 pub struct Runtimes {
     by_route: FastMap<usize, Arc<RouteRuntime>>,
-    balancers: FastMap<BackendKey, Arc<RoundRobin>>,
+    balancers: FastMap<BalancerKey, Arc<Balancer>>,
     limiters: FastMap<LimiterKey, Arc<Limiter>>,
     counters: FastMap<(ObjectRef, u32), Arc<ConnectionCounter>>,
     tls: FastMap<TlsKey, UpstreamTlsSetting>,
@@ -107,8 +83,9 @@ pub struct Runtimes {
 
 impl Runtimes {
     /// The runtime of `table`'s routes: their stats from `stats`, their balancers from
-    /// `previous` where the backend was there already, else new ones starting at a random
-    /// endpoint (so that replicas and restarts do not all start on the same one).
+    /// `previous` where the backend and its balancing settings were there already (continued
+    /// when its endpoints changed), else new ones (a round robin starts at a random endpoint,
+    /// so that replicas and restarts do not all start on the same one).
     pub fn prepare(table: &RouteTable, stats: &RouteIndex, previous: &Runtimes) -> Runtimes {
         let mut next = Runtimes::default();
         for entry in table.entries() {
@@ -117,7 +94,7 @@ impl Runtimes {
                 continue;
             }
             let route: &Route = entry.route;
-            let balancer = next.balancer(&route.backend, previous);
+            let balancer = next.balancer(previous, &route.backend, &route.policy.balance);
             let limits = route.policy.rate_limits.as_deref();
             let mut limiter = |rate: Option<Rate>| {
                 let key = (route.ingress.clone(), rate?);
@@ -156,7 +133,7 @@ impl Runtimes {
             });
             let canary = route.canary.as_ref().map(|canary| CanaryRuntime {
                 stats: stats.canary(canary).cloned(),
-                balancer: next.balancer(&canary.backend, previous),
+                balancer: next.balancer(previous, &canary.backend, &canary.balance),
             });
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
@@ -172,19 +149,28 @@ impl Runtimes {
         next
     }
 
-    /// The balancer of `backend`: this table's, else the previous table's, else a new one
-    /// starting at a random endpoint (so that replicas and restarts do not all start on the
-    /// same one).
-    fn balancer(&mut self, backend: &Backend, previous: &Runtimes) -> Arc<RoundRobin> {
-        let key = backend_key(backend);
+    /// The balancer of `backend` under `balance` in the table being prepared: the one
+    /// another route already has, else `previous`'s (continued when the endpoints changed),
+    /// else a new one.
+    pub fn balancer(
+        &mut self,
+        previous: &Runtimes,
+        backend: &Backend,
+        balance: &Balance,
+    ) -> Arc<Balancer> {
+        let key = balancer_key(backend, balance);
         if let Some(balancer) = self.balancers.get(&key) {
             return balancer.clone();
         }
-        let balancer = previous
-            .balancers
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(RoundRobin::starting_at(fastrand::usize(..))));
+        let old = previous.balancers.get(&key);
+        let balancer = match old {
+            Some(old) if old.endpoints() == backend.endpoints.as_slice() => old.clone(),
+            _ => {
+                let name = format!("{}/{}:{}", key.0, key.1, key.2);
+                let old = old.map(|b| &**b);
+                Arc::new(Balancer::new(&name, &backend.endpoints, balance, old))
+            }
+        };
         self.balancers.insert(key, balancer.clone());
         balancer
     }
@@ -216,7 +202,10 @@ fn compile_tls((tls, service): &TlsKey) -> UpstreamTlsSetting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{HostMatch, ObjectKind, ObjectRef, PathRule, RouteTableBuilder};
+    use crate::model::{
+        HostMatch, LoadBalance, ObjectKind, ObjectRef, PathRule, RouteTableBuilder,
+    };
+    use std::net::SocketAddr;
 
     fn addrs(n: u8) -> Vec<SocketAddr> {
         (1..=n)
@@ -224,28 +213,27 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn round_robin_cycles_from_its_start() {
-        let eps = addrs(3);
-        let rr = RoundRobin::starting_at(4);
-        let picks: Vec<_> = (0..4).map(|_| rr.pick(&eps).unwrap()).collect();
-        assert_eq!(picks, [eps[1], eps[2], eps[0], eps[1]]);
-        assert_eq!(rr.pick(&[]), None);
-        assert_eq!(RoundRobin::starting_at(9).pick(&eps[..1]), Some(eps[0]));
+    fn table(services: &[&str]) -> RouteTable {
+        table_of(services, 3, &Balance::default())
     }
 
-    fn table(services: &[&str]) -> RouteTable {
+    /// Routes `/0`, `/1`… to `services`, each with `endpoints` endpoints and `balance`.
+    fn table_of(services: &[&str], endpoints: u8, balance: &Balance) -> RouteTable {
         let mut builder = RouteTableBuilder::new();
         for (i, service) in services.iter().enumerate() {
             let backend = Arc::new(Backend::new(
                 ObjectRef::new(ObjectKind::Service, "ns", *service),
                 "80",
-                addrs(3),
+                addrs(endpoints),
             ));
-            let route = Arc::new(Route::new(
+            let mut route = Route::new(
                 ObjectRef::new(ObjectKind::Ingress, "ns", format!("i{i}")),
                 backend,
-            ));
+            );
+            let mut policy = (*route.policy).clone();
+            policy.balance = balance.clone();
+            route.policy = Arc::new(policy);
+            let route = Arc::new(route);
             builder
                 .insert(&HostMatch::Any, &PathRule::prefix(&format!("/{i}")), route)
                 .unwrap();
@@ -277,5 +265,35 @@ mod tests {
             next.get(first.route("h", "/0").unwrap()).is_none(),
             "keyed by the new routes"
         );
+    }
+
+    #[test]
+    fn balancers_are_per_balancing_settings_and_continue_across_endpoint_changes() {
+        let balancer_of = |runtimes: &Runtimes, table: &RouteTable| {
+            runtimes
+                .get(table.route("h", "/0").unwrap())
+                .unwrap()
+                .balancer
+                .clone()
+        };
+        let ewma = Balance::with_load(LoadBalance::Ewma);
+        let first = table_of(&["a"], 3, &ewma);
+        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        let a = balancer_of(&runtimes, &first);
+        // Same settings and endpoints: the same balancer (its EWMA scores with it).
+        let same = table_of(&["a"], 3, &ewma);
+        let next = Runtimes::prepare(&same, &RouteIndex::default(), &runtimes);
+        assert!(Arc::ptr_eq(&a, &balancer_of(&next, &same)));
+        // Other endpoints: a new balancer of the new endpoints (continuing the old one's
+        // scores, tested with the balancer).
+        let grown = table_of(&["a"], 4, &ewma);
+        let after = Runtimes::prepare(&grown, &RouteIndex::default(), &next);
+        let b = balancer_of(&after, &grown);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.endpoints().len(), 4);
+        // Other settings: another balancer.
+        let round_robin = table_of(&["a"], 4, &Balance::default());
+        let last = Runtimes::prepare(&round_robin, &RouteIndex::default(), &after);
+        assert!(!Arc::ptr_eq(&b, &balancer_of(&last, &round_robin)));
     }
 }

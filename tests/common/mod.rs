@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod fault;
 pub mod grpc;
 pub mod manifests;
 pub mod metrics;

@@ -30,6 +30,7 @@
 //!    prefixes, precedence, scope) and a proxy test with a real backend under `tests/`.
 
 mod backend;
+mod balance;
 mod basic_auth;
 mod body;
 mod canary;
@@ -138,6 +139,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("service-upstream", service_upstream::KEYS),
     ("passthrough", passthrough::KEYS),
     ("canary", canary::KEYS),
+    ("balance", balance::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -531,6 +533,7 @@ pub(crate) fn parse(
     policy.upstream = backend::parse(&mut reader);
     let service_upstream = service_upstream::parse(&mut reader);
     let canary = canary::parse(&mut reader);
+    policy.balance = balance::parse(&mut reader, regex);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -693,10 +696,7 @@ pub(crate) mod tests {
     fn reports_unknown_and_unsupported_annotations() {
         let (_, diagnostics) = parse_pairs(&[
             ("weir.dev/nope", "1"),
-            (
-                "nginx.ingress.kubernetes.io/upstream-hash-by",
-                "$request_uri",
-            ),
+            ("nginx.ingress.kubernetes.io/ssl-ciphers", "HIGH"),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
@@ -721,7 +721,7 @@ pub(crate) mod tests {
         assert!(find("configuration-snippet").1.contains("never"));
         assert!(find("server-snippet").1.contains("never"));
         assert!(
-            find("upstream-hash-by")
+            find("ssl-ciphers")
                 .1
                 .contains("not implement it yet (issue")
         );

@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::HTTPIngressPath;
 
 use super::{Builder, OurIngress, Site, quoted};
 use crate::model::annotations::IngressAnnotations;
+use crate::model::balance::{Balance, CanaryBehavior};
 use crate::model::canary::{Canary, CanaryRule};
 use crate::model::diagnostic::{ObjectRef, Reason};
 use crate::model::endpoints::Upstream;
@@ -24,6 +25,22 @@ enum Outcome {
     SameBackend(ObjectRef),
     /// An older canary holds the route.
     Taken(ObjectRef),
+}
+
+/// How a canary's endpoints are balanced: its own settings (`own`), with the main backend's
+/// cookie affinity (`main`'s) unless the canary asks for `affinity-canary-behavior: legacy`.
+fn canary_balance(main: &Balance, own: &Balance) -> Balance {
+    let legacy = own
+        .affinity
+        .as_ref()
+        .is_some_and(|a| a.canary == CanaryBehavior::Legacy);
+    match &main.affinity {
+        Some(affinity) if !legacy => Balance {
+            affinity: Some(affinity.clone()),
+            ..own.clone()
+        },
+        _ => own.clone(),
+    }
 }
 
 impl Builder<'_> {
@@ -61,7 +78,8 @@ impl Builder<'_> {
             }
             let host = HostMatch::from_rule_host(raw_host);
             for path in ingress_rule.http.iter().flat_map(|h| &h.paths) {
-                self.add_canary_path(me, &host, raw_host, path, upstream, rule);
+                let settings = (upstream, &annotations.policy.balance);
+                self.add_canary_path(me, &host, raw_host, path, settings, rule);
             }
         }
     }
@@ -72,7 +90,7 @@ impl Builder<'_> {
         host: &HostMatch,
         raw_host: &str,
         path: &HTTPIngressPath,
-        upstream: Upstream,
+        (upstream, own): (Upstream, &Balance),
         rule: &CanaryRule,
     ) {
         let raw_path = validate::rule_path(path.path.as_deref());
@@ -111,10 +129,12 @@ impl Builder<'_> {
             Some(main) => match &main.canary {
                 Some(taken) => Outcome::Taken(taken.ingress.clone()),
                 None => {
+                    let balance = canary_balance(&main.policy.balance, own);
                     Arc::make_mut(main).canary = Some(Arc::new(Canary {
                         ingress: me.clone(),
                         backend,
                         rule: rule.clone(),
+                        balance,
                     }));
                     Outcome::Added
                 }

@@ -468,10 +468,7 @@ fn every_diagnostic_reason() {
         (
             "nginx annotation",
             ing("d", "i")
-                .annotation(
-                    "nginx.ingress.kubernetes.io/upstream-hash-by",
-                    "$request_uri",
-                )
+                .annotation("nginx.ingress.kubernetes.io/ssl-ciphers", "HIGH")
                 .prefix("a.com", "/", "web", 80),
             UnsupportedAnnotation,
             Works,
@@ -983,10 +980,7 @@ fn rich_world() -> World {
             b = b.default_backend(backend("web", 80));
         }
         if i % 5 == 2 {
-            b = b.annotation(
-                "nginx.ingress.kubernetes.io/upstream-hash-by",
-                "$request_uri",
-            );
+            b = b.annotation("nginx.ingress.kubernetes.io/ssl-ciphers", "HIGH");
         }
         // Regex hosts, host settings and their conflicts.
         if i % 7 == 3 {

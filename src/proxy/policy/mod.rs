@@ -2,6 +2,7 @@
 //! order they run; each one costs a route that does not use it no more than an `Option` test.
 
 pub(super) mod access;
+pub(super) mod balance;
 pub(super) mod body_limit;
 pub(super) mod canary;
 pub(super) mod client_cert;
