@@ -16,6 +16,7 @@ use super::Input;
 use super::access::IpList;
 use super::annotations::values;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::error_pages;
 use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
 use super::policy::{Defaults, Global, Hsts};
@@ -63,6 +64,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("global-auth-cache-duration", KeySupport::Read),
     ("global-auth-always-set-cookie", KeySupport::Read),
     ("no-auth-locations", KeySupport::Read),
+    ("custom-http-errors", KeySupport::Read),
     ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
@@ -204,6 +206,13 @@ fn read(
             Some(list) => values::list(list).map(str::to_owned).collect(),
             None => flags.no_auth_locations.clone(),
         },
+        custom_http_errors: reader
+            .get(
+                "custom-http-errors",
+                error_pages::GLOBAL_CODES,
+                |v: &str| error_pages::parse_codes(v, 300),
+            )
+            .unwrap_or_else(|| flags.custom_http_errors.clone()),
     }
 }
 
@@ -448,6 +457,16 @@ mod tests {
                 .any(|d| d.message.contains("use-forwarded-headers"))
         );
         assert!(diagnostics.iter().all(|d| d.object == object()));
+    }
+
+    #[test]
+    fn custom_http_errors_from_300() {
+        let (d, diagnostics) = read_pairs(&[("custom-http-errors", "503, 404,302")]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(d.custom_http_errors, [302, 404, 503]);
+        let (d, diagnostics) = read_pairs(&[("custom-http-errors", "404,200")]);
+        assert!(d.custom_http_errors.is_empty());
+        assert_eq!(diagnostics[0].reason, Reason::InvalidConfigMapValue);
     }
 
     #[test]

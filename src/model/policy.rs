@@ -12,7 +12,9 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 
 use super::access::{Access, Cors, IpList, RateLimits};
+use super::error_pages::ErrorPages;
 use super::external_auth::ExternalAuth;
+use super::mirror::Mirror;
 use super::paths::Template;
 use super::upstream::Upstream;
 
@@ -55,6 +57,9 @@ pub struct Defaults {
     pub limit_conn_status: StatusCode,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
+    /// The ConfigMap's `custom-http-errors`: the statuses of every route without the
+    /// annotation that go to the error backend (sorted; empty: none).
+    pub custom_http_errors: Vec<u16>,
 }
 
 /// A ConfigMap setting about access that applies to every Ingress without its own (global
@@ -131,6 +136,7 @@ impl Default for Defaults {
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -253,6 +259,11 @@ pub struct Policy {
     pub response_rate: Option<ResponseRate>,
     /// `backend-protocol` and `proxy-ssl-*`: how the endpoints are reached.
     pub upstream: Upstream,
+    /// `custom-http-errors` and `default-backend`: error responses replaced by the error
+    /// backend's page.
+    pub custom_errors: Option<Arc<ErrorPages>>,
+    /// `mirror-target`: a copy of each request goes there.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -288,6 +299,8 @@ impl Policy {
             rate_limits: None,
             response_rate: None,
             upstream: Upstream::default(),
+            custom_errors: None,
+            mirror: None,
         }
     }
 }

@@ -35,10 +35,12 @@ mod body;
 mod client_auth;
 pub mod compat;
 mod cors;
+mod custom_errors;
 mod external_auth;
 mod hosts;
 mod https;
 mod logging;
+mod mirror;
 mod passthrough;
 mod rate_limits;
 mod redirect;
@@ -60,6 +62,7 @@ use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::policy::{Defaults, Policy};
 use compat::Support;
 
+pub(crate) use custom_errors::ErrorPagesSpec;
 pub(crate) use hosts::HostAnnotations;
 pub(crate) use https::HttpsAnnotations;
 
@@ -135,6 +138,8 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("backend", backend::KEYS),
     ("service-upstream", service_upstream::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("custom-errors", custom_errors::KEYS),
+    ("mirror", mirror::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -506,6 +511,8 @@ pub(crate) struct IngressAnnotations {
     pub canary: bool,
     /// `service-upstream`: the routes send to their Services' cluster IPs.
     pub service_upstream: bool,
+    /// `custom-http-errors` and `default-backend`, before the build resolves the Service.
+    pub error_pages: ErrorPagesSpec,
 }
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
@@ -541,6 +548,8 @@ pub(crate) fn parse(
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
     let service_upstream = service_upstream::parse(&mut reader);
+    let error_pages = custom_errors::parse(&mut reader, defaults);
+    policy.mirror = mirror::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -561,6 +570,7 @@ pub(crate) fn parse(
         host,
         canary: reader.canary,
         service_upstream,
+        error_pages,
     }
 }
 
