@@ -84,7 +84,9 @@ mod tests {
                 both("default-backend")[i].clone(),
             ]
         }) {
-            let table: &[(&[(&str, &str)], &[u16], Option<&str>, usize)] = &[
+            // (annotations, codes, the Service, how many Diagnostics)
+            type Row<'a> = (&'a [(&'a str, &'a str)], &'a [u16], Option<&'a str>, usize);
+            let table: &[Row<'_>] = &[
                 (&[], &[502], None, 0),
                 (&[(&codes_key, "404,503")], &[404, 503], None, 0),
                 (&[(&codes_key, "404, 503, 404")], &[404, 503], None, 0),
