@@ -600,6 +600,7 @@ impl Config {
             max_headers: self.max_headers as usize,
             trust_forwarded_from: self.trust_forwarded_from.clone(),
             access_log: None,
+            mirror: crate::proxy::MirrorLimits::default(),
         }
     }
 }

@@ -41,6 +41,11 @@ pub struct ConnectionMetrics {
     /// (`auth-url`), by outcome: `allowed` (2xx), `denied` (401, 403), `error` (anything else,
     /// a timeout, a failed connection). Answers from the cache are not counted.
     pub external_auth: HistogramVec,
+    /// `weir_mirror_requests_total{namespace,ingress,outcome}`: copies of requests
+    /// (`mirror-target`): `sent` (the target answered), `error` (it could not be reached or did
+    /// not answer in time), `overflow` (too many copies in flight), `body-too-large` (more body
+    /// than a copy keeps), `incomplete` (the request's body did not arrive whole).
+    pub mirror_requests: IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -118,6 +123,13 @@ impl ConnectionMetrics {
                 ]),
                 &["outcome"],
             )?,
+            mirror_requests: IntCounterVec::new(
+                Opts::new(
+                    "weir_mirror_requests_total",
+                    "Copies of requests sent to mirror targets (mirror-target), by outcome: sent, error, overflow, body-too-large, incomplete.",
+                ),
+                &["namespace", "ingress", "outcome"],
+            )?,
         };
         let m = metrics.clone();
         registry.register_all([
@@ -133,6 +145,7 @@ impl ConnectionMetrics {
             Box::new(m.access_log_dropped),
             Box::new(m.denied),
             Box::new(m.external_auth),
+            Box::new(m.mirror_requests),
         ])?;
         Ok(metrics)
     }

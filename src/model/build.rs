@@ -12,9 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use k8s_openapi::api::networking::v1::{
-    Ingress, IngressBackend, IngressServiceBackend, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::access::Access;
@@ -58,7 +56,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         allow_cross_namespace: config.allow_cross_namespace,
         ssl_passthrough: config.ssl_passthrough,
     };
-    let annotations: Vec<IngressAnnotations> = ours
+    let mut annotations: Vec<IngressAnnotations> = ours
         .iter()
         .map(|o| {
             let ingress_annotations = o.ingress.metadata.annotations.as_ref();
@@ -75,6 +73,9 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
         hsts: defaults.hsts.header(),
         defaults,
     };
+    let objects: Vec<&ObjectRef> = ours.iter().map(|o| &o.object).collect();
+    let controller_backend = config.default_backend_service.as_ref();
+    builder.resolve_error_pages(&objects, &mut annotations, controller_backend);
 
     let mut catch_all = Vec::new();
     for (ingress, annotations) in ours.iter().zip(&annotations) {
@@ -92,7 +93,7 @@ pub fn build(input: &Input, config: &BuildConfig) -> Built {
     }
     builder.set_host_settings(&ours, &annotations);
     builder.set_catch_all(catch_all);
-    builder.set_default_backend(input, config.default_backend_service.as_ref());
+    builder.set_default_backend(controller_backend);
     let tls = tls_bindings(&ours, &mut builder.diagnostics);
 
     let Builder {
@@ -801,43 +802,23 @@ impl Builder<'_> {
     /// Sets the controller's default backend (`--default-backend-service`): the Service's
     /// first TCP port. When it is missing or has no ready endpoints, requests nothing else
     /// serves get weir's 404 (as ingress-nginx falls back to its built-in 404).
-    fn set_default_backend(&mut self, input: &Input, service: Option<&ObjectRef>) {
+    fn set_default_backend(&mut self, service: Option<&ObjectRef>) {
         let Some(service) = service else {
             return;
         };
-        let index = index_by_name(&input.services, |s| &s.metadata);
-        let found = index.get(&(service.namespace.as_str(), service.name.as_str()));
-        let port = found
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| {
-                ports
-                    .iter()
-                    .find(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
-            })
-            .map(|p| p.port);
-        let Some(port) = port else {
-            let why = if found.is_some() {
-                "has no TCP port"
-            } else {
-                "does not exist"
-            };
-            self.report(
-                service,
-                Reason::DefaultBackendNotUsable,
-                format!(
-                    "the default backend Service (--default-backend-service) {why}; requests \
-                     nothing else serves are answered 404"
-                ),
-            );
-            return;
-        };
-        let backend = IngressServiceBackend {
-            name: service.name.clone(),
-            port: Some(ServiceBackendPort {
-                number: Some(port),
-                name: None,
-            }),
+        let backend = match self.backends.first_port(service) {
+            Ok(backend) => backend,
+            Err(why) => {
+                self.report(
+                    service,
+                    Reason::DefaultBackendNotUsable,
+                    format!(
+                        "the default backend Service (--default-backend-service) {why}; requests \
+                         nothing else serves are answered 404"
+                    ),
+                );
+                return;
+            }
         };
         let resolved = self
             .backends
@@ -861,7 +842,13 @@ impl Builder<'_> {
             return;
         }
         let mut route = Route::new(service.clone(), resolved.backend);
-        route.policy = Arc::new(Policy::from_defaults(&self.defaults));
+        let mut policy = Policy::from_defaults(&self.defaults);
+        let spec = annotations::ErrorPagesSpec {
+            codes: self.defaults.custom_http_errors.clone(),
+            service: None,
+        };
+        policy.custom_errors = self.error_pages(service, &spec, Some(service));
+        route.policy = Arc::new(policy);
         self.table.set_default_backend(Arc::new(route));
     }
 
@@ -956,5 +943,6 @@ fn without_global_auth(
 }
 
 mod canaries;
+mod error_pages;
 #[cfg(test)]
 mod tests;

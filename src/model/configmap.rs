@@ -17,6 +17,7 @@ use super::access::IpList;
 use super::annotations::values;
 use super::balance::{LOAD_BALANCE, LoadBalance};
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
+use super::error_pages;
 use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
 use super::policy::{Defaults, Global, Hsts};
@@ -65,6 +66,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("global-auth-always-set-cookie", KeySupport::Read),
     ("no-auth-locations", KeySupport::Read),
     ("load-balance", KeySupport::Read),
+    ("custom-http-errors", KeySupport::Read),
     ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
@@ -209,6 +211,13 @@ fn read(
         load_balance: reader
             .get("load-balance", LOAD_BALANCE, LoadBalance::parse)
             .unwrap_or(flags.load_balance),
+        custom_http_errors: reader
+            .get(
+                "custom-http-errors",
+                error_pages::GLOBAL_CODES,
+                |v: &str| error_pages::parse_codes(v, 300),
+            )
+            .unwrap_or_else(|| flags.custom_http_errors.clone()),
     }
 }
 
@@ -464,6 +473,15 @@ mod tests {
         let (d, diagnostics) = read_pairs(&[("load-balance", "least_conn")]);
         assert_eq!(d.load_balance, LoadBalance::RoundRobin);
         assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    }
+
+    #[test]
+    fn custom_http_errors_from_300() {
+        let (d, diagnostics) = read_pairs(&[("custom-http-errors", "503, 404,302")]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(d.custom_http_errors, [302, 404, 503]);
+        let (d, diagnostics) = read_pairs(&[("custom-http-errors", "404,200")]);
+        assert!(d.custom_http_errors.is_empty());
         assert_eq!(diagnostics[0].reason, Reason::InvalidConfigMapValue);
     }
 

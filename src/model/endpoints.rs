@@ -151,6 +151,36 @@ impl<'a> Backends<'a> {
         }
     }
 
+    /// The first TCP port of `service`, as a backend reference (how the controller's default
+    /// backend and `default-backend` name their Service); `Err` says why there is none: the
+    /// Service "does not exist" or "has no TCP port".
+    pub(crate) fn first_port(
+        &self,
+        service: &ObjectRef,
+    ) -> Result<IngressServiceBackend, &'static str> {
+        let found = self
+            .services
+            .get(&(service.namespace.as_str(), service.name.as_str()))
+            .ok_or("does not exist")?;
+        let port = found
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
+            })
+            .ok_or("has no TCP port")?;
+        Ok(IngressServiceBackend {
+            name: service.name.clone(),
+            port: Some(k8s_openapi::api::networking::v1::ServiceBackendPort {
+                number: Some(port.port),
+                name: None,
+            }),
+        })
+    }
+
     /// The backend for `backend` as referenced from namespace `namespace`, sending where
     /// `upstream` says.
     pub(crate) fn resolve(

@@ -14,10 +14,12 @@ pub mod client_auth;
 pub mod configmap;
 pub mod diagnostic;
 mod endpoints;
+pub mod error_pages;
 pub mod external_auth;
 pub mod external_names;
 #[cfg(test)]
 mod fixtures;
+pub mod mirror;
 mod objects;
 pub mod paths;
 pub mod policy;
@@ -44,8 +46,10 @@ pub use build::build;
 pub use canary::{Canary, CanaryRule, Decision, HeaderRule};
 pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+pub use error_pages::ErrorPages;
 pub use external_auth::{AuthCache, ExternalAuth};
 pub use external_names::{ExternalNamePolicy, NameAnswer, NameAnswers, names_to_resolve};
+pub use mirror::Mirror;
 pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
 pub use policy::{
     Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, ResponseRate, Rewrite, Timeouts,

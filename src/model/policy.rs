@@ -13,7 +13,9 @@ use http::{HeaderValue, StatusCode};
 
 use super::access::{Access, Cors, IpList, RateLimits};
 use super::balance::{Balance, LoadBalance};
+use super::error_pages::ErrorPages;
 use super::external_auth::ExternalAuth;
+use super::mirror::Mirror;
 use super::paths::Template;
 use super::upstream::Upstream;
 
@@ -58,6 +60,9 @@ pub struct Defaults {
     pub no_auth_locations: Vec<String>,
     /// `load-balance`: the algorithm of routes without their own (default round robin).
     pub load_balance: LoadBalance,
+    /// The ConfigMap's `custom-http-errors`: the statuses of every route without the
+    /// annotation that go to the error backend (sorted; empty: none).
+    pub custom_http_errors: Vec<u16>,
 }
 
 /// A ConfigMap setting about access that applies to every Ingress without its own (global
@@ -135,6 +140,7 @@ impl Default for Defaults {
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
             load_balance: LoadBalance::RoundRobin,
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -259,6 +265,11 @@ pub struct Policy {
     pub upstream: Upstream,
     /// `load-balance`, `upstream-hash-by`, `affinity`: how the endpoint is chosen.
     pub balance: Balance,
+    /// `custom-http-errors` and `default-backend`: error responses replaced by the error
+    /// backend's page.
+    pub custom_errors: Option<Arc<ErrorPages>>,
+    /// `mirror-target`: a copy of each request goes there.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -295,6 +306,8 @@ impl Policy {
             response_rate: None,
             upstream: Upstream::default(),
             balance: Balance::with_load(defaults.load_balance),
+            custom_errors: None,
+            mirror: None,
         }
     }
 }

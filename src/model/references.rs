@@ -145,6 +145,9 @@ pub fn references(ingress: &Ingress) -> References {
     }
     refs.config_maps
         .extend(named("auth-proxy-set-headers", ObjectKind::ConfigMap));
+    // The error backend of `custom-http-errors`.
+    refs.services
+        .extend(named("default-backend", ObjectKind::Service));
     for list in [
         &mut refs.services,
         &mut refs.secrets,
@@ -168,7 +171,8 @@ mod tests {
                 "weir.dev/auth-secret": "auth/users",
                 "nginx.ingress.kubernetes.io/auth-secret": "ignored-behind-weir-s-key",
                 "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "auth-headers",
-                "nginx.ingress.kubernetes.io/proxy-ssl-secret": "backend-ca"
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret": "backend-ca",
+                "nginx.ingress.kubernetes.io/default-backend": "errors"
             }},
             "spec": {
                 "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
@@ -187,7 +191,10 @@ mod tests {
                 .map(|o| format!("{}/{}", o.namespace, o.name))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(&refs.services), ["apps/fallback", "apps/web"]);
+        assert_eq!(
+            names(&refs.services),
+            ["apps/errors", "apps/fallback", "apps/web"]
+        );
         assert_eq!(
             names(&refs.secrets),
             ["apps/a-cert", "apps/backend-ca", "auth/users"]

@@ -34,6 +34,7 @@ use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::state::State;
 use park::ParkedCount;
+pub use policy::mirror::MirrorLimits;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route
@@ -70,6 +71,8 @@ pub struct ProxyConfig {
     pub trust_forwarded_from: Vec<IpNet>,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
+    /// How many request copies (`mirror-target`) may be in flight, with how much body each.
+    pub mirror: MirrorLimits,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +91,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             trust_forwarded_from: Vec::new(),
             access_log: None,
+            mirror: MirrorLimits::default(),
         }
     }
 }
@@ -102,6 +106,10 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// The pooled client and answer cache for authentication services (`auth-url`).
     auth: policy::external_auth::AuthClient,
+    /// The client for error backends (`custom-http-errors`, `default-backend`).
+    error_pages: policy::custom_errors::ErrorPageClient,
+    /// Request copies (`mirror-target`).
+    mirrors: policy::mirror::Mirrors,
 }
 
 impl Proxy {
@@ -122,8 +130,14 @@ impl Proxy {
             tasks.clone(),
         ));
         let reaper = pool.clone();
-        tasks.spawn(async move { reaper.reap_idle(cancel).await });
         let metrics = state.metrics().clone();
+        let mirrors = policy::mirror::Mirrors::new(
+            config.mirror,
+            metrics.connections.mirror_requests.clone(),
+            tasks.clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move { reaper.reap_idle(cancel).await });
         Arc::new(Proxy {
             state,
             config,
@@ -131,6 +145,8 @@ impl Proxy {
             tasks,
             parked: ParkedCount::new(&metrics.connections),
             auth: policy::external_auth::AuthClient::new(metrics.connections.external_auth.clone()),
+            error_pages: policy::custom_errors::ErrorPageClient::new(),
+            mirrors,
             metrics,
         })
     }

@@ -15,11 +15,12 @@
 //! | 9 | client certificates of the host (`auth-tls-*`), against the connection's handshake | `policy/client_cert.rs` | 400, 403, 421, 302 |
 //! | 10 | CORS: a preflight (`OPTIONS`) from an allowed origin is answered | `policy/cors.rs` | 204 |
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
-//! | 12 | a declared request body over `proxy-body-size` | `policy/body_limit.rs` | 413 |
+//! | 12 | a declared request body over `proxy-body-size`; then a copy of the request starts for `mirror-target` (its body taken as it streams in phase 14) | `policy/body_limit.rs`, `policy/mirror.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
 //! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`, `policy/canary.rs`) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`, `policy/balance.rs`), both chosen before 13 changes the request; then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `policy/canary.rs`, `policy/balance.rs`, `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
 //! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, a new affinity cookie, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
-//! | 16 | access log and metrics, when the response ends | `exchange.rs` | |
+//! | 16 | custom error pages: a listed status (the endpoint's or weir's own on a routed request; what the error backend is told is taken when the request is routed) is replaced by the error backend's page (`custom-http-errors`, `default-backend`) | `policy/custom_errors.rs`, called from `service.rs` | |
+//! | 17 | access log and metrics, when the response ends | `exchange.rs` | |
 //!
 //! Every refusal to a gRPC call (`content-type: application/grpc…`) is answered in gRPC's shape
 //! (HTTP 200 and a `grpc-status`, `grpc.rs`), whichever phase refused it.
@@ -143,6 +144,7 @@ impl Proxy {
         activity: &Arc<ConnActivity>,
         mut req: Request<Incoming>,
         exchange: &mut Option<Box<Exchange>>,
+        errors: &mut Option<Box<policy::custom_errors::Pending>>,
     ) -> Result<Response<ProxyBody>, Refusal> {
         // 1. Check the request.
         let upgrade = UpgradeRequest::of(&req);
@@ -165,6 +167,13 @@ impl Proxy {
             exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
         }
         let policy = &route.policy;
+        // 16, prepared: what the error backend would be told (a gRPC call keeps its errors).
+        if let Some(pages) = &policy.custom_errors
+            && !grpc::is_grpc(req.headers())
+        {
+            let pending = policy::custom_errors::Pending::new(pages, &route, &mut req, &host_value);
+            *errors = Some(pending);
+        }
         // 5. Fail closed.
         if let Some(why) = &policy.refused {
             debug!(ingress = %route.ingress, %why, "the route fails closed");
@@ -234,6 +243,15 @@ impl Proxy {
         }
         // 12. The declared body size.
         policy::body_limit::check(policy, &req)?;
+        let mut tee = match &policy.mirror {
+            None => None,
+            Some(mirror) => {
+                let trusted = &self.config.trust_forwarded_from;
+                let host = (host.as_ref(), &host_value);
+                self.mirrors
+                    .start(mirror, &route, conn, host, &mut req, trusted)
+            }
+        };
         // 14, chosen before 13 changes the request: the backend (the main one or the route's
         // canary), its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`),
         // and another one for an idempotent request.
@@ -328,6 +346,7 @@ impl Proxy {
                         max_body_size: policy.max_body_size,
                         body_bytes,
                         deadline,
+                        tee: tee.take(),
                     };
                     let result = self.pool.send(upstream, req, activity, options).await;
                     attempt.finish(result.is_ok());

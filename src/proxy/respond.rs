@@ -97,6 +97,11 @@ impl Refusal {
         }
     }
 
+    /// The status code of this refusal's response (as HTTP, not gRPC).
+    pub fn status(&self) -> StatusCode {
+        self.status_and_detail().0
+    }
+
     /// The status code and a short explanation for this refusal.
     fn status_and_detail(&self) -> (StatusCode, &'static str) {
         match self {

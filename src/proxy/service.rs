@@ -42,7 +42,14 @@ impl Proxy {
         if let (true, Some(exchange)) = (grpc, exchange.as_deref_mut()) {
             exchange.grpc();
         }
-        let response = match self.forward(conn, activity, req, &mut exchange).await {
+        let mut errors = None;
+        let mut result = self
+            .forward(conn, activity, req, &mut exchange, &mut errors)
+            .await;
+        if let Some(pending) = errors {
+            result = self.error_page(pending, conn, result).await;
+        }
+        let response = match result {
             Ok(response) => response,
             Err(refusal) if grpc => refusal.into_grpc_response(),
             Err(refusal) => refusal.into_response(version),

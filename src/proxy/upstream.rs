@@ -32,6 +32,7 @@ use tracing::debug;
 use super::activity::{ConnActivity, InFlight, now_ms};
 use super::idle::{BoxError, IdleBody, IdleTimeout, Side};
 use super::policy::body_limit;
+use super::policy::mirror::Tee;
 use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
 use crate::model::{Protocol, Timeouts};
 use crate::tls::UpstreamTlsClient;
@@ -174,6 +175,8 @@ pub struct RequestBody {
     /// Where a failure of the client's body is noted, for HTTP/2 endpoints: hyper sends an
     /// HTTP/2 body from a task of its own and reports only a reset stream, not why.
     failure: Option<Arc<AtomicU8>>,
+    /// A mirror copy (`mirror-target`) that takes the body's bytes as they pass.
+    tee: Option<Box<Tee>>,
 }
 
 /// Why the client's request body failed (see [`RequestBody`]'s `failure`).
@@ -206,6 +209,7 @@ impl RequestBody {
         counted: Option<Arc<AtomicU64>>,
         limit: Option<u64>,
         failure: Option<Arc<AtomicU8>>,
+        tee: Option<Box<Tee>>,
     ) -> (Self, Option<oneshot::Receiver<()>>) {
         let (done, sent, reading) = if inner.is_end_stream() {
             (None, None, None)
@@ -221,6 +225,7 @@ impl RequestBody {
             counted,
             limit: limit.map(body_limit::Counter::new),
             failure,
+            tee,
         };
         (body, sent)
     }
@@ -233,6 +238,7 @@ impl RequestBody {
             counted: None,
             limit: None,
             failure: None,
+            tee: None,
         }
     }
 }
@@ -263,6 +269,9 @@ impl Body for RequestBody {
                 }
                 return Poll::Ready(Some(Err(Box::new(too_large))));
             }
+            if let Some(tee) = &mut this.tee {
+                tee.data(data);
+            }
         }
         if let (Poll::Ready(Some(Err(error))), Some(failure)) = (&polled, &this.failure)
             && IdleTimeout::in_chain(error.as_ref(), Side::Client)
@@ -270,6 +279,9 @@ impl Body for RequestBody {
             failure.store(BodyFailure::ClientTimeout as u8, Ordering::Relaxed);
         }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
+        if let Some(tee) = this.tee.take_if(|_| ended) {
+            tee.end();
+        }
         if let Some(done) = this.done.take_if(|_| ended) {
             let _ = done.send(());
             this.reading = None;
@@ -471,7 +483,7 @@ pub struct UpstreamConn {
 }
 
 /// How one request is sent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SendOptions<'a> {
     /// The method is idempotent: a request without a body may be sent again when a pooled
     /// connection turns out dead.
@@ -485,6 +497,8 @@ pub struct SendOptions<'a> {
     /// When a gRPC call's `grpc-timeout` runs out: the wait for the response head ends then
     /// at the latest (and never after the read timeout).
     pub deadline: Option<Instant>,
+    /// A mirror copy waiting for the request body (`mirror-target`).
+    pub tee: Option<Box<Tee>>,
 }
 
 /// The connection a response came on, lent to that response: [`Lease::release`] puts an
@@ -768,6 +782,7 @@ impl Pool {
             options.body_bytes,
             options.max_body_size,
             failure.clone(),
+            options.tee,
         );
         let replayable = options.idempotent && body_sent.is_none();
         let mut req = Request::from_parts(parts, body);

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod manifests;
 pub mod metrics;
 pub mod process;
+pub mod recorder;
 pub mod tls;
 pub mod ws;
 
@@ -42,7 +43,8 @@ use weir::state::State;
 /// Paths: `…/slow?ms=N` waits N ms before answering; `/sink` reads the body and answers its
 /// length; `/source?bytes=N` streams N bytes; `/reset` drops the connection without answering;
 /// `/close` answers the echo with `Connection: close`; anything else answers a JSON echo of
-/// the request. `/stall` sends a few bytes of its body and then nothing.
+/// the request. `/stall` sends a few bytes of its body and then nothing; `/status?code=N`
+/// answers status N with the body `status N`.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
@@ -177,6 +179,14 @@ async fn handle(
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/reset" => Err(std::io::Error::other("reset on purpose")),
+        "/status" => {
+            let code = query_number(&req, "code");
+            let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::IM_A_TEAPOT);
+            Ok(Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from(format!("status {code}"))).boxed())
+                .unwrap())
+        }
         "/stall" => {
             // One chunk, then nothing ever again.
             let first = futures_util::stream::once(async {

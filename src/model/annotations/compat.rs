@@ -306,11 +306,32 @@ pub const ANNOTATIONS: &[Row] = &[
     row("proxy-next-upstream", NotYet(TRAFFIC)),
     row("proxy-next-upstream-tries", NotYet(TRAFFIC)),
     row("proxy-next-upstream-timeout", NotYet(TRAFFIC)),
-    row("custom-http-errors", NotYet(TRAFFIC)),
-    row("default-backend", NotYet(TRAFFIC)),
-    row("mirror-target", NotYet(TRAFFIC)),
-    row("mirror-request-body", NotYet(TRAFFIC)),
-    row("mirror-host", NotYet(TRAFFIC)),
+    row(
+        "custom-http-errors",
+        Differs(
+            "the page goes out with the original status (ingress-nginx sends the error \
+             backend's); when the error backend fails, the original response is sent \
+             (ingress-nginx sends its own 502); the error request carries no body; gRPC calls \
+             keep their gRPC errors",
+        ),
+    ),
+    row(
+        "default-backend",
+        Differs(
+            "while the route's Service has no endpoints, its requests reach that Service as \
+             error-page requests (path /, X-Code 503, no body) rather than as they are",
+        ),
+    ),
+    row(
+        "mirror-target",
+        Differs(
+            "copies never hold up the request or its connection: bodies are copied as they \
+             stream (nginx reads them whole first); copies past 256 in flight or 64 KiB of \
+             body are dropped and counted",
+        ),
+    ),
+    row("mirror-request-body", Supported),
+    row("mirror-host", Supported),
     row("disable-proxy-intercept-errors", NotYet(TRAFFIC)),
     row("session-cookie-partitioned", NotYet(TRAFFIC)),
     // Tracing.

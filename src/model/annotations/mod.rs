@@ -37,10 +37,12 @@ mod canary;
 mod client_auth;
 pub mod compat;
 mod cors;
+mod custom_errors;
 mod external_auth;
 mod hosts;
 mod https;
 mod logging;
+mod mirror;
 mod passthrough;
 mod rate_limits;
 mod redirect;
@@ -63,6 +65,7 @@ use super::policy::{Defaults, Policy};
 use compat::Support;
 
 pub(crate) use canary::CanaryAnnotation;
+pub(crate) use custom_errors::ErrorPagesSpec;
 pub(crate) use hosts::HostAnnotations;
 pub(crate) use https::HttpsAnnotations;
 
@@ -140,6 +143,8 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("passthrough", passthrough::KEYS),
     ("canary", canary::KEYS),
     ("balance", balance::KEYS),
+    ("custom-errors", custom_errors::KEYS),
+    ("mirror", mirror::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -497,6 +502,8 @@ pub(crate) struct IngressAnnotations {
     pub canary: CanaryAnnotation,
     /// `service-upstream`: the routes send to their Services' cluster IPs.
     pub service_upstream: bool,
+    /// `custom-http-errors` and `default-backend`, before the build resolves the Service.
+    pub error_pages: ErrorPagesSpec,
 }
 
 /// Reads the annotations of `object` (an Ingress of weir's class) into their typed form with
@@ -534,6 +541,8 @@ pub(crate) fn parse(
     let service_upstream = service_upstream::parse(&mut reader);
     let canary = canary::parse(&mut reader);
     policy.balance = balance::parse(&mut reader, regex);
+    let error_pages = custom_errors::parse(&mut reader, defaults);
+    policy.mirror = mirror::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
             allow: sources.allow,
@@ -554,6 +563,7 @@ pub(crate) fn parse(
         host,
         canary,
         service_upstream,
+        error_pages,
     }
 }
 

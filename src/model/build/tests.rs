@@ -2374,3 +2374,67 @@ fn passthrough_reaches_aliases_and_not_refused_ingresses() {
         built.diagnostics
     );
 }
+
+#[test]
+fn error_pages_go_to_the_ingress_s_default_backend_else_the_controller_s() {
+    use crate::model::{ObjectKind, ObjectRef};
+    const CODES: &str = "nginx.ingress.kubernetes.io/custom-http-errors";
+    const OWN: &str = "nginx.ingress.kubernetes.io/default-backend";
+    let world = |annotations: &[(&str, &str)]| {
+        let mut app = ing("d", "app").prefix("a.test", "/", "web", 80);
+        for (key, value) in annotations {
+            app = app.annotation(key, value);
+        }
+        World::default()
+            .web("d", "web", &["10.0.0.1"])
+            .web("d", "pages", &["10.0.0.7"])
+            .web("ingress", "fallback", &["10.0.0.9"])
+            .ingress(app)
+    };
+    let controller = BuildConfig {
+        default_backend_service: Some(ObjectRef::new(ObjectKind::Service, "ingress", "fallback")),
+        ..BuildConfig::default()
+    };
+    let pages = |built: &Built| {
+        route_of(built, "a.test", "/")
+            .policy
+            .custom_errors
+            .as_ref()
+            .map(|p| {
+                let eps: Vec<String> = p.backend.endpoints.iter().map(|e| e.to_string()).collect();
+                (p.codes.clone(), eps, p.when_no_endpoints)
+            })
+    };
+    let ten = |ip: &str| vec![format!("10.0.0.{ip}:8080")];
+
+    // The Ingress's own Service: it also serves while the route has no endpoints.
+    let built = build(
+        &world(&[(CODES, "404,503"), (OWN, "pages")]).input(),
+        &controller,
+    );
+    assert_eq!(built.diagnostics, []);
+    assert_eq!(pages(&built), Some((vec![404, 503], ten("7"), true)));
+    // Alone, default-backend still serves a route without endpoints.
+    let built = world(&[(OWN, "pages")]).build();
+    assert_eq!(pages(&built), Some((vec![], ten("7"), true)));
+    // Codes without default-backend: the controller's default backend.
+    let built = build(&world(&[(CODES, "404")]).input(), &controller);
+    assert_eq!(pages(&built), Some((vec![404], ten("9"), false)));
+    // A default-backend that does not exist: reported, the controller's serves instead.
+    let built = build(
+        &world(&[(CODES, "404"), (OWN, "nope")]).input(),
+        &controller,
+    );
+    assert_eq!(reasons(&built), [("app".into(), Reason::ServiceNotFound)]);
+    assert_eq!(pages(&built), Some((vec![404], ten("9"), false)));
+    // No error backend at all: reported, errors are sent as they are; the route serves.
+    let built = world(&[(CODES, "404")]).build();
+    assert_eq!(
+        reasons(&built),
+        [("app".into(), Reason::DefaultBackendNotUsable)]
+    );
+    assert_eq!(pages(&built), None);
+    assert_eq!(eps(&built, "a.test", "/"), ["10.0.0.1:8080"]);
+    // Nothing asked: nothing, and the route pays nothing.
+    assert_eq!(pages(&build(&world(&[]).input(), &controller)), None);
+}

@@ -145,20 +145,8 @@ impl AuthClient {
     /// A client counting sub-request latency into `latency` (each sub-request is bounded by
     /// its route's timeouts).
     pub fn new(latency: HistogramVec) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(https);
         AuthClient {
-            client,
+            client: pooled_client(),
             cache: Mutex::new(HashMap::new()),
             latency,
         }
@@ -298,6 +286,29 @@ impl AuthClient {
 }
 
 /// The rustls configuration for `https` services: the system's trust store.
+/// A pooled HTTP/1.1 client for services weir asks on the side of a request (authentication
+/// services, error backends, mirror targets): `http` and `https` URLs, an `https` service's
+/// certificate verified against the system trust store.
+pub(in crate::proxy) fn pooled_client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(https)
+}
+
 fn tls_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
