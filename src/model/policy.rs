@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 use super::access::{Access, Cors, IpList, RateLimits};
 use super::external_auth::ExternalAuth;
 use super::paths::Template;
+use super::retry::Retry;
 use super::upstream::Upstream;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -55,6 +56,12 @@ pub struct Defaults {
     pub limit_conn_status: StatusCode,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout` (and `retry-non-idempotent`): when a
+    /// request goes on to another endpoint.
+    pub retry: Retry,
+    /// The ConfigMap's `retry-non-idempotent`: `non_idempotent` is added to every route's
+    /// `proxy-next-upstream`, its annotation's too (as ingress-nginx's template does).
+    pub retry_non_idempotent: bool,
 }
 
 /// A ConfigMap setting about access that applies to every Ingress without its own (global
@@ -131,6 +138,8 @@ impl Default for Defaults {
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
+            retry: Retry::default(),
+            retry_non_idempotent: false,
         }
     }
 }
@@ -253,6 +262,8 @@ pub struct Policy {
     pub response_rate: Option<ResponseRate>,
     /// `backend-protocol` and `proxy-ssl-*`: how the endpoints are reached.
     pub upstream: Upstream,
+    /// `proxy-next-upstream*`: when a request goes on to another endpoint.
+    pub retry: Retry,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -288,6 +299,7 @@ impl Policy {
             rate_limits: None,
             response_rate: None,
             upstream: Upstream::default(),
+            retry: defaults.retry,
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::state::State;
 use park::ParkedCount;
+pub use policy::retry::REPLAY_LIMIT;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route

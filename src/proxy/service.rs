@@ -1,7 +1,7 @@
 //! One request through the proxy: check → route → forward → relay.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -133,14 +133,6 @@ impl Proxy {
             .with_label_values(&[&route.ingress.namespace, &route.ingress.name, reason])
             .inc();
     }
-}
-
-/// The endpoint after `addr` in the backend's list, if there is another one.
-pub(super) fn endpoint_after(backend: &Backend, addr: SocketAddr) -> Option<SocketAddr> {
-    let endpoints = &backend.endpoints;
-    let i = endpoints.iter().position(|e| *e == addr)?;
-    let next = endpoints[(i + 1) % endpoints.len()];
-    (next != addr).then_some(next)
 }
 
 pub(super) fn is_idempotent(method: &Method) -> bool {
@@ -275,32 +267,5 @@ fn join_cookies(headers: &mut http::HeaderMap) {
         if let Ok(value) = HeaderValue::from_bytes(&joined) {
             headers.insert(header::COOKIE, value);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_retry_goes_to_the_next_endpoint() {
-        use crate::model::{ObjectKind, ObjectRef};
-        let eps: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
-        let backend = Backend::new(
-            ObjectRef::new(ObjectKind::Service, "d", "s"),
-            "80",
-            eps.clone(),
-        );
-        assert_eq!(endpoint_after(&backend, eps[0]), Some(eps[1]));
-        assert_eq!(endpoint_after(&backend, eps[2]), Some(eps[0]));
-        let single = Backend::new(
-            ObjectRef::new(ObjectKind::Service, "d", "s"),
-            "80",
-            vec![eps[0]],
-        );
-        assert_eq!(endpoint_after(&single, eps[0]), None);
     }
 }

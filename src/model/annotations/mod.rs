@@ -42,6 +42,7 @@ mod logging;
 mod passthrough;
 mod rate_limits;
 mod redirect;
+mod retries;
 mod rewrite;
 mod service_upstream;
 mod source_ranges;
@@ -135,6 +136,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("backend", backend::KEYS),
     ("service-upstream", service_upstream::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("retries", retries::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -540,6 +542,7 @@ pub(crate) fn parse(
     policy.rate_limits = rate_limits::parse(&mut reader);
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
+    policy.retry = retries::parse(&mut reader, defaults);
     let service_upstream = service_upstream::parse(&mut reader);
     if sources.allow.is_some() || sources.deny.is_some() || basic.is_some() || external.is_some() {
         policy.access = Some(Arc::new(Access {
