@@ -159,17 +159,14 @@ async fn retries_idempotent_requests_on_another_endpoint_when_connect_fails() {
         assert_eq!(answer.status, 200);
         assert_eq!(answer.echo().backend(), "live");
     }
-    // POST is not idempotent: when round-robin lands on the dead endpoint it gets 502.
-    let mut statuses = Vec::new();
+    // A failed connect sent nothing, so even a POST goes on (tests/retries.rs has the rest).
     for _ in 0..4 {
         let req = Request::post(format!("http://{}/", proxy.addr))
             .header("host", "h")
             .body(Full::new(Bytes::from_static(b"x")))
             .unwrap();
-        statuses.push(send(&client, req).await.status.as_u16());
+        assert_eq!(send(&client, req).await.status, 200);
     }
-    statuses.sort();
-    assert_eq!(statuses, [200, 200, 502, 502]);
 }
 
 #[tokio::test]

@@ -75,6 +75,9 @@ impl Formatter {
         buf.extend_from_slice(b"] ");
         match e.upstream {
             Some(upstream) => {
+                for tried in &e.upstream_tried {
+                    let _ = write!(buf, "{tried}, ");
+                }
                 let _ = write!(buf, "{upstream} {} ", e.body_bytes_out);
             }
             None => buf.extend_from_slice(b"- - "),
@@ -165,7 +168,14 @@ fn json(buf: &mut Vec<u8>, e: &Entry) {
         bytes_out: e.bytes_out,
         body_bytes_out: e.body_bytes_out,
         duration: seconds(e.duration),
-        upstream: e.upstream.map(|u| u.to_string()),
+        upstream: e.upstream.map(|last| {
+            let mut all = Vec::new();
+            for tried in &e.upstream_tried {
+                let _ = write!(all, "{tried}, ");
+            }
+            let _ = write!(all, "{last}");
+            String::from_utf8(all).unwrap_or_default()
+        }),
         upstream_status: e.upstream_status.map(|s| s.as_u16()),
         upstream_time: e.upstream_time.map(seconds),
         namespace: e.route.as_ref().map(|r| r.ingress.namespace.as_str()),
@@ -300,6 +310,7 @@ mod tests {
             body_bytes_out: 42,
             duration: Duration::from_micros(3_456),
             upstream: Some("10.1.2.3:8080".parse().unwrap()),
+            upstream_tried: Vec::new(),
             upstream_status: Some(StatusCode::CREATED),
             upstream_time: Some(Duration::from_micros(2_900)),
             route: Some(route),
@@ -339,6 +350,25 @@ mod tests {
         assert!(
             text.ends_with(" 210 0.003 [-] [] - - - - - shop.example.com -\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_upstream_lists_every_endpoint_tried_like_upstream_addr() {
+        let mut e = entry();
+        e.upstream_tried = vec![
+            "10.1.2.1:8080".parse().unwrap(),
+            "[fd00::2]:8080".parse().unwrap(),
+        ];
+        let text = line(LogFormat::Text, &e);
+        assert!(
+            text.contains(" [] 10.1.2.1:8080, [fd00::2]:8080, 10.1.2.3:8080 42 "),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line(LogFormat::Json, &e)).unwrap();
+        assert_eq!(
+            v["upstream"],
+            "10.1.2.1:8080, [fd00::2]:8080, 10.1.2.3:8080"
         );
     }
 

@@ -56,8 +56,11 @@ pub struct Entry {
     pub body_bytes_out: u64,
     /// From the request head to the last byte of the response (or the end of the tunnel).
     pub duration: Duration,
-    /// The endpoint that answered, if any.
+    /// The endpoint that answered, if any (the last one tried).
     pub upstream: Option<SocketAddr>,
+    /// The endpoints tried before `upstream` (`proxy-next-upstream`), logged before it as
+    /// nginx's `$upstream_addr` lists them: `a, b`.
+    pub upstream_tried: Vec<SocketAddr>,
     /// The status the endpoint answered with.
     pub upstream_status: Option<StatusCode>,
     /// From choosing the endpoint to the end of its response.

@@ -29,6 +29,10 @@ pub struct ConnectionMetrics {
     /// `weir_upstream_errors_total{namespace,service,reason}`: failed attempts to get a
     /// response from an endpoint.
     pub upstream_errors: IntCounterVec,
+    /// `weir_upstream_retries_total{namespace,ingress,service,reason}`: requests sent on to
+    /// another endpoint, by the `proxy-next-upstream` condition that sent them (`error`,
+    /// `timeout`, `invalid_header`, `http_502`…).
+    pub upstream_retries: IntCounterVec,
     /// `weir_access_log_dropped_total`: access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     /// `weir_requests_denied_total{namespace,ingress,reason}`: requests a route's access rules
@@ -102,6 +106,13 @@ impl ConnectionMetrics {
                 ),
                 &["namespace", "service", "reason"],
             )?,
+            upstream_retries: IntCounterVec::new(
+                Opts::new(
+                    "weir_upstream_retries_total",
+                    "Requests sent on to another endpoint (proxy-next-upstream), by Ingress, Service and the condition that sent them: error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429.",
+                ),
+                &["namespace", "ingress", "service", "reason"],
+            )?,
             access_log_dropped: IntCounter::new(
                 "weir_access_log_dropped_total",
                 "Access log lines dropped because the log writer could not keep up.",
@@ -142,6 +153,7 @@ impl ConnectionMetrics {
             Box::new(m.tls_handshakes),
             Box::new(m.tls_handshake_errors),
             Box::new(m.upstream_errors),
+            Box::new(m.upstream_retries),
             Box::new(m.access_log_dropped),
             Box::new(m.denied),
             Box::new(m.external_auth),

@@ -21,6 +21,7 @@ use super::error_pages;
 use super::external_auth::{ExternalAuth, Settings};
 use super::objects::index_by_name;
 use super::policy::{Defaults, Global, Hsts};
+use super::retry::{self, Retry, RetryOn};
 
 /// What weir does with a ConfigMap key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("no-auth-locations", KeySupport::Read),
     ("load-balance", KeySupport::Read),
     ("custom-http-errors", KeySupport::Read),
+    ("proxy-next-upstream", KeySupport::Read),
+    ("proxy-next-upstream-tries", KeySupport::Read),
+    ("proxy-next-upstream-timeout", KeySupport::Read),
+    ("retry-non-idempotent", KeySupport::Read),
     ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
@@ -218,6 +223,38 @@ fn read(
                 |v: &str| error_pages::parse_codes(v, 300),
             )
             .unwrap_or_else(|| flags.custom_http_errors.clone()),
+        retry: retry(&mut reader, flags),
+        retry_non_idempotent: flag(
+            &mut reader,
+            "retry-non-idempotent",
+            flags.retry_non_idempotent,
+        ),
+    }
+}
+
+/// `proxy-next-upstream`, `-tries`, `-timeout`, with `non_idempotent` added by
+/// `retry-non-idempotent`.
+fn retry(reader: &mut Reader<'_>, flags: &Defaults) -> Retry {
+    let d = flags.retry;
+    let mut on = reader
+        .get("proxy-next-upstream", retry::TOKENS, RetryOn::parse)
+        .unwrap_or(d.on);
+    let non_idempotent = reader.data.get("retry-non-idempotent");
+    if non_idempotent.and_then(|v| values::boolean(v)) == Some(true) {
+        on = on.union(RetryOn::NON_IDEMPOTENT);
+    }
+    Retry {
+        on,
+        tries: reader
+            .get("proxy-next-upstream-tries", retry::TRIES, retry::tries)
+            .unwrap_or(d.tries),
+        timeout: reader
+            .get(
+                "proxy-next-upstream-timeout",
+                retry::TIMEOUT,
+                retry::timeout,
+            )
+            .unwrap_or(d.timeout),
     }
 }
 
@@ -422,6 +459,37 @@ mod tests {
         assert_eq!(
             d.hsts.header().unwrap(),
             "max-age=600; includeSubDomains; preload"
+        );
+    }
+
+    #[test]
+    fn retry_keys() {
+        use crate::model::retry::{Retry, RetryOn};
+        let (d, diagnostics) = read_pairs(&[
+            ("proxy-next-upstream", "error http_503"),
+            ("proxy-next-upstream-tries", "0"),
+            ("proxy-next-upstream-timeout", "7"),
+            ("retry-non-idempotent", "true"),
+        ]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let want = Retry {
+            on: RetryOn::parse("error http_503 non_idempotent").unwrap(),
+            tries: 0,
+            timeout: Some(Duration::from_secs(7)),
+        };
+        assert_eq!((d.retry, d.retry_non_idempotent), (want, true));
+        let (d, diagnostics) = read_pairs(&[
+            ("proxy-next-upstream", "error sometimes"),
+            ("proxy-next-upstream-tries", "-2"),
+            ("proxy-next-upstream-timeout", "5s"),
+            ("retry-non-idempotent", "maybe"),
+        ]);
+        assert_eq!((d.retry, d.retry_non_idempotent), (Retry::default(), false));
+        assert_eq!(diagnostics.len(), 4, "{diagnostics:#?}");
+        assert!(
+            diagnostics
+                .iter()
+                .all(|d| d.reason == Reason::InvalidConfigMapValue)
         );
     }
 

@@ -24,6 +24,7 @@ mod objects;
 pub mod paths;
 pub mod policy;
 mod references;
+pub mod retry;
 pub mod table;
 pub mod upstream;
 mod validate;
@@ -55,6 +56,7 @@ pub use policy::{
     Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, ResponseRate, Rewrite, Timeouts,
 };
 pub use references::{References, named_config_maps, named_secrets, references, tls_secrets};
+pub use retry::{Retry, RetryOn};
 #[cfg(test)]
 pub(crate) use table::test_route;
 pub use table::{

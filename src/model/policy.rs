@@ -17,6 +17,7 @@ use super::error_pages::ErrorPages;
 use super::external_auth::ExternalAuth;
 use super::mirror::Mirror;
 use super::paths::Template;
+use super::retry::Retry;
 use super::upstream::Upstream;
 
 /// Controller-wide defaults for what annotations can change: the flags' values, overridden by
@@ -63,6 +64,12 @@ pub struct Defaults {
     /// The ConfigMap's `custom-http-errors`: the statuses of every route without the
     /// annotation that go to the error backend (sorted; empty: none).
     pub custom_http_errors: Vec<u16>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout` (and `retry-non-idempotent`): when a
+    /// request goes on to another endpoint.
+    pub retry: Retry,
+    /// The ConfigMap's `retry-non-idempotent`: `non_idempotent` is added to every route's
+    /// `proxy-next-upstream`, its annotation's too (as ingress-nginx's template does).
+    pub retry_non_idempotent: bool,
 }
 
 /// A ConfigMap setting about access that applies to every Ingress without its own (global
@@ -141,6 +148,8 @@ impl Default for Defaults {
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
             load_balance: LoadBalance::RoundRobin,
             custom_http_errors: Vec::new(),
+            retry: Retry::default(),
+            retry_non_idempotent: false,
         }
     }
 }
@@ -270,6 +279,8 @@ pub struct Policy {
     pub custom_errors: Option<Arc<ErrorPages>>,
     /// `mirror-target`: a copy of each request goes there.
     pub mirror: Option<Arc<Mirror>>,
+    /// `proxy-next-upstream*`: when a request goes on to another endpoint.
+    pub retry: Retry,
 }
 
 /// `limit-rate` and `limit-rate-after`: each response is sent at most this fast once its first
@@ -308,6 +319,7 @@ impl Policy {
             balance: Balance::with_load(defaults.load_balance),
             custom_errors: None,
             mirror: None,
+            retry: defaults.retry,
         }
     }
 }

@@ -45,6 +45,8 @@ pub(super) struct Exchange {
     stats: Option<Arc<RouteStats>>,
     logged: Option<Logged>,
     upstream: Option<SocketAddr>,
+    /// The endpoints tried before `upstream` (`proxy-next-upstream`).
+    upstream_tried: Vec<SocketAddr>,
     upstream_started: Option<Instant>,
     upstream_header: Option<Duration>,
     upstream_response: Option<Duration>,
@@ -108,6 +110,7 @@ impl Exchange {
             stats,
             logged,
             upstream: None,
+            upstream_tried: Vec::new(),
             upstream_started: None,
             upstream_header: None,
             upstream_response: None,
@@ -147,6 +150,14 @@ impl Exchange {
     /// Choosing and connecting to an endpoint starts now (the upstream times start here).
     pub(super) fn connecting(&mut self) {
         self.upstream_started = Some(Instant::now());
+    }
+
+    /// An attempt on `endpoint` starts (the connect first); the endpoint of an earlier one
+    /// joins the endpoints tried.
+    pub(super) fn attempt(&mut self, endpoint: SocketAddr) {
+        if let Some(earlier) = self.upstream.replace(endpoint) {
+            self.upstream_tried.push(earlier);
+        }
     }
 
     /// The request goes to `endpoint` now, with request id `id`; returns the counter its body
@@ -273,6 +284,7 @@ impl Drop for Exchange {
                 body_bytes_out: self.response_body,
                 duration,
                 upstream: self.upstream,
+                upstream_tried: std::mem::take(&mut self.upstream_tried),
                 upstream_status: self.upstream_status,
                 upstream_time: self.upstream_response,
                 route: logged.route,

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::state::State;
 use park::ParkedCount;
 pub use policy::mirror::MirrorLimits;
+pub use policy::retry::REPLAY_LIMIT;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route

@@ -17,7 +17,7 @@
 //! | 11 | rate limits (`limit-rps`, `limit-rpm`, `limit-connections`), then access control: `denylist-source-range`, `whitelist-source-range`, basic auth, external auth (`auth-url`, a sub-request), `satisfy` | `policy/rate_limit.rs`, `policy/access.rs`, `policy/external_auth.rs` | 503, 403, 401, 302, 500 |
 //! | 12 | a declared request body over `proxy-body-size`; then a copy of the request starts for `mirror-target` (its body taken as it streams in phase 14) | `policy/body_limit.rs`, `policy/mirror.rs` | 413 |
 //! | 13 | forwarding headers, then `rewrite-target`, `x-forwarded-prefix`, `upstream-vhost`, then the headers an authentication service granted (`auth-response-headers`) and the client certificate's (`ssl-client-*`) | `headers.rs`, `policy/rewrite.rs`, `policy/external_auth.rs`, `policy/client_cert.rs` | |
-//! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`, `policy/canary.rs`) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`, `policy/balance.rs`), both chosen before 13 changes the request; then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`, one retry of a failed connect | `policy/canary.rs`, `policy/balance.rs`, `service.rs`, `upstream.rs`, `grpc.rs` | 413, 502, 503, 504 |
+//! | 14 | forward: the backend (the main one, or the route's canary: `canary-by-header`, `-cookie`, `-weight`, `policy/canary.rs`) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`, `policy/balance.rs`), both chosen before 13 changes the request; then the endpoint in the route's protocol (`backend-protocol`: HTTP/1.1 or HTTP/2, cleartext or TLS with `proxy-ssl-*`), connect/send/read timeouts (`policy/send_timeout.rs`) and a gRPC call's `grpc-timeout`, a streamed body counted against `proxy-body-size`; then other endpoints of the backend as `proxy-next-upstream`, `-tries`, `-timeout` allow | `policy/canary.rs`, `policy/balance.rs`, `service.rs`, `upstream.rs`, `grpc.rs`, `policy/retry.rs` | 413, 502, 503, 504 |
 //! | 15 | response headers: hop-by-hop out, `Server`, HSTS, CORS, a new affinity cookie, an authentication service's `Set-Cookie`; the body paced by `limit-rate` | `service.rs`, `policy/https.rs`, `policy/cors.rs`, `policy/external_auth.rs`, `body.rs` | |
 //! | 16 | custom error pages: a listed status (the endpoint's or weir's own on a routed request; what the error backend is told is taken when the request is routed) is replaced by the error backend's page (`custom-http-errors`, `default-backend`) | `policy/custom_errors.rs`, called from `service.rs` | |
 //! | 17 | access log and metrics, when the response ends | `exchange.rs` | |
@@ -27,7 +27,8 @@
 //!
 //! A route without annotations pays for phases 4–13 a few `Option` tests, the declared-length
 //! comparison of phase 12, and in phase 14 the counting of body bytes against the default
-//! limit (1m) and one atomic store of the send timeout.
+//! limit (1m) and one atomic store of the send timeout; with one endpoint, nothing for
+//! retries (with more, a copy of the request head).
 
 use std::sync::Arc;
 
@@ -45,12 +46,13 @@ use super::headers::{self, ClientInfo, client_ip};
 use super::policy;
 use super::policy::balance::Chosen;
 use super::policy::external_auth::{Granted, Subject};
+use super::policy::retry::Retries;
 use super::respond::Refusal;
 use super::service::{
     check_request, is_idempotent, prepare_upstream_request, request_host, routing_host,
 };
 use super::upgrade::UpgradeRequest;
-use super::upstream::{SendOptions, Target, UpstreamError};
+use super::upstream::{Outgoing, SendOptions, Target, UpstreamError};
 use crate::model::client_auth::HostClientAuth;
 use crate::model::variables::Vars;
 use crate::model::{ClientAuth, PathMatch, Route, routing_path};
@@ -253,8 +255,7 @@ impl Proxy {
             }
         };
         // 14, chosen before 13 changes the request: the backend (the main one or the route's
-        // canary), its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`),
-        // and another one for an idempotent request.
+        // canary) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`).
         let canary = match &route.canary {
             None => None,
             Some(_) => policy::canary::chosen(&route, runtime.as_deref(), req.headers()),
@@ -273,23 +274,15 @@ impl Proxy {
         };
         let trusted = &self.config.trust_forwarded_from;
         let idempotent = is_idempotent(req.method());
-        let (first, second) = match balancer {
+        let first = match balancer {
             Some(balancer) => {
                 let client = || client_ip(conn, req.headers(), trusted);
                 let request = || request_vars(conn, &host, &host_value, &req, client());
-                let serving = (&*route, balance, &**balancer);
-                let first = policy::balance::pick(serving, request);
-                let second = first.as_ref().filter(|_| idempotent).and_then(|first| {
-                    policy::balance::another(serving, &[first.addr()], first, request)
-                });
-                (first, second)
+                policy::balance::pick((&*route, balance, &**balancer), request)
             }
             None => {
                 let first = backend.endpoints.first().copied();
-                (
-                    first.map(|addr| Chosen::plain(Picked::endpoint(addr))),
-                    None,
-                )
+                first.map(|addr| Chosen::plain(Picked::endpoint(addr)))
             }
         };
         let first = first.ok_or(Refusal::NoEndpoints)?;
@@ -302,9 +295,8 @@ impl Proxy {
         if let Some(auth) = &client_auth {
             policy::client_cert::set_headers(auth, conn, req.headers_mut());
         }
-        // 14. Forward: the balancer's endpoint, then (a failed connect sent nothing) a second
-        // one for an idempotent request. 15: the answer is relayed, or an upgrade's tunnel
-        // opened.
+        // 14. Forward: the balancer's endpoint, then others as `proxy-next-upstream` allows
+        // (`policy/retry.rs`). 15: the answer is relayed, or an upgrade's tunnel opened.
         let client_upgrade = upgrade.as_ref().map(|upgrade| {
             upgrade.apply(&mut req);
             hyper::upgrade::on(&mut req)
@@ -326,79 +318,102 @@ impl Proxy {
             exchange.connecting();
         }
         let timeouts = &policy.timeouts;
-        let mut last_error = None;
-        for chosen in std::iter::once(first).chain(second) {
-            let addr = chosen.addr();
-            let attempt = chosen.picked.attempt();
+        let mut retries = Retries::start(
+            &policy.retry,
+            &backend.endpoints,
+            first.addr(),
+            (req.method(), upgrade.is_some()),
+            deadline,
+        );
+        let mut req = req.map(Outgoing::Client);
+        let mut addr = first.addr();
+        // The balancer learns how its pick did (EWMA).
+        let mut attempt = Some(first.picked.attempt());
+        let result = loop {
+            if let Some(exchange) = exchange.as_deref_mut() {
+                exchange.attempt(addr);
+            }
             let target = Target {
                 addr,
                 protocol: upstream.protocol,
                 tls: tls.clone(),
             };
-            match self.pool.connection(&target, timeouts.connect).await {
-                Ok(upstream) => {
-                    let body_bytes = exchange
-                        .as_deref_mut()
-                        .and_then(|e| e.sending(addr, &request_id, has_body));
-                    let options = SendOptions {
-                        idempotent,
-                        timeouts,
-                        max_body_size: policy.max_body_size,
-                        body_bytes,
-                        deadline,
-                        tee: tee.take(),
-                    };
-                    let result = self.pool.send(upstream, req, activity, options).await;
-                    attempt.finish(result.is_ok());
-                    if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result)
-                    {
-                        exchange.upstream_answered(response.status());
-                    }
-                    return match (upgrade, client_upgrade) {
-                        (Some(upgrade), Some(client)) => self.switch(
-                            result,
-                            (&upgrade, client, admitted.and_then(|a| a.slot)),
-                            (&route, backend),
-                            conn,
-                            activity,
-                            exchange,
-                        ),
-                        _ => {
-                            let mut relayed = self.relay(result, (&route, backend), conn, &cors);
-                            if let Ok(response) = &mut relayed {
-                                if let Some(cookie) = chosen.set_cookie {
-                                    response.headers_mut().append(SET_COOKIE, cookie);
-                                }
-                                // Only a route with limits or access rules admitted anything.
-                                let (granted, slot) =
-                                    admitted.map_or((None, None), |a| (a.granted, a.slot));
-                                if let Some(granted) = &granted {
-                                    granted.set_cookies(response);
-                                }
-                                if slot.is_some()
-                                    || policy.response_rate.is_some()
-                                    || deadline.is_some()
-                                {
-                                    response
-                                        .body_mut()
-                                        .shape(slot, policy.response_rate, deadline);
-                                }
-                            }
-                            relayed
-                        }
-                    };
-                }
+            let connection = match self.pool.connection(&target, timeouts.connect).await {
+                Ok(connection) => connection,
                 Err(error) => {
-                    attempt.finish(false);
-                    warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
-                    self.count_upstream_error(backend, &error);
-                    last_error = Some(error);
+                    if let Some(attempt) = attempt.take() {
+                        attempt.finish(false);
+                    }
+                    match retries.as_mut().and_then(|r| r.after_connect(&error)) {
+                        Some((next, condition)) => {
+                            self.note_retry(&route, (addr, next), condition, Err(&error));
+                            addr = next;
+                            continue;
+                        }
+                        None => {
+                            warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
+                            self.count_upstream_error(backend, &error);
+                            return Err(Refusal::Upstream(error));
+                        }
+                    }
                 }
+            };
+            let body_copy = retries.as_mut().and_then(|r| r.keep(&req));
+            let body_bytes = exchange
+                .as_deref_mut()
+                .and_then(|e| e.sending(addr, &request_id, has_body));
+            let options = SendOptions {
+                idempotent,
+                timeouts,
+                max_body_size: policy.max_body_size,
+                body_bytes,
+                deadline,
+                tee: tee.take(),
+                body_copy,
+            };
+            let sent = self.pool.send(connection, req, activity, options).await;
+            if let Some(attempt) = attempt.take() {
+                attempt.finish(sent.is_ok());
+            }
+            let Some(retried) = retries.as_mut().and_then(|r| r.after_send(&sent)) else {
+                break sent;
+            };
+            let failed = sent.as_ref().map(|(response, _)| response.status());
+            self.note_retry(&route, (addr, retried.next), retried.condition, failed);
+            (req, addr) = (retried.req, retried.next);
+        };
+        if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result) {
+            exchange.upstream_answered(response.status());
+        }
+        match (upgrade, client_upgrade) {
+            (Some(upgrade), Some(client)) => self.switch(
+                result,
+                (&upgrade, client, admitted.and_then(|a| a.slot)),
+                (&route, backend),
+                conn,
+                activity,
+                exchange,
+            ),
+            _ => {
+                let mut relayed = self.relay(result, (&route, backend), conn, &cors);
+                if let Ok(response) = &mut relayed {
+                    if let Some(cookie) = first.set_cookie {
+                        response.headers_mut().append(SET_COOKIE, cookie);
+                    }
+                    // Only a route with limits or access rules admitted anything.
+                    let (granted, slot) = admitted.map_or((None, None), |a| (a.granted, a.slot));
+                    if let Some(granted) = &granted {
+                        granted.set_cookies(response);
+                    }
+                    if slot.is_some() || policy.response_rate.is_some() || deadline.is_some() {
+                        response
+                            .body_mut()
+                            .shape(slot, policy.response_rate, deadline);
+                    }
+                }
+                relayed
             }
         }
-        Err(Refusal::Upstream(
-            last_error.expect("at least one endpoint was tried"),
-        ))
     }
 
     /// Phase 11: the route's rate limits, then its access rules (a refusal is counted).

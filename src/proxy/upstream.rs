@@ -33,6 +33,7 @@ use super::activity::{ConnActivity, InFlight, now_ms};
 use super::idle::{BoxError, IdleBody, IdleTimeout, Side};
 use super::policy::body_limit;
 use super::policy::mirror::Tee;
+use super::policy::retry::BodyCopy;
 use super::policy::send_timeout::{SendStalled, SendTimeout, TimedWrites};
 use crate::model::{Protocol, Timeouts};
 use crate::tls::UpstreamTlsClient;
@@ -160,11 +161,24 @@ pub struct UpstreamConfig {
     pub client_body_timeout: Duration,
 }
 
+/// What a request to an endpoint carries: the client's body, streamed, or the copy of it kept
+/// for another attempt (see [`retry`](super::policy::retry)).
+pub enum Outgoing {
+    /// The client's body.
+    Client(Incoming),
+    /// A copy of the whole body, sent again.
+    Copy(Bytes),
+}
+
 /// The body sent to an endpoint: the client's body, streamed, cut off when the client goes
 /// quiet, with a signal when it ends (the response timeout starts then, so slow uploads are not
-/// cut off). A replayed request has an empty body.
+/// cut off); or a body from memory: the copy of one sent before, or none.
 pub struct RequestBody {
     inner: Option<IdleBody<Incoming>>,
+    /// A body sent from memory (a copy), when `inner` is `None`.
+    copied: Option<Bytes>,
+    /// Where the client's body is copied, for another attempt.
+    copy: Option<Arc<BodyCopy>>,
     done: Option<oneshot::Sender<()>>,
     /// Keeps the client connection busy while the body is still being read from it.
     reading: Option<InFlight>,
@@ -220,6 +234,8 @@ impl RequestBody {
         let inner = Some(IdleBody::new(inner, Side::Client, idle_timeout));
         let body = RequestBody {
             inner,
+            copied: None,
+            copy: None,
             done,
             reading,
             counted,
@@ -230,9 +246,12 @@ impl RequestBody {
         (body, sent)
     }
 
-    fn empty() -> Self {
+    /// A body sent from memory: `bytes` (empty: no body).
+    fn copied(bytes: Bytes) -> Self {
         RequestBody {
             inner: None,
+            copied: (!bytes.is_empty()).then_some(bytes),
+            copy: None,
             done: None,
             reading: None,
             counted: None,
@@ -253,7 +272,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.copied.take().map(|bytes| Ok(Frame::data(bytes))));
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
@@ -279,6 +298,9 @@ impl Body for RequestBody {
             failure.store(BodyFailure::ClientTimeout as u8, Ordering::Relaxed);
         }
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
+        if let Some(copy) = &this.copy {
+            copy.note(&polled, ended);
+        }
         if let Some(tee) = this.tee.take_if(|_| ended) {
             tee.end();
         }
@@ -290,13 +312,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => self.copied.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner.as_ref().map_or_else(
+            || SizeHint::with_exact(self.copied.as_ref().map_or(0, |b| b.len() as u64)),
+            |b| b.size_hint(),
+        )
     }
 }
 
@@ -330,7 +356,7 @@ fn to_http2(req: &mut Request<RequestBody>, target: &Target) {
 }
 
 /// A copy of a request's head (method, URI, version, headers), to send it again.
-fn head_of(req: &Request<RequestBody>) -> Request<()> {
+pub(super) fn head_of<B>(req: &Request<B>) -> Request<()> {
     let mut head = Request::new(());
     *head.method_mut() = req.method().clone();
     *head.uri_mut() = req.uri().clone();
@@ -499,6 +525,8 @@ pub struct SendOptions<'a> {
     pub deadline: Option<Instant>,
     /// A mirror copy waiting for the request body (`mirror-target`).
     pub tee: Option<Box<Tee>>,
+    /// Where the client's body is copied while it streams, for another attempt.
+    pub body_copy: Option<Arc<BodyCopy>>,
 }
 
 /// The connection a response came on, lent to that response: [`Lease::release`] puts an
@@ -760,31 +788,41 @@ impl Pool {
     ///
     /// A pooled connection can turn out to be dead: closed before the request was written (the
     /// request comes back unsent and goes out on a new connection), or closed by the endpoint
-    /// just as the request was written — the keep-alive race. In that case a request without a
-    /// body whose method is idempotent is sent once more on a new connection.
+    /// just as the request was written — the keep-alive race. In that case a request whose
+    /// method is idempotent and whose body is in memory (none, or a copy sent again) is sent
+    /// once more on a new connection.
     ///
     /// `client` is the activity of the connection the request came on: it stays busy until
     /// the request body has been read.
     pub async fn send(
         self: &Arc<Self>,
         mut conn: UpstreamConn,
-        req: Request<Incoming>,
+        req: Request<Outgoing>,
         client: &Arc<ConnActivity>,
         options: SendOptions<'_>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = conn.target.addr;
         let failure = conn.target.protocol.is_http2().then(Arc::default);
         let (parts, body) = req.into_parts();
-        let (body, mut body_sent) = RequestBody::new(
-            body,
-            self.config.client_body_timeout,
-            client,
-            options.body_bytes,
-            options.max_body_size,
-            failure.clone(),
-            options.tee,
-        );
-        let replayable = options.idempotent && body_sent.is_none();
+        // What the keep-alive race may send again: a body from memory, or none.
+        let (body, mut body_sent, again_body) = match body {
+            Outgoing::Client(body) => {
+                let (mut body, sent) = RequestBody::new(
+                    body,
+                    self.config.client_body_timeout,
+                    client,
+                    options.body_bytes,
+                    options.max_body_size,
+                    failure.clone(),
+                    options.tee,
+                );
+                body.copy = options.body_copy;
+                let again = sent.is_none().then(Bytes::new);
+                (body, sent, again)
+            }
+            Outgoing::Copy(bytes) => (RequestBody::copied(bytes.clone()), None, Some(bytes)),
+        };
+        let replayable = options.idempotent && again_body.is_some();
         let mut req = Request::from_parts(parts, body);
         if conn.target.protocol.is_http2() {
             to_http2(&mut req, &conn.target);
@@ -832,7 +870,10 @@ impl Pool {
             let again = match error.take_message() {
                 Some(unsent) if conn.reused => Some(unsent),
                 _ if error.error().is_parse() => None,
-                _ => replay.map(|head| head.map(|()| RequestBody::empty())),
+                _ => replay.and_then(|head| {
+                    let body = again_body.clone()?;
+                    Some(head.map(|()| RequestBody::copied(body)))
+                }),
             };
             match again {
                 Some(again) => {

@@ -77,6 +77,11 @@ pub struct BackendOptions {
     /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1; the echo's `version`
     /// says which one a request came in.
     pub h2c: bool,
+    /// Answer every request with this status (after reading its body, with the usual
+    /// answer's body: for the echo, the backend's name).
+    pub status: Option<u16>,
+    /// Wait this long before answering each request (an endpoint that is slow on every path).
+    pub delay: Option<Duration>,
 }
 
 impl TestBackend {
@@ -122,7 +127,14 @@ impl TestBackend {
                                     "dropping the connection on purpose",
                                 ));
                             }
-                            handle(name, req).await
+                            if let Some(delay) = options.delay {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let mut response = handle(name, req).await?;
+                            if let Some(status) = options.status {
+                                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                            }
+                            Ok(response)
                         }
                     });
                     if options.h2c {

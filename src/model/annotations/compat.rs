@@ -67,6 +67,12 @@ const SHARED_LIMIT: &str = "a rate limit shared by every replica needs a shared 
                             replica";
 const BACKENDS: &str = "issue \"Backends that speak gRPC, HTTP/2 and TLS\"";
 const TRAFFIC: &str = "issue \"Traffic management\"";
+const NEXT_UPSTREAM: &str = "weir streams request bodies: a request with a body goes on only \
+                             when the whole body fit in its 64 KiB replay copy (nginx buffers \
+                             the body); values are tokens separated by any white space";
+const NEXT_UPSTREAM_TRIES: &str = "each try goes to an endpoint not tried yet, so a Service with \
+                                   one endpoint is never retried (ingress-nginx's balancer may \
+                                   send a retry to the endpoint that just failed)";
 const PART1: &str = "a later part of \"Moving from ingress-nginx\"";
 const SNIPPET: &str = "snippets are nginx configuration text; weir never interprets \
                        configuration from annotations (the cause of CVE-2025-1974 and its kin)";
@@ -303,9 +309,9 @@ pub const ANNOTATIONS: &[Row] = &[
             "ewma also counts requests in flight, takes a slower latency at once (peak EWMA) and counts a failure as 1 s",
         ),
     ),
-    row("proxy-next-upstream", NotYet(TRAFFIC)),
-    row("proxy-next-upstream-tries", NotYet(TRAFFIC)),
-    row("proxy-next-upstream-timeout", NotYet(TRAFFIC)),
+    row("proxy-next-upstream", Differs(NEXT_UPSTREAM)),
+    row("proxy-next-upstream-tries", Differs(NEXT_UPSTREAM_TRIES)),
+    row("proxy-next-upstream-timeout", Supported),
     row(
         "custom-http-errors",
         Differs(

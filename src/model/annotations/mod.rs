@@ -46,6 +46,7 @@ mod mirror;
 mod passthrough;
 mod rate_limits;
 mod redirect;
+mod retries;
 mod rewrite;
 mod service_upstream;
 mod source_ranges;
@@ -145,6 +146,7 @@ pub const GROUPS: &[(&str, &[Key])] = &[
     ("balance", balance::KEYS),
     ("custom-errors", custom_errors::KEYS),
     ("mirror", mirror::KEYS),
+    ("retries", retries::KEYS),
 ];
 
 /// Every annotation weir reads, with its group.
@@ -538,6 +540,7 @@ pub(crate) fn parse(
     policy.rate_limits = rate_limits::parse(&mut reader);
     policy.response_rate = rate_limits::response_rate(&mut reader);
     policy.upstream = backend::parse(&mut reader);
+    policy.retry = retries::parse(&mut reader, defaults);
     let service_upstream = service_upstream::parse(&mut reader);
     let canary = canary::parse(&mut reader);
     policy.balance = balance::parse(&mut reader, regex);

@@ -53,17 +53,6 @@ pub(crate) fn pick<'v>(
     Some(with_cookie(route, balance, picked, request))
 }
 
-/// Another endpoint than `tried` after `previous` failed (see [`Balancer::another`]).
-pub(crate) fn another<'v>(
-    (route, balance, balancer): Serving<'_>,
-    tried: &[SocketAddr],
-    previous: &Chosen,
-    request: impl Fn() -> Vars<'v>,
-) -> Option<Chosen> {
-    let picked = balancer.another(tried, &previous.picked)?;
-    Some(with_cookie(route, balance, picked, request))
-}
-
 fn with_cookie<'v>(
     route: &Route,
     balance: &Balance,

@@ -16,6 +16,7 @@ pub(super) mod passthrough;
 pub(super) mod path;
 pub(super) mod rate_limit;
 pub(super) mod redirect;
+pub(super) mod retry;
 pub(super) mod rewrite;
 pub(super) mod send_timeout;
 pub(super) mod slash;
