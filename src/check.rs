@@ -14,8 +14,8 @@ use serde::Serialize;
 use crate::model::annotations::compat::{self, Support};
 use crate::model::annotations::{self, NGINX_PREFIX as NGINX, WEIR_PREFIX as WEIR};
 use crate::model::{
-    self, BuildConfig, Diagnostic, Input, ObjectKind, ObjectRef, PathKind, Policy, Reason,
-    configmap,
+    self, BuildConfig, Canary, Diagnostic, HeaderRule, Input, ObjectKind, ObjectRef, PathKind,
+    Policy, Reason, configmap,
 };
 
 /// What weir would do with a set of Ingresses.
@@ -192,6 +192,16 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
         if let Some(line) = passed_through.get(&host) {
             behaviour.insert(0, line.clone());
         }
+        if let Some(canary) = &route.canary {
+            routes.entry(&canary.ingress).or_default().push(RouteReport {
+                host: host.clone(),
+                path: entry.path.to_owned(),
+                match_kind,
+                backend: format!("{}:{}", canary.backend.service.name, canary.backend.port),
+                endpoints: canary.backend.endpoints.len(),
+                behaviour: vec![describe_canary(canary, &route.ingress)],
+            });
+        }
         routes.entry(&route.ingress).or_default().push(RouteReport {
             host,
             path: entry.path.to_owned(),
@@ -288,6 +298,28 @@ fn annotation_reports(
 }
 
 /// What a route's policy does beyond what a route without annotations does.
+/// What a canary takes of its main Ingress's route, for the report.
+fn describe_canary(canary: &Canary, main: &ObjectRef) -> String {
+    let rule = &canary.rule;
+    let mut takes = vec![format!("{} of every {} requests", rule.weight, rule.total)];
+    if let Some((name, header)) = &rule.header {
+        takes.push(match header {
+            HeaderRule::AlwaysNever => format!("header {name}: always"),
+            HeaderRule::Value(value) => format!("header {name}: {value}"),
+            HeaderRule::Pattern(regex) => format!("header {name} matching {}", regex.as_str()),
+        });
+    }
+    if let Some(cookie) = &rule.cookie {
+        takes.push(format!("cookie {cookie}: always"));
+    }
+    format!(
+        "canary of Ingress {}/{}: takes {}",
+        main.namespace,
+        main.name,
+        takes.join(", ")
+    )
+}
+
 fn describe(policy: &Policy, plain: &Policy, https_redirect: bool) -> Vec<String> {
     let mut out = Vec::new();
     if policy.refused.is_some() {

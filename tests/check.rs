@@ -42,7 +42,9 @@ fn the_example_cluster_is_reported_ingress_by_ingress_and_exits_1() {
         "        asks for a password (Basic realm=\"Authentication Required - Prometheus\", 1 user(s))",
         "  invalid   nginx.ingress.kubernetes.io/proxy-read-timeout: \"60s\"",
         "ConfigMap ingress-nginx/ingress-nginx-controller UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored",
-        "12 Ingress(es) of class \"nginx\": 8 served as they ask, 4 would lose behaviour",
+        "  route shop.example.com Regex / -> shop-frontend-canary:http (1 endpoint)",
+        "        canary of Ingress shop/shop-frontend: takes 10 of every 100 requests",
+        "12 Ingress(es) of class \"nginx\": 9 served as they ask, 3 would lose behaviour",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -66,7 +68,7 @@ fn json_output_is_the_same_report_for_scripts() {
         .iter()
         .filter(|i| i["loses_behaviour"] == true)
         .count();
-    assert_eq!(losing, 4);
+    assert_eq!(losing, 3);
     let docs = ingresses
         .iter()
         .find(|i| i["ingress"] == "default/docs")
