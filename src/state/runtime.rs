@@ -160,7 +160,14 @@ impl Runtimes {
     ) -> Arc<Balancer> {
         let key = balancer_key(backend, balance);
         if let Some(balancer) = self.balancers.get(&key) {
-            return balancer.clone();
+            if balancer.endpoints() == backend.endpoints.as_slice() {
+                return balancer.clone();
+            }
+            // The same Service port and settings with other endpoints (`service-upstream` on
+            // one of the Ingresses to it: the cluster IP): a balancer of its own, made anew
+            // with each table.
+            let name = format!("{}/{}:{} (cluster IP)", key.0, key.1, key.2);
+            return Arc::new(Balancer::new(&name, &backend.endpoints, balance, None));
         }
         let old = previous.balancers.get(&key);
         let balancer = match old {
