@@ -193,14 +193,17 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
             behaviour.insert(0, line.clone());
         }
         if let Some(canary) = &route.canary {
-            routes.entry(&canary.ingress).or_default().push(RouteReport {
-                host: host.clone(),
-                path: entry.path.to_owned(),
-                match_kind,
-                backend: format!("{}:{}", canary.backend.service.name, canary.backend.port),
-                endpoints: canary.backend.endpoints.len(),
-                behaviour: vec![describe_canary(canary, &route.ingress)],
-            });
+            routes
+                .entry(&canary.ingress)
+                .or_default()
+                .push(RouteReport {
+                    host: host.clone(),
+                    path: entry.path.to_owned(),
+                    match_kind,
+                    backend: format!("{}:{}", canary.backend.service.name, canary.backend.port),
+                    endpoints: canary.backend.endpoints.len(),
+                    behaviour: vec![describe_canary(canary, &route.ingress)],
+                });
         }
         routes.entry(&route.ingress).or_default().push(RouteReport {
             host,

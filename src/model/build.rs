@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::access::Access;
@@ -322,16 +322,9 @@ impl Builder<'_> {
 
         let mut hosts = BTreeSet::new();
         for rule in spec.rules.iter().flatten() {
-            let raw_host = rule.host.as_deref().unwrap_or("");
-            if let Err(why) = validate::check_host(raw_host) {
-                self.report(
-                    me,
-                    Reason::InvalidHost,
-                    format!("{why}; the rule is ignored"),
-                );
+            let Some((raw_host, host)) = self.rule_host(me, rule) else {
                 continue;
-            }
-            let host = HostMatch::from_rule_host(raw_host);
+            };
             if host != HostMatch::Any {
                 hosts.insert(host.clone());
                 self.table.declare_host(&host);
@@ -431,6 +424,22 @@ impl Builder<'_> {
         catch_all
     }
 
+    /// The host of `rule` as written and as matched; `None` (reported) when it is not a valid
+    /// host, and the rule is ignored.
+    fn rule_host<'r>(
+        &mut self,
+        me: &ObjectRef,
+        rule: &'r IngressRule,
+    ) -> Option<(&'r str, HostMatch)> {
+        let raw_host = rule.host.as_deref().unwrap_or("");
+        if let Err(why) = validate::check_host(raw_host) {
+            let message = format!("{why}; the rule is ignored");
+            self.report(me, Reason::InvalidHost, message);
+            return None;
+        }
+        Some((raw_host, HostMatch::from_rule_host(raw_host)))
+    }
+
     /// Whether `host` is named in the `spec.tls` of one of weir's Ingresses.
     fn is_tls_host(&self, host: &HostMatch) -> bool {
         *host != HostMatch::Any && self.tls_hosts.contains(&host.to_string())
@@ -471,11 +480,7 @@ impl Builder<'_> {
             https: self.https(annotations, tls_host),
             policy: annotations.policy.clone(),
             regex: None,
-            upstream: if annotations.service_upstream {
-                Upstream::ClusterIp
-            } else {
-                Upstream::Endpoints
-            },
+            upstream: upstream_of(annotations),
         }
     }
 
@@ -891,6 +896,16 @@ fn host_owners(
         }
     }
     owners
+}
+
+/// Where the backends of an Ingress with `annotations` send: the endpoints, or the Service's
+/// cluster IP (`service-upstream`).
+fn upstream_of(annotations: &IngressAnnotations) -> Upstream {
+    if annotations.service_upstream {
+        Upstream::ClusterIp
+    } else {
+        Upstream::Endpoints
+    }
 }
 
 /// A route of `me` that refuses every request (its Ingress fails closed), for a path or

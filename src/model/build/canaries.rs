@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::HTTPIngressPath;
 
-use super::{Builder, OurIngress, Site, quoted};
+use super::{Builder, OurIngress, Site, quoted, upstream_of};
 use crate::model::annotations::IngressAnnotations;
 use crate::model::balance::{Balance, CanaryBehavior};
 use crate::model::canary::{Canary, CanaryRule};
@@ -61,22 +61,11 @@ impl Builder<'_> {
                 .to_owned();
             self.report(me, Reason::UnsupportedBackend, message);
         }
-        let upstream = if annotations.service_upstream {
-            Upstream::ClusterIp
-        } else {
-            Upstream::Endpoints
-        };
+        let upstream = upstream_of(annotations);
         for ingress_rule in spec.rules.iter().flatten() {
-            let raw_host = ingress_rule.host.as_deref().unwrap_or("");
-            if let Err(why) = validate::check_host(raw_host) {
-                self.report(
-                    me,
-                    Reason::InvalidHost,
-                    format!("{why}; the rule is ignored"),
-                );
+            let Some((raw_host, host)) = self.rule_host(me, ingress_rule) else {
                 continue;
-            }
-            let host = HostMatch::from_rule_host(raw_host);
+            };
             for path in ingress_rule.http.iter().flat_map(|h| &h.paths) {
                 let settings = (upstream, &annotations.policy.balance);
                 self.add_canary_path(me, &host, raw_host, path, settings, rule);
