@@ -245,10 +245,10 @@ impl Proxy {
         }
         // 12. The declared body size.
         policy::body_limit::check(policy, &req)?;
+        let trusted = &self.config.trust_forwarded_from;
         let mut tee = match &policy.mirror {
             None => None,
             Some(mirror) => {
-                let trusted = &self.config.trust_forwarded_from;
                 let host = (host.as_ref(), &host_value);
                 self.mirrors
                     .start(mirror, &route, conn, host, &mut req, trusted)
@@ -264,15 +264,18 @@ impl Proxy {
         if let (Some(canary), Some(exchange)) = (canary, exchange.as_deref_mut()) {
             exchange.canary(canary, canary_runtime.and_then(|r| r.stats.as_ref()));
         }
-        let (backend, balance) = match canary {
-            Some(canary) => (&canary.backend, &canary.balance),
-            None => (&route.backend, &policy.balance),
+        let (backend, balance, balancer) = match canary {
+            Some(canary) => (
+                &canary.backend,
+                &canary.balance,
+                canary_runtime.map(|r| &r.balancer),
+            ),
+            None => (
+                &route.backend,
+                &policy.balance,
+                runtime.as_ref().map(|r| &r.balancer),
+            ),
         };
-        let balancer = match canary_runtime {
-            Some(canary) => Some(&canary.balancer),
-            None => runtime.as_ref().map(|runtime| &runtime.balancer),
-        };
-        let trusted = &self.config.trust_forwarded_from;
         let idempotent = is_idempotent(req.method());
         let first = match balancer {
             Some(balancer) => {
@@ -320,7 +323,7 @@ impl Proxy {
         let timeouts = &policy.timeouts;
         let mut retries = Retries::start(
             &policy.retry,
-            &backend.endpoints,
+            (&backend.endpoints, balancer.map(|b| &**b)),
             first.addr(),
             (req.method(), upgrade.is_some()),
             deadline,

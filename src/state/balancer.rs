@@ -340,6 +340,19 @@ impl Sticky {
 }
 
 /// The indices of `endpoints` not in `tried`.
+/// An endpoint of `endpoints` not in `tried`, the first after the last one tried (round
+/// robin from there; from the start when that one left the table).
+pub fn next_untried(endpoints: &[SocketAddr], tried: &[SocketAddr]) -> Option<SocketAddr> {
+    let n = endpoints.len();
+    let start = tried
+        .last()
+        .and_then(|last| endpoints.iter().position(|e| e == last))
+        .map_or(0, |i| i + 1);
+    (0..n)
+        .map(|k| endpoints[(start + k) % n])
+        .find(|e| !tried.contains(e))
+}
+
 fn untried<'a>(
     endpoints: &'a [SocketAddr],
     tried: &'a [SocketAddr],
@@ -511,15 +524,7 @@ impl Balancer {
                     load: None,
                 })
             }
-            _ => {
-                // The next endpoint after the last one tried, in order.
-                let last = endpoints.iter().position(|e| *e == previous.addr);
-                let start = last.map_or(0, |i| i + 1);
-                (0..endpoints.len())
-                    .map(|k| endpoints[(start + k) % endpoints.len()])
-                    .find(|addr| !tried.contains(addr))
-                    .map(Picked::plain)
-            }
+            _ => next_untried(endpoints, tried).map(Picked::plain),
         }
     }
 
@@ -565,6 +570,22 @@ mod tests {
     use super::*;
     use crate::model::balance::{Affinity, HashBy};
     use http::HeaderMap;
+
+    #[test]
+    fn next_untried_is_one_not_tried_after_the_last_one() {
+        let e: Vec<SocketAddr> = (1..=4)
+            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
+            .collect();
+        assert_eq!(next_untried(&e, &[e[0]]), Some(e[1]));
+        assert_eq!(next_untried(&e, &[e[3]]), Some(e[0]));
+        assert_eq!(next_untried(&e, &[e[1], e[2]]), Some(e[3]));
+        assert_eq!(next_untried(&e, &[e[2], e[3], e[0]]), Some(e[1]));
+        assert_eq!(next_untried(&e, &e), None);
+        assert_eq!(next_untried(&e[..1], &e[..1]), None);
+        // An endpoint that left the table since: start from the beginning.
+        let gone: SocketAddr = "10.9.9.9:80".parse().unwrap();
+        assert_eq!(next_untried(&e, &[gone]), Some(e[0]));
+    }
 
     fn addrs(n: usize) -> Vec<SocketAddr> {
         (1..=n)

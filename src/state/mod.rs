@@ -22,7 +22,9 @@ use arc_swap::ArcSwap;
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
 use crate::tls::CertStore;
-pub use balancer::{Attempt, Balancer, FAILURE_PENALTY, Picked, RoundRobin, stable_hash};
+pub use balancer::{
+    Attempt, Balancer, FAILURE_PENALTY, Picked, RoundRobin, next_untried, stable_hash,
+};
 pub use connections::{ConnectionCounter, ConnectionSlot};
 pub use limiter::{Limiter, MAX_CLIENTS};
 pub use runtime::{CanaryRuntime, RouteRuntime, Runtimes, UpstreamTlsSetting};

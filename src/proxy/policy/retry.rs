@@ -35,6 +35,7 @@ use super::super::idle::{IdleTimeout, Side};
 use super::super::upstream::{Lease, Outgoing, UpstreamError, head_of};
 use super::body_limit::BodyTooLarge;
 use crate::model::{Retry, RetryOn, Route};
+use crate::state::{Balancer, Picked, next_untried};
 
 /// The most of a request body weir keeps to send it again (64 KiB): a request whose body is
 /// larger is never retried once it was sent.
@@ -117,6 +118,9 @@ enum Replay {
 pub(in crate::proxy) struct Retries<'a> {
     retry: &'a Retry,
     endpoints: &'a [SocketAddr],
+    /// The backend's balancer, which picks the next endpoint (`None`: the next untried one in
+    /// order).
+    balancer: Option<&'a Balancer>,
     first: SocketAddr,
     /// The endpoints tried after the first one.
     more: Vec<SocketAddr>,
@@ -170,28 +174,12 @@ fn condition(error: &UpstreamError) -> Option<(RetryOn, bool)> {
     })
 }
 
-/// An endpoint of `endpoints` not in `tried`, the first after the last one tried (round
-/// robin from there). One call, so that a balancer can take its place.
-pub(in crate::proxy) fn another_endpoint(
-    endpoints: &[SocketAddr],
-    tried: &[SocketAddr],
-) -> Option<SocketAddr> {
-    let n = endpoints.len();
-    let start = tried
-        .last()
-        .and_then(|last| endpoints.iter().position(|e| e == last))
-        .map_or(0, |i| i + 1);
-    (0..n)
-        .map(|k| endpoints[(start + k) % n])
-        .find(|e| !tried.contains(e))
-}
-
 impl<'a> Retries<'a> {
     /// The attempts of a request first sent to `first`; `None` when it can never go on (one
     /// endpoint, retries off, one try): such a request pays nothing more.
     pub fn start(
         retry: &'a Retry,
-        endpoints: &'a [SocketAddr],
+        (endpoints, balancer): (&'a [SocketAddr], Option<&'a Balancer>),
         first: SocketAddr,
         (method, upgrade): (&Method, bool),
         deadline: Option<Instant>,
@@ -204,6 +192,7 @@ impl<'a> Retries<'a> {
         Some(Box::new(Retries {
             retry,
             endpoints,
+            balancer,
             first,
             more: Vec::new(),
             started: Instant::now(),
@@ -301,7 +290,13 @@ impl<'a> Retries<'a> {
         let mut tried = Vec::with_capacity(attempts);
         tried.push(self.first);
         tried.extend_from_slice(&self.more);
-        let next = another_endpoint(self.endpoints, &tried)?;
+        let next = match self.balancer {
+            Some(balancer) => {
+                let last = Picked::endpoint(*tried.last()?);
+                balancer.another(&tried, &last)?.addr
+            }
+            None => next_untried(self.endpoints, &tried)?,
+        };
         self.more.push(next);
         Some(next)
     }
@@ -352,20 +347,6 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn another_endpoint_is_one_not_tried_after_the_last_one() {
-        let e = addrs(4);
-        assert_eq!(another_endpoint(&e, &[e[0]]), Some(e[1]));
-        assert_eq!(another_endpoint(&e, &[e[3]]), Some(e[0]));
-        assert_eq!(another_endpoint(&e, &[e[1], e[2]]), Some(e[3]));
-        assert_eq!(another_endpoint(&e, &[e[2], e[3], e[0]]), Some(e[1]));
-        assert_eq!(another_endpoint(&e, &e), None);
-        assert_eq!(another_endpoint(&e[..1], &e[..1]), None);
-        // An endpoint that left the table since: start from the beginning.
-        let gone: SocketAddr = "10.9.9.9:80".parse().unwrap();
-        assert_eq!(another_endpoint(&e, &[gone]), Some(e[0]));
-    }
-
     type Polled = Poll<Option<Result<Frame<Bytes>, ()>>>;
 
     fn copy_of(frames: &[Polled], ended_last: bool) -> Option<Bytes> {
@@ -414,7 +395,13 @@ mod tests {
         endpoints: &'a [SocketAddr],
         method: &Method,
     ) -> Option<Box<Retries<'a>>> {
-        Retries::start(retry, endpoints, endpoints[0], (method, false), None)
+        Retries::start(
+            retry,
+            (endpoints, None),
+            endpoints[0],
+            (method, false),
+            None,
+        )
     }
 
     fn refused(addr: SocketAddr) -> UpstreamError {
