@@ -149,7 +149,9 @@ pub async fn run_rebuild_loop(
             let built = tokio::task::spawn_blocking(move || {
                 let (built, certs) =
                     build_with_certificates(&for_build, &config, &default_certificate);
+                let build_elapsed = started.elapsed();
                 let generation = publisher.publish(built.table, Arc::new(certs));
+                let publish_elapsed = started.elapsed() - build_elapsed;
                 // Counted after the swap, so that they do not delay the new table.
                 let served = publisher.snapshot();
                 let counts = TableCounts::of(&served.table);
@@ -161,13 +163,21 @@ pub async fn run_rebuild_loop(
                     tls_hosts,
                     built.ingresses,
                     built.diagnostics,
+                    (build_elapsed, publish_elapsed),
                 )
             })
             .instrument(info_span!("rebuild"))
             .await;
             let metrics = &state.metrics().control;
             match built {
-                Ok((generation, counts, tls_hosts, ingresses, built_diagnostics)) => {
+                Ok((
+                    generation,
+                    counts,
+                    tls_hosts,
+                    ingresses,
+                    built_diagnostics,
+                    (build, publish),
+                )) => {
                     diagnostics.update(&built_diagnostics);
                     let elapsed = started.elapsed();
                     counts.report(metrics, ingresses.len(), &built_diagnostics);
@@ -181,6 +191,8 @@ pub async fn run_rebuild_loop(
                         tls_hosts,
                         ingresses = ingresses.len(),
                         ?elapsed,
+                        ?build,
+                        ?publish,
                         "published routing table"
                     );
                     published.send_replace(Some(Arc::new(Published {

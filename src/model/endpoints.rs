@@ -29,7 +29,7 @@ use k8s_openapi::api::networking::v1::IngressServiceBackend;
 use super::Input;
 use super::diagnostic::{ObjectKind, ObjectRef, Reason};
 use super::external_names::{self, ExternalNamePolicy, NameAnswers};
-use super::objects::{self, index_by_name};
+use super::objects::{self, ByName, index_by_name};
 use super::table::Backend;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -112,9 +112,9 @@ pub(crate) enum Upstream {
 /// without it.
 #[derive(Debug)]
 pub(crate) struct Backends<'a> {
-    services: BTreeMap<(&'a str, &'a str), &'a Service>,
+    services: ByName<'a, Service>,
     slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    endpoints: BTreeMap<(&'a str, &'a str), &'a Endpoints>,
+    endpoints: ByName<'a, Endpoints>,
     /// The DNS answers for ExternalName Services.
     answers: &'a NameAnswers,
     /// How ExternalName Services are treated.

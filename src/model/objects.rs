@@ -1,7 +1,7 @@
 //! Small helpers over Kubernetes object metadata shared by the build steps.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +21,10 @@ pub(crate) fn name(meta: &ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or("")
 }
 
+/// Namespaced objects by (namespace, name). A hash map: with 10,000 Ingresses an ordered map's
+/// string comparisons were a tenth of a build; whoever iterates it sorts.
+pub(crate) type ByName<'a, T> = HashMap<(&'a str, &'a str), &'a T, foldhash::fast::RandomState>;
+
 /// Indexes namespaced objects by (namespace, name).
 ///
 /// The input should hold each object once, but a manifests directory can declare the same
@@ -29,8 +33,8 @@ pub(crate) fn name(meta: &ObjectMeta) -> &str {
 pub(crate) fn index_by_name<T: Serialize>(
     items: &[Arc<T>],
     meta: impl Fn(&T) -> &ObjectMeta,
-) -> BTreeMap<(&str, &str), &T> {
-    let mut index: BTreeMap<(&str, &str), &T> = BTreeMap::new();
+) -> ByName<'_, T> {
+    let mut index = ByName::with_capacity_and_hasher(items.len(), Default::default());
     for item in items.iter().map(Arc::as_ref) {
         let m = meta(item);
         match index.entry((namespace(m), name(m))) {

@@ -62,6 +62,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::access::Access;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
+use super::objects::ByName;
 use super::policy::{Defaults, Policy};
 use compat::Support;
 
@@ -166,9 +167,9 @@ pub(crate) struct Context<'a> {
     /// The flags' defaults, overridden by the controller ConfigMap.
     pub defaults: &'a Defaults,
     /// Every Secret of the input, by (namespace, name).
-    pub secrets: &'a BTreeMap<(&'a str, &'a str), &'a Secret>,
+    pub secrets: &'a ByName<'a, Secret>,
     /// Every ConfigMap of the input, by (namespace, name).
-    pub config_maps: &'a BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
+    pub config_maps: &'a ByName<'a, ConfigMap>,
     /// `--allow-cross-namespace-resources`: `auth-secret` (and the other annotations that
     /// name an object) may name `namespace/name`.
     pub allow_cross_namespace: bool,

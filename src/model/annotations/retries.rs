@@ -11,18 +11,20 @@ pub(super) const KEYS: &[Key] = &[
     Key::route("proxy-next-upstream-timeout", OnInvalid::Default),
 ];
 
-/// The annotation `name` read by `parse`, else `default` (also when invalid: reported).
+/// The annotation `name` read by `parse`, else `default` (also when invalid: reported, with
+/// the default as `shown` writes it; formatted only then, as every Ingress reads these).
 fn read<T: Copy>(
     r: &mut Reader<'_>,
     name: &str,
     accepted: &str,
     parse: fn(&str) -> Option<T>,
-    (default, shown): (T, String),
+    (default, shown): (T, impl FnOnce() -> String),
 ) -> T {
     let Some(found) = r.get(name) else {
         return default;
     };
     parse(found.value).unwrap_or_else(|| {
+        let shown = shown();
         r.invalid(found, accepted, format_args!("the default ({shown})"));
         default
     })
@@ -38,7 +40,7 @@ pub(super) fn parse(r: &mut Reader<'_>, defaults: &Defaults) -> Retry {
         "proxy-next-upstream",
         retry::TOKENS,
         RetryOn::parse,
-        (d.on, format!("{:?}", d.on.to_string())),
+        (d.on, || format!("{:?}", d.on.to_string())),
     );
     if defaults.retry_non_idempotent {
         on = on.union(RetryOn::NON_IDEMPOTENT);
@@ -48,17 +50,16 @@ pub(super) fn parse(r: &mut Reader<'_>, defaults: &Defaults) -> Retry {
         "proxy-next-upstream-tries",
         retry::TRIES,
         retry::tries,
-        (d.tries, d.tries.to_string()),
+        (d.tries, || d.tries.to_string()),
     );
     let timeout = read(
         r,
         "proxy-next-upstream-timeout",
         retry::TIMEOUT,
         retry::timeout,
-        (
-            d.timeout,
-            format!("{}s", d.timeout.map_or(0, |t| t.as_secs())),
-        ),
+        (d.timeout, || {
+            format!("{}s", d.timeout.map_or(0, |t| t.as_secs()))
+        }),
     );
     Retry { on, tries, timeout }
 }

@@ -36,9 +36,8 @@ pub(super) enum Object {
 }
 
 impl Object {
-    /// `Kind namespace/name` (or `Kind name` when cluster-scoped): the identity used for
-    /// duplicate detection and messages.
-    pub fn key(&self) -> String {
+    /// `(Kind, namespace, name)`: the identity used for duplicate detection, borrowed.
+    pub fn identity(&self) -> (&'static str, Option<&str>, &str) {
         let (kind, meta) = match self {
             Object::Ingress(o) => (Ingress::KIND, &o.metadata),
             Object::IngressClass(o) => (IngressClass::KIND, &o.metadata),
@@ -49,9 +48,14 @@ impl Object {
             Object::ConfigMap(o) => (ConfigMap::KIND, &o.metadata),
         };
         let name = meta.name.as_deref().unwrap_or_default();
-        match meta.namespace.as_deref() {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
+        (kind, meta.namespace.as_deref(), name)
+    }
+
+    /// `Kind namespace/name` (or `Kind name` when cluster-scoped): the identity for messages.
+    pub fn key(&self) -> String {
+        match self.identity() {
+            (kind, Some(ns), name) => format!("{kind} {ns}/{name}"),
+            (kind, None, name) => format!("{kind} {name}"),
         }
     }
 }

@@ -394,6 +394,68 @@ fn unchanged_files_share_their_objects_across_loads() {
     assert!(!same(&first.input, &third.input));
 }
 
+/// `load_paths` with what a watcher reports gives what a full load gives, reading only the
+/// files named, and falls back to a full load where a path is more than a file.
+#[test]
+fn loading_the_reported_paths_matches_a_full_load() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("a", 80));
+    write(&dir, "sub/b.yaml", &service("b", 80));
+    write(&dir, "notes.txt", "not a manifest");
+    let (mut source, first) = load(&dir);
+    let reported = |paths: &[&str]| -> BTreeSet<PathBuf> {
+        paths.iter().map(|p| dir.path().join(p)).collect()
+    };
+    let fresh = || load(&dir).1.input;
+
+    // An edit: only that file is read again.
+    write(&dir, "a.yaml", &service("a", 81));
+    let edited = source.load_paths(&reported(&["a.yaml"])).input;
+    assert!(same(&edited, &fresh()));
+    assert!(!same(&edited, &first.input));
+    assert!(Arc::ptr_eq(&first.input.services[1], &edited.services[1]));
+
+    // An editor's save (a hidden temporary file renamed over the file), and a file that is
+    // not a manifest: the temporary file and the text file change nothing.
+    write(&dir, ".a.yaml.swp", &service("a", 82));
+    fs::rename(dir.path().join(".a.yaml.swp"), dir.path().join("a.yaml")).unwrap();
+    write(&dir, "notes.txt", &service("n", 80));
+    let saved = source
+        .load_paths(&reported(&[".a.yaml.swp", "a.yaml", "notes.txt"]))
+        .input;
+    assert!(same(&saved, &fresh()));
+    assert_eq!(names(&saved.services), ["default/a", "default/b"]);
+
+    // A removed directory drops what was read from under it.
+    fs::remove_dir_all(dir.path().join("sub")).unwrap();
+    let removed = source.load_paths(&reported(&["sub"])).input;
+    assert_eq!(names(&removed.services), ["default/a"]);
+
+    // A new directory (its files may have no events of their own) and a path outside DIR
+    // make a full load.
+    write(
+        &dir,
+        "new/deep/c.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"c"}}"#,
+    );
+    let added = source.load_paths(&reported(&["new"])).input;
+    assert_eq!(names(&added.services), ["default/a", "default/c"]);
+    write(&dir, "d.yaml", &service("d", 80));
+    let outside: BTreeSet<PathBuf> = [PathBuf::from("/elsewhere/x.yaml")].into();
+    let everything = source.load_paths(&outside).input;
+    assert_eq!(
+        names(&everything.services),
+        ["default/a", "default/d", "default/c"]
+    );
+    assert!(same(&everything, &fresh()));
+
+    // A broken edit keeps the file's last good objects, as a full load does.
+    write(&dir, "d.yaml", "{{{");
+    let loaded = source.load_paths(&reported(&["d.yaml"]));
+    assert_eq!(loaded.errors.len(), 1);
+    assert!(same(&loaded.input, &everything));
+}
+
 #[test]
 fn duplicates_keep_the_first_in_sorted_path_order() {
     let dir = TempDir::new().unwrap();

@@ -1,18 +1,21 @@
 //! When to reload: filesystem events (notify, recursive, on the directory so that editors'
 //! write-temp-and-rename saves, creates and deletes are all seen), or polling as a fallback.
 
+use std::collections::BTreeSet;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-/// Reload after this long without further changes…
-const QUIET: Duration = Duration::from_millis(20);
+/// Reload after this long without further changes (an atomic save is one rename; a
+/// `cp -r` or `git checkout` of many files comes in a burst of events microseconds apart)…
+const QUIET: Duration = Duration::from_millis(5);
 /// …but never later than this after the first change, even under a stream of changes.
 const MAX_DELAY: Duration = Duration::from_millis(200);
 /// How often the fallback polls the directory.
@@ -54,12 +57,43 @@ fn identity(_: &Metadata) -> (u64, i64, i64) {
     (0, 0, 0)
 }
 
+/// What changed since the last load.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Changes {
+    /// These paths (files or directories) were written, created, renamed or removed.
+    Paths(BTreeSet<PathBuf>),
+    /// Unknown (polling, a watch error, events the watcher lost): look at everything.
+    Everything,
+}
+
+impl Changes {
+    fn add(&mut self, event: notify::Event) {
+        match self {
+            Changes::Everything => {}
+            _ if event.need_rescan() || event.paths.is_empty() => *self = Changes::Everything,
+            Changes::Paths(paths) => paths.extend(event.paths),
+        }
+    }
+}
+
+/// The changes the watcher saw and not yet taken, and the wake-up of [`Trigger::changed`].
+pub(super) struct Pending {
+    changes: Mutex<Changes>,
+    wake: Notify,
+}
+
+impl Pending {
+    fn take(&self) -> Changes {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *changes, Changes::Paths(BTreeSet::new()))
+    }
+}
+
 pub(super) enum Trigger {
-    /// Filesystem events. The channel holds at most one pending "something changed": a full
-    /// channel already means "reload", so extra events are dropped (coalesced).
+    /// Filesystem events, coalesced into one set of changed paths until taken.
     Notify {
         _watcher: RecommendedWatcher,
-        rx: mpsc::Receiver<()>,
+        pending: Arc<Pending>,
     },
     Poll {
         dir: PathBuf,
@@ -89,11 +123,12 @@ impl Trigger {
         }
     }
 
-    /// Waits for a change, then for the debounce window to close. `false` if cancelled.
-    pub async fn debounced(&mut self, cancel: &CancellationToken) -> bool {
+    /// Waits for a change, then for the debounce window to close, and says what changed.
+    /// `None` if cancelled.
+    pub async fn debounced(&mut self, cancel: &CancellationToken) -> Option<Changes> {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return false,
+            _ = cancel.cancelled() => return None,
             _ = self.changed() => {}
         }
         let deadline = Instant::now() + MAX_DELAY;
@@ -101,22 +136,23 @@ impl Trigger {
             let quiet_until = (Instant::now() + QUIET).min(deadline);
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return false,
-                _ = sleep_until(quiet_until) => return true,
+                _ = cancel.cancelled() => return None,
+                _ = sleep_until(quiet_until) => break,
                 _ = self.changed() => {}
             }
         }
+        Some(match self {
+            Trigger::Notify { pending, .. } => pending.take(),
+            Trigger::Poll { .. } => Changes::Everything,
+        })
     }
 
     /// Resolves on the next change. Cancel-safe.
     async fn changed(&mut self) {
         match self {
-            Trigger::Notify { rx, .. } => {
-                if rx.recv().await.is_none() {
-                    // Cannot happen while we hold the watcher; never spin if it does.
-                    std::future::pending::<()>().await;
-                }
-            }
+            // A wake-up sent while nobody waits is kept for the next call (`notify_one`), so
+            // events that arrive during a load are never lost.
+            Trigger::Notify { pending, .. } => pending.wake.notified().await,
             Trigger::Poll {
                 dir,
                 interval,
@@ -134,24 +170,33 @@ impl Trigger {
 }
 
 fn watcher(dir: &Path) -> notify::Result<Trigger> {
-    let (tx, rx) = mpsc::channel(1);
+    let pending = Arc::new(Pending {
+        changes: Mutex::new(Changes::Paths(BTreeSet::new())),
+        wake: Notify::new(),
+    });
     let span = tracing::Span::current();
+    let events = pending.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let mut changes = events.changes.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             // Opens and reads (our own loads among them) change nothing.
             Ok(e) if matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) =>
             {
                 return;
             }
-            Ok(_) => {}
-            Err(e) => span.in_scope(|| tracing::warn!(error = %e, "watch error; reloading")),
+            Ok(e) => changes.add(e),
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "watch error; reloading"));
+                *changes = Changes::Everything;
+            }
         }
-        let _ = tx.try_send(()); // Full: a reload is already pending.
+        drop(changes);
+        events.wake.notify_one();
     })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     Ok(Trigger::Notify {
         _watcher: watcher,
-        rx,
+        pending,
     })
 }
 
