@@ -47,7 +47,9 @@ impl Proxy {
             .forward(conn, activity, req, &mut exchange, &mut errors)
             .await;
         if let Some(pending) = errors {
-            result = self.error_page(pending, conn, result).await;
+            // Boxed: asking the error backend is a request of its own, and every request's
+            // future would otherwise carry its room (and copy it with every move).
+            result = Box::pin(self.error_page(pending, conn, result)).await;
         }
         let response = match result {
             Ok(response) => response,
