@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -406,19 +407,50 @@ where
     let mut check_in = busy_check;
     let mut shutdown = None;
     loop {
-        tokio::select! {
-            result = connection.as_mut() => {
+        let sleep = tokio::time::sleep(check_in);
+        let cancelled = cancel.cancelled();
+        tokio::pin!(sleep, cancelled);
+        // The connection is polled on every wake-up of the task, which a request causes
+        // several times; the timer and the token are polled once, to register the task, and
+        // then only looked at (a poll of each costs more than the look, and they rarely fire).
+        // The task's waker stays the same, so their registrations stay valid.
+        let mut registered = false;
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(result));
+            }
+            if shutdown.is_some() {
+                return Poll::Pending;
+            }
+            let (cancelled, timer) = if registered {
+                (cancel.is_cancelled(), sleep.is_elapsed())
+            } else {
+                registered = true;
+                let cancelled = cancelled.as_mut().poll(cx).is_ready();
+                (cancelled, sleep.as_mut().poll(cx).is_ready())
+            };
+            if cancelled {
+                Poll::Ready(Event::Cancelled)
+            } else if timer {
+                Poll::Ready(Event::Check)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match event {
+            Event::Ended(result) => {
                 if let Err(error) = result {
                     debug!(%error, "client connection ended with an error");
                     return Ended::Closed;
                 }
                 return shutdown.unwrap_or(Ended::Closed);
             }
-            _ = cancel.cancelled(), if shutdown.is_none() => {
+            Event::Cancelled => {
                 graceful_shutdown(connection.as_mut());
                 shutdown = Some(Ended::Closed);
             }
-            _ = tokio::time::sleep(check_in), if shutdown.is_none() => {
+            Event::Check => {
                 let Some(idle) = activity.idle_for() else {
                     check_in = busy_check;
                     continue;
@@ -445,4 +477,14 @@ where
             }
         }
     }
+}
+
+/// What woke [`drive`].
+enum Event {
+    /// The connection ended (its result).
+    Ended(Result<(), hyper::Error>),
+    /// `cancel` fired.
+    Cancelled,
+    /// The idle timer ran out.
+    Check,
 }

@@ -47,7 +47,9 @@ impl Proxy {
             .forward(conn, activity, req, &mut exchange, &mut errors)
             .await;
         if let Some(pending) = errors {
-            result = self.error_page(pending, conn, result).await;
+            // Boxed: asking the error backend is a request of its own, and every request's
+            // future would otherwise carry its room (and copy it with every move).
+            result = Box::pin(self.error_page(pending, conn, result)).await;
         }
         let response = match result {
             Ok(response) => response,
@@ -237,6 +239,9 @@ pub(super) fn prepare_upstream_request(
     trusted_nets: &[IpNet],
 ) -> HeaderValue {
     let from_http2 = req.version() == Version::HTTP_2;
+    // Without an authority in the target, `host` is the request's own Host header (see
+    // [`raw_host`]): it is already there, and writing it again would cost a lookup.
+    let host_is_header = req.uri().authority().is_none();
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req
             .uri()
@@ -253,7 +258,7 @@ pub(super) fn prepare_upstream_request(
         join_cookies(headers);
     }
     let host = (!host.is_empty()).then_some(host);
-    if let Some(host) = &host {
+    if let Some(host) = host.as_ref().filter(|_| !host_is_header) {
         headers.insert(header::HOST, host.clone());
     }
     headers::set_forwarding_headers(headers, client, trusted_nets, host.as_ref());

@@ -550,6 +550,44 @@ impl Lease {
     }
 }
 
+/// After an attempt on `addr` failed with `error`: the request to send again on a new
+/// connection, or why there is no response. The request goes again when hyper never sent it
+/// (a pooled connection found closed; `reused`), or when it may be replayed (`replay`, the
+/// copy of its head, with `again_body`, its body from memory) and the failure is not a response
+/// that did not parse.
+fn again_or_error(
+    mut error: TrySendError<Request<RequestBody>>,
+    reused: bool,
+    replay: Option<Request<()>>,
+    again_body: Option<&Bytes>,
+    failure: Option<&AtomicU8>,
+    addr: SocketAddr,
+) -> Result<Request<RequestBody>, UpstreamError> {
+    let again = match error.take_message() {
+        Some(unsent) if reused => Some(unsent),
+        _ if error.error().is_parse() => None,
+        _ => replay.and_then(|head| {
+            let body = again_body?.clone();
+            Some(head.map(|()| RequestBody::copied(body)))
+        }),
+    };
+    if let Some(again) = again {
+        debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
+        return Ok(again);
+    }
+    if let Some(failure) = failure.and_then(BodyFailure::noted) {
+        return Err(UpstreamError::ClientBody { addr, failure });
+    }
+    let source = error.into_error();
+    if let Some(stalled) = SendStalled::in_chain(&source) {
+        return Err(UpstreamError::SendTimeout {
+            addr,
+            after: stalled.after,
+        });
+    }
+    Err(UpstreamError::Request { addr, source })
+}
+
 /// Spawns hyper's HTTP/2 background work (one task per request body) on the pool's tracked
 /// tasks.
 #[derive(Clone)]
@@ -837,64 +875,44 @@ impl Pool {
                 conn = self.connect(&conn.target, options.timeouts.connect).await?;
             }
             conn.send_timeout.set(options.timeouts.send);
-            let replay = (conn.reused && replayable).then(|| head_of(&req));
-            let response = conn.sender.try_send(req);
-            tokio::pin!(response);
-            // The response timeout runs from the end of the request body.
-            let mut early = None;
-            if let Some(sent) = body_sent.as_mut() {
-                tokio::select! {
-                    biased;
-                    result = &mut response => early = Some(result),
-                    _ = sent => body_sent = None,
-                }
-            }
-            let result = match early {
-                Some(result) => result,
-                None => tokio::time::timeout(after, &mut response)
-                    .await
-                    .map_err(|_| UpstreamError::ResponseTimeout { addr, after })?,
-            };
-            let mut error = match result {
-                Ok(response) => {
-                    let lease = Lease {
-                        pool: self.clone(),
-                        target: conn.target,
-                        sender: conn.sender,
-                        send_timeout: conn.send_timeout,
+            // In a block of its own: what an attempt holds (the replay copy, hyper's future,
+            // its error) is gone before the wait for a new connection below, so that this
+            // future, which every request carries, keeps room for one of the two only.
+            let again = {
+                let replay = (conn.reused && replayable).then(|| head_of(&req));
+                let response = conn.sender.try_send(req);
+                tokio::pin!(response);
+                // The response timeout runs from the end of the request body.
+                let result = loop {
+                    let Some(sent) = body_sent.as_mut() else {
+                        break tokio::time::timeout(after, &mut response)
+                            .await
+                            .map_err(|_| UpstreamError::ResponseTimeout { addr, after })?;
                     };
-                    return Ok((response, lease));
-                }
-                Err(error) => error,
-            };
-            let again = match error.take_message() {
-                Some(unsent) if conn.reused => Some(unsent),
-                _ if error.error().is_parse() => None,
-                _ => replay.and_then(|head| {
-                    let body = again_body.clone()?;
-                    Some(head.map(|()| RequestBody::copied(body)))
-                }),
-            };
-            match again {
-                Some(again) => {
-                    debug!(%addr, error = %error.error(), "pooled connection was closed; sending on a new one");
-                    req = again;
-                    conn = self.connect(&conn.target, options.timeouts.connect).await?;
-                }
-                None => {
-                    if let Some(failure) = failure.as_deref().and_then(BodyFailure::noted) {
-                        return Err(UpstreamError::ClientBody { addr, failure });
+                    tokio::select! {
+                        biased;
+                        result = &mut response => break result,
+                        _ = sent => body_sent = None,
                     }
-                    let source = error.into_error();
-                    if let Some(stalled) = SendStalled::in_chain(&source) {
-                        return Err(UpstreamError::SendTimeout {
-                            addr,
-                            after: stalled.after,
-                        });
+                };
+                match result {
+                    Ok(response) => {
+                        let lease = Lease {
+                            pool: self.clone(),
+                            target: conn.target,
+                            sender: conn.sender,
+                            send_timeout: conn.send_timeout,
+                        };
+                        return Ok((response, lease));
                     }
-                    return Err(UpstreamError::Request { addr, source });
+                    Err(error) => {
+                        let again = again_body.as_ref();
+                        again_or_error(error, conn.reused, replay, again, failure.as_deref(), addr)?
+                    }
                 }
-            }
+            };
+            req = again;
+            conn = self.connect(&conn.target, options.timeouts.connect).await?;
         }
     }
 
