@@ -1754,10 +1754,14 @@ main() {
   if wants cpu; then log "6. CPU at $RATE req/s"; interleaved t_cpu_rate; fi
   if wants mem; then
     log "5. memory: $MEM_CONNS idle connections and WebSockets, $MEM_TLS_CONNS idle TLS and HTTP/2 connections, fresh proxies"
-    interleaved t_mem_http
-    interleaved t_mem_ws
-    interleaved t_mem_tls
-    interleaved t_mem_h2
+    # A fresh proxy per measurement takes a few seconds: --quick compares weir with
+    # nginx-classic only here.
+    local mem_targets=$MAIN_TARGETS
+    [ "$QUICK" = 0 ] || mem_targets="direct weir nginx-classic"
+    interleaved t_mem_http "$mem_targets"
+    interleaved t_mem_ws "$mem_targets"
+    interleaved t_mem_tls "$mem_targets"
+    interleaved t_mem_h2 "$mem_targets"
   fi
   if wants scale; then scale_tests; fi
   if wants cfg; then cfg_tests; fi
