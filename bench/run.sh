@@ -36,6 +36,7 @@ CFG_LOAD_RATE=2000    # the rate of those clients (req/s, 64 keep-alive connecti
 PROXY_CPUS=${PROXY_CPU:-}
 LOAD_CPUS=${LOAD_CPU:-}
 MEM_TLS_CONNS=5000    # idle TLS connections (HTTP/1.1 and HTTP/2) held open in the memory tests
+MEM_RUNS=3            # at most this many runs of the memory tests (a fresh proxy each)
 QUICK=0
 ONLY=""               # comma-separated test groups (default: all)
 KEEP=0                # keep the work directory (configs, logs, raw outputs)
@@ -180,17 +181,19 @@ expand_cpus() {
 # Sets PROXY_CPUS and LOAD_CPUS (defaults above), PROXY_CPU_LIST and LOAD_CPU_LIST (arrays),
 # PROXY_NCPU and LOAD_NCPU, and PIN_CPUS (where start_weir/start_nginx/start_haproxy pin).
 resolve_cpus() {
-  local n c rest=()
+  local n c rest=() cpus
   n=$(nproc --all)
   [ -n "$PROXY_CPUS" ] || PROXY_CPUS=$((n > 1 ? 1 : 0))
-  read -r -a PROXY_CPU_LIST <<<"$(expand_cpus "$PROXY_CPUS")"
+  cpus=$(expand_cpus "$PROXY_CPUS") || exit 1
+  read -r -a PROXY_CPU_LIST <<<"$cpus"
   if [ -z "$LOAD_CPUS" ]; then
     for c in $(seq 0 $((n - 1))); do
       [[ " ${PROXY_CPU_LIST[*]} " == *" $c "* ]] || rest+=("$c")
     done
     if [ ${#rest[@]} -gt 0 ]; then LOAD_CPUS=$(IFS=,; echo "${rest[*]}"); else LOAD_CPUS=0; fi
   fi
-  read -r -a LOAD_CPU_LIST <<<"$(expand_cpus "$LOAD_CPUS")"
+  cpus=$(expand_cpus "$LOAD_CPUS") || exit 1
+  read -r -a LOAD_CPU_LIST <<<"$cpus"
   PROXY_NCPU=${#PROXY_CPU_LIST[@]} LOAD_NCPU=${#LOAD_CPU_LIST[@]}
   taskset -c "$PROXY_CPUS" true 2>/dev/null || die "--proxy-cpus $PROXY_CPUS: not CPUs of this machine"
   taskset -c "$LOAD_CPUS" true 2>/dev/null || die "--load-cpus $LOAD_CPUS: not CPUs of this machine"
@@ -1709,7 +1712,7 @@ main() {
   : >"$RECORDS"
   make_certificate
   write_weir_manifests "$WORK/weir-base"
-  write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS" "$NGINX_H2C"
+  write_nginx_conf "$WORK/nginx-ingress" "$NGINX_HTTP" "$NGINX_HTTPS" "$NGINX_H2C"
   write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS" "$NGINX2_H2C"
   write_nginx_classic_conf "$WORK/nginx-classic" "$NGINXC_HTTP" "$NGINXC_HTTPS"
   write_nginx_classic_conf "$WORK/nginx-classic-mem" "$NGINXC2_HTTP" "$NGINXC2_HTTPS"
@@ -1725,7 +1728,7 @@ main() {
     start_backend
     start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
     start_nginx NGINXC_PID "$WORK/nginx-classic" "$NGINXC_HTTP"
-    start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
+    start_nginx NGINX_PID "$WORK/nginx-ingress" "$NGINX_HTTP"
     start_haproxy HAPROXY_PID "$WORK/haproxy.cfg" "$HAPROXY_HTTP"
     if wants grpc; then start_grpc_backend; fi
     note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx-classic master $NGINXC_PID, workers $(pgrep -P "$NGINXC_PID" | tr '\n' ' '), nginx-ingress master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' '), haproxy $HAPROXY_PID ($(ls /proc/"$HAPROXY_PID"/task | wc -l) threads)"
@@ -1756,12 +1759,15 @@ main() {
     log "5. memory: $MEM_CONNS idle connections and WebSockets, $MEM_TLS_CONNS idle TLS and HTTP/2 connections, fresh proxies"
     # A fresh proxy per measurement takes a few seconds: --quick compares weir with
     # nginx-classic only here.
-    local mem_targets=$MAIN_TARGETS
+    # Memory moves little from run to run: at most $MEM_RUNS runs.
+    local mem_targets=$MAIN_TARGETS all_runs=$RUNS
     [ "$QUICK" = 0 ] || mem_targets="direct weir nginx-classic"
+    [ "$RUNS" -le "$MEM_RUNS" ] || RUNS=$MEM_RUNS
     interleaved t_mem_http "$mem_targets"
     interleaved t_mem_ws "$mem_targets"
     interleaved t_mem_tls "$mem_targets"
     interleaved t_mem_h2 "$mem_targets"
+    RUNS=$all_runs
   fi
   if wants scale; then scale_tests; fi
   if wants cfg; then cfg_tests; fi
