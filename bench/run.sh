@@ -4,7 +4,7 @@
 # like ingress-nginx) and HAProxy (and the backend direct, the physical limit) doing the same job
 # on the same machine, in one run. See bench/README.md for what each test does exactly.
 #
-#   bench/run.sh            # the full run: 5 interleaved runs of every test (about 15 minutes)
+#   bench/run.sh            # the full run: 5 interleaved runs of every test (about half an hour)
 #   bench/run.sh --quick    # a smoke run: 1 run of 2 s per test (a few minutes)
 #   bench/run.sh --only ab --baseline ee4bbb3   # A/B: per-request CPU of this tree vs a revision
 #   bench/run.sh --help
@@ -1800,7 +1800,7 @@ main() {
     --meta "haproxy=$(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }'), nbthread $PROXY_NCPU, no log" \
     --meta "tools=$(tool_versions)" \
     --meta "command=$COMMAND_LINE" \
-    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s" \
+    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections and WebSockets, $MEM_TLS_CONNS idle TLS and HTTP/2 connections (memory: at most $MEM_RUNS runs), $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s" \
     --proxy-cpu-count "$PROXY_NCPU" "${scale_args[@]}" "${ab_args[@]}"
   echo
   echo "written: $OUT/latest.md, $OUT/latest.json"
