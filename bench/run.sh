@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2046,SC2086  # lists of pids are split into words on purpose
-# weir's benchmark: weir and nginx (and the backend direct, the physical limit) doing the same
-# job on the same machine, in one run. See bench/README.md for what each test does exactly.
+# weir's benchmark: weir, nginx in two configurations (a classic reverse proxy and one shaped
+# like ingress-nginx) and HAProxy (and the backend direct, the physical limit) doing the same job
+# on the same machine, in one run. See bench/README.md for what each test does exactly.
 #
-#   bench/run.sh            # the full run: 5 interleaved runs of every test (about 15 minutes)
+#   bench/run.sh            # the full run: 5 interleaved runs of every test (about half an hour)
 #   bench/run.sh --quick    # a smoke run: 1 run of 2 s per test (a few minutes)
 #   bench/run.sh --only ab --baseline ee4bbb3   # A/B: per-request CPU of this tree vs a revision
 #   bench/run.sh --help
@@ -29,8 +30,14 @@ CFG_INGRESSES=10000   # Ingresses (nginx: server blocks) loaded for the configur
 CFG_CHANGES=20        # changes timed from write to routable
 CFG_LOAD_CHANGES=100  # changes (nginx: reloads) made while clients send requests
 CFG_LOAD_RATE=2000    # the rate of those clients (req/s, 64 keep-alive connections)
-LOAD_CPU=${LOAD_CPU:-0}    # CPU of the load generators and the backend
-PROXY_CPU=${PROXY_CPU:-$(($(nproc --all) > 1 ? 1 : 0))}  # CPU(s) of the proxy (weir, nginx)
+# CPUs (taskset lists) of the proxy under test, and of the load generators and the backend
+# (--proxy-cpus, --load-cpus; PROXY_CPU=… LOAD_CPU=… in the environment too). Default: the proxy
+# on CPU 1 (0 on a one-CPU machine), the load on every other CPU (CPU 0 when none is left).
+PROXY_CPUS=${PROXY_CPU:-}
+LOAD_CPUS=${LOAD_CPU:-}
+MEM_TLS_CONNS=5000    # idle TLS connections (HTTP/1.1 and HTTP/2) held open in the memory tests
+MEM_RUNS=3            # at most this many runs of the memory tests (a fresh proxy each)
+QUICK=0
 ONLY=""               # comma-separated test groups (default: all)
 KEEP=0                # keep the work directory (configs, logs, raw outputs)
 OUT=""                # where latest.md and latest.json are written (default below)
@@ -51,7 +58,8 @@ AB_CODEGEN_UNITS=1
 # Baseline builds: a git worktree and a target directory of their own, the binary kept per commit.
 BASELINE_CACHE=${WEIR_BENCH_BASELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weir/bench-baseline}
 
-GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry,grpc"
+GROUPS_ALL="h1,newconn,h2,tls,ws,cpu,mem,cfg,telemetry,grpc,scale"
+# scale (CPU scaling, 1 and 2 workers) is left out of --quick unless --only names it.
 # ab (baseline against current weir) runs only with --baseline REV: all groups + ab without
 # --only, the A/B alone with --only ab.
 
@@ -61,9 +69,18 @@ WEIR_HTTP=19080 WEIR_HTTPS=19443 WEIR_ADMIN=19254
 # nginx's gRPC over h2c has a port of its own: nginx 1.22's `listen … http2` on a plain port
 # speaks HTTP/2 with prior knowledge only (weir's plain port takes HTTP/1.1 and h2c alike).
 NGINX_HTTP=19081 NGINX_HTTPS=19444 NGINX_H2C=19087
+# nginx in the classic reverse proxy configuration, and HAProxy.
+NGINXC_HTTP=19088 NGINXC_HTTPS=19450
+HAPROXY_HTTP=19089 HAPROXY_HTTPS=19451
 # Fresh instances for the memory and configuration tests.
 WEIR2_HTTP=19180 WEIR2_HTTPS=19543 WEIR2_ADMIN=19354
 NGINX2_HTTP=19181 NGINX2_HTTPS=19544 NGINX2_H2C=19187
+NGINXC2_HTTP=19188 NGINXC2_HTTPS=19550
+HAPROXY2_HTTP=19189 HAPROXY2_HTTPS=19551
+# The CPU scaling test's proxies (one or two workers).
+SCALE_WEIR_HTTP=19090 SCALE_WEIR_HTTPS=19452 SCALE_WEIR_ADMIN=19260
+SCALE_NGINX_HTTP=19091 SCALE_NGINX_HTTPS=19453
+SCALE_HAPROXY_HTTP=19092 SCALE_HAPROXY_HTTPS=19454
 # The variants of weir in the telemetry test (the third one is the main weir above).
 BARE_HTTP=19082 BARE_HTTPS=19445 BARE_ADMIN=19255
 LOGGED_HTTP=19083 LOGGED_HTTPS=19446 LOGGED_ADMIN=19256
@@ -76,6 +93,9 @@ CG_HTTP=19086 CG_HTTPS=19449 CG_ADMIN=19259
 PORT_VARS="BACKEND_PORT GRPC_BACKEND_PORT WEIR_HTTP WEIR_HTTPS WEIR_ADMIN
   NGINX_HTTP NGINX_HTTPS NGINX_H2C WEIR2_HTTP WEIR2_HTTPS WEIR2_ADMIN
   NGINX2_HTTP NGINX2_HTTPS NGINX2_H2C BARE_HTTP BARE_HTTPS BARE_ADMIN
+  NGINXC_HTTP NGINXC_HTTPS HAPROXY_HTTP HAPROXY_HTTPS NGINXC2_HTTP NGINXC2_HTTPS
+  HAPROXY2_HTTP HAPROXY2_HTTPS SCALE_WEIR_HTTP SCALE_WEIR_HTTPS SCALE_WEIR_ADMIN
+  SCALE_NGINX_HTTP SCALE_NGINX_HTTPS SCALE_HAPROXY_HTTP SCALE_HAPROXY_HTTPS
   LOGGED_HTTP LOGGED_HTTPS LOGGED_ADMIN ABBASE_HTTP ABBASE_HTTPS ABBASE_ADMIN
   ABCUR_HTTP ABCUR_HTTPS ABCUR_ADMIN CG_HTTP CG_HTTPS CG_ADMIN"
 PORT_OFFSET=${WEIR_BENCH_PORT_OFFSET:-0}
@@ -89,9 +109,10 @@ GRPC_PATH=/weir.bench.Echo/Echo  # the gRPC backend's one method (unary echo)
 usage() {
   cat <<EOF
 usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [--keep] [--out DIR]
-                    [--baseline REV]
+                    [--baseline REV] [--proxy-cpus LIST] [--load-cpus LIST]
 
-  --quick           1 run of 2 s per test, fewer configuration changes (a smoke run)
+  --quick           1 run of 2 s per test, fewer configuration changes, no scale group
+                    (a smoke run)
   --runs N          interleaved runs per test (default $RUNS; the table shows medians)
   --duration S      seconds measured per load test (default $DURATION)
   --only GROUPS     comma-separated subset of: $GROUPS_ALL, ab (needs --baseline)
@@ -103,8 +124,13 @@ usage: bench/run.sh [--quick] [--runs N] [--duration SECONDS] [--only GROUPS] [-
                     annotations: instructions per request under callgrind (the acceptance:
                     current/baseline <= $AB_BUDGET) and CPU per request at a fixed rate ($RUNS runs)
 
-The proxy under test runs on CPU $PROXY_CPU; load generators and the backend on CPU $LOAD_CPU
-(override with LOAD_CPU=... PROXY_CPU=... in the environment).
+  --proxy-cpus LIST CPUs of the proxy under test (a taskset list: 1, 2-3, 1,3); default 1
+                    (0 on a one-CPU machine). weir's worker threads, nginx's workers and
+                    HAProxy's nbthread follow its count (the scale group sets 1 and 2)
+  --load-cpus LIST  CPUs of the load generators and the backend; default every CPU not in
+                    --proxy-cpus (CPU 0 when none is left)
+
+PROXY_CPU=LIST and LOAD_CPU=LIST in the environment set the same defaults.
 EOF
 }
 
@@ -113,7 +139,9 @@ parse_flags() {
     case "$1" in
       --quick)
         RUNS=1 DURATION=2 WARMUP=0.5 CPU_REQUESTS=20000
-        CFG_CHANGES=5 CFG_LOAD_CHANGES=10 ;;
+        CFG_CHANGES=5 CFG_LOAD_CHANGES=10 MEM_TLS_CONNS=2000 QUICK=1 ;;
+      --proxy-cpus) PROXY_CPUS=$2; shift ;;
+      --load-cpus) LOAD_CPUS=$2; shift ;;
       --runs) RUNS=$2; shift ;;
       --duration) DURATION=$2; shift ;;
       --only) ONLY=$2; shift ;;
@@ -133,6 +161,43 @@ parse_flags() {
     if [ "$ONLY" = ab ]; then OUT=$BENCH/results/ab; else OUT=$BENCH/results; fi
   fi
   WARMUP_MS=$(awk "BEGIN { printf \"%d\", $WARMUP * 1000 }")
+  resolve_cpus
+}
+
+# The CPUs of a taskset list ("0-2,5" -> "0 1 2 5"), one per word.
+expand_cpus() {
+  local part cpus=""
+  for part in ${1//,/ }; do
+    [[ "$part" =~ ^[0-9]+(-[0-9]+)?$ ]] || die "not a CPU list: $1"
+    if [[ "$part" == *-* ]]; then
+      cpus="$cpus $(seq -s ' ' "${part%-*}" "${part#*-}")"
+    else
+      cpus="$cpus $part"
+    fi
+  done
+  echo "${cpus# }"
+}
+
+# Sets PROXY_CPUS and LOAD_CPUS (defaults above), PROXY_CPU_LIST and LOAD_CPU_LIST (arrays),
+# PROXY_NCPU and LOAD_NCPU, and PIN_CPUS (where start_weir/start_nginx/start_haproxy pin).
+resolve_cpus() {
+  local n c rest=() cpus
+  n=$(nproc --all)
+  [ -n "$PROXY_CPUS" ] || PROXY_CPUS=$((n > 1 ? 1 : 0))
+  cpus=$(expand_cpus "$PROXY_CPUS") || exit 1
+  read -r -a PROXY_CPU_LIST <<<"$cpus"
+  if [ -z "$LOAD_CPUS" ]; then
+    for c in $(seq 0 $((n - 1))); do
+      [[ " ${PROXY_CPU_LIST[*]} " == *" $c "* ]] || rest+=("$c")
+    done
+    if [ ${#rest[@]} -gt 0 ]; then LOAD_CPUS=$(IFS=,; echo "${rest[*]}"); else LOAD_CPUS=0; fi
+  fi
+  cpus=$(expand_cpus "$LOAD_CPUS") || exit 1
+  read -r -a LOAD_CPU_LIST <<<"$cpus"
+  PROXY_NCPU=${#PROXY_CPU_LIST[@]} LOAD_NCPU=${#LOAD_CPU_LIST[@]}
+  taskset -c "$PROXY_CPUS" true 2>/dev/null || die "--proxy-cpus $PROXY_CPUS: not CPUs of this machine"
+  taskset -c "$LOAD_CPUS" true 2>/dev/null || die "--load-cpus $LOAD_CPUS: not CPUs of this machine"
+  PIN_CPUS=$PROXY_CPUS
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -145,10 +210,11 @@ die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
 wants() {
   [ "$1" != ab ] || [ -n "$BASELINE" ] || return 1
-  [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]
+  if [ -z "$ONLY" ]; then [ "$1" != scale ] || [ "$QUICK" = 0 ]; return; fi
+  [[ ",$ONLY," == *",$1,"* ]]
 }
 
-# Whether a group other than ab runs (they use the main weir and nginx).
+# Whether a group other than ab runs (they use the main weir, nginx and HAProxy).
 wants_main() {
   local g
   for g in ${GROUPS_ALL//,/ }; do wants "$g" && return 0; done
@@ -172,7 +238,7 @@ tool_versions() {
 }
 
 # Load generators and the backend run here.
-on_load_cpu() { taskset -c "$LOAD_CPU" "$@"; }
+on_load_cpu() { taskset -c "$LOAD_CPUS" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started is recorded and stopped on exit, Ctrl-C included.
@@ -244,13 +310,18 @@ wait_http() {
 # ---------------------------------------------------------------------------------------------
 # /proc readings
 
-# The pids of a target's proxy: weir's process, or nginx's master and workers.
+# The pids of a target's proxy: weir's process, nginx's master and workers, HAProxy's process.
 proxy_pids() {
   case "$1" in
     weir|metrics) echo "$WEIR_PID" ;;
     bare) echo "$BARE_PID" ;;
     metrics_log) echo "$LOGGED_PID" ;;
-    nginx) nginx_pids "$NGINX_PID" ;;
+    nginx-ingress) nginx_pids "$NGINX_PID" ;;
+    nginx-classic) nginx_pids "$NGINXC_PID" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    weir-[12]) echo "$SCALE_WEIR_PID" ;;
+    nginx-classic-[12]) nginx_pids "$SCALE_NGINX_PID" ;;
+    haproxy-[12]) echo "$SCALE_HAPROXY_PID" ;;
     direct) ;;
   esac
 }
@@ -297,7 +368,7 @@ install_packages() {
   local missing=() cmd pkg extra=()
   # The A/B runs weir under callgrind (callgrind_control comes with it).
   [ -z "$BASELINE" ] || extra=(valgrind:valgrind callgrind_control:valgrind)
-  for pair in nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
+  for pair in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl \
               taskset:util-linux ss:iproute2 "${extra[@]}"; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
@@ -306,7 +377,7 @@ install_packages() {
   log "installing ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  # Keep the Debian nginx service from starting on port 80: this script runs its own.
+  # Keep the Debian nginx and haproxy services from starting: this script runs its own.
   local guard=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
@@ -382,6 +453,8 @@ make_certificate() {
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$HOST" \
     -addext "subjectAltName=DNS:$HOST,DNS:*.$HOST" \
     -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  # HAProxy takes the certificate and its key in one file.
+  cat "$WORK/tls.crt" "$WORK/tls.key" >"$WORK/tls.pem"
 }
 
 # weir's manifests: the Service and EndpointSlice of the backend, the TLS Secret, one Ingress.
@@ -557,11 +630,11 @@ $(nginx_location)
 EOF
 }
 
-# nginx.conf for prefix $1, ports $2 (HTTP), $3 (HTTPS) and $4 (gRPC over h2c), with
-# conf.d/*.conf included.
+# nginx.conf (the ingress-nginx-like configuration, target nginx-ingress) for prefix $1, ports
+# $2 (HTTP), $3 (HTTPS) and $4 (gRPC over h2c), with conf.d/*.conf included; one worker per
+# proxy CPU.
 write_nginx_conf() {
-  local prefix=$1 http=$2 https=$3 h2c=$4 workers
-  workers=$(taskset -c "$PROXY_CPU" nproc)
+  local prefix=$1 http=$2 https=$3 h2c=$4 workers=$PROXY_NCPU
   mkdir -p "$prefix/conf.d" "$prefix/tmp"
   cat >"$prefix/nginx.conf" <<EOF
 # ingress-nginx's shape: one worker per CPU the proxy may use, upstream keep-alive,
@@ -669,13 +742,139 @@ $(nginx_grpc_location)
 EOF
 }
 
+# nginx.conf of the classic reverse proxy (target nginx-classic) for prefix $1, ports $2 (HTTP)
+# and $3 (HTTPS), $4 workers (default: one per proxy CPU): the configuration a sceptical user
+# would write by hand and compare with. One upstream with keep-alive, HTTP/1.1 to it, the
+# WebSocket map, X-Forwarded-For and X-Forwarded-Proto only, proxy buffering on (nginx's
+# default), TLS 1.2/1.3 with a session cache and http2; a default server answering 404 for
+# other hosts, as weir and the other configurations do.
+write_nginx_classic_conf() {
+  local prefix=$1 http=$2 https=$3 workers=${4:-$PROXY_NCPU}
+  mkdir -p "$prefix/conf.d" "$prefix/tmp"
+  cat >"$prefix/nginx.conf" <<EOF
+# The classic reverse proxy: nginx's defaults but for what a reverse proxy needs.
+user root;
+worker_processes $workers;
+worker_rlimit_nofile $(ulimit -n);
+daemon off;
+master_process on;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log warn;
+
+events {
+    worker_connections $(($(ulimit -n) - 100));
+}
+
+http {
+    access_log off;
+    client_body_temp_path $prefix/tmp/body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+
+    # '' maps to '' (no Connection header to the upstream), not to close: with close, nginx
+    # would drop the upstream connection after every request and lose its keep-alive.
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        ''      '';
+    }
+
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+
+    server {
+        listen 127.0.0.1:$http default_server backlog=4096;
+        listen 127.0.0.1:$https ssl http2 default_server backlog=4096;
+        server_name _;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        return 404;
+    }
+
+    server {
+        listen 127.0.0.1:$http;
+        listen 127.0.0.1:$https ssl http2;
+        server_name $HOST;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+}
+
+# haproxy.cfg (target haproxy) at $1, ports $2 (HTTP) and $3 (HTTPS), $4 threads (default: one
+# per proxy CPU): Debian's HAProxy as a classic reverse proxy. HTTP mode, keep-alive on both
+# sides with idle backend connections shared (http-reuse always), HTTP/1.1 to the backend,
+# X-Forwarded-For (option forwardfor) and X-Forwarded-Proto, TLS 1.2/1.3 with the same
+# certificate, ALPN h2 and http/1.1, its session cache; WebSocket upgrades pass in HTTP mode
+# (timeout tunnel for idle ones). Host bench.local goes to the backend, other hosts get 404.
+write_haproxy_conf() {
+  local file=$1 http=$2 https=$3 threads=${4:-$PROXY_NCPU} maxconn
+  maxconn=$((($(ulimit -n) - 1000) / 2))
+  cat >"$file" <<EOF
+global
+    nbthread $threads
+    maxconn $maxconn
+    tune.ssl.cachesize 20000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    maxconn $maxconn
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 60s
+    timeout http-request 60s
+    timeout http-keep-alive 75s
+    timeout tunnel 1h
+
+frontend bench
+    bind 127.0.0.1:$http backlog 4096
+    bind 127.0.0.1:$https ssl crt $WORK/tls.pem alpn h2,http/1.1 backlog 4096
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+    use_backend bench if { req.hdr(host),field(1,:) -i $HOST }
+    default_backend not_found
+
+backend bench
+    server backend 127.0.0.1:$BACKEND_PORT
+
+backend not_found
+    http-request return status 404
+EOF
+}
+
 nginx_cmd() { echo "nginx -p $1 -e $1/error.log -c $1/nginx.conf"; }
+
 
 # ---------------------------------------------------------------------------------------------
 # Starting the servers
 
 start_backend() {
-  spawn BACKEND_PID taskset -c "$LOAD_CPU" "$TOOL" --threads 1 backend \
+  spawn BACKEND_PID taskset -c "$LOAD_CPUS" "$TOOL" --threads 1 backend \
     --listen "127.0.0.1:$BACKEND_PORT" 2>"$WORK/backend.log"
   wait_http "$BACKEND_PORT" "$HOST"
 }
@@ -696,41 +895,70 @@ start_weir_bin() {
   local flags=("$@") tries=600
   [[ " $* " == *" --access-log"[=\ ]* ]] || flags=(--access-log off "${flags[@]}")
   [ ${#WEIR_WRAP[@]} -eq 0 ] || tries=6000
-  spawn "$var" taskset -c "$PROXY_CPU" "${WEIR_WRAP[@]}" "$bin" --manifests "$dir" \
-    --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
-    --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s "${flags[@]}" \
-    >>"$WORK/weir-$http.stdout" 2>>"$WORK/weir-$http.log"
-  local code
-  for _ in $(seq "$tries"); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
-    [ "$code" = 200 ] && return 0
-    kill -0 "${!var}" 2>/dev/null || die "weir on $http exited (see $WORK/weir-$http.log)"
-    sleep 0.05
+  local code attempt lines
+  # A port of the previous weir on these ports can linger (TIME_WAIT) for a moment: a start
+  # that fails on "Address already in use" is retried, up to 5 times a second apart.
+  for attempt in 1 2 3 4 5 6; do
+    lines=0
+    [ ! -e "$WORK/weir-$http.log" ] || lines=$(wc -l <"$WORK/weir-$http.log")
+    spawn "$var" taskset -c "$PIN_CPUS" "${WEIR_WRAP[@]}" "$bin" --manifests "$dir" \
+      --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
+      --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s "${flags[@]}" \
+      >>"$WORK/weir-$http.stdout" 2>>"$WORK/weir-$http.log"
+    for _ in $(seq "$tries"); do
+      code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
+      [ "$code" = 200 ] && return 0
+      kill -0 "${!var}" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -0 "${!var}" 2>/dev/null && die "weir on $http never became ready (see $WORK/weir-$http.log)"
+    stop "${!var}"
+    tail -n +"$((lines + 1))" "$WORK/weir-$http.log" | grep -q 'Address already in use' ||
+      die "weir on $http exited (see $WORK/weir-$http.log)"
+    note "weir on $http: address in use (attempt $attempt), retrying in 1 s"
+    sleep 1
   done
-  die "weir on $http never became ready (see $WORK/weir-$http.log)"
+  die "weir on $http: its addresses stayed in use (see $WORK/weir-$http.log; a port in the ephemeral range, $EPHEMERAL, can be held by a client connection: choose a WEIR_BENCH_PORT_OFFSET that keeps the ports out of it)"
 }
 
-# start_nginx VAR PREFIX HTTP: nginx (master + workers) on the proxy CPU.
+# start_nginx VAR PREFIX HTTP: nginx (master + workers) on the proxy CPUs.
 start_nginx() {
   local var=$1 prefix=$2 http=$3
-  spawn "$var" taskset -c "$PROXY_CPU" $(nginx_cmd "$prefix")
+  spawn "$var" taskset -c "$PIN_CPUS" $(nginx_cmd "$prefix")
+  wait_http "$http" "$HOST"
+}
+
+# start_haproxy VAR CONFIG HTTP: HAProxy (one process, in the foreground) on the proxy CPUs;
+# its own messages go to CONFIG.log.
+start_haproxy() {
+  local var=$1 config=$2 http=$3
+  haproxy -c -q -f "$config" >"$config.check" 2>&1 ||
+    die "haproxy -c -f $config: $(cat "$config.check")"
+  spawn "$var" taskset -c "$PIN_CPUS" haproxy -db -f "$config" 2>>"$config.log"
   wait_http "$http" "$HOST"
 }
 
 # ---------------------------------------------------------------------------------------------
-# The tests. Each takes the target (direct, weir, nginx) and the run number and appends one
-# record to $RECORDS.
+# The tests. Each takes the target (direct, weir, nginx-classic, nginx-ingress, haproxy) and the
+# run number and appends one record to $RECORDS.
 
 record() { "$TOOL" report record --records "$RECORDS" "$@" >/dev/null; }
 
 http_port() {
   case "$1" in
-    direct) echo "$BACKEND_PORT" ;; weir|metrics) echo "$WEIR_HTTP" ;; nginx) echo "$NGINX_HTTP" ;;
+    direct) echo "$BACKEND_PORT" ;; weir|metrics) echo "$WEIR_HTTP" ;;
+    nginx-ingress) echo "$NGINX_HTTP" ;; nginx-classic) echo "$NGINXC_HTTP" ;;
+    haproxy) echo "$HAPROXY_HTTP" ;;
     bare) echo "$BARE_HTTP" ;; metrics_log) echo "$LOGGED_HTTP" ;;
+    weir-[12]) echo "$SCALE_WEIR_HTTP" ;; nginx-classic-[12]) echo "$SCALE_NGINX_HTTP" ;;
+    haproxy-[12]) echo "$SCALE_HAPROXY_HTTP" ;;
   esac
 }
 https_port() {
-  case "$1" in weir) echo "$WEIR_HTTPS" ;; nginx) echo "$NGINX_HTTPS" ;; esac
+  case "$1" in
+    weir) echo "$WEIR_HTTPS" ;; nginx-ingress) echo "$NGINX_HTTPS" ;;
+    nginx-classic) echo "$NGINXC_HTTPS" ;; haproxy) echo "$HAPROXY_HTTPS" ;;
+  esac
 }
 
 # Runs "$@" (a load generator) and prints the proxy's CPU use meanwhile, in % of one core.
@@ -818,7 +1046,7 @@ GRPC_REQUEST=""  # the request body, written by weir-bench grpc-message
 start_grpc_backend() {
   GRPC_REQUEST=$WORK/grpc-request.bin
   "$TOOL" grpc-message --out "$GRPC_REQUEST"
-  spawn GRPC_BACKEND_PID taskset -c "$LOAD_CPU" "$TOOL" --threads 1 grpc-backend \
+  spawn GRPC_BACKEND_PID taskset -c "$LOAD_CPUS" "$TOOL" --threads 1 grpc-backend \
     --listen "127.0.0.1:$GRPC_BACKEND_PORT" 2>"$WORK/grpc-backend.log"
   for _ in $(seq 200); do grpc_backend_stats >/dev/null 2>&1 && return 0; sleep 0.05; done
   die "the gRPC backend never answered on port $GRPC_BACKEND_PORT"
@@ -845,9 +1073,9 @@ grpc_port() {
   case "$1-$2" in
     direct-h2c) echo "$GRPC_BACKEND_PORT" ;;
     weir-h2c) echo "$WEIR_HTTP" ;;
-    nginx-h2c) echo "$NGINX_H2C" ;;
+    nginx-ingress-h2c) echo "$NGINX_H2C" ;;
     weir-tls) echo "$WEIR_HTTPS" ;;
-    nginx-tls) echo "$NGINX_HTTPS" ;;
+    nginx-ingress-tls) echo "$NGINX_HTTPS" ;;
   esac
 }
 
@@ -949,27 +1177,45 @@ t_cpu_rate() {
 }
 
 # 5. Memory per idle connection: a fresh proxy, its RSS before and while $MEM_CONNS idle
-# connections (http) or WebSockets (ws) are held open through it.
+# connections (http) or WebSockets (ws), or $MEM_TLS_CONNS idle HTTP/1.1 connections over TLS
+# (tls) or HTTP/2 connections over TLS (h2), are held open through it.
 t_mem() {
   local kind=$1 target=$2 run=$3 pid pids before held hold_pid ready=$WORK/hold-ready
+  local port tls_port conns=$MEM_CONNS
   case "$target" in
     direct) return 0 ;;
-    weir) start_weir pid "$WORK/weir-base" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN" ;;
-    nginx) start_nginx pid "$WORK/nginx-mem" "$NGINX2_HTTP" ;;
+    weir)
+      start_weir pid "$WORK/weir-base" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN"
+      port=$WEIR2_HTTP tls_port=$WEIR2_HTTPS ;;
+    nginx-ingress)
+      start_nginx pid "$WORK/nginx-mem" "$NGINX2_HTTP"
+      port=$NGINX2_HTTP tls_port=$NGINX2_HTTPS ;;
+    nginx-classic)
+      start_nginx pid "$WORK/nginx-classic-mem" "$NGINXC2_HTTP"
+      port=$NGINXC2_HTTP tls_port=$NGINXC2_HTTPS ;;
+    haproxy)
+      start_haproxy pid "$WORK/haproxy-mem.cfg" "$HAPROXY2_HTTP"
+      port=$HAPROXY2_HTTP tls_port=$HAPROXY2_HTTPS ;;
   esac
-  local port=$NGINX2_HTTP
-  [ "$target" = weir ] && port=$WEIR2_HTTP
-  # One request first, so that lazily built state (pools, buffers) is in the baseline.
-  curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$port/"
+  # One request first, so that lazily built state (pools, buffers) is in the baseline: over
+  # TLS for the TLS kinds (TLS context, session cache), in HTTP/2 for h2.
+  case "$kind" in
+    http|ws) curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$port/" ;;
+    tls) curl -sk -o /dev/null --http1.1 --resolve "$HOST:$tls_port:127.0.0.1" \
+      "https://$HOST:$tls_port/" ;;
+    h2) curl -sk -o /dev/null --http2 --resolve "$HOST:$tls_port:127.0.0.1" \
+      "https://$HOST:$tls_port/" ;;
+  esac
+  case "$kind" in tls|h2) port=$tls_port conns=$MEM_TLS_CONNS ;; esac
   sleep 0.5
-  if [ "$target" = nginx ]; then pids=$(nginx_pids "$pid"); else pids=$pid; fi
+  case "$target" in nginx-*) pids=$(nginx_pids "$pid") ;; *) pids=$pid ;; esac
   before=$(rss_kib $pids)
   rm -f "$ready"
-  spawn hold_pid taskset -c "$LOAD_CPU" "$TOOL" --threads 1 hold --kind "$kind" \
+  spawn hold_pid taskset -c "$LOAD_CPUS" "$TOOL" --threads 1 hold --kind "$kind" \
     --addr "127.0.0.1:$port" --host "$HOST" --path "$([ "$kind" = ws ] && echo /ws || echo /)" \
-    --connections "$MEM_CONNS" --ready-file "$ready" >"$WORK/out/mem_$kind-$target-$run.json"
+    --connections "$conns" --ready-file "$ready" >"$WORK/out/mem_$kind-$target-$run.json"
   for _ in $(seq 1200); do [ -s "$ready" ] && break; sleep 0.1; done
-  [ -s "$ready" ] || die "the holder never got its $MEM_CONNS connections open"
+  [ -s "$ready" ] || die "the holder never got its $conns connections open"
   # weir parks HTTP/1 connections idle for 1 s (--keepalive-park-after) and its allocator
   # returns the freed pages over about a second more; nginx frees its buffers at once.
   # Measure once both have settled.
@@ -988,6 +1234,8 @@ t_mem() {
 
 t_mem_http() { t_mem http "$@"; }
 t_mem_ws() { t_mem ws "$@"; }
+t_mem_tls() { t_mem tls "$@"; }
+t_mem_h2() { t_mem h2 "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # 8. Configuration changes with $CFG_INGRESSES Ingresses (nginx: server blocks) loaded.
@@ -1001,7 +1249,7 @@ weir_rebuilds_ms() {
 
 cfg_tests() {
   local n=$CFG_INGRESSES
-  log "8. configuration: $n Ingresses (nginx: $n server blocks)"
+  log "8. configuration: $n Ingresses (nginx-ingress: $n server blocks)"
   local wdir=$WORK/weir-10k ndir=$WORK/nginx-10k
   write_weir_manifests "$wdir"
   weir_ingress_template >"$WORK/ingress.tmpl"
@@ -1013,7 +1261,7 @@ cfg_tests() {
 
   # Memory: one Ingress against n, and the time from start to the last host routable.
   local target pid pids rss1 rss pss t0 load_s
-  for target in weir nginx; do
+  for target in weir nginx-ingress; do
     if [ "$target" = weir ]; then
       start_weir pid "$WORK/weir-base" "$WEIR2_HTTP" "$WEIR2_HTTPS" "$WEIR2_ADMIN"
       curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$WEIR2_HTTP/"
@@ -1052,7 +1300,7 @@ cfg_tests() {
     >"$WORK/change-nginx.tmpl"
   local reload
   reload="$(nginx_cmd "$ndir") -s reload"
-  for target in weir nginx; do
+  for target in weir nginx-ingress; do
     local dest tmpl after=() lines=0 port
     if [ "$target" = weir ]; then
       port=$WEIR2_HTTP
@@ -1083,7 +1331,7 @@ cfg_tests() {
 
     # Errors under load: clients at a fixed rate on keep-alive connections, meanwhile changes.
     local load_pid load_out=$WORK/out/cfg_errors-$target.json
-    spawn load_pid taskset -c "$LOAD_CPU" "$TOOL" --threads 1 rate --addr "127.0.0.1:$port" \
+    spawn load_pid taskset -c "$LOAD_CPUS" "$TOOL" --threads 1 rate --addr "127.0.0.1:$port" \
       --host "h1.$HOST" --rate "$CFG_LOAD_RATE" --connections 64 >"$load_out"
     sleep 1
     on_load_cpu "$TOOL" --threads 1 change --template "$tmpl" --dest "$dest" \
@@ -1313,6 +1561,78 @@ ab_tests() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 12. CPU scaling (group scale): test 1a's load on weir with 1 and 2 worker threads, nginx-classic
+# with 1 and 2 workers, HAProxy with nbthread 1 and 2, each on fresh instances.
+
+SCALE_NOTE=""  # how the scaling test was pinned (for the report)
+
+# scale_cpus N: the CPUs (taskset list) of a proxy with N workers: the first N of --proxy-cpus,
+# completed with load CPUs when --proxy-cpus has fewer (then the proxy shares them with the load).
+scale_cpus() {
+  local n=$1 cpus=() c
+  for c in "${PROXY_CPU_LIST[@]}"; do [ ${#cpus[@]} -lt "$n" ] && cpus+=("$c"); done
+  for c in "${LOAD_CPU_LIST[@]}"; do
+    [ ${#cpus[@]} -lt "$n" ] && [[ " ${cpus[*]} " != *" $c "* ]] && cpus+=("$c")
+  done
+  (IFS=,; echo "${cpus[*]}")
+}
+
+# The scaling test's load: wrk with one thread per load CPU, 64 connections, on / (13 B).
+t_scale() {
+  local target=$1 run=$2 out=$WORK/out/scale-$1-$2.txt
+  with_cpu "$target" on_load_cpu timeout $((DURATION + 30)) \
+    wrk -t"$LOAD_NCPU" -c64 -d"${DURATION}s" --latency -H "Host: $HOST" \
+    "http://127.0.0.1:$(http_port "$target")/" >"$out"
+  record --test scale_h1 --target "$target" --run "$run" --wrk "$out" $(cpu_set) \
+    --set "cpus=${target##*-}"
+}
+
+scale_tests() {
+  log "12. CPU scaling: weir, nginx-classic and haproxy with 1 and 2 workers"
+  local n cpus run target order shared=""
+  for n in 1 2; do
+    cpus=$(scale_cpus "$n")
+    if [ "$n" -gt "$PROXY_NCPU" ]; then
+      shared=" With 2 workers the proxy ran on CPUs $(scale_cpus 2): --proxy-cpus has fewer than 2, so it shared CPU(s) with the load generator and the backend (CPUs $LOAD_CPUS); run with --proxy-cpus and --load-cpus apart (e.g. --proxy-cpus 2,3 --load-cpus 0,1) for a clean figure."
+    fi
+    note "$n worker(s) on CPUs $cpus"
+    PIN_CPUS=$cpus
+    start_weir SCALE_WEIR_PID "$WORK/weir-base" "$SCALE_WEIR_HTTP" "$SCALE_WEIR_HTTPS" \
+      "$SCALE_WEIR_ADMIN" --worker-threads "$n"
+    write_nginx_classic_conf "$WORK/nginx-scale-$n" "$SCALE_NGINX_HTTP" "$SCALE_NGINX_HTTPS" "$n"
+    start_nginx SCALE_NGINX_PID "$WORK/nginx-scale-$n" "$SCALE_NGINX_HTTP"
+    write_haproxy_conf "$WORK/haproxy-scale-$n.cfg" "$SCALE_HAPROXY_HTTP" "$SCALE_HAPROXY_HTTPS" "$n"
+    start_haproxy SCALE_HAPROXY_PID "$WORK/haproxy-scale-$n.cfg" "$SCALE_HAPROXY_HTTP"
+    PIN_CPUS=$PROXY_CPUS
+    for target in "weir-$n" "nginx-classic-$n" "haproxy-$n"; do
+      on_load_cpu wrk -t"$LOAD_NCPU" -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
+    done
+    for run in $(seq "$RUNS"); do
+      if [ $((run % 2)) = 1 ]; then order="weir-$n nginx-classic-$n haproxy-$n"
+      else order="haproxy-$n nginx-classic-$n weir-$n"; fi
+      for target in $order; do
+        note "t_scale $target (run $run/$RUNS)"
+        t_scale "$target" "$run"
+      done
+    done
+    stop "$SCALE_WEIR_PID"
+    stop "$SCALE_NGINX_PID"
+    stop "$SCALE_HAPROXY_PID"
+  done
+  SCALE_NOTE="1 worker on CPU $(scale_cpus 1), 2 workers on CPUs $(scale_cpus 2); wrk with $LOAD_NCPU thread(s) on CPUs $LOAD_CPUS.$shared"
+}
+
+# The pinning, for the report.
+pinning_note() {
+  local note="proxies on CPU(s) $PROXY_CPUS ($PROXY_NCPU: weir's tokio runtime sizes itself from its affinity, nginx worker_processes $PROXY_NCPU, haproxy nbthread $PROXY_NCPU); load generators and backend on CPU(s) $LOAD_CPUS"
+  if wants scale; then
+    note="$note; CPU scaling: 1 worker on CPU(s) $(scale_cpus 1), 2 on CPUs $(scale_cpus 2)"
+    [ "$PROXY_NCPU" -ge 2 ] || note="$note (shared with the load: this machine's figure for 2 workers is not clean)"
+  fi
+  echo "$note"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Main
 
 # Counts (and samples) what the servers logged as going wrong during the run.
@@ -1330,18 +1650,29 @@ problems() {
     note "$(basename "$(dirname "$f")")/error.log: $n warn/error lines"
     grep -E '\[(warn|error|crit|alert|emerg)\]' "$f" | sed 's/^/      /' | head -5 >&2 || true
   done
+  for f in "$WORK"/haproxy*.cfg.log; do
+    [ -e "$f" ] || continue
+    n=$(grep -ciE 'warn|alert|emerg|error' "$f" || true)
+    note "$(basename "$f"): $n warning/alert lines"
+    grep -iE 'warn|alert|emerg|error' "$f" | sed 's/^/      /' | head -5 >&2 || true
+  done
   for f in "$WORK"/backend.log "$WORK"/grpc-backend.log; do
     [ -e "$f" ] || continue
     note "$(basename "$f"): $(grep -c . "$f" || true) lines"
   done
 }
 
-# Runs test function $1 for every run, interleaving the targets: direct, weir, nginx in odd
-# runs, direct, nginx, weir in even ones.
+# The targets of the main table, in the order of odd runs.
+MAIN_TARGETS="direct weir nginx-classic nginx-ingress haproxy"
+
+# interleaved FN [TARGETS]: runs test function FN for every run, interleaving the targets
+# (default $MAIN_TARGETS): direct first, then the proxies in the given order in odd runs and in
+# the reverse order in even ones.
 interleaved() {
-  local fn=$1 run target order
+  local fn=$1 targets=${2:-$MAIN_TARGETS} run target order reversed="" t
+  for t in ${targets#direct }; do reversed="$t $reversed"; done
   for run in $(seq "$RUNS"); do
-    if [ $((run % 2)) = 1 ]; then order="direct weir nginx"; else order="direct nginx weir"; fi
+    if [ $((run % 2)) = 1 ]; then order=$targets; else order="direct $reversed"; fi
     for target in $order; do
       note "$fn $target (run $run/$RUNS)"
       "$fn" "$target" "$run"
@@ -1362,6 +1693,13 @@ main() {
   [ "$(ulimit -n)" -ge $((2 * MEM_CONNS + 1000)) ] ||
     die "ulimit -n is $(ulimit -n): too low for $MEM_CONNS connections"
   local port_var
+  EPHEMERAL=$(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768-60999)
+  for port_var in $PORT_VARS; do
+    if [ "${!port_var}" -ge "${EPHEMERAL%-*}" ] && [ "${!port_var}" -le "${EPHEMERAL#*-}" ]; then
+      note "port ${!port_var} ($port_var) is in the ephemeral range $EPHEMERAL: a client connection may hold it when a server starts (WEIR_BENCH_PORT_OFFSET=N moves every port by N)"
+      break
+    fi
+  done
   for port_var in $PORT_VARS; do
     port_free "${!port_var}" ||
       die "port ${!port_var} ($port_var) is in use (WEIR_BENCH_PORT_OFFSET=N moves every port by N)"
@@ -1374,28 +1712,34 @@ main() {
   : >"$RECORDS"
   make_certificate
   write_weir_manifests "$WORK/weir-base"
-  write_nginx_conf "$WORK/nginx" "$NGINX_HTTP" "$NGINX_HTTPS" "$NGINX_H2C"
+  write_nginx_conf "$WORK/nginx-ingress" "$NGINX_HTTP" "$NGINX_HTTPS" "$NGINX_H2C"
   write_nginx_conf "$WORK/nginx-mem" "$NGINX2_HTTP" "$NGINX2_HTTPS" "$NGINX2_H2C"
+  write_nginx_classic_conf "$WORK/nginx-classic" "$NGINXC_HTTP" "$NGINXC_HTTPS"
+  write_nginx_classic_conf "$WORK/nginx-classic-mem" "$NGINXC2_HTTP" "$NGINXC2_HTTPS"
+  write_haproxy_conf "$WORK/haproxy.cfg" "$HAPROXY_HTTP" "$HAPROXY_HTTPS"
+  write_haproxy_conf "$WORK/haproxy-mem.cfg" "$HAPROXY2_HTTP" "$HAPROXY2_HTTPS"
   if wants ab; then
     write_weir_manifests "$WORK/weir-ab"
     write_plain_ingress "$WORK/weir-ab"
   fi
 
   if wants_main; then
-    log "starting the backend (CPU $LOAD_CPU), weir and nginx (CPU $PROXY_CPU)"
+    log "starting the backend (CPUs $LOAD_CPUS), weir, nginx-classic, nginx-ingress and haproxy (CPUs $PROXY_CPUS)"
     start_backend
     start_weir WEIR_PID "$WORK/weir-base" "$WEIR_HTTP" "$WEIR_HTTPS" "$WEIR_ADMIN"
-    start_nginx NGINX_PID "$WORK/nginx" "$NGINX_HTTP"
+    start_nginx NGINXC_PID "$WORK/nginx-classic" "$NGINXC_HTTP"
+    start_nginx NGINX_PID "$WORK/nginx-ingress" "$NGINX_HTTP"
+    start_haproxy HAPROXY_PID "$WORK/haproxy.cfg" "$HAPROXY_HTTP"
     if wants grpc; then start_grpc_backend; fi
-    note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+    note "weir pid $WEIR_PID ($(ls /proc/"$WEIR_PID"/task | wc -l) threads), nginx-classic master $NGINXC_PID, workers $(pgrep -P "$NGINXC_PID" | tr '\n' ' '), nginx-ingress master $NGINX_PID, workers $(pgrep -P "$NGINX_PID" | tr '\n' ' '), haproxy $HAPROXY_PID ($(ls /proc/"$HAPROXY_PID"/task | wc -l) threads)"
 
     log "warm-up"
     local target
-    for target in direct weir nginx; do
+    for target in $MAIN_TARGETS; do
       on_load_cpu wrk -t1 -c64 -d1s -H "Host: $HOST" "http://127.0.0.1:$(http_port "$target")/" >/dev/null
     done
   else
-    log "starting the backend (CPU $LOAD_CPU)"
+    log "starting the backend (CPUs $LOAD_CPUS)"
     start_backend
   fi
 
@@ -1405,16 +1749,27 @@ main() {
   if wants tls; then log "3b. TLS handshakes"; interleaved t_tls_handshake; fi
   if wants ws; then log "4. WebSocket echo"; interleaved t_ws_echo; fi
   if wants grpc; then
+    # gRPC: weir against ingress-nginx's grpc_pass only (see bench/README.md).
     log "11. gRPC unary (h2load, 16 conns × 10 streams): over h2c, then over TLS"
-    interleaved t_grpc_h2c
-    interleaved t_grpc_tls
+    interleaved t_grpc_h2c "direct weir nginx-ingress"
+    interleaved t_grpc_tls "direct weir nginx-ingress"
   fi
   if wants cpu; then log "6. CPU at $RATE req/s"; interleaved t_cpu_rate; fi
   if wants mem; then
-    log "5. memory: $MEM_CONNS idle connections, fresh proxies"
-    interleaved t_mem_http
-    interleaved t_mem_ws
+    log "5. memory: $MEM_CONNS idle connections and WebSockets, $MEM_TLS_CONNS idle TLS and HTTP/2 connections, fresh proxies"
+    # A fresh proxy per measurement takes a few seconds: --quick compares weir with
+    # nginx-classic only here.
+    # Memory moves little from run to run: at most $MEM_RUNS runs.
+    local mem_targets=$MAIN_TARGETS all_runs=$RUNS
+    [ "$QUICK" = 0 ] || mem_targets="direct weir nginx-classic"
+    [ "$RUNS" -le "$MEM_RUNS" ] || RUNS=$MEM_RUNS
+    interleaved t_mem_http "$mem_targets"
+    interleaved t_mem_ws "$mem_targets"
+    interleaved t_mem_tls "$mem_targets"
+    interleaved t_mem_h2 "$mem_targets"
+    RUNS=$all_runs
   fi
+  if wants scale; then scale_tests; fi
   if wants cfg; then cfg_tests; fi
   if wants telemetry; then telemetry_tests; fi
   if wants ab; then ab_tests; fi
@@ -1422,7 +1777,8 @@ main() {
   log "problems logged by the servers"
   problems
   log "report"
-  local commit cpu ab_args=()
+  local commit cpu ab_args=() scale_args=()
+  [ -z "$SCALE_NOTE" ] || scale_args=(--scale-note "$SCALE_NOTE")
   if wants ab; then
     ab_args=(--ab-baseline "$BASELINE → $BASELINE_REV"
       --ab-current "$CURRENT_REV (the working tree at build time)"
@@ -1437,14 +1793,15 @@ main() {
     --markdown "$OUT/latest.md" --json "$OUT/latest.json" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --meta "machine=$cpu, $(nproc --all) cores, $(uname -sr)" \
-    --meta "pinning=proxy on CPU $PROXY_CPU; load generators and backend on CPU $LOAD_CPU" \
+    --meta "pinning=$(pinning_note)" \
     --meta "load average=$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine is noise)" \
     --meta "weir=commit $commit" \
-    --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), 1 worker, access_log off (weir: --access-log off too, request metrics on)" \
+    --meta "nginx=$(nginx -v 2>&1 | sed 's/.*: //'), $PROXY_NCPU worker(s) in both configurations, access_log off (weir: --access-log off too, request metrics on)" \
+    --meta "haproxy=$(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }'), nbthread $PROXY_NCPU, no log" \
     --meta "tools=$(tool_versions)" \
     --meta "command=$COMMAND_LINE" \
-    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections, $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s" \
-    "${ab_args[@]}"
+    --meta "settings=runs $RUNS, $DURATION s per load test, fixed rate $RATE req/s × $CPU_REQUESTS requests, $MEM_CONNS idle connections and WebSockets, $MEM_TLS_CONNS idle TLS and HTTP/2 connections (memory: at most $MEM_RUNS runs), $CFG_INGRESSES Ingresses, $CFG_CHANGES timed changes, $CFG_LOAD_CHANGES changes under $CFG_LOAD_RATE req/s" \
+    --proxy-cpu-count "$PROXY_NCPU" "${scale_args[@]}" "${ab_args[@]}"
   echo
   echo "written: $OUT/latest.md, $OUT/latest.json"
 }

@@ -61,7 +61,9 @@ struct Outcome {
 /// Runs the clients and prints `{"conns", "conns_per_s", "p50_ms", "p99_ms", "errors", …}`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tls = if args.tls {
-        Some(TlsConnector::from(Arc::new(client_config()?)))
+        Some(TlsConnector::from(Arc::new(tls_client_config(&[
+            b"http/1.1",
+        ])?)))
     } else {
         None
     };
@@ -168,8 +170,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// A client configuration without session resumption and without chain verification.
-fn client_config() -> anyhow::Result<ClientConfig> {
+/// A client configuration without session resumption and without chain verification,
+/// offering the ALPN protocols `alpn`.
+pub fn tls_client_config(alpn: &[&[u8]]) -> anyhow::Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -177,7 +180,7 @@ fn client_config() -> anyhow::Result<ClientConfig> {
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     config.resumption = Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 

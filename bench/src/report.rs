@@ -5,9 +5,12 @@
 //! another subcommand, or parsed from the text output of wrk or h2load, plus `--set` values.
 //! `weir-bench report render …` reads the records, takes the median of every metric over the
 //! runs, and writes the markdown table and the JSON document: the main table compares the
-//! targets `direct`, `weir` and `nginx`; the telemetry test (9) compares variants of weir
-//! (`bare`, `metrics`, `metrics_log`) in a table of its own; the A/B (`run.sh --baseline REV`,
-//! tests `ab_instr` and `ab_cpu`) compares a `baseline` and a `current` weir in a third one.
+//! targets `direct`, `weir`, `nginx-classic`, `nginx-ingress` and `haproxy`, with weir over the
+//! stronger nginx of each row and over HAProxy; the CPU scaling test (12) compares weir,
+//! nginx-classic and HAProxy with one and two workers (`weir-1`, `weir-2`, …); the telemetry
+//! test (9) compares variants of weir (`bare`, `metrics`, `metrics_log`) in a table of its own;
+//! the A/B (`run.sh --baseline REV`, tests `ab_instr` and `ab_cpu`) compares a `baseline` and a
+//! `current` weir in another. A last section checks the targets of issue 18 on the medians.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,7 +46,8 @@ pub struct RecordArgs {
     /// Test id (`h1_tiny`, `ws_echo`, …).
     #[arg(long)]
     test: String,
-    /// `direct`, `weir` or `nginx`; in the telemetry test `bare`, `metrics` or `metrics_log`.
+    /// `direct`, `weir`, `nginx-classic`, `nginx-ingress` or `haproxy`; in the telemetry test
+    /// `bare`, `metrics` or `metrics_log`; in the scaling test `weir-1`, `haproxy-2`, ….
     #[arg(long)]
     target: String,
     /// Run number.
@@ -96,6 +100,12 @@ pub struct RenderArgs {
     /// A markdown file (`weir-bench callgrind functions`) to show under the A/B's table.
     #[arg(long)]
     ab_functions: Option<PathBuf>,
+    /// How many CPUs the proxies ran on in the main table (the req/s target is for one).
+    #[arg(long, default_value_t = 1)]
+    proxy_cpu_count: usize,
+    /// The scaling test's pinning, said under its table (one line).
+    #[arg(long)]
+    scale_note: Option<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -462,6 +472,28 @@ const TESTS: &[Test] = &[
         ],
     },
     Test {
+        id: "mem_tls",
+        title: "5c. Idle HTTP/1.1 keep-alive connections over TLS held open (one request each)",
+        metrics: &[
+            shown("kib_per_conn", "RSS per connection (KiB)", Lower),
+            shown("rss_before_mib", "RSS before (MiB)", Info),
+            shown("rss_held_mib", "RSS holding them (MiB)", Info),
+            shown("opened", "opened", Info),
+            shown("alive_at_end", "still open at the end", Higher),
+        ],
+    },
+    Test {
+        id: "mem_h2",
+        title: "5d. Idle HTTP/2 connections over TLS held open (one request each)",
+        metrics: &[
+            shown("kib_per_conn", "RSS per connection (KiB)", Lower),
+            shown("rss_before_mib", "RSS before (MiB)", Info),
+            shown("rss_held_mib", "RSS holding them (MiB)", Info),
+            shown("opened", "opened", Info),
+            shown("alive_at_end", "still open at the end", Higher),
+        ],
+    },
+    Test {
         id: "cpu_rate",
         title: "6. CPU at a fixed rate (64 keep-alive conns, 13 B body)",
         metrics: &[
@@ -523,7 +555,45 @@ const TESTS: &[Test] = &[
     },
 ];
 
-const TARGETS: [&str; 3] = ["direct", "weir", "nginx"];
+/// The targets of the main table, in column order.
+const TARGETS: [&str; 5] = ["direct", "weir", NGINX_CLASSIC, NGINX_INGRESS, HAPROXY];
+const NGINX_CLASSIC: &str = "nginx-classic";
+const NGINX_INGRESS: &str = "nginx-ingress";
+const HAPROXY: &str = "haproxy";
+
+/// weir's value over another's.
+fn ratio(weir: Option<f64>, other: Option<f64>) -> Option<f64> {
+    match (weir, other) {
+        (Some(w), Some(o)) if o != 0.0 => Some(round3(w / o)),
+        _ => None,
+    }
+}
+
+/// The stronger of the two nginx values (the lower for ↓, the higher for ↑; nginx-classic for
+/// Info rows), with its target; one alone when the other is missing.
+fn best_nginx(
+    better: Better,
+    classic: Option<f64>,
+    ingress: Option<f64>,
+) -> Option<(&'static str, f64)> {
+    match (classic, ingress) {
+        (Some(c), Some(i)) => {
+            let ingress_wins = match better {
+                Lower => i < c,
+                Higher => i > c,
+                Info => false,
+            };
+            Some(if ingress_wins {
+                (NGINX_INGRESS, i)
+            } else {
+                (NGINX_CLASSIC, c)
+            })
+        }
+        (Some(c), None) => Some((NGINX_CLASSIC, c)),
+        (None, Some(i)) => Some((NGINX_INGRESS, i)),
+        (None, None) => None,
+    }
+}
 
 /// One test's records: metric -> target -> values over runs.
 type ByMetric = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
@@ -617,7 +687,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
 
     let main_table = TESTS.iter().any(|t| runs.contains_key(t.id));
     let mut md = String::from(if main_table {
-        "# weir vs nginx\n\n"
+        "# weir vs nginx and HAProxy\n\n"
     } else {
         "# weir benchmark\n\n"
     });
@@ -627,14 +697,27 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     if main_table {
         md.push_str(
             "\nMedians over the runs. `direct` is the load generator against the backend with \
-             no proxy: the physical limit. The ratio is weir/nginx; ↑ higher is better, ↓ lower \
-             is better.\n\n",
+             no proxy: the physical limit. `nginx-classic` is a classic reverse proxy \
+             configuration of nginx, `nginx-ingress` one shaped like ingress-nginx's, `haproxy` \
+             Debian's HAProxy in a classic configuration (bench/README.md has all three). \
+             **weir/best nginx** divides weir's value by the stronger nginx of the row: the \
+             lower of the two for ↓ metrics, the higher for ↑ ones (the letter says which: \
+             c = nginx-classic, i = nginx-ingress); weir/haproxy likewise. ↑ higher is \
+             better, ↓ lower is better.\n\n",
         );
-        md.push_str("| test | metric | direct | weir | nginx | weir/nginx |\n");
-        md.push_str("|---|---|---:|---:|---:|---:|\n");
+        md.push_str(&format!(
+            "| test | metric | {} | weir/best nginx | weir/haproxy |\n",
+            TARGETS.join(" | ")
+        ));
+        md.push_str(&format!(
+            "|---|---|{}---:|---:|\n",
+            "---:|".repeat(TARGETS.len())
+        ));
     }
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    // test -> metric -> target -> median, for the targets section.
+    let mut medians: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, f64>>> = BTreeMap::new();
     for test in TESTS {
         let Some(metrics) = runs.get(test.id) else {
             continue;
@@ -665,12 +748,22 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
                 }
                 Some(median(values))
             };
-            let (direct, weir, nginx) =
-                (median_of("direct"), median_of("weir"), median_of("nginx"));
-            let ratio = match (weir, nginx) {
-                (Some(w), Some(n)) if n != 0.0 => Some(round3(w / n)),
-                _ => None,
-            };
+            let values: BTreeMap<&str, Option<f64>> =
+                TARGETS.iter().map(|t| (*t, median_of(t))).collect();
+            let weir = values["weir"];
+            let best = best_nginx(shown.better, values[NGINX_CLASSIC], values[NGINX_INGRESS]);
+            let ratio_best = ratio(weir, best.map(|(_, v)| v));
+            let ratio_haproxy = ratio(weir, values[HAPROXY]);
+            for (t, v) in &values {
+                if let Some(v) = v {
+                    medians
+                        .entry(test.id)
+                        .or_default()
+                        .entry(shown.key)
+                        .or_default()
+                        .insert(*t, *v);
+                }
+            }
             let cell = |t: &str, v: Option<f64>| {
                 if v.is_none() && failed.contains_key(t) {
                     "failed".to_owned()
@@ -683,34 +776,49 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
                 Lower => " ↓",
                 Info => "",
             };
+            let cells: Vec<String> = TARGETS.iter().map(|t| cell(t, values[t])).collect();
+            let best_cell = match (ratio_best, best) {
+                (Some(r), Some((which, _))) if !matches!(shown.better, Info) => {
+                    format!("{r:.2} ({})", &which[6..7])
+                }
+                _ => "–".to_owned(),
+            };
+            let haproxy_cell = match ratio_haproxy {
+                Some(r) if !matches!(shown.better, Info) => format!("{r:.2}"),
+                _ => "–".to_owned(),
+            };
             md.push_str(&format!(
-                "| {} | {}{} | {} | {} | {} | {} |\n",
+                "| {} | {}{} | {} | {} | {} |\n",
                 if first { test.title } else { "" },
                 shown.label,
                 arrow,
-                cell("direct", direct),
-                cell("weir", weir),
-                cell("nginx", nginx),
-                ratio.map_or("–".to_owned(), |r| format!("{r:.2}")),
+                cells.join(" | "),
+                best_cell,
+                haproxy_cell,
             ));
             first = false;
-            results.push(json!({
+            let mut row = json!({
                 "test": test.id,
                 "title": test.title,
                 "metric": shown.key,
                 "label": shown.label,
                 "better": match shown.better { Higher => "higher", Lower => "lower", Info => "info" },
-                "direct": direct,
-                "weir": weir,
-                "nginx": nginx,
-                "ratio": ratio,
+                "best_nginx": best.map(|(t, _)| t),
+                "ratio_best_nginx": ratio_best,
+                "ratio_haproxy": ratio_haproxy,
+                "ratio_nginx_classic": ratio(weir, values[NGINX_CLASSIC]),
+                "ratio_nginx_ingress": ratio(weir, values[NGINX_INGRESS]),
                 "failed_runs": failed.iter()
                     .map(|(t, (bad, _))| (t.to_string(), json!(bad)))
                     .collect::<Map<_, _>>(),
                 "runs": TARGETS.iter()
                     .filter_map(|t| by_target.get(*t).map(|v| (t.to_string(), json!(v))))
                     .collect::<Map<_, _>>(),
-            }));
+            });
+            for (t, v) in &values {
+                row[*t] = json!(v);
+            }
+            results.push(row);
         }
     }
     if !failures.is_empty() {
@@ -718,6 +826,12 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         for line in &failures {
             md.push_str(line);
         }
+    }
+    let scale = runs
+        .get(SCALE)
+        .map(|m| scale_table(m, args.scale_note.as_deref()));
+    if let Some((table, _)) = &scale {
+        md.push_str(table);
     }
     let telemetry = runs.get(TELEMETRY).map(telemetry_table);
     if let Some((table, _)) = &telemetry {
@@ -745,6 +859,13 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     if let Some((table, _)) = &ab {
         md.push_str(table);
     }
+    let targets = if main_table {
+        let (table, json) = targets_section(&medians, args.proxy_cpu_count);
+        md.push_str(&table);
+        Some(json)
+    } else {
+        None
+    };
     let meta: Map<String, Value> = args
         .meta
         .iter()
@@ -753,6 +874,8 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     let document = json!({
         "meta": meta,
         "results": results,
+        "targets": targets,
+        "scale": scale.map(|(_, json)| json),
         "telemetry": telemetry.map(|(_, json)| json),
         "ab": ab.map(|(_, json)| json),
         "all_runs": runs,
@@ -761,6 +884,337 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&document)? + "\n")?;
     print!("{md}");
     Ok(())
+}
+
+/// A goal of the performance issue, checked on the medians of the main table.
+#[derive(Clone, Copy)]
+enum Goal {
+    /// weir / the stronger nginx at most this (lower is better).
+    RatioAtMost(f64),
+    /// weir / the stronger nginx at least this (higher is better).
+    RatioAtLeast(f64),
+    /// weir's own value at most this.
+    AtMost(f64, &'static str),
+}
+
+/// One line of the targets section.
+struct Goalpost {
+    what: &'static str,
+    test: &'static str,
+    metric: &'static str,
+    goal: Goal,
+}
+
+const fn goalpost(
+    what: &'static str,
+    test: &'static str,
+    metric: &'static str,
+    goal: Goal,
+) -> Goalpost {
+    Goalpost {
+        what,
+        test,
+        metric,
+        goal,
+    }
+}
+
+/// The targets of issue 18, in the order they are listed.
+const GOALS: &[Goalpost] = &[
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: HTTP/1.1 keep-alive, 13 B (1a)",
+        "h1_tiny",
+        "proxy_cpu_us",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: HTTP/1.1 keep-alive, 13 B, fixed rate (6)",
+        "cpu_rate",
+        "cpu_s_per_100k",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: HTTP/1.1 keep-alive, 1 KiB (1b)",
+        "h1_1k",
+        "proxy_cpu_us",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: new connections (2)",
+        "newconn",
+        "proxy_cpu_us",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: HTTP/2 over TLS (3a)",
+        "h2_tls",
+        "proxy_cpu_us",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "CPU per request ≤ 0.8× nginx: WebSocket messages (4)",
+        "ws_echo",
+        "proxy_cpu_us",
+        Goal::RatioAtMost(0.8),
+    ),
+    goalpost(
+        "req/s ≥ 1.0× nginx, proxy on one core: HTTP/1.1 13 B (1a)",
+        "h1_tiny",
+        "rps",
+        Goal::RatioAtLeast(1.0),
+    ),
+    goalpost(
+        "req/s ≥ 1.0× nginx, proxy on one core: HTTP/1.1 1 KiB (1b)",
+        "h1_1k",
+        "rps",
+        Goal::RatioAtLeast(1.0),
+    ),
+    goalpost(
+        "req/s ≥ 1.0× nginx, proxy on one core: new connections (2)",
+        "newconn",
+        "rps",
+        Goal::RatioAtLeast(1.0),
+    ),
+    goalpost(
+        "req/s ≥ 1.0× nginx, proxy on one core: HTTP/2 over TLS (3a)",
+        "h2_tls",
+        "rps",
+        Goal::RatioAtLeast(1.0),
+    ),
+    goalpost(
+        "req/s ≥ 1.0× nginx, proxy on one core: WebSocket messages (4)",
+        "ws_echo",
+        "msgs_per_s",
+        Goal::RatioAtLeast(1.0),
+    ),
+    goalpost(
+        "p99 ≤ nginx: HTTP/1.1 13 B (1a)",
+        "h1_tiny",
+        "p99_ms",
+        Goal::RatioAtMost(1.0),
+    ),
+    goalpost(
+        "p99 ≤ nginx: HTTP/1.1 1 KiB (1b)",
+        "h1_1k",
+        "p99_ms",
+        Goal::RatioAtMost(1.0),
+    ),
+    goalpost(
+        "p99 ≤ nginx: new connections (2)",
+        "newconn",
+        "p99_ms",
+        Goal::RatioAtMost(1.0),
+    ),
+    goalpost(
+        "p99 ≤ nginx: HTTP/2 over TLS (3a)",
+        "h2_tls",
+        "p99_ms",
+        Goal::RatioAtMost(1.0),
+    ),
+    goalpost(
+        "p99 ≤ nginx: WebSocket round trip (4)",
+        "ws_echo",
+        "p99_ms",
+        Goal::RatioAtMost(1.0),
+    ),
+    goalpost(
+        "idle keep-alive connection ≤ 1 KiB RSS, plain TCP (5a)",
+        "mem_http",
+        "kib_per_conn",
+        Goal::AtMost(1.0, "KiB"),
+    ),
+    goalpost(
+        "idle keep-alive connection ≤ 1 KiB RSS, TLS (5c)",
+        "mem_tls",
+        "kib_per_conn",
+        Goal::AtMost(1.0, "KiB"),
+    ),
+    goalpost(
+        "idle HTTP/2 connection ≤ 4 KiB RSS, TLS (5d)",
+        "mem_h2",
+        "kib_per_conn",
+        Goal::AtMost(4.0, "KiB"),
+    ),
+    goalpost(
+        "change → routable p99 ≤ 30 ms, 10,000 Ingresses (8a)",
+        "cfg_latency",
+        "p99_ms",
+        Goal::AtMost(30.0, "ms"),
+    ),
+    goalpost(
+        "start-up with 10,000 Ingresses ready ≤ 5 s (8b)",
+        "cfg_memory",
+        "load_s",
+        Goal::AtMost(5.0, "s"),
+    ),
+];
+
+/// Medians of the main table: test -> metric -> target -> median.
+type Medians<'a> = BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, f64>>>;
+
+/// The targets section: each goal of the issue, what was measured, met or not.
+fn targets_section(medians: &Medians, proxy_cpu_count: usize) -> (String, Value) {
+    let mut md = String::from(
+        "\n## Targets (issue 18)\n\n\
+         Ratios are weir over the stronger nginx of the row (c = nginx-classic, i = \
+         nginx-ingress), from the medians above; weir/haproxy is for reference. A goal whose \
+         test did not run is \"not measured\".\n\n\
+         | target | weir | best nginx | weir/best nginx | weir/haproxy | verdict |\n\
+         |---|---:|---:|---:|---:|---|\n",
+    );
+    let mut rows = Vec::new();
+    for g in GOALS {
+        let values = medians.get(g.test).and_then(|m| m.get(g.metric));
+        let get = |t: &str| values.and_then(|v| v.get(t)).copied();
+        let weir = get("weir");
+        let better = match g.goal {
+            Goal::RatioAtLeast(_) => Higher,
+            _ => Lower,
+        };
+        let best = best_nginx(better, get(NGINX_CLASSIC), get(NGINX_INGRESS));
+        let ratio_best = ratio(weir, best.map(|(_, v)| v));
+        let ratio_haproxy = ratio(weir, get(HAPROXY));
+        let met = match g.goal {
+            Goal::RatioAtMost(limit) => ratio_best.map(|r| r <= limit),
+            Goal::RatioAtLeast(limit) => ratio_best.map(|r| r >= limit),
+            Goal::AtMost(limit, _) => weir.map(|w| w <= limit),
+        };
+        let off_setting = matches!(g.goal, Goal::RatioAtLeast(_)) && proxy_cpu_count != 1;
+        let verdict = match met {
+            None => "not measured".to_owned(),
+            Some(true) => "met".to_owned(),
+            Some(false) => "**not met**".to_owned(),
+        } + if off_setting && met.is_some() {
+            " (the proxies ran on more than one CPU: not the target's setting)"
+        } else {
+            ""
+        };
+        let weir_cell = match (g.goal, weir) {
+            (Goal::AtMost(_, unit), Some(w)) => format!("{} {unit}", fmt(Some(w))),
+            _ => fmt(weir),
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            g.what,
+            weir_cell,
+            best.map_or("–".to_owned(), |(t, v)| format!(
+                "{} ({})",
+                fmt(Some(v)),
+                &t[6..7]
+            )),
+            if matches!(g.goal, Goal::AtMost(..)) {
+                "–".to_owned()
+            } else {
+                ratio_best.map_or("–".to_owned(), |r| format!("{r:.2}"))
+            },
+            ratio_haproxy.map_or("–".to_owned(), |r| format!("{r:.2}")),
+            verdict,
+        ));
+        let (kind, limit) = match g.goal {
+            Goal::RatioAtMost(l) => ("ratio_at_most", l),
+            Goal::RatioAtLeast(l) => ("ratio_at_least", l),
+            Goal::AtMost(l, _) => ("at_most", l),
+        };
+        rows.push(json!({
+            "target": g.what,
+            "test": g.test,
+            "metric": g.metric,
+            "goal": kind,
+            "limit": limit,
+            "weir": weir,
+            "best_nginx": best.map(|(t, _)| t),
+            "best_nginx_value": best.map(|(_, v)| v),
+            "ratio_best_nginx": ratio_best,
+            "ratio_haproxy": ratio_haproxy,
+            "met": met,
+            "proxy_cpus": proxy_cpu_count,
+        }));
+    }
+    (md, Value::Array(rows))
+}
+
+/// The test id of the CPU scaling test, rendered apart from the main table.
+const SCALE: &str = "scale_h1";
+
+/// The scaling test's rows: target in the records, label, proxy family (for the factor).
+const SCALE_VARIANTS: &[(&str, &str)] = &[
+    ("weir-1", "weir, 1 worker thread"),
+    ("weir-2", "weir, 2 worker threads"),
+    ("nginx-classic-1", "nginx-classic, 1 worker"),
+    ("nginx-classic-2", "nginx-classic, 2 workers"),
+    ("haproxy-1", "haproxy, nbthread 1"),
+    ("haproxy-2", "haproxy, nbthread 2"),
+];
+
+/// The scaling test's columns.
+const SCALE_COLUMNS: &[(&str, &str)] = &[
+    ("cpus", "proxy CPUs"),
+    ("rps", "req/s ↑"),
+    ("p99_ms", "p99 (ms) ↓"),
+    ("proxy_cpu_pct", "proxy CPU (% of one core)"),
+    ("proxy_cpu_us", "proxy CPU per request (µs) ↓"),
+    ("errors", "errors"),
+];
+
+/// The CPU scaling table (markdown) and its JSON: per variant the medians, req/s relative to
+/// the same proxy with one worker, and every run's values.
+fn scale_table(metrics: &ByMetric, note: Option<&str>) -> (String, Value) {
+    let median_of = |key: &str, target: &str| {
+        metrics
+            .get(key)
+            .and_then(|t| t.get(target))
+            .map(|v| median(v))
+    };
+    let headers: Vec<&str> = SCALE_COLUMNS.iter().map(|(_, h)| *h).collect();
+    let mut md = format!(
+        "\n## CPU scaling: 1 and 2 workers, HTTP/1.1 keep-alive, 13 B body (wrk, 64 conns)\n\n\
+         Each proxy with one worker and with two (weir `--worker-threads`, nginx-classic \
+         `worker_processes`, HAProxy `nbthread`). The last column is req/s over the same \
+         proxy's with one worker.{}\n\n\
+         | variant | {} | req/s vs 1 worker |\n|---|{}---:|\n",
+        note.map(|n| format!(" {n}")).unwrap_or_default(),
+        headers.join(" | "),
+        "---:|".repeat(SCALE_COLUMNS.len()),
+    );
+    let mut rows = Vec::new();
+    for (target, label) in SCALE_VARIANTS {
+        if !SCALE_COLUMNS
+            .iter()
+            .any(|(k, _)| median_of(k, target).is_some())
+        {
+            continue;
+        }
+        let one = format!("{}1", &target[..target.len() - 1]);
+        let relative = match (median_of("rps", target), median_of("rps", &one)) {
+            (Some(v), Some(base)) if base != 0.0 => Some(round3(v / base)),
+            _ => None,
+        };
+        let cells: Vec<String> = SCALE_COLUMNS
+            .iter()
+            .map(|(k, _)| fmt(median_of(k, target)))
+            .collect();
+        md.push_str(&format!(
+            "| {label} | {} | {} |\n",
+            cells.join(" | "),
+            relative.map_or("–".to_owned(), |r| format!("{r:.2}")),
+        ));
+        let mut row = Map::new();
+        row.insert("variant".to_owned(), json!(target));
+        row.insert("label".to_owned(), json!(label));
+        let mut runs = Map::new();
+        for (key, values) in metrics
+            .iter()
+            .filter_map(|(k, t)| Some((k, t.get(*target)?)))
+        {
+            row.insert(key.clone(), json!(median(values)));
+            runs.insert(key.clone(), json!(values));
+        }
+        row.insert("rps_vs_1_worker".to_owned(), json!(relative));
+        row.insert("runs".to_owned(), Value::Object(runs));
+        rows.push(Value::Object(row));
+    }
+    let json = json!({"test": SCALE, "note": note, "variants": rows});
+    (md, json)
 }
 
 /// The telemetry test's table (markdown, after the main table) and its JSON: per variant the
@@ -1174,6 +1628,60 @@ status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx
         assert_eq!(failed.get("weir"), Some(&(1, 3)));
         assert!(!failed.contains_key("nginx"));
         assert!(failed_runs("h2_tls", &runs).is_empty());
+    }
+
+    #[test]
+    fn best_nginx_and_targets() {
+        assert_eq!(
+            best_nginx(Lower, Some(2.0), Some(1.0)),
+            Some((NGINX_INGRESS, 1.0))
+        );
+        assert_eq!(
+            best_nginx(Higher, Some(2.0), Some(1.0)),
+            Some((NGINX_CLASSIC, 2.0))
+        );
+        assert_eq!(
+            best_nginx(Lower, None, Some(3.0)),
+            Some((NGINX_INGRESS, 3.0))
+        );
+        let mut medians: Medians = BTreeMap::new();
+        let mut put = |test: &'static str, metric: &'static str, target: &'static str, v: f64| {
+            medians
+                .entry(test)
+                .or_default()
+                .entry(metric)
+                .or_default()
+                .insert(target, v);
+        };
+        put("h1_tiny", "proxy_cpu_us", "weir", 7.0);
+        put("h1_tiny", "proxy_cpu_us", NGINX_CLASSIC, 10.0);
+        put("h1_tiny", "proxy_cpu_us", NGINX_INGRESS, 12.0);
+        put("h1_tiny", "proxy_cpu_us", HAPROXY, 14.0);
+        put("h1_tiny", "rps", "weir", 90.0);
+        put("h1_tiny", "rps", NGINX_CLASSIC, 100.0);
+        put("h1_tiny", "rps", NGINX_INGRESS, 80.0);
+        put("mem_h2", "kib_per_conn", "weir", 5.0);
+        let (md, json) = targets_section(&medians, 1);
+        assert!(
+            md.contains("| CPU per request ≤ 0.8× nginx: HTTP/1.1 keep-alive, 13 B (1a) | 7 | 10 (c) | 0.70 | 0.50 | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 90 | 100 (c) | 0.90 | – | **not met** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| idle HTTP/2 connection ≤ 4 KiB RSS, TLS (5d) | 5 KiB | – | – | – | **not met** |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("(3a) | – | – | – | – | not measured |"), "{md}");
+        let rows = json.as_array().unwrap();
+        assert_eq!(rows[0]["met"], json!(true));
+        assert_eq!(rows[0]["best_nginx"], json!(NGINX_CLASSIC));
+        let (md, _) = targets_section(&medians, 2);
+        assert!(md.contains("not the target's setting"), "{md}");
     }
 
     #[test]
