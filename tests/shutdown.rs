@@ -478,7 +478,11 @@ async fn after_the_delay_idle_connections_close_and_http2_gets_goaway() {
     let head = exchange_http1(&mut idle, "/").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let head = exchange_http1(&mut idle, "/again").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "kept alive: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "kept alive: {head}\n{}",
+        weir.log()
+    );
 
     let before = web.requests.load(std::sync::atomic::Ordering::SeqCst);
     let (frames, reader) = h2raw::get(weir.http, HOST, "/slow?ms=2000").await;

@@ -196,6 +196,11 @@ impl ManifestSource {
     /// [`ManifestSource::load`] when a path is not simply a manifest file that was written or
     /// removed (a new or moved directory, a ConfigMap mount swapping its `..data` link).
     pub fn load_paths(&mut self, paths: &BTreeSet<PathBuf>) -> Loaded {
+        if !std::fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+            // DIR itself is gone (or unreadable): its files' removals are not edits, and a
+            // full load keeps everything, as it does whenever DIR cannot be listed.
+            return self.load();
+        }
         let started = Instant::now();
         let mut errors = Vec::new();
         for path in paths {
@@ -243,6 +248,9 @@ impl ManifestSource {
         let Ok(relative) = path.strip_prefix(&self.dir) else {
             return Changed::Unknown;
         };
+        if relative.as_os_str().is_empty() {
+            return Changed::Unknown; // DIR itself
+        }
         let mut names = relative.components().map(|c| c.as_os_str().to_str());
         if names.any(|name| name.is_none_or(|n| n.starts_with('.'))) {
             // Hidden: editors' temporary files, which change nothing, unless it is a directory

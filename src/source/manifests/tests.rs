@@ -454,6 +454,13 @@ fn loading_the_reported_paths_matches_a_full_load() {
     let loaded = source.load_paths(&reported(&["d.yaml"]));
     assert_eq!(loaded.errors.len(), 1);
     assert!(same(&loaded.input, &everything));
+
+    // DIR removed with its files: as when DIR cannot be listed, everything stays.
+    let path = dir.path().to_owned();
+    fs::remove_dir_all(&path).unwrap();
+    let reported: BTreeSet<PathBuf> = [path.join("a.yaml"), path.join("new"), path].into();
+    let gone = source.load_paths(&reported);
+    assert!(same(&gone.input, &everything));
 }
 
 #[test]
