@@ -88,13 +88,25 @@ impl Runtimes {
     /// so that replicas and restarts do not all start on the same one).
     pub fn prepare(table: &RouteTable, stats: &RouteIndex, previous: &Runtimes) -> Runtimes {
         let mut next = Runtimes::default();
+        // The balancers already found for a backend (its `Arc`: routes of one Service port
+        // share it) by settings: most routes then need no key made of owned strings.
+        let mut by_backend: FastMap<usize, Vec<(&Balance, Arc<Balancer>)>> = FastMap::default();
+        let mut balancer_of = |next: &mut Runtimes, backend: &Arc<Backend>, balance| {
+            let known = by_backend.entry(Arc::as_ptr(backend) as usize).or_default();
+            if let Some((_, balancer)) = known.iter().find(|(b, _)| *b == balance) {
+                return balancer.clone();
+            }
+            let balancer = next.balancer(previous, backend, balance);
+            known.push((balance, balancer.clone()));
+            balancer
+        };
         for entry in table.entries() {
             let address = Arc::as_ptr(entry.route) as usize;
             if next.by_route.contains_key(&address) {
                 continue;
             }
             let route: &Route = entry.route;
-            let balancer = next.balancer(previous, &route.backend, &route.policy.balance);
+            let balancer = balancer_of(&mut next, &route.backend, &route.policy.balance);
             let limits = route.policy.rate_limits.as_deref();
             let mut limiter = |rate: Option<Rate>| {
                 let key = (route.ingress.clone(), rate?);
@@ -133,7 +145,7 @@ impl Runtimes {
             });
             let canary = route.canary.as_ref().map(|canary| CanaryRuntime {
                 stats: stats.canary(canary).cloned(),
-                balancer: next.balancer(previous, &canary.backend, &canary.balance),
+                balancer: balancer_of(&mut next, &canary.backend, &canary.balance),
             });
             let runtime = RouteRuntime {
                 stats: stats.get(entry.route).cloned(),
