@@ -704,25 +704,7 @@ http {
     }
 
     # Hosts without a rule: 404, as ingress-nginx's default backend.
-    server {
-        listen 127.0.0.1:$http default_server backlog=4096;
-        listen 127.0.0.1:$https ssl http2 default_server backlog=4096;
-        server_name _;
-        ssl_certificate $WORK/tls.crt;
-        ssl_certificate_key $WORK/tls.key;
-        return 404;
-    }
-
-    server {
-        listen 127.0.0.1:$http;
-        listen 127.0.0.1:$https ssl http2;
-        server_name $HOST;
-        ssl_certificate $WORK/tls.crt;
-        ssl_certificate_key $WORK/tls.key;
-        location / {
-$(nginx_location)
-        }
-    }
+$(nginx_front_servers "$http" "$https" "$(nginx_location)")
 
     # gRPC (test 11): h2c with prior knowledge on a port of its own (nginx 1.22 cannot tell
     # HTTP/1.1 from HTTP/2 on one plain port), h2 by ALPN on the TLS port.
@@ -794,30 +776,7 @@ http {
         keepalive_requests 1000000;
     }
 
-    server {
-        listen 127.0.0.1:$http default_server backlog=4096;
-        listen 127.0.0.1:$https ssl http2 default_server backlog=4096;
-        server_name _;
-        ssl_certificate $WORK/tls.crt;
-        ssl_certificate_key $WORK/tls.key;
-        return 404;
-    }
-
-    server {
-        listen 127.0.0.1:$http;
-        listen 127.0.0.1:$https ssl http2;
-        server_name $HOST;
-        ssl_certificate $WORK/tls.crt;
-        ssl_certificate_key $WORK/tls.key;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection \$connection_upgrade;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
+$(nginx_front_servers "$http" "$https" "$(nginx_classic_location)")
 }
 EOF
 }
@@ -864,6 +823,44 @@ backend bench
 
 backend not_found
     http-request return status 404
+EOF
+}
+
+# The location of the classic reverse proxy (nginx-classic).
+nginx_classic_location() {
+  cat <<EOF
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+EOF
+}
+
+# The two server blocks both nginx configurations have: a default_server answering 404 for
+# other hosts, and $HOST on ports $1 (HTTP) and $2 (HTTPS) whose `location /` holds $3.
+nginx_front_servers() {
+  cat <<EOF
+    server {
+        listen 127.0.0.1:$1 default_server backlog=4096;
+        listen 127.0.0.1:$2 ssl http2 default_server backlog=4096;
+        server_name _;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        return 404;
+    }
+
+    server {
+        listen 127.0.0.1:$1;
+        listen 127.0.0.1:$2 ssl http2;
+        server_name $HOST;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        location / {
+$3
+        }
+    }
 EOF
 }
 
