@@ -10,7 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::DiagnosticLog;
 use crate::metrics::ControlMetrics;
-use crate::model::{self, BuildConfig, Diagnostic, Input, ObjectRef, RouteTable};
+use crate::model::{self, BuildConfig, Diagnostic, IncrementalBuild, Input, ObjectRef, RouteTable};
 use crate::state::State;
 use crate::tls::{self, CertStore, Certified};
 
@@ -26,11 +26,12 @@ pub struct DefaultCertificate {
 /// The model's build plus the certificate store for its TLS bindings, with the diagnostics of
 /// both in one sorted list.
 fn build_with_certificates(
+    builds: &mut IncrementalBuild,
     input: &Input,
     config: &BuildConfig,
     default: &DefaultCertificate,
 ) -> (model::Built, CertStore) {
-    let mut built = model::build(input, config);
+    let mut built = builds.build(input, config);
     let (default, problem) =
         tls::default_certificate(default.secret.as_ref(), &input.secrets, &default.generated);
     let (certs, tls_diagnostics) = tls::compile(&built.tls, &input.secrets, default);
@@ -134,6 +135,9 @@ pub async fn run_rebuild_loop(
     cancel: CancellationToken,
 ) {
     let mut diagnostics = DiagnosticLog::default();
+    // What the last build computed, so that the next computes only what changed (a build
+    // that panicked leaves nothing: the next computes everything).
+    let mut builds = IncrementalBuild::default();
     loop {
         let input = inputs.borrow_and_update().clone();
         if let Some(input) = input {
@@ -146,9 +150,10 @@ pub async fn run_rebuild_loop(
             let publisher = state.clone();
             // The build and the metric handles of its routes take milliseconds with thousands
             // of Ingresses: off the async workers.
+            let mut taken = std::mem::take(&mut builds);
             let built = tokio::task::spawn_blocking(move || {
                 let (built, certs) =
-                    build_with_certificates(&for_build, &config, &default_certificate);
+                    build_with_certificates(&mut taken, &for_build, &config, &default_certificate);
                 let build_elapsed = started.elapsed();
                 let generation = publisher.publish(built.table, Arc::new(certs));
                 let publish_elapsed = started.elapsed() - build_elapsed;
@@ -164,6 +169,7 @@ pub async fn run_rebuild_loop(
                     built.ingresses,
                     built.diagnostics,
                     (build_elapsed, publish_elapsed),
+                    taken,
                 )
             })
             .instrument(info_span!("rebuild"))
@@ -177,7 +183,9 @@ pub async fn run_rebuild_loop(
                     ingresses,
                     built_diagnostics,
                     (build, publish),
+                    kept,
                 )) => {
+                    builds = kept;
                     diagnostics.update(&built_diagnostics);
                     let elapsed = started.elapsed();
                     counts.report(metrics, ingresses.len(), &built_diagnostics);

@@ -263,6 +263,8 @@ impl Cell {
 /// The request series of one route (one label set): what a request reports into.
 pub struct RouteStats {
     labels: RouteLabels,
+    /// The hash of the label values ([`label_hash`]): where the index keeps it.
+    key: u64,
     families: Arc<Families>,
     status_classes: bool,
     /// Read on every request; replaced (copy and push) when a method/status is first seen.
@@ -280,9 +282,10 @@ impl std::fmt::Debug for RouteStats {
 }
 
 impl RouteStats {
-    fn new(labels: RouteLabels, families: Arc<Families>, status_classes: bool) -> Self {
+    fn new(labels: RouteLabels, key: u64, families: Arc<Families>, status_classes: bool) -> Self {
         RouteStats {
             labels,
+            key,
             families,
             status_classes,
             cells: ArcSwap::from_pointee(Vec::new()),
@@ -438,6 +441,25 @@ impl LabelSets {
         }
     }
 
+    /// Takes `stats` itself (found by its key and address), when it is here.
+    fn take_same(&mut self, stats: &Arc<RouteStats>) -> Option<Arc<RouteStats>> {
+        match self.by_hash.get(&stats.key) {
+            Some(found) if Arc::ptr_eq(found, stats) => self.by_hash.remove(&stats.key),
+            _ => {
+                let at = self.collided.iter().position(|s| Arc::ptr_eq(s, stats))?;
+                Some(self.collided.swap_remove(at))
+            }
+        }
+    }
+
+    /// Whether `stats` itself is here.
+    fn has_same(&self, stats: &Arc<RouteStats>) -> bool {
+        self.by_hash
+            .get(&stats.key)
+            .is_some_and(|found| Arc::ptr_eq(found, stats))
+            || self.collided.iter().any(|s| Arc::ptr_eq(s, stats))
+    }
+
     fn insert(&mut self, key: u64, stats: Arc<RouteStats>) {
         match self.by_hash.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -541,6 +563,7 @@ impl RequestMetrics {
         Ok(RequestMetrics {
             unrouted: Arc::new(RouteStats::new(
                 unrouted,
+                0,
                 families.clone(),
                 labels.status_classes,
             )),
@@ -566,18 +589,32 @@ impl RequestMetrics {
     /// known and removing the series of label sets that left. Call once per published table.
     ///
     /// Label sets are found by a hash of their values, so a rebuild allocates only for label
-    /// sets it has not seen before (10,000 routes: a few milliseconds).
-    pub fn index(&self, table: &RouteTable) -> RouteIndex {
-        let mut index = RouteIndex::default();
+    /// sets it has not seen before. `previous` gives the stats a route had in the previous
+    /// table (by the route's address, which that table keeps alive): a route that is still
+    /// there keeps them without its labels being looked at, when the labels depend on the
+    /// route alone (no `host` or `path` label).
+    pub fn index(
+        &self,
+        table: &RouteTable,
+        previous: impl Fn(usize) -> Option<Arc<RouteStats>>,
+    ) -> RouteIndex {
         if !self.enabled {
-            return index;
+            return RouteIndex::default();
         }
+        let mut index = RouteIndex {
+            by_route: FastMap::with_capacity_and_hasher(table.route_count(), Default::default()),
+            by_canary: FastMap::default(),
+        };
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = LabelSets {
             by_hash: FastMap::with_capacity_and_hasher(live.by_hash.len(), Default::default()),
             collided: Vec::new(),
         };
-        let mut resolve = |[namespace, ingress, service]: [&str; 3], host: &str, path: &str| {
+        let resolve = |live: &mut LabelSets,
+                       next: &mut LabelSets,
+                       [namespace, ingress, service]: [&str; 3],
+                       host: &str,
+                       path: &str| {
             let values = [namespace, ingress, service, host, path];
             let key = label_hash(&values);
             if let Some(stats) = next.find(key, &values) {
@@ -586,12 +623,23 @@ impl RequestMetrics {
             let stats = live.take(key, &values).unwrap_or_else(|| {
                 Arc::new(RouteStats::new(
                     RouteLabels::of(&values),
+                    key,
                     self.families.clone(),
                     self.labels.status_classes,
                 ))
             });
             next.insert(key, stats.clone());
             stats
+        };
+        // The stats `previous` had for a route, moved to `next` (or already there).
+        let kept = |live: &mut LabelSets, next: &mut LabelSets, address: usize| {
+            let stats = previous(address)?;
+            if next.has_same(&stats) {
+                return Some(stats);
+            }
+            let stats = live.take_same(&stats)?;
+            next.insert(stats.key, stats.clone());
+            Some(stats)
         };
         if self.labels.per_host || self.labels.per_path {
             // The rule host and path of each route; a route reached from several rules (an
@@ -615,11 +663,10 @@ impl RequestMetrics {
                     .or_insert((entry.route, host, path));
             }
             for (address, (route, host, path)) in sites {
-                index
-                    .by_route
-                    .insert(address, resolve(labels(route), &host, path));
+                let stats = resolve(&mut live, &mut next, labels(route), &host, path);
+                index.by_route.insert(address, stats);
                 if let Some(canary) = &route.canary {
-                    let stats = resolve(canary_labels(canary), &host, path);
+                    let stats = resolve(&mut live, &mut next, canary_labels(canary), &host, path);
                     index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
                 }
             }
@@ -630,11 +677,13 @@ impl RequestMetrics {
                     continue;
                 }
                 let route = entry.route;
-                index
-                    .by_route
-                    .insert(address, resolve(labels(route), "", ""));
+                let stats = match kept(&mut live, &mut next, address) {
+                    Some(stats) => stats,
+                    None => resolve(&mut live, &mut next, labels(route), "", ""),
+                };
+                index.by_route.insert(address, stats);
                 if let Some(canary) = &route.canary {
-                    let stats = resolve(canary_labels(canary), "", "");
+                    let stats = resolve(&mut live, &mut next, canary_labels(canary), "", "");
                     index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
                 }
             }
@@ -700,7 +749,7 @@ mod tests {
     fn label_sets_survive_rebuilds_and_leave_with_their_routes() {
         let metrics = Metrics::new(MetricsConfig::default());
         let first = table(&["a", "b"]);
-        let index = metrics.requests.index(&first);
+        let index = metrics.requests.index(&first, |_| None);
         assert_eq!(index.len(), 2, "one entry per route, shared by its paths");
         observe(stats_of(&index, &first, "a"), 200);
         observe(stats_of(&index, &first, "b"), 200);
@@ -708,7 +757,7 @@ mod tests {
 
         // A new table with equal labels keeps counting into the same series.
         let second = table(&["a"]);
-        let next = metrics.requests.index(&second);
+        let next = metrics.requests.index(&second, |_| None);
         assert!(Arc::ptr_eq(
             stats_of(&index, &first, "a"),
             stats_of(&next, &second, "a")
@@ -723,6 +772,20 @@ mod tests {
         assert!(!text.contains("ingress=\"b\""), "{text}");
         observe(stats_of(&index, &first, "b"), 404);
         assert!(!metrics.encode().contains("ingress=\"b\""));
+
+        // The same routes again (the model kept them): their stats are taken over by address
+        // and keep counting.
+        let again = metrics
+            .requests
+            .index(&second, |address| next.by_route.get(&address).cloned());
+        assert!(Arc::ptr_eq(
+            stats_of(&next, &second, "a"),
+            stats_of(&again, &second, "a")
+        ));
+        observe(stats_of(&again, &second, "a"), 200);
+        assert!(metrics.encode().contains(
+            "weir_requests_total{ingress=\"a\",method=\"GET\",namespace=\"ns\",service=\"svc\",status=\"200\"} 3"
+        ));
     }
 
     #[test]
@@ -732,7 +795,7 @@ mod tests {
             ..MetricsConfig::default()
         };
         let metrics = Metrics::new(config);
-        assert!(metrics.requests.index(&table(&["a"])).is_empty());
+        assert!(metrics.requests.index(&table(&["a"]), |_| None).is_empty());
         assert!(!metrics.requests.enabled());
         assert!(!metrics.encode().contains("weir_requests_total{"));
     }
@@ -776,7 +839,7 @@ mod tests {
             builder.set_host_fallback(&host, shared.clone()).unwrap();
         }
         let table = builder.build();
-        let index = metrics.requests.index(&table);
+        let index = metrics.requests.index(&table, |_| None);
         let labels = index.get(&shared).unwrap().labels();
         assert_eq!((labels.host.as_str(), labels.path.as_str()), ("", ""));
     }

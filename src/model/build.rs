@@ -7,7 +7,8 @@
 //! Ingress wins a conflict). Last, the host-scope settings (aliases, www redirects), the
 //! catch-all of rule-less Ingresses and the controller's default backend.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,12 +22,16 @@ use super::classes::Classes;
 use super::configmap;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::endpoints::{Backends, Upstream};
-use super::objects::index_by_name;
+use super::objects::{self, index_by_name};
 use super::paths::PathRegex;
 use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
 use super::table::{HostMatch, Passthrough, PathKind, PathRule, Route, RouteTableBuilder};
 use super::validate;
 use super::{BuildConfig, Built, Input, TlsBinding};
+pub use memo::IncrementalBuild;
+use memo::{IngressMemo, Op, RoutesMemo};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Builds the routing table for `input`. Never fails and never panics: objects that cannot be
 /// used become [`Diagnostic`]s and everything else is routed. The result does not depend on
@@ -37,86 +42,161 @@ use super::{BuildConfig, Built, Input, TlsBinding};
 /// to claim a host+path keeps it; later ones get a `RouteConflict`. The same order decides
 /// which `spec.defaultBackend` serves a host's unmatched paths, which Ingress's host-scope
 /// annotations apply to a host and, among Ingresses without rules, which one is the catch-all.
+///
+/// [`IncrementalBuild`] gives the same result for a sequence of inputs, computing again only
+/// what changed.
 pub fn build(input: &Input, config: &BuildConfig) -> Built {
+    IncrementalBuild::default().build(input, config)
+}
+
+impl IncrementalBuild {
+    /// Builds the routing table for `input`, exactly as [`build`] does, reusing what the
+    /// previous call computed for every Ingress whose objects are the same `Arc`s as then.
+    pub fn build(&mut self, input: &Input, config: &BuildConfig) -> Built {
+        let mut diagnostics = Vec::new();
+        let defaults = configmap::defaults(
+            input,
+            config.config_map.as_ref(),
+            &config.defaults,
+            &mut diagnostics,
+        );
+        let controller_map = config.config_map.as_ref().and_then(|wanted| {
+            input.config_maps.iter().find(|c| {
+                objects::namespace(&c.metadata) == wanted.namespace
+                    && objects::name(&c.metadata) == wanted.name
+            })
+        });
+        self.check_global(config, controller_map);
+        let classes = Classes::new(&input.ingress_classes, &config.classes);
+        let ours = ordered_ingresses(input, &classes);
+        let secrets = index_by_name(&input.secrets, |s| &s.metadata);
+        let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
+        let context = annotations::Context {
+            defaults: &defaults,
+            secrets: &secrets,
+            config_maps: &config_maps,
+            allow_cross_namespace: config.allow_cross_namespace,
+            ssl_passthrough: config.ssl_passthrough,
+            reads: RefCell::default(),
+        };
+        // The annotations of each Ingress: parsed again when it or what they read changed.
+        let mut previous = std::mem::take(&mut self.ingresses);
+        let mut memos: Vec<(ObjectRef, Box<IngressMemo>)> = ours
+            .iter()
+            .map(|o| match previous.remove_entry(&o.object) {
+                Some(kept) if kept.1.parsed_for(o.ingress, &context) => kept,
+                _ => (o.object.clone(), Box::new(parse_ingress(o, &context))),
+            })
+            .collect();
+        drop(previous);
+        let parsed: Vec<&IngressAnnotations> = memos.iter().map(|(_, m)| &m.parsed).collect();
+        let regex_hosts = regex_hosts(&ours, &parsed);
+        let mut builder = Builder {
+            table: RouteTableBuilder::new(),
+            backends: Backends::new(
+                input,
+                config.external_names,
+                std::mem::take(&mut self.backends),
+            ),
+            diagnostics,
+            created: ours
+                .iter()
+                .map(|o| {
+                    let meta = &o.ingress.metadata;
+                    ((objects::namespace(meta), objects::name(meta)), o.created)
+                })
+                .collect(),
+            tls_hosts: tls_hosts(&ours),
+            regex_hosts,
+            hsts: defaults.hsts.header(),
+            defaults,
+        };
+        // The routes of each Ingress: computed again when they or what they read changed.
+        let controller_backend = config.default_backend_service.as_ref();
+        for (ours, (_, memo)) in ours.iter().zip(&mut memos) {
+            let holds = memo.routes.as_ref().is_some_and(|routes| {
+                routes.holds(&builder.backends, |host| builder.host_kind(host))
+            });
+            if !holds {
+                memo.routes = Some(builder.compute(ours, &memo.parsed, controller_backend));
+            }
+        }
+        let routes: Vec<&RoutesMemo> = memos
+            .iter()
+            .filter_map(|(_, memo)| memo.routes.as_ref())
+            .collect();
+        let annotations: Vec<&IngressAnnotations> = routes.iter().map(|r| &r.annotations).collect();
+
+        let mut catch_all = Vec::new();
+        for ((ours, (_, memo)), routes) in ours.iter().zip(&memos).zip(&routes) {
+            builder
+                .diagnostics
+                .extend(memo.parse_diagnostics.iter().cloned());
+            builder
+                .diagnostics
+                .extend(routes.diagnostics.iter().cloned());
+            if routes.annotations.canary.is_canary() {
+                continue;
+            }
+            builder.apply(&ours.object, routes);
+            if let Some(route) = &routes.catch_all {
+                catch_all.push((ours.has_rules, ours.object.clone(), route.clone()));
+            }
+        }
+        for (ours, annotations) in ours.iter().zip(&annotations) {
+            if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
+                builder.add_canary(ours, annotations, rule);
+            }
+        }
+        builder.set_host_settings(&ours, &annotations);
+        builder.set_catch_all(catch_all);
+        builder.set_default_backend(controller_backend);
+        let tls = tls_bindings(&ours, &mut builder.diagnostics);
+
+        let Builder {
+            table,
+            mut diagnostics,
+            backends,
+            ..
+        } = builder;
+        self.backends = backends.keep();
+        diagnostics.sort();
+        diagnostics.dedup();
+        let mut ingresses: Vec<ObjectRef> = ours.into_iter().map(|i| i.object).collect();
+        ingresses.sort();
+        drop((routes, annotations));
+        self.ingresses = memos.into_iter().collect();
+        Built {
+            table: table.build(),
+            diagnostics,
+            tls,
+            ingresses,
+        }
+    }
+}
+
+/// Parses the annotations of one of weir's Ingresses, noting what they read.
+fn parse_ingress(ours: &OurIngress<'_>, context: &annotations::Context<'_>) -> IngressMemo {
     let mut diagnostics = Vec::new();
-    let defaults = configmap::defaults(
-        input,
-        config.config_map.as_ref(),
-        &config.defaults,
-        &mut diagnostics,
-    );
-    let classes = Classes::new(&input.ingress_classes, &config.classes);
-    let ours = ordered_ingresses(input, &classes);
-    let secrets = index_by_name(&input.secrets, |s| &s.metadata);
-    let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
-    let context = annotations::Context {
-        defaults: &defaults,
-        secrets: &secrets,
-        config_maps: &config_maps,
-        allow_cross_namespace: config.allow_cross_namespace,
-        ssl_passthrough: config.ssl_passthrough,
-    };
-    let mut annotations: Vec<IngressAnnotations> = ours
-        .iter()
-        .map(|o| {
-            let ingress_annotations = o.ingress.metadata.annotations.as_ref();
-            annotations::parse(&o.object, ingress_annotations, &context, &mut diagnostics)
-        })
-        .collect();
-    let mut builder = Builder {
-        table: RouteTableBuilder::new(),
-        backends: Backends::new(input, config.external_names),
-        diagnostics,
-        created: ours.iter().map(|i| (i.object.clone(), i.created)).collect(),
-        tls_hosts: tls_hosts(&ours),
-        regex_hosts: regex_hosts(&ours, &annotations),
-        hsts: defaults.hsts.header(),
-        defaults,
-    };
-    let objects: Vec<&ObjectRef> = ours.iter().map(|o| &o.object).collect();
-    let controller_backend = config.default_backend_service.as_ref();
-    builder.resolve_error_pages(&objects, &mut annotations, controller_backend);
-
-    let mut catch_all = Vec::new();
-    for (ingress, annotations) in ours.iter().zip(&annotations) {
-        if annotations.canary.is_canary() {
-            continue;
-        }
-        if let Some(route) = builder.add_ingress(ingress, annotations) {
-            catch_all.push((ingress.has_rules, ingress.object.clone(), route));
-        }
-    }
-    for (ingress, annotations) in ours.iter().zip(&annotations) {
-        if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
-            builder.add_canary(ingress, annotations, rule);
-        }
-    }
-    builder.set_host_settings(&ours, &annotations);
-    builder.set_catch_all(catch_all);
-    builder.set_default_backend(controller_backend);
-    let tls = tls_bindings(&ours, &mut builder.diagnostics);
-
-    let Builder {
-        table,
-        mut diagnostics,
-        ..
-    } = builder;
-    diagnostics.sort();
-    diagnostics.dedup();
-    let mut ingresses: Vec<ObjectRef> = ours.into_iter().map(|i| i.object).collect();
-    ingresses.sort();
-    Built {
-        table: table.build(),
-        diagnostics,
-        tls,
-        ingresses,
+    context.take_reads();
+    let annotations = ours.ingress.metadata.annotations.as_ref();
+    let parsed = annotations::parse(&ours.object, annotations, context, &mut diagnostics);
+    IngressMemo {
+        ingress: ours.ingress.clone(),
+        reads: context.take_reads(),
+        parsed,
+        parse_diagnostics: diagnostics,
+        routes: None,
     }
 }
 
 /// The hosts whose paths are all matched as regexes: those with a path of an Ingress that sets
 /// `use-regex`, or a `rewrite-target` other than that path (ingress-nginx's rule, which applies
 /// to every Ingress of the host).
-fn regex_hosts(ours: &[OurIngress<'_>], annotations: &[IngressAnnotations]) -> BTreeSet<HostMatch> {
+fn regex_hosts(
+    ours: &[OurIngress<'_>],
+    annotations: &[&IngressAnnotations],
+) -> BTreeSet<HostMatch> {
     let mut hosts = BTreeSet::new();
     for (ours, annotations) in ours.iter().zip(annotations) {
         let target = annotations.policy.rewrite.target.as_ref();
@@ -204,7 +284,7 @@ struct OurIngress<'a> {
     object: ObjectRef,
     created: Option<&'a Time>,
     has_rules: bool,
-    ingress: &'a Ingress,
+    ingress: &'a Arc<Ingress>,
 }
 
 /// weir's Ingresses, oldest first (see [`build`]), each (namespace, name) once.
@@ -223,7 +303,8 @@ fn ordered_ingresses<'a>(input: &'a Input, classes: &Classes<'_>) -> Vec<OurIngr
             ingress,
         })
         .collect();
-    ours.sort_by(|a, b| {
+    // (namespace, name) are unique here: an unstable sort gives the one order.
+    ours.sort_unstable_by(|a, b| {
         let key = |i: &OurIngress<'a>| (i.created.is_none(), i.created);
         key(a).cmp(&key(b)).then_with(|| a.object.cmp(&b.object))
     });
@@ -260,7 +341,8 @@ struct Builder<'a> {
     table: RouteTableBuilder,
     backends: Backends<'a>,
     diagnostics: Vec<Diagnostic>,
-    created: BTreeMap<ObjectRef, Option<&'a Time>>,
+    /// The creation time of each of weir's Ingresses, by (namespace, name).
+    created: FastMap<(&'a str, &'a str), Option<&'a Time>>,
     /// Every valid host in the `spec.tls` of weir's Ingresses, lower-case.
     tls_hosts: BTreeSet<String>,
     /// The hosts whose paths are regexes.
@@ -307,6 +389,7 @@ impl Builder<'_> {
         &mut self,
         ours: &OurIngress<'_>,
         annotations: &IngressAnnotations,
+        ops: &mut Vec<Op>,
     ) -> Option<Arc<Route>> {
         let me = &ours.object;
         let spec = ours.ingress.spec.as_ref()?;
@@ -327,7 +410,7 @@ impl Builder<'_> {
             };
             if host != HostMatch::Any {
                 hosts.insert(host.clone());
-                self.table.declare_host(&host);
+                ops.push(Op::Declare(host.clone()));
             }
             let regex_host = self.regex_hosts.contains(&host);
             let host_parts = self.parts(annotations, self.is_tls_host(&host));
@@ -398,7 +481,7 @@ impl Builder<'_> {
                     _ if refused => refusing_route(me, parts),
                     _ => continue,
                 };
-                self.insert(me, &host, &rule_path, route);
+                ops.push(Op::Insert(host.clone(), rule_path, route));
             }
         }
 
@@ -410,18 +493,75 @@ impl Builder<'_> {
                     None if refused => refusing_route(me, parts),
                     None => continue,
                 };
-                if let Err(winner) = self.table.set_host_fallback(host, route) {
-                    let message = format!(
-                        "spec.defaultBackend is not used for host \"{host}\": Ingress {} {} \
-                         already provides the default backend for that host",
-                        quoted(&winner.ingress),
-                        self.precedence(&winner.ingress, me),
-                    );
-                    self.report(me, Reason::DefaultBackendConflict, message);
-                }
+                ops.push(Op::Fallback(host.clone(), route));
             }
         }
         catch_all
+    }
+
+    /// Computes the routes of one of weir's Ingresses from its `parsed` annotations, noting
+    /// what they read; `controller` is `--default-backend-service`.
+    fn compute(
+        &mut self,
+        ours: &OurIngress<'_>,
+        parsed: &IngressAnnotations,
+        controller: Option<&ObjectRef>,
+    ) -> RoutesMemo {
+        let me = &ours.object;
+        let start = self.diagnostics.len();
+        let mut annotations = parsed.clone();
+        let pages = self.error_pages(me, &annotations.error_pages, controller);
+        if pages.is_some() {
+            Arc::make_mut(&mut annotations.policy).custom_errors = pages;
+        }
+        let mut ops = Vec::new();
+        let catch_all = if annotations.canary.is_canary() {
+            None
+        } else {
+            self.add_ingress(ours, &annotations, &mut ops)
+        };
+        let hosts = rule_hosts(ours.ingress)
+            .into_iter()
+            .map(|host| {
+                let (tls, regex) = self.host_kind(&host);
+                (host, tls, regex)
+            })
+            .collect();
+        RoutesMemo {
+            services: self.backends.take_reads(),
+            hosts,
+            annotations,
+            ops,
+            catch_all,
+            diagnostics: self.diagnostics.split_off(start),
+        }
+    }
+
+    /// Whether `host` is a TLS host and whether it is a regex host: what the routes of an
+    /// Ingress on it depend on beside the Ingress.
+    fn host_kind(&self, host: &HostMatch) -> (bool, bool) {
+        (self.is_tls_host(host), self.regex_hosts.contains(host))
+    }
+
+    /// Adds the routes of Ingress `me` to the table, reporting conflicts with older ones.
+    fn apply(&mut self, me: &ObjectRef, routes: &RoutesMemo) {
+        for op in &routes.ops {
+            match op {
+                Op::Declare(host) => self.table.declare_host(host),
+                Op::Insert(host, path, route) => self.insert(me, host, path, route.clone()),
+                Op::Fallback(host, route) => {
+                    if let Err(winner) = self.table.set_host_fallback(host, route.clone()) {
+                        let message = format!(
+                            "spec.defaultBackend is not used for host \"{host}\": Ingress {} {} \
+                             already provides the default backend for that host",
+                            quoted(&winner.ingress),
+                            self.precedence(&winner.ingress, me),
+                        );
+                        self.report(me, Reason::DefaultBackendConflict, message);
+                    }
+                }
+            }
+        }
     }
 
     /// The host of `rule` as written and as matched; `None` (reported) when it is not a valid
@@ -584,7 +724,7 @@ impl Builder<'_> {
     /// `from-to-www-redirect`, `auth-tls-*`, `ssl-passthrough`) of each Ingress to the hosts it
     /// names; for each host and setting the oldest Ingress that sets it decides (for
     /// `ssl-passthrough`: the oldest Ingress that names the host).
-    fn set_host_settings(&mut self, ours: &[OurIngress<'_>], annotations: &[IngressAnnotations]) {
+    fn set_host_settings(&mut self, ours: &[OurIngress<'_>], annotations: &[&IngressAnnotations]) {
         let mut alias_owner: BTreeMap<HostMatch, (HostMatch, ObjectRef)> = BTreeMap::new();
         let mut hosts_with_aliases: BTreeMap<HostMatch, ObjectRef> = BTreeMap::new();
         let mut www: Vec<(String, ObjectRef)> = Vec::new();
@@ -725,7 +865,7 @@ impl Builder<'_> {
     fn report_passed_through(
         &mut self,
         ours: &[OurIngress<'_>],
-        annotations: &[IngressAnnotations],
+        annotations: &[&IngressAnnotations],
     ) {
         for (ours, annotations) in ours.iter().zip(annotations) {
             if annotations.canary.is_canary() {
@@ -859,7 +999,10 @@ impl Builder<'_> {
 
     /// Why `winner` takes precedence over `loser`, in parentheses.
     fn precedence(&self, winner: &ObjectRef, loser: &ObjectRef) -> &'static str {
-        let created = |o: &ObjectRef| self.created.get(o).copied().flatten();
+        let created = |o: &ObjectRef| {
+            let key = (o.namespace.as_str(), o.name.as_str());
+            self.created.get(&key).copied().flatten()
+        };
         match (created(winner), created(loser)) {
             (Some(w), Some(l)) if w < l => "(which is older)",
             (Some(_), None) => "(which has a creationTimestamp; this Ingress has none)",
@@ -884,7 +1027,7 @@ fn rule_hosts(ingress: &Ingress) -> BTreeSet<HostMatch> {
 /// The oldest routed Ingress that names each host: the one whose `ssl-passthrough` decides.
 fn host_owners(
     ours: &[OurIngress<'_>],
-    annotations: &[IngressAnnotations],
+    annotations: &[&IngressAnnotations],
 ) -> BTreeMap<HostMatch, ObjectRef> {
     let mut owners = BTreeMap::new();
     for (ours, annotations) in ours.iter().zip(annotations) {
@@ -959,5 +1102,8 @@ fn without_global_auth(
 
 mod canaries;
 mod error_pages;
+#[cfg(test)]
+mod incremental_tests;
+mod memo;
 #[cfg(test)]
 mod tests;

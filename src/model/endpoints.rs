@@ -18,7 +18,7 @@
 //!   cluster IP (headless, ExternalName) falls back to its endpoints, with a
 //!   [`Reason::NoClusterIp`], as ingress-nginx falls back (and logs an error).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ pub(crate) struct Problem {
 }
 
 /// How an Ingress names a Service port.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum PortRef {
     Number(i32),
     Name(String),
@@ -98,7 +98,7 @@ impl PortRef {
 }
 
 /// Where a backend sends: the Service's endpoints, or its cluster IP (`service-upstream`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Upstream {
     /// Its ready endpoints (an ExternalName Service: the addresses of its name).
     Endpoints,
@@ -106,27 +106,58 @@ pub(crate) enum Upstream {
     ClusterIp,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What a backend was resolved with, kept from one build to the next ([`Backends::keep`]).
+type CacheKey = (String, String, PortRef, Upstream);
+
+/// Resolved backends kept between builds, each with the objects it was resolved from: a later
+/// build reuses one (the same `Arc<Backend>`) while those objects are the same.
+#[derive(Debug, Default)]
+pub(crate) struct BackendCache(FastMap<CacheKey, (ServiceDeps, Resolved)>);
+
+/// The objects the backends of one Service are resolved from, by identity (the input's
+/// `Arc`s, kept alive here so that an address is never another object's): equal deps resolve
+/// to equal backends.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceDeps {
+    service: Option<Arc<Service>>,
+    /// Its EndpointSlices, by address.
+    slices: Vec<Arc<EndpointSlice>>,
+    endpoints: Option<Arc<Endpoints>>,
+    /// The DNS answers, for an ExternalName Service only.
+    answers: Option<Arc<NameAnswers>>,
+}
+
 /// Resolves backends against the Services and endpoints of the input, once per
 /// (namespace, service, port, [`Upstream`]), so that routes to the same Service port share one
 /// [`Backend`], and an Ingress with `service-upstream` never shares one with an Ingress
-/// without it.
+/// without it. Backends resolved by an earlier build from the same objects are reused.
 #[derive(Debug)]
 pub(crate) struct Backends<'a> {
     services: ByName<'a, Service>,
-    slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: FastMap<(&'a str, &'a str), Vec<&'a Arc<EndpointSlice>>>,
     endpoints: ByName<'a, Endpoints>,
     /// The DNS answers for ExternalName Services.
-    answers: &'a NameAnswers,
+    answers: &'a Arc<NameAnswers>,
     /// How ExternalName Services are treated.
     external_names: ExternalNamePolicy,
-    cache: BTreeMap<(String, String, PortRef, Upstream), Resolved>,
+    /// This build's and earlier builds' backends.
+    cache: BackendCache,
+    /// The Services looked at since [`Backends::take_reads`] (namespace, name).
+    reads: Vec<(String, String)>,
 }
 
 impl<'a> Backends<'a> {
     /// Indexes the Services, EndpointSlices and Endpoints of `input`; ExternalName Services
-    /// are resolved with `input`'s DNS answers and `external_names`.
-    pub(crate) fn new(input: &'a Input, external_names: ExternalNamePolicy) -> Self {
-        let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    /// are resolved with `input`'s DNS answers and `external_names`. `cache` holds the
+    /// backends of earlier builds.
+    pub(crate) fn new(
+        input: &'a Input,
+        external_names: ExternalNamePolicy,
+        cache: BackendCache,
+    ) -> Self {
+        let mut slices: FastMap<(&str, &str), Vec<&Arc<EndpointSlice>>> = FastMap::default();
         for slice in &input.endpoint_slices {
             let service = slice
                 .metadata
@@ -147,17 +178,95 @@ impl<'a> Backends<'a> {
             endpoints: index_by_name(&input.endpoints, |e| &e.metadata),
             answers: &input.external_names,
             external_names,
-            cache: BTreeMap::new(),
+            cache,
+            reads: Vec::new(),
         }
+    }
+
+    /// The backends to keep for the next build: those whose objects are still the same
+    /// (the others would never be used again).
+    pub(crate) fn keep(mut self) -> BackendCache {
+        let mut cache = std::mem::take(&mut self.cache);
+        cache
+            .0
+            .retain(|(namespace, name, _, _), (deps, _)| self.matches(namespace, name, deps));
+        cache
+    }
+
+    /// The Services looked at (by [`Backends::resolve`] and [`Backends::first_port`]) since
+    /// the last call, each with the objects it is resolved from now.
+    pub(crate) fn take_reads(&mut self) -> Vec<(String, String, ServiceDeps)> {
+        let mut reads = std::mem::take(&mut self.reads);
+        reads.sort();
+        reads.dedup();
+        reads
+            .into_iter()
+            .map(|(namespace, name)| {
+                let deps = self.deps(&namespace, &name);
+                (namespace, name, deps)
+            })
+            .collect()
+    }
+
+    /// The objects the Service `namespace/name` is resolved from now.
+    fn deps(&self, namespace: &str, name: &str) -> ServiceDeps {
+        let key = (namespace, name);
+        let service = self.services.get(&key).copied().cloned();
+        let mut slices: Vec<Arc<EndpointSlice>> = self
+            .slices
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|s| Arc::clone(s))
+            .collect();
+        slices.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        let external = service
+            .as_deref()
+            .is_some_and(external_names::is_external_name);
+        ServiceDeps {
+            service,
+            slices,
+            endpoints: self.endpoints.get(&key).copied().cloned(),
+            answers: external.then(|| self.answers.clone()),
+        }
+    }
+
+    /// Whether the Service `namespace/name` is resolved from `deps` now (the same objects:
+    /// nothing it resolves to can have changed).
+    pub(crate) fn matches(&self, namespace: &str, name: &str, deps: &ServiceDeps) -> bool {
+        fn same<T>(now: Option<&&Arc<T>>, then: &Option<Arc<T>>) -> bool {
+            match (now, then) {
+                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        let key = (namespace, name);
+        let service = self.services.get(&key);
+        let external = service.is_some_and(|s| external_names::is_external_name(s));
+        let answers = match &deps.answers {
+            Some(then) => external && Arc::ptr_eq(self.answers, then),
+            None => !external,
+        };
+        let slices = self.slices.get(&key).map_or(&[][..], Vec::as_slice);
+        answers
+            && same(service, &deps.service)
+            && same(self.endpoints.get(&key), &deps.endpoints)
+            && slices.len() == deps.slices.len()
+            && slices
+                .iter()
+                .all(|now| deps.slices.iter().any(|then| Arc::ptr_eq(now, then)))
     }
 
     /// The first TCP port of `service`, as a backend reference (how the controller's default
     /// backend and `default-backend` name their Service); `Err` says why there is none: the
     /// Service "does not exist" or "has no TCP port".
     pub(crate) fn first_port(
-        &self,
+        &mut self,
         service: &ObjectRef,
     ) -> Result<IngressServiceBackend, &'static str> {
+        self.reads
+            .push((service.namespace.clone(), service.name.clone()));
         let found = self
             .services
             .get(&(service.namespace.as_str(), service.name.as_str()))
@@ -189,11 +298,16 @@ impl<'a> Backends<'a> {
         backend: &IngressServiceBackend,
         upstream: Upstream,
     ) -> Resolved {
+        self.reads
+            .push((namespace.to_owned(), backend.name.clone()));
         let port = PortRef::of(backend);
         let key = (namespace.to_owned(), backend.name.clone(), port, upstream);
-        if let Some(resolved) = self.cache.get(&key) {
+        if let Some((deps, resolved)) = self.cache.0.get(&key)
+            && self.matches(namespace, &backend.name, deps)
+        {
             return resolved.clone();
         }
+        let deps = self.deps(namespace, &backend.name);
         let service = ObjectRef::new(ObjectKind::Service, namespace, &backend.name);
         let mut problems = Vec::new();
         let endpoints = match self.endpoints_for(&service, &key.2, upstream, &mut problems) {
@@ -208,7 +322,7 @@ impl<'a> Backends<'a> {
             backend: Arc::new(Backend::new(service, port, endpoints)),
             problems,
         };
-        self.cache.insert(key, resolved.clone());
+        self.cache.0.insert(key, (deps, resolved.clone()));
         resolved
     }
 
@@ -367,7 +481,7 @@ fn same_name(endpoint_port: Option<&str>, service_port: &str) -> bool {
     endpoint_port.unwrap_or("") == service_port
 }
 
-fn slice_endpoints(slices: &[&EndpointSlice], port_name: &str) -> Vec<SocketAddr> {
+fn slice_endpoints(slices: &[&Arc<EndpointSlice>], port_name: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for slice in slices {
         let ports = slice.ports.iter().flatten();

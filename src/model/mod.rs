@@ -43,7 +43,7 @@ pub use access::{
 pub use balance::{
     Affinity, AffinityMode, Balance, CanaryBehavior, HashBy, LoadBalance, SameSite, SessionCookie,
 };
-pub use build::build;
+pub use build::{IncrementalBuild, build};
 pub use canary::{Canary, CanaryRule, Decision, HeaderRule};
 pub use client_auth::{ClientAuth, VerifyClient};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};

@@ -22,8 +22,10 @@ pub(crate) fn name(meta: &ObjectMeta) -> &str {
 }
 
 /// Namespaced objects by (namespace, name). A hash map: with 10,000 Ingresses an ordered map's
-/// string comparisons were a tenth of a build; whoever iterates it sorts.
-pub(crate) type ByName<'a, T> = HashMap<(&'a str, &'a str), &'a T, foldhash::fast::RandomState>;
+/// string comparisons were a tenth of a build; whoever iterates it sorts. The values are the
+/// input's `Arc`s, so that an incremental build can keep what it read and compare by pointer.
+pub(crate) type ByName<'a, T> =
+    HashMap<(&'a str, &'a str), &'a Arc<T>, foldhash::fast::RandomState>;
 
 /// Indexes namespaced objects by (namespace, name).
 ///
@@ -35,14 +37,14 @@ pub(crate) fn index_by_name<T: Serialize>(
     meta: impl Fn(&T) -> &ObjectMeta,
 ) -> ByName<'_, T> {
     let mut index = ByName::with_capacity_and_hasher(items.len(), Default::default());
-    for item in items.iter().map(Arc::as_ref) {
+    for item in items {
         let m = meta(item);
         match index.entry((namespace(m), name(m))) {
             Entry::Vacant(slot) => {
                 slot.insert(item);
             }
             Entry::Occupied(mut slot) => {
-                if json(item) < json(slot.get()) {
+                if json(item.as_ref()) < json(slot.get().as_ref()) {
                     slot.insert(item);
                 }
             }

@@ -88,8 +88,12 @@ impl State {
     /// of generation order. Prepares the runtime state of the table's routes first (a few
     /// milliseconds for 10,000 routes: call it off the async workers).
     pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
-        let stats = self.metrics.requests.index(&table);
         let previous = self.current.load_full();
+        // The previous table keeps its routes alive while the new one is indexed, so a route
+        // at the same address is the same route.
+        let stats = self.metrics.requests.index(&table, |address| {
+            previous.runtime.stats_at(address).cloned()
+        });
         let runtime = Runtimes::prepare(&table, &stats, &previous.runtime);
         let generation = previous.generation + 1;
         drop(previous);

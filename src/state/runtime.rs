@@ -7,7 +7,7 @@
 //! changed in the cluster. The pure model never sees any of it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Balancer, ConnectionCounter, Limiter};
 use crate::metrics::{RouteIndex, RouteStats};
@@ -75,7 +75,12 @@ fn balancer_key(backend: &Backend, balance: &Balance) -> BalancerKey {
 #[derive(Debug, Default)]
 pub struct Runtimes {
     by_route: FastMap<usize, Arc<RouteRuntime>>,
-    balancers: FastMap<BalancerKey, Arc<Balancer>>,
+    /// Which table this is for (counts up from the first).
+    generation: u64,
+    /// Every balancer by identity, with the generation of the last table whose new routes
+    /// asked for it. Only the next `prepare` uses it: it takes the map over (routes that did
+    /// not change keep their balancer without a key being made for them).
+    balancers: Mutex<FastMap<BalancerKey, (Arc<Balancer>, u64)>>,
     limiters: FastMap<LimiterKey, Arc<Limiter>>,
     counters: FastMap<(ObjectRef, u32), Arc<ConnectionCounter>>,
     tls: FastMap<TlsKey, UpstreamTlsSetting>,
@@ -86,8 +91,19 @@ impl Runtimes {
     /// `previous` where the backend and its balancing settings were there already (continued
     /// when its endpoints changed), else new ones (a round robin starts at a random endpoint,
     /// so that replicas and restarts do not all start on the same one).
+    ///
+    /// A route of the previous table that is in this one (the same `Arc`: the model reuses the
+    /// routes of Ingresses that did not change) keeps its runtime as it is.
     pub fn prepare(table: &RouteTable, stats: &RouteIndex, previous: &Runtimes) -> Runtimes {
-        let mut next = Runtimes::default();
+        let generation = previous.generation + 1;
+        let balancers = std::mem::take(&mut *lock(&previous.balancers));
+        let mut next = Runtimes {
+            generation,
+            by_route: FastMap::with_capacity_and_hasher(table.route_count(), Default::default()),
+            balancers: Mutex::new(balancers),
+            ..Runtimes::default()
+        };
+        let mut added = false;
         // The balancers already found for a backend (its `Arc`: routes of one Service port
         // share it) by settings: most routes then need no key made of owned strings.
         let mut by_backend: FastMap<usize, Vec<(&Balance, Arc<Balancer>)>> = FastMap::default();
@@ -96,13 +112,23 @@ impl Runtimes {
             if let Some((_, balancer)) = known.iter().find(|(b, _)| *b == balance) {
                 return balancer.clone();
             }
-            let balancer = next.balancer(previous, backend, balance);
+            added = true;
+            let balancer = next.balancer(backend, balance);
             known.push((balance, balancer.clone()));
             balancer
         };
         for entry in table.entries() {
             let address = Arc::as_ptr(entry.route) as usize;
             if next.by_route.contains_key(&address) {
+                continue;
+            }
+            // The previous table keeps its routes alive while this one is prepared: a route
+            // at the same address is the same route.
+            if let Some(kept) = previous.by_route.get(&address).filter(|kept| {
+                same_stats(kept.stats.as_ref(), stats.get(entry.route)) && kept.canary.is_none()
+            }) {
+                next.keep(entry.route, kept);
+                next.by_route.insert(address, kept.clone());
                 continue;
             }
             let route: &Route = entry.route;
@@ -158,45 +184,88 @@ impl Runtimes {
             };
             next.by_route.insert(address, Arc::new(runtime));
         }
+        if added || lock(&next.balancers).len() > 2 * next.by_route.len() + 16 {
+            // Forget the balancers no route uses any more (only this map holds them).
+            lock(&next.balancers).retain(|_, (balancer, _)| Arc::strong_count(balancer) > 1);
+        }
         next
+    }
+
+    /// Registers what the kept runtime of `route` shares with other routes (its rate limits,
+    /// connection counter, TLS client), so that new routes of its Ingress find them.
+    fn keep(&mut self, route: &Route, kept: &RouteRuntime) {
+        if kept.per_second.is_none()
+            && kept.per_minute.is_none()
+            && kept.connections.is_none()
+            && kept.tls.is_none()
+        {
+            return;
+        }
+        let limits = route.policy.rate_limits.as_deref();
+        let rates = [
+            (limits.and_then(|l| l.per_second), &kept.per_second),
+            (limits.and_then(|l| l.per_minute), &kept.per_minute),
+        ];
+        for (rate, limiter) in rates {
+            if let (Some(rate), Some(limiter)) = (rate, limiter) {
+                self.limiters
+                    .insert((route.ingress.clone(), rate), limiter.clone());
+            }
+        }
+        if let (Some(limit), Some(counter)) =
+            (limits.and_then(|l| l.connections), &kept.connections)
+        {
+            self.counters
+                .insert((route.ingress.clone(), limit), counter.clone());
+        }
+        if let (Some(tls), Some(setting)) = (&route.policy.upstream.tls, &kept.tls) {
+            let key = (tls.clone(), route.backend.service.clone());
+            self.tls.insert(key, setting.clone());
+        }
     }
 
     /// The balancer of `backend` under `balance` in the table being prepared: the one
     /// another route already has, else `previous`'s (continued when the endpoints changed),
     /// else a new one.
-    pub fn balancer(
-        &mut self,
-        previous: &Runtimes,
-        backend: &Backend,
-        balance: &Balance,
-    ) -> Arc<Balancer> {
+    pub fn balancer(&mut self, backend: &Backend, balance: &Balance) -> Arc<Balancer> {
         let key = balancer_key(backend, balance);
-        if let Some(balancer) = self.balancers.get(&key) {
-            if balancer.endpoints() == backend.endpoints.as_slice() {
+        let generation = self.generation;
+        let balancers = self.balancers.get_mut().unwrap_or_else(|e| e.into_inner());
+        let old = match balancers.get_mut(&key) {
+            Some((balancer, used)) if balancer.endpoints() == backend.endpoints.as_slice() => {
+                *used = generation;
                 return balancer.clone();
             }
-            // The same Service port and settings with other endpoints (`service-upstream` on
-            // one of the Ingresses to it: the cluster IP): a balancer of its own, made anew
-            // with each table.
-            let name = format!("{}/{}:{} (cluster IP)", key.0, key.1, key.2);
-            return Arc::new(Balancer::new(&name, &backend.endpoints, balance, None));
-        }
-        let old = previous.balancers.get(&key);
-        let balancer = match old {
-            Some(old) if old.endpoints() == backend.endpoints.as_slice() => old.clone(),
-            _ => {
-                let name = format!("{}/{}:{}", key.0, key.1, key.2);
-                let old = old.map(|b| &**b);
-                Arc::new(Balancer::new(&name, &backend.endpoints, balance, old))
+            // The same Service port and settings with other endpoints in this table
+            // (`service-upstream` on one of the Ingresses to it: the cluster IP): a balancer
+            // of its own, made anew with each table.
+            Some((_, used)) if *used == generation => {
+                let name = format!("{}/{}:{} (cluster IP)", key.0, key.1, key.2);
+                return Arc::new(Balancer::new(&name, &backend.endpoints, balance, None));
             }
+            Some((old, _)) => Some(old.clone()),
+            None => None,
         };
-        self.balancers.insert(key, balancer.clone());
+        let name = format!("{}/{}:{}", key.0, key.1, key.2);
+        let balancer = Arc::new(Balancer::new(
+            &name,
+            &backend.endpoints,
+            balance,
+            old.as_deref(),
+        ));
+        balancers.insert(key, (balancer.clone(), generation));
         balancer
     }
 
     /// The runtime of `route`, when it is a route of the table this was prepared for.
     pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteRuntime>> {
         self.by_route.get(&(Arc::as_ptr(route) as usize))
+    }
+
+    /// The request stats of the route at `address`, when it is a route of the table this was
+    /// prepared for.
+    pub fn stats_at(&self, address: usize) -> Option<&Arc<RouteStats>> {
+        self.by_route.get(&address)?.stats.as_ref()
     }
 
     /// How many routes have a runtime.
@@ -207,6 +276,19 @@ impl Runtimes {
     /// True when the table had no routes.
     pub fn is_empty(&self) -> bool {
         self.by_route.is_empty()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a kept runtime's stats are those the index gives its route now.
+fn same_stats(kept: Option<&Arc<RouteStats>>, now: Option<&Arc<RouteStats>>) -> bool {
+    match (kept, now) {
+        (Some(kept), Some(now)) => Arc::ptr_eq(kept, now),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -284,6 +366,26 @@ mod tests {
             next.get(first.route("h", "/0").unwrap()).is_none(),
             "keyed by the new routes"
         );
+    }
+
+    #[test]
+    fn a_route_still_in_the_table_keeps_its_runtime_and_balancers_stay_known() {
+        let first = table(&["a", "b"]);
+        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        let route = first.route("h", "/0").unwrap();
+        // The same routes (the model kept them): the same runtimes.
+        let kept = Runtimes::prepare(&first, &RouteIndex::default(), &runtimes);
+        assert!(Arc::ptr_eq(
+            runtimes.get(route).unwrap(),
+            kept.get(route).unwrap()
+        ));
+        // New routes to the same backend after that still find its balancer.
+        let second = table(&["a", "c"]);
+        let next = Runtimes::prepare(&second, &RouteIndex::default(), &kept);
+        assert!(Arc::ptr_eq(
+            &runtimes.get(route).unwrap().balancer,
+            &next.get(second.route("h", "/0").unwrap()).unwrap().balancer
+        ));
     }
 
     #[test]

@@ -53,6 +53,7 @@ mod source_ranges;
 mod timeouts;
 pub(crate) mod values;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -175,6 +176,19 @@ pub(crate) struct Context<'a> {
     pub allow_cross_namespace: bool,
     /// `--enable-ssl-passthrough`: `ssl-passthrough` may be honoured.
     pub ssl_passthrough: bool,
+    /// The Secrets and ConfigMaps looked up since [`Context::take_reads`], found or not: what
+    /// the annotations read, for an incremental build to know when to read them again.
+    pub reads: RefCell<Vec<ObjectRead>>,
+}
+
+/// A Secret or ConfigMap an Ingress's annotations looked up, and what was found (the input's
+/// `Arc`, compared by identity).
+#[derive(Debug, Clone)]
+pub(crate) enum ObjectRead {
+    /// A Secret (namespace, name).
+    Secret(ObjectRef, Option<Arc<Secret>>),
+    /// A ConfigMap (namespace, name).
+    ConfigMap(ObjectRef, Option<Arc<ConfigMap>>),
 }
 
 impl Context<'_> {
@@ -183,8 +197,10 @@ impl Context<'_> {
         static EMPTY: BTreeMap<String, ByteString> = BTreeMap::new();
         let secret = self
             .secrets
-            .get(&(object.namespace.as_str(), object.name.as_str()))?;
-        Some(secret.data.as_ref().unwrap_or(&EMPTY))
+            .get(&(object.namespace.as_str(), object.name.as_str()));
+        let read = ObjectRead::Secret(object.clone(), secret.map(|s| Arc::clone(s)));
+        self.reads.borrow_mut().push(read);
+        Some(secret?.data.as_ref().unwrap_or(&EMPTY))
     }
 
     /// The data of the ConfigMap `object`, when it exists (a ConfigMap without data has none).
@@ -192,8 +208,37 @@ impl Context<'_> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
         let config_map = self
             .config_maps
-            .get(&(object.namespace.as_str(), object.name.as_str()))?;
-        Some(config_map.data.as_ref().unwrap_or(&EMPTY))
+            .get(&(object.namespace.as_str(), object.name.as_str()));
+        let read = ObjectRead::ConfigMap(object.clone(), config_map.map(|c| Arc::clone(c)));
+        self.reads.borrow_mut().push(read);
+        Some(config_map?.data.as_ref().unwrap_or(&EMPTY))
+    }
+
+    /// The objects looked up since the last call.
+    pub fn take_reads(&self) -> Vec<ObjectRead> {
+        std::mem::take(&mut *self.reads.borrow_mut())
+    }
+
+    /// Whether every read in `reads` would find the same object now.
+    pub fn still_reads(&self, reads: &[ObjectRead]) -> bool {
+        fn same<T>(now: Option<&&Arc<T>>, then: &Option<Arc<T>>) -> bool {
+            match (now, then) {
+                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        reads.iter().all(|read| match read {
+            ObjectRead::Secret(o, then) => same(
+                self.secrets.get(&(o.namespace.as_str(), o.name.as_str())),
+                then,
+            ),
+            ObjectRead::ConfigMap(o, then) => same(
+                self.config_maps
+                    .get(&(o.namespace.as_str(), o.name.as_str())),
+                then,
+            ),
+        })
     }
 }
 
@@ -677,6 +722,7 @@ pub(crate) mod tests {
             config_maps: &config_maps,
             allow_cross_namespace,
             ssl_passthrough,
+            reads: RefCell::default(),
         };
         let mut diagnostics = Vec::new();
         let parsed = parse(&object(), Some(&map), &context, &mut diagnostics);

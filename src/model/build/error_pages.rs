@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::super::annotations::{ErrorPagesSpec, IngressAnnotations};
+use super::super::annotations::ErrorPagesSpec;
 use super::super::diagnostic::{ObjectRef, Reason};
 use super::super::endpoints::Upstream;
 use super::super::error_pages::ErrorPages;
@@ -12,22 +12,6 @@ use super::super::table::Backend;
 use super::Builder;
 
 impl Builder<'_> {
-    /// Puts the resolved error pages of each Ingress (`ingresses[i]` has `annotations[i]`)
-    /// into its policy; `controller` is `--default-backend-service`.
-    pub(super) fn resolve_error_pages(
-        &mut self,
-        ingresses: &[&ObjectRef],
-        annotations: &mut [IngressAnnotations],
-        controller: Option<&ObjectRef>,
-    ) {
-        for (me, annotations) in ingresses.iter().zip(annotations) {
-            let pages = self.error_pages(me, &annotations.error_pages, controller);
-            if pages.is_some() {
-                Arc::make_mut(&mut annotations.policy).custom_errors = pages;
-            }
-        }
-    }
-
     /// The error pages `spec` asks for on the routes of `me` (an Ingress, or the controller's
     /// default backend Service): `None` when there is nothing to intercept or no error backend.
     pub(super) fn error_pages(

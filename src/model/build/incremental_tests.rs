@@ -1,0 +1,238 @@
+//! [`IncrementalBuild`] against [`build`]: after any sequence of changes, the incremental
+//! build gives what a fresh build of the same input gives.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressTLS};
+use proptest::prelude::*;
+
+use crate::model::fixtures::{backend, config_map, endpoint_slice, ingress, service};
+use crate::model::{BuildConfig, IncrementalBuild, Input, ObjectKind, ObjectRef, build};
+
+const NS: &str = "apps";
+const INGRESSES: usize = 6;
+const SERVICES: [&str; 3] = ["web", "api", "errors"];
+
+/// Ingress `i` in one of 64 shapes (`shape`'s bits): hosts shared with other Ingresses, so
+/// that one's TLS, regex paths, canary or conflicts change what another builds.
+fn ingress_variant(i: usize, shape: u8) -> Ingress {
+    let host = format!("h{}.com", (i + usize::from(shape & 1)) % 3);
+    let service = SERVICES[usize::from(shape >> 1) % 2];
+    let path = if shape & 4 == 0 { "/" } else { "/api" };
+    let mut b = ingress(NS, &format!("ing-{i}"))
+        .class("weir")
+        .created(i64::try_from(i % 4).unwrap_or(0))
+        .prefix(&host, path, service, 80);
+    if shape & 8 != 0 {
+        b = b.annotation("nginx.ingress.kubernetes.io/use-regex", "true");
+    }
+    if shape & 16 != 0 {
+        b = b
+            .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
+            .annotation("nginx.ingress.kubernetes.io/auth-secret", "users");
+    }
+    if shape & 32 != 0 {
+        b = b
+            .annotation("nginx.ingress.kubernetes.io/custom-http-errors", "503")
+            .annotation("nginx.ingress.kubernetes.io/default-backend", "errors")
+            .default_backend(backend("api", 80));
+    }
+    if shape & 64 != 0 {
+        b = b
+            .annotation("nginx.ingress.kubernetes.io/canary", "true")
+            .annotation("nginx.ingress.kubernetes.io/canary-weight", "30");
+    }
+    let mut built = b.build();
+    if shape & 128 != 0 {
+        let spec = built.spec.as_mut().expect("the builder writes a spec");
+        spec.tls = Some(vec![IngressTLS {
+            hosts: Some(vec![host]),
+            secret_name: Some("cert".into()),
+        }]);
+    }
+    built
+}
+
+fn slice(service: &str, ips: u8) -> EndpointSlice {
+    let ips: Vec<String> = (0..ips % 3).map(|n| format!("10.0.{n}.1")).collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    endpoint_slice(
+        NS,
+        &format!("{service}-abc"),
+        service,
+        &[(Some("http"), 8080)],
+        &[(&ips, Some(true))],
+    )
+}
+
+fn users(version: u8) -> Secret {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "users", "namespace": NS},
+        "stringData": {},
+        "data": {"auth": k8s_openapi::ByteString(format!("u{version}:$apr1$x$y\n").into_bytes())}
+    }))
+    .expect("a Secret")
+}
+
+/// One change to the world.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Ingress `i` takes shape `shape` (a new object even when the shape is the same).
+    Ingress(usize, u8),
+    /// Ingress `i` is deleted.
+    DeleteIngress(usize),
+    /// A Service's endpoints change.
+    Endpoints(usize, u8),
+    /// A Service is deleted, or comes back.
+    ToggleService(usize),
+    /// The `users` Secret changes, or is deleted.
+    Secret(Option<u8>),
+    /// The controller ConfigMap changes.
+    ConfigMap(u8),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        4 => (0..INGRESSES, any::<u8>()).prop_map(|(i, s)| Change::Ingress(i, s)),
+        1 => (0..INGRESSES).prop_map(Change::DeleteIngress),
+        2 => (0..SERVICES.len(), any::<u8>()).prop_map(|(s, n)| Change::Endpoints(s, n)),
+        1 => (0..SERVICES.len()).prop_map(Change::ToggleService),
+        1 => proptest::option::of(any::<u8>()).prop_map(Change::Secret),
+        1 => any::<u8>().prop_map(Change::ConfigMap),
+    ]
+}
+
+/// The world as `Arc`s: what a change leaves alone keeps its `Arc`, as the sources do.
+struct World {
+    ingresses: Vec<Option<Arc<Ingress>>>,
+    services: Vec<Option<Arc<Service>>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    secret: Option<Arc<Secret>>,
+    config_map: Arc<ConfigMap>,
+}
+
+impl World {
+    fn new(shapes: &[u8]) -> World {
+        World {
+            ingresses: (0..INGRESSES)
+                .map(|i| Some(Arc::new(ingress_variant(i, shapes[i % shapes.len()]))))
+                .collect(),
+            services: SERVICES
+                .iter()
+                .map(|s| Some(Arc::new(service(NS, s, &[(Some("http"), 80, 8080)]))))
+                .collect(),
+            slices: SERVICES.iter().map(|s| Arc::new(slice(s, 1))).collect(),
+            secret: Some(Arc::new(users(0))),
+            config_map: Arc::new(config_map("weir", "config", &[])),
+        }
+    }
+
+    fn apply(&mut self, change: &Change) {
+        match *change {
+            Change::Ingress(i, shape) => {
+                self.ingresses[i] = Some(Arc::new(ingress_variant(i, shape)))
+            }
+            Change::DeleteIngress(i) => self.ingresses[i] = None,
+            Change::Endpoints(s, n) => self.slices[s] = Arc::new(slice(SERVICES[s], n)),
+            Change::ToggleService(s) => {
+                self.services[s] = match self.services[s] {
+                    Some(_) => None,
+                    None => Some(Arc::new(service(
+                        NS,
+                        SERVICES[s],
+                        &[(Some("http"), 80, 8080)],
+                    ))),
+                }
+            }
+            Change::Secret(version) => self.secret = version.map(|v| Arc::new(users(v))),
+            Change::ConfigMap(n) => {
+                let value = if n % 2 == 0 { "true" } else { "false" };
+                let data = [("ssl-redirect", value)];
+                self.config_map = Arc::new(config_map("weir", "config", &data));
+            }
+        }
+    }
+
+    fn input(&self) -> Input {
+        Input {
+            ingresses: self.ingresses.iter().flatten().cloned().collect(),
+            services: self.services.iter().flatten().cloned().collect(),
+            endpoint_slices: self.slices.clone(),
+            secrets: self.secret.iter().cloned().collect(),
+            config_maps: vec![self.config_map.clone()],
+            ..Input::default()
+        }
+    }
+}
+
+fn config() -> BuildConfig {
+    BuildConfig {
+        config_map: Some(ObjectRef::new(ObjectKind::ConfigMap, "weir", "config")),
+        default_backend_service: Some(ObjectRef::new(ObjectKind::Service, NS, "errors")),
+        ..BuildConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn an_incremental_build_equals_a_fresh_one(
+        shapes in proptest::collection::vec(any::<u8>(), INGRESSES),
+        changes in proptest::collection::vec(change(), 1..12),
+    ) {
+        let config = config();
+        let mut world = World::new(&shapes);
+        let mut builds = IncrementalBuild::default();
+        builds.build(&world.input(), &config);
+        for (step, change) in changes.iter().enumerate() {
+            world.apply(change);
+            let input = world.input();
+            let incremental = builds.build(&input, &config);
+            let fresh = build(&input, &config);
+            prop_assert_eq!(&incremental.table, &fresh.table, "step {} ({:?})", step, change);
+            prop_assert_eq!(&incremental.diagnostics, &fresh.diagnostics, "step {}", step);
+            prop_assert_eq!(&incremental.tls, &fresh.tls, "step {}", step);
+            prop_assert_eq!(&incremental.ingresses, &fresh.ingresses, "step {}", step);
+        }
+    }
+}
+
+#[test]
+fn an_unchanged_ingress_keeps_its_routes_and_a_changed_one_gets_new_ones() {
+    let config = config();
+    // ing-0 serves h0.com (web), ing-4 the oldest of h2.com (web).
+    let mut world = World::new(&[0, 1, 2]);
+    let mut builds = IncrementalBuild::default();
+    let route = |built: &crate::model::Built, host: &str| {
+        built.table.route(host, "/").expect("a route").clone()
+    };
+    let first = builds.build(&world.input(), &config);
+    assert_eq!(route(&first, "h0.com").ingress.name, "ing-0");
+    assert_eq!(route(&first, "h2.com").ingress.name, "ing-4");
+
+    // ing-4 moves to h1.com and the Service api: ing-0's route stays the same Arc.
+    world.apply(&Change::Ingress(4, 2));
+    let second = builds.build(&world.input(), &config);
+    assert!(Arc::ptr_eq(
+        &route(&first, "h0.com"),
+        &route(&second, "h0.com")
+    ));
+    let moved = route(&second, "h1.com");
+    assert_eq!(moved.ingress.name, "ing-4");
+    assert_eq!(moved.backend.service.name, "api");
+
+    // The endpoints of api change: the routes to api are new, the others stay.
+    world.apply(&Change::Endpoints(1, 2));
+    let third = builds.build(&world.input(), &config);
+    assert!(Arc::ptr_eq(
+        &route(&second, "h0.com"),
+        &route(&third, "h0.com")
+    ));
+    let resolved = route(&third, "h1.com");
+    assert!(!Arc::ptr_eq(&moved, &resolved));
+    assert_eq!(resolved.backend.endpoints.len(), 2);
+    assert_eq!(third.table, build(&world.input(), &config).table);
+}
