@@ -68,7 +68,9 @@ impl IncrementalBuild {
         });
         self.check_global(config, controller_map);
         let classes = Classes::new(&input.ingress_classes, &config.classes);
-        let ours = ordered_ingresses(input, &classes);
+        self.order
+            .update(&input.ingresses, &input.ingress_classes, &classes);
+        let ours = self.order.ours();
         let secrets = index_by_name(&input.secrets, |s| &s.metadata);
         let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
         let context = annotations::Context {
@@ -81,18 +83,21 @@ impl IncrementalBuild {
         };
         // The annotations of each Ingress: parsed again when it or what they read changed.
         let mut previous = std::mem::take(&mut self.ingresses);
-        let mut memos: Vec<(ObjectRef, Box<IngressMemo>)> = ours
+        let mut memos: Vec<(usize, Box<IngressMemo>)> = ours
             .iter()
-            .map(|o| match previous.remove_entry(&o.object) {
-                Some(kept) if kept.1.parsed_for(o.ingress, &context) => kept,
-                _ => (o.object.clone(), Box::new(parse_ingress(o, &context))),
+            .map(|o| {
+                let address = Arc::as_ptr(o.ingress) as usize;
+                match previous.remove(&address) {
+                    Some(kept) if kept.parsed_for(o.ingress, &context) => (address, kept),
+                    _ => (address, Box::new(parse_ingress(o, &context))),
+                }
             })
             .collect();
         drop(previous);
         let parsed: Vec<&IngressAnnotations> = memos.iter().map(|(_, m)| &m.parsed).collect();
         let regex_hosts = regex_hosts(&ours, &parsed);
         let mut builder = Builder {
-            table: RouteTableBuilder::new(),
+            table: RouteTableBuilder::with_capacity(ours.len()),
             backends: Backends::new(
                 input,
                 config.external_names,
@@ -101,10 +106,7 @@ impl IncrementalBuild {
             diagnostics,
             created: ours
                 .iter()
-                .map(|o| {
-                    let meta = &o.ingress.metadata;
-                    ((objects::namespace(meta), objects::name(meta)), o.created)
-                })
+                .map(|o| ((o.object.namespace.as_str(), o.object.name.as_str()), o.created))
                 .collect(),
             tls_hosts: tls_hosts(&ours),
             regex_hosts,
@@ -138,7 +140,7 @@ impl IncrementalBuild {
             if routes.annotations.canary.is_canary() {
                 continue;
             }
-            builder.apply(&ours.object, routes);
+            builder.apply(ours.object, routes);
             if let Some(route) = &routes.catch_all {
                 catch_all.push((ours.has_rules, ours.object.clone(), route.clone()));
             }
@@ -162,7 +164,7 @@ impl IncrementalBuild {
         self.backends = backends.keep();
         diagnostics.sort();
         diagnostics.dedup();
-        let mut ingresses: Vec<ObjectRef> = ours.into_iter().map(|i| i.object).collect();
+        let mut ingresses: Vec<ObjectRef> = ours.iter().map(|i| i.object.clone()).collect();
         ingresses.sort();
         drop((routes, annotations));
         self.ingresses = memos.into_iter().collect();
@@ -180,7 +182,7 @@ fn parse_ingress(ours: &OurIngress<'_>, context: &annotations::Context<'_>) -> I
     let mut diagnostics = Vec::new();
     context.take_reads();
     let annotations = ours.ingress.metadata.annotations.as_ref();
-    let parsed = annotations::parse(&ours.object, annotations, context, &mut diagnostics);
+    let parsed = annotations::parse(ours.object, annotations, context, &mut diagnostics);
     IngressMemo {
         ingress: ours.ingress.clone(),
         reads: context.take_reads(),
@@ -240,7 +242,7 @@ fn tls_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<String> {
 fn tls_bindings(ours: &[OurIngress<'_>], diagnostics: &mut Vec<Diagnostic>) -> Vec<TlsBinding> {
     let mut bound: BTreeMap<String, TlsBinding> = BTreeMap::new();
     for ours in ours {
-        let me = &ours.object;
+        let me = ours.object;
         let entries = ours.ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
         for entry in entries.into_iter().flatten() {
             let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
@@ -281,34 +283,10 @@ fn tls_bindings(ours: &[OurIngress<'_>], diagnostics: &mut Vec<Diagnostic>) -> V
 
 /// One of weir's Ingresses, with what the build needs to know about it.
 struct OurIngress<'a> {
-    object: ObjectRef,
+    object: &'a ObjectRef,
     created: Option<&'a Time>,
     has_rules: bool,
     ingress: &'a Arc<Ingress>,
-}
-
-/// weir's Ingresses, oldest first (see [`build`]), each (namespace, name) once.
-fn ordered_ingresses<'a>(input: &'a Input, classes: &Classes<'_>) -> Vec<OurIngress<'a>> {
-    let mut ours: Vec<OurIngress<'a>> = index_by_name(&input.ingresses, |i| &i.metadata)
-        .into_iter()
-        .filter(|(_, ingress)| classes.is_ours(ingress))
-        .map(|((ns, name), ingress)| OurIngress {
-            object: ObjectRef::new(ObjectKind::Ingress, ns, name),
-            created: ingress.metadata.creation_timestamp.as_ref(),
-            has_rules: ingress
-                .spec
-                .as_ref()
-                .and_then(|s| s.rules.as_ref())
-                .is_some_and(|r| !r.is_empty()),
-            ingress,
-        })
-        .collect();
-    // (namespace, name) are unique here: an unstable sort gives the one order.
-    ours.sort_unstable_by(|a, b| {
-        let key = |i: &OurIngress<'a>| (i.created.is_none(), i.created);
-        key(a).cmp(&key(b)).then_with(|| a.object.cmp(&b.object))
-    });
-    ours
 }
 
 /// Where a backend is referenced from, for messages.
@@ -391,7 +369,7 @@ impl Builder<'_> {
         annotations: &IngressAnnotations,
         ops: &mut Vec<Op>,
     ) -> Option<Arc<Route>> {
-        let me = &ours.object;
+        let me = ours.object;
         let spec = ours.ingress.spec.as_ref()?;
         let refused = annotations.policy.refused.is_some();
         let catch_all = spec
@@ -507,7 +485,7 @@ impl Builder<'_> {
         parsed: &IngressAnnotations,
         controller: Option<&ObjectRef>,
     ) -> RoutesMemo {
-        let me = &ours.object;
+        let me = ours.object;
         let start = self.diagnostics.len();
         let mut annotations = parsed.clone();
         let pages = self.error_pages(me, &annotations.error_pages, controller);
@@ -739,7 +717,7 @@ impl Builder<'_> {
             if settings.is_empty() || annotations.canary.is_canary() {
                 continue;
             }
-            let me = &ours.object;
+            let me = ours.object;
             let hosts = rule_hosts(ours.ingress);
             // Client certificates protect the whole host, also when this Ingress fails closed
             // (its unusable ones make the host refuse every request).
@@ -871,7 +849,7 @@ impl Builder<'_> {
             if annotations.canary.is_canary() {
                 continue;
             }
-            let me = &ours.object;
+            let me = ours.object;
             for host in rule_hosts(ours.ingress) {
                 let Some(owner) = self
                     .table
@@ -1105,5 +1083,6 @@ mod error_pages;
 #[cfg(test)]
 mod incremental_tests;
 mod memo;
+mod order;
 #[cfg(test)]
 mod tests;

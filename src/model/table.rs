@@ -600,6 +600,14 @@ impl RouteTableBuilder {
         RouteTableBuilder::default()
     }
 
+    /// An empty builder with room for `hosts` exact hosts.
+    pub fn with_capacity(hosts: usize) -> Self {
+        RouteTableBuilder {
+            exact_hosts: FastMap::with_capacity_and_hasher(hosts, Default::default()),
+            ..RouteTableBuilder::default()
+        }
+    }
+
     fn host_routes(&mut self, host: &HostMatch) -> &mut HostRoutes {
         match host {
             HostMatch::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),

@@ -51,7 +51,7 @@ impl Builder<'_> {
         annotations: &IngressAnnotations,
         rule: &CanaryRule,
     ) {
-        let me = &ours.object;
+        let me = ours.object;
         let Some(spec) = ours.ingress.spec.as_ref() else {
             return;
         };

@@ -16,8 +16,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::super::BuildConfig;
+use super::order::Order;
 use super::super::annotations::{Context, IngressAnnotations, ObjectRead};
-use super::super::diagnostic::{Diagnostic, ObjectRef};
+use super::super::diagnostic::Diagnostic;
 use super::super::endpoints::{BackendCache, Backends, ServiceDeps};
 use super::super::table::{HostMatch, PathRule, Route};
 
@@ -30,8 +31,10 @@ pub struct IncrementalBuild {
     /// What every memo was computed under: the settings and the controller ConfigMap. When
     /// they change, everything is computed again.
     pub(super) global: Option<(BuildConfig, Option<Arc<ConfigMap>>)>,
-    /// Each of weir's Ingresses as the last build computed it.
-    pub(super) ingresses: FastMap<ObjectRef, Box<IngressMemo>>,
+    /// The input's Ingresses, and weir's in build order.
+    pub(super) order: Order,
+    /// Each of weir's Ingresses as the last build computed it, by the address of its object.
+    pub(super) ingresses: FastMap<usize, Box<IngressMemo>>,
     /// The backends the last build resolved.
     pub(super) backends: BackendCache,
 }
@@ -53,6 +56,7 @@ impl IncrementalBuild {
                 }
         });
         if !same {
+            self.order.clear();
             self.ingresses.clear();
             self.backends = BackendCache::default();
             self.global = Some((config.clone(), config_map.cloned()));
