@@ -106,7 +106,12 @@ impl IncrementalBuild {
             diagnostics,
             created: ours
                 .iter()
-                .map(|o| ((o.object.namespace.as_str(), o.object.name.as_str()), o.created))
+                .map(|o| {
+                    (
+                        (o.object.namespace.as_str(), o.object.name.as_str()),
+                        o.created,
+                    )
+                })
                 .collect(),
             tls_hosts: tls_hosts(&ours),
             regex_hosts,
@@ -164,10 +169,9 @@ impl IncrementalBuild {
         self.backends = backends.keep();
         diagnostics.sort();
         diagnostics.dedup();
-        let mut ingresses: Vec<ObjectRef> = ours.iter().map(|i| i.object.clone()).collect();
-        ingresses.sort();
-        drop((routes, annotations));
+        drop((routes, annotations, ours));
         self.ingresses = memos.into_iter().collect();
+        let ingresses = self.order.sorted();
         Built {
             table: table.build(),
             diagnostics,

@@ -162,6 +162,7 @@ pub struct Built {
     /// Which Secret serves which TLS host, sorted by host (one binding per host).
     pub tls: Vec<TlsBinding>,
     /// Every Ingress of weir's class, sorted, including those with diagnostics (the controller
-    /// writes their status).
-    pub ingresses: Vec<ObjectRef>,
+    /// writes their status). Shared: an incremental build hands out the same list until the
+    /// set of Ingresses changes.
+    pub ingresses: Arc<[ObjectRef]>,
 }

@@ -583,8 +583,10 @@ impl HostRoutes {
 /// precedence order (oldest Ingress first) and report the returned conflicts.
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
-    exact_hosts: FastMap<String, HostRoutes>,
-    wildcard_hosts: FastMap<String, HostRoutes>,
+    /// Already in the `Arc`s the table keeps them in (the builder's own: see [`own`]), so
+    /// that building the table does not move every host again.
+    exact_hosts: FastMap<String, Arc<HostRoutes>>,
+    wildcard_hosts: FastMap<String, Arc<HostRoutes>>,
     any_host: HostRoutes,
     aliases: Vec<(HostMatch, HostMatch)>,
     catch_all: Option<Arc<Route>>,
@@ -610,8 +612,8 @@ impl RouteTableBuilder {
 
     fn host_routes(&mut self, host: &HostMatch) -> &mut HostRoutes {
         match host {
-            HostMatch::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.entry(s.clone()).or_default(),
+            HostMatch::Exact(h) => own(self.exact_hosts.entry(h.clone()).or_default()),
+            HostMatch::Wildcard(s) => own(self.wildcard_hosts.entry(s.clone()).or_default()),
             HostMatch::Any => &mut self.any_host,
         }
     }
@@ -676,8 +678,8 @@ impl RouteTableBuilder {
     /// canary is added to the route of its main Ingress).
     pub fn rule_route_mut(&mut self, host: &HostMatch, path: &PathRule) -> Option<&mut Arc<Route>> {
         let routes = match host {
-            HostMatch::Exact(h) => self.exact_hosts.get_mut(h),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s),
+            HostMatch::Exact(h) => self.exact_hosts.get_mut(h).map(own),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s).map(own),
             HostMatch::Any => Some(&mut self.any_host),
         }?;
         match path.kind {
@@ -743,9 +745,9 @@ impl RouteTableBuilder {
 
     /// The passthrough setting of `host`, if it has one.
     pub fn passthrough(&self, host: &HostMatch) -> Option<&Passthrough> {
-        let routes = match host {
-            HostMatch::Exact(h) => self.exact_hosts.get(h),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+        let routes: &HostRoutes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get(h).map(|r| &**r),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s).map(|r| &**r),
             HostMatch::Any => Some(&self.any_host),
         }?;
         routes.settings.passthrough.as_ref()
@@ -756,9 +758,9 @@ impl RouteTableBuilder {
     /// `ssl-passthrough` sends the host's TLS connections to, as ingress-nginx sends them to
     /// its `/` location.
     pub fn root_route(&self, host: &HostMatch, ingress: &ObjectRef) -> Option<Arc<Route>> {
-        let routes = match host {
-            HostMatch::Exact(h) => self.exact_hosts.get(h),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+        let routes: &HostRoutes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get(h).map(|r| &**r),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s).map(|r| &**r),
             HostMatch::Any => Some(&self.any_host),
         }?;
         let regex = routes
@@ -812,25 +814,22 @@ impl RouteTableBuilder {
 
     /// The finished table.
     pub fn build(self) -> RouteTable {
-        fn sorted(mut routes: HostRoutes) -> HostRoutes {
+        fn sort(routes: &mut HostRoutes) {
             // ingress-nginx's order: the longest path string first, then the greater string;
             // equal paths keep their insertion (age) order.
             routes.regex.sort_by(|(a, _), (b, _)| {
                 let (a, b) = (a.as_str(), b.as_str());
                 b.len().cmp(&a.len()).then_with(|| b.cmp(a))
             });
-            routes
         }
-        let mut exact_hosts: FastMap<String, Arc<HostRoutes>> = self
-            .exact_hosts
-            .into_iter()
-            .map(|(host, routes)| (host, Arc::new(sorted(routes))))
-            .collect();
-        let mut wildcard_hosts: FastMap<String, Arc<HostRoutes>> = self
-            .wildcard_hosts
-            .into_iter()
-            .map(|(host, routes)| (host, Arc::new(sorted(routes))))
-            .collect();
+        let (mut exact_hosts, mut wildcard_hosts) = (self.exact_hosts, self.wildcard_hosts);
+        for routes in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()) {
+            if routes.regex.len() > 1 {
+                sort(own(routes));
+            }
+        }
+        let mut any_host = self.any_host;
+        sort(&mut any_host);
         let mut aliases = Vec::new();
         for (alias, host) in self.aliases {
             let target = match &host {
@@ -855,7 +854,7 @@ impl RouteTableBuilder {
             exact_hosts,
             wildcard_hosts,
             aliases,
-            any_host: sorted(self.any_host),
+            any_host,
             catch_all: self.catch_all,
             default_backend: self.default_backend,
             route_count: self.route_count,
@@ -863,6 +862,11 @@ impl RouteTableBuilder {
             passthrough: self.passthrough,
         }
     }
+}
+
+/// The host routes a builder is filling (never shared before the table is built).
+fn own(routes: &mut Arc<HostRoutes>) -> &mut HostRoutes {
+    Arc::get_mut(routes).expect("a builder's host routes are its own until it builds")
 }
 
 fn trim_trailing_slashes(path: &str) -> &str {

@@ -14,8 +14,8 @@ mod connections;
 mod limiter;
 mod runtime;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 
 use arc_swap::ArcSwap;
 
@@ -46,10 +46,6 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct State {
     current: ArcSwap<Snapshot>,
-    /// Where replaced snapshots go to be freed, off the publishing thread (freeing a table of
-    /// 10,000 routes takes milliseconds the next change would wait for); started by the first
-    /// publish.
-    retired: Mutex<Option<mpsc::Sender<Arc<Snapshot>>>>,
     published: AtomicBool,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
@@ -71,7 +67,6 @@ impl State {
                 certs,
                 runtime: Runtimes::default(),
             }),
-            retired: Mutex::new(None),
             published: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics,
@@ -102,36 +97,17 @@ impl State {
         let runtime = Runtimes::prepare(&table, &stats, &previous.runtime);
         let generation = previous.generation + 1;
         drop(previous);
-        let replaced = self.current.swap(Arc::new(Snapshot {
+        // The replaced snapshot is freed here, after the swap (a thread of its own to free it
+        // made the next build contend with it in the allocator: twice as slow).
+        self.current.store(Arc::new(Snapshot {
             generation,
             table: Arc::new(table),
             certs,
             runtime,
         }));
-        self.retire(replaced);
         self.metrics.control.generation.set(generation as i64);
         self.published.store(true, Ordering::Release);
         generation
-    }
-
-    /// Frees `snapshot` (once requests still using it are done) on the retiring thread, or
-    /// here when that thread cannot be started.
-    fn retire(&self, snapshot: Arc<Snapshot>) {
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        if retired.is_none() {
-            let (sender, receiver) = mpsc::channel::<Arc<Snapshot>>();
-            let started = std::thread::Builder::new()
-                .name("weir-retire".into())
-                .spawn(move || receiver.into_iter().for_each(drop));
-            if started.is_ok() {
-                *retired = Some(sender);
-            }
-        }
-        if let Some(sender) = retired.as_ref()
-            && let Err(mpsc::SendError(snapshot)) = sender.send(snapshot)
-        {
-            drop(snapshot);
-        }
     }
 
     /// Ready: a table has been published and the process is not shutting down.

@@ -116,7 +116,11 @@ fn fillers() -> Vec<Arc<Ingress>> {
             let b = ingress(NS, &format!("ing-{}{}", i % 7, i))
                 .class(class)
                 .prefix(&format!("f{i}.com"), "/", "web", 80);
-            let b = if i % 3 == 0 { b } else { b.created(i64::from(i % 6)) };
+            let b = if i % 3 == 0 {
+                b
+            } else {
+                b.created(i64::from(i % 6))
+            };
             Arc::new(b.build())
         })
         .collect()

@@ -16,11 +16,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::super::BuildConfig;
-use super::order::Order;
 use super::super::annotations::{Context, IngressAnnotations, ObjectRead};
 use super::super::diagnostic::Diagnostic;
 use super::super::endpoints::{BackendCache, Backends, ServiceDeps};
 use super::super::table::{HostMatch, PathRule, Route};
+use super::order::Order;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 

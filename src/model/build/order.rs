@@ -46,6 +46,8 @@ pub(super) struct Order {
     names: FastMap<ObjectRef, Vec<usize>>,
     /// weir's Ingresses (shadowed ones too), oldest first (see [`super::build`]).
     order: Vec<usize>,
+    /// weir's Ingresses sorted by namespace and name, once asked for.
+    sorted: Option<Arc<[ObjectRef]>>,
 }
 
 impl Order {
@@ -62,8 +64,10 @@ impl Order {
         class_objects: &[Arc<IngressClass>],
         classes: &Classes<'_>,
     ) {
-        let mut class_addresses: Vec<usize> =
-            class_objects.iter().map(|c| Arc::as_ptr(c) as usize).collect();
+        let mut class_addresses: Vec<usize> = class_objects
+            .iter()
+            .map(|c| Arc::as_ptr(c) as usize)
+            .collect();
         class_addresses.sort_unstable();
         if class_addresses != self.classes {
             self.clear();
@@ -82,7 +86,8 @@ impl Order {
                     current += 1;
                 }
                 None => {
-                    self.seen.insert(address, Seen::new(ingress, classes, build));
+                    self.seen
+                        .insert(address, Seen::new(ingress, classes, build));
                     added.push(address);
                     current += 1;
                 }
@@ -100,6 +105,7 @@ impl Order {
         if added.is_empty() && gone.is_empty() {
             return;
         }
+        self.sorted = None;
         let mut touched: Vec<ObjectRef> = Vec::new();
         let mut removed = Vec::new();
         for address in &gone {
@@ -175,6 +181,18 @@ impl Order {
                 seen.shadowed = address != chosen;
             }
         }
+    }
+
+    /// weir's Ingresses (each (namespace, name) once) sorted by namespace and name.
+    pub fn sorted(&mut self) -> Arc<[ObjectRef]> {
+        if let Some(sorted) = &self.sorted {
+            return sorted.clone();
+        }
+        let mut objects: Vec<ObjectRef> = self.ours().iter().map(|o| o.object.clone()).collect();
+        objects.sort();
+        let sorted: Arc<[ObjectRef]> = objects.into();
+        self.sorted = Some(sorted.clone());
+        sorted
     }
 
     /// weir's Ingresses, oldest first, each (namespace, name) once.
