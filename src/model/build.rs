@@ -22,7 +22,7 @@ use super::classes::Classes;
 use super::configmap;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::endpoints::{Backends, Upstream};
-use super::objects::{self, index_by_name};
+use super::objects::index_by_name;
 use super::paths::PathRegex;
 use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
 use super::table::{HostMatch, Passthrough, PathKind, PathRule, Route, RouteTableBuilder};
@@ -60,11 +60,11 @@ impl IncrementalBuild {
             &config.defaults,
             &mut diagnostics,
         );
+        let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
+        // The one `configmap::defaults` read (of two with its name, the same one).
         let controller_map = config.config_map.as_ref().and_then(|wanted| {
-            input.config_maps.iter().find(|c| {
-                objects::namespace(&c.metadata) == wanted.namespace
-                    && objects::name(&c.metadata) == wanted.name
-            })
+            let key = (wanted.namespace.as_str(), wanted.name.as_str());
+            config_maps.get(&key).copied()
         });
         self.check_global(config, controller_map);
         let classes = Classes::new(&input.ingress_classes, &config.classes);
@@ -72,7 +72,6 @@ impl IncrementalBuild {
             .update(&input.ingresses, &input.ingress_classes, &classes);
         let ours = self.order.ours();
         let secrets = index_by_name(&input.secrets, |s| &s.metadata);
-        let config_maps = index_by_name(&input.config_maps, |c| &c.metadata);
         let context = annotations::Context {
             defaults: &defaults,
             secrets: &secrets,
@@ -502,7 +501,18 @@ impl Builder<'_> {
         } else {
             self.add_ingress(ours, &annotations, &mut ops)
         };
-        let hosts = rule_hosts(ours.ingress)
+        // Every host its rules name, the empty one (every host) too: whether it is a regex
+        // host changes this Ingress's paths there.
+        let mut hosts = rule_hosts(ours.ingress);
+        let rules = ours.ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
+        if rules
+            .into_iter()
+            .flatten()
+            .any(|r| r.host.as_deref().unwrap_or("").is_empty())
+        {
+            hosts.insert(HostMatch::Any);
+        }
+        let hosts = hosts
             .into_iter()
             .map(|host| {
                 let (tls, regex) = self.host_kind(&host);

@@ -103,6 +103,27 @@ impl Runtimes {
             balancers: Mutex::new(balancers),
             ..Runtimes::default()
         };
+        // First the routes that stay (the previous table keeps its routes alive while this
+        // one is prepared: a route at the same address is the same route), then the new ones,
+        // which then find what the kept ones share.
+        let mut kept_balancers: FastMap<usize, ()> = FastMap::default();
+        let mut fresh: Vec<&Arc<Route>> = Vec::new();
+        for entry in table.entries() {
+            let address = Arc::as_ptr(entry.route) as usize;
+            if next.by_route.contains_key(&address) {
+                continue;
+            }
+            match previous.by_route.get(&address).filter(|kept| {
+                same_stats(kept.stats.as_ref(), stats.get(entry.route)) && kept.canary.is_none()
+            }) {
+                Some(kept) => {
+                    next.keep(entry.route, kept);
+                    kept_balancers.insert(Arc::as_ptr(&kept.balancer) as usize, ());
+                    next.by_route.insert(address, kept.clone());
+                }
+                None => fresh.push(entry.route),
+            }
+        }
         let mut added = false;
         // The balancers already found for a backend (its `Arc`: routes of one Service port
         // share it) by settings: most routes then need no key made of owned strings.
@@ -113,25 +134,16 @@ impl Runtimes {
                 return balancer.clone();
             }
             added = true;
-            let balancer = next.balancer(backend, balance);
+            let balancer = next.balancer(backend, balance, &kept_balancers);
             known.push((balance, balancer.clone()));
             balancer
         };
-        for entry in table.entries() {
-            let address = Arc::as_ptr(entry.route) as usize;
+        for shared in fresh {
+            let address = Arc::as_ptr(shared) as usize;
             if next.by_route.contains_key(&address) {
                 continue;
             }
-            // The previous table keeps its routes alive while this one is prepared: a route
-            // at the same address is the same route.
-            if let Some(kept) = previous.by_route.get(&address).filter(|kept| {
-                same_stats(kept.stats.as_ref(), stats.get(entry.route)) && kept.canary.is_none()
-            }) {
-                next.keep(entry.route, kept);
-                next.by_route.insert(address, kept.clone());
-                continue;
-            }
-            let route: &Route = entry.route;
+            let route: &Route = shared;
             let balancer = balancer_of(&mut next, &route.backend, &route.policy.balance);
             let limits = route.policy.rate_limits.as_deref();
             let mut limiter = |rate: Option<Rate>| {
@@ -174,7 +186,7 @@ impl Runtimes {
                 balancer: balancer_of(&mut next, &canary.backend, &canary.balance),
             });
             let runtime = RouteRuntime {
-                stats: stats.get(entry.route).cloned(),
+                stats: stats.get(shared).cloned(),
                 balancer,
                 canary,
                 per_second,
@@ -226,8 +238,14 @@ impl Runtimes {
 
     /// The balancer of `backend` under `balance` in the table being prepared: the one
     /// another route already has, else `previous`'s (continued when the endpoints changed),
-    /// else a new one.
-    pub fn balancer(&mut self, backend: &Backend, balance: &Balance) -> Arc<Balancer> {
+    /// else a new one. `kept` holds the balancers (by address) of the routes kept from the
+    /// previous table, which are in this table too.
+    fn balancer(
+        &mut self,
+        backend: &Backend,
+        balance: &Balance,
+        kept: &FastMap<usize, ()>,
+    ) -> Arc<Balancer> {
         let key = balancer_key(backend, balance);
         let generation = self.generation;
         let balancers = self.balancers.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -239,7 +257,9 @@ impl Runtimes {
             // The same Service port and settings with other endpoints in this table
             // (`service-upstream` on one of the Ingresses to it: the cluster IP): a balancer
             // of its own, made anew with each table.
-            Some((_, used)) if *used == generation => {
+            Some((balancer, used))
+                if *used == generation || kept.contains_key(&(Arc::as_ptr(balancer) as usize)) =>
+            {
                 let name = format!("{}/{}:{} (cluster IP)", key.0, key.1, key.2);
                 return Arc::new(Balancer::new(&name, &backend.endpoints, balance, None));
             }
@@ -340,6 +360,52 @@ mod tests {
                 .unwrap();
         }
         builder.build()
+    }
+
+    /// A table of `routes`, `/0`, `/1`… in order.
+    fn table_with(routes: &[&Arc<Route>]) -> RouteTable {
+        let mut builder = RouteTableBuilder::new();
+        for (i, route) in routes.iter().enumerate() {
+            let path = PathRule::prefix(&format!("/{i}"));
+            builder
+                .insert(&HostMatch::Any, &path, Arc::clone(route))
+                .unwrap();
+        }
+        builder.build()
+    }
+
+    fn route_to(ingress: &str, endpoints: u8) -> Arc<Route> {
+        let backend = Backend::new(
+            ObjectRef::new(ObjectKind::Service, "ns", "s"),
+            "80",
+            addrs(endpoints),
+        );
+        Arc::new(Route::new(
+            ObjectRef::new(ObjectKind::Ingress, "ns", ingress),
+            Arc::new(backend),
+        ))
+    }
+
+    #[test]
+    fn a_kept_route_s_balancer_is_shared_with_new_routes_to_its_endpoints() {
+        // `a` sends to the endpoints of s:80, `u` (service-upstream) to its cluster IP: the
+        // same balancer key with other endpoints.
+        let (a, u) = (route_to("a", 3), route_to("u", 1));
+        let first = table_with(&[&a, &u]);
+        let one = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        // `u` is edited (a new route), `a` stays.
+        let u2 = route_to("u", 1);
+        let second = table_with(&[&a, &u2]);
+        let two = Runtimes::prepare(&second, &RouteIndex::default(), &one);
+        // A new Ingress to s:80's endpoints shares `a`'s balancer, as a fresh table would.
+        let a2 = route_to("a2", 3);
+        let third = table_with(&[&a, &u2, &a2]);
+        let three = Runtimes::prepare(&third, &RouteIndex::default(), &two);
+        let balancer =
+            |runtimes: &Runtimes, route: &Arc<Route>| runtimes.get(route).unwrap().balancer.clone();
+        assert!(Arc::ptr_eq(&balancer(&one, &a), &balancer(&three, &a)));
+        assert!(Arc::ptr_eq(&balancer(&three, &a), &balancer(&three, &a2)));
+        assert!(!Arc::ptr_eq(&balancer(&three, &a), &balancer(&three, &u2)));
     }
 
     #[test]

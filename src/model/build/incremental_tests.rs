@@ -5,20 +5,29 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressTLS};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressTLS};
 use proptest::prelude::*;
 
-use crate::model::fixtures::{backend, config_map, endpoint_slice, ingress, service};
+use crate::model::fixtures::{
+    backend, config_map, endpoint_slice, ingress, ingress_class, service,
+};
 use crate::model::{BuildConfig, IncrementalBuild, Input, ObjectKind, ObjectRef, build};
 
 const NS: &str = "apps";
+const OURS: &str = "weir.dev/ingress-controller";
 const INGRESSES: usize = 6;
 const SERVICES: [&str; 3] = ["web", "api", "errors"];
 
 /// Ingress `i` in one of 64 shapes (`shape`'s bits): hosts shared with other Ingresses, so
 /// that one's TLS, regex paths, canary or conflicts change what another builds.
 fn ingress_variant(i: usize, shape: u8) -> Ingress {
-    let host = format!("h{}.com", (i + usize::from(shape & 1)) % 3);
+    // Some shapes have a rule for every host (no host): regex paths there change the other
+    // Ingresses' rules without a host too.
+    let host = if shape & 5 == 5 && i.is_multiple_of(2) {
+        String::new()
+    } else {
+        format!("h{}.com", (i + usize::from(shape & 1)) % 3)
+    };
     let service = SERVICES[usize::from(shape >> 1) % 2];
     let path = if shape & 4 == 0 { "/" } else { "/api" };
     let mut b = ingress(NS, &format!("ing-{i}"))
@@ -93,6 +102,11 @@ enum Change {
     ConfigMap(u8),
     /// A second object named like Ingress `i`, in shape `shape`, appears or goes.
     Twin(Option<(usize, u8)>),
+    /// The IngressClass `weir` is weir's (`true`), another controller's, or missing.
+    Class(Option<bool>),
+    /// A second controller ConfigMap of the same name appears (its data in one of three
+    /// sizes: the smaller JSON form is the one used) or goes.
+    ConfigMapTwin(Option<u8>),
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -104,6 +118,8 @@ fn change() -> impl Strategy<Value = Change> {
         1 => proptest::option::of(any::<u8>()).prop_map(Change::Secret),
         1 => any::<u8>().prop_map(Change::ConfigMap),
         1 => proptest::option::of((0..INGRESSES, any::<u8>())).prop_map(Change::Twin),
+        1 => proptest::option::of(any::<bool>()).prop_map(Change::Class),
+        1 => proptest::option::of(any::<u8>()).prop_map(Change::ConfigMapTwin),
     ]
 }
 
@@ -113,9 +129,14 @@ fn fillers() -> Vec<Arc<Ingress>> {
     (0..40)
         .map(|i| {
             let class = if i % 5 == 0 { "nginx" } else { "weir" };
+            let host = if i == 1 {
+                String::new()
+            } else {
+                format!("f{i}.com")
+            };
             let b = ingress(NS, &format!("ing-{}{}", i % 7, i))
                 .class(class)
-                .prefix(&format!("f{i}.com"), "/", "web", 80);
+                .prefix(&host, &format!("/f{i}"), "web", 80);
             let b = if i % 3 == 0 {
                 b
             } else {
@@ -137,6 +158,22 @@ struct World {
     slices: Vec<Arc<EndpointSlice>>,
     secret: Option<Arc<Secret>>,
     config_map: Arc<ConfigMap>,
+    config_map_twin: Option<Arc<ConfigMap>>,
+    class: Option<Arc<IngressClass>>,
+}
+
+/// The controller ConfigMap with data of one of three sizes.
+fn controller_config_map(n: u8) -> ConfigMap {
+    let value = if n.is_multiple_of(2) { "true" } else { "false" };
+    match n % 3 {
+        0 => config_map("weir", "config", &[]),
+        1 => config_map("weir", "config", &[("ssl-redirect", value)]),
+        _ => config_map(
+            "weir",
+            "config",
+            &[("ssl-redirect", value), ("hsts", value)],
+        ),
+    }
 }
 
 impl World {
@@ -154,6 +191,8 @@ impl World {
             slices: SERVICES.iter().map(|s| Arc::new(slice(s, 1))).collect(),
             secret: Some(Arc::new(users(0))),
             config_map: Arc::new(config_map("weir", "config", &[])),
+            config_map_twin: None,
+            class: None,
         }
     }
 
@@ -178,10 +217,15 @@ impl World {
             Change::Twin(twin) => {
                 self.twin = twin.map(|(i, shape)| Arc::new(ingress_variant(i, shape)));
             }
-            Change::ConfigMap(n) => {
-                let value = if n % 2 == 0 { "true" } else { "false" };
-                let data = [("ssl-redirect", value)];
-                self.config_map = Arc::new(config_map("weir", "config", &data));
+            Change::ConfigMap(n) => self.config_map = Arc::new(controller_config_map(n)),
+            Change::ConfigMapTwin(n) => {
+                self.config_map_twin = n.map(|n| Arc::new(controller_config_map(n)));
+            }
+            Change::Class(class) => {
+                self.class = class.map(|ours| {
+                    let controller = if ours { OURS } else { "example.com/other" };
+                    Arc::new(ingress_class("weir", controller, false))
+                });
             }
         }
     }
@@ -198,7 +242,11 @@ impl World {
             services: self.services.iter().flatten().cloned().collect(),
             endpoint_slices: self.slices.clone(),
             secrets: self.secret.iter().cloned().collect(),
-            config_maps: vec![self.config_map.clone()],
+            config_maps: std::iter::once(&self.config_map)
+                .chain(&self.config_map_twin)
+                .cloned()
+                .collect(),
+            ingress_classes: self.class.iter().cloned().collect(),
             ..Input::default()
         }
     }

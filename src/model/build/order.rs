@@ -39,8 +39,9 @@ struct Seen {
 #[derive(Debug, Default)]
 pub(super) struct Order {
     build: u64,
-    /// The IngressClasses (addresses, sorted) the `ours` of each Ingress was decided with.
-    classes: Vec<usize>,
+    /// The IngressClasses (by address) the `ours` of each Ingress was decided with, kept so
+    /// that an address is never another object's.
+    classes: Vec<Arc<IngressClass>>,
     seen: FastMap<usize, Seen>,
     /// The addresses of every Ingress with each (namespace, name).
     names: FastMap<ObjectRef, Vec<usize>>,
@@ -64,14 +65,16 @@ impl Order {
         class_objects: &[Arc<IngressClass>],
         classes: &Classes<'_>,
     ) {
-        let mut class_addresses: Vec<usize> = class_objects
-            .iter()
-            .map(|c| Arc::as_ptr(c) as usize)
-            .collect();
-        class_addresses.sort_unstable();
-        if class_addresses != self.classes {
+        let mut class_objects = class_objects.to_vec();
+        class_objects.sort_unstable_by_key(|c| Arc::as_ptr(c) as usize);
+        let same = class_objects.len() == self.classes.len()
+            && class_objects
+                .iter()
+                .zip(&self.classes)
+                .all(|(now, then)| Arc::ptr_eq(now, then));
+        if !same {
             self.clear();
-            self.classes = class_addresses;
+            self.classes = class_objects;
         }
         self.build += 1;
         let build = self.build;
