@@ -52,11 +52,17 @@ struct TableCounts {
 
 impl TableCounts {
     fn of(table: &RouteTable) -> Self {
-        let mut backends = HashSet::new();
+        let mut backends: HashSet<_, foldhash::fast::RandomState> = HashSet::default();
         let mut without_endpoints = 0;
+        let mut last = std::ptr::null();
         for entry in table.entries() {
             let backend = &entry.route.backend;
-            if backends.insert(Arc::as_ptr(backend)) && backend.endpoints.is_empty() {
+            // Routes of one Service port share their backend: neighbours often have the same.
+            if std::ptr::eq(Arc::as_ptr(backend), last) {
+                continue;
+            }
+            last = Arc::as_ptr(backend);
+            if backends.insert(last) && backend.endpoints.is_empty() {
                 without_endpoints += 1;
             }
         }

@@ -11,7 +11,8 @@
 //! clients send.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -263,14 +264,14 @@ impl Cell {
 /// The request series of one route (one label set): what a request reports into.
 pub struct RouteStats {
     labels: RouteLabels,
-    /// The hash of the label values ([`label_hash`]): where the index keeps it.
-    key: u64,
     families: Arc<Families>,
     status_classes: bool,
     /// Read on every request; replaced (copy and push) when a method/status is first seen.
     cells: ArcSwap<Vec<(u32, Arc<Cell>)>>,
     /// Held while adding a cell or retiring; true once the route left the table.
     retired: Mutex<bool>,
+    /// The last index (its generation) that gave these stats to a route.
+    indexed: AtomicU64,
 }
 
 impl std::fmt::Debug for RouteStats {
@@ -282,14 +283,14 @@ impl std::fmt::Debug for RouteStats {
 }
 
 impl RouteStats {
-    fn new(labels: RouteLabels, key: u64, families: Arc<Families>, status_classes: bool) -> Self {
+    fn new(labels: RouteLabels, families: Arc<Families>, status_classes: bool) -> Self {
         RouteStats {
             labels,
-            key,
             families,
             status_classes,
             cells: ArcSwap::from_pointee(Vec::new()),
             retired: Mutex::new(false),
+            indexed: AtomicU64::new(0),
         }
     }
 
@@ -430,36 +431,6 @@ impl LabelSets {
         }
     }
 
-    fn take(&mut self, key: u64, values: &[&str; 5]) -> Option<Arc<RouteStats>> {
-        match self.by_hash.get(&key) {
-            Some(stats) if stats.labels.is(values) => self.by_hash.remove(&key),
-            Some(_) => {
-                let at = self.collided.iter().position(|s| s.labels.is(values))?;
-                Some(self.collided.swap_remove(at))
-            }
-            None => None,
-        }
-    }
-
-    /// Takes `stats` itself (found by its key and address), when it is here.
-    fn take_same(&mut self, stats: &Arc<RouteStats>) -> Option<Arc<RouteStats>> {
-        match self.by_hash.get(&stats.key) {
-            Some(found) if Arc::ptr_eq(found, stats) => self.by_hash.remove(&stats.key),
-            _ => {
-                let at = self.collided.iter().position(|s| Arc::ptr_eq(s, stats))?;
-                Some(self.collided.swap_remove(at))
-            }
-        }
-    }
-
-    /// Whether `stats` itself is here.
-    fn has_same(&self, stats: &Arc<RouteStats>) -> bool {
-        self.by_hash
-            .get(&stats.key)
-            .is_some_and(|found| Arc::ptr_eq(found, stats))
-            || self.collided.iter().any(|s| Arc::ptr_eq(s, stats))
-    }
-
     fn insert(&mut self, key: u64, stats: Arc<RouteStats>) {
         match self.by_hash.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -469,8 +440,17 @@ impl LabelSets {
         }
     }
 
-    fn into_all(self) -> impl Iterator<Item = Arc<RouteStats>> {
-        self.by_hash.into_values().chain(self.collided)
+    /// Keeps the label sets of index `generation` and retires the others.
+    fn retain(&mut self, generation: u64) {
+        let keep = |stats: &Arc<RouteStats>| {
+            let kept = stats.indexed.load(Ordering::Relaxed) == generation;
+            if !kept {
+                stats.retire();
+            }
+            kept
+        };
+        self.by_hash.retain(|_, stats| keep(stats));
+        self.collided.retain(keep);
     }
 }
 
@@ -503,34 +483,90 @@ fn canary_labels(canary: &Canary) -> [&str; 3] {
     ]
 }
 
-/// The [`RouteStats`] of each route of one table, by the route's address (the table owns the
-/// routes for as long as the index lives next to it in the snapshot), and of each route's
-/// canary, by the canary's address.
-#[derive(Debug, Default)]
-pub struct RouteIndex {
-    by_route: FastMap<usize, Arc<RouteStats>>,
-    by_canary: FastMap<usize, Arc<RouteStats>>,
+/// Gives the routes of one table their [`RouteStats`] as the table is published
+/// ([`RequestMetrics::index`]): the stats of a label set already known are kept, and
+/// [`RouteIndex::finish`] removes the series of the label sets no route was given.
+pub struct RouteIndex<'t> {
+    /// `None` when request metrics are off.
+    live: Option<(&'t RequestMetrics, MutexGuard<'t, LabelSets>)>,
+    /// This index's mark on the stats it gives out.
+    generation: u64,
+    /// With a `host` or `path` label: each route's rule host and path (by the route's
+    /// address; empty for a route reached from several rules).
+    sites: Option<FastMap<usize, (String, &'t str)>>,
 }
 
-impl RouteIndex {
-    /// The stats of `route`, when it is a route of the indexed table.
-    pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteStats>> {
-        self.by_route.get(&(Arc::as_ptr(route) as usize))
+impl<'t> RouteIndex<'t> {
+    /// An index that gives no route stats (request metrics off).
+    pub fn off() -> RouteIndex<'static> {
+        RouteIndex {
+            live: None,
+            generation: 0,
+            sites: None,
+        }
     }
 
-    /// The stats of the requests `canary` serves, when it is a canary of the indexed table.
-    pub fn canary(&self, canary: &Arc<Canary>) -> Option<&Arc<RouteStats>> {
-        self.by_canary.get(&(Arc::as_ptr(canary) as usize))
+    /// The stats of `route`, a route of the indexed table; `kept` are the stats it had in the
+    /// previous table, if it was there (the same `Arc`). Without a `host` or `path` label the
+    /// labels depend on the route alone, so they are kept without being looked at.
+    pub fn route(
+        &mut self,
+        route: &Arc<Route>,
+        kept: Option<&Arc<RouteStats>>,
+    ) -> Option<Arc<RouteStats>> {
+        if let (Some(kept), None, Some(_)) = (kept, &self.sites, &self.live) {
+            kept.indexed.store(self.generation, Ordering::Relaxed);
+            return Some(kept.clone());
+        }
+        let (host, path) = self.site(route);
+        self.resolve(labels(route), &host, path)
     }
 
-    /// How many routes are indexed.
-    pub fn len(&self) -> usize {
-        self.by_route.len()
+    /// The stats of the requests the canary of `route` serves (labelled with the canary
+    /// Ingress and Service).
+    pub fn canary(&mut self, route: &Arc<Route>, canary: &Canary) -> Option<Arc<RouteStats>> {
+        let (host, path) = self.site(route);
+        self.resolve(canary_labels(canary), &host, path)
     }
 
-    /// True when no route is indexed (request metrics are off, or the table is empty).
-    pub fn is_empty(&self) -> bool {
-        self.by_route.is_empty()
+    /// Removes the series of the label sets that no route of the table has. Without it
+    /// (a publish that failed half-way), they stay until the next index finishes.
+    pub fn finish(self) {
+        if let Some((_, mut live)) = self.live {
+            live.retain(self.generation);
+        }
+    }
+
+    fn site(&self, route: &Arc<Route>) -> (String, &'t str) {
+        self.sites
+            .as_ref()
+            .and_then(|sites| sites.get(&(Arc::as_ptr(route) as usize)))
+            .map_or((String::new(), ""), |(host, path)| (host.clone(), *path))
+    }
+
+    fn resolve(
+        &mut self,
+        [namespace, ingress, service]: [&str; 3],
+        host: &str,
+        path: &str,
+    ) -> Option<Arc<RouteStats>> {
+        let (metrics, live) = self.live.as_mut()?;
+        let values = [namespace, ingress, service, host, path];
+        let key = label_hash(&values);
+        let stats = match live.find(key, &values) {
+            Some(stats) => stats.clone(),
+            None => {
+                let stats = Arc::new(RouteStats::new(
+                    RouteLabels::of(&values),
+                    metrics.families.clone(),
+                    metrics.labels.status_classes,
+                ));
+                live.insert(key, stats.clone());
+                stats
+            }
+        };
+        stats.indexed.store(self.generation, Ordering::Relaxed);
+        Some(stats)
     }
 }
 
@@ -540,6 +576,8 @@ pub struct RequestMetrics {
     labels: RequestLabels,
     enabled: bool,
     live: Mutex<LabelSets>,
+    /// The generation of the last index.
+    generation: AtomicU64,
     unrouted: Arc<RouteStats>,
 }
 
@@ -563,7 +601,6 @@ impl RequestMetrics {
         Ok(RequestMetrics {
             unrouted: Arc::new(RouteStats::new(
                 unrouted,
-                0,
                 families.clone(),
                 labels.status_classes,
             )),
@@ -571,6 +608,7 @@ impl RequestMetrics {
             labels,
             enabled,
             live: Mutex::new(LabelSets::default()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -585,67 +623,23 @@ impl RequestMetrics {
         &self.unrouted
     }
 
-    /// Prepares the stats of every route of `table`, keeping those of label sets already
-    /// known and removing the series of label sets that left. Call once per published table.
+    /// Starts giving the routes of `table` their stats (label sets already known keep
+    /// theirs): call [`RouteIndex::route`] for each route, then [`RouteIndex::finish`]. Once
+    /// per published table; one index at a time (it holds the label sets).
     ///
     /// Label sets are found by a hash of their values, so a rebuild allocates only for label
-    /// sets it has not seen before. `previous` gives the stats a route had in the previous
-    /// table (by the route's address, which that table keeps alive): a route that is still
-    /// there keeps them without its labels being looked at, when the labels depend on the
-    /// route alone (no `host` or `path` label).
-    pub fn index(
-        &self,
-        table: &RouteTable,
-        previous: impl Fn(usize) -> Option<Arc<RouteStats>>,
-    ) -> RouteIndex {
+    /// sets it has not seen before.
+    pub fn index<'t>(&'t self, table: &'t RouteTable) -> RouteIndex<'t> {
         if !self.enabled {
-            return RouteIndex::default();
+            return RouteIndex::off();
         }
-        let mut index = RouteIndex {
-            by_route: FastMap::with_capacity_and_hasher(table.route_count(), Default::default()),
-            by_canary: FastMap::default(),
-        };
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = LabelSets {
-            by_hash: FastMap::with_capacity_and_hasher(live.by_hash.len(), Default::default()),
-            collided: Vec::new(),
-        };
-        let resolve = |live: &mut LabelSets,
-                       next: &mut LabelSets,
-                       [namespace, ingress, service]: [&str; 3],
-                       host: &str,
-                       path: &str| {
-            let values = [namespace, ingress, service, host, path];
-            let key = label_hash(&values);
-            if let Some(stats) = next.find(key, &values) {
-                return stats.clone();
-            }
-            let stats = live.take(key, &values).unwrap_or_else(|| {
-                Arc::new(RouteStats::new(
-                    RouteLabels::of(&values),
-                    key,
-                    self.families.clone(),
-                    self.labels.status_classes,
-                ))
-            });
-            next.insert(key, stats.clone());
-            stats
-        };
-        // The stats `previous` had for a route, moved to `next` (or already there).
-        let kept = |live: &mut LabelSets, next: &mut LabelSets, address: usize| {
-            let stats = previous(address)?;
-            if next.has_same(&stats) {
-                return Some(stats);
-            }
-            let stats = live.take_same(&stats)?;
-            next.insert(stats.key, stats.clone());
-            Some(stats)
-        };
-        if self.labels.per_host || self.labels.per_path {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let sites = (self.labels.per_host || self.labels.per_path).then(|| {
             // The rule host and path of each route; a route reached from several rules (an
             // Ingress's defaultBackend serving each of its hosts) has neither, so that its
             // labels do not depend on which rule comes first.
-            let mut sites: FastMap<usize, (&Arc<Route>, String, &str)> = FastMap::default();
+            let mut sites: FastMap<usize, (String, &str)> = FastMap::default();
             for entry in table.entries() {
                 let host = if self.labels.per_host {
                     entry.host.to_string()
@@ -655,43 +649,20 @@ impl RequestMetrics {
                 let path = if self.labels.per_path { entry.path } else { "" };
                 sites
                     .entry(Arc::as_ptr(entry.route) as usize)
-                    .and_modify(|(_, h, p)| {
+                    .and_modify(|(h, p)| {
                         if *h != host || *p != path {
                             (*h, *p) = (String::new(), "");
                         }
                     })
-                    .or_insert((entry.route, host, path));
+                    .or_insert((host, path));
             }
-            for (address, (route, host, path)) in sites {
-                let stats = resolve(&mut live, &mut next, labels(route), &host, path);
-                index.by_route.insert(address, stats);
-                if let Some(canary) = &route.canary {
-                    let stats = resolve(&mut live, &mut next, canary_labels(canary), &host, path);
-                    index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
-                }
-            }
-        } else {
-            for entry in table.entries() {
-                let address = Arc::as_ptr(entry.route) as usize;
-                if index.by_route.contains_key(&address) {
-                    continue;
-                }
-                let route = entry.route;
-                let stats = match kept(&mut live, &mut next, address) {
-                    Some(stats) => stats,
-                    None => resolve(&mut live, &mut next, labels(route), "", ""),
-                };
-                index.by_route.insert(address, stats);
-                if let Some(canary) = &route.canary {
-                    let stats = resolve(&mut live, &mut next, canary_labels(canary), "", "");
-                    index.by_canary.insert(Arc::as_ptr(canary) as usize, stats);
-                }
-            }
+            sites
+        });
+        RouteIndex {
+            live: Some((self, live)),
+            generation,
+            sites,
         }
-        for gone in std::mem::replace(&mut *live, next).into_all() {
-            gone.retire();
-        }
-        index
     }
 }
 
@@ -733,8 +704,26 @@ mod tests {
         });
     }
 
+    /// The stats of each route of `table` (by address), indexed as a publish does: `kept`
+    /// gives the stats a route had in the previous table.
+    fn index(
+        metrics: &Metrics,
+        table: &RouteTable,
+        kept: impl Fn(&Arc<Route>) -> Option<Arc<RouteStats>>,
+    ) -> FastMap<usize, Arc<RouteStats>> {
+        let mut index = metrics.requests.index(table);
+        let mut by_route = FastMap::default();
+        for entry in table.entries() {
+            if let Some(stats) = index.route(entry.route, kept(entry.route).as_ref()) {
+                by_route.insert(Arc::as_ptr(entry.route) as usize, stats);
+            }
+        }
+        index.finish();
+        by_route
+    }
+
     fn stats_of<'a>(
-        index: &'a RouteIndex,
+        index: &'a FastMap<usize, Arc<RouteStats>>,
         table: &RouteTable,
         ingress: &str,
     ) -> &'a Arc<RouteStats> {
@@ -742,14 +731,14 @@ mod tests {
             .entries()
             .find(|e| e.route.ingress.name == ingress)
             .unwrap();
-        index.get(entry.route).unwrap()
+        &index[&(Arc::as_ptr(entry.route) as usize)]
     }
 
     #[test]
     fn label_sets_survive_rebuilds_and_leave_with_their_routes() {
         let metrics = Metrics::new(MetricsConfig::default());
         let first = table(&["a", "b"]);
-        let index = metrics.requests.index(&first, |_| None);
+        let index = index(&metrics, &first, |_| None);
         assert_eq!(index.len(), 2, "one entry per route, shared by its paths");
         observe(stats_of(&index, &first, "a"), 200);
         observe(stats_of(&index, &first, "b"), 200);
@@ -757,7 +746,7 @@ mod tests {
 
         // A new table with equal labels keeps counting into the same series.
         let second = table(&["a"]);
-        let next = metrics.requests.index(&second, |_| None);
+        let next = super::tests::index(&metrics, &second, |_| None);
         assert!(Arc::ptr_eq(
             stats_of(&index, &first, "a"),
             stats_of(&next, &second, "a")
@@ -773,11 +762,11 @@ mod tests {
         observe(stats_of(&index, &first, "b"), 404);
         assert!(!metrics.encode().contains("ingress=\"b\""));
 
-        // The same routes again (the model kept them): their stats are taken over by address
-        // and keep counting.
-        let again = metrics
-            .requests
-            .index(&second, |address| next.by_route.get(&address).cloned());
+        // The same routes again (the model kept them): they keep their stats without their
+        // labels being looked at, and keep counting.
+        let again = super::tests::index(&metrics, &second, |route| {
+            next.get(&(Arc::as_ptr(route) as usize)).cloned()
+        });
         assert!(Arc::ptr_eq(
             stats_of(&next, &second, "a"),
             stats_of(&again, &second, "a")
@@ -795,7 +784,7 @@ mod tests {
             ..MetricsConfig::default()
         };
         let metrics = Metrics::new(config);
-        assert!(metrics.requests.index(&table(&["a"]), |_| None).is_empty());
+        assert!(index(&metrics, &table(&["a"]), |_| None).is_empty());
         assert!(!metrics.requests.enabled());
         assert!(!metrics.encode().contains("weir_requests_total{"));
     }
@@ -839,8 +828,8 @@ mod tests {
             builder.set_host_fallback(&host, shared.clone()).unwrap();
         }
         let table = builder.build();
-        let index = metrics.requests.index(&table, |_| None);
-        let labels = index.get(&shared).unwrap().labels();
+        let index = index(&metrics, &table, |_| None);
+        let labels = index[&(Arc::as_ptr(&shared) as usize)].labels();
         assert_eq!((labels.host.as_str(), labels.path.as_str()), ("", ""));
     }
 

@@ -7,7 +7,7 @@
 //! Ingress wins a conflict). Last, the host-scope settings (aliases, www redirects), the
 //! catch-all of rule-less Ingresses and the controller's default backend.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ pub use memo::IncrementalBuild;
 use memo::{IngressMemo, Op, RoutesMemo};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// Builds the routing table for `input`. Never fails and never panics: objects that cannot be
 /// used become [`Diagnostic`]s and everything else is routed. The result does not depend on
@@ -103,15 +104,8 @@ impl IncrementalBuild {
                 std::mem::take(&mut self.backends),
             ),
             diagnostics,
-            created: ours
-                .iter()
-                .map(|o| {
-                    (
-                        (o.object.namespace.as_str(), o.object.name.as_str()),
-                        o.created,
-                    )
-                })
-                .collect(),
+            ours: &ours,
+            created: OnceCell::new(),
             tls_hosts: tls_hosts(&ours),
             regex_hosts,
             hsts: defaults.hsts.header(),
@@ -228,7 +222,7 @@ fn regex_hosts(
 
 /// Every valid host named in the `spec.tls` of weir's Ingresses, lower-case (with or without a
 /// Secret: hosts without one are served the default certificate, and are still TLS hosts).
-fn tls_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<String> {
+fn tls_hosts(ours: &[OurIngress<'_>]) -> FastSet<String> {
     ours.iter()
         .filter_map(|o| o.ingress.spec.as_ref()?.tls.as_ref())
         .flatten()
@@ -322,10 +316,13 @@ struct Builder<'a> {
     table: RouteTableBuilder,
     backends: Backends<'a>,
     diagnostics: Vec<Diagnostic>,
-    /// The creation time of each of weir's Ingresses, by (namespace, name).
-    created: FastMap<(&'a str, &'a str), Option<&'a Time>>,
+    /// weir's Ingresses, in build order.
+    ours: &'a [OurIngress<'a>],
+    /// The creation time of each of weir's Ingresses, by (namespace, name): made when a
+    /// conflict is first reported.
+    created: OnceCell<FastMap<(&'a str, &'a str), Option<&'a Time>>>,
     /// Every valid host in the `spec.tls` of weir's Ingresses, lower-case.
-    tls_hosts: BTreeSet<String>,
+    tls_hosts: FastSet<String>,
     /// The hosts whose paths are regexes.
     regex_hosts: BTreeSet<HostMatch>,
     /// The global defaults (flags and ConfigMap).
@@ -574,7 +571,12 @@ impl Builder<'_> {
 
     /// Whether `host` is named in the `spec.tls` of one of weir's Ingresses.
     fn is_tls_host(&self, host: &HostMatch) -> bool {
-        *host != HostMatch::Any && self.tls_hosts.contains(&host.to_string())
+        match host {
+            _ if self.tls_hosts.is_empty() => false,
+            HostMatch::Exact(name) => self.tls_hosts.contains(name),
+            HostMatch::Wildcard(_) => self.tls_hosts.contains(&host.to_string()),
+            HostMatch::Any => false,
+        }
     }
 
     /// Reports a path that cannot be used; `what` says why.
@@ -991,9 +993,17 @@ impl Builder<'_> {
 
     /// Why `winner` takes precedence over `loser`, in parentheses.
     fn precedence(&self, winner: &ObjectRef, loser: &ObjectRef) -> &'static str {
+        let created = self.created.get_or_init(|| {
+            (self.ours.iter())
+                .map(|o| {
+                    let key = (o.object.namespace.as_str(), o.object.name.as_str());
+                    (key, o.created)
+                })
+                .collect()
+        });
         let created = |o: &ObjectRef| {
             let key = (o.namespace.as_str(), o.name.as_str());
-            self.created.get(&key).copied().flatten()
+            created.get(&key).copied().flatten()
         };
         match (created(winner), created(loser)) {
             (Some(w), Some(l)) if w < l => "(which is older)",

@@ -125,7 +125,7 @@ fn is_dns_name(name: &str) -> bool {
 /// Ingresses (of `config`'s class) and the controller's default backend reference. None when
 /// `--disable-external-name`; IP addresses and names that are not DNS names are not looked up.
 pub fn names_to_resolve(input: &Input, config: &BuildConfig) -> BTreeSet<String> {
-    if config.external_names.disabled {
+    if config.external_names.disabled || !input.services.iter().any(|s| is_external_name(s)) {
         return BTreeSet::new();
     }
     let services = index_by_name(&input.services, |s| &s.metadata);

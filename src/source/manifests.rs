@@ -344,7 +344,9 @@ impl ManifestSource {
     /// an edit costs the parse of the files that changed and little more.
     fn merge(&self, errors: &mut Vec<ManifestError>) -> Input {
         let mut input = Input::default();
-        let mut seen: HashMap<(&str, Option<&str>, &str), &Path> = HashMap::new();
+        let objects = self.cache.values().map(|file| file.objects.len()).sum();
+        let mut seen: HashMap<(&str, Option<&str>, &str), &Path, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(objects, Default::default());
         for (path, file) in &self.cache {
             for Parsed { document, object } in &file.objects {
                 match seen.entry(object.identity()) {

@@ -89,12 +89,11 @@ impl State {
     /// milliseconds for 10,000 routes: call it off the async workers).
     pub fn publish(&self, table: RouteTable, certs: Arc<CertStore>) -> u64 {
         let previous = self.current.load_full();
-        // The previous table keeps its routes alive while the new one is indexed, so a route
+        // The previous table keeps its routes alive while the new one is prepared, so a route
         // at the same address is the same route.
-        let stats = self.metrics.requests.index(&table, |address| {
-            previous.runtime.stats_at(address).cloned()
-        });
-        let runtime = Runtimes::prepare(&table, &stats, &previous.runtime);
+        let mut stats = self.metrics.requests.index(&table);
+        let runtime = Runtimes::prepare(&table, &mut stats, &previous.runtime);
+        stats.finish();
         let generation = previous.generation + 1;
         drop(previous);
         // The replaced snapshot is freed here, after the swap (a thread of its own to free it

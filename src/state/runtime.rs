@@ -7,6 +7,7 @@
 //! changed in the cluster. The pure model never sees any of it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Balancer, ConnectionCounter, Limiter};
@@ -36,6 +37,19 @@ pub struct RouteRuntime {
     pub tls: Option<UpstreamTlsSetting>,
     /// The state of the route's canary backend, when it has one.
     pub canary: Option<CanaryRuntime>,
+    /// The generation of the last [`Runtimes`] it is part of.
+    table: AtomicU64,
+}
+
+impl RouteRuntime {
+    /// Whether it holds something the other routes of its Ingress share (a rate limit, a
+    /// connection counter, a TLS client).
+    fn shares(&self) -> bool {
+        self.per_second.is_some()
+            || self.per_minute.is_some()
+            || self.connections.is_some()
+            || self.tls.is_some()
+    }
 }
 
 /// What the data plane keeps for a route's canary backend.
@@ -94,37 +108,51 @@ impl Runtimes {
     ///
     /// A route of the previous table that is in this one (the same `Arc`: the model reuses the
     /// routes of Ingresses that did not change) keeps its runtime as it is.
-    pub fn prepare(table: &RouteTable, stats: &RouteIndex, previous: &Runtimes) -> Runtimes {
+    pub fn prepare(
+        table: &RouteTable,
+        stats: &mut RouteIndex<'_>,
+        previous: &Runtimes,
+    ) -> Runtimes {
         let generation = previous.generation + 1;
         let balancers = std::mem::take(&mut *lock(&previous.balancers));
+        // The previous runtimes, of which those of routes not in this table are dropped at the
+        // end (a route at the same address is the same route: the previous table keeps its
+        // routes alive while this one is prepared).
         let mut next = Runtimes {
             generation,
-            by_route: FastMap::with_capacity_and_hasher(table.route_count(), Default::default()),
+            by_route: previous.by_route.clone(),
             balancers: Mutex::new(balancers),
             ..Runtimes::default()
         };
-        // First the routes that stay (the previous table keeps its routes alive while this
-        // one is prepared: a route at the same address is the same route), then the new ones,
-        // which then find what the kept ones share.
-        let mut kept_balancers: FastMap<usize, ()> = FastMap::default();
+        let is_new = |runtime: &RouteRuntime| runtime.table.load(Ordering::Relaxed) != generation;
+        // First the routes that stay, then the new ones, which then find what the kept ones
+        // share.
         let mut fresh: Vec<&Arc<Route>> = Vec::new();
         for entry in table.entries() {
             let address = Arc::as_ptr(entry.route) as usize;
-            if next.by_route.contains_key(&address) {
+            let Some(kept) = next.by_route.get(&address) else {
+                fresh.push(entry.route);
                 continue;
+            };
+            if !is_new(kept) {
+                continue; // kept already: a route reached from several rules
             }
-            match previous.by_route.get(&address).filter(|kept| {
-                same_stats(kept.stats.as_ref(), stats.get(entry.route)) && kept.canary.is_none()
-            }) {
-                Some(kept) => {
-                    next.keep(entry.route, kept);
-                    kept_balancers.insert(Arc::as_ptr(&kept.balancer) as usize, ());
-                    next.by_route.insert(address, kept.clone());
+            let kept_stats = kept.stats.as_ref();
+            if kept.canary.is_none()
+                && same_stats(kept_stats, stats.route(entry.route, kept_stats).as_ref())
+            {
+                kept.table.store(generation, Ordering::Relaxed);
+                if kept.shares() {
+                    let kept = kept.clone();
+                    next.keep(entry.route, &kept);
                 }
-                None => fresh.push(entry.route),
+            } else {
+                fresh.push(entry.route);
             }
         }
         let mut added = false;
+        // The balancers of the routes kept from the previous table: made when first needed.
+        let mut kept_balancers: Option<FastMap<usize, ()>> = None;
         // The balancers already found for a backend (its `Arc`: routes of one Service port
         // share it) by settings: most routes then need no key made of owned strings.
         let mut by_backend: FastMap<usize, Vec<(&Balance, Arc<Balancer>)>> = FastMap::default();
@@ -134,14 +162,14 @@ impl Runtimes {
                 return balancer.clone();
             }
             added = true;
-            let balancer = next.balancer(backend, balance, &kept_balancers);
+            let balancer = next.balancer(backend, balance, &mut kept_balancers);
             known.push((balance, balancer.clone()));
             balancer
         };
         for shared in fresh {
             let address = Arc::as_ptr(shared) as usize;
-            if next.by_route.contains_key(&address) {
-                continue;
+            if next.by_route.get(&address).is_some_and(|r| !is_new(r)) {
+                continue; // a route reached from several rules
             }
             let route: &Route = shared;
             let balancer = balancer_of(&mut next, &route.backend, &route.policy.balance);
@@ -182,20 +210,23 @@ impl Runtimes {
                 setting
             });
             let canary = route.canary.as_ref().map(|canary| CanaryRuntime {
-                stats: stats.canary(canary).cloned(),
+                stats: stats.canary(shared, canary),
                 balancer: balancer_of(&mut next, &canary.backend, &canary.balance),
             });
             let runtime = RouteRuntime {
-                stats: stats.get(shared).cloned(),
+                stats: stats.route(shared, None),
                 balancer,
                 canary,
                 per_second,
                 per_minute,
                 connections,
                 tls,
+                table: AtomicU64::new(generation),
             };
             next.by_route.insert(address, Arc::new(runtime));
         }
+        // The runtimes of the routes that left.
+        next.by_route.retain(|_, runtime| !is_new(runtime));
         if added || lock(&next.balancers).len() > 2 * next.by_route.len() + 16 {
             // Forget the balancers no route uses any more (only this map holds them).
             lock(&next.balancers).retain(|_, (balancer, _)| Arc::strong_count(balancer) > 1);
@@ -206,13 +237,6 @@ impl Runtimes {
     /// Registers what the kept runtime of `route` shares with other routes (its rate limits,
     /// connection counter, TLS client), so that new routes of its Ingress find them.
     fn keep(&mut self, route: &Route, kept: &RouteRuntime) {
-        if kept.per_second.is_none()
-            && kept.per_minute.is_none()
-            && kept.connections.is_none()
-            && kept.tls.is_none()
-        {
-            return;
-        }
         let limits = route.policy.rate_limits.as_deref();
         let rates = [
             (limits.and_then(|l| l.per_second), &kept.per_second),
@@ -239,12 +263,12 @@ impl Runtimes {
     /// The balancer of `backend` under `balance` in the table being prepared: the one
     /// another route already has, else `previous`'s (continued when the endpoints changed),
     /// else a new one. `kept` holds the balancers (by address) of the routes kept from the
-    /// previous table, which are in this table too.
+    /// previous table, which are in this table too (made here when first needed).
     fn balancer(
         &mut self,
         backend: &Backend,
         balance: &Balance,
-        kept: &FastMap<usize, ()>,
+        kept: &mut Option<FastMap<usize, ()>>,
     ) -> Arc<Balancer> {
         let key = balancer_key(backend, balance);
         let generation = self.generation;
@@ -258,7 +282,15 @@ impl Runtimes {
             // (`service-upstream` on one of the Ingresses to it: the cluster IP): a balancer
             // of its own, made anew with each table.
             Some((balancer, used))
-                if *used == generation || kept.contains_key(&(Arc::as_ptr(balancer) as usize)) =>
+                if *used == generation || {
+                    let kept = kept.get_or_insert_with(|| {
+                        (self.by_route.values())
+                            .filter(|r| r.table.load(Ordering::Relaxed) == generation)
+                            .map(|r| (Arc::as_ptr(&r.balancer) as usize, ()))
+                            .collect()
+                    });
+                    kept.contains_key(&(Arc::as_ptr(balancer) as usize))
+                } =>
             {
                 let name = format!("{}/{}:{} (cluster IP)", key.0, key.1, key.2);
                 return Arc::new(Balancer::new(&name, &backend.endpoints, balance, None));
@@ -280,12 +312,6 @@ impl Runtimes {
     /// The runtime of `route`, when it is a route of the table this was prepared for.
     pub fn get(&self, route: &Arc<Route>) -> Option<&Arc<RouteRuntime>> {
         self.by_route.get(&(Arc::as_ptr(route) as usize))
-    }
-
-    /// The request stats of the route at `address`, when it is a route of the table this was
-    /// prepared for.
-    pub fn stats_at(&self, address: usize) -> Option<&Arc<RouteStats>> {
-        self.by_route.get(&address)?.stats.as_ref()
     }
 
     /// How many routes have a runtime.
@@ -388,30 +414,37 @@ mod tests {
 
     #[test]
     fn a_kept_route_s_balancer_is_shared_with_new_routes_to_its_endpoints() {
-        // `a` sends to the endpoints of s:80, `u` (service-upstream) to its cluster IP: the
-        // same balancer key with other endpoints.
+        // `a` sends to the endpoints of s:80 (and has its balancer), `u` (service-upstream)
+        // to its cluster IP: the same balancer key with other endpoints.
         let (a, u) = (route_to("a", 3), route_to("u", 1));
-        let first = table_with(&[&a, &u]);
-        let one = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
-        // `u` is edited (a new route), `a` stays.
+        let one = Runtimes::prepare(
+            &table_with(&[&a]),
+            &mut RouteIndex::off(),
+            &Runtimes::default(),
+        );
+        let second = table_with(&[&a, &u]);
+        let two = Runtimes::prepare(&second, &mut RouteIndex::off(), &one);
+        // `u` is edited (a new route), `a` stays; then a new Ingress to s:80's endpoints
+        // shares `a`'s balancer.
         let u2 = route_to("u", 1);
-        let second = table_with(&[&a, &u2]);
-        let two = Runtimes::prepare(&second, &RouteIndex::default(), &one);
-        // A new Ingress to s:80's endpoints shares `a`'s balancer, as a fresh table would.
+        let third = table_with(&[&a, &u2]);
+        let three = Runtimes::prepare(&third, &mut RouteIndex::off(), &two);
         let a2 = route_to("a2", 3);
-        let third = table_with(&[&a, &u2, &a2]);
-        let three = Runtimes::prepare(&third, &RouteIndex::default(), &two);
+        let fourth = table_with(&[&a, &u2, &a2]);
+        let four = Runtimes::prepare(&fourth, &mut RouteIndex::off(), &three);
         let balancer =
             |runtimes: &Runtimes, route: &Arc<Route>| runtimes.get(route).unwrap().balancer.clone();
-        assert!(Arc::ptr_eq(&balancer(&one, &a), &balancer(&three, &a)));
-        assert!(Arc::ptr_eq(&balancer(&three, &a), &balancer(&three, &a2)));
+        assert!(Arc::ptr_eq(&balancer(&one, &a), &balancer(&four, &a)));
+        assert!(!Arc::ptr_eq(&balancer(&two, &a), &balancer(&two, &u)));
         assert!(!Arc::ptr_eq(&balancer(&three, &a), &balancer(&three, &u2)));
+        assert!(Arc::ptr_eq(&balancer(&four, &a), &balancer(&four, &a2)));
+        assert!(!Arc::ptr_eq(&balancer(&four, &a), &balancer(&four, &u2)));
     }
 
     #[test]
     fn balancers_carry_over_to_the_next_table_per_backend() {
         let first = table(&["a", "b"]);
-        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        let runtimes = Runtimes::prepare(&first, &mut RouteIndex::off(), &Runtimes::default());
         assert_eq!(runtimes.len(), 2);
         let balancer_of = |runtimes: &Runtimes, table: &RouteTable, path: &str| {
             let route = table.route("h", path).unwrap();
@@ -422,7 +455,7 @@ mod tests {
         // A new table (new Route objects) with the same backend keeps its balancer; a new
         // backend gets a new one.
         let second = table(&["a", "c"]);
-        let next = Runtimes::prepare(&second, &RouteIndex::default(), &runtimes);
+        let next = Runtimes::prepare(&second, &mut RouteIndex::off(), &runtimes);
         assert!(Arc::ptr_eq(&a, &balancer_of(&next, &second, "/0")));
         assert!(!Arc::ptr_eq(
             &balancer_of(&runtimes, &first, "/1"),
@@ -437,17 +470,17 @@ mod tests {
     #[test]
     fn a_route_still_in_the_table_keeps_its_runtime_and_balancers_stay_known() {
         let first = table(&["a", "b"]);
-        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        let runtimes = Runtimes::prepare(&first, &mut RouteIndex::off(), &Runtimes::default());
         let route = first.route("h", "/0").unwrap();
         // The same routes (the model kept them): the same runtimes.
-        let kept = Runtimes::prepare(&first, &RouteIndex::default(), &runtimes);
+        let kept = Runtimes::prepare(&first, &mut RouteIndex::off(), &runtimes);
         assert!(Arc::ptr_eq(
             runtimes.get(route).unwrap(),
             kept.get(route).unwrap()
         ));
         // New routes to the same backend after that still find its balancer.
         let second = table(&["a", "c"]);
-        let next = Runtimes::prepare(&second, &RouteIndex::default(), &kept);
+        let next = Runtimes::prepare(&second, &mut RouteIndex::off(), &kept);
         assert!(Arc::ptr_eq(
             &runtimes.get(route).unwrap().balancer,
             &next.get(second.route("h", "/0").unwrap()).unwrap().balancer
@@ -465,22 +498,22 @@ mod tests {
         };
         let ewma = Balance::with_load(LoadBalance::Ewma);
         let first = table_of(&["a"], 3, &ewma);
-        let runtimes = Runtimes::prepare(&first, &RouteIndex::default(), &Runtimes::default());
+        let runtimes = Runtimes::prepare(&first, &mut RouteIndex::off(), &Runtimes::default());
         let a = balancer_of(&runtimes, &first);
         // Same settings and endpoints: the same balancer (its EWMA scores with it).
         let same = table_of(&["a"], 3, &ewma);
-        let next = Runtimes::prepare(&same, &RouteIndex::default(), &runtimes);
+        let next = Runtimes::prepare(&same, &mut RouteIndex::off(), &runtimes);
         assert!(Arc::ptr_eq(&a, &balancer_of(&next, &same)));
         // Other endpoints: a new balancer of the new endpoints (continuing the old one's
         // scores, tested with the balancer).
         let grown = table_of(&["a"], 4, &ewma);
-        let after = Runtimes::prepare(&grown, &RouteIndex::default(), &next);
+        let after = Runtimes::prepare(&grown, &mut RouteIndex::off(), &next);
         let b = balancer_of(&after, &grown);
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(b.endpoints().len(), 4);
         // Other settings: another balancer.
         let round_robin = table_of(&["a"], 4, &Balance::default());
-        let last = Runtimes::prepare(&round_robin, &RouteIndex::default(), &after);
+        let last = Runtimes::prepare(&round_robin, &mut RouteIndex::off(), &after);
         assert!(!Arc::ptr_eq(&b, &balancer_of(&last, &round_robin)));
     }
 }
