@@ -32,17 +32,47 @@ pub struct References {
     pub config_maps: Vec<ObjectRef>,
 }
 
+/// What a cluster source fetches for one of weir's Ingresses beside the objects it watches
+/// whole: the Secrets and ConfigMaps its annotations name that a build may read (another
+/// namespace's only with `allow_cross_namespace`), and the TLS Secrets of its `spec.tls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Secrets its annotations name.
+    pub named_secrets: Vec<ObjectRef>,
+    /// ConfigMaps its annotations name.
+    pub named_config_maps: Vec<ObjectRef>,
+    /// The Secrets of its `spec.tls`, in its namespace.
+    pub tls_secrets: Vec<ObjectRef>,
+}
+
+/// What a cluster source fetches for `ingress` (one of weir's), whose references are `refs`.
+pub fn fetched(ingress: &Ingress, refs: &References, config: &BuildConfig) -> Fetched {
+    let namespace = objects::namespace(&ingress.metadata);
+    let readable = |objects: &[ObjectRef]| {
+        (objects.iter())
+            .filter(|o| config.allow_cross_namespace || o.namespace == namespace)
+            .cloned()
+            .collect()
+    };
+    let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
+    Fetched {
+        named_secrets: readable(&refs.annotation_secrets),
+        named_config_maps: readable(&refs.config_maps),
+        tls_secrets: (tls.into_iter().flatten())
+            .filter_map(|t| t.secret_name.as_deref().filter(|s| !s.is_empty()))
+            .map(|name| ObjectRef::new(ObjectKind::Secret, namespace, name))
+            .collect(),
+    }
+}
+
 /// The Secrets that the annotations of weir's Ingresses (of `config`'s class) name and that a
-/// build may read (another namespace's only with `allow_cross_namespace`): what a cluster
-/// source must fetch beside TLS Secrets, and nothing more.
+/// build may read: [`Fetched::named_secrets`] of each.
 pub fn named_secrets(
     ingresses: &[Arc<Ingress>],
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
 ) -> BTreeSet<ObjectRef> {
-    named(ingresses, ingress_classes, config, |refs| {
-        refs.annotation_secrets
-    })
+    all_fetched(ingresses, ingress_classes, config, |f| f.named_secrets)
 }
 
 /// The ConfigMaps that the annotations of weir's Ingresses name and that a build may read,
@@ -52,24 +82,7 @@ pub fn named_config_maps(
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
 ) -> BTreeSet<ObjectRef> {
-    named(ingresses, ingress_classes, config, |refs| refs.config_maps)
-}
-
-/// The objects `pick` takes from the references of weir's Ingresses that a build may read.
-fn named(
-    ingresses: &[Arc<Ingress>],
-    ingress_classes: &[Arc<IngressClass>],
-    config: &BuildConfig,
-    pick: fn(References) -> Vec<ObjectRef>,
-) -> BTreeSet<ObjectRef> {
-    ours(ingresses, ingress_classes, config)
-        .flat_map(|ingress| {
-            let namespace = objects::namespace(&ingress.metadata).to_owned();
-            pick(references(ingress))
-                .into_iter()
-                .filter(move |o| config.allow_cross_namespace || o.namespace == namespace)
-        })
-        .collect()
+    all_fetched(ingresses, ingress_classes, config, |f| f.named_config_maps)
 }
 
 /// The TLS Secrets (`spec.tls`) of weir's Ingresses (of `config`'s class): the only ones whose
@@ -79,15 +92,18 @@ pub fn tls_secrets(
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
 ) -> BTreeSet<ObjectRef> {
+    all_fetched(ingresses, ingress_classes, config, |f| f.tls_secrets)
+}
+
+/// The objects `pick` takes from what is fetched for each of weir's Ingresses.
+fn all_fetched(
+    ingresses: &[Arc<Ingress>],
+    ingress_classes: &[Arc<IngressClass>],
+    config: &BuildConfig,
+    pick: fn(Fetched) -> Vec<ObjectRef>,
+) -> BTreeSet<ObjectRef> {
     ours(ingresses, ingress_classes, config)
-        .flat_map(|ingress| {
-            let namespace = objects::namespace(&ingress.metadata);
-            let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
-            tls.into_iter()
-                .flatten()
-                .filter_map(|t| t.secret_name.as_deref().filter(|s| !s.is_empty()))
-                .map(move |name| ObjectRef::new(ObjectKind::Secret, namespace, name))
-        })
+        .flat_map(|ingress| pick(fetched(ingress, &references(ingress), config)))
         .collect()
 }
 
@@ -101,6 +117,15 @@ pub(crate) fn ours<'a>(
     ingresses
         .iter()
         .filter(move |ingress| classes.is_ours(ingress))
+}
+
+/// Whether an Ingress is of `config`'s class, given the cluster's `ingress_classes`.
+pub fn class_filter<'a>(
+    ingress_classes: &'a [Arc<IngressClass>],
+    config: &'a BuildConfig,
+) -> impl Fn(&Ingress) -> bool + 'a {
+    let classes = Classes::new(ingress_classes, &config.classes);
+    move |ingress| classes.is_ours(ingress)
 }
 
 /// What `ingress` references, in its own namespace. The Ingress's class is not looked at:

@@ -222,7 +222,9 @@ impl ClusterSource {
         if synced? {
             // TLS Secrets are watched once the Ingresses are known, so that the first list
             // keeps the keys of the ones they name and drops every other's.
-            tls.want(self.tls_secrets(&stores), &stores.secrets).await;
+            let references = self.references(&stores);
+            tls.want(self.tls_secrets(&references), &stores.secrets)
+                .await;
             let watchers = Watchers {
                 tasks: &tasks,
                 changes: changes_tx,
@@ -308,15 +310,11 @@ impl ClusterSource {
         // What arrived during the initial lists is in the stores already. Drain it before
         // reading them, so that a change landing after the read is not drained unseen.
         while changes.try_recv().is_ok() {}
-        let mut references = References::of(&stores.ingresses.state()).pin(Pinned {
-            secret: self.config.default_certificate.clone(),
-            config_map: self.config.config_map.clone(),
-            service: self.config.default_backend_service.clone(),
-        });
+        let mut references = self.references(stores);
         // The objects annotations name are read before the first table, so that a restart
         // does not answer 503 on protected routes while they load; one weir cannot read
         // (RBAC) holds the table back for a while only, its routes fail closed meanwhile.
-        self.watch_named(stores, named);
+        self.watch_named(&references, named);
         tokio::select! {
             _ = cancel.cancelled() => return,
             ready = tokio::time::timeout(NAMED_OBJECTS_WAIT, named.wait_until_ready()) => {
@@ -326,7 +324,10 @@ impl ClusterSource {
             }
         }
         // Ingresses that arrived while the Secrets were listed name theirs too.
-        tls.want(self.tls_secrets(stores), &stores.secrets).await;
+        references.update_and_check(&Change::Always, &stores.ingresses, &stores.classes);
+        self.watch_named(&references, named);
+        tls.want(self.tls_secrets(&references), &stores.secrets)
+            .await;
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         loop {
@@ -337,7 +338,7 @@ impl ClusterSource {
                     None => return,
                 },
             };
-            if !references.update_and_check(&first, &stores.ingresses) {
+            if !references.update_and_check(&first, &stores.ingresses, &stores.classes) {
                 debug!(?first, "change cannot affect the table");
                 continue;
             }
@@ -350,49 +351,53 @@ impl ClusterSource {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep_until(quiet.min(deadline)) => break,
                     change = changes.recv() => match change {
-                        Some(change) => { references.update_and_check(&change, &stores.ingresses); }
+                        Some(change) => {
+                            references.update_and_check(&change, &stores.ingresses, &stores.classes);
+                        }
                         None => break,
                     },
                 }
             }
-            self.watch_named(stores, named);
-            tls.want(self.tls_secrets(stores), &stores.secrets).await;
+            // Changes that arrived since are in the stores already: what they name is
+            // fetched for this input too.
+            while let Ok(change) = changes.try_recv() {
+                references.update_and_check(&change, &stores.ingresses, &stores.classes);
+            }
+            self.watch_named(&references, named);
+            tls.want(self.tls_secrets(&references), &stores.secrets)
+                .await;
             let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         }
     }
 
+    /// What the stores' Ingresses reference, and the objects the flags name.
+    fn references(&self, stores: &Stores) -> References {
+        let pinned = Pinned {
+            secret: self.config.default_certificate.clone(),
+            config_map: self.config.config_map.clone(),
+            service: self.config.default_backend_service.clone(),
+        };
+        References::of(
+            &stores.ingresses.state(),
+            &stores.classes.state(),
+            &self.config.build,
+            pinned,
+        )
+    }
+
     /// The TLS Secrets whose keys weir keeps: those of weir's Ingresses, and
     /// `--default-ssl-certificate`.
-    fn tls_secrets(&self, stores: &Stores) -> std::collections::BTreeSet<(String, String)> {
-        let ingresses = stores.ingresses.state();
-        let classes = stores.classes.state();
-        crate::model::tls_secrets(&ingresses, &classes, &self.config.build)
-            .into_iter()
-            .map(|o| (o.namespace, o.name))
-            .chain(self.config.default_certificate.clone())
-            .collect()
+    fn tls_secrets(&self, references: &References) -> std::collections::BTreeSet<(String, String)> {
+        let mut secrets = references.tls_secrets();
+        secrets.extend(self.config.default_certificate.clone());
+        secrets
     }
 
     /// Watches exactly the Secrets and ConfigMaps the annotations of weir's Ingresses name
     /// (and may read).
-    fn watch_named(&self, stores: &Stores, named: &mut NamedObjects) {
-        let ingresses = stores.ingresses.state();
-        let classes = stores.classes.state();
-        let build = &self.config.build;
-        let pairs = |objects: std::collections::BTreeSet<crate::model::ObjectRef>| {
-            objects
-                .into_iter()
-                .map(|o| (o.namespace, o.name))
-                .collect::<Vec<_>>()
-        };
-        named.secrets.watch_only(&pairs(crate::model::named_secrets(
-            &ingresses, &classes, build,
-        )));
-        named
-            .config_maps
-            .watch_only(&pairs(crate::model::named_config_maps(
-                &ingresses, &classes, build,
-            )));
+    fn watch_named(&self, references: &References, named: &mut NamedObjects) {
+        named.secrets.watch_only(references.named_secrets());
+        named.config_maps.watch_only(references.named_config_maps());
     }
 
     /// Whether to read EndpointSlices, asking the server when `--endpoints-api auto`. Retries
