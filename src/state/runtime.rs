@@ -124,7 +124,8 @@ impl Runtimes {
             balancers: Mutex::new(balancers),
             ..Runtimes::default()
         };
-        let is_new = |runtime: &RouteRuntime| runtime.table.load(Ordering::Relaxed) != generation;
+        // Whether a runtime is not (yet) part of this generation.
+        let unmarked = |runtime: &RouteRuntime| runtime.table.load(Ordering::Relaxed) != generation;
         // First the routes that stay, then the new ones, which then find what the kept ones
         // share.
         let mut fresh: Vec<&Arc<Route>> = Vec::new();
@@ -134,7 +135,7 @@ impl Runtimes {
                 fresh.push(entry.route);
                 continue;
             };
-            if !is_new(kept) {
+            if !unmarked(kept) {
                 continue; // kept already: a route reached from several rules
             }
             let kept_stats = kept.stats.as_ref();
@@ -168,7 +169,7 @@ impl Runtimes {
         };
         for shared in fresh {
             let address = Arc::as_ptr(shared) as usize;
-            if next.by_route.get(&address).is_some_and(|r| !is_new(r)) {
+            if next.by_route.get(&address).is_some_and(|r| !unmarked(r)) {
                 continue; // a route reached from several rules
             }
             let route: &Route = shared;
@@ -226,7 +227,7 @@ impl Runtimes {
             next.by_route.insert(address, Arc::new(runtime));
         }
         // The runtimes of the routes that left.
-        next.by_route.retain(|_, runtime| !is_new(runtime));
+        next.by_route.retain(|_, runtime| !unmarked(runtime));
         if added || lock(&next.balancers).len() > 2 * next.by_route.len() + 16 {
             // Forget the balancers no route uses any more (only this map holds them).
             lock(&next.balancers).retain(|_, (balancer, _)| Arc::strong_count(balancer) > 1);
