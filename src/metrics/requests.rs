@@ -420,6 +420,8 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 struct LabelSets {
     by_hash: FastMap<u64, Arc<RouteStats>>,
     collided: Vec<Arc<RouteStats>>,
+    /// The generation of the last index (its mark on the stats it gave out).
+    generation: u64,
 }
 
 impl LabelSets {
@@ -576,8 +578,6 @@ pub struct RequestMetrics {
     labels: RequestLabels,
     enabled: bool,
     live: Mutex<LabelSets>,
-    /// The generation of the last index.
-    generation: AtomicU64,
     unrouted: Arc<RouteStats>,
 }
 
@@ -608,7 +608,6 @@ impl RequestMetrics {
             labels,
             enabled,
             live: Mutex::new(LabelSets::default()),
-            generation: AtomicU64::new(0),
         })
     }
 
@@ -633,8 +632,9 @@ impl RequestMetrics {
         if !self.enabled {
             return RouteIndex::off();
         }
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.generation += 1;
+        let generation = live.generation;
         let sites = (self.labels.per_host || self.labels.per_path).then(|| {
             // The rule host and path of each route; a route reached from several rules (an
             // Ingress's defaultBackend serving each of its hosts) has neither, so that its

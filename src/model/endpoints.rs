@@ -29,7 +29,7 @@ use k8s_openapi::api::networking::v1::IngressServiceBackend;
 use super::Input;
 use super::diagnostic::{ObjectKind, ObjectRef, Reason};
 use super::external_names::{self, ExternalNamePolicy, NameAnswers};
-use super::objects::{self, ByName, index_by_name};
+use super::objects::{self, ByName, index_by_name, same_object};
 use super::table::Backend;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -212,14 +212,13 @@ impl<'a> Backends<'a> {
     fn deps(&self, namespace: &str, name: &str) -> ServiceDeps {
         let key = (namespace, name);
         let service = self.services.get(&key).copied().cloned();
-        let mut slices: Vec<Arc<EndpointSlice>> = self
+        let slices: Vec<Arc<EndpointSlice>> = self
             .slices
             .get(&key)
             .into_iter()
             .flatten()
             .map(|s| Arc::clone(s))
             .collect();
-        slices.sort_by_key(|s| Arc::as_ptr(s) as usize);
         let external = service
             .as_deref()
             .is_some_and(external_names::is_external_name);
@@ -234,13 +233,6 @@ impl<'a> Backends<'a> {
     /// Whether the Service `namespace/name` is resolved from `deps` now (the same objects:
     /// nothing it resolves to can have changed).
     pub(crate) fn matches(&self, namespace: &str, name: &str, deps: &ServiceDeps) -> bool {
-        fn same<T>(now: Option<&&Arc<T>>, then: &Option<Arc<T>>) -> bool {
-            match (now, then) {
-                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
-                (None, None) => true,
-                _ => false,
-            }
-        }
         let key = (namespace, name);
         let service = self.services.get(&key);
         let external = service.is_some_and(|s| external_names::is_external_name(s));
@@ -250,8 +242,8 @@ impl<'a> Backends<'a> {
         };
         let slices = self.slices.get(&key).map_or(&[][..], Vec::as_slice);
         answers
-            && same(service, &deps.service)
-            && same(self.endpoints.get(&key), &deps.endpoints)
+            && same_object(service.copied(), deps.service.as_ref())
+            && same_object(self.endpoints.get(&key).copied(), deps.endpoints.as_ref())
             && slices.len() == deps.slices.len()
             && slices
                 .iter()

@@ -55,10 +55,7 @@ pub use paths::{PathRegex, Template, normalize as normalize_path, routing_path};
 pub use policy::{
     Defaults, Global, Hsts, HttpsPolicy, Policy, Redirect, ResponseRate, Rewrite, Timeouts,
 };
-pub use references::{
-    Fetched, References, class_filter, fetched, named_config_maps, named_secrets, references,
-    tls_secrets,
-};
+pub use references::{Fetched, References, class_filter, fetched, references};
 pub use retry::{Retry, RetryOn};
 #[cfg(test)]
 pub(crate) use table::test_route;

@@ -27,6 +27,16 @@ pub(crate) fn name(meta: &ObjectMeta) -> &str {
 pub(crate) type ByName<'a, T> =
     HashMap<(&'a str, &'a str), &'a Arc<T>, foldhash::fast::RandomState>;
 
+/// Whether `now` is the very object `then` was (both absent counts): how incremental builds
+/// tell that what they read is unchanged.
+pub(crate) fn same_object<T>(now: Option<&Arc<T>>, then: Option<&Arc<T>>) -> bool {
+    match (now, then) {
+        (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Indexes namespaced objects by (namespace, name).
 ///
 /// The input should hold each object once, but a manifests directory can declare the same

@@ -2,6 +2,7 @@
 //! cluster source's rebuild filter uses this to ignore changes to everything else, and the
 //! model's tests check that nothing else can change a build.
 
+#[cfg(test)]
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -66,8 +67,10 @@ pub fn fetched(ingress: &Ingress, refs: &References, config: &BuildConfig) -> Fe
 }
 
 /// The Secrets that the annotations of weir's Ingresses (of `config`'s class) name and that a
-/// build may read: [`Fetched::named_secrets`] of each.
-pub fn named_secrets(
+/// build may read: [`Fetched::named_secrets`] of each. (The cluster source counts them per
+/// Ingress; these whole-input forms state what the counts add up to, for tests.)
+#[cfg(test)]
+fn named_secrets(
     ingresses: &[Arc<Ingress>],
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
@@ -77,7 +80,8 @@ pub fn named_secrets(
 
 /// The ConfigMaps that the annotations of weir's Ingresses name and that a build may read,
 /// like [`named_secrets`].
-pub fn named_config_maps(
+#[cfg(test)]
+fn named_config_maps(
     ingresses: &[Arc<Ingress>],
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
@@ -87,7 +91,8 @@ pub fn named_config_maps(
 
 /// The TLS Secrets (`spec.tls`) of weir's Ingresses (of `config`'s class): the only ones whose
 /// keys a cluster source keeps.
-pub fn tls_secrets(
+#[cfg(test)]
+fn tls_secrets(
     ingresses: &[Arc<Ingress>],
     ingress_classes: &[Arc<IngressClass>],
     config: &BuildConfig,
@@ -96,6 +101,7 @@ pub fn tls_secrets(
 }
 
 /// The objects `pick` takes from what is fetched for each of weir's Ingresses.
+#[cfg(test)]
 fn all_fetched(
     ingresses: &[Arc<Ingress>],
     ingress_classes: &[Arc<IngressClass>],

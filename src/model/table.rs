@@ -743,14 +743,18 @@ impl RouteTableBuilder {
         true
     }
 
-    /// The passthrough setting of `host`, if it has one.
-    pub fn passthrough(&self, host: &HostMatch) -> Option<&Passthrough> {
-        let routes: &HostRoutes = match host {
+    /// The routes filled in so far for `host`, if some rule or setting names it.
+    fn filled(&self, host: &HostMatch) -> Option<&HostRoutes> {
+        match host {
             HostMatch::Exact(h) => self.exact_hosts.get(h).map(|r| &**r),
             HostMatch::Wildcard(s) => self.wildcard_hosts.get(s).map(|r| &**r),
             HostMatch::Any => Some(&self.any_host),
-        }?;
-        routes.settings.passthrough.as_ref()
+        }
+    }
+
+    /// The passthrough setting of `host`, if it has one.
+    pub fn passthrough(&self, host: &HostMatch) -> Option<&Passthrough> {
+        self.filled(host)?.settings.passthrough.as_ref()
     }
 
     /// The route of `ingress` that serves path `/` on `host` (exact, `/` prefix or regex, in
@@ -758,11 +762,7 @@ impl RouteTableBuilder {
     /// `ssl-passthrough` sends the host's TLS connections to, as ingress-nginx sends them to
     /// its `/` location.
     pub fn root_route(&self, host: &HostMatch, ingress: &ObjectRef) -> Option<Arc<Route>> {
-        let routes: &HostRoutes = match host {
-            HostMatch::Exact(h) => self.exact_hosts.get(h).map(|r| &**r),
-            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s).map(|r| &**r),
-            HostMatch::Any => Some(&self.any_host),
-        }?;
+        let routes = self.filled(host)?;
         let regex = routes
             .regex
             .iter()

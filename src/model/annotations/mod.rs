@@ -63,7 +63,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::access::Access;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
-use super::objects::ByName;
+use super::objects::{ByName, same_object};
 use super::policy::{Defaults, Policy};
 use compat::Support;
 
@@ -221,22 +221,18 @@ impl Context<'_> {
 
     /// Whether every read in `reads` would find the same object now.
     pub fn still_reads(&self, reads: &[ObjectRead]) -> bool {
-        fn same<T>(now: Option<&&Arc<T>>, then: &Option<Arc<T>>) -> bool {
-            match (now, then) {
-                (Some(now), Some(then)) => Arc::ptr_eq(now, then),
-                (None, None) => true,
-                _ => false,
-            }
-        }
         reads.iter().all(|read| match read {
-            ObjectRead::Secret(o, then) => same(
-                self.secrets.get(&(o.namespace.as_str(), o.name.as_str())),
-                then,
+            ObjectRead::Secret(o, then) => same_object(
+                self.secrets
+                    .get(&(o.namespace.as_str(), o.name.as_str()))
+                    .copied(),
+                then.as_ref(),
             ),
-            ObjectRead::ConfigMap(o, then) => same(
+            ObjectRead::ConfigMap(o, then) => same_object(
                 self.config_maps
-                    .get(&(o.namespace.as_str(), o.name.as_str())),
-                then,
+                    .get(&(o.namespace.as_str(), o.name.as_str()))
+                    .copied(),
+                then.as_ref(),
             ),
         })
     }

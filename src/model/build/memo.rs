@@ -19,6 +19,7 @@ use super::super::BuildConfig;
 use super::super::annotations::{Context, IngressAnnotations, ObjectRead};
 use super::super::diagnostic::Diagnostic;
 use super::super::endpoints::{BackendCache, Backends, ServiceDeps};
+use super::super::objects::same_object;
 use super::super::table::{HostMatch, PathRule, Route};
 use super::order::Order;
 
@@ -47,14 +48,10 @@ impl IncrementalBuild {
         config: &BuildConfig,
         config_map: Option<&Arc<ConfigMap>>,
     ) {
-        let same = self.global.as_ref().is_some_and(|(then, map)| {
-            then == config
-                && match (map, config_map) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                }
-        });
+        let same = self
+            .global
+            .as_ref()
+            .is_some_and(|(then, map)| then == config && same_object(config_map, map.as_ref()));
         if !same {
             self.order.clear();
             self.ingresses.clear();

@@ -222,7 +222,7 @@ impl ClusterSource {
         if synced? {
             // TLS Secrets are watched once the Ingresses are known, so that the first list
             // keeps the keys of the ones they name and drops every other's.
-            let references = self.references(&stores);
+            let mut references = self.references(&stores);
             tls.want(self.tls_secrets(&references), &stores.secrets)
                 .await;
             let watchers = Watchers {
@@ -242,7 +242,8 @@ impl ClusterSource {
                     .map_err(|_| ClusterError::WatcherStopped("Secret")),
             };
             if listed? {
-                self.send_changes(&stores, &mut named, &mut tls, &mut changes, &tx, &cancel)
+                let changes = (&mut changes, &mut references);
+                self.send_changes(&stores, &mut named, &mut tls, changes, &tx, &cancel)
                     .await;
             }
         } else {
@@ -298,23 +299,24 @@ impl ClusterSource {
 
     /// Sends the first input, then a new one after every debounced burst of changes that can
     /// affect the table, until `cancel` fires or the watchers are gone.
+    /// `references` are what the stores' Ingresses referenced when the TLS Secrets were first
+    /// asked for; changes keep them up to date.
     async fn send_changes(
         &self,
         stores: &Stores,
         named: &mut NamedObjects,
         tls: &mut TlsSecrets,
-        changes: &mut mpsc::Receiver<Change>,
+        (changes, references): (&mut mpsc::Receiver<Change>, &mut References),
         tx: &tokio_watch::Sender<Option<Arc<Input>>>,
         cancel: &CancellationToken,
     ) {
-        // What arrived during the initial lists is in the stores already. Drain it before
-        // reading them, so that a change landing after the read is not drained unseen.
+        // What arrived during the initial lists is in the stores already; what arrived since
+        // `references` were read is taken into them below, before the first table.
         while changes.try_recv().is_ok() {}
-        let mut references = self.references(stores);
         // The objects annotations name are read before the first table, so that a restart
         // does not answer 503 on protected routes while they load; one weir cannot read
         // (RBAC) holds the table back for a while only, its routes fail closed meanwhile.
-        self.watch_named(&references, named);
+        self.watch_named(references, named);
         tokio::select! {
             _ = cancel.cancelled() => return,
             ready = tokio::time::timeout(NAMED_OBJECTS_WAIT, named.wait_until_ready()) => {
@@ -325,8 +327,8 @@ impl ClusterSource {
         }
         // Ingresses that arrived while the Secrets were listed name theirs too.
         references.update_and_check(&Change::Always, &stores.ingresses, &stores.classes);
-        self.watch_named(&references, named);
-        tls.want(self.tls_secrets(&references), &stores.secrets)
+        self.watch_named(references, named);
+        tls.want(self.tls_secrets(references), &stores.secrets)
             .await;
         info!("every watcher has listed; publishing the first table");
         let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
@@ -363,8 +365,8 @@ impl ClusterSource {
             while let Ok(change) = changes.try_recv() {
                 references.update_and_check(&change, &stores.ingresses, &stores.classes);
             }
-            self.watch_named(&references, named);
-            tls.want(self.tls_secrets(&references), &stores.secrets)
+            self.watch_named(references, named);
+            tls.want(self.tls_secrets(references), &stores.secrets)
                 .await;
             let _ = tx.send(Some(Arc::new(stores.input(named, tls))));
         }
