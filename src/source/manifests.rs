@@ -379,7 +379,7 @@ impl ManifestSource {
     }
 
     /// Loads once and publishes, then watches DIR recursively and reloads on every change
-    /// (debounced: 5 ms of quiet, at most 200 ms after the first change; only the files the
+    /// (debounced: 2 ms of quiet, at most 200 ms after the first change; only the files the
     /// watcher names are read again), publishing a new
     /// `Arc<Input>` only when the objects changed. Falls back to polling every 500 ms if the
     /// filesystem watcher cannot be set up. Returns when `cancel` fires.

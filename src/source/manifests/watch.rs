@@ -14,8 +14,10 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 /// Reload after this long without further changes (an atomic save is one rename; a
-/// `cp -r` or `git checkout` of many files comes in a burst of events microseconds apart)…
-const QUIET: Duration = Duration::from_millis(5);
+/// `cp -r` or `git checkout` of many files comes in a burst of events microseconds apart, and
+/// a burst that outlasts the window only costs another load: loads are incremental and a
+/// partly written file keeps its last good objects)…
+const QUIET: Duration = Duration::from_millis(2);
 /// …but never later than this after the first change, even under a stream of changes.
 const MAX_DELAY: Duration = Duration::from_millis(200);
 /// How often the fallback polls the directory.
