@@ -575,7 +575,7 @@ impl Config {
         ClusterConfig {
             namespace: self.watch_namespace.clone(),
             endpoints_api: self.endpoints_api,
-            debounce: Duration::from_millis(10),
+            debounce: Duration::from_millis(5),
             debounce_max: Duration::from_millis(500),
             default_certificate: self.default_ssl_certificate.clone(),
             config_map: self.routes.configmap.clone(),
