@@ -1343,6 +1343,23 @@ cfg_tests() {
     stop "$pid"
     rm -f "$wdir"/change-*.yaml "$ndir"/conf.d/change-*.conf
   done
+  cfg_cluster_test
+}
+
+# 8d. Cluster mode: weir only (nginx-ingress's reload is test 8a's), in scripts/e2e-env.sh's
+# private namespaces with a real etcd and kube-apiserver; needs root, like the e2e tests.
+cfg_cluster_test() {
+  if [ "$(id -u)" != 0 ]; then
+    note "8d (cluster mode) skipped: scripts/e2e-env.sh needs root"
+    return
+  fi
+  log "8d. cluster mode: $CFG_INGRESSES Ingresses in a real kube-apiserver"
+  local json
+  json=$("$ROOT/scripts/e2e-env.sh" -- "$BENCH/cluster.sh" "$TOOL" "$WEIR_BIN" "$CFG_INGRESSES" \
+    "$CFG_CHANGES" "$PIN_CPUS" "$LOAD_CPUS" "$WORK/weir-cluster.log" 2>>"$WORK/cluster.log") ||
+    die "8d (cluster mode) failed (see $WORK/cluster.log and $WORK/weir-cluster.log)"
+  record --test cfg_cluster --target weir --json "$json"
+  note "weir: change → routable p50 $(field p50_ms "$json") ms, p99 $(field p99_ms "$json") ms (the API server's answer: $(field write_p50_ms "$json") ms p50); start-up $(field load_s "$json") s"
 }
 
 # ---------------------------------------------------------------------------------------------

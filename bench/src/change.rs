@@ -1,10 +1,12 @@
 //! Time from a configuration change to the first request that sees it.
 //!
 //! For each change `k`: the instantiated template is written atomically (a hidden temporary
-//! file renamed into place) to the destination, the `--after-write` command runs if given
-//! (nginx: `nginx -s reload`) and must succeed, and then new connections ask for the new host
-//! in a tight loop until one answers 200. The time counted runs from just before the write to
-//! that 200 response.
+//! file renamed into place) to the destination, or with `--post` created in the Kubernetes API
+//! server (one kept-alive connection, as a controller's client would use), the `--after-write`
+//! command runs if given (nginx: `nginx -s reload`) and must succeed, and then new connections
+//! ask for the new host in a tight loop until one answers 200. The time counted runs from just
+//! before the write (or the `POST`) to that 200 response; with `--post` the API server's answer
+//! time is reported too (`write_p50_ms`), the part of the whole that is not the proxy's.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,8 +28,14 @@ pub struct Args {
     #[arg(long)]
     template: std::path::PathBuf,
     /// The file each change writes (`{{i}}` becomes the index).
+    #[arg(long, required_unless_present = "post", conflicts_with = "post")]
+    dest: Option<String>,
+    /// Instead of writing a file, `POST` each change to this API path.
     #[arg(long)]
-    dest: String,
+    post: Option<String>,
+    /// The API server (with `--post`).
+    #[command(flatten)]
+    api: crate::kube::ApiArgs,
     /// The `Host` that the change makes routable (`{{i}}` becomes the index).
     #[arg(long)]
     host: String,
@@ -54,19 +62,34 @@ pub struct Args {
     gap: Duration,
 }
 
-/// Makes the changes and prints `{"changes", "seen", "lost", "p50_ms", "p99_ms", "max_ms", "samples_ms"}`.
+/// Makes the changes and prints `{"changes", "seen", "lost", "p50_ms", "p99_ms", "max_ms",
+/// "samples_ms"}` (and `write_p50_ms`, `write_max_ms` with `--post`).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let template = std::fs::read_to_string(&args.template)
         .with_context(|| format!("cannot read {}", args.template.display()))?;
+    let mut api = match &args.post {
+        Some(_) => Some(crate::kube::ApiClient::connect(&args.api).await?),
+        None => None,
+    };
     let mut samples = Samples::default();
+    let mut writes = Samples::default();
     let mut list = Vec::new();
     let mut lost = 0u64;
     let mut probes = 0u64;
     for i in args.start..args.start + args.count {
-        let dest = instantiate(&args.dest, i);
         let host = instantiate(&args.host, i);
         let began = Instant::now();
-        write_atomically(Path::new(&dest), instantiate(&template, i).as_bytes())?;
+        let change = instantiate(&template, i);
+        match (&mut api, &args.post, &args.dest) {
+            (Some(api), Some(path), _) => {
+                api.post(path, change, false).await?;
+                writes.push(began.elapsed());
+            }
+            (_, _, Some(dest)) => {
+                write_atomically(Path::new(&instantiate(dest, i)), change.as_bytes())?
+            }
+            _ => anyhow::bail!("--dest or --post is required"),
+        }
         if let Some(command) = &args.after_write {
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
@@ -102,6 +125,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "samples_ms": list,
     });
     merge(&mut out, samples.summary_ms());
+    if !writes.is_empty() {
+        let writes = writes.summary_ms();
+        merge(
+            &mut out,
+            json!({ "write_p50_ms": writes["p50_ms"], "write_max_ms": writes["max_ms"] }),
+        );
+    }
     println!("{out}");
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! - `hold`: opens N idle keep-alive HTTP connections or WebSockets and holds them;
 //! - `rate`: fixed-rate HTTP/1.1 keep-alive load with error accounting;
 //! - `conn`: new connections per second, plain TCP or full TLS handshakes;
-//! - `gen` and `change`: configuration generation and change-to-routable latency;
+//! - `gen` and `change`: configuration generation and change-to-routable latency (files, or
+//!   objects created in a Kubernetes API server);
 //! - `callgrind`: instructions per request from callgrind dumps (the A/B of two weir binaries);
 //! - `percentiles` and `report`: numbers to JSON and the final markdown/JSON report.
 //!
@@ -23,6 +24,7 @@ mod conn;
 mod gen_config;
 mod grpc;
 mod hold;
+mod kube;
 mod rate;
 mod report;
 mod stats;
@@ -62,9 +64,11 @@ enum Command {
     Rate(rate::Args),
     /// New connections per second: one request per connection, plain or TLS.
     Conn(conn::Args),
-    /// Write N copies of a template (`{{i}}` replaced by the index) to files.
+    /// Write N copies of a template (`{{i}}` replaced by the index) to files, or create them in
+    /// a Kubernetes API server.
     Gen(gen_config::Args),
-    /// Time from a configuration change (a written file) to the first request that sees it.
+    /// Time from a configuration change (a written file or a created object) to the first
+    /// request that sees it.
     Change(change::Args),
     /// Instructions per request from callgrind dumps; functions that differ, baseline vs current.
     Callgrind(callgrind::Args),
@@ -83,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         // Pure file and text work: no runtime needed.
-        Command::Gen(args) => return gen_config::run(args),
+        Command::Gen(args) if args.post.is_none() => return gen_config::run(args),
         Command::Percentiles(args) => return stats::run_percentiles(args),
         Command::Report(args) => return report::run(args),
         Command::Callgrind(args) => return callgrind::run(args),
@@ -106,8 +110,8 @@ fn main() -> anyhow::Result<()> {
             Command::Rate(args) => rate::run(args).await,
             Command::Conn(args) => conn::run(args).await,
             Command::Change(args) => change::run(args).await,
-            Command::Gen(_)
-            | Command::Percentiles(_)
+            Command::Gen(args) => gen_config::post(args).await,
+            Command::Percentiles(_)
             | Command::Report(_)
             | Command::Callgrind(_)
             | Command::GrpcMessage(_)

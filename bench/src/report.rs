@@ -544,6 +544,21 @@ const TESTS: &[Test] = &[
         ],
     },
     Test {
+        id: "cfg_cluster",
+        title: "8d. Cluster mode: an Ingress `POST`ed to a real kube-apiserver → first request \
+                that sees it, 10,000 Ingresses there",
+        metrics: &[
+            shown("p50_ms", "p50 (ms)", Lower),
+            shown("p99_ms", "p99 (ms)", Lower),
+            shown("max_ms", "max (ms)", Lower),
+            shown("write_p50_ms", "… of which the API server's answer, p50 (ms)", Info),
+            shown("load_s", "start → last host routable (s)", Lower),
+            shown("rss_mib", "RSS with 10,000 (MiB)", Info),
+            shown("seen", "changes seen", Info),
+            shown("lost", "changes never seen", Lower),
+        ],
+    },
+    Test {
         id: GRPC_H2C,
         title: "11a. gRPC unary over h2c, 16 conns × 10 streams (h2load)",
         metrics: GRPC,
@@ -1040,6 +1055,18 @@ const GOALS: &[Goalpost] = &[
         "cfg_latency",
         "p99_ms",
         Goal::AtMost(30.0, "ms"),
+    ),
+    goalpost(
+        "change → routable p99 ≤ 30 ms, 10,000 Ingresses, cluster mode (8d)",
+        "cfg_cluster",
+        "p99_ms",
+        Goal::AtMost(30.0, "ms"),
+    ),
+    goalpost(
+        "start-up with 10,000 Ingresses ready ≤ 5 s, cluster mode (8d)",
+        "cfg_cluster",
+        "load_s",
+        Goal::AtMost(5.0, "s"),
     ),
     goalpost(
         "start-up with 10,000 Ingresses ready ≤ 5 s (8b)",

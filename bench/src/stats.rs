@@ -27,6 +27,11 @@ impl Samples {
         self.micros.len()
     }
 
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.micros.is_empty()
+    }
+
     /// `{"p50_ms", "p99_ms", "max_ms"}` of the samples (nulls when there are none).
     pub fn summary_ms(&mut self) -> serde_json::Value {
         self.micros.sort_unstable();
