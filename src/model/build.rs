@@ -8,6 +8,7 @@
 //! catch-all of rule-less Ingresses and the controller's default backend.
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use super::policy::{Defaults, HttpsPolicy, Policy, Rewrite};
 use super::table::{HostMatch, Passthrough, PathKind, PathRule, Route, RouteTableBuilder};
 use super::validate;
 use super::{BuildConfig, Built, Input, TlsBinding};
+use hosts::HostChanges;
 pub use memo::IncrementalBuild;
 use memo::{IngressMemo, Op, RoutesMemo};
 
@@ -81,21 +83,44 @@ impl IncrementalBuild {
             ssl_passthrough: config.ssl_passthrough,
             reads: RefCell::default(),
         };
-        // The annotations of each Ingress: parsed again when it or what they read changed.
-        let mut previous = std::mem::take(&mut self.ingresses);
-        let mut memos: Vec<(usize, Box<IngressMemo>)> = ours
-            .iter()
-            .map(|o| {
-                let address = Arc::as_ptr(o.ingress) as usize;
-                match previous.remove(&address) {
-                    Some(kept) if kept.parsed_for(o.ingress, &context) => (address, kept),
-                    _ => (address, Box::new(parse_ingress(o, &context))),
+        // The annotations of each Ingress: parsed again when it or what they read changed. The
+        // hosts of routes that go away are noted in `changes`, to be assembled again.
+        let mut changes = HostChanges::default();
+        self.generation += 1;
+        let generation = self.generation;
+        // The Ingresses whose annotations can make their hosts regex hosts.
+        let mut regex_candidates = Vec::new();
+        for o in &ours {
+            let memo = match self.ingresses.entry(address(o.ingress)) {
+                Entry::Occupied(kept) => {
+                    let memo = kept.into_mut();
+                    if !memo.parsed_for(o.ingress, &context) {
+                        changes.removed(memo.routes.as_ref());
+                        **memo = parse_ingress(o, &context);
+                    }
+                    memo
                 }
-            })
-            .collect();
-        drop(previous);
-        let parsed: Vec<&IngressAnnotations> = memos.iter().map(|(_, m)| &m.parsed).collect();
-        let regex_hosts = regex_hosts(&ours, &parsed);
+                Entry::Vacant(slot) => slot.insert(Box::new(parse_ingress(o, &context))),
+            };
+            memo.generation = generation;
+            if memo.parsed.regex || memo.parsed.policy.rewrite.target.is_some() {
+                regex_candidates.push(o);
+            }
+        }
+        if self.ingresses.len() > ours.len() {
+            self.ingresses.retain(|_, memo| {
+                let live = memo.generation == generation;
+                if !live {
+                    changes.removed(memo.routes.as_ref());
+                }
+                live
+            });
+        }
+        let regex_hosts = regex_hosts(
+            regex_candidates
+                .into_iter()
+                .map(|o| (o, &self.ingresses[&address(o.ingress)].parsed)),
+        );
         let mut builder = Builder {
             table: RouteTableBuilder::with_capacity(ours.len()),
             backends: Backends::new(
@@ -113,22 +138,34 @@ impl IncrementalBuild {
         };
         // The routes of each Ingress: computed again when they or what they read changed.
         let controller_backend = config.default_backend_service.as_ref();
-        for (ours, (_, memo)) in ours.iter().zip(&mut memos) {
+        for (&address, memo) in &mut self.ingresses {
             let holds = memo.routes.as_ref().is_some_and(|routes| {
                 routes.holds(&builder.backends, |host| builder.host_kind(host))
             });
             if !holds {
-                memo.routes = Some(builder.compute(ours, &memo.parsed, controller_backend));
+                let ours = self.order.our(address);
+                let routes = builder.compute(&ours, &memo.parsed, controller_backend);
+                changes.removed(memo.routes.as_ref());
+                changes.added(address, &routes);
+                memo.routes = Some(routes);
             }
         }
+        let memos: Vec<&IngressMemo> = ours
+            .iter()
+            .map(|o| &*self.ingresses[&address(o.ingress)])
+            .collect();
         let routes: Vec<&RoutesMemo> = memos
             .iter()
-            .filter_map(|(_, memo)| memo.routes.as_ref())
+            .map(|memo| {
+                memo.routes
+                    .as_ref()
+                    .expect("every memo's routes were computed")
+            })
             .collect();
         let annotations: Vec<&IngressAnnotations> = routes.iter().map(|r| &r.annotations).collect();
 
         let mut catch_all = Vec::new();
-        for ((ours, (_, memo)), routes) in ours.iter().zip(&memos).zip(&routes) {
+        for ((ours, memo), routes) in ours.iter().zip(&memos).zip(&routes) {
             builder
                 .diagnostics
                 .extend(memo.parse_diagnostics.iter().cloned());
@@ -138,11 +175,11 @@ impl IncrementalBuild {
             if routes.annotations.canary.is_canary() {
                 continue;
             }
-            builder.apply(ours.object, routes);
             if let Some(route) = &routes.catch_all {
                 catch_all.push((ours.has_rules, ours.object.clone(), route.clone()));
             }
         }
+        builder.apply_all(&self.order, &self.ingresses, changes, &mut self.hosts);
         for (ours, annotations) in ours.iter().zip(&annotations) {
             if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
                 builder.add_canary(ours, annotations, rule);
@@ -162,8 +199,7 @@ impl IncrementalBuild {
         self.backends = backends.keep();
         diagnostics.sort();
         diagnostics.dedup();
-        drop((routes, annotations, ours));
-        self.ingresses = memos.into_iter().collect();
+        drop((memos, routes, annotations, ours));
         let ingresses = self.order.sorted();
         Built {
             table: table.build(),
@@ -172,6 +208,11 @@ impl IncrementalBuild {
             ingresses,
         }
     }
+}
+
+/// The address of an Ingress object: what its memos are kept by.
+fn address(ingress: &Arc<Ingress>) -> usize {
+    Arc::as_ptr(ingress) as usize
 }
 
 /// Parses the annotations of one of weir's Ingresses, noting what they read.
@@ -186,18 +227,18 @@ fn parse_ingress(ours: &OurIngress<'_>, context: &annotations::Context<'_>) -> I
         parsed,
         parse_diagnostics: diagnostics,
         routes: None,
+        generation: 0,
     }
 }
 
 /// The hosts whose paths are all matched as regexes: those with a path of an Ingress that sets
 /// `use-regex`, or a `rewrite-target` other than that path (ingress-nginx's rule, which applies
 /// to every Ingress of the host).
-fn regex_hosts(
-    ours: &[OurIngress<'_>],
-    annotations: &[&IngressAnnotations],
+fn regex_hosts<'a>(
+    ingresses: impl Iterator<Item = (&'a OurIngress<'a>, &'a IngressAnnotations)>,
 ) -> BTreeSet<HostMatch> {
     let mut hosts = BTreeSet::new();
-    for (ours, annotations) in ours.iter().zip(annotations) {
+    for (ours, annotations) in ingresses {
         let target = annotations.policy.rewrite.target.as_ref();
         if !annotations.regex && target.is_none() {
             continue;
@@ -532,13 +573,14 @@ impl Builder<'_> {
         (self.is_tls_host(host), self.regex_hosts.contains(host))
     }
 
-    /// Adds the routes of Ingress `me` to the table, reporting conflicts with older ones.
-    fn apply(&mut self, me: &ObjectRef, routes: &RoutesMemo) {
-        for op in &routes.ops {
+    /// Adds the routes of Ingress `me` on `host` to the table, reporting conflicts with older
+    /// ones.
+    fn apply_host(&mut self, me: &ObjectRef, routes: &RoutesMemo, host: &HostMatch) {
+        for op in routes.ops.iter().filter(|op| op.host() == host) {
             match op {
-                Op::Declare(host) => self.table.declare_host(host),
-                Op::Insert(host, path, route) => self.insert(me, host, path, route.clone()),
-                Op::Fallback(host, route) => {
+                Op::Declare(_) => self.table.declare_host(host),
+                Op::Insert(_, path, route) => self.insert(me, host, path, route.clone()),
+                Op::Fallback(_, route) => {
                     if let Err(winner) = self.table.set_host_fallback(host, route.clone()) {
                         let message = format!(
                             "spec.defaultBackend is not used for host \"{host}\": Ingress {} {} \
@@ -1104,6 +1146,7 @@ fn without_global_auth(
 
 mod canaries;
 mod error_pages;
+mod hosts;
 #[cfg(test)]
 mod incremental_tests;
 mod memo;

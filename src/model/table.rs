@@ -280,14 +280,16 @@ impl HostSettings {
 }
 
 /// A Prefix route and whether its rule was written with a trailing slash.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PrefixRoute {
     route: Arc<Route>,
     trailing_slash: bool,
 }
 
-/// The routes of one host (or of the wildcard or any-host rules).
-#[derive(Debug, Default, PartialEq, Eq)]
+/// The routes of one host (or of the wildcard or any-host rules). Cloned only to change a host
+/// that an earlier table shares (copy on write): a build reuses the `Arc` of each host whose
+/// Ingresses did not change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostRoutes {
     exact: FastMap<String, Arc<Route>>,
     prefix: FastMap<String, PrefixRoute>,
@@ -464,6 +466,17 @@ impl RouteTable {
         self.route_count
     }
 
+    /// The routes of an exact or wildcard `host` as the table holds them (`None` for
+    /// [`HostMatch::Any`] and hosts no rule names): a host that did not change between two
+    /// tables is the same `Arc` in both.
+    pub fn host_routes(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
+        match host {
+            HostMatch::Exact(h) => self.exact_hosts.get(h),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
+            HostMatch::Any => None,
+        }
+    }
+
     /// Every entry of the table with the rule host and path it is reached by (`""` for rules
     /// without a host and for default backends), so that data kept per route (metrics) can be
     /// prepared once per table. A route shared by several entries (an Ingress's default backend
@@ -616,6 +629,37 @@ impl RouteTableBuilder {
             HostMatch::Wildcard(s) => own(self.wildcard_hosts.entry(s.clone()).or_default()),
             HostMatch::Any => &mut self.any_host,
         }
+    }
+
+    /// Puts `host` in the table with routes an earlier build made (`routes` of them, as
+    /// [`RouteTableBuilder::route_count`] counted them), shared until something changes
+    /// them. `host` must not be in the builder yet, and must not be [`HostMatch::Any`].
+    pub fn adopt_host(&mut self, host: &HostMatch, routes: Arc<HostRoutes>, count: usize) {
+        let previous = match host {
+            HostMatch::Exact(h) => self.exact_hosts.insert(h.clone(), routes),
+            HostMatch::Wildcard(s) => self.wildcard_hosts.insert(s.clone(), routes),
+            HostMatch::Any => unreachable!("the routes for all hosts are not adopted"),
+        };
+        debug_assert!(previous.is_none(), "host {host} adopted twice");
+        self.route_count += count;
+    }
+
+    /// The routes of `host` as filled in so far, to keep for a later build (see
+    /// [`RouteTableBuilder::adopt_host`]): their regex paths in matching order. `None` for a
+    /// host not in the builder and for [`HostMatch::Any`].
+    pub fn host_to_keep(&mut self, host: &HostMatch) -> Option<Arc<HostRoutes>> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.exact_hosts.get_mut(h)?,
+            HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s)?,
+            HostMatch::Any => return None,
+        };
+        sort_regexes(routes);
+        Some(routes.clone())
+    }
+
+    /// How many rules were inserted so far (adopted hosts' included).
+    pub fn route_count(&self) -> usize {
+        self.route_count
     }
 
     /// Puts `host` in the table, with or without routes: a host some rule names is never
@@ -814,22 +858,12 @@ impl RouteTableBuilder {
 
     /// The finished table.
     pub fn build(self) -> RouteTable {
-        fn sort(routes: &mut HostRoutes) {
-            // ingress-nginx's order: the longest path string first, then the greater string;
-            // equal paths keep their insertion (age) order.
-            routes.regex.sort_by(|(a, _), (b, _)| {
-                let (a, b) = (a.as_str(), b.as_str());
-                b.len().cmp(&a.len()).then_with(|| b.cmp(a))
-            });
-        }
         let (mut exact_hosts, mut wildcard_hosts) = (self.exact_hosts, self.wildcard_hosts);
         for routes in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()) {
-            if routes.regex.len() > 1 {
-                sort(own(routes));
-            }
+            sort_regexes(routes);
         }
         let mut any_host = self.any_host;
-        sort(&mut any_host);
+        any_host.regex.sort_by(regex_order);
         let mut aliases = Vec::new();
         for (alias, host) in self.aliases {
             let target = match &host {
@@ -864,9 +898,27 @@ impl RouteTableBuilder {
     }
 }
 
-/// The host routes a builder is filling (never shared before the table is built).
+/// The host routes a builder is filling: its own, or a copy of them when an earlier table
+/// shares them (an adopted host that a later step changes).
 fn own(routes: &mut Arc<HostRoutes>) -> &mut HostRoutes {
-    Arc::get_mut(routes).expect("a builder's host routes are its own until it builds")
+    Arc::make_mut(routes)
+}
+
+/// ingress-nginx's order of regex paths: the longest path string first, then the greater
+/// string; equal paths keep their insertion (age) order.
+fn regex_order(a: &(PathRegex, Arc<Route>), b: &(PathRegex, Arc<Route>)) -> std::cmp::Ordering {
+    let (a, b) = (a.0.as_str(), b.0.as_str());
+    b.len().cmp(&a.len()).then_with(|| b.cmp(a))
+}
+
+/// Puts the regex paths of `routes` in matching order (copying them only when they are not).
+fn sort_regexes(routes: &mut Arc<HostRoutes>) {
+    let sorted = routes
+        .regex
+        .is_sorted_by(|a, b| regex_order(a, b) != std::cmp::Ordering::Greater);
+    if !sorted {
+        own(routes).regex.sort_by(regex_order);
+    }
 }
 
 fn trim_trailing_slashes(path: &str) -> &str {

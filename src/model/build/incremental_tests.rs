@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::model::fixtures::{
     backend, config_map, endpoint_slice, ingress, ingress_class, service,
 };
-use crate::model::{BuildConfig, IncrementalBuild, Input, ObjectKind, ObjectRef, build};
+use crate::model::{BuildConfig, HostMatch, IncrementalBuild, Input, ObjectKind, ObjectRef, build};
 
 const NS: &str = "apps";
 const OURS: &str = "weir.dev/ingress-controller";
@@ -47,6 +47,14 @@ fn ingress_variant(i: usize, shape: u8) -> Ingress {
             .annotation("nginx.ingress.kubernetes.io/custom-http-errors", "503")
             .annotation("nginx.ingress.kubernetes.io/default-backend", "errors")
             .default_backend(backend("api", 80));
+    }
+    // Host settings on some shapes: applied on top of hosts a build may reuse.
+    if shape % 5 == 2 {
+        b = b.annotation("nginx.ingress.kubernetes.io/app-root", "/app");
+    }
+    if shape % 7 == 3 {
+        let alias = format!("alias{}.com", i % 2);
+        b = b.annotation("nginx.ingress.kubernetes.io/server-alias", &alias);
     }
     if shape & 64 != 0 {
         b = b
@@ -308,6 +316,22 @@ fn an_unchanged_ingress_keeps_its_routes_and_a_changed_one_gets_new_ones() {
     let moved = route(&second, "h1.com");
     assert_eq!(moved.ingress.name, "ing-4");
     assert_eq!(moved.backend.service.name, "api");
+    // The hosts whose Ingresses did not change are the same `Arc`s (nothing of them was
+    // assembled again); the host ing-4 left is new (h1.com, which it joined, is new too).
+    let host = |built: &crate::model::Built, name: &str| {
+        let host = HostMatch::Exact(name.to_owned());
+        built.table.host_routes(&host).expect("the host").clone()
+    };
+    for unchanged in ["h0.com", "f2.com", "f3.com"] {
+        assert!(
+            Arc::ptr_eq(&host(&first, unchanged), &host(&second, unchanged)),
+            "{unchanged}"
+        );
+    }
+    assert!(!Arc::ptr_eq(
+        &host(&first, "h2.com"),
+        &host(&second, "h2.com")
+    ));
 
     // The endpoints of api change: the routes to api are new, the others stay.
     world.apply(&Change::Endpoints(1, 2));

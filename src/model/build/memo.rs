@@ -21,6 +21,7 @@ use super::super::diagnostic::Diagnostic;
 use super::super::endpoints::{BackendCache, Backends, ServiceDeps};
 use super::super::objects::same_object;
 use super::super::table::{HostMatch, PathRule, Route};
+use super::hosts::HostMemos;
 use super::order::Order;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -32,12 +33,16 @@ pub struct IncrementalBuild {
     /// What every memo was computed under: the settings and the controller ConfigMap. When
     /// they change, everything is computed again.
     pub(super) global: Option<(BuildConfig, Option<Arc<ConfigMap>>)>,
+    /// How many builds there were (each memo is marked with the last that used it).
+    pub(super) generation: u64,
     /// The input's Ingresses, and weir's in build order.
     pub(super) order: Order,
     /// Each of weir's Ingresses as the last build computed it, by the address of its object.
     pub(super) ingresses: FastMap<usize, Box<IngressMemo>>,
     /// The backends the last build resolved.
     pub(super) backends: BackendCache,
+    /// The hosts the last build assembled from the Ingresses' routes.
+    pub(super) hosts: HostMemos,
 }
 
 impl IncrementalBuild {
@@ -55,6 +60,7 @@ impl IncrementalBuild {
         if !same {
             self.order.clear();
             self.ingresses.clear();
+            self.hosts.clear();
             self.backends = BackendCache::default();
             self.global = Some((config.clone(), config_map.cloned()));
         }
@@ -74,6 +80,8 @@ pub(super) struct IngressMemo {
     pub parse_diagnostics: Vec<Diagnostic>,
     /// Its routes; `None` until computed.
     pub routes: Option<RoutesMemo>,
+    /// The last build whose input held it.
+    pub generation: u64,
 }
 
 impl IngressMemo {
@@ -129,4 +137,13 @@ pub(super) enum Op {
     Insert(HostMatch, PathRule, Arc<Route>),
     /// Its `spec.defaultBackend` for a host it names.
     Fallback(HostMatch, Arc<Route>),
+}
+
+impl Op {
+    /// The host the op changes.
+    pub fn host(&self) -> &HostMatch {
+        match self {
+            Op::Declare(host) | Op::Insert(host, ..) | Op::Fallback(host, _) => host,
+        }
+    }
 }

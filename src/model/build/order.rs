@@ -186,6 +186,16 @@ impl Order {
         }
     }
 
+    /// Build order of two of the input's Ingresses, by address (see [`Order::ours`]).
+    pub fn cmp_addresses(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        self.seen[&a].cmp_order(&self.seen[&b]).then(a.cmp(&b))
+    }
+
+    /// The Ingress at `address`, one of the input's.
+    pub fn object(&self, address: usize) -> &ObjectRef {
+        &self.seen[&address].object
+    }
+
     /// weir's Ingresses (each (namespace, name) once) sorted by namespace and name.
     pub fn sorted(&mut self) -> Arc<[ObjectRef]> {
         if let Some(sorted) = &self.sorted {
@@ -204,13 +214,13 @@ impl Order {
             .iter()
             .map(|address| &self.seen[address])
             .filter(|seen| !seen.shadowed)
-            .map(|seen| OurIngress {
-                object: &seen.object,
-                created: seen.created.as_ref(),
-                has_rules: seen.has_rules,
-                ingress: &seen.ingress,
-            })
+            .map(Seen::our)
             .collect()
+    }
+
+    /// The Ingress at `address`, one of weir's.
+    pub fn our(&self, address: usize) -> OurIngress<'_> {
+        self.seen[&address].our()
     }
 }
 
@@ -233,6 +243,15 @@ impl Seen {
             ours: classes.is_ours(ingress),
             shadowed: false,
             build,
+        }
+    }
+
+    fn our(&self) -> OurIngress<'_> {
+        OurIngress {
+            object: &self.object,
+            created: self.created.as_ref(),
+            has_rules: self.has_rules,
+            ingress: &self.ingress,
         }
     }
 
