@@ -128,6 +128,14 @@ struct NamedObjects {
     config_maps: Named<ConfigMap>,
 }
 
+/// What weir fetches because its Ingresses name it: the Secrets and ConfigMaps their
+/// annotations name, the TLS Secrets of their `spec.tls`, and the references that say which.
+struct Referenced {
+    references: References,
+    named: NamedObjects,
+    tls: TlsSecrets,
+}
+
 impl NamedObjects {
     /// Waits until every watch has listed once.
     async fn wait_until_ready(&self) {
@@ -209,7 +217,7 @@ impl ClusterSource {
             restarts: self.restarts.clone(),
             cancel: cancel.clone(),
         };
-        let mut named = NamedObjects {
+        let named = NamedObjects {
             secrets: Named::new(watching.clone()),
             config_maps: Named::new(watching),
         };
@@ -224,7 +232,7 @@ impl ClusterSource {
         if synced? {
             // TLS Secrets are watched once the Ingresses are known, so that the first list
             // keeps the keys of the ones they name and drops every other's.
-            let mut references = self.references(&stores);
+            let references = self.references(&stores);
             tls.want(self.tls_secrets(&references), &stores.secrets)
                 .await;
             let watchers = Watchers {
@@ -244,8 +252,12 @@ impl ClusterSource {
                     .map_err(|_| ClusterError::WatcherStopped("Secret")),
             };
             if listed? {
-                let changes = (&mut changes, &mut references);
-                self.send_changes(&stores, &mut named, &mut tls, changes, &tx, &cancel)
+                let mut referenced = Referenced {
+                    references,
+                    named,
+                    tls,
+                };
+                self.send_changes(&stores, &mut referenced, &mut changes, &tx, &cancel)
                     .await;
             }
         } else {
@@ -301,17 +313,21 @@ impl ClusterSource {
 
     /// Sends the first input, then a new one after every debounced burst of changes that can
     /// affect the table, until `cancel` fires or the watchers are gone.
-    /// `references` are what the stores' Ingresses referenced when the TLS Secrets were first
-    /// asked for; changes keep them up to date.
+    /// `referenced.references` are what the stores' Ingresses referenced when the TLS Secrets
+    /// were first asked for; changes keep them up to date.
     async fn send_changes(
         &self,
         stores: &Stores,
-        named: &mut NamedObjects,
-        tls: &mut TlsSecrets,
-        (changes, references): (&mut mpsc::Receiver<Change>, &mut References),
+        referenced: &mut Referenced,
+        changes: &mut mpsc::Receiver<Change>,
         tx: &tokio_watch::Sender<Option<Arc<Input>>>,
         cancel: &CancellationToken,
     ) {
+        let Referenced {
+            references,
+            named,
+            tls,
+        } = referenced;
         // What arrived during the initial lists is in the stores already; what arrived since
         // `references` were read is taken into them below, before the first table.
         while changes.try_recv().is_ok() {}
