@@ -3,9 +3,10 @@
 //! Steps: read the controller ConfigMap into the global defaults, pick weir's Ingresses
 //! ([`Classes`]) and order them oldest first, read each one's annotations once, find the hosts
 //! whose paths are regexes, then for each Ingress validate its rules, resolve their backends
-//! ([`Backends`]) and insert the routes (the first insert of a host+path wins, so the oldest
-//! Ingress wins a conflict). Last, the host-scope settings (aliases, www redirects), the
-//! catch-all of rule-less Ingresses and the controller's default backend.
+//! ([`Backends`]) and insert the routes host by host (the first insert of a host+path wins, so
+//! the oldest Ingress wins a conflict; a host whose Ingresses' routes did not change since the
+//! last build is reused whole: `hosts`). Last, the canaries, the host-scope settings (aliases,
+//! www redirects), the catch-all of rule-less Ingresses and the controller's default backend.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::hash_map::Entry;
@@ -179,7 +180,14 @@ impl IncrementalBuild {
                 catch_all.push((ours.has_rules, ours.object.clone(), route.clone()));
             }
         }
-        builder.apply_all(&self.order, &self.ingresses, changes, &mut self.hosts);
+        let kept_hosts = &mut self.hosts;
+        builder.apply_all(
+            &self.order,
+            &self.ingresses,
+            changes,
+            kept_hosts,
+            generation,
+        );
         for (ours, annotations) in ours.iter().zip(&annotations) {
             if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
                 builder.add_canary(ours, annotations, rule);
@@ -210,7 +218,7 @@ impl IncrementalBuild {
     }
 }
 
-/// The address of an Ingress object: what its memos are kept by.
+/// The address of an Ingress object: what its memos and its place in the order are kept by.
 fn address(ingress: &Arc<Ingress>) -> usize {
     Arc::as_ptr(ingress) as usize
 }
@@ -539,6 +547,8 @@ impl Builder<'_> {
         } else {
             self.add_ingress(ours, &annotations, &mut ops)
         };
+        // Grouped by host, each host's in the order made: the table is assembled host by host.
+        ops.sort_by(|a, b| a.host().cmp(b.host()));
         // Every host its rules name, the empty one (every host) too: whether it is a regex
         // host changes this Ingress's paths there.
         let mut hosts = rule_hosts(ours.ingress);
@@ -576,7 +586,7 @@ impl Builder<'_> {
     /// Adds the routes of Ingress `me` on `host` to the table, reporting conflicts with older
     /// ones.
     fn apply_host(&mut self, me: &ObjectRef, routes: &RoutesMemo, host: &HostMatch) {
-        for op in routes.ops.iter().filter(|op| op.host() == host) {
+        for op in routes.ops_on(host) {
             match op {
                 Op::Declare(_) => self.table.declare_host(host),
                 Op::Insert(_, path, route) => self.insert(me, host, path, route.clone()),

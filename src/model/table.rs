@@ -469,7 +469,8 @@ impl RouteTable {
     /// The routes of an exact or wildcard `host` as the table holds them (`None` for
     /// [`HostMatch::Any`] and hosts no rule names): a host that did not change between two
     /// tables is the same `Arc` in both.
-    pub fn host_routes(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
+    #[cfg(test)]
+    pub(crate) fn host_routes(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
         match host {
             HostMatch::Exact(h) => self.exact_hosts.get(h),
             HostMatch::Wildcard(s) => self.wildcard_hosts.get(s),
@@ -596,8 +597,9 @@ impl HostRoutes {
 /// precedence order (oldest Ingress first) and report the returned conflicts.
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
-    /// Already in the `Arc`s the table keeps them in (the builder's own: see [`own`]), so
-    /// that building the table does not move every host again.
+    /// Already in the `Arc`s the table keeps them in, so that building the table does not
+    /// move every host again: the builder's own, or shared with an earlier table (adopted
+    /// hosts, copied before a change: see [`own`]).
     exact_hosts: FastMap<String, Arc<HostRoutes>>,
     wildcard_hosts: FastMap<String, Arc<HostRoutes>>,
     any_host: HostRoutes,
@@ -718,9 +720,25 @@ impl RouteTableBuilder {
         Ok(())
     }
 
+    /// The route of the rule `path` on `host` as filled in so far.
+    pub fn rule_route(&self, host: &HostMatch, path: &PathRule) -> Option<&Arc<Route>> {
+        let routes = self.filled(host)?;
+        match path.kind {
+            PathKind::Exact => routes.exact.get(&path.path),
+            PathKind::Prefix => routes.prefix.get(&path.path).map(|p| &p.route),
+            PathKind::Regex => routes
+                .regex
+                .iter()
+                .find(|(r, _)| r.as_str() == path.path)
+                .map(|(_, route)| route),
+        }
+    }
+
     /// The route of the rule `path` on `host`, to change it before the table is built (a
-    /// canary is added to the route of its main Ingress).
+    /// canary is added to the route of its main Ingress). Makes the host the builder's own
+    /// (a copy, when an earlier table shares it) only when the rule is there.
     pub fn rule_route_mut(&mut self, host: &HostMatch, path: &PathRule) -> Option<&mut Arc<Route>> {
+        self.rule_route(host, path)?;
         let routes = match host {
             HostMatch::Exact(h) => self.exact_hosts.get_mut(h).map(own),
             HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s).map(own),
@@ -757,20 +775,20 @@ impl RouteTableBuilder {
     /// Sets `host`'s `app-root` unless it has one already (the first one set wins). Returns
     /// whether it was set.
     pub fn set_app_root(&mut self, host: &HostMatch, app_root: HeaderValue) -> bool {
-        let settings = &mut self.host_routes(host).settings;
-        if settings.app_root.is_some() {
+        if self.has_setting(host, |s| s.app_root.is_some()) {
             return false;
         }
+        let settings = &mut self.host_routes(host).settings;
         settings.app_root = Some(app_root);
         true
     }
 
     /// Sets the client-certificate policy of `host`; false (unchanged) when it has one already.
     pub fn set_client_auth(&mut self, host: &HostMatch, auth: HostClientAuth) -> bool {
-        let settings = &mut self.host_routes(host).settings;
-        if settings.client_auth.is_some() {
+        if self.has_setting(host, |s| s.client_auth.is_some()) {
             return false;
         }
+        let settings = &mut self.host_routes(host).settings;
         settings.client_auth = Some(auth);
         self.client_auth = true;
         true
@@ -778,13 +796,20 @@ impl RouteTableBuilder {
 
     /// Makes `host` pass its TLS connections through; false (unchanged) when it does already.
     pub fn set_passthrough(&mut self, host: &HostMatch, passthrough: Passthrough) -> bool {
-        let settings = &mut self.host_routes(host).settings;
-        if settings.passthrough.is_some() {
+        if self.has_setting(host, |s| s.passthrough.is_some()) {
             return false;
         }
+        let settings = &mut self.host_routes(host).settings;
         settings.passthrough = Some(passthrough);
         self.passthrough = true;
         true
+    }
+
+    /// Whether `host` is in the builder with a setting `set` says is there (checked before the
+    /// host is made the builder's own, which copies a shared one).
+    fn has_setting(&self, host: &HostMatch, set: impl Fn(&HostSettings) -> bool) -> bool {
+        self.filled(host)
+            .is_some_and(|routes| set(&routes.settings))
     }
 
     /// The routes filled in so far for `host`, if some rule or setting names it.

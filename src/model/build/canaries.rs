@@ -110,25 +110,28 @@ impl Builder<'_> {
             self.report(me, problem.reason, message);
         }
         let backend = resolved.backend;
-        let outcome = match self.table.rule_route_mut(host, &rule_path) {
+        // Decided on the route as it is: the host is copied (when shared) only to add it.
+        let outcome = match self.table.rule_route(host, &rule_path) {
             None => Outcome::NoMain,
             Some(main) if main.backend.service == backend.service => {
                 Outcome::SameBackend(main.ingress.clone())
             }
             Some(main) => match &main.canary {
                 Some(taken) => Outcome::Taken(taken.ingress.clone()),
-                None => {
-                    let balance = canary_balance(&main.policy.balance, own);
-                    Arc::make_mut(main).canary = Some(Arc::new(Canary {
-                        ingress: me.clone(),
-                        backend,
-                        rule: rule.clone(),
-                        balance,
-                    }));
-                    Outcome::Added
-                }
+                None => Outcome::Added,
             },
         };
+        if let (Outcome::Added, Some(main)) =
+            (&outcome, self.table.rule_route_mut(host, &rule_path))
+        {
+            let balance = canary_balance(&main.policy.balance, own);
+            Arc::make_mut(main).canary = Some(Arc::new(Canary {
+                ingress: me.clone(),
+                backend,
+                rule: rule.clone(),
+                balance,
+            }));
+        }
         let (reason, message) = match outcome {
             Outcome::Added => return,
             Outcome::NoMain => (

@@ -5,10 +5,12 @@
 //! the routes of the Ingresses that name it, in build order, and on nothing else. So the build
 //! keeps, for each host, the Ingresses that name it and what it assembled; a change assembles
 //! again only the hosts that the routes it replaced or removed named and that the new routes
-//! name. Every other host is the same `Arc<HostRoutes>` as in the last table, with the same
+//! name. Every other host goes into the new table as the same `Arc<HostRoutes>`, with the same
 //! diagnostics: nothing of it is inserted again, and freeing the previous table frees only
-//! what changed. (The routes for all hosts, `HostMatch::Any`, are not an `Arc` of their own:
-//! they are put into every table again, from the Ingresses kept for them.)
+//! what changed. Canaries and host-scope annotations are applied after, to a copy of each host
+//! they touch (copy on write), so those hosts are copies in every table. The routes for all
+//! hosts (`HostMatch::Any`) are not an `Arc` of their own: they are put into every table
+//! again, from the Ingresses kept for them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,27 +23,27 @@ use super::order::Order;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The hosts the last build assembled, kept for the next.
+/// The hosts the last build assembled, kept for the next. Ingresses are named by their
+/// address, the key of their memo in [`super::IncrementalBuild`].
 #[derive(Debug, Default)]
 pub(super) struct HostMemos {
-    build: u64,
     hosts: FastMap<HostMatch, HostMemo>,
-    /// The Ingresses (memo addresses) with rules for all hosts, in build order.
+    /// The Ingresses with rules for all hosts, in build order.
     any_host: Vec<usize>,
 }
 
 /// One host as a build assembled it.
 #[derive(Debug)]
 struct HostMemo {
-    /// The Ingresses (memo addresses) whose routes name it, in build order.
+    /// The Ingresses whose routes name it, in build order.
     ingresses: Vec<usize>,
     routes: Arc<HostRoutes>,
     /// How many rules it holds.
     route_count: usize,
     /// The conflicts among its routes.
     diagnostics: Vec<Diagnostic>,
-    /// The last build that assembled it.
-    build: u64,
+    /// The build that assembled it.
+    generation: u64,
 }
 
 impl HostMemos {
@@ -51,8 +53,8 @@ impl HostMemos {
     }
 }
 
-/// What changed since the last build: the hosts to assemble again, and the Ingresses whose
-/// routes are new.
+/// What changed since the last build: the hosts to assemble again, each with the Ingresses
+/// whose new routes name it.
 #[derive(Debug, Default)]
 pub(super) struct HostChanges {
     hosts: FastMap<HostMatch, Vec<usize>>,
@@ -68,12 +70,10 @@ impl HostChanges {
         }
     }
 
-    /// The new routes of the Ingress whose memo is at `address`: their hosts are assembled
-    /// again, with it among their Ingresses.
+    /// The new routes of the Ingress at `address`: their hosts are assembled again, with it
+    /// among their Ingresses. (A canary has no ops: it is added to its main Ingress's routes
+    /// after the hosts are assembled.)
     pub fn added(&mut self, address: usize, routes: &RoutesMemo) {
-        if routes.annotations.canary.is_canary() {
-            return; // a canary's routes are added to its main Ingress's afterwards
-        }
         for op in &routes.ops {
             let added = match self.hosts.get_mut(op.host()) {
                 Some(added) => added,
@@ -86,49 +86,41 @@ impl HostChanges {
     }
 }
 
-/// Whether `routes` (of a memo of this build) change `host`.
-fn names(routes: Option<&RoutesMemo>, host: &HostMatch) -> bool {
-    routes.is_some_and(|r| {
-        !r.annotations.canary.is_canary() && r.ops.iter().any(|op| op.host() == host)
-    })
-}
-
 impl Builder<'_> {
     /// Puts the routes of weir's Ingresses (`ingresses`, by address, each with its routes
     /// computed) into the table, host by host: the hosts in `changes` are assembled again
-    /// (reporting conflicts with older Ingresses), every other host is the one `memos` kept.
+    /// (reporting conflicts with older Ingresses) and kept in `kept` for the next build;
+    /// every other host is the one `kept` has from an earlier build.
     pub(super) fn apply_all(
         &mut self,
         order: &Order,
         ingresses: &FastMap<usize, Box<IngressMemo>>,
         changes: HostChanges,
-        memos: &mut HostMemos,
+        kept: &mut HostMemos,
+        generation: u64,
     ) {
-        memos.build += 1;
-        let build = memos.build;
         let routes_of = |address: &usize| ingresses.get(address).and_then(|m| m.routes.as_ref());
         // The Ingresses of a changed host: those it had that still name it, and those whose
         // new routes do, in build order.
-        let members = |kept: &[usize], added: Vec<usize>, host: &HostMatch| {
-            let mut all: Vec<usize> = kept
-                .iter()
-                .copied()
-                .filter(|address| names(routes_of(address), host))
-                .chain(added)
-                .collect();
-            all.sort_unstable();
-            all.dedup();
+        let members = |had: &[usize], added: Vec<usize>, host: &HostMatch| {
+            let names =
+                |address: &usize| routes_of(address).is_some_and(|r| !r.ops_on(host).is_empty());
+            let mut all: Vec<usize> = had.iter().copied().filter(names).chain(added).collect();
             all.sort_unstable_by(|a, b| order.cmp_addresses(*a, *b));
+            all.dedup();
             all
         };
         for (host, added) in changes.hosts {
             if host == HostMatch::Any {
-                memos.any_host = members(&memos.any_host, added, &host);
+                kept.any_host = members(&kept.any_host, added, &host);
                 continue;
             }
-            let kept = memos.hosts.remove(&host);
-            let kept = kept.as_ref().map_or(&[][..], |memo| &memo.ingresses);
-            let members = members(kept, added, &host);
+            let had = kept.hosts.remove(&host);
+            let members = members(
+                had.as_ref().map_or(&[], |memo| &memo.ingresses),
+                added,
+                &host,
+            );
             if members.is_empty() {
                 continue; // no rule names it any more
             }
@@ -145,18 +137,18 @@ impl Builder<'_> {
                 ingresses: members,
                 route_count: self.table.route_count() - count,
                 diagnostics: self.diagnostics[reported..].to_vec(),
-                build,
+                generation,
             };
-            memos.hosts.insert(host, memo);
+            kept.hosts.insert(host, memo);
         }
-        for (host, memo) in &memos.hosts {
-            if memo.build != build {
+        for (host, memo) in &kept.hosts {
+            if memo.generation != generation {
                 self.table
                     .adopt_host(host, memo.routes.clone(), memo.route_count);
                 self.diagnostics.extend(memo.diagnostics.iter().cloned());
             }
         }
-        for address in &memos.any_host {
+        for address in &kept.any_host {
             let routes = routes_of(address).expect("a member has routes");
             self.apply_host(order.object(*address), routes, &HostMatch::Any);
         }

@@ -48,6 +48,13 @@ fn ingress_variant(i: usize, shape: u8) -> Ingress {
             .annotation("nginx.ingress.kubernetes.io/default-backend", "errors")
             .default_backend(backend("api", 80));
     }
+    // A second host on some shapes (a wildcard one, or a rule without paths), so that an
+    // Ingress can leave one of its hosts and stay on the other.
+    match shape % 9 {
+        5 => b = b.prefix(&format!("*.h{}.com", (i + 1) % 3), "/w", service, 80),
+        7 => b = b.rule_without_http(&format!("h{}.com", (i + 2) % 3)),
+        _ => {}
+    }
     // Host settings on some shapes: applied on top of hosts a build may reuse.
     if shape % 5 == 2 {
         b = b.annotation("nginx.ingress.kubernetes.io/app-root", "/app");
@@ -296,8 +303,8 @@ proptest! {
 #[test]
 fn an_unchanged_ingress_keeps_its_routes_and_a_changed_one_gets_new_ones() {
     let config = config();
-    // ing-0 serves h0.com (web), ing-4 the oldest of h2.com (web).
-    let mut world = World::new(&[0, 1, 2]);
+    // ing-0 serves h0.com (web), ing-4 the oldest of h2.com (web); no host settings there.
+    let mut world = World::new(&[0, 1, 4]);
     let mut builds = IncrementalBuild::default();
     let route = |built: &crate::model::Built, host: &str| {
         built.table.route(host, "/").expect("a route").clone()
@@ -332,6 +339,14 @@ fn an_unchanged_ingress_keeps_its_routes_and_a_changed_one_gets_new_ones() {
         &host(&first, "h2.com"),
         &host(&second, "h2.com")
     ));
+    // The same input again: no host is assembled again.
+    let again = builds.build(&world.input(), &config);
+    for unchanged in ["h0.com", "h2.com", "f2.com"] {
+        assert!(
+            Arc::ptr_eq(&host(&second, unchanged), &host(&again, unchanged)),
+            "{unchanged}"
+        );
+    }
 
     // The endpoints of api change: the routes to api are new, the others stay.
     world.apply(&Change::Endpoints(1, 2));

@@ -1,8 +1,8 @@
 //! What one build keeps for the next: each Ingress's parsed annotations and routes, with the
 //! objects they were computed from. The next build computes again only the Ingresses whose
-//! objects changed, and reuses the others' `Arc<Route>`s, so that the work of a change is the
-//! changed Ingresses' (plus assembling the table) and the data plane can keep the per-route
-//! state of the routes that stayed (the same `Arc`).
+//! objects changed, and reuses the others' `Arc<Route>`s, so that computing routes costs the
+//! changed Ingresses' and the data plane can keep the per-route state of the routes that
+//! stayed (the same `Arc`). The hosts assembled from them are kept too (`super::hosts`).
 //!
 //! Objects are compared by identity: a source hands every build the same `Arc` for an object
 //! that did not change (the cluster source its reflector stores', the manifests source its
@@ -102,7 +102,7 @@ pub(super) struct RoutesMemo {
     pub hosts: Vec<(HostMatch, bool, bool)>,
     /// Its annotations with the error backend resolved.
     pub annotations: IngressAnnotations,
-    /// What it adds to the table, in order.
+    /// What it adds to the table, grouped by host (sorted), each host's in the order made.
     pub ops: Vec<Op>,
     /// The route of its `spec.defaultBackend` when it has no rules.
     pub catch_all: Option<Arc<Route>>,
@@ -111,6 +111,13 @@ pub(super) struct RoutesMemo {
 }
 
 impl RoutesMemo {
+    /// Its ops on `host`, in the order made.
+    pub fn ops_on(&self, host: &HostMatch) -> &[Op] {
+        let start = self.ops.partition_point(|op| op.host() < host);
+        let end = start + self.ops[start..].partition_point(|op| op.host() == host);
+        &self.ops[start..end]
+    }
+
     /// Whether the routes still hold: the same Services and endpoints, and each host still
     /// is (or is not) a TLS host and a regex host as `host_kind` says now.
     pub fn holds(

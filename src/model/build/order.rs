@@ -81,7 +81,7 @@ impl Order {
         let mut added = Vec::new();
         let mut current = 0;
         for ingress in ingresses {
-            let address = Arc::as_ptr(ingress) as usize;
+            let address = super::address(ingress);
             match self.seen.get_mut(&address) {
                 Some(seen) if seen.build == build => {}
                 Some(seen) => {
