@@ -230,7 +230,7 @@ pub fn report(input: &Input, config: &BuildConfig) -> Report {
         })
         .collect();
     let mut ingresses = Vec::new();
-    for object in built.ingresses.iter() {
+    for object in built.ingresses.iter().map(|o| &**o) {
         let diagnostics = by_ingress.remove(object).unwrap_or_default();
         let mut object_routes = routes.remove(object).unwrap_or_default();
         object_routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));

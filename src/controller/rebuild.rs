@@ -123,7 +123,7 @@ pub struct Published {
     pub input: Arc<Input>,
     /// Every Ingress of weir's class, as of the served table (also those whose rules were all
     /// rejected: their status still says where weir serves them).
-    pub ingresses: Arc<[ObjectRef]>,
+    pub ingresses: Arc<[Arc<ObjectRef>]>,
     /// What was wrong with the input.
     pub diagnostics: Vec<Diagnostic>,
 }

@@ -179,7 +179,7 @@ async fn write_statuses(
     if addresses.is_empty() {
         debug!("no address to publish yet");
     }
-    let ours: BTreeSet<ObjectRef> = published.ingresses.iter().cloned().collect();
+    let ours: BTreeSet<ObjectRef> = published.ingresses.iter().map(|o| (**o).clone()).collect();
     let mut failures = 0;
     for (object, desired) in status_changes(&live.state(), &ours, &addresses) {
         if !*leader.borrow() {

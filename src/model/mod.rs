@@ -163,6 +163,6 @@ pub struct Built {
     pub tls: Vec<TlsBinding>,
     /// Every Ingress of weir's class, sorted, including those with diagnostics (the controller
     /// writes their status). Shared: an incremental build hands out the same list until the
-    /// set of Ingresses changes.
-    pub ingresses: Arc<[ObjectRef]>,
+    /// set of Ingresses changes, and a new list shares the names of the old.
+    pub ingresses: Arc<[Arc<ObjectRef>]>,
 }

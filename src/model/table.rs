@@ -609,6 +609,9 @@ pub struct RouteTableBuilder {
     route_count: usize,
     client_auth: bool,
     passthrough: bool,
+    /// The hosts a regex rule was inserted into (their regexes are put in matching order when
+    /// the table is built; adopted hosts are in order already).
+    regex_inserted: Vec<HostMatch>,
 }
 
 impl RouteTableBuilder {
@@ -714,6 +717,9 @@ impl RouteTableBuilder {
                     .clone()
                     .expect("a regex rule's route carries its regex");
                 routes.regex.push((regex, route));
+                if self.regex_inserted.last() != Some(host) {
+                    self.regex_inserted.push(host.clone());
+                }
             }
         }
         self.route_count += 1;
@@ -884,8 +890,13 @@ impl RouteTableBuilder {
     /// The finished table.
     pub fn build(self) -> RouteTable {
         let (mut exact_hosts, mut wildcard_hosts) = (self.exact_hosts, self.wildcard_hosts);
-        for routes in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()) {
-            sort_regexes(routes);
+        for host in &self.regex_inserted {
+            let routes = match host {
+                HostMatch::Exact(h) => exact_hosts.get_mut(h),
+                HostMatch::Wildcard(s) => wildcard_hosts.get_mut(s),
+                HostMatch::Any => None,
+            };
+            routes.into_iter().for_each(sort_regexes);
         }
         let mut any_host = self.any_host;
         any_host.regex.sort_by(regex_order);

@@ -22,7 +22,9 @@ const PATCH_LIMIT: usize = 8;
 #[derive(Debug)]
 struct Seen {
     ingress: Arc<Ingress>,
-    object: ObjectRef,
+    /// Shared with the sorted lists [`Order::sorted`] hands out, so that a new list copies
+    /// pointers, not names.
+    object: Arc<ObjectRef>,
     created: Option<Time>,
     has_rules: bool,
     /// Of weir's class.
@@ -48,7 +50,7 @@ pub(super) struct Order {
     /// weir's Ingresses (shadowed ones too), oldest first (see [`super::build`]).
     order: Vec<usize>,
     /// weir's Ingresses sorted by namespace and name, once asked for.
-    sorted: Option<Arc<[ObjectRef]>>,
+    sorted: Option<Arc<[Arc<ObjectRef>]>>,
 }
 
 impl Order {
@@ -124,10 +126,10 @@ impl Order {
             if seen.ours {
                 removed.push(*address);
             }
-            touched.push(seen.object);
+            touched.push((*seen.object).clone());
         }
         for address in &added {
-            let object = self.seen[address].object.clone();
+            let object = (*self.seen[address].object).clone();
             self.names.entry(object.clone()).or_default().push(*address);
             touched.push(object);
         }
@@ -197,25 +199,28 @@ impl Order {
     }
 
     /// weir's Ingresses (each (namespace, name) once) sorted by namespace and name.
-    pub fn sorted(&mut self) -> Arc<[ObjectRef]> {
+    pub fn sorted(&mut self) -> Arc<[Arc<ObjectRef>]> {
         if let Some(sorted) = &self.sorted {
             return sorted.clone();
         }
-        let mut objects: Vec<ObjectRef> = self.ours().iter().map(|o| o.object.clone()).collect();
+        let mut objects: Vec<Arc<ObjectRef>> =
+            self.ours_seen().map(|seen| seen.object.clone()).collect();
         objects.sort();
-        let sorted: Arc<[ObjectRef]> = objects.into();
+        let sorted: Arc<[Arc<ObjectRef>]> = objects.into();
         self.sorted = Some(sorted.clone());
         sorted
     }
 
     /// weir's Ingresses, oldest first, each (namespace, name) once.
     pub fn ours(&self) -> Vec<OurIngress<'_>> {
+        self.ours_seen().map(Seen::our).collect()
+    }
+
+    fn ours_seen(&self) -> impl Iterator<Item = &Seen> {
         self.order
             .iter()
             .map(|address| &self.seen[address])
             .filter(|seen| !seen.shadowed)
-            .map(Seen::our)
-            .collect()
     }
 
     /// The Ingress at `address`, one of weir's.
@@ -229,11 +234,11 @@ impl Seen {
         let meta = &ingress.metadata;
         Seen {
             ingress: ingress.clone(),
-            object: ObjectRef::new(
+            object: Arc::new(ObjectRef::new(
                 ObjectKind::Ingress,
                 objects::namespace(meta),
                 objects::name(meta),
-            ),
+            )),
             created: meta.creation_timestamp.clone(),
             has_rules: ingress
                 .spec
