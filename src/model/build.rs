@@ -180,14 +180,8 @@ impl IncrementalBuild {
                 catch_all.push((ours.has_rules, ours.object.clone(), route.clone()));
             }
         }
-        let kept_hosts = &mut self.hosts;
-        builder.apply_all(
-            &self.order,
-            &self.ingresses,
-            changes,
-            kept_hosts,
-            generation,
-        );
+        let (order, ingresses) = (&self.order, &self.ingresses);
+        builder.apply_all(order, ingresses, changes, &mut self.hosts, generation);
         for (ours, annotations) in ours.iter().zip(&annotations) {
             if let annotations::CanaryAnnotation::Yes(Some(rule)) = &annotations.canary {
                 builder.add_canary(ours, annotations, rule);
