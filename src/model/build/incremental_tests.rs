@@ -30,6 +30,14 @@ fn ingress_variant(i: usize, shape: u8) -> Ingress {
     };
     let service = SERVICES[usize::from(shape >> 1) % 2];
     let path = if shape & 4 == 0 { "/" } else { "/api" };
+    if shape % 13 == 4 {
+        // No rules: a candidate for the catch-all of hosts no rule names.
+        return ingress(NS, &format!("ing-{i}"))
+            .class("weir")
+            .created(i64::try_from(i % 4).unwrap_or(0))
+            .default_backend(backend(service, 80))
+            .build();
+    }
     let mut b = ingress(NS, &format!("ing-{i}"))
         .class("weir")
         .created(i64::try_from(i % 4).unwrap_or(0))
@@ -55,7 +63,14 @@ fn ingress_variant(i: usize, shape: u8) -> Ingress {
         7 => b = b.rule_without_http(&format!("h{}.com", (i + 2) % 3)),
         _ => {}
     }
-    // Host settings on some shapes: applied on top of hosts a build may reuse.
+    // Host settings on some shapes: applied on top of hosts a build may reuse (the CA
+    // Secret does not exist: the host refuses, fail closed).
+    match shape % 11 {
+        3 => b = b.annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "apps/ca"),
+        6 => b = b.annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true"),
+        9 => b = b.annotation("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
+        _ => {}
+    }
     if shape % 5 == 2 {
         b = b.annotation("nginx.ingress.kubernetes.io/app-root", "/app");
     }
@@ -271,6 +286,7 @@ fn config() -> BuildConfig {
     BuildConfig {
         config_map: Some(ObjectRef::new(ObjectKind::ConfigMap, "weir", "config")),
         default_backend_service: Some(ObjectRef::new(ObjectKind::Service, NS, "errors")),
+        ssl_passthrough: true,
         ..BuildConfig::default()
     }
 }
