@@ -104,7 +104,7 @@ impl IncrementalBuild {
                 Entry::Vacant(slot) => slot.insert(Box::new(parse_ingress(o, &context))),
             };
             memo.generation = generation;
-            if memo.parsed.regex || memo.parsed.policy.rewrite.target.is_some() {
+            if may_make_regex_host(&memo.parsed) {
                 regex_candidates.push(o);
             }
         }
@@ -233,6 +233,12 @@ fn parse_ingress(ours: &OurIngress<'_>, context: &annotations::Context<'_>) -> I
     }
 }
 
+/// Whether an Ingress with `annotations` can make its hosts regex hosts (`use-regex`, or a
+/// `rewrite-target`).
+fn may_make_regex_host(annotations: &IngressAnnotations) -> bool {
+    annotations.regex || annotations.policy.rewrite.target.is_some()
+}
+
 /// The hosts whose paths are all matched as regexes: those with a path of an Ingress that sets
 /// `use-regex`, or a `rewrite-target` other than that path (ingress-nginx's rule, which applies
 /// to every Ingress of the host).
@@ -241,10 +247,10 @@ fn regex_hosts<'a>(
 ) -> BTreeSet<HostMatch> {
     let mut hosts = BTreeSet::new();
     for (ours, annotations) in ingresses {
-        let target = annotations.policy.rewrite.target.as_ref();
-        if !annotations.regex && target.is_none() {
+        if !may_make_regex_host(annotations) {
             continue;
         }
+        let target = annotations.policy.rewrite.target.as_ref();
         let rules = ours.ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
         for rule in rules.into_iter().flatten() {
             let host = rule.host.as_deref().unwrap_or("");

@@ -741,10 +741,10 @@ impl RouteTableBuilder {
     }
 
     /// The route of the rule `path` on `host`, to change it before the table is built (a
-    /// canary is added to the route of its main Ingress). Makes the host the builder's own
-    /// (a copy, when an earlier table shares it) only when the rule is there.
+    /// canary is added to the route of its main Ingress). Makes the host the builder's own (a
+    /// copy, when an earlier table shares it): look with [`RouteTableBuilder::rule_route`]
+    /// first when nothing may be written.
     pub fn rule_route_mut(&mut self, host: &HostMatch, path: &PathRule) -> Option<&mut Arc<Route>> {
-        self.rule_route(host, path)?;
         let routes = match host {
             HostMatch::Exact(h) => self.exact_hosts.get_mut(h).map(own),
             HostMatch::Wildcard(s) => self.wildcard_hosts.get_mut(s).map(own),

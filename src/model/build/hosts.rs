@@ -127,7 +127,7 @@ impl Builder<'_> {
             let (count, reported) = (self.table.route_count(), self.diagnostics.len());
             for address in &members {
                 let routes = routes_of(address).expect("a member has routes");
-                self.apply_host(order.object(*address), routes, &host);
+                self.apply_host(order.our(*address).object, routes, &host);
             }
             let memo = HostMemo {
                 routes: self
@@ -150,7 +150,7 @@ impl Builder<'_> {
         }
         for address in &kept.any_host {
             let routes = routes_of(address).expect("a member has routes");
-            self.apply_host(order.object(*address), routes, &HostMatch::Any);
+            self.apply_host(order.our(*address).object, routes, &HostMatch::Any);
         }
     }
 }

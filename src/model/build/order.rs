@@ -193,11 +193,6 @@ impl Order {
         self.seen[&a].cmp_order(&self.seen[&b]).then(a.cmp(&b))
     }
 
-    /// The Ingress at `address`, one of the input's.
-    pub fn object(&self, address: usize) -> &ObjectRef {
-        &self.seen[&address].object
-    }
-
     /// weir's Ingresses (each (namespace, name) once) sorted by namespace and name.
     pub fn sorted(&mut self) -> Arc<[Arc<ObjectRef>]> {
         if let Some(sorted) = &self.sorted {

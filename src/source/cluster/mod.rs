@@ -63,9 +63,8 @@ pub struct ClusterConfig {
     pub namespace: Option<String>,
     /// Where endpoints come from.
     pub endpoints_api: EndpointsApi,
-    /// Quiet period after a change before rebuilding (5 ms: a burst of watch events a client
-    /// writes back to back coalesces, and one change is routable in about 20 ms with 10,000
-    /// Ingresses).
+    /// Quiet period after a change before rebuilding, so that the watch events of a burst of
+    /// writes make one rebuild.
     pub debounce: Duration,
     /// Longest a stream of changes may delay a rebuild.
     pub debounce_max: Duration,
