@@ -147,6 +147,8 @@ async fn idle_connections_are_parked_and_serve_again_over_tcp_and_tls() {
         .await;
     }
     assert_eq!(proxy.proxy.parks_total(), 6);
+    // Parked connections are still open ones.
+    assert_eq!(open_connections(&proxy), [1, 1]);
 
     // A parked connection notices when its client goes away.
     drop(clients);
@@ -154,6 +156,16 @@ async fn idle_connections_are_parked_and_serve_again_over_tcp_and_tls() {
         proxy.proxy.parked_connections() == 0
     })
     .await;
+    wait_until("no connection is open", LIMIT, || {
+        open_connections(&proxy) == [0, 0]
+    })
+    .await;
+}
+
+/// `weir_client_connections_active` of the plain and the TLS listener.
+fn open_connections(proxy: &WsProxy) -> [i64; 2] {
+    let active = &proxy.state.metrics().connections.active;
+    ["http", "https"].map(|listener| active.with_label_values(&[listener]).get())
 }
 
 #[tokio::test]

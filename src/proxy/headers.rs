@@ -24,6 +24,34 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Moves the header values of a response sent over HTTP/2 into one allocation of their own.
+///
+/// An endpoint's header values are slices of its connection's read buffer (8 KiB or more), and
+/// h2's HPACK encoder keeps the values it indexes for the life of the client connection: without
+/// the copy, every value in that table would hold a whole read buffer, and an idle HTTP/2
+/// connection the buffers of its last responses.
+pub fn own_values(headers: &mut HeaderMap) {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let mut copy = bytes::BytesMut::with_capacity(total);
+    for value in headers.values() {
+        copy.extend_from_slice(value.as_bytes());
+    }
+    let copy = copy.freeze();
+    let mut at = 0;
+    for value in headers.values_mut() {
+        let end = at + value.len();
+        // The bytes were a valid value a moment ago.
+        if let Ok(mut owned) = HeaderValue::from_maybe_shared(copy.slice(at..end)) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+        at = end;
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names
 /// (except Host and Content-Length, which a client may not remove this way).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -73,6 +101,11 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// The facts of a connection from `peer` to the listener on `local_port`.
+    /// The span a connection's work runs in (its address and scheme).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("conn", peer = %self.peer, scheme = self.scheme)
+    }
+
     pub fn new(
         peer: SocketAddr,
         local_port: u16,
@@ -372,6 +405,21 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &[]), &[], None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+    }
+
+    #[test]
+    fn owned_values_keep_their_bytes_order_and_sensitivity() {
+        let mut h = headers(&[("a", "1"), ("b", "two"), ("a", ""), ("c", "three")]);
+        let mut secret = HeaderValue::from_static("s");
+        secret.set_sensitive(true);
+        h.insert("d", secret);
+        let before = h.clone();
+        own_values(&mut h);
+        assert_eq!(h, before);
+        assert!(h["d"].is_sensitive());
+        assert!(!h["c"].is_sensitive());
+        let a: Vec<_> = h.get_all("a").iter().collect();
+        assert_eq!(a, ["1", ""]);
     }
 
     #[test]

@@ -19,13 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, info_span, warn};
+use tracing::{Instrument, Span, debug, debug_span, warn};
 
 use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::client_cert::TlsListener;
-use super::headers::ClientInfo;
+use super::headers::{self, ClientInfo};
 use super::park::{self, ReadReady, Resumable, Wake};
 use super::passthrough::Handshake;
 use super::preface::{self, Detected};
@@ -91,20 +91,16 @@ impl Proxy {
             };
             accepted.inc();
             let open = GaugeGuard::new(active.clone());
-            let proxy = self.clone();
-            let (cancel, transport) = (cancel.clone(), transport.clone());
-            let span = info_span!("conn", %peer, scheme);
-            self.tasks.spawn(
-                async move {
-                    let _open = open;
-                    let trusted = &proxy.config.trust_forwarded_from;
-                    let conn = ClientInfo::new(peer, local_port, scheme, trusted);
-                    proxy
-                        .start_connection(stream, transport, conn, cancel)
-                        .await
-                }
-                .instrument(span),
+            let trusted = &self.config.trust_forwarded_from;
+            let conn = ClientInfo::new(peer, local_port, scheme, trusted);
+            let connection = self.clone().start_connection(
+                stream,
+                transport.clone(),
+                conn,
+                cancel.clone(),
+                open,
             );
+            self.tasks.spawn(connection);
         }
     }
 
@@ -112,23 +108,29 @@ impl Proxy {
     /// A connection that has not got that far yet must not hold up a shutdown.
     ///
     /// A task's future is as large as its largest state and lives as long as the connection,
-    /// so the states are boxed: finding out the protocol (a timer, a TLS handshake) in a box
-    /// freed once it is known, serving in one sized for the protocol found.
-    async fn start_connection(
+    /// so the task holds boxes only: finding out the protocol (a timer, a TLS handshake) in a
+    /// box freed once it is known, serving in one sized for the protocol found. Both run in
+    /// the connection's span; a parked HTTP/1 connection lets go of it (see `serve_http1`).
+    fn start_connection(
         self: Arc<Self>,
         stream: TcpStream,
         transport: Transport,
         conn: ClientInfo,
         cancel: CancellationToken,
-    ) {
+        open: GaugeGuard,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let _ = stream.set_nodelay(true);
-        let negotiate = Box::pin(self.negotiate(stream, transport, conn, cancel.clone()));
-        let serving = tokio::select! {
-            serving = negotiate => serving,
-            _ = cancel.cancelled() => return,
-        };
-        if let Some(serving) = serving {
-            serving.await;
+        let span = conn.span();
+        let negotiate = self.negotiate(stream, transport, conn, cancel.clone(), open);
+        let negotiate = Box::pin(negotiate.instrument(span));
+        async move {
+            let serving = tokio::select! {
+                serving = negotiate => serving,
+                _ = cancel.cancelled() => return,
+            };
+            if let Some(serving) = serving {
+                serving.await;
+            }
         }
     }
 
@@ -139,6 +141,7 @@ impl Proxy {
         transport: Transport,
         conn: ClientInfo,
         cancel: CancellationToken,
+        open: GaugeGuard,
     ) -> Option<Serving> {
         match transport {
             Transport::Plain => {
@@ -152,14 +155,21 @@ impl Proxy {
                 else {
                     return None;
                 };
-                Some(self.serve(read, stream, http2, conn, cancel))
+                Some(self.serve(read, stream, http2, conn, cancel, open))
             }
             Transport::Tls(tls) => {
                 let timeout = self.config.tls_handshake_timeout;
                 let metrics = &self.metrics.connections;
                 match tokio::time::timeout(timeout, self.tls_handshake(&tls, stream)).await {
                     Ok(Ok(Handshake::Passthrough(conn))) => {
-                        Some(Box::pin(self.clone().pass_through(conn)))
+                        let passing = self.clone().pass_through(conn);
+                        Some(Box::pin(
+                            async move {
+                                let _open = open;
+                                passing.await
+                            }
+                            .in_current_span(),
+                        ))
                     }
                     Ok(Ok(Handshake::Terminated(stream, client_cert))) => {
                         let mut conn = conn;
@@ -174,7 +184,7 @@ impl Proxy {
                             .with_label_values(&[version.unwrap_or("unknown"), alpn_label])
                             .inc();
                         let http2 = alpn == Some(b"h2");
-                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel))
+                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel, open))
                     }
                     Ok(Err(error)) => {
                         debug!(%error, "TLS handshake failed");
@@ -208,45 +218,64 @@ impl Proxy {
         http2: bool,
         conn: ClientInfo,
         cancel: CancellationToken,
+        open: GaugeGuard,
     ) -> Serving
     where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
         let activity = ConnActivity::new();
         let io = Resumable::new(read, stream, activity.clone());
+        let conn = Arc::new(conn);
         if http2 {
-            Box::pin(self.serve_http2(io, activity, conn, cancel))
+            Box::pin(
+                self.serve_http2(io, activity, conn, cancel, open)
+                    .in_current_span(),
+            )
         } else {
-            Box::pin(self.serve_http1(io, activity, conn, cancel))
+            let client = Client {
+                activity,
+                conn,
+                cancel,
+                _open: open,
+            };
+            Box::pin(self.serve_http1(io, client, Span::current()))
         }
     }
 
     /// The HTTP service of one client connection.
     fn service(
         self: &Arc<Self>,
-        conn: ClientInfo,
+        conn: Arc<ClientInfo>,
         activity: &Arc<ConnActivity>,
     ) -> impl Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
         Error = Infallible,
         Future: Send + 'static,
-    > + Clone
+    >
+    + Clone
     + Send
     + Sync
     + Unpin
-    + 'static {
-        let (proxy, conn, activity) = (self.clone(), Arc::new(conn), activity.clone());
+    + 'static
+    + use<> {
+        let (proxy, activity) = (self.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
             let activity = activity.clone();
             let in_flight = activity.start();
+            let http2 = req.version() == hyper::Version::HTTP_2;
             // Costs nothing unless debug logging is on for weir.
             let span = debug_span!("request", method = %req.method(), path = req.uri().path());
             async move {
                 let response = proxy.serve_request(&conn, &activity, req).await;
-                Ok::<_, Infallible>(response.map(|body| body.with_in_flight(in_flight)))
+                let mut response = response.map(|body| body.with_in_flight(in_flight));
+                if http2 {
+                    headers::own_values(response.headers_mut());
+                    response = response.map(|body| body.over_http2());
+                }
+                Ok::<_, Infallible>(response)
             }
             .instrument(span)
         })
@@ -256,8 +285,9 @@ impl Proxy {
         self: Arc<Self>,
         io: Resumable<I>,
         activity: Arc<ConnActivity>,
-        conn: ClientInfo,
+        conn: Arc<ClientInfo>,
         cancel: CancellationToken,
+        _open: GaugeGuard,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -284,16 +314,71 @@ impl Proxy {
         .await;
     }
 
-    async fn serve_http1<I>(
+    /// Serves HTTP/1 in `span` until the connection ends or has been idle for
+    /// `--keepalive-park-after`; then drops hyper's connection (its buffers), the span and
+    /// this task's state, and parks the socket on a task of its own ([`Proxy::park_http1`]).
+    fn serve_http1<I>(
         self: Arc<Self>,
-        mut io: Resumable<I>,
-        activity: Arc<ConnActivity>,
-        conn: ClientInfo,
-        cancel: CancellationToken,
-    ) where
+        io: Resumable<I>,
+        client: Client,
+        span: Span,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
-        let mut service = self.service(conn, &activity);
+        let service = self.service(client.conn.clone(), &client.activity);
+        let serving = self.clone().serve_http1_until_parked(
+            io,
+            service,
+            client.activity.clone(),
+            client.cancel.clone(),
+        );
+        let serving = Box::pin(serving.instrument(span));
+        async move {
+            if let Some(io) = serving.await {
+                let proxy = self.clone();
+                self.tasks.spawn(proxy.park_http1(io, client));
+            }
+        }
+    }
+
+    /// Holds an idle HTTP/1 connection with nothing but its socket and what the next request
+    /// needs ([`park::wait`]), allocated afresh when the connection parks; serves it again
+    /// (in a new span) when the client sends, or closes it.
+    async fn park_http1<I>(self: Arc<Self>, mut io: Resumable<I>, client: Client)
+    where
+        I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    {
+        let parked = self.parked.count();
+        debug!(peer = %client.conn.peer, "parked idle connection");
+        let keepalive = self.config.keepalive_timeout;
+        if park::wait(&mut io, &client.activity, keepalive, &client.cancel).await == Wake::Close {
+            debug!(peer = %client.conn.peer, "closing parked connection");
+            let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+            return;
+        }
+        drop(parked);
+        let span = client.conn.span();
+        let serving: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(self.serve_http1(io, client, span));
+        serving.await
+    }
+
+    /// Serves HTTP/1 requests until the connection ends (`None`) or has been idle long enough
+    /// to park, with nothing read of a next request: then gives back the socket and the service.
+    async fn serve_http1_until_parked<I, S>(
+        self: Arc<Self>,
+        mut io: Resumable<I>,
+        mut service: S,
+        activity: Arc<ConnActivity>,
+        cancel: CancellationToken,
+    ) -> Option<Resumable<I>>
+    where
+        I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let config = &self.config;
         let mut builder = http1::Builder::new();
         builder
@@ -306,8 +391,8 @@ impl Proxy {
             park_after: Some(config.keepalive_park_after),
         };
         loop {
-            // Boxed, so that a parked connection does not keep its room in the task. An
-            // accepted upgrade ends it and hands the socket to the tunnel.
+            // Boxed, so that the drive loop's state stays small. An accepted upgrade ends it
+            // and hands the socket to the tunnel.
             let mut connection = Box::pin(
                 builder
                     .serve_connection(TokioIo::new(io), service)
@@ -321,29 +406,29 @@ impl Proxy {
                 &cancel,
             );
             if ended.await == Ended::Closed {
-                return;
+                return None;
             }
-            let Some(parts) = Pin::into_inner(connection).into_parts() else {
-                return;
-            };
+            let parts = Pin::into_inner(connection).into_parts()?;
             activity.set_parking(false);
-            let _parked = self.parked.count();
             (io, service) = (parts.io.into_inner(), parts.service);
-            if !parts.read_buf.is_empty() {
-                // The start of the next request was already read: serve it right away.
-                io.rewind(parts.read_buf);
-                continue;
+            if parts.read_buf.is_empty() {
+                return Some(io);
             }
-            // Even empty, `read_buf` shares hyper's read buffer: let it go before waiting.
-            drop(parts.read_buf);
-            debug!("parked idle connection");
-            if park::wait(&mut io, &activity, idle.keepalive, &cancel).await == Wake::Close {
-                debug!("closing parked connection");
-                let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
-                return;
-            }
+            // The start of the next request was already read: serve it right away (a park
+            // that ends at once).
+            drop(self.parked.count());
+            io.rewind(parts.read_buf);
         }
     }
+}
+
+/// What an HTTP/1 connection keeps between its requests, parked or not.
+struct Client {
+    activity: Arc<ConnActivity>,
+    conn: Arc<ClientInfo>,
+    cancel: CancellationToken,
+    /// Counts the connection as open (`weir_client_connections_active`).
+    _open: GaugeGuard,
 }
 
 /// A connection being served, whatever its stream and protocol.
