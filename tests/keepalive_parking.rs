@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -209,17 +209,23 @@ async fn a_parked_connection_is_closed_at_the_keepalive_timeout() {
         "closed after {took:?}"
     );
     assert_eq!(proxy.proxy.parked_connections(), 0);
+    wait_until("no connection is open", LIMIT, || {
+        open_connections(&proxy) == [0, 0]
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutting_down_closes_parked_connections() {
     let (proxy, _backend) = setup(Duration::from_secs(75)).await;
     let (mut stream, _) = parked_connection(&proxy).await;
+    assert_eq!(open_connections(&proxy), [1, 0]);
     let tasks = proxy.shut_down();
     closed_by_server(&mut stream).await;
     tokio::time::timeout(LIMIT, tasks.wait())
         .await
         .expect("every connection task ended");
+    assert_eq!(open_connections(&proxy), [0, 0]);
 }
 
 #[tokio::test]
@@ -267,4 +273,28 @@ async fn a_connection_is_not_parked_under_an_upload_or_a_download() {
     })
     .await;
     assert_eq!(get_on(&mut sender, "/after").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_http2_connection_counts_as_open_until_it_closes() {
+    let (proxy, _backend) = setup(Duration::from_secs(75)).await;
+    let (tls, _) = handshake(proxy.https, HOST, &[b"h2"]).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let req = Request::get(format!("https://{HOST}/h2"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let answer = read_answer(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(open_connections(&proxy), [0, 1]);
+
+    drop(sender);
+    connection.await.unwrap().unwrap();
+    wait_until("no connection is open", LIMIT, || {
+        open_connections(&proxy) == [0, 0]
+    })
+    .await;
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Shared by a connection's listener task, its requests and its socket wrapper.
+/// Shared by the task serving a connection (or holding it parked), its requests and its socket
+/// wrapper.
 #[derive(Debug)]
 pub struct ConnActivity {
     in_flight: AtomicUsize,

@@ -32,12 +32,7 @@ pub struct ProxyBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
     exchange: Option<Box<Exchange>>,
-    /// Sent over HTTP/2: the endpoint's last data frame is copied out of its read buffer.
-    http2: bool,
 }
-
-/// The largest last frame of an endpoint's body copied for HTTP/2 (see [`ProxyBody::over_http2`]).
-const HTTP2_LAST_FRAME_COPY: usize = 16 * 1024;
 
 /// An endpoint's body on a route with limits.
 struct Shaped {
@@ -88,7 +83,6 @@ impl ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
             exchange: None,
-            http2: false,
         }
     }
 
@@ -107,7 +101,6 @@ impl ProxyBody {
             kind: Kind::Upstream(body, lease),
             _in_flight: None,
             exchange: None,
-            http2: false,
         }
     }
 
@@ -115,16 +108,6 @@ impl ProxyBody {
     #[inline]
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
-        self
-    }
-
-    /// Marks a body sent over HTTP/2. h2 keeps the last data frame it wrote until the
-    /// connection writes another; an endpoint's frame is a slice of that connection's read
-    /// buffer (8 KiB or more), which an idle HTTP/2 connection would then hold for as long as
-    /// it stays open. So the body's last frame, when small, is copied into its own allocation.
-    #[inline]
-    pub fn over_http2(mut self) -> Self {
-        self.http2 = true;
         self
     }
 
@@ -218,16 +201,6 @@ impl Body for ProxyBody {
                 polled
             }
         };
-        let mut polled = polled;
-        if this.http2
-            && !matches!(this.kind, Kind::Full(_))
-            && let Poll::Ready(Some(Ok(frame))) = &mut polled
-            && let Some(data) = frame.data_mut()
-            && data.len() <= HTTP2_LAST_FRAME_COPY
-            && this.is_end_stream()
-        {
-            *data = Bytes::copy_from_slice(data);
-        }
         match (&polled, &mut this.exchange) {
             (Poll::Ready(Some(Ok(frame))), Some(exchange)) => {
                 if let Some(data) = frame.data_ref() {

@@ -24,28 +24,45 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Moves the header values of a response sent over HTTP/2 into one allocation of their own.
+/// The most a header may take in an HPACK table of 4,096 bytes (name, value and 32 bytes of
+/// overhead) and still be indexed: h2 does not index larger ones (three quarters of the table).
+const HPACK_INDEXABLE: usize = 3 * 4096 / 4;
+
+/// Moves the header values a message sent over HTTP/2 may leave in its connection's HPACK table
+/// (those neither sensitive nor too large) into one allocation of their own.
 ///
-/// An endpoint's header values are slices of its connection's read buffer (8 KiB or more), and
-/// h2's HPACK encoder keeps the values it indexes for the life of the client connection: without
-/// the copy, every value in that table would hold a whole read buffer, and an idle HTTP/2
-/// connection the buffers of its last responses.
+/// Header values parsed from HTTP/1 are slices of that connection's read buffer (8 KiB or
+/// more), and h2's encoder keeps the values it indexes for the life of the connection it
+/// sends on: without the copy, each entry would hold a whole read buffer alive, an idle
+/// HTTP/2 client connection the buffers of the endpoint connections its last responses
+/// came from, and a pooled HTTP/2 endpoint connection those of the clients it served.
 pub fn own_values(headers: &mut HeaderMap) {
-    let total: usize = headers.values().map(|v| v.len()).sum();
+    let indexable = |name: &HeaderName, value: &HeaderValue| {
+        !value.is_sensitive() && 32 + name.as_str().len() + value.len() <= HPACK_INDEXABLE
+    };
+    let total: usize = headers
+        .iter()
+        .filter(|(name, value)| indexable(name, value))
+        .map(|(_, value)| value.len())
+        .sum();
     if total == 0 {
         return;
     }
     let mut copy = bytes::BytesMut::with_capacity(total);
-    for value in headers.values() {
-        copy.extend_from_slice(value.as_bytes());
+    for (name, value) in headers.iter() {
+        if indexable(name, value) {
+            copy.extend_from_slice(value.as_bytes());
+        }
     }
     let copy = copy.freeze();
     let mut at = 0;
-    for value in headers.values_mut() {
+    for (name, value) in headers.iter_mut() {
+        if !indexable(name, value) {
+            continue;
+        }
         let end = at + value.len();
         // The bytes were a valid value a moment ago.
-        if let Ok(mut owned) = HeaderValue::from_maybe_shared(copy.slice(at..end)) {
-            owned.set_sensitive(value.is_sensitive());
+        if let Ok(owned) = HeaderValue::from_maybe_shared(copy.slice(at..end)) {
             *value = owned;
         }
         at = end;
@@ -101,14 +118,6 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// The facts of a connection from `peer` to the listener on `local_port`.
-    /// The span a connection's work runs in (its address and scheme). At `debug` only: at
-    /// `info` the registry would keep every span's fields formatted (about 0.35 KiB per
-    /// connection, kept for as many connections as were ever open at once) and enter and
-    /// leave it on every poll.
-    pub fn span(&self) -> tracing::Span {
-        tracing::debug_span!("conn", peer = %self.peer, scheme = self.scheme)
-    }
-
     pub fn new(
         peer: SocketAddr,
         local_port: u16,
@@ -416,6 +425,8 @@ mod tests {
         let mut secret = HeaderValue::from_static("s");
         secret.set_sensitive(true);
         h.insert("d", secret);
+        let large = "x".repeat(HPACK_INDEXABLE);
+        h.insert("e", HeaderValue::from_str(&large).unwrap());
         let before = h.clone();
         own_values(&mut h);
         assert_eq!(h, before);

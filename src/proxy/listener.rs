@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -40,9 +41,26 @@ enum Transport {
     Tls(Arc<TlsListener>),
 }
 
+impl Transport {
+    /// `http` or `https`.
+    fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Plain => "http",
+            Transport::Tls(_) => "https",
+        }
+    }
+}
+
+/// The span a connection's work runs in (its address and scheme). At `debug` only: at `info`
+/// the registry would keep every span's fields formatted (about 0.35 KiB per connection, kept
+/// for as many connections as were ever open at once) and enter and leave it on every poll.
+fn conn_span(peer: SocketAddr, scheme: &str) -> Span {
+    debug_span!("conn", %peer, scheme)
+}
+
 impl Proxy {
     /// Accepts plain HTTP connections on `listener` until `cancel` fires; each connection is
-    /// served on its own tracked task and shut down gracefully on cancel.
+    /// served on tracked tasks of its own and shut down gracefully on cancel.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
         self.accept_loop(listener, Transport::Plain, cancel).await
     }
@@ -69,10 +87,7 @@ impl Proxy {
         cancel: CancellationToken,
     ) {
         let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let scheme = match transport {
-            Transport::Plain => "http",
-            Transport::Tls(_) => "https",
-        };
+        let scheme = transport.scheme();
         let connections = &self.metrics.connections;
         let active = connections.active.with_label_values(&[scheme]);
         let accepted = connections.accepted.with_label_values(&[scheme]);
@@ -90,16 +105,15 @@ impl Proxy {
                 },
             };
             accepted.inc();
-            let open = GaugeGuard::new(active.clone());
-            let trusted = &self.config.trust_forwarded_from;
-            let conn = ClientInfo::new(peer, local_port, scheme, trusted);
-            let connection = self.clone().start_connection(
+            let accepted = Accepted {
                 stream,
-                transport.clone(),
-                conn,
-                cancel.clone(),
-                open,
-            );
+                peer,
+                local_port,
+                open: GaugeGuard::new(active.clone()),
+            };
+            let connection =
+                self.clone()
+                    .start_connection(accepted, transport.clone(), cancel.clone());
             self.tasks.spawn(connection);
         }
     }
@@ -113,15 +127,12 @@ impl Proxy {
     /// the connection's span; a parked HTTP/1 connection lets go of it (see `serve_http1`).
     fn start_connection(
         self: Arc<Self>,
-        stream: TcpStream,
+        accepted: Accepted,
         transport: Transport,
-        conn: ClientInfo,
         cancel: CancellationToken,
-        open: GaugeGuard,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let _ = stream.set_nodelay(true);
-        let span = conn.span();
-        let negotiate = self.negotiate(stream, transport, conn, cancel.clone(), open);
+        let span = conn_span(accepted.peer, transport.scheme());
+        let negotiate = self.negotiate(accepted, transport, cancel.clone());
         let negotiate = Box::pin(negotiate.instrument(span));
         async move {
             let serving = tokio::select! {
@@ -137,12 +148,19 @@ impl Proxy {
     /// The preface or the TLS handshake, then the serving future for the protocol it gave.
     async fn negotiate(
         self: Arc<Self>,
-        stream: TcpStream,
+        accepted: Accepted,
         transport: Transport,
-        conn: ClientInfo,
         cancel: CancellationToken,
-        open: GaugeGuard,
     ) -> Option<Serving> {
+        let Accepted {
+            stream,
+            peer,
+            local_port,
+            open,
+        } = accepted;
+        let _ = stream.set_nodelay(true);
+        let trusted = &self.config.trust_forwarded_from;
+        let conn = ClientInfo::new(peer, local_port, transport.scheme(), trusted);
         match transport {
             Transport::Plain => {
                 let timeout = self.config.client_header_timeout;
@@ -225,28 +243,24 @@ impl Proxy {
     {
         let activity = ConnActivity::new();
         let io = Resumable::new(read, stream, activity.clone());
-        let conn = Arc::new(conn);
+        let client = Client {
+            activity,
+            conn: Arc::new(conn),
+            cancel,
+            _open: open,
+        };
         if http2 {
-            Box::pin(
-                self.serve_http2(io, activity, conn, cancel, open)
-                    .in_current_span(),
-            )
+            Box::pin(self.serve_http2(io, client).in_current_span())
         } else {
-            let client = Client {
-                activity,
-                conn,
-                cancel,
-                _open: open,
-            };
             Box::pin(self.serve_http1(io, client, Span::current()))
         }
     }
 
-    /// The HTTP service of one client connection.
+    /// The HTTP service of one client connection (`http2`: its responses go out over HTTP/2).
     fn service(
         self: &Arc<Self>,
-        conn: Arc<ClientInfo>,
-        activity: &Arc<ConnActivity>,
+        client: &Client,
+        http2: bool,
     ) -> impl Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
@@ -259,13 +273,12 @@ impl Proxy {
     + Unpin
     + 'static
     + use<> {
-        let (proxy, activity) = (self.clone(), activity.clone());
+        let (proxy, conn, activity) = (self.clone(), client.conn.clone(), client.activity.clone());
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
             let activity = activity.clone();
             let in_flight = activity.start();
-            let http2 = req.version() == hyper::Version::HTTP_2;
             // Costs nothing unless debug logging is on for weir.
             let span = debug_span!("request", method = %req.method(), path = req.uri().path());
             async move {
@@ -273,7 +286,6 @@ impl Proxy {
                 let mut response = response.map(|body| body.with_in_flight(in_flight));
                 if http2 {
                     headers::own_values(response.headers_mut());
-                    response = response.map(|body| body.over_http2());
                 }
                 Ok::<_, Infallible>(response)
             }
@@ -281,17 +293,11 @@ impl Proxy {
         })
     }
 
-    async fn serve_http2<I>(
-        self: Arc<Self>,
-        io: Resumable<I>,
-        activity: Arc<ConnActivity>,
-        conn: Arc<ClientInfo>,
-        cancel: CancellationToken,
-        _open: GaugeGuard,
-    ) where
+    async fn serve_http2<I>(self: Arc<Self>, io: Resumable<I>, client: Client)
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = self.service(conn, &activity);
+        let service = self.service(&client, true);
         let config = &self.config;
         let mut builder = http2::Builder::new(TrackedExecutor(self.tasks.clone()));
         builder
@@ -307,9 +313,9 @@ impl Proxy {
         drive(
             connection.as_mut(),
             |c| c.graceful_shutdown(),
-            &activity,
+            &client.activity,
             idle,
-            &cancel,
+            &client.cancel,
         )
         .await;
     }
@@ -326,7 +332,7 @@ impl Proxy {
     where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
-        let service = self.service(client.conn.clone(), &client.activity);
+        let service = self.service(&client, false);
         let serving = self.clone().serve_http1_until_parked(
             io,
             service,
@@ -358,14 +364,14 @@ impl Proxy {
             return;
         }
         drop(parked);
-        let span = client.conn.span();
+        let span = conn_span(client.conn.peer, client.conn.scheme);
         let serving: Pin<Box<dyn Future<Output = ()> + Send>> =
             Box::pin(self.serve_http1(io, client, span));
         serving.await
     }
 
     /// Serves HTTP/1 requests until the connection ends (`None`) or has been idle long enough
-    /// to park, with nothing read of a next request: then gives back the socket and the service.
+    /// to park, with nothing read of a next request: then gives back the socket.
     async fn serve_http1_until_parked<I, S>(
         self: Arc<Self>,
         mut io: Resumable<I>,
@@ -374,7 +380,7 @@ impl Proxy {
         cancel: CancellationToken,
     ) -> Option<Resumable<I>>
     where
-        I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -422,13 +428,25 @@ impl Proxy {
     }
 }
 
-/// What an HTTP/1 connection keeps between its requests, parked or not.
+/// What a client connection keeps for as long as it is open, whichever task serves it (an
+/// HTTP/1 connection moves to a task of its own when it parks).
 struct Client {
     activity: Arc<ConnActivity>,
     conn: Arc<ClientInfo>,
+    /// Fires when the proxy shuts down.
     cancel: CancellationToken,
     /// Counts the connection as open (`weir_client_connections_active`).
     _open: GaugeGuard,
+}
+
+/// A connection just accepted, before its task starts.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The port of the listener it came in on.
+    local_port: u16,
+    /// Counts the connection as open (`weir_client_connections_active`).
+    open: GaugeGuard,
 }
 
 /// A connection being served, whatever its stream and protocol.

@@ -330,6 +330,11 @@ impl Body for RequestBody {
 /// the `:authority` (else the endpoint's address), the scheme is the connection's, and a gRPC
 /// request says that it accepts trailers (`TE` is hop-by-hop, so the client's was removed).
 fn to_http2(req: &mut Request<RequestBody>, target: &Target) {
+    if req.version() != http::Version::HTTP_2 {
+        // Slices of the client connection's read buffer, which the pooled connection's HPACK
+        // table would otherwise keep alive.
+        super::headers::own_values(req.headers_mut());
+    }
     let host = req.headers_mut().remove(http::header::HOST);
     let authority = host
         .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
