@@ -323,6 +323,9 @@ impl Proxy {
     /// Serves HTTP/1 in `span` until the connection ends or has been idle for
     /// `--keepalive-park-after`; then drops hyper's connection (its buffers), the span and
     /// this task's state, and parks the socket on a task of its own ([`Proxy::park_http1`]).
+    // Not an `async fn`: it and `park_http1` call each other, and the compiler cannot check
+    // that an `async fn`'s future is `Send` through that cycle; a named return type breaks it.
+    #[allow(clippy::manual_async_fn)]
     fn serve_http1<I>(
         self: Arc<Self>,
         io: Resumable<I>,
@@ -332,16 +335,10 @@ impl Proxy {
     where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
     {
-        let service = self.service(&client, false);
-        let serving = self.clone().serve_http1_until_parked(
-            io,
-            service,
-            client.activity.clone(),
-            client.cancel.clone(),
-        );
-        let serving = Box::pin(serving.instrument(span));
         async move {
-            if let Some(io) = serving.await {
+            let service = self.service(&client, false);
+            let serving = self.serve_http1_until_parked(io, service, &client);
+            if let Some(io) = Box::pin(serving.instrument(span)).await {
                 let proxy = self.clone();
                 self.tasks.spawn(proxy.park_http1(io, client));
             }
@@ -365,19 +362,17 @@ impl Proxy {
         }
         drop(parked);
         let span = conn_span(client.conn.peer, client.conn.scheme);
-        let serving: Pin<Box<dyn Future<Output = ()> + Send>> =
-            Box::pin(self.serve_http1(io, client, span));
+        let serving: Serving = Box::pin(self.serve_http1(io, client, span));
         serving.await
     }
 
     /// Serves HTTP/1 requests until the connection ends (`None`) or has been idle long enough
     /// to park, with nothing read of a next request: then gives back the socket.
     async fn serve_http1_until_parked<I, S>(
-        self: Arc<Self>,
+        &self,
         mut io: Resumable<I>,
         mut service: S,
-        activity: Arc<ConnActivity>,
-        cancel: CancellationToken,
+        client: &Client,
     ) -> Option<Resumable<I>>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -407,15 +402,15 @@ impl Proxy {
             let ended = drive(
                 connection.as_mut(),
                 |c| c.graceful_shutdown(),
-                &activity,
+                &client.activity,
                 idle,
-                &cancel,
+                &client.cancel,
             );
             if ended.await == Ended::Closed {
                 return None;
             }
             let parts = Pin::into_inner(connection).into_parts()?;
-            activity.set_parking(false);
+            client.activity.set_parking(false);
             (io, service) = (parts.io.into_inner(), parts.service);
             if parts.read_buf.is_empty() {
                 return Some(io);
