@@ -48,13 +48,15 @@ AB_CG_WARMUP=500      # requests before the counters are zeroed
 AB_CG_RUNS=2          # callgrind processes per binary (interleaved)
 AB_CG_IDLE=3          # seconds idle after them: the instructions weir spends with no request
 AB_BUDGET=1.01        # the A/B's acceptance: instructions per request, current/baseline
-# Both A/B binaries are built with one codegen unit (the release profile otherwise, thin LTO
-# included): with several, which unit a function of hyper or tokio lands in, and so whether it
-# is inlined, depends on unrelated code elsewhere in weir, and moves the count by about ±1%
-# between builds whose request path is the same (measured: 0.9905 and 1.0117 for two trees that
-# differ only in code no request of the A/B runs). One unit takes that noise out of the
-# comparison; the shipped binary keeps the profile of Cargo.toml.
+# Both A/B binaries are built with one codegen unit and fat LTO, whatever the profile of the
+# baseline's Cargo.toml says: with several units, which unit a function of hyper or tokio lands
+# in, and so whether it is inlined, depends on unrelated code elsewhere in weir, and moves the
+# count by about ±1% between builds whose request path is the same (measured: 0.9905 and 1.0117
+# for two trees that differ only in code no request of the A/B runs). One unit takes that noise
+# out of the comparison; since 2026-12-04 it is also the release profile (Cargo.toml), and
+# baselines from before it are built the same way.
 AB_CODEGEN_UNITS=1
+AB_LTO=fat
 # Baseline builds: a git worktree and a target directory of their own, the binary kept per commit.
 BASELINE_CACHE=${WEIR_BENCH_BASELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weir/bench-baseline}
 
@@ -349,11 +351,18 @@ pss_kib() {
 }
 
 # Sum of utime + stime (clock ticks) of the given pids.
-cpu_ticks() {
-  local p sum=0 v
+cpu_ticks() { proc_stat_ticks '$12 + $13' "$@"; }
+
+# Sum of stime (clock ticks: the time spent in the kernel on their behalf) of the given pids.
+sys_ticks() { proc_stat_ticks '$13' "$@"; }
+
+# Sum over the pids $2… of the awk expression $1 of the fields of /proc/PID/stat after
+# "pid (comm) " ($12 is utime, $13 stime).
+proc_stat_ticks() {
+  local expr=$1 p sum=0 v
+  shift
   for p in "$@"; do
-    # Fields after "pid (comm) ": $12 is utime, $13 stime.
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0)
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk "{ print $expr }" || echo 0)
     sum=$((sum + ${v:-0}))
   done
   echo "$sum"
@@ -401,9 +410,9 @@ build() {
     CURRENT_REV="$CURRENT_REV + uncommitted changes"
   fi
   if [ -n "$BASELINE" ]; then
-    log "building weir for the A/B (codegen units: $AB_CODEGEN_UNITS) into target/ab"
+    log "building weir for the A/B (codegen units: $AB_CODEGEN_UNITS, LTO: $AB_LTO) into target/ab"
     CARGO_TARGET_DIR=$ROOT/target/ab CARGO_PROFILE_RELEASE_CODEGEN_UNITS=$AB_CODEGEN_UNITS \
-      "$ROOT/scripts/build.sh" --quiet
+      CARGO_PROFILE_RELEASE_LTO=$AB_LTO "$ROOT/scripts/build.sh" --quiet
     # The A/B measures copies: another build into target/ during the run changes nothing.
     cp "$ROOT/target/ab/release/weir" "$WORK/weir-current"
     CURRENT_BIN=$WORK/weir-current
@@ -414,7 +423,7 @@ build() {
 }
 
 # Builds weir at git revision $BASELINE (a detached git worktree under
-# $BASELINE_CACHE/<commit>-cgu<units>, with $AB_CODEGEN_UNITS codegen units,
+# $BASELINE_CACHE/<commit>-cgu<units>-<lto>, with $AB_CODEGEN_UNITS codegen units and LTO $AB_LTO,
 # CARGO_TARGET_DIR $BASELINE_CACHE/target, shared by every baseline and apart from the
 # repository's target/), the way that revision builds its release binary (its scripts/build.sh
 # when it has one). The binary is kept as $BASELINE_CACHE/<commit>/weir and reused; the worktree
@@ -423,7 +432,7 @@ build_baseline() {
   BASELINE_SHA=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}") ||
     die "--baseline $BASELINE: not a commit of this repository"
   BASELINE_REV=$(git -C "$ROOT" rev-parse --short=12 "$BASELINE_SHA")
-  local dir=$BASELINE_CACHE/$BASELINE_SHA-cgu$AB_CODEGEN_UNITS
+  local dir=$BASELINE_CACHE/$BASELINE_SHA-cgu$AB_CODEGEN_UNITS-$AB_LTO
   BASELINE_CACHED=$dir/weir
   if [ -x "$BASELINE_CACHED" ]; then
     note "baseline $BASELINE ($BASELINE_REV): cached binary $BASELINE_CACHED"
@@ -440,7 +449,8 @@ build_baseline() {
   local build=(cargo build --release --locked --bin weir --quiet)
   [ -x "$tree/scripts/build.sh" ] && build=("$tree/scripts/build.sh" --quiet)
   (cd "$tree" && CARGO_TARGET_DIR=$BASELINE_CACHE/target \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=$AB_CODEGEN_UNITS "${build[@]}")
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=$AB_CODEGEN_UNITS CARGO_PROFILE_RELEASE_LTO=$AB_LTO \
+    "${build[@]}")
   cp "$BASELINE_CACHE/target/release/weir" "$BASELINE_CACHED.tmp"
   mv "$BASELINE_CACHED.tmp" "$BASELINE_CACHED"
   git -C "$ROOT" worktree remove --force "$tree"
@@ -958,23 +968,29 @@ https_port() {
   esac
 }
 
-# Runs "$@" (a load generator) and prints the proxy's CPU use meanwhile, in % of one core.
+# Runs "$@" (a load generator) and sets the proxy's CPU use meanwhile, in % of one core:
+# PROXY_CPU_PCT in all, PROXY_SYS_PCT of it in the kernel.
 PROXY_CPU_PCT=""
+PROXY_SYS_PCT=""
 with_cpu() {
   local target=$1; shift
-  local pids t0 c0 t1 c1
+  local pids t0 c0 s0 t1 c1 s1
   pids=$(proxy_pids "$target")
-  t0=$(now); c0=$(cpu_ticks $pids)
+  t0=$(now); c0=$(cpu_ticks $pids); s0=$(sys_ticks $pids)
   "$@"
-  t1=$(now); c1=$(cpu_ticks $pids)
+  t1=$(now); c1=$(cpu_ticks $pids); s1=$(sys_ticks $pids)
   if [ -n "$pids" ]; then
     PROXY_CPU_PCT=$(calc "($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100")
+    PROXY_SYS_PCT=$(calc "($s1 - $s0) / $CLK_TCK / ($t1 - $t0) * 100")
   else
     PROXY_CPU_PCT=""
+    PROXY_SYS_PCT=""
   fi
 }
 
-cpu_set() { [ -n "$PROXY_CPU_PCT" ] && echo "--set proxy_cpu_pct=$PROXY_CPU_PCT" || true; }
+cpu_set() {
+  [ -n "$PROXY_CPU_PCT" ] && echo "--set proxy_cpu_pct=$PROXY_CPU_PCT --set proxy_sys_pct=$PROXY_SYS_PCT" || true
+}
 
 # wrk_load TARGET PATH OUT [WRK FLAGS…]: wrk, 64 connections, one thread on the load CPU, on
 # the target's HTTP port, output in OUT; the proxy's CPU use meanwhile in PROXY_CPU_PCT.
@@ -1797,7 +1813,7 @@ main() {
     ab_args=(--ab-baseline "$BASELINE → $BASELINE_REV"
       --ab-current "$CURRENT_REV (the working tree at build time)"
       --ab-budget "$AB_BUDGET" --ab-functions "$WORK/ab-functions.md"
-      --ab-settings "callgrind: $AB_CG_RUNS process(es) per binary, --worker-threads 1, $AB_CG_WARMUP warm-up requests, then N = $AB_CG_REQUESTS and 2N requests at $AB_CG_RATE req/s on one keep-alive connection, valgrind $(valgrind --version | sed 's/valgrind-//'); fixed rate: $RUNS interleaved runs of $CPU_REQUESTS requests at $RATE req/s over 64 keep-alive connections; binaries built with $AB_CODEGEN_UNITS codegen unit(s), sha256 baseline $(sha256sum "$BASELINE_BIN" | cut -c1-16), current $(sha256sum "$CURRENT_BIN" | cut -c1-16)")
+      --ab-settings "callgrind: $AB_CG_RUNS process(es) per binary, --worker-threads 1, $AB_CG_WARMUP warm-up requests, then N = $AB_CG_REQUESTS and 2N requests at $AB_CG_RATE req/s on one keep-alive connection, valgrind $(valgrind --version | sed 's/valgrind-//'); fixed rate: $RUNS interleaved runs of $CPU_REQUESTS requests at $RATE req/s over 64 keep-alive connections; binaries built with $AB_CODEGEN_UNITS codegen unit(s) and $AB_LTO LTO, sha256 baseline $(sha256sum "$BASELINE_BIN" | cut -c1-16), current $(sha256sum "$CURRENT_BIN" | cut -c1-16)")
   fi
   commit=$(git -C "$ROOT" rev-parse --short=12 HEAD)
   git -C "$ROOT" diff --quiet HEAD -- . ':!bench/results' 2>/dev/null || commit="$commit (with uncommitted changes)"

@@ -153,14 +153,16 @@ fn record(args: RecordArgs) -> anyhow::Result<()> {
     let rate = ["rps", "msgs_per_s", "conns_per_s"]
         .iter()
         .find_map(|k| metrics.get(*k).and_then(Value::as_f64));
-    if let (Some(pct), Some(rate)) = (metrics.get("proxy_cpu_pct").and_then(Value::as_f64), rate)
-        && rate > 0.0
-    {
-        insert(
-            &mut metrics,
-            "proxy_cpu_us",
-            Some(round3(pct / 100.0 / rate * 1e6)),
-        );
+    // The same for the part of it spent in the kernel (system time).
+    for (pct, us) in [
+        ("proxy_cpu_pct", "proxy_cpu_us"),
+        ("proxy_sys_pct", "proxy_sys_us"),
+    ] {
+        if let (Some(pct), Some(rate)) = (metrics.get(pct).and_then(Value::as_f64), rate)
+            && rate > 0.0
+        {
+            insert(&mut metrics, us, Some(round3(pct / 100.0 / rate * 1e6)));
+        }
     }
     let line =
         json!({"test": args.test, "target": args.target, "run": args.run, "metrics": metrics});
@@ -370,6 +372,7 @@ const LOAD: &[Shown] = &[
     shown("p99_ms", "p99 latency (ms)", Lower),
     shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
     shown("proxy_cpu_us", "proxy CPU per request (µs)", Lower),
+    shown("proxy_sys_us", "… of it in the kernel (µs)", Info),
     shown("errors", "errors", Lower),
 ];
 
@@ -417,6 +420,7 @@ const TESTS: &[Test] = &[
             shown("p99_ms", "p99 latency (ms)", Lower),
             shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
             shown("proxy_cpu_us", "proxy CPU per connection (µs)", Lower),
+            shown("proxy_sys_us", "… of it in the kernel (µs)", Info),
             shown("errors", "errors", Lower),
         ],
     },
@@ -434,6 +438,7 @@ const TESTS: &[Test] = &[
             shown("p99_ms", "p99 connect→response (ms)", Lower),
             shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
             shown("proxy_cpu_us", "proxy CPU per handshake (µs)", Lower),
+            shown("proxy_sys_us", "… of it in the kernel (µs)", Info),
             shown("errors", "errors", Lower),
         ],
     },
@@ -446,6 +451,7 @@ const TESTS: &[Test] = &[
             shown("p99_ms", "p99 round trip (ms)", Lower),
             shown("proxy_cpu_pct", "proxy CPU (% of one core)", Info),
             shown("proxy_cpu_us", "proxy CPU per message (µs)", Lower),
+            shown("proxy_sys_us", "… of it in the kernel (µs)", Info),
             shown("errors", "errors", Lower),
         ],
     },
@@ -551,7 +557,11 @@ const TESTS: &[Test] = &[
             shown("p50_ms", "p50 (ms)", Lower),
             shown("p99_ms", "p99 (ms)", Lower),
             shown("max_ms", "max (ms)", Lower),
-            shown("write_p50_ms", "… of which the API server's answer, p50 (ms)", Info),
+            shown(
+                "write_p50_ms",
+                "… of which the API server's answer, p50 (ms)",
+                Info,
+            ),
             shown("load_s", "start → last host routable (s)", Lower),
             shown("rss_mib", "RSS with 10,000 (MiB)", Info),
             shown("seen", "changes seen", Info),
@@ -667,6 +677,7 @@ const TELEMETRY_COLUMNS: &[(&str, &str)] = &[
 const TELEMETRY_JSON_ONLY: &[&str] = &[
     "p50_ms",
     "proxy_cpu_pct",
+    "proxy_sys_us",
     "requests",
     "errors",
     "access_log_lines",
@@ -877,6 +888,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     let targets = if main_table {
         let (table, json) = targets_section(&medians, args.proxy_cpu_count);
         md.push_str(&table);
+        md.push_str(&cpu_split_section(&medians));
         Some(json)
     } else {
         None
@@ -1158,6 +1170,68 @@ fn targets_section(medians: &Medians, proxy_cpu_count: usize) -> (String, Value)
         }));
     }
     (md, Value::Array(rows))
+}
+
+/// The tests whose CPU per request the CPU split section divides into user and kernel time.
+const CPU_SPLIT_TESTS: &[(&str, &str)] = &[
+    ("h1_tiny", "1a. HTTP/1.1 keep-alive, 13 B"),
+    ("h1_1k", "1b. HTTP/1.1 keep-alive, 1 KiB"),
+    ("newconn", "2. new connection per request"),
+    ("h2_tls", "3a. HTTP/2 over TLS"),
+    ("tls_handshake", "3b. full TLS handshakes"),
+    ("ws_echo", "4. WebSocket messages"),
+];
+
+/// Where the CPU per request goes: each proxy's time in user space and in the kernel (system
+/// time, mostly the system calls that move the bytes), and weir's kernel time over the whole
+/// CPU time of the stronger nginx: a ratio target below that is out of reach for weir while
+/// it makes the same system calls, however little its own code costs.
+fn cpu_split_section(medians: &Medians) -> String {
+    let mut md = String::from(
+        "\n## Where the CPU per request goes: user space and kernel\n\n\
+         Medians of the rows above, in µs per request (connection, handshake, message): \
+         user / kernel (system time). The nginx column is the stronger nginx of the CPU row \
+         (c = nginx-classic, i = nginx-ingress). The last column is weir's kernel time over \
+         that nginx's whole CPU time: the lowest CPU ratio weir could reach with its own code \
+         costing nothing, as long as it makes the same system calls.\n\n\
+         | test | weir | best nginx | haproxy | weir's kernel / best nginx's CPU |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    let mut any = false;
+    for (test, title) in CPU_SPLIT_TESTS {
+        let Some(metrics) = medians.get(test) else {
+            continue;
+        };
+        let get = |metric: &str, target: &str| metrics.get(metric)?.get(target).copied();
+        let Some(weir_sys) = get("proxy_sys_us", "weir") else {
+            continue;
+        };
+        // User time: the median CPU time less the median kernel time.
+        let split = |target: &str| match (get("proxy_cpu_us", target), get("proxy_sys_us", target))
+        {
+            (Some(cpu), Some(sys)) => format!("{} / {}", fmt(Some(cpu - sys)), fmt(Some(sys))),
+            _ => "–".to_owned(),
+        };
+        let best = best_nginx(
+            Lower,
+            get("proxy_cpu_us", NGINX_CLASSIC),
+            get("proxy_cpu_us", NGINX_INGRESS),
+        );
+        let floor = ratio(Some(weir_sys), best.map(|(_, v)| v));
+        any = true;
+        md.push_str(&format!(
+            "| {title} | {} | {} | {} | {} |\n",
+            split("weir"),
+            best.map_or("–".to_owned(), |(t, _)| format!(
+                "{} ({})",
+                split(t),
+                &t[6..7]
+            )),
+            split(HAPROXY),
+            floor.map_or("–".to_owned(), |r| format!("{r:.2}")),
+        ));
+    }
+    if any { md } else { String::new() }
 }
 
 /// The test id of the CPU scaling test, rendered apart from the main table.
@@ -1655,6 +1729,32 @@ status codes: 1000 2xx, 0 3xx, 0 4xx, 0 5xx
         assert_eq!(failed.get("weir"), Some(&(1, 3)));
         assert!(!failed.contains_key("nginx"));
         assert!(failed_runs("h2_tls", &runs).is_empty());
+    }
+
+    #[test]
+    fn cpu_split_shows_user_and_kernel_time_and_the_floor() {
+        let mut medians: Medians = BTreeMap::new();
+        let mut put = |metric: &'static str, target: &'static str, v: f64| {
+            medians
+                .entry("h1_tiny")
+                .or_default()
+                .entry(metric)
+                .or_default()
+                .insert(target, v);
+        };
+        put("proxy_cpu_us", "weir", 22.0);
+        put("proxy_sys_us", "weir", 13.0);
+        put("proxy_cpu_us", NGINX_CLASSIC, 16.0);
+        put("proxy_sys_us", NGINX_CLASSIC, 12.0);
+        put("proxy_cpu_us", NGINX_INGRESS, 20.0);
+        put("proxy_sys_us", NGINX_INGRESS, 13.0);
+        let md = cpu_split_section(&medians);
+        assert!(
+            md.contains("| 1a. HTTP/1.1 keep-alive, 13 B | 9 / 13 | 4 / 12 (c) | – | 0.81 |"),
+            "{md}"
+        );
+        // No kernel time recorded for weir (records from before it was): no section.
+        assert_eq!(cpu_split_section(&BTreeMap::new()), "");
     }
 
     #[test]
