@@ -426,7 +426,7 @@ build() {
 # $BASELINE_CACHE/<commit>-cgu<units>-<lto>, with $AB_CODEGEN_UNITS codegen units and LTO $AB_LTO,
 # CARGO_TARGET_DIR $BASELINE_CACHE/target, shared by every baseline and apart from the
 # repository's target/), the way that revision builds its release binary (its scripts/build.sh
-# when it has one). The binary is kept as $BASELINE_CACHE/<commit>/weir and reused; the worktree
+# when it has one). The binary is kept as $BASELINE_CACHE/<commit>-cgu<units>-<lto>/weir and reused; the worktree
 # is removed once built. Sets BASELINE_SHA, BASELINE_REV (short) and BASELINE_CACHED.
 build_baseline() {
   BASELINE_SHA=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}") ||
@@ -993,7 +993,8 @@ cpu_set() {
 }
 
 # wrk_load TARGET PATH OUT [WRK FLAGS…]: wrk, 64 connections, one thread on the load CPU, on
-# the target's HTTP port, output in OUT; the proxy's CPU use meanwhile in PROXY_CPU_PCT.
+# the target's HTTP port, output in OUT; the proxy's CPU use meanwhile in PROXY_CPU_PCT (and
+# PROXY_SYS_PCT).
 wrk_load() {
   local target=$1 path=$2 out=$3; shift 3
   with_cpu "$target" on_load_cpu timeout $((DURATION + 30)) \

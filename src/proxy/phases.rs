@@ -140,281 +140,290 @@ struct Admitted {
 
 impl Proxy {
     /// Runs the phases in order: a response weir makes itself, or the endpoint's.
-    pub(super) async fn forward(
-        self: &Arc<Self>,
-        conn: &ClientInfo,
-        activity: &Arc<ConnActivity>,
+    ///
+    /// A plain function returning an `async move` block rather than an `async fn`: an
+    /// `async fn` keeps each argument beside the local it is moved into, and every request's
+    /// future would carry the request twice (264 B more, copied with every move).
+    #[allow(clippy::manual_async_fn)] // see above: an `async fn` is what this avoids
+    pub(super) fn forward<'a>(
+        self: &'a Arc<Self>,
+        conn: &'a ClientInfo,
+        activity: &'a Arc<ConnActivity>,
         mut req: Request<Incoming>,
-        exchange: &mut Option<Box<Exchange>>,
-        errors: &mut Option<Box<policy::custom_errors::Pending>>,
-    ) -> Result<Response<ProxyBody>, Refusal> {
-        // 1. Check the request.
-        let upgrade = UpgradeRequest::of(&req);
-        check_request(&req, upgrade.as_ref())?;
-        let host_value = request_host(&req)?;
-        let host = routing_host(&host_value)?;
-        // 2. Normalise the path.
-        policy::path::normalize(&mut req)?;
-        // 3, 4. Route; the host may redirect first.
-        let (route, runtime, add_slash, client_auth) = match self.route(conn, &host, &req)? {
-            Routed::HostRedirect(response) => return Ok(*response),
-            Routed::Route {
-                route,
-                runtime,
-                add_slash,
-                client_auth,
-            } => (route, runtime, add_slash, client_auth),
-        };
-        if let Some(exchange) = exchange.as_deref_mut() {
-            exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
-        }
-        let policy = &route.policy;
-        // 16, prepared: what the error backend would be told (a gRPC call keeps its errors).
-        if let Some(pages) = &policy.custom_errors
-            && !grpc::is_grpc(req.headers())
-        {
-            let pending = policy::custom_errors::Pending::new(pages, &route, &mut req, &host_value);
-            *errors = Some(pending);
-        }
-        // 5. Fail closed.
-        if let Some(why) = &policy.refused {
-            debug!(ingress = %route.ingress, %why, "the route fails closed");
-            return Err(Refusal::Misconfigured);
-        }
-        // 6. The trailing slash.
-        if add_slash {
-            return Ok(policy::slash::redirect(conn, &host, &req, policy));
-        }
-        // 7. Redirects instead of forwarding.
-        if let Some(redirect) = &policy.redirect {
-            return Ok(policy::redirect::respond(redirect));
-        }
-        // 8. HTTPS.
-        let https_port = self.config.https_port_external;
-        if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
-            return Ok(response);
-        }
-        // 9. Client certificates.
-        let client_auth = match client_auth {
-            None => None,
-            Some(Ok(auth)) => Some(auth),
-            Some(Err(why)) => {
-                debug!(ingress = %route.ingress, %why, "the host fails closed");
+        exchange: &'a mut Option<Box<Exchange>>,
+        errors: &'a mut Option<Box<policy::custom_errors::Pending>>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Refusal>> + Send + 'a {
+        async move {
+            // 1. Check the request.
+            let upgrade = UpgradeRequest::of(&req);
+            check_request(&req, upgrade.as_ref())?;
+            let host_value = request_host(&req)?;
+            let host = routing_host(&host_value)?;
+            // 2. Normalise the path.
+            policy::path::normalize(&mut req)?;
+            // 3, 4. Route; the host may redirect first.
+            let (route, runtime, add_slash, client_auth) = match self.route(conn, &host, &req)? {
+                Routed::HostRedirect(response) => return Ok(*response),
+                Routed::Route {
+                    route,
+                    runtime,
+                    add_slash,
+                    client_auth,
+                } => (route, runtime, add_slash, client_auth),
+            };
+            if let Some(exchange) = exchange.as_deref_mut() {
+                exchange.routed(&route, runtime.as_ref().and_then(|r| r.stats.as_ref()));
+            }
+            let policy = &route.policy;
+            // 16, prepared: what the error backend would be told (a gRPC call keeps its errors).
+            if let Some(pages) = &policy.custom_errors
+                && !grpc::is_grpc(req.headers())
+            {
+                let pending =
+                    policy::custom_errors::Pending::new(pages, &route, &mut req, &host_value);
+                *errors = Some(pending);
+            }
+            // 5. Fail closed.
+            if let Some(why) = &policy.refused {
+                debug!(ingress = %route.ingress, %why, "the route fails closed");
                 return Err(Refusal::Misconfigured);
             }
-        };
-        if let Some(auth) = &client_auth {
-            policy::client_cert::check(auth, conn).inspect_err(|refusal| {
-                let client = client_ip(conn, req.headers(), &self.config.trust_forwarded_from);
-                self.count_denied(&route, refusal, client);
-            })?;
-        }
-        // 10. CORS preflights.
-        let cors = policy
-            .cors
-            .as_deref()
-            .and_then(|cors| policy::cors::allowed(cors, &req));
-        if let Some(response) = cors
-            .as_deref()
-            .and_then(|a| policy::cors::preflight(a, &req))
-        {
-            return Ok(response);
-        }
-        // 11. Rate limits, then access control, on a route with either. The checks' future (an
-        // authentication sub-request among them) and what they admit are boxed: every request's
-        // future would otherwise be as large as theirs.
-        let mut admitted: Option<Box<Admitted>> = None;
-        if policy.rate_limits.is_some() || policy.access.is_some() {
-            let facts = Facts {
-                conn,
-                host: &host,
-                host_value: &host_value,
-                route: &route,
-                runtime: runtime.as_deref(),
-                client_auth: client_auth.as_deref(),
+            // 6. The trailing slash.
+            if add_slash {
+                return Ok(policy::slash::redirect(conn, &host, &req, policy));
+            }
+            // 7. Redirects instead of forwarding.
+            if let Some(redirect) = &policy.redirect {
+                return Ok(policy::redirect::respond(redirect));
+            }
+            // 8. HTTPS.
+            let https_port = self.config.https_port_external;
+            if let Some(response) = policy::https::redirect(&route, conn, &host, &req, https_port) {
+                return Ok(response);
+            }
+            // 9. Client certificates.
+            let client_auth = match client_auth {
+                None => None,
+                Some(Ok(auth)) => Some(auth),
+                Some(Err(why)) => {
+                    debug!(ingress = %route.ingress, %why, "the host fails closed");
+                    return Err(Refusal::Misconfigured);
+                }
             };
-            match Box::pin(self.admit(&facts, &mut req)).await {
-                Ok(passed) => admitted = Some(Box::new(passed)),
-                Err(refusal) if grpc::is_grpc(req.headers()) => return Err(refusal),
-                Err(refusal) => {
-                    let mut response = refusal.into_response(req.version());
-                    policy::cors::add_headers(&cors, response.headers_mut());
-                    return Ok(response);
+            if let Some(auth) = &client_auth {
+                policy::client_cert::check(auth, conn).inspect_err(|refusal| {
+                    let client = client_ip(conn, req.headers(), &self.config.trust_forwarded_from);
+                    self.count_denied(&route, refusal, client);
+                })?;
+            }
+            // 10. CORS preflights.
+            let cors = policy
+                .cors
+                .as_deref()
+                .and_then(|cors| policy::cors::allowed(cors, &req));
+            if let Some(response) = cors
+                .as_deref()
+                .and_then(|a| policy::cors::preflight(a, &req))
+            {
+                return Ok(response);
+            }
+            // 11. Rate limits, then access control, on a route with either. The checks' future (an
+            // authentication sub-request among them) and what they admit are boxed: every request's
+            // future would otherwise be as large as theirs.
+            let mut admitted: Option<Box<Admitted>> = None;
+            if policy.rate_limits.is_some() || policy.access.is_some() {
+                let facts = Facts {
+                    conn,
+                    host: &host,
+                    host_value: &host_value,
+                    route: &route,
+                    runtime: runtime.as_deref(),
+                    client_auth: client_auth.as_deref(),
+                };
+                match Box::pin(self.admit(&facts, &mut req)).await {
+                    Ok(passed) => admitted = Some(Box::new(passed)),
+                    Err(refusal) if grpc::is_grpc(req.headers()) => return Err(refusal),
+                    Err(refusal) => {
+                        let mut response = refusal.into_response(req.version());
+                        policy::cors::add_headers(&cors, response.headers_mut());
+                        return Ok(response);
+                    }
                 }
             }
-        }
-        // 12. The declared body size.
-        policy::body_limit::check(policy, &req)?;
-        let trusted = &self.config.trust_forwarded_from;
-        let mut tee = match &policy.mirror {
-            None => None,
-            Some(mirror) => {
-                let host = (host.as_ref(), &host_value);
-                self.mirrors
-                    .start(mirror, &route, conn, host, &mut req, trusted)
+            // 12. The declared body size.
+            policy::body_limit::check(policy, &req)?;
+            let trusted = &self.config.trust_forwarded_from;
+            let mut tee = match &policy.mirror {
+                None => None,
+                Some(mirror) => {
+                    let host = (host.as_ref(), &host_value);
+                    self.mirrors
+                        .start(mirror, &route, conn, host, &mut req, trusted)
+                }
+            };
+            // 14, chosen before 13 changes the request: the backend (the main one or the route's
+            // canary) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`).
+            let canary = match &route.canary {
+                None => None,
+                Some(_) => policy::canary::chosen(&route, runtime.as_deref(), req.headers()),
+            };
+            let canary_runtime = canary.and_then(|_| runtime.as_ref()?.canary.as_ref());
+            if let (Some(canary), Some(exchange)) = (canary, exchange.as_deref_mut()) {
+                exchange.canary(canary, canary_runtime.and_then(|r| r.stats.as_ref()));
             }
-        };
-        // 14, chosen before 13 changes the request: the backend (the main one or the route's
-        // canary) and its balancer's endpoint (`load-balance`, `upstream-hash-by`, `affinity`).
-        let canary = match &route.canary {
-            None => None,
-            Some(_) => policy::canary::chosen(&route, runtime.as_deref(), req.headers()),
-        };
-        let canary_runtime = canary.and_then(|_| runtime.as_ref()?.canary.as_ref());
-        if let (Some(canary), Some(exchange)) = (canary, exchange.as_deref_mut()) {
-            exchange.canary(canary, canary_runtime.and_then(|r| r.stats.as_ref()));
-        }
-        let (backend, balance, balancer) = match canary {
-            Some(canary) => (
-                &canary.backend,
-                &canary.balance,
-                canary_runtime.map(|r| &r.balancer),
-            ),
-            None => (
-                &route.backend,
-                &policy.balance,
-                runtime.as_ref().map(|r| &r.balancer),
-            ),
-        };
-        let idempotent = is_idempotent(req.method());
-        let first = match balancer {
-            Some(balancer) => {
-                let client = || client_ip(conn, req.headers(), trusted);
-                let request = || request_vars(conn, &host, &host_value, &req, client());
-                policy::balance::pick((&*route, balance, &**balancer), request)
+            let (backend, balance, balancer) = match canary {
+                Some(canary) => (
+                    &canary.backend,
+                    &canary.balance,
+                    canary_runtime.map(|r| &r.balancer),
+                ),
+                None => (
+                    &route.backend,
+                    &policy.balance,
+                    runtime.as_ref().map(|r| &r.balancer),
+                ),
+            };
+            let idempotent = is_idempotent(req.method());
+            let first = match balancer {
+                Some(balancer) => {
+                    let client = || client_ip(conn, req.headers(), trusted);
+                    let request = || request_vars(conn, &host, &host_value, &req, client());
+                    policy::balance::pick((&*route, balance, &**balancer), request)
+                }
+                None => {
+                    let first = backend.endpoints.first().copied();
+                    first.map(|addr| Chosen::plain(Picked::endpoint(addr)))
+                }
+            };
+            let first = first.ok_or(Refusal::NoEndpoints)?;
+            // 13. What the endpoint receives.
+            let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
+            policy::rewrite::apply(&route, &mut req)?;
+            if let Some(granted) = admitted.as_ref().and_then(|a| a.granted.as_ref()) {
+                granted.apply(&mut req);
             }
-            None => {
-                let first = backend.endpoints.first().copied();
-                first.map(|addr| Chosen::plain(Picked::endpoint(addr)))
+            if let Some(auth) = &client_auth {
+                policy::client_cert::set_headers(auth, conn, req.headers_mut());
             }
-        };
-        let first = first.ok_or(Refusal::NoEndpoints)?;
-        // 13. What the endpoint receives.
-        let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
-        policy::rewrite::apply(&route, &mut req)?;
-        if let Some(granted) = admitted.as_ref().and_then(|a| a.granted.as_ref()) {
-            granted.apply(&mut req);
-        }
-        if let Some(auth) = &client_auth {
-            policy::client_cert::set_headers(auth, conn, req.headers_mut());
-        }
-        // 14. Forward: the balancer's endpoint, then others as `proxy-next-upstream` allows
-        // (`policy/retry.rs`). 15: the answer is relayed, or an upgrade's tunnel opened.
-        let client_upgrade = upgrade.as_ref().map(|upgrade| {
-            upgrade.apply(&mut req);
-            hyper::upgrade::on(&mut req)
-        });
-        let upstream = &policy.upstream;
-        let tls = match &upstream.tls {
-            None => None,
-            Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first.addr())?),
-        };
-        // gRPC's deadline bounds the wait for the response head, and the call.
-        let deadline = upstream
-            .protocol
-            .is_grpc()
-            .then(|| grpc::timeout(req.headers()))
-            .flatten()
-            .map(|d| std::time::Instant::now() + d);
-        let has_body = !http_body::Body::is_end_stream(req.body());
-        if let Some(exchange) = exchange.as_deref_mut() {
-            exchange.connecting();
-        }
-        let timeouts = &policy.timeouts;
-        let mut retries = Retries::start(
-            &policy.retry,
-            (&backend.endpoints, balancer.map(|b| &**b)),
-            first.addr(),
-            (req.method(), upgrade.is_some()),
-            deadline,
-        );
-        let mut req = req.map(Outgoing::Client);
-        let mut addr = first.addr();
-        // The balancer learns how its pick did (EWMA).
-        let mut attempt = Some(first.picked.attempt());
-        let result = loop {
+            // 14. Forward: the balancer's endpoint, then others as `proxy-next-upstream` allows
+            // (`policy/retry.rs`). 15: the answer is relayed, or an upgrade's tunnel opened.
+            let client_upgrade = upgrade.as_ref().map(|upgrade| {
+                upgrade.apply(&mut req);
+                hyper::upgrade::on(&mut req)
+            });
+            let upstream = &policy.upstream;
+            let tls = match &upstream.tls {
+                None => None,
+                Some(_) => Some(upstream_tls(&route, runtime.as_deref(), first.addr())?),
+            };
+            // gRPC's deadline bounds the wait for the response head, and the call.
+            let deadline = upstream
+                .protocol
+                .is_grpc()
+                .then(|| grpc::timeout(req.headers()))
+                .flatten()
+                .map(|d| std::time::Instant::now() + d);
+            let has_body = !http_body::Body::is_end_stream(req.body());
             if let Some(exchange) = exchange.as_deref_mut() {
-                exchange.attempt(addr);
+                exchange.connecting();
             }
-            let target = Target {
-                addr,
-                protocol: upstream.protocol,
-                tls: tls.clone(),
-            };
-            let connection = match self.pool.connection(&target, timeouts.connect).await {
-                Ok(connection) => connection,
-                Err(error) => {
-                    if let Some(attempt) = attempt.take() {
-                        attempt.finish(false);
-                    }
-                    match retries.as_mut().and_then(|r| r.after_connect(&error)) {
-                        Some((next, condition)) => {
-                            self.note_retry(&route, (addr, next), condition, Err(&error));
-                            addr = next;
-                            continue;
-                        }
-                        None => {
-                            warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
-                            self.count_upstream_error(backend, &error);
-                            return Err(Refusal::Upstream(error));
-                        }
-                    }
-                }
-            };
-            let body_copy = retries.as_mut().and_then(|r| r.keep(&req));
-            let body_bytes = exchange
-                .as_deref_mut()
-                .and_then(|e| e.sending(addr, &request_id, has_body));
-            let options = SendOptions {
-                idempotent,
-                timeouts,
-                max_body_size: policy.max_body_size,
-                body_bytes,
+            let timeouts = &policy.timeouts;
+            let mut retries = Retries::start(
+                &policy.retry,
+                (&backend.endpoints, balancer.map(|b| &**b)),
+                first.addr(),
+                (req.method(), upgrade.is_some()),
                 deadline,
-                tee: tee.take(),
-                body_copy,
-            };
-            let sent = self.pool.send(connection, req, activity, options).await;
-            if let Some(attempt) = attempt.take() {
-                attempt.finish(sent.is_ok());
-            }
-            let Some(retried) = retries.as_mut().and_then(|r| r.after_send(&sent)) else {
-                break sent;
-            };
-            let failed = sent.as_ref().map(|(response, _)| response.status());
-            self.note_retry(&route, (addr, retried.next), retried.condition, failed);
-            (req, addr) = (retried.req, retried.next);
-        };
-        if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result) {
-            exchange.upstream_answered(response.status());
-        }
-        match (upgrade, client_upgrade) {
-            (Some(upgrade), Some(client)) => self.switch(
-                result,
-                (&upgrade, client, admitted.and_then(|a| a.slot)),
-                (&route, backend),
-                conn,
-                activity,
-                exchange,
-            ),
-            _ => {
-                let mut relayed = self.relay(result, (&route, backend), conn, &cors);
-                if let Ok(response) = &mut relayed {
-                    if let Some(cookie) = first.set_cookie {
-                        response.headers_mut().append(SET_COOKIE, cookie);
-                    }
-                    // Only a route with limits or access rules admitted anything.
-                    let (granted, slot) = admitted.map_or((None, None), |a| (a.granted, a.slot));
-                    if let Some(granted) = &granted {
-                        granted.set_cookies(response);
-                    }
-                    if slot.is_some() || policy.response_rate.is_some() || deadline.is_some() {
-                        response
-                            .body_mut()
-                            .shape(slot, policy.response_rate, deadline);
-                    }
+            );
+            let mut req = req.map(Outgoing::Client);
+            let mut addr = first.addr();
+            // The balancer learns how its pick did (EWMA).
+            let mut attempt = Some(first.picked.attempt());
+            let result = loop {
+                if let Some(exchange) = exchange.as_deref_mut() {
+                    exchange.attempt(addr);
                 }
-                relayed
+                let target = Target {
+                    addr,
+                    protocol: upstream.protocol,
+                    tls: tls.clone(),
+                };
+                let connection = match self.pool.connection(&target, timeouts.connect).await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        if let Some(attempt) = attempt.take() {
+                            attempt.finish(false);
+                        }
+                        match retries.as_mut().and_then(|r| r.after_connect(&error)) {
+                            Some((next, condition)) => {
+                                self.note_retry(&route, (addr, next), condition, Err(&error));
+                                addr = next;
+                                continue;
+                            }
+                            None => {
+                                warn!(service = %backend.service, endpoint = %addr, %error, "upstream connect failed");
+                                self.count_upstream_error(backend, &error);
+                                return Err(Refusal::Upstream(error));
+                            }
+                        }
+                    }
+                };
+                let body_copy = retries.as_mut().and_then(|r| r.keep(&req));
+                let body_bytes = exchange
+                    .as_deref_mut()
+                    .and_then(|e| e.sending(addr, &request_id, has_body));
+                let options = SendOptions {
+                    idempotent,
+                    timeouts,
+                    max_body_size: policy.max_body_size,
+                    body_bytes,
+                    deadline,
+                    tee: tee.take(),
+                    body_copy,
+                };
+                let sent = self.pool.send(connection, req, activity, options).await;
+                if let Some(attempt) = attempt.take() {
+                    attempt.finish(sent.is_ok());
+                }
+                let Some(retried) = retries.as_mut().and_then(|r| r.after_send(&sent)) else {
+                    break sent;
+                };
+                let failed = sent.as_ref().map(|(response, _)| response.status());
+                self.note_retry(&route, (addr, retried.next), retried.condition, failed);
+                (req, addr) = (retried.req, retried.next);
+            };
+            if let (Some(exchange), Ok((response, _))) = (exchange.as_deref_mut(), &result) {
+                exchange.upstream_answered(response.status());
+            }
+            match (upgrade, client_upgrade) {
+                (Some(upgrade), Some(client)) => self.switch(
+                    result,
+                    (&upgrade, client, admitted.and_then(|a| a.slot)),
+                    (&route, backend),
+                    conn,
+                    activity,
+                    exchange,
+                ),
+                _ => {
+                    let mut relayed = self.relay(result, (&route, backend), conn, &cors);
+                    if let Ok(response) = &mut relayed {
+                        if let Some(cookie) = first.set_cookie {
+                            response.headers_mut().append(SET_COOKIE, cookie);
+                        }
+                        // Only a route with limits or access rules admitted anything.
+                        let (granted, slot) =
+                            admitted.map_or((None, None), |a| (a.granted, a.slot));
+                        if let Some(granted) = &granted {
+                            granted.set_cookies(response);
+                        }
+                        if slot.is_some() || policy.response_rate.is_some() || deadline.is_some() {
+                            response
+                                .body_mut()
+                                .shape(slot, policy.response_rate, deadline);
+                        }
+                    }
+                    relayed
+                }
             }
         }
     }

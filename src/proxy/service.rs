@@ -30,38 +30,44 @@ impl Proxy {
     ///
     /// `activity` is the connection's: a tunnel opened by an upgrade counts as in flight on it
     /// for as long as it is open.
-    pub(super) async fn serve_request(
-        self: &Arc<Self>,
-        conn: &ClientInfo,
-        activity: &Arc<ConnActivity>,
+    ///
+    /// A plain function returning an `async move` block, as `forward` is: an `async fn` would
+    /// keep the request twice in every request's future.
+    #[allow(clippy::manual_async_fn)] // see above: an `async fn` is what this avoids
+    pub(super) fn serve_request<'a>(
+        self: &'a Arc<Self>,
+        conn: &'a ClientInfo,
+        activity: &'a Arc<ConnActivity>,
         req: Request<Incoming>,
-    ) -> Response<ProxyBody> {
-        let version = req.version();
-        let grpc = grpc::is_grpc(req.headers());
-        let mut exchange = self.exchange(conn, &req);
-        if let (true, Some(exchange)) = (grpc, exchange.as_deref_mut()) {
-            exchange.grpc();
-        }
-        let mut errors = None;
-        let mut result = self
-            .forward(conn, activity, req, &mut exchange, &mut errors)
-            .await;
-        if let Some(pending) = errors {
-            // Boxed: asking the error backend is a request of its own, and every request's
-            // future would otherwise carry its room (and copy it with every move).
-            result = Box::pin(self.error_page(pending, conn, result)).await;
-        }
-        let response = match result {
-            Ok(response) => response,
-            Err(refusal) if grpc => refusal.into_grpc_response(),
-            Err(refusal) => refusal.into_response(version),
-        };
-        match exchange {
-            Some(mut exchange) => {
-                exchange.responding(&response);
-                response.map(|body| body.with_exchange(exchange))
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+        async move {
+            let version = req.version();
+            let grpc = grpc::is_grpc(req.headers());
+            let mut exchange = self.exchange(conn, &req);
+            if let (true, Some(exchange)) = (grpc, exchange.as_deref_mut()) {
+                exchange.grpc();
             }
-            None => response,
+            let mut errors = None;
+            let mut result = self
+                .forward(conn, activity, req, &mut exchange, &mut errors)
+                .await;
+            if let Some(pending) = errors {
+                // Boxed: asking the error backend is a request of its own, and every request's
+                // future would otherwise carry its room (and copy it with every move).
+                result = Box::pin(self.error_page(pending, conn, result)).await;
+            }
+            let response = match result {
+                Ok(response) => response,
+                Err(refusal) if grpc => refusal.into_grpc_response(),
+                Err(refusal) => refusal.into_response(version),
+            };
+            match exchange {
+                Some(mut exchange) => {
+                    exchange.responding(&response);
+                    response.map(|body| body.with_exchange(exchange))
+                }
+                None => response,
+            }
         }
     }
 

@@ -837,87 +837,101 @@ impl Pool {
     ///
     /// `client` is the activity of the connection the request came on: it stays busy until
     /// the request body has been read.
-    pub async fn send(
-        self: &Arc<Self>,
+    ///
+    /// A plain function returning an `async move` block, as the proxy's `forward` is: an
+    /// `async fn` would keep the connection, the request and the options twice in every
+    /// request's future.
+    #[allow(clippy::manual_async_fn)] // see above: an `async fn` is what this avoids
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
         mut conn: UpstreamConn,
         req: Request<Outgoing>,
-        client: &Arc<ConnActivity>,
-        options: SendOptions<'_>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let addr = conn.target.addr;
-        let failure = conn.target.protocol.is_http2().then(Arc::default);
-        let (parts, body) = req.into_parts();
-        // What the keep-alive race may send again: a body from memory, or none.
-        let (body, mut body_sent, again_body) = match body {
-            Outgoing::Client(body) => {
-                let (mut body, sent) = RequestBody::new(
-                    body,
-                    self.config.client_body_timeout,
-                    client,
-                    options.body_bytes,
-                    options.max_body_size,
-                    failure.clone(),
-                    options.tee,
-                );
-                body.copy = options.body_copy;
-                let again = sent.is_none().then(Bytes::new);
-                (body, sent, again)
+        client: &'a Arc<ConnActivity>,
+        options: SendOptions<'a>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), UpstreamError>> + Send + 'a {
+        async move {
+            let addr = conn.target.addr;
+            let failure = conn.target.protocol.is_http2().then(Arc::default);
+            let (parts, body) = req.into_parts();
+            // What the keep-alive race may send again: a body from memory, or none.
+            let (body, mut body_sent, again_body) = match body {
+                Outgoing::Client(body) => {
+                    let (mut body, sent) = RequestBody::new(
+                        body,
+                        self.config.client_body_timeout,
+                        client,
+                        options.body_bytes,
+                        options.max_body_size,
+                        failure.clone(),
+                        options.tee,
+                    );
+                    body.copy = options.body_copy;
+                    let again = sent.is_none().then(Bytes::new);
+                    (body, sent, again)
+                }
+                Outgoing::Copy(bytes) => (RequestBody::copied(bytes.clone()), None, Some(bytes)),
+            };
+            let replayable = options.idempotent && again_body.is_some();
+            let mut req = Request::from_parts(parts, body);
+            if conn.target.protocol.is_http2() {
+                to_http2(&mut req, &conn.target);
             }
-            Outgoing::Copy(bytes) => (RequestBody::copied(bytes.clone()), None, Some(bytes)),
-        };
-        let replayable = options.idempotent && again_body.is_some();
-        let mut req = Request::from_parts(parts, body);
-        if conn.target.protocol.is_http2() {
-            to_http2(&mut req, &conn.target);
-        }
-        let after = options.deadline.map_or(options.timeouts.read, |at| {
-            at.saturating_duration_since(Instant::now())
-                .min(options.timeouts.read)
-        });
-        loop {
-            if conn.reused && conn.sender.ready().await.is_err() {
-                debug!(%addr, "pooled connection was closed; connecting again");
-                conn = self.connect(&conn.target, options.timeouts.connect).await?;
-            }
-            conn.send_timeout.set(options.timeouts.send);
-            // In a block of its own: what an attempt holds (the replay copy, hyper's future,
-            // its error) is gone before the wait for a new connection below, so that this
-            // future, which every request carries, keeps room for one of the two only.
-            let again = {
-                let replay = (conn.reused && replayable).then(|| head_of(&req));
-                let response = conn.sender.try_send(req);
-                tokio::pin!(response);
-                // The response timeout runs from the end of the request body.
-                let result = loop {
-                    let Some(sent) = body_sent.as_mut() else {
-                        break tokio::time::timeout(after, &mut response)
-                            .await
-                            .map_err(|_| UpstreamError::ResponseTimeout { addr, after })?;
+            let after = options.deadline.map_or(options.timeouts.read, |at| {
+                at.saturating_duration_since(Instant::now())
+                    .min(options.timeouts.read)
+            });
+            loop {
+                if conn.reused && conn.sender.ready().await.is_err() {
+                    debug!(%addr, "pooled connection was closed; connecting again");
+                    conn = self.connect(&conn.target, options.timeouts.connect).await?;
+                }
+                conn.send_timeout.set(options.timeouts.send);
+                // In a block of its own: what an attempt holds (the replay copy, hyper's future,
+                // its error) is gone before the wait for a new connection below, so that this
+                // future, which every request carries, keeps room for one of the two only.
+                let again = {
+                    let replay = (conn.reused && replayable).then(|| head_of(&req));
+                    let response = conn.sender.try_send(req);
+                    tokio::pin!(response);
+                    // The response timeout runs from the end of the request body.
+                    let result = loop {
+                        let Some(sent) = body_sent.as_mut() else {
+                            break tokio::time::timeout(after, &mut response)
+                                .await
+                                .map_err(|_| UpstreamError::ResponseTimeout { addr, after })?;
+                        };
+                        tokio::select! {
+                            biased;
+                            result = &mut response => break result,
+                            _ = sent => body_sent = None,
+                        }
                     };
-                    tokio::select! {
-                        biased;
-                        result = &mut response => break result,
-                        _ = sent => body_sent = None,
+                    match result {
+                        Ok(response) => {
+                            let lease = Lease {
+                                pool: self.clone(),
+                                target: conn.target,
+                                sender: conn.sender,
+                                send_timeout: conn.send_timeout,
+                            };
+                            return Ok((response, lease));
+                        }
+                        Err(error) => {
+                            let again = again_body.as_ref();
+                            again_or_error(
+                                error,
+                                conn.reused,
+                                replay,
+                                again,
+                                failure.as_deref(),
+                                addr,
+                            )?
+                        }
                     }
                 };
-                match result {
-                    Ok(response) => {
-                        let lease = Lease {
-                            pool: self.clone(),
-                            target: conn.target,
-                            sender: conn.sender,
-                            send_timeout: conn.send_timeout,
-                        };
-                        return Ok((response, lease));
-                    }
-                    Err(error) => {
-                        let again = again_body.as_ref();
-                        again_or_error(error, conn.reused, replay, again, failure.as_deref(), addr)?
-                    }
-                }
-            };
-            req = again;
-            conn = self.connect(&conn.target, options.timeouts.connect).await?;
+                req = again;
+                conn = self.connect(&conn.target, options.timeouts.connect).await?;
+            }
         }
     }
 
