@@ -65,8 +65,12 @@ async fn answer(state: &Arc<State>, req: &Request<Incoming>) -> Response<Full<By
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
             // Thousands of routes make megabytes of text: not on a worker that serves traffic.
-            let metrics = state.metrics().clone();
-            let Ok(text) = tokio::task::spawn_blocking(move || metrics.encode()).await else {
+            let state = state.clone();
+            let encode = move || {
+                state.count_table();
+                state.metrics().encode()
+            };
+            let Ok(text) = tokio::task::spawn_blocking(encode).await else {
                 let mut response =
                     Response::new(Full::new(Bytes::from_static(b"metrics failed\n")));
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

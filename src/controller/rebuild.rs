@@ -1,6 +1,6 @@
 //! The rebuild loop: new input → `model::build` → publish.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::DiagnosticLog;
 use crate::metrics::ControlMetrics;
-use crate::model::{self, BuildConfig, Diagnostic, IncrementalBuild, Input, ObjectRef, RouteTable};
+use crate::model::{self, BuildConfig, Diagnostic, IncrementalBuild, Input, ObjectRef};
 use crate::state::State;
 use crate::tls::{self, CertStore, Certified};
 
@@ -42,53 +42,18 @@ fn build_with_certificates(
     (built, certs)
 }
 
-/// What a table holds, for the `weir_table_*` gauges.
-#[derive(Debug, Default, Clone, Copy)]
-struct TableCounts {
-    routes: usize,
-    backends: usize,
-    backends_without_endpoints: usize,
-}
-
-impl TableCounts {
-    fn of(table: &RouteTable) -> Self {
-        let mut backends: HashSet<_, foldhash::fast::RandomState> = HashSet::default();
-        let mut without_endpoints = 0;
-        let mut last = std::ptr::null();
-        for entry in table.entries() {
-            let backend = &entry.route.backend;
-            // Routes of one Service port share their backend: neighbours often have the same.
-            if std::ptr::eq(Arc::as_ptr(backend), last) {
-                continue;
-            }
-            last = Arc::as_ptr(backend);
-            if backends.insert(last) && backend.endpoints.is_empty() {
-                without_endpoints += 1;
-            }
-        }
-        TableCounts {
-            routes: table.route_count(),
-            backends: backends.len(),
-            backends_without_endpoints: without_endpoints,
-        }
+/// Sets the gauges of what was built: Ingresses of weir's class and Diagnostics by reason
+/// (what the table holds is counted when `/metrics` is scraped: `State::count_table`).
+fn report(metrics: &ControlMetrics, ingresses: usize, diagnostics: &[Diagnostic]) {
+    metrics.ingresses.set(gauge(ingresses));
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for diagnostic in diagnostics {
+        *by_reason.entry(diagnostic.reason.as_str()).or_default() += 1;
     }
-
-    fn report(&self, metrics: &ControlMetrics, ingresses: usize, diagnostics: &[Diagnostic]) {
-        metrics.routes.set(gauge(self.routes));
-        metrics.backends.set(gauge(self.backends));
-        metrics
-            .backends_without_endpoints
-            .set(gauge(self.backends_without_endpoints));
-        metrics.ingresses.set(gauge(ingresses));
-        let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-        for diagnostic in diagnostics {
-            *by_reason.entry(diagnostic.reason.as_str()).or_default() += 1;
-        }
-        let by_reason = by_reason
-            .into_iter()
-            .map(|(reason, count)| (vec![reason.to_owned()], count as f64));
-        metrics.diagnostics.replace(by_reason);
-    }
+    let by_reason = by_reason
+        .into_iter()
+        .map(|(reason, count)| (vec![reason.to_owned()], count as f64));
+    metrics.diagnostics.replace(by_reason);
 }
 
 fn gauge(n: usize) -> i64 {
@@ -161,16 +126,16 @@ pub async fn run_rebuild_loop(
                 let (built, certs) =
                     build_with_certificates(&mut taken, &for_build, &config, &default_certificate);
                 let build_elapsed = started.elapsed();
+                let routes = built.table.route_count();
                 let generation = publisher.publish(built.table, Arc::new(certs));
                 let publish_elapsed = started.elapsed() - build_elapsed;
-                // Counted after the swap, so that they do not delay the new table.
+                // After the swap, so that it does not delay the new table.
                 let served = publisher.snapshot();
-                let counts = TableCounts::of(&served.table);
                 report_certificates(&publisher.metrics().control, &served.certs);
                 let tls_hosts = served.certs.len();
                 (
                     generation,
-                    counts,
+                    routes,
                     tls_hosts,
                     built.ingresses,
                     built.diagnostics,
@@ -184,7 +149,7 @@ pub async fn run_rebuild_loop(
             match built {
                 Ok((
                     generation,
-                    counts,
+                    routes,
                     tls_hosts,
                     ingresses,
                     built_diagnostics,
@@ -194,14 +159,14 @@ pub async fn run_rebuild_loop(
                     builds = kept;
                     diagnostics.update(&built_diagnostics);
                     let elapsed = started.elapsed();
-                    counts.report(metrics, ingresses.len(), &built_diagnostics);
+                    report(metrics, ingresses.len(), &built_diagnostics);
                     metrics.rebuilds.with_label_values(&["success"]).inc();
                     metrics.rebuild_duration.observe(elapsed.as_secs_f64());
                     metrics.last_successful.set(1);
                     metrics.last_success.set(unix_now());
                     info!(
                         generation,
-                        routes = counts.routes,
+                        routes,
                         tls_hosts,
                         ingresses = ingresses.len(),
                         ?elapsed,

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::model::RouteTable;
+
 use prometheus::core::Collector;
 use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 
@@ -37,6 +39,9 @@ pub struct ControlMetrics {
     pub watch_restarts: IntCounterVec,
     /// `weir_ssl_certificate_expire_time_seconds{namespace,secret,host}`.
     pub certificate_expiry: Arc<GaugeSet>,
+    /// The generation of the table `routes`, `backends` and `backends_without_endpoints`
+    /// were last counted from.
+    counted: Arc<Mutex<Option<u64>>>,
 }
 
 impl ControlMetrics {
@@ -108,6 +113,7 @@ impl ControlMetrics {
                 ),
                 &["namespace", "secret", "host"],
             )?),
+            counted: Arc::default(),
         };
         let m = metrics.clone();
         registry.register_all([
@@ -127,6 +133,41 @@ impl ControlMetrics {
         ])?;
         Ok(metrics)
     }
+
+    /// Sets `weir_table_routes`, `weir_table_backends` and
+    /// `weir_table_backends_without_endpoints` to what `table` (of `generation`) holds, unless
+    /// they were counted from that generation already. Called when the metrics are read, not
+    /// when a table is published: counting walks every route (milliseconds with 10,000
+    /// Ingresses), which a change need not wait for or compete with.
+    pub fn count_table(&self, generation: u64, table: &RouteTable) {
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        if *counted == Some(generation) {
+            return;
+        }
+        let mut backends: HashSet<_, foldhash::fast::RandomState> = HashSet::default();
+        let mut without_endpoints = 0;
+        let mut last = std::ptr::null();
+        for entry in table.entries() {
+            let backend = &entry.route.backend;
+            // Routes of one Service port share their backend: neighbours often have the same.
+            if std::ptr::eq(Arc::as_ptr(backend), last) {
+                continue;
+            }
+            last = Arc::as_ptr(backend);
+            if backends.insert(last) && backend.endpoints.is_empty() {
+                without_endpoints += 1;
+            }
+        }
+        self.routes.set(gauge(table.route_count()));
+        self.backends.set(gauge(backends.len()));
+        self.backends_without_endpoints
+            .set(gauge(without_endpoints));
+        *counted = Some(generation);
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A gauge family whose series are replaced as a whole on every table: the new values are set

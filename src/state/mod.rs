@@ -114,6 +114,13 @@ impl State {
         self.published.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
+    /// Sets the gauges of what the served table holds (`weir_table_routes`, …), for a scrape of
+    /// the metrics.
+    pub fn count_table(&self) {
+        let served = self.snapshot();
+        (self.metrics.control).count_table(served.generation, &served.table);
+    }
+
     /// Marks the process as shutting down (`/readyz` turns unready).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);

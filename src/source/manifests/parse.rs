@@ -1,5 +1,6 @@
 //! One manifest file's text → the objects weir reads, or the errors that stop the file.
 
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +20,25 @@ use super::ManifestError;
 pub(super) struct Parsed {
     pub document: usize,
     pub object: Object,
+    /// A hash of the object's [`Object::identity`], made once when parsed: a load merges
+    /// every cached file's objects and checks them for duplicates by it, without reading the
+    /// names of objects that did not change.
+    pub identity: u64,
 }
+
+impl Parsed {
+    fn new(document: usize, object: Object) -> Self {
+        let identity = IDENTITY_HASH.hash_one(object.identity());
+        Parsed {
+            document,
+            object,
+            identity,
+        }
+    }
+}
+
+/// The hasher of [`Parsed::identity`] (fixed: every file's hashes must agree).
+const IDENTITY_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
 
 /// The seven kinds weir reads. Shared (`Arc`): every load puts the cached objects of every file
 /// into a new [`Input`](crate::model::Input), which then costs a reference count per object
@@ -128,12 +147,7 @@ fn document(
     out: &mut Vec<Parsed>,
     errors: &mut Vec<ManifestError>,
 ) {
-    let mut push = |object| {
-        out.push(Parsed {
-            document: doc,
-            object,
-        })
-    };
+    let mut push = |object| out.push(Parsed::new(doc, object));
     if let Err(message) = one(v, "", &mut push) {
         errors.push(parse_error(path, doc, None, &message));
     }

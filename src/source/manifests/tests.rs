@@ -504,6 +504,53 @@ fn duplicates_keep_the_first_in_sorted_path_order() {
 }
 
 #[test]
+fn duplicates_are_found_when_identity_hashes_collide() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "a.yaml", &service("s", 1));
+    write(
+        &dir,
+        "b.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: other}\n",
+    );
+    write(&dir, "c.yaml", &service("t", 3));
+    write(&dir, "d.yaml", &service("t", 4));
+    write(&dir, "e.yaml", &service("s", 5));
+    let (mut source, _) = load(&dir);
+    // Every object with one hash: the merge must tell them apart by their names.
+    for file in source.cache.values_mut() {
+        for parsed in &mut file.objects {
+            parsed.identity = 7;
+        }
+    }
+    let mut errors = Vec::new();
+    let input = source.merge(&mut errors);
+    assert_eq!(
+        names(&input.services),
+        ["default/s", "other/s", "default/t"]
+    );
+    let duplicates: Vec<(String, PathBuf, PathBuf)> = errors
+        .iter()
+        .map(|e| match e {
+            ManifestError::Duplicate {
+                path,
+                object,
+                first,
+                ..
+            } => (object.clone(), path.clone(), first.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let at = |name: &str| dir.path().join(name);
+    assert_eq!(
+        duplicates,
+        [
+            ("Service default/t".to_owned(), at("d.yaml"), at("c.yaml")),
+            ("Service default/s".to_owned(), at("e.yaml"), at("a.yaml")),
+        ]
+    );
+}
+
+#[test]
 fn hidden_and_other_files_are_skipped() {
     let dir = TempDir::new().unwrap();
     write(&dir, "ok.YAML", &service("ok", 80));
