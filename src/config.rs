@@ -183,6 +183,22 @@ pub struct Config {
     #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
     pub trust_forwarded_from: Vec<IpNet>,
 
+    /// Every client connection (plain and TLS) starts with a PROXY protocol header (v1 or v2),
+    /// as behind an AWS NLB or another L4 load balancer that sends one; a connection without a
+    /// valid header is closed. ingress-nginx's `use-proxy-protocol`.
+    #[arg(long, env = "WEIR_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// How long a connection may take to send its PROXY protocol header (then it is closed).
+    #[arg(long, env = "WEIR_PROXY_PROTOCOL_HEADER_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub proxy_protocol_header_timeout: Duration,
+
+    /// The load balancers (comma-separated IPs or CIDRs) whose PROXY protocol headers name the
+    /// client; from any other peer the header is still required, and the peer stays the
+    /// client. Default: every peer (ingress-nginx's `proxy-real-ip-cidr` default).
+    #[arg(long, env = "WEIR_PROXY_PROTOCOL_TRUSTED_FROM", value_delimiter = ',', value_parser = parse_net)]
+    pub proxy_protocol_trusted_from: Vec<IpNet>,
+
     /// On SIGTERM/SIGINT, how long weir keeps accepting connections while reporting unready,
     /// so that load balancers stop sending before the listeners close. A second signal skips it.
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -599,6 +615,12 @@ impl Config {
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
             trust_forwarded_from: self.trust_forwarded_from.clone(),
+            proxy_protocol: self
+                .proxy_protocol
+                .then(|| crate::proxy::ProxyProtocolConfig {
+                    header_timeout: self.proxy_protocol_header_timeout,
+                    trusted: self.proxy_protocol_trusted_from.clone(),
+                }),
             access_log: None,
             mirror: crate::proxy::MirrorLimits::default(),
         }

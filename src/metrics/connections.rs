@@ -26,6 +26,9 @@ pub struct ConnectionMetrics {
     pub tls_handshakes: IntCounterVec,
     /// `weir_tls_handshake_errors_total{reason}`: `timeout`, `protocol` or `io`.
     pub tls_handshake_errors: IntCounterVec,
+    /// `weir_proxy_protocol_errors_total{reason}`: connections closed for their PROXY
+    /// protocol header: `invalid`, `too_long`, `timeout` or `io`.
+    pub proxy_protocol_errors: IntCounterVec,
     /// `weir_upstream_errors_total{namespace,service,reason}`: failed attempts to get a
     /// response from an endpoint.
     pub upstream_errors: IntCounterVec,
@@ -99,6 +102,13 @@ impl ConnectionMetrics {
                 ),
                 &["reason"],
             )?,
+            proxy_protocol_errors: IntCounterVec::new(
+                Opts::new(
+                    "weir_proxy_protocol_errors_total",
+                    "Client connections closed for their PROXY protocol header (--proxy-protocol): invalid, too_long, timeout, io (closed or failed before it ended).",
+                ),
+                &["reason"],
+            )?,
             upstream_errors: IntCounterVec::new(
                 Opts::new(
                     "weir_upstream_errors_total",
@@ -152,6 +162,7 @@ impl ConnectionMetrics {
             Box::new(m.passthrough),
             Box::new(m.tls_handshakes),
             Box::new(m.tls_handshake_errors),
+            Box::new(m.proxy_protocol_errors),
             Box::new(m.upstream_errors),
             Box::new(m.upstream_retries),
             Box::new(m.access_log_dropped),

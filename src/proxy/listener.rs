@@ -30,6 +30,7 @@ use super::headers::{self, ClientInfo};
 use super::park::{self, ReadReady, Resumable, Wake};
 use super::passthrough::Handshake;
 use super::preface::{self, Detected};
+use super::proxy_protocol;
 use crate::metrics::GaugeGuard;
 use crate::tls::ServerConfigs;
 
@@ -153,12 +154,25 @@ impl Proxy {
         cancel: CancellationToken,
     ) -> Option<Serving> {
         let Accepted {
-            stream,
-            peer,
+            mut stream,
+            mut peer,
             local_port,
             open,
         } = accepted;
         let _ = stream.set_nodelay(true);
+        if let Some(config) = &self.config.proxy_protocol {
+            // Boxed: its buffer would otherwise be part of every connection's first future.
+            match Box::pin(proxy_protocol::accept(config, &mut stream, peer)).await {
+                Ok(client) => peer = client,
+                Err(error) => {
+                    debug!(%error, "PROXY protocol header refused; closing");
+                    (self.metrics.connections.proxy_protocol_errors)
+                        .with_label_values(&[error.reason()])
+                        .inc();
+                    return None;
+                }
+            }
+        }
         let trusted = &self.config.trust_forwarded_from;
         let conn = ClientInfo::new(peer, local_port, transport.scheme(), trusted);
         match transport {

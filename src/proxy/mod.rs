@@ -17,6 +17,7 @@ mod passthrough;
 mod phases;
 mod policy;
 mod preface;
+mod proxy_protocol;
 mod respond;
 mod service;
 mod tunnel;
@@ -36,6 +37,7 @@ use crate::state::State;
 use park::ParkedCount;
 pub use policy::mirror::MirrorLimits;
 pub use policy::retry::REPLAY_LIMIT;
+pub use proxy_protocol::ProxyProtocolConfig;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route
@@ -70,6 +72,8 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Peers whose X-Forwarded-* headers are trusted.
     pub trust_forwarded_from: Vec<IpNet>,
+    /// Every client connection starts with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
     /// How many request copies (`mirror-target`) may be in flight, with how much body each.
@@ -91,6 +95,7 @@ impl Default for ProxyConfig {
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             trust_forwarded_from: Vec::new(),
+            proxy_protocol: None,
             access_log: None,
             mirror: MirrorLimits::default(),
         }
