@@ -185,7 +185,8 @@ pub struct Config {
 
     /// Every client connection (plain and TLS) starts with a PROXY protocol header (v1 or v2),
     /// as behind an AWS NLB or another L4 load balancer that sends one; a connection without a
-    /// valid header is closed. ingress-nginx's `use-proxy-protocol`.
+    /// valid header is closed. The controller ConfigMap's `use-proxy-protocol: "true"` turns it
+    /// on too.
     #[arg(long, env = "WEIR_PROXY_PROTOCOL")]
     pub proxy_protocol: bool,
 
@@ -525,7 +526,10 @@ impl Config {
                 controller_name: self.controller_name.clone(),
                 watch_ingress_without_class: self.watch_ingress_without_class,
             },
-            defaults: self.routes.defaults(),
+            defaults: Defaults {
+                use_proxy_protocol: self.proxy_protocol,
+                ..self.routes.defaults()
+            },
             config_map: self
                 .routes
                 .configmap
@@ -615,12 +619,11 @@ impl Config {
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
             trust_forwarded_from: self.trust_forwarded_from.clone(),
-            proxy_protocol: self
-                .proxy_protocol
-                .then(|| crate::proxy::ProxyProtocolConfig {
-                    header_timeout: self.proxy_protocol_header_timeout,
-                    trusted: self.proxy_protocol_trusted_from.clone(),
-                }),
+            proxy_protocol: crate::proxy::ProxyProtocolConfig {
+                always: self.proxy_protocol,
+                header_timeout: self.proxy_protocol_header_timeout,
+                trusted: self.proxy_protocol_trusted_from.clone(),
+            },
             access_log: None,
             mirror: crate::proxy::MirrorLimits::default(),
         }

@@ -16,10 +16,11 @@ use weir::proxy::{ProxyConfig, ProxyProtocolConfig};
 
 fn config(trusted: &[&str]) -> ProxyConfig {
     ProxyConfig {
-        proxy_protocol: Some(ProxyProtocolConfig {
+        proxy_protocol: ProxyProtocolConfig {
+            always: true,
             header_timeout: Duration::from_millis(300),
             trusted: trusted.iter().map(|n| n.parse().unwrap()).collect(),
-        }),
+        },
         ..ProxyConfig::default()
     }
 }
@@ -175,4 +176,44 @@ async fn tls_starts_after_the_header() {
     let echo = echo_of(&String::from_utf8_lossy(&answer));
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("192.0.2.44"));
     assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+#[tokio::test]
+async fn the_controller_config_map_turns_it_on_and_off_while_serving() {
+    let backend = TestBackend::start("b").await;
+    let built = |use_proxy_protocol: &str| {
+        let config = weir::model::BuildConfig {
+            config_map: Some(weir::model::ObjectRef::new(
+                weir::model::ObjectKind::ConfigMap,
+                "default",
+                "weir",
+            )),
+            ..weir::model::BuildConfig::default()
+        };
+        let ingress = ingress_json(
+            "app",
+            1,
+            &[],
+            serde_json::json!([rule("h", &[("/", "Prefix", "s")])]),
+        );
+        let settings = config_map_json("weir", &[("use-proxy-protocol", use_proxy_protocol)]);
+        let built = build_table_with(
+            vec![ingress],
+            vec![service_json("s", &[backend.addr])],
+            vec![settings],
+            &config,
+        );
+        assert_eq!(built.diagnostics, [], "{use_proxy_protocol}");
+        built.table
+    };
+    let proxy = TestProxy::start(ProxyConfig::default(), built("true")).await;
+    let v1 = [&b"PROXY TCP4 198.51.100.8 10.0.0.1 51234 80\r\n"[..], GET].concat();
+    let echo = echo_of(&raw(proxy.addr, &v1).await);
+    assert_eq!(echo.header("x-real-ip").as_deref(), Some("198.51.100.8"));
+    assert_eq!(raw(proxy.addr, GET).await, "", "a header is required");
+
+    // The ConfigMap changes: new connections need none (as after ingress-nginx's reload).
+    proxy.publish(built("false"));
+    let echo = echo_of(&raw(proxy.addr, GET).await);
+    assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
 }

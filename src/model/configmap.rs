@@ -52,6 +52,7 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("hsts-preload", KeySupport::Read),
     ("use-port-in-redirects", KeySupport::Read),
     ("relative-redirects", KeySupport::Read),
+    ("use-proxy-protocol", KeySupport::Read),
     ("whitelist-source-range", KeySupport::Read),
     ("denylist-source-range", KeySupport::Read),
     ("limit-req-status-code", KeySupport::Read),
@@ -202,6 +203,9 @@ fn read(
             flags.use_port_in_redirects,
         ),
         relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
+        // `--proxy-protocol` turns it on whatever the ConfigMap says.
+        use_proxy_protocol: flag(&mut reader, "use-proxy-protocol", false)
+            || flags.use_proxy_protocol,
         global_auth: global_auth(&mut reader),
         allow_sources: source_list(&mut reader, "whitelist-source-range"),
         deny_sources: source_list(&mut reader, "denylist-source-range"),
@@ -460,6 +464,36 @@ mod tests {
             d.hsts.header().unwrap(),
             "max-age=600; includeSubDomains; preload"
         );
+    }
+
+    #[test]
+    fn use_proxy_protocol_turns_it_on_and_the_flag_keeps_it_on() {
+        assert!(
+            read_pairs(&[("use-proxy-protocol", "true")])
+                .0
+                .use_proxy_protocol
+        );
+        assert!(!read_pairs(&[]).0.use_proxy_protocol);
+        let (d, diagnostics) = read_pairs(&[("use-proxy-protocol", "yes")]);
+        assert!(!d.use_proxy_protocol);
+        assert!(
+            diagnostics[0].message.contains("use-proxy-protocol"),
+            "{diagnostics:?}"
+        );
+        let input = Input {
+            config_maps: vec![std::sync::Arc::new(config_map(
+                "ingress",
+                "weir",
+                &[("use-proxy-protocol", "false")],
+            ))],
+            ..Input::default()
+        };
+        let flags = Defaults {
+            use_proxy_protocol: true,
+            ..Defaults::default()
+        };
+        let d = defaults(&input, Some(&object()), &flags, &mut Vec::new());
+        assert!(d.use_proxy_protocol, "--proxy-protocol wins");
     }
 
     #[test]

@@ -380,9 +380,17 @@ pub struct RouteTable {
     client_auth: bool,
     /// Some host passes its TLS connections through.
     passthrough: bool,
+    /// Client connections start with a PROXY protocol header (`use-proxy-protocol`).
+    proxy_protocol: bool,
 }
 
 impl RouteTable {
+    /// Whether client connections start with a PROXY protocol header (the ConfigMap's
+    /// `use-proxy-protocol`, or `--proxy-protocol`).
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol
+    }
+
     /// An empty table: every request gets no route.
     pub fn empty() -> Self {
         RouteTable::default()
@@ -609,6 +617,7 @@ pub struct RouteTableBuilder {
     route_count: usize,
     client_auth: bool,
     passthrough: bool,
+    proxy_protocol: bool,
     /// The hosts a regex rule was inserted into (their regexes are put in matching order when
     /// the table is built; adopted hosts are in order already).
     regex_inserted: Vec<HostMatch>,
@@ -930,7 +939,13 @@ impl RouteTableBuilder {
             route_count: self.route_count,
             client_auth: self.client_auth,
             passthrough: self.passthrough,
+            proxy_protocol: self.proxy_protocol,
         }
+    }
+
+    /// Makes client connections start with a PROXY protocol header.
+    pub fn set_proxy_protocol(&mut self, on: bool) {
+        self.proxy_protocol = on;
     }
 }
 

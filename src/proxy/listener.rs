@@ -160,7 +160,8 @@ impl Proxy {
             open,
         } = accepted;
         let _ = stream.set_nodelay(true);
-        if let Some(config) = &self.config.proxy_protocol {
+        let config = &self.config.proxy_protocol;
+        if config.always || self.state.proxy_protocol() {
             // Boxed: its buffer would otherwise be part of every connection's first future.
             match Box::pin(proxy_protocol::accept(config, &mut stream, peer)).await {
                 Ok(client) => peer = client,

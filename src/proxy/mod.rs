@@ -72,8 +72,8 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Peers whose X-Forwarded-* headers are trusted.
     pub trust_forwarded_from: Vec<IpNet>,
-    /// Every client connection starts with a PROXY protocol header (`--proxy-protocol`).
-    pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// The PROXY protocol settings (`--proxy-protocol…`).
+    pub proxy_protocol: ProxyProtocolConfig,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
     /// How many request copies (`mirror-target`) may be in flight, with how much body each.
@@ -95,7 +95,7 @@ impl Default for ProxyConfig {
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             trust_forwarded_from: Vec::new(),
-            proxy_protocol: None,
+            proxy_protocol: ProxyProtocolConfig::default(),
             access_log: None,
             mirror: MirrorLimits::default(),
         }

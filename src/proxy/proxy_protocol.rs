@@ -24,10 +24,24 @@ use tokio::net::TcpStream;
 /// The PROXY protocol settings of the client listeners.
 #[derive(Debug, Clone)]
 pub struct ProxyProtocolConfig {
+    /// Every connection starts with a header (`--proxy-protocol`), whatever the table says;
+    /// else only while the served table says so (the ConfigMap's `use-proxy-protocol`).
+    pub always: bool,
     /// How long a connection may take to send its whole header.
     pub header_timeout: Duration,
     /// The balancers whose headers name the client (empty: every peer's).
     pub trusted: Vec<IpNet>,
+}
+
+impl Default for ProxyProtocolConfig {
+    /// Off; ingress-nginx's 5 s header timeout; every balancer trusted.
+    fn default() -> Self {
+        ProxyProtocolConfig {
+            always: false,
+            header_timeout: Duration::from_secs(5),
+            trusted: Vec::new(),
+        }
+    }
 }
 
 impl ProxyProtocolConfig {

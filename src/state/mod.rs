@@ -121,6 +121,12 @@ impl State {
         (self.metrics.control).count_table(served.generation, &served.table);
     }
 
+    /// Whether the served table asks client connections for a PROXY protocol header (read
+    /// once per connection, without taking a reference to the snapshot).
+    pub fn proxy_protocol(&self) -> bool {
+        self.current.load().table.proxy_protocol()
+    }
+
     /// Marks the process as shutting down (`/readyz` turns unready).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
