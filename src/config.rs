@@ -178,6 +178,11 @@ pub struct Config {
     #[arg(long, env = "WEIR_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_headers: u32,
 
+    /// Longest request-target (path and query) in bytes; longer gets 414, as from nginx past
+    /// its 8 KiB header buffer (`large-client-header-buffers`).
+    #[arg(long, env = "WEIR_MAX_REQUEST_TARGET_SIZE", default_value_t = 8 * 1024, value_parser = clap::value_parser!(u32).range(256..=1024 * 1024))]
+    pub max_request_target_size: u32,
+
     /// Peers (comma-separated IPs or CIDRs) whose X-Forwarded-* headers are kept and extended;
     /// from anyone else they are replaced.
     #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
@@ -618,6 +623,7 @@ impl Config {
             keepalive_park_after: self.keepalive_park_after,
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
+            max_request_target_size: self.max_request_target_size as usize,
             trust_forwarded_from: self.trust_forwarded_from.clone(),
             proxy_protocol: crate::proxy::ProxyProtocolConfig {
                 always: self.proxy_protocol,

@@ -403,6 +403,40 @@ async fn rejects_oversized_and_malformed_requests() {
 }
 
 #[tokio::test]
+async fn request_targets_that_are_not_paths_or_urls_never_reach_a_route() {
+    let backend = TestBackend::start("b").await;
+    let config = ProxyConfig {
+        max_request_target_size: 1024,
+        ..ProxyConfig::default()
+    };
+    // A catch-all route: whatever reaches routing is served (200).
+    let proxy = TestProxy::serving(config, backend.addr).await;
+    let long_path = format!("/{}", "a".repeat(1100));
+    let long_query = format!("/?q={}", "a".repeat(1100));
+    let just_fits = format!("/{}", "a".repeat(1023));
+    let cases: [(String, &str); 8] = [
+        ("GET *".into(), "HTTP/1.1 400"),
+        ("OPTIONS *".into(), "HTTP/1.1 400"),
+        ("GET h:80".into(), "HTTP/1.1 400"),
+        (format!("GET {long_path}"), "HTTP/1.1 414"),
+        (format!("GET {long_query}"), "HTTP/1.1 414"),
+        (format!("GET http://h{long_path}"), "HTTP/1.1 414"),
+        (format!("GET {just_fits}"), "HTTP/1.1 200"),
+        ("GET http://h".into(), "HTTP/1.1 200"),
+    ];
+    for (line, want) in &cases {
+        let request = format!("{line} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let response = raw(proxy.addr, request.as_bytes()).await;
+        assert!(response.starts_with(want), "{line:.40}\n=> {response}");
+    }
+    assert_eq!(
+        backend.requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "only the last two reached the endpoint"
+    );
+}
+
+#[tokio::test]
 async fn slow_header_clients_are_cut_off() {
     let config = ProxyConfig {
         client_header_timeout: Duration::from_millis(300),

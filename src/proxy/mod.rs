@@ -70,6 +70,8 @@ pub struct ProxyConfig {
     pub max_request_header_size: usize,
     /// Most request headers (431 above).
     pub max_headers: usize,
+    /// Longest request-target in bytes (414 above).
+    pub max_request_target_size: usize,
     /// Peers whose X-Forwarded-* headers are trusted.
     pub trust_forwarded_from: Vec<IpNet>,
     /// The PROXY protocol settings (`--proxy-protocol…`).
@@ -94,6 +96,7 @@ impl Default for ProxyConfig {
             keepalive_park_after: Duration::from_secs(1),
             max_request_header_size: 32 * 1024,
             max_headers: 100,
+            max_request_target_size: 8 * 1024,
             trust_forwarded_from: Vec::new(),
             proxy_protocol: ProxyProtocolConfig::default(),
             access_log: None,

@@ -156,7 +156,7 @@ impl Proxy {
         async move {
             // 1. Check the request.
             let upgrade = UpgradeRequest::of(&req);
-            check_request(&req, upgrade.as_ref())?;
+            check_request(&req, upgrade.as_ref(), self.config.max_request_target_size)?;
             let host_value = request_host(&req)?;
             let host = routing_host(&host_value)?;
             // 2. Normalise the path.

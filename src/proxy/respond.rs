@@ -16,6 +16,8 @@ pub enum Refusal {
     BadRequest(&'static str),
     /// A method weir does not proxy (CONNECT).
     MethodNotAllowed,
+    /// The request-target is longer than `--max-request-target-size`.
+    UriTooLong,
     /// A transfer coding other than chunked.
     UnsupportedTransferCoding,
     /// The client stopped sending its request body.
@@ -107,6 +109,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(detail) => (StatusCode::BAD_REQUEST, detail),
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            Refusal::UriTooLong => (StatusCode::URI_TOO_LONG, "the request-target is too long"),
             Refusal::UnsupportedTransferCoding => (
                 StatusCode::NOT_IMPLEMENTED,
                 "transfer codings other than chunked are not supported",

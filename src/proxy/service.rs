@@ -158,17 +158,22 @@ pub(super) fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Refuses requests weir will not forward: CONNECT (except HTTP/2 extended CONNECT, an
-/// upgrade) and transfer codings other than chunked (the endpoint would receive bytes in a
+/// upgrade), a request-target that is neither origin-form (`/path`) nor absolute-form
+/// (`http://host/path`) — `*` and authority-form (`host:443`) get 400, as from nginx, and
+/// never reach a route —, one longer than `max_target` bytes (414, as nginx past its header
+/// buffer), and transfer codings other than chunked (the endpoint would receive bytes in a
 /// coding it was not told about). Dot-segments are not refused: the path is normalised
 /// before routing (`policy/path.rs`).
 pub(super) fn check_request(
     req: &Request<Incoming>,
     upgrade: Option<&UpgradeRequest>,
+    max_target: usize,
 ) -> Result<(), Refusal> {
     if req.method() == Method::CONNECT && !upgrade.is_some_and(UpgradeRequest::is_extended_connect)
     {
         return Err(Refusal::MethodNotAllowed);
     }
+    check_target(req.uri(), max_target)?;
     let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
     if let Some(coding) = codings.next()
         && (codings.next().is_some()
@@ -178,6 +183,23 @@ pub(super) fn check_request(
                 .eq_ignore_ascii_case(b"chunked"))
     {
         return Err(Refusal::UnsupportedTransferCoding);
+    }
+    Ok(())
+}
+
+/// The request-target's form and length (see [`check_request`]): an origin-form or
+/// absolute-form target has a path starting with `/` (`http` gives an absolute-form target
+/// without one the path `/`).
+fn check_target(uri: &http::Uri, max_target: usize) -> Result<(), Refusal> {
+    if !uri.path().starts_with('/') {
+        return Err(Refusal::BadRequest(
+            "the request-target must be a path or an absolute URI",
+        ));
+    }
+    let length = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if length > max_target {
+        return Err(Refusal::UriTooLong);
     }
     Ok(())
 }
