@@ -437,6 +437,39 @@ async fn request_targets_that_are_not_paths_or_urls_never_reach_a_route() {
 }
 
 #[tokio::test]
+async fn a_malformed_chunked_body_is_the_client_s_fault() {
+    let backend = TestBackend::start("b").await;
+    let proxy = TestProxy::serving(ProxyConfig::default(), backend.addr).await;
+    let bodies: [&[u8]; 3] = [
+        b"3\r\nabc\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabc\r\nffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        b"3\nabc\n0\n\n",
+    ];
+    for body in bodies {
+        let request = [
+            &b"POST /sink HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            body,
+        ]
+        .concat();
+        let response = raw(proxy.addr, &request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "{:?}\n=> {response}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let samples = common::metrics::parse(&proxy.state.metrics().encode());
+    assert_eq!(
+        common::metrics::total(&samples, "weir_upstream_errors_total"),
+        0.0,
+        "not the endpoint's fault"
+    );
+    // A well-formed chunked body still goes through.
+    let good = b"POST /sink HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    assert!(raw(proxy.addr, good).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
 async fn slow_header_clients_are_cut_off() {
     let config = ProxyConfig {
         client_header_timeout: Duration::from_millis(300),

@@ -22,7 +22,10 @@ use super::policy;
 use super::policy::body_limit::BodyTooLarge;
 use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
-use super::upstream::{BodyFailure, Lease, UpstreamError};
+use super::upstream::{BodyFailure, ClientBodyBroken, Lease, UpstreamError};
+
+/// The 400's detail when the client's request body could not be read.
+const BROKEN_BODY: &str = "the request body is malformed or incomplete";
 use crate::model::{Backend, Route, normalize_host};
 
 impl Proxy {
@@ -111,11 +114,16 @@ impl Proxy {
                 debug!(ingress = %route.ingress, "request body over proxy-body-size");
                 Err(Refusal::PayloadTooLarge)
             }
+            Err(UpstreamError::Request { source, .. }) if ClientBodyBroken::in_chain(&source) => {
+                debug!(ingress = %route.ingress, error = %source, "the request body from the client failed");
+                Err(Refusal::BadRequest(BROKEN_BODY))
+            }
             Err(UpstreamError::ClientBody { failure, .. }) => {
                 debug!(ingress = %route.ingress, ?failure, "the request body failed");
                 Err(match failure {
                     BodyFailure::TooLarge => Refusal::PayloadTooLarge,
                     BodyFailure::ClientTimeout => Refusal::ClientBodyTimeout,
+                    BodyFailure::Broken => Refusal::BadRequest(BROKEN_BODY),
                 })
             }
             Err(error) => {

@@ -200,6 +200,9 @@ pub enum BodyFailure {
     TooLarge = 1,
     /// The client paused longer than the client body timeout.
     ClientTimeout = 2,
+    /// Reading it from the client failed: a malformed chunked encoding, or the client went
+    /// away before its end ([`ClientBodyBroken`]).
+    Broken = 3,
 }
 
 impl BodyFailure {
@@ -207,8 +210,23 @@ impl BodyFailure {
         match failure.load(Ordering::Relaxed) {
             1 => Some(BodyFailure::TooLarge),
             2 => Some(BodyFailure::ClientTimeout),
+            3 => Some(BodyFailure::Broken),
             _ => None,
         }
+    }
+}
+
+/// Reading the request body from the client failed (a malformed chunked encoding: a bad or
+/// overflowing chunk size, a chunk line without CR; or the connection ended before the body
+/// did): the client's fault, answered 400, not counted against the endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body is malformed or was cut off: {0}")]
+pub struct ClientBodyBroken(#[source] BoxError);
+
+impl ClientBodyBroken {
+    /// Whether `error` or one of its sources is a [`ClientBodyBroken`].
+    pub fn in_chain(error: &(dyn std::error::Error + 'static)) -> bool {
+        std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<ClientBodyBroken>())
     }
 }
 
@@ -292,11 +310,21 @@ impl Body for RequestBody {
                 tee.data(data);
             }
         }
-        if let (Poll::Ready(Some(Err(error))), Some(failure)) = (&polled, &this.failure)
-            && IdleTimeout::in_chain(error.as_ref(), Side::Client)
-        {
-            failure.store(BodyFailure::ClientTimeout as u8, Ordering::Relaxed);
-        }
+        let polled = match polled {
+            Poll::Ready(Some(Err(error))) => {
+                let (failure, error) = if IdleTimeout::in_chain(error.as_ref(), Side::Client) {
+                    (BodyFailure::ClientTimeout, error)
+                } else {
+                    let broken: BoxError = Box::new(ClientBodyBroken(error));
+                    (BodyFailure::Broken, broken)
+                };
+                if let Some(noted) = &this.failure {
+                    noted.store(failure as u8, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(error)))
+            }
+            polled => polled,
+        };
         let ended = matches!(polled, Poll::Ready(None)) || inner.is_end_stream();
         if let Some(copy) = &this.copy {
             copy.note(&polled, ended);
