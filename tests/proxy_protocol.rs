@@ -92,25 +92,30 @@ async fn the_header_s_client_is_the_client_for_v1_and_v2() {
 #[tokio::test]
 async fn a_header_in_pieces_is_read_whole_and_nothing_after_it_is_lost() {
     let (proxy, _backend) = proxy(config(&[])).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let header = v2_header("203.0.113.10:40001".parse().unwrap());
-    stream.write_all(&header[..7]).await.unwrap();
-    // Separate segments, so that the proxy sees the beginning alone (fault injection, not
-    // a wait for a condition).
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    stream.write_all(&header[7..20]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // The rest of the header and the request in one write.
-    stream
-        .write_all(&[&header[20..], GET].concat())
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let echo = echo_of(&answer);
-    assert_eq!(echo.header("x-real-ip").as_deref(), Some("203.0.113.10"));
-    assert_eq!(echo.uri(), "/who");
+    let v2 = v2_header("203.0.113.10:40001".parse().unwrap());
+    let v1 = b"PROXY TCP4 203.0.113.10 10.0.0.1 40001 80\r\n".to_vec();
+    // v2 in three pieces; v1 cut right after a space (a line that would parse with an empty
+    // field) and before its CR LF.
+    for (header, cuts) in [(v2, [7, 20]), (v1, [33, 39])] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.write_all(&header[..cuts[0]]).await.unwrap();
+        // Separate segments, so that the proxy sees the beginning alone (fault injection,
+        // not a wait for a condition).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream.write_all(&header[cuts[0]..cuts[1]]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The rest of the header and the request in one write.
+        stream
+            .write_all(&[&header[cuts[1]..], GET].concat())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let echo = echo_of(&answer);
+        assert_eq!(echo.header("x-real-ip").as_deref(), Some("203.0.113.10"));
+        assert_eq!(echo.uri(), "/who");
+    }
 }
 
 #[tokio::test]
@@ -132,6 +137,14 @@ async fn connections_without_a_valid_header_are_closed_unanswered() {
     assert_eq!(answer, "");
     assert!(after >= Duration::from_millis(250), "{after:?}");
     assert_eq!(proxy_protocol_errors(&proxy, "timeout"), 1.0);
+    // A balancer's TCP health check: connect, close.
+    drop(TcpStream::connect(proxy.addr).await.unwrap());
+    wait_until(
+        "the empty connection is counted",
+        Duration::from_secs(5),
+        || proxy_protocol_errors(&proxy, "empty") == 1.0,
+    )
+    .await;
     // Half a header, then the client closes its side.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(b"PROXY TCP4 198.51").await.unwrap();

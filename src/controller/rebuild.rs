@@ -10,6 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::DiagnosticLog;
 use crate::metrics::ControlMetrics;
+use crate::metrics::control::gauge;
 use crate::model::{self, BuildConfig, Diagnostic, IncrementalBuild, Input, ObjectRef};
 use crate::state::State;
 use crate::tls::{self, CertStore, Certified};
@@ -54,10 +55,6 @@ fn report(metrics: &ControlMetrics, ingresses: usize, diagnostics: &[Diagnostic]
         .into_iter()
         .map(|(reason, count)| (vec![reason.to_owned()], count as f64));
     metrics.diagnostics.replace(by_reason);
-}
-
-fn gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn unix_now() -> f64 {

@@ -27,7 +27,7 @@ pub struct ConnectionMetrics {
     /// `weir_tls_handshake_errors_total{reason}`: `timeout`, `protocol` or `io`.
     pub tls_handshake_errors: IntCounterVec,
     /// `weir_proxy_protocol_errors_total{reason}`: connections closed for their PROXY
-    /// protocol header: `invalid`, `too_long`, `timeout` or `io`.
+    /// protocol header: `invalid`, `too_long`, `timeout`, `empty` or `io`.
     pub proxy_protocol_errors: IntCounterVec,
     /// `weir_upstream_errors_total{namespace,service,reason}`: failed attempts to get a
     /// response from an endpoint.
@@ -105,7 +105,7 @@ impl ConnectionMetrics {
             proxy_protocol_errors: IntCounterVec::new(
                 Opts::new(
                     "weir_proxy_protocol_errors_total",
-                    "Client connections closed for their PROXY protocol header (--proxy-protocol): invalid, too_long, timeout, io (closed or failed before it ended).",
+                    "Client connections closed for their PROXY protocol header (--proxy-protocol): invalid, too_long, timeout, empty (closed before sending anything), io (closed or failed before it ended).",
                 ),
                 &["reason"],
             )?,

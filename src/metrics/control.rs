@@ -136,12 +136,13 @@ impl ControlMetrics {
 
     /// Sets `weir_table_routes`, `weir_table_backends` and
     /// `weir_table_backends_without_endpoints` to what `table` (of `generation`) holds, unless
-    /// they were counted from that generation already. Called when the metrics are read, not
+    /// they were counted from that generation or a later one already. Called when the metrics are read, not
     /// when a table is published: counting walks every route (milliseconds with 10,000
     /// Ingresses), which a change need not wait for or compete with.
     pub fn count_table(&self, generation: u64, table: &RouteTable) {
         let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
-        if *counted == Some(generation) {
+        // A scrape that waited behind one of a newer table does not count an older one.
+        if counted.is_some_and(|done| done >= generation) {
             return;
         }
         let mut backends: HashSet<_, foldhash::fast::RandomState> = HashSet::default();
@@ -166,7 +167,8 @@ impl ControlMetrics {
     }
 }
 
-fn gauge(n: usize) -> i64 {
+/// `n` as a gauge's value.
+pub(crate) fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

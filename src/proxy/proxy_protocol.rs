@@ -64,6 +64,10 @@ pub enum HeaderError {
     /// The peer closed the connection before the header ended.
     #[error("the connection closed before the PROXY protocol header ended")]
     Closed,
+    /// The peer closed the connection without sending anything (a load balancer's TCP
+    /// health check does).
+    #[error("the connection closed without a PROXY protocol header")]
+    Empty,
     /// The bytes are not a PROXY protocol header.
     #[error("not a PROXY protocol header: {0}")]
     Invalid(String),
@@ -82,6 +86,7 @@ impl HeaderError {
     /// The `reason` label of `weir_proxy_protocol_errors_total`.
     pub fn reason(&self) -> &'static str {
         match self {
+            HeaderError::Empty => "empty",
             HeaderError::Closed | HeaderError::Io(_) => "io",
             HeaderError::Invalid(_) => "invalid",
             HeaderError::TooLong(_) => "too_long",
@@ -103,6 +108,14 @@ pub enum Source {
 /// Parses the header at the start of `bytes`: `Ok(None)` when `bytes` is a beginning of one
 /// that needs more, else the source and the header's length.
 pub fn parse(bytes: &[u8]) -> Result<Option<(Source, usize)>, HeaderError> {
+    // A v1 line is parsed whole: `ppp` would read a line cut after a space as one with an
+    // empty field, not as a beginning.
+    if bytes.starts_with(b"PROXY") && !bytes.contains(&b'\n') {
+        return match bytes.len() {
+            n if n >= V1_MAX => Err(HeaderError::TooLong(V1_MAX)),
+            _ => Ok(None),
+        };
+    }
     let parsed = HeaderResult::parse(bytes);
     if parsed.is_incomplete() {
         // `ppp` reads a v1 header until its line ends: stop at the specification's limit.
@@ -158,6 +171,9 @@ async fn read_header(stream: &mut TcpStream) -> Result<Source, HeaderError> {
     loop {
         let room = MAX_HEADER - head.len();
         let n = stream.peek(&mut peeked[..room]).await?;
+        if n == 0 && head.is_empty() {
+            return Err(HeaderError::Empty);
+        }
         if n == 0 {
             return Err(HeaderError::Closed);
         }
@@ -293,6 +309,15 @@ mod tests {
             let len = bytes.len();
             bytes.extend(rest);
             prop_assert_eq!(parse(&bytes).unwrap(), Some((Source::Client(SocketAddr::from((ip, port))), len)));
+        }
+
+        /// A v1 header cut anywhere asks for more.
+        #[test]
+        fn v1_prefixes_are_incomplete(a in any::<[u8; 4]>(), port in 1u16.., cut in 0usize..60) {
+            let ip = std::net::Ipv4Addr::from(a);
+            let full = format!("PROXY TCP4 {ip} 10.0.0.1 {port} 80\r\n").into_bytes();
+            let cut = cut.min(full.len() - 1);
+            prop_assert_eq!(parse(&full[..cut]).unwrap(), None);
         }
 
         /// A header cut anywhere asks for more.

@@ -195,18 +195,16 @@ pub(super) fn check_request(
     Ok(())
 }
 
-/// The request-target's form and length (see [`check_request`]): an origin-form or
-/// absolute-form target has a path starting with `/` (`http` gives an absolute-form target
-/// without one the path `/`).
+/// The request-target's form and the length of its path and query (see [`check_request`]):
+/// an origin-form or absolute-form target has a path starting with `/` (`http` gives an
+/// absolute-form target without one the path `/`).
 fn check_target(uri: &http::Uri, max_target: usize) -> Result<(), Refusal> {
     if !uri.path().starts_with('/') {
         return Err(Refusal::BadRequest(
             "the request-target must be a path or an absolute URI",
         ));
     }
-    let length = uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len());
-    if length > max_target {
+    if uri.path_and_query().map_or(0, |p| p.as_str().len()) > max_target {
         return Err(Refusal::UriTooLong);
     }
     Ok(())

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::super::Proxy;
 use super::super::idle::{IdleTimeout, Side};
-use super::super::upstream::{Lease, Outgoing, UpstreamError, head_of};
+use super::super::upstream::{ClientBodyBroken, Lease, Outgoing, UpstreamError, head_of};
 use super::body_limit::BodyTooLarge;
 use crate::model::{Retry, RetryOn, Route};
 use crate::state::{Balancer, Picked, next_untried};
@@ -162,7 +162,9 @@ fn condition(error: &UpstreamError) -> Option<(RetryOn, bool)> {
             (RetryOn::TIMEOUT, true)
         }
         UpstreamError::Request { source, .. }
-            if IdleTimeout::in_chain(source, Side::Client) || BodyTooLarge::in_chain(source) =>
+            if IdleTimeout::in_chain(source, Side::Client)
+                || BodyTooLarge::in_chain(source)
+                || ClientBodyBroken::in_chain(source) =>
         {
             return None;
         }
