@@ -23,10 +23,10 @@ use super::policy::body_limit::BodyTooLarge;
 use super::respond::{Refusal, SERVER};
 use super::upgrade::UpgradeRequest;
 use super::upstream::{BodyFailure, ClientBodyBroken, Lease, UpstreamError};
+use crate::model::{Backend, Route, normalize_host};
 
 /// The 400's detail when the client's request body could not be read.
 const BROKEN_BODY: &str = "the request body is malformed or incomplete";
-use crate::model::{Backend, Route, normalize_host};
 
 impl Proxy {
     /// Serves one request: finds its route and relays it, or answers it with a refusal.
