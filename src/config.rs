@@ -9,6 +9,8 @@ use ipnet::IpNet;
 
 pub use crate::access_log::LogFormat;
 use crate::metrics::{ControllerLabels, MetricsConfig, RequestLabels};
+use crate::model::access::IpList;
+use crate::model::client_address::ClientAddress;
 use crate::model::{
     BuildConfig, ClassConfig, Defaults, ExternalNamePolicy, Hsts, ObjectKind, ObjectRef, Timeouts,
 };
@@ -532,7 +534,16 @@ impl Config {
                 watch_ingress_without_class: self.watch_ingress_without_class,
             },
             defaults: Defaults {
-                use_proxy_protocol: self.proxy_protocol,
+                client_address: ClientAddress {
+                    proxy_protocol: self.proxy_protocol,
+                    proxy_protocol_header_timeout: self.proxy_protocol_header_timeout,
+                    proxy_protocol_from: match self.proxy_protocol_trusted_from.as_slice() {
+                        [] => IpList::everyone(),
+                        nets => IpList::from_nets(nets),
+                    },
+                    forwarded_from: IpList::from_nets(&self.trust_forwarded_from),
+                    ..ClientAddress::default()
+                },
                 ..self.routes.defaults()
             },
             config_map: self
@@ -624,12 +635,6 @@ impl Config {
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
             max_request_target_size: self.max_request_target_size as usize,
-            trust_forwarded_from: self.trust_forwarded_from.clone(),
-            proxy_protocol: crate::proxy::ProxyProtocolConfig {
-                always: self.proxy_protocol,
-                header_timeout: self.proxy_protocol_header_timeout,
-                trusted: self.proxy_protocol_trusted_from.clone(),
-            },
             access_log: None,
             mirror: crate::proxy::MirrorLimits::default(),
         }

@@ -111,11 +111,17 @@ async fn a_forwarded_address_counts_only_from_a_trusted_peer() {
         let answer = request(&untrusting, "office.test", "/", None, Some(spoof)).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{spoof}");
     }
-    let trusting = ProxyConfig {
-        trust_forwarded_from: vec!["127.0.0.1/32".parse().unwrap()],
-        ..ProxyConfig::default()
-    };
-    let (trusting, _) = serve(ingresses(), services(), vec![], trusting).await;
+    // The controller ConfigMap trusts the balancer (here the test client's address).
+    let settings = config_map_json(
+        "weir",
+        &[
+            ("use-forwarded-headers", "true"),
+            ("proxy-real-ip-cidr", "127.0.0.1/32"),
+        ],
+    );
+    let built = build_table_with(ingresses(), services(), vec![settings], &with_config_map());
+    assert_eq!(built.diagnostics, []);
+    let trusting = TestProxy::start(ProxyConfig::default(), built.table).await;
     let via_lb = request(&trusting, "office.test", "/", None, Some("10.1.2.3")).await;
     assert_eq!(via_lb.status, StatusCode::OK);
     // The rightmost untrusted address is the client: what the client itself wrote further

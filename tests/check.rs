@@ -41,7 +41,7 @@ fn the_example_cluster_is_reported_ingress_by_ingress_and_exits_1() {
         "        allows only clients from 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
         "        asks for a password (Basic realm=\"Authentication Required - Prometheus\", 1 user(s))",
         "  invalid   nginx.ingress.kubernetes.io/proxy-read-timeout: \"60s\"",
-        "ConfigMap ingress-nginx/ingress-nginx-controller UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored",
+        "ConfigMap ingress-nginx/ingress-nginx-controller UnsupportedConfigMapKey: weir does not support key \"use-gzip\" (yet); it is ignored",
         "  route shop.example.com Regex / -> shop-frontend-canary:http (1 endpoint)",
         "        canary of Ingress shop/shop-frontend: takes 10 of every 100 requests",
         "12 Ingress(es) of class \"nginx\": 9 served as they ask, 3 would lose behaviour",

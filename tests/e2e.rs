@@ -1898,7 +1898,7 @@ async fn an_ingress_written_for_ingress_nginx_is_served_after_only_its_class_cha
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "metadata": {"name": "e2e-migration", "namespace": WEIR_NAMESPACE},
-                "data": {"proxy-body-size": "1k", "proxy-read-timeout": "120", "use-forwarded-headers": "true"},
+                "data": {"proxy-body-size": "1k", "proxy-read-timeout": "120", "use-forwarded-headers": "true", "use-gzip": "true"},
             }))
             .unwrap(),
         )
@@ -1951,7 +1951,7 @@ async fn an_ingress_written_for_ingress_nginx_is_served_after_only_its_class_cha
     assert_eq!(
         check.status.code(),
         Some(1),
-        "the ConfigMap's use-forwarded-headers is lost:\n{report}\n{}",
+        "the ConfigMap's use-gzip is lost:\n{report}\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
     for line in [
@@ -1959,7 +1959,7 @@ async fn an_ingress_written_for_ingress_nginx_is_served_after_only_its_class_cha
         format!("Ingress {ns}/web: ok"),
         "        rewrites the path to /$2".to_owned(),
         format!(
-            "ConfigMap {WEIR_NAMESPACE}/e2e-migration UnsupportedConfigMapKey: weir does not support key \"use-forwarded-headers\" (yet); it is ignored"
+            "ConfigMap {WEIR_NAMESPACE}/e2e-migration UnsupportedConfigMapKey: weir does not support key \"use-gzip\" (yet); it is ignored"
         ),
     ] {
         assert!(

@@ -861,36 +861,6 @@ async fn websocket_tunnels_are_gauged_while_open_and_logged_when_closed() {
     );
 }
 
-/// An access log writing text into memory.
-fn memory_access_log() -> (
-    weir::access_log::AccessLog,
-    std::sync::Arc<std::sync::Mutex<String>>,
-) {
-    #[derive(Clone)]
-    struct Sink(std::sync::Arc<std::sync::Mutex<String>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(buf));
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
-    let log = weir::access_log::AccessLog::start(
-        weir::access_log::LogFormat::Text,
-        Box::new(Sink(lines.clone())),
-        dropped,
-    )
-    .unwrap();
-    (log, lines)
-}
-
 #[tokio::test]
 async fn a_real_prometheus_scrapes_weir() {
     let backend = TestBackend::start("web").await;

@@ -11,24 +11,33 @@ use common::*;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weir::model::PathRule;
-use weir::proxy::{ProxyConfig, ProxyProtocolConfig};
+use weir::model::access::IpList;
+use weir::model::client_address::ClientAddress;
+use weir::model::{PathRule, RouteTable};
+use weir::proxy::ProxyConfig;
 
-fn config(trusted: &[&str]) -> ProxyConfig {
-    ProxyConfig {
-        proxy_protocol: ProxyProtocolConfig {
-            always: true,
-            header_timeout: Duration::from_millis(300),
-            trusted: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+/// PROXY protocol on, a 300 ms header timeout, the headers of the balancers in `trusted`
+/// (comma-separated; empty: every peer) believed.
+fn with_header(table: RouteTable, trusted: &str) -> RouteTable {
+    table.with_client_address(ClientAddress {
+        proxy_protocol: true,
+        proxy_protocol_header_timeout: Duration::from_millis(300),
+        proxy_protocol_from: match trusted {
+            "" => IpList::everyone(),
+            nets => IpList::parse(nets).unwrap(),
         },
-        ..ProxyConfig::default()
-    }
+        ..ClientAddress::default()
+    })
 }
 
-async fn proxy(config: ProxyConfig) -> (TestProxy, TestBackend) {
+async fn proxy(trusted: &str) -> (TestProxy, TestBackend) {
     let backend = TestBackend::start("b").await;
     let table = table(&[("h", PathRule::prefix("/"), "s", vec![backend.addr])]);
-    (TestProxy::start(config, table).await, backend)
+    let table = with_header(table, trusted);
+    (
+        TestProxy::start(ProxyConfig::default(), table).await,
+        backend,
+    )
 }
 
 const GET: &[u8] = b"GET /who HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
@@ -48,13 +57,6 @@ fn v2_header(client: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// The backend's view of a request the proxy answered with 200 (the answer's JSON body).
-fn echo_of(answer: &str) -> Echo {
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let body = answer.split_once("\r\n\r\n").expect("a body").1;
-    Echo(serde_json::from_str(body).expect("the backend's echo"))
-}
-
 fn proxy_protocol_errors(proxy: &TestProxy, reason: &str) -> f64 {
     let text = proxy.state.metrics().encode();
     common::metrics::sum(
@@ -66,32 +68,37 @@ fn proxy_protocol_errors(proxy: &TestProxy, reason: &str) -> f64 {
 
 #[tokio::test]
 async fn the_header_s_client_is_the_client_for_v1_and_v2() {
-    let (proxy, _backend) = proxy(config(&[])).await;
+    let (proxy, _backend) = proxy("").await;
     let v1 = [&b"PROXY TCP4 198.51.100.7 10.0.0.1 51234 80\r\n"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &v1).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &v1).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("198.51.100.7"));
     assert_eq!(echo.header_all("x-forwarded-for"), ["198.51.100.7"]);
+    // The port the balancer accepted the connection on, as ingress-nginx's
+    // `$proxy_protocol_server_port`.
+    assert_eq!(echo.header("x-forwarded-port").as_deref(), Some("80"));
 
     let v6 = [&b"PROXY TCP6 2001:db8::7 2001:db8::1 443 8443\r\n"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &v6).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &v6).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("2001:db8::7"));
+    assert_eq!(echo.header("x-forwarded-port").as_deref(), Some("8443"));
 
     let v2 = [&v2_header("203.0.113.9:40000".parse().unwrap())[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &v2).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &v2).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("203.0.113.9"));
+    assert_eq!(echo.header("x-forwarded-port").as_deref(), Some("443"));
 
     // A balancer's own check (v2 LOCAL) and v1 UNKNOWN: the peer is the client.
     let local = [&b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &local).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &local).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
     let unknown = [&b"PROXY UNKNOWN\r\n"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &unknown).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &unknown).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test]
 async fn a_header_in_pieces_is_read_whole_and_nothing_after_it_is_lost() {
-    let (proxy, _backend) = proxy(config(&[])).await;
+    let (proxy, _backend) = proxy("").await;
     let v2 = v2_header("203.0.113.10:40001".parse().unwrap());
     let v1 = b"PROXY TCP4 203.0.113.10 10.0.0.1 40001 80\r\n".to_vec();
     // v2 in three pieces; v1 cut right after a space (a line that would parse with an empty
@@ -112,7 +119,7 @@ async fn a_header_in_pieces_is_read_whole_and_nothing_after_it_is_lost() {
             .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.unwrap();
-        let echo = echo_of(&answer);
+        let echo = echo_of_raw(&answer);
         assert_eq!(echo.header("x-real-ip").as_deref(), Some("203.0.113.10"));
         assert_eq!(echo.uri(), "/who");
     }
@@ -120,7 +127,7 @@ async fn a_header_in_pieces_is_read_whole_and_nothing_after_it_is_lost() {
 
 #[tokio::test]
 async fn connections_without_a_valid_header_are_closed_unanswered() {
-    let (proxy, _backend) = proxy(config(&[])).await;
+    let (proxy, _backend) = proxy("").await;
     // Plain HTTP where the header should be.
     assert_eq!(raw(proxy.addr, GET).await, "");
     assert_eq!(proxy_protocol_errors(&proxy, "invalid"), 1.0);
@@ -162,9 +169,9 @@ async fn connections_without_a_valid_header_are_closed_unanswered() {
 
 #[tokio::test]
 async fn an_untrusted_balancer_s_header_is_required_but_not_believed() {
-    let (proxy, _backend) = proxy(config(&["10.0.0.0/8"])).await;
+    let (proxy, _backend) = proxy("10.0.0.0/8").await;
     let v1 = [&b"PROXY TCP4 198.51.100.7 10.0.0.1 51234 80\r\n"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &v1).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &v1).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
     assert_eq!(raw(proxy.addr, GET).await, "", "still required");
 }
@@ -173,7 +180,7 @@ async fn an_untrusted_balancer_s_header_is_required_but_not_believed() {
 async fn tls_starts_after_the_header() {
     let backend = TestBackend::start("b").await;
     let routes = table(&[("h.example", PathRule::prefix("/"), "s", vec![backend.addr])]);
-    let proxy = start_tls_proxy(config(&[]), routes, &[], &[]).await;
+    let proxy = start_tls_proxy(ProxyConfig::default(), with_header(routes, ""), &[], &[]).await;
     let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
     tcp.write_all(&v2_header("192.0.2.44:5555".parse().unwrap()))
         .await
@@ -186,7 +193,7 @@ async fn tls_starts_after_the_header() {
     let mut answer = Vec::new();
     // A TLS peer may close without close_notify: what was read is the answer.
     let _ = tls.read_to_end(&mut answer).await;
-    let echo = echo_of(&String::from_utf8_lossy(&answer));
+    let echo = echo_of_raw(&String::from_utf8_lossy(&answer));
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("192.0.2.44"));
     assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("https"));
 }
@@ -195,14 +202,6 @@ async fn tls_starts_after_the_header() {
 async fn the_controller_config_map_turns_it_on_and_off_while_serving() {
     let backend = TestBackend::start("b").await;
     let built = |use_proxy_protocol: &str| {
-        let config = weir::model::BuildConfig {
-            config_map: Some(weir::model::ObjectRef::new(
-                weir::model::ObjectKind::ConfigMap,
-                "default",
-                "weir",
-            )),
-            ..weir::model::BuildConfig::default()
-        };
         let ingress = ingress_json(
             "app",
             1,
@@ -214,19 +213,19 @@ async fn the_controller_config_map_turns_it_on_and_off_while_serving() {
             vec![ingress],
             vec![service_json("s", &[backend.addr])],
             vec![settings],
-            &config,
+            &with_config_map(),
         );
         assert_eq!(built.diagnostics, [], "{use_proxy_protocol}");
         built.table
     };
     let proxy = TestProxy::start(ProxyConfig::default(), built("true")).await;
     let v1 = [&b"PROXY TCP4 198.51.100.8 10.0.0.1 51234 80\r\n"[..], GET].concat();
-    let echo = echo_of(&raw(proxy.addr, &v1).await);
+    let echo = echo_of_raw(&raw(proxy.addr, &v1).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("198.51.100.8"));
     assert_eq!(raw(proxy.addr, GET).await, "", "a header is required");
 
     // The ConfigMap changes: new connections need none (as after ingress-nginx's reload).
     proxy.publish(built("false"));
-    let echo = echo_of(&raw(proxy.addr, GET).await);
+    let echo = echo_of_raw(&raw(proxy.addr, GET).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
 }

@@ -216,6 +216,18 @@ impl IpList {
         Ok(IpList { nets: nets.into() })
     }
 
+    /// The list of `nets` (parsed already, as from a flag); empty: it contains nothing.
+    pub fn from_nets(nets: &[IpNet]) -> IpList {
+        let nets: Vec<IpNet> = nets.iter().map(|n| canonical_net(*n).trunc()).collect();
+        IpList { nets: nets.into() }
+    }
+
+    /// Every IPv4 and IPv6 address.
+    pub fn everyone() -> IpList {
+        let all: [IpNet; 2] = ["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        IpList::from_nets(&all)
+    }
+
     /// Whether `ip` is in one of the networks (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);

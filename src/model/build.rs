@@ -190,9 +190,8 @@ impl IncrementalBuild {
         builder.set_host_settings(&ours, &annotations);
         builder.set_catch_all(catch_all);
         builder.set_default_backend(controller_backend);
-        builder
-            .table
-            .set_proxy_protocol(builder.defaults.use_proxy_protocol);
+        let client_address = builder.defaults.client_address.clone();
+        builder.table.set_client_address(client_address);
         let tls = tls_bindings(&ours, &mut builder.diagnostics);
 
         let Builder {

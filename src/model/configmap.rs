@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::Input;
 use super::access::IpList;
 use super::annotations::values;
 use super::balance::{LOAD_BALANCE, LoadBalance};
+use super::client_address::ClientAddress;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::error_pages;
 use super::external_auth::{ExternalAuth, Settings};
@@ -53,6 +55,11 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("use-port-in-redirects", KeySupport::Read),
     ("relative-redirects", KeySupport::Read),
     ("use-proxy-protocol", KeySupport::Read),
+    ("proxy-protocol-header-timeout", KeySupport::Read),
+    ("use-forwarded-headers", KeySupport::Read),
+    ("forwarded-for-header", KeySupport::Read),
+    ("compute-full-forwarded-for", KeySupport::Read),
+    ("proxy-real-ip-cidr", KeySupport::Read),
     ("whitelist-source-range", KeySupport::Read),
     ("denylist-source-range", KeySupport::Read),
     ("limit-req-status-code", KeySupport::Read),
@@ -203,9 +210,7 @@ fn read(
             flags.use_port_in_redirects,
         ),
         relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
-        // `--proxy-protocol` turns it on whatever the ConfigMap says.
-        use_proxy_protocol: flag(&mut reader, "use-proxy-protocol", false)
-            || flags.use_proxy_protocol,
+        client_address: client_address(&mut reader, &flags.client_address),
         global_auth: global_auth(&mut reader),
         allow_sources: source_list(&mut reader, "whitelist-source-range"),
         deny_sources: source_list(&mut reader, "denylist-source-range"),
@@ -233,6 +238,58 @@ fn read(
             "retry-non-idempotent",
             flags.retry_non_idempotent,
         ),
+    }
+}
+
+/// The client-address keys over the flags' values (see
+/// [`client_address`](super::client_address)). An invalid `proxy-real-ip-cidr` trusts nobody:
+/// a balancer list that cannot be read must not let every client choose its address.
+fn client_address(reader: &mut Reader<'_>, flags: &ClientAddress) -> ClientAddress {
+    let real_ip_cidr = reader.data.get("proxy-real-ip-cidr").map(|value| {
+        IpList::parse(value).unwrap_or_else(|_| {
+            reader.diagnostics.push(Diagnostic::new(
+                reader.object.clone(),
+                Reason::InvalidConfigMapValue,
+                format!(
+                    "key \"proxy-real-ip-cidr\" has the value {value:?}, but it must be a \
+                     comma-separated list of CIDRs or IP addresses; no balancer's PROXY protocol \
+                     header or forwarded headers are believed until it is fixed"
+                ),
+            ));
+            IpList::from_nets(&[])
+        })
+    });
+    let boolean =
+        |reader: &mut Reader<'_>, key: &str| reader.get(key, values::BOOLEAN, values::boolean);
+    let forwarded_from = match boolean(reader, "use-forwarded-headers") {
+        // ingress-nginx's default list is 0.0.0.0/0; weir's "everyone" includes IPv6.
+        Some(true) => real_ip_cidr.clone().unwrap_or_else(IpList::everyone),
+        Some(false) => IpList::from_nets(&[]),
+        None => flags.forwarded_from.clone(),
+    };
+    ClientAddress {
+        // `--proxy-protocol` turns it on whatever the ConfigMap says.
+        proxy_protocol: boolean(reader, "use-proxy-protocol").unwrap_or(false)
+            || flags.proxy_protocol,
+        proxy_protocol_header_timeout: reader
+            .get(
+                "proxy-protocol-header-timeout",
+                values::GO_DURATION,
+                values::go_duration,
+            )
+            .filter(|d| !d.is_zero())
+            .unwrap_or(flags.proxy_protocol_header_timeout),
+        proxy_protocol_from: real_ip_cidr.unwrap_or_else(|| flags.proxy_protocol_from.clone()),
+        forwarded_from,
+        forwarded_for_header: reader
+            .get(
+                "forwarded-for-header",
+                "it must be a header name (e.g. \"X-Forwarded-For\")",
+                |v: &str| HeaderName::from_bytes(v.trim().as_bytes()).ok(),
+            )
+            .unwrap_or_else(|| flags.forwarded_for_header.clone()),
+        full_forwarded_for: boolean(reader, "compute-full-forwarded-for")
+            .unwrap_or(flags.full_forwarded_for),
     }
 }
 
@@ -468,32 +525,93 @@ mod tests {
 
     #[test]
     fn use_proxy_protocol_turns_it_on_and_the_flag_keeps_it_on() {
-        assert!(
-            read_pairs(&[("use-proxy-protocol", "true")])
-                .0
-                .use_proxy_protocol
-        );
-        assert!(!read_pairs(&[]).0.use_proxy_protocol);
+        let on = |pairs: &[(&str, &str)]| read_pairs(pairs).0.client_address.proxy_protocol;
+        assert!(on(&[("use-proxy-protocol", "true")]));
+        assert!(!on(&[]));
         let (d, diagnostics) = read_pairs(&[("use-proxy-protocol", "yes")]);
-        assert!(!d.use_proxy_protocol);
+        assert!(!d.client_address.proxy_protocol);
         assert!(
             diagnostics[0].message.contains("use-proxy-protocol"),
             "{diagnostics:?}"
         );
+        let mut flags = Defaults::default();
+        flags.client_address.proxy_protocol = true;
+        let d = read_with_flags(&[("use-proxy-protocol", "false")], &flags).0;
+        assert!(d.client_address.proxy_protocol, "--proxy-protocol wins");
+    }
+
+    fn read_with_flags(pairs: &[(&str, &str)], flags: &Defaults) -> (Defaults, Vec<Diagnostic>) {
         let input = Input {
-            config_maps: vec![std::sync::Arc::new(config_map(
-                "ingress",
-                "weir",
-                &[("use-proxy-protocol", "false")],
-            ))],
+            config_maps: vec![std::sync::Arc::new(config_map("ingress", "weir", pairs))],
             ..Input::default()
         };
-        let flags = Defaults {
-            use_proxy_protocol: true,
-            ..Defaults::default()
-        };
-        let d = defaults(&input, Some(&object()), &flags, &mut Vec::new());
-        assert!(d.use_proxy_protocol, "--proxy-protocol wins");
+        let mut diagnostics = Vec::new();
+        let d = defaults(&input, Some(&object()), flags, &mut diagnostics);
+        (d, diagnostics)
+    }
+
+    #[test]
+    fn forwarded_headers_trust_the_real_ip_cidr_or_everyone() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let (d, diagnostics) = read_pairs(&[
+            ("use-forwarded-headers", "true"),
+            ("forwarded-for-header", "CF-Connecting-IP"),
+            ("compute-full-forwarded-for", "true"),
+            ("proxy-real-ip-cidr", "10.0.0.0/8, 192.0.2.1"),
+            ("proxy-protocol-header-timeout", "1m30s"),
+        ]);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let c = &d.client_address;
+        assert!(c.forwarded_from.contains(ip("10.1.2.3")));
+        assert!(c.forwarded_from.contains(ip("192.0.2.1")));
+        assert!(!c.forwarded_from.contains(ip("192.0.2.2")));
+        assert_eq!(c.proxy_protocol_from, c.forwarded_from, "one list for both");
+        assert_eq!(c.forwarded_for_header.as_str(), "cf-connecting-ip");
+        assert!(c.full_forwarded_for);
+        assert_eq!(c.proxy_protocol_header_timeout, Duration::from_secs(90));
+
+        // Without a list: every peer, IPv6 too; without the key: the flags' (nobody).
+        let c = read_pairs(&[("use-forwarded-headers", "true")])
+            .0
+            .client_address;
+        assert!(c.forwarded_from.contains(ip("2001:db8::1")));
+        assert!(c.forwarded_from.contains(ip("203.0.113.9")));
+        let c = read_pairs(&[]).0.client_address;
+        assert_eq!(c, ClientAddress::default());
+        assert!(!c.forwarded_from.contains(ip("127.0.0.1")));
+        assert!(c.proxy_protocol_from.contains(ip("2001:db8::1")));
+
+        // The ConfigMap's "false" overrides --trust-forwarded-from.
+        let mut flags = Defaults::default();
+        flags.client_address.forwarded_from = IpList::everyone();
+        let c = read_with_flags(&[("use-forwarded-headers", "false")], &flags).0;
+        assert!(!c.client_address.forwarded_from.contains(ip("127.0.0.1")));
+        let c = read_with_flags(&[], &flags).0;
+        assert!(c.client_address.forwarded_from.contains(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn an_unreadable_real_ip_cidr_trusts_nobody() {
+        let (d, diagnostics) = read_pairs(&[
+            ("use-forwarded-headers", "true"),
+            ("proxy-real-ip-cidr", "10.0.0.0/8, the-balancer"),
+            ("forwarded-for-header", "bad header"),
+            ("proxy-protocol-header-timeout", "5"),
+        ]);
+        let c = &d.client_address;
+        let ip = "10.1.2.3".parse().unwrap();
+        assert!(!c.forwarded_from.contains(ip) && !c.proxy_protocol_from.contains(ip));
+        assert_eq!(c.forwarded_for_header.as_str(), "x-forwarded-for");
+        assert_eq!(c.proxy_protocol_header_timeout, Duration::from_secs(5));
+        let keys: Vec<&str> = [
+            "proxy-real-ip-cidr",
+            "forwarded-for-header",
+            "proxy-protocol-header-timeout",
+        ]
+        .into_iter()
+        .filter(|key| diagnostics.iter().any(|d| d.message.contains(key)))
+        .collect();
+        assert_eq!(keys.len(), 3, "{diagnostics:#?}");
     }
 
     #[test]
@@ -536,7 +654,7 @@ mod tests {
             ("hsts", "yes"),
             ("proxy-connect-timeout", "3"),
             ("server-snippet", "return 200;"),
-            ("use-forwarded-headers", "true"),
+            ("use-gzip", "true"),
         ]);
         let flags = Defaults::default();
         assert_eq!(d.timeouts.read, flags.timeouts.read);
@@ -558,11 +676,7 @@ mod tests {
             .find(|d| d.message.contains("server-snippet"))
             .unwrap();
         assert!(snippet.message.contains("refused"));
-        assert!(
-            diagnostics
-                .iter()
-                .any(|d| d.message.contains("use-forwarded-headers"))
-        );
+        assert!(diagnostics.iter().any(|d| d.message.contains("use-gzip")));
         assert!(diagnostics.iter().all(|d| d.object == object()));
     }
 

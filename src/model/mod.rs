@@ -10,6 +10,7 @@ pub mod balance;
 mod build;
 pub mod canary;
 mod classes;
+pub mod client_address;
 pub mod client_auth;
 pub mod configmap;
 pub mod diagnostic;

@@ -13,6 +13,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::access::{Access, Cors, IpList, RateLimits};
 use super::balance::{Balance, LoadBalance};
+use super::client_address::ClientAddress;
 use super::error_pages::ErrorPages;
 use super::external_auth::ExternalAuth;
 use super::mirror::Mirror;
@@ -57,9 +58,8 @@ pub struct Defaults {
     /// The status of a request over `limit-connections` (`limit-conn-status-code`, default
     /// 503).
     pub limit_conn_status: StatusCode,
-    /// `use-proxy-protocol` (or `--proxy-protocol`): every client connection starts with a
-    /// PROXY protocol header.
-    pub use_proxy_protocol: bool,
+    /// Who the client is behind load balancers (PROXY protocol, forwarded headers).
+    pub client_address: ClientAddress,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
     /// `load-balance`: the algorithm of routes without their own (default round robin).
@@ -148,7 +148,7 @@ impl Default for Defaults {
             deny_sources: Global::Off,
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
-            use_proxy_protocol: false,
+            client_address: ClientAddress::default(),
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
             load_balance: LoadBalance::RoundRobin,
             custom_http_errors: Vec::new(),

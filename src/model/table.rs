@@ -35,6 +35,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::canary::Canary;
+use super::client_address::ClientAddress;
 use super::client_auth::HostClientAuth;
 use super::diagnostic::ObjectRef;
 use super::paths::PathRegex;
@@ -380,15 +381,21 @@ pub struct RouteTable {
     client_auth: bool,
     /// Some host passes its TLS connections through.
     passthrough: bool,
-    /// Client connections start with a PROXY protocol header (`use-proxy-protocol`).
-    proxy_protocol: bool,
+    /// Who the client is behind load balancers.
+    client_address: Arc<ClientAddress>,
 }
 
 impl RouteTable {
-    /// Whether client connections start with a PROXY protocol header (the ConfigMap's
-    /// `use-proxy-protocol`, or `--proxy-protocol`).
-    pub fn proxy_protocol(&self) -> bool {
-        self.proxy_protocol
+    /// How connections' clients are found (PROXY protocol, forwarded headers).
+    pub fn client_address(&self) -> &Arc<ClientAddress> {
+        &self.client_address
+    }
+
+    /// This table with connections' clients found by `rules` (a table is otherwise built with
+    /// the controller's [`Defaults`](super::Defaults)).
+    pub fn with_client_address(mut self, rules: ClientAddress) -> Self {
+        self.client_address = Arc::new(rules);
+        self
     }
 
     /// An empty table: every request gets no route.
@@ -617,7 +624,7 @@ pub struct RouteTableBuilder {
     route_count: usize,
     client_auth: bool,
     passthrough: bool,
-    proxy_protocol: bool,
+    client_address: Arc<ClientAddress>,
     /// The hosts a regex rule was inserted into (their regexes are put in matching order when
     /// the table is built; adopted hosts are in order already).
     regex_inserted: Vec<HostMatch>,
@@ -939,13 +946,13 @@ impl RouteTableBuilder {
             route_count: self.route_count,
             client_auth: self.client_auth,
             passthrough: self.passthrough,
-            proxy_protocol: self.proxy_protocol,
+            client_address: self.client_address,
         }
     }
 
-    /// Makes client connections start with a PROXY protocol header.
-    pub fn set_proxy_protocol(&mut self, on: bool) {
-        self.proxy_protocol = on;
+    /// Sets how connections' clients are found.
+    pub fn set_client_address(&mut self, rules: ClientAddress) {
+        self.client_address = Arc::new(rules);
     }
 }
 

@@ -3,13 +3,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::client_cert::ClientCert;
+use crate::model::access::{IpList, canonical};
+use crate::model::client_address::ClientAddress;
+use crate::model::external_auth::HOP_BY_HOP;
 use bytes::Bytes;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
-
-use super::client_cert::ClientCert;
-use crate::model::access::canonical;
-use crate::model::external_auth::HOP_BY_HOP;
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -19,6 +18,9 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Port`.
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Original-Forwarded-For`: the forwarded-for header as the client sent it.
+pub static X_ORIGINAL_FORWARDED_FOR: HeaderName =
+    HeaderName::from_static("x-original-forwarded-for");
 /// `X-Real-IP`.
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-ID`.
@@ -101,15 +103,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// rewriting.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
-    /// The peer's address.
+    /// The peer: the TCP peer's address, or the client a trusted balancer's PROXY protocol
+    /// header named.
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// Whether the peer is in `--trust-forwarded-from` (its X-Forwarded-* are believed).
+    /// Whether the peer's forwarding headers are believed (it is in the rules'
+    /// `forwarded_from`).
     pub trusted: bool,
+    /// The peer was named by a PROXY protocol header: it is the client, whatever
+    /// `X-Forwarded-For` says.
+    proxied: bool,
+    /// The served table's rules when the connection was accepted.
+    rules: Arc<ClientAddress>,
     /// The peer's address (IPv4-mapped IPv6 as IPv4), as a header value.
     peer_ip: HeaderValue,
-    /// The port of the listener the connection came in on, as a header value.
+    /// The port the client connected to (the listener's, or the PROXY protocol header's
+    /// destination port), as a header value.
     local_port: HeaderValue,
     /// On a TLS connection whose SNI named a host with client certificates: what the client
     /// presented.
@@ -117,19 +127,23 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// The facts of a connection from `peer` to the listener on `local_port`.
+    /// The facts of a connection from `peer` to `local_port`, under `rules`; `proxied`: the
+    /// peer and port are a PROXY protocol header's.
     pub fn new(
         peer: SocketAddr,
         local_port: u16,
         scheme: &'static str,
-        trusted: &[IpNet],
+        rules: Arc<ClientAddress>,
+        proxied: bool,
     ) -> ClientInfo {
         let peer_ip = HeaderValue::try_from(canonical(peer.ip()).to_string())
             .expect("an IP address is a valid header value");
         ClientInfo {
             peer,
             scheme,
-            trusted: is_trusted(trusted, peer.ip()),
+            trusted: rules.forwarded_from.contains(peer.ip()),
+            proxied,
+            rules,
             peer_ip,
             local_port: HeaderValue::from(local_port),
             client_cert: None,
@@ -137,35 +151,49 @@ impl ClientInfo {
     }
 }
 
-/// Whether `ip` is in one of the `trusted` networks (IPv4-mapped IPv6 counts as IPv4).
-pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
-    let ip = canonical(ip);
-    trusted.iter().any(|net| net.contains(&ip))
-}
-
-/// The client's address, the one every decision by address uses (rate limits, source
-/// lists): the TCP peer, or, when the peer is in `--trust-forwarded-from`, the rightmost
-/// X-Forwarded-For address that is not in a trusted network, read as [`forwarded_client`]
-/// does (the peer itself when there is none). An untrusted peer's X-Forwarded-For is never read. IPv4-mapped IPv6 is IPv4.
-pub fn client_ip(client: &ClientInfo, headers: &HeaderMap, trusted_nets: &[IpNet]) -> IpAddr {
+/// The client's address, the one every decision by address uses (the access log, rate limits,
+/// source lists, `X-Real-IP`): the peer (a PROXY protocol header's client is final), or, when
+/// the peer is trusted, the rightmost address of the forwarded-for header that is not in a
+/// trusted network, read as [`forwarded_client`] does (the peer itself when there is none). An
+/// untrusted peer's header is never read. IPv4-mapped IPv6 is IPv4.
+pub fn client_ip(client: &ClientInfo, headers: &HeaderMap) -> IpAddr {
     let peer = canonical(client.peer.ip());
-    if !client.trusted {
+    if !client.trusted || client.proxied {
         return peer;
     }
-    let mut chain = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let joined: String = match (chain.next(), chain.next()) {
-        (None, _) => return peer,
-        (Some(one), None) => one.to_owned(),
-        (Some(first), Some(second)) => [first, second]
-            .into_iter()
-            .chain(chain)
-            .collect::<Vec<_>>()
-            .join(","),
+    let Some(chain) = joined(headers, &client.rules.forwarded_for_header) else {
+        return peer;
     };
-    forwarded_client(&joined, trusted_nets).unwrap_or(peer)
+    let chain = chain.to_str().unwrap_or_default();
+    forwarded_client(chain, &client.rules.forwarded_from).unwrap_or(peer)
+}
+
+/// [`client_ip`] with the peer's port, or port 0 when the address is a forwarded header's
+/// (which names no port), as the access log has it.
+pub fn client_addr(client: &ClientInfo, headers: &HeaderMap) -> SocketAddr {
+    let ip = client_ip(client, headers);
+    let port = match ip == canonical(client.peer.ip()) {
+        true => client.peer.port(),
+        false => 0,
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// The values of `name`, joined with ", " when there are several; `None` without any.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_none() {
+        return Some(first.clone());
+    }
+    let mut all = Vec::with_capacity(64);
+    for (i, value) in headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            all.extend_from_slice(b", ");
+        }
+        all.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&all).ok()
 }
 
 /// The client in an X-Forwarded-For chain, read from the right as nginx's realip module
@@ -173,7 +201,7 @@ pub fn client_ip(client: &ClientInfo, headers: &HeaderMap, trusted_nets: &[IpNet
 /// (`unknown`, garbage) ends the walk at the last trusted one: what stands left of it was
 /// written by someone no trusted proxy vouches for. `ip:port` and `[v6]:port` entries count
 /// as their address. `None`: the chain names no address at all.
-fn forwarded_client(chain: &str, trusted_nets: &[IpNet]) -> Option<IpAddr> {
+fn forwarded_client(chain: &str, trusted: &IpList) -> Option<IpAddr> {
     let mut last = None;
     for entry in chain.rsplit(',').map(str::trim) {
         let Some(ip) = entry
@@ -184,7 +212,7 @@ fn forwarded_client(chain: &str, trusted_nets: &[IpNet]) -> Option<IpAddr> {
             return last;
         };
         let ip = canonical(ip);
-        if !is_trusted(trusted_nets, ip) {
+        if !trusted.contains(ip) {
             return Some(ip);
         }
         last = Some(ip);
@@ -192,46 +220,56 @@ fn forwarded_client(chain: &str, trusted_nets: &[IpNet]) -> Option<IpAddr> {
     last
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP. From a trusted peer the client's
-/// values are kept (X-Forwarded-For is extended with the peer); from anyone else they are
-/// replaced, and an RFC 7239 `Forwarded` header is removed, so a client cannot forge its
-/// address. `host` is the request's Host as received.
+/// Sets X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP and X-Original-Forwarded-For, as
+/// ingress-nginx does. `X-Real-IP` is the client ([`client_ip`]); `X-Forwarded-For` too,
+/// unless the peer is trusted and `compute-full-forwarded-for` is on: then it is the chain
+/// received with the peer appended. A trusted peer's `-Proto`/`-Host`/`-Port` are kept;
+/// anyone else's are replaced, and an RFC 7239 `Forwarded` header is removed, so a client
+/// cannot forge them. `X-Original-Forwarded-For` is the forwarded-for header as received.
+/// `host` is the request's Host as received.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
     client: &ClientInfo,
-    trusted_nets: &[IpNet],
     host: Option<&HeaderValue>,
 ) {
     let trusted = client.trusted;
+    let rules = &*client.rules;
     if !trusted {
         headers.remove(header::FORWARDED);
     }
-
+    let original = joined(headers, &rules.forwarded_for_header);
     // The untrusted (common) case only copies the connection's ready-made value.
-    let chain = trusted
-        .then(|| {
-            let joined: Vec<&str> = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            joined.join(", ")
-        })
-        .filter(|chain| !chain.trim().is_empty());
-    let (xff, real_ip) = match chain {
-        Some(chain) => {
-            let real_ip = forwarded_client(&chain, trusted_nets)
-                .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
-                .unwrap_or_else(|| client.peer_ip.clone());
+    let real_ip = match &original {
+        Some(chain) if trusted && !client.proxied => chain
+            .to_str()
+            .ok()
+            .and_then(|chain| forwarded_client(chain, &rules.forwarded_from))
+            .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
+            .unwrap_or_else(|| client.peer_ip.clone()),
+        _ => client.peer_ip.clone(),
+    };
+    let xff = match trusted && rules.full_forwarded_for {
+        true => {
+            let received = match rules.forwarded_for_header == X_FORWARDED_FOR {
+                true => original.clone(),
+                false => joined(headers, &X_FORWARDED_FOR),
+            };
             let peer = client.peer_ip.to_str().unwrap_or_default();
-            let xff = HeaderValue::try_from(format!("{chain}, {peer}"))
-                .unwrap_or_else(|_| client.peer_ip.clone());
-            (xff, real_ip)
+            received
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .filter(|chain| !chain.trim().is_empty())
+                .and_then(|chain| HeaderValue::try_from(format!("{chain}, {peer}")).ok())
+                .unwrap_or_else(|| client.peer_ip.clone())
         }
-        None => (client.peer_ip.clone(), client.peer_ip.clone()),
+        false => real_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_REAL_IP.clone(), real_ip);
+    match original {
+        Some(original) => headers.insert(X_ORIGINAL_FORWARDED_FOR.clone(), original),
+        None => headers.remove(&X_ORIGINAL_FORWARDED_FOR),
+    };
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -342,16 +380,29 @@ mod tests {
         assert_eq!(h.len(), 2);
     }
 
-    fn client(peer: &str, trusted: &[IpNet]) -> ClientInfo {
-        ClientInfo::new(peer.parse().unwrap(), 8080, "http", trusted)
+    fn trusting(nets: &str) -> ClientAddress {
+        ClientAddress {
+            forwarded_from: IpList::parse(nets).unwrap(),
+            ..ClientAddress::default()
+        }
+    }
+
+    fn client(peer: &str, rules: &ClientAddress) -> ClientInfo {
+        ClientInfo::new(
+            peer.parse().unwrap(),
+            8080,
+            "http",
+            Arc::new(rules.clone()),
+            false,
+        )
     }
 
     #[test]
     fn the_client_address_is_forwarded_only_by_trusted_peers() {
-        let lb: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let lb = trusting("10.0.0.0/8");
         let ip = |peer: &str, xff: &[&str]| {
             let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
-            client_ip(&client(peer, &lb), &headers(&pairs), &lb).to_string()
+            client_ip(&client(peer, &lb), &headers(&pairs)).to_string()
         };
         // An untrusted peer is the client, whatever it sends.
         assert_eq!(ip("203.0.113.9:1", &["10.1.1.1"]), "203.0.113.9");
@@ -376,6 +427,16 @@ mod tests {
         );
         assert_eq!(ip("10.0.0.1:1", &["6.6.6.6, unknown"]), "10.0.0.1");
         assert_eq!(ip("10.0.0.1:1", &[]), "10.0.0.1");
+        // Everyone trusted (use-forwarded-headers without proxy-real-ip-cidr): the leftmost.
+        let all = ClientAddress {
+            forwarded_from: IpList::everyone(),
+            ..ClientAddress::default()
+        };
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
+        assert_eq!(
+            client_ip(&client("10.0.0.1:1", &all), &h).to_string(),
+            "6.6.6.6"
+        );
     }
 
     #[test]
@@ -389,33 +450,120 @@ mod tests {
             ("forwarded", "for=1.2.3.4;proto=https"),
         ]);
         let host = HeaderValue::from_static("a.com");
-        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &[]), &[], Some(&host));
+        let none = ClientAddress::default();
+        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &none), Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.com");
         assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-original-forwarded-for"], "1.2.3.4");
         assert!(!h.contains_key("forwarded"));
+        // A client's own X-Original-Forwarded-For goes, as from ingress-nginx.
+        let mut h = headers(&[("x-original-forwarded-for", "1.2.3.4")]);
+        set_forwarding_headers(&mut h, &client("203.0.113.9:5555", &none), None);
+        assert!(!h.contains_key("x-original-forwarded-for"));
     }
 
     #[test]
-    fn trusted_peers_extend_the_chain() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = headers(&[
-            ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &trusted), &trusted, None);
-        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
+    fn trusted_peers_name_the_client_and_the_full_chain_is_optional() {
+        let received = || {
+            headers(&[
+                ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
+                ("x-forwarded-proto", "https"),
+            ])
+        };
+        let mut rules = trusting("10.0.0.0/8");
+        let mut h = received();
+        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &rules), None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
+        assert_eq!(h["x-original-forwarded-for"], "198.51.100.7, 10.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(!h.contains_key("x-forwarded-host"));
+        rules.full_forwarded_for = true;
+        let mut h = received();
+        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &rules), None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+    }
+
+    #[test]
+    fn another_forwarded_for_header_names_the_client() {
+        let mut rules = trusting("10.0.0.0/8");
+        rules.forwarded_for_header = HeaderName::from_static("cf-connecting-ip");
+        let received = || {
+            headers(&[
+                ("cf-connecting-ip", "198.51.100.9"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ])
+        };
+        let mut h = received();
+        let conn = client("10.0.0.2:5555", &rules);
+        assert_eq!(client_ip(&conn, &h).to_string(), "198.51.100.9");
+        set_forwarding_headers(&mut h, &conn, None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.9");
+        assert_eq!(h["x-real-ip"], "198.51.100.9");
+        assert_eq!(h["x-original-forwarded-for"], "198.51.100.9");
+        // The full chain is X-Forwarded-For's, as ingress-nginx's `$http_x_forwarded_for`.
+        rules.full_forwarded_for = true;
+        let mut h = received();
+        set_forwarding_headers(&mut h, &client("10.0.0.2:5555", &rules), None);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.2");
+    }
+
+    #[test]
+    fn a_proxy_protocol_client_is_final() {
+        let rules = Arc::new(trusting("0.0.0.0/0"));
+        let peer = "198.51.100.7:40000".parse().unwrap();
+        let conn = ClientInfo::new(peer, 443, "https", rules, true);
+        let mut h = headers(&[("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(client_ip(&conn, &h).to_string(), "198.51.100.7");
+        set_forwarding_headers(&mut h, &conn, None);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-real-ip"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-port"], "443");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever chain a trusted balancer passes on, the client is the peer or an address
+        /// of the chain; the rightmost untrusted address when the chain ends in one.
+        #[test]
+        fn the_client_is_the_peer_or_an_address_of_the_chain(
+            entries in proptest::collection::vec(
+                prop_oneof![
+                    any::<[u8; 4]>().prop_map(|a| std::net::Ipv4Addr::from(a).to_string()),
+                    (0u8..4).prop_map(|b| format!("10.0.0.{b}")),
+                    // Printable, without commas: one entry.
+                    "[ -+\\--~]{0,12}",
+                ],
+                0..6,
+            ),
+        ) {
+            let lb = trusting("10.0.0.0/8");
+            let chain = entries.join(",");
+            let h = headers(&[("x-forwarded-for", chain.as_str())]);
+            let found = client_ip(&client("10.0.0.1:1", &lb), &h);
+            let address = |e: &String| {
+                let e = e.trim();
+                e.parse::<IpAddr>().ok().or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            };
+            let named: Vec<IpAddr> = entries.iter().filter_map(address).map(canonical).collect();
+            prop_assert!(found == "10.0.0.1".parse::<IpAddr>().unwrap() || named.contains(&found));
+            let last = entries.last().and_then(|e| e.trim().parse::<IpAddr>().ok());
+            if let Some(IpAddr::V4(last)) = last.filter(|ip| !lb.forwarded_from.contains(*ip)) {
+                prop_assert_eq!(found, IpAddr::V4(last));
+            }
+        }
     }
 
     #[test]
     fn ipv4_mapped_peers_are_reported_as_ipv4() {
         let mut h = HeaderMap::new();
-        set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &[]), &[], None);
+        let none = ClientAddress::default();
+        set_forwarding_headers(&mut h, &client("[::ffff:192.0.2.1]:80", &none), None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
     }
 

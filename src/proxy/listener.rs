@@ -160,11 +160,16 @@ impl Proxy {
             open,
         } = accepted;
         let _ = stream.set_nodelay(true);
-        let config = &self.config.proxy_protocol;
-        if config.always || self.state.proxy_protocol() {
+        let rules = self.state.client_address();
+        let mut port = local_port;
+        let mut proxied = false;
+        if rules.proxy_protocol {
             // Boxed: its buffer would otherwise be part of every connection's first future.
-            match Box::pin(proxy_protocol::accept(config, &mut stream, peer)).await {
-                Ok(client) => peer = client,
+            match Box::pin(proxy_protocol::accept(&rules, &mut stream, peer)).await {
+                Ok(None) => {}
+                Ok(Some((client, destination_port))) => {
+                    (peer, port, proxied) = (client, destination_port, true);
+                }
                 Err(error) => {
                     debug!(%error, "PROXY protocol header refused; closing");
                     (self.metrics.connections.proxy_protocol_errors)
@@ -174,8 +179,7 @@ impl Proxy {
                 }
             }
         }
-        let trusted = &self.config.trust_forwarded_from;
-        let conn = ClientInfo::new(peer, local_port, transport.scheme(), trusted);
+        let conn = ClientInfo::new(peer, port, transport.scheme(), rules, proxied);
         match transport {
             Transport::Plain => {
                 let timeout = self.config.client_header_timeout;

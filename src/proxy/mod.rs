@@ -27,7 +27,6 @@ mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,7 +36,6 @@ use crate::state::State;
 use park::ParkedCount;
 pub use policy::mirror::MirrorLimits;
 pub use policy::retry::REPLAY_LIMIT;
-pub use proxy_protocol::ProxyProtocolConfig;
 use upstream::{Pool, UpstreamConfig};
 
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route
@@ -72,10 +70,6 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Longest request-target in bytes (414 above).
     pub max_request_target_size: usize,
-    /// Peers whose X-Forwarded-* headers are trusted.
-    pub trust_forwarded_from: Vec<IpNet>,
-    /// The PROXY protocol settings (`--proxy-protocol…`).
-    pub proxy_protocol: ProxyProtocolConfig,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
     /// How many request copies (`mirror-target`) may be in flight, with how much body each.
@@ -97,8 +91,6 @@ impl Default for ProxyConfig {
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             max_request_target_size: 8 * 1024,
-            trust_forwarded_from: Vec::new(),
-            proxy_protocol: ProxyProtocolConfig::default(),
             access_log: None,
             mirror: MirrorLimits::default(),
         }

@@ -212,7 +212,7 @@ impl Proxy {
             };
             if let Some(auth) = &client_auth {
                 policy::client_cert::check(auth, conn).inspect_err(|refusal| {
-                    let client = client_ip(conn, req.headers(), &self.config.trust_forwarded_from);
+                    let client = client_ip(conn, req.headers());
                     self.count_denied(&route, refusal, client);
                 })?;
             }
@@ -252,13 +252,11 @@ impl Proxy {
             }
             // 12. The declared body size.
             policy::body_limit::check(policy, &req)?;
-            let trusted = &self.config.trust_forwarded_from;
             let mut tee = match &policy.mirror {
                 None => None,
                 Some(mirror) => {
                     let host = (host.as_ref(), &host_value);
-                    self.mirrors
-                        .start(mirror, &route, conn, host, &mut req, trusted)
+                    self.mirrors.start(mirror, &route, conn, host, &mut req)
                 }
             };
             // 14, chosen before 13 changes the request: the backend (the main one or the route's
@@ -286,7 +284,7 @@ impl Proxy {
             let idempotent = is_idempotent(req.method());
             let first = match balancer {
                 Some(balancer) => {
-                    let client = || client_ip(conn, req.headers(), trusted);
+                    let client = || client_ip(conn, req.headers());
                     let request = || request_vars(conn, &host, &host_value, &req, client());
                     policy::balance::pick((&*route, balance, &**balancer), request)
                 }
@@ -297,7 +295,7 @@ impl Proxy {
             };
             let first = first.ok_or(Refusal::NoEndpoints)?;
             // 13. What the endpoint receives.
-            let request_id = prepare_upstream_request(&mut req, host_value, conn, trusted);
+            let request_id = prepare_upstream_request(&mut req, host_value, conn);
             policy::rewrite::apply(&route, &mut req)?;
             if let Some(granted) = admitted.as_ref().and_then(|a| a.granted.as_ref()) {
                 granted.apply(&mut req);
@@ -436,8 +434,7 @@ impl Proxy {
     ) -> Result<Admitted, Refusal> {
         let Facts { conn, route, .. } = *facts;
         let policy = &route.policy;
-        let trusted = &self.config.trust_forwarded_from;
-        let client = client_ip(conn, req.headers(), trusted);
+        let client = client_ip(conn, req.headers());
         let mut admitted = Admitted::default();
         let mut verdict = Ok(());
         if let Some(limits) = &policy.rate_limits {

@@ -6,50 +6,21 @@
 //!
 //! As nginx's `listen … proxy_protocol`: every connection must start with a header; one that
 //! does not (or sends a malformed one, or none within `--proxy-protocol-header-timeout`) is
-//! closed without an answer. The address in it is used only when the balancer is in
+//! closed without an answer. The addresses in it are used only when the balancer is in
 //! `--proxy-protocol-trusted-from` (ingress-nginx's `proxy-real-ip-cidr`, by default every
-//! address). The header is read exactly, without a byte of what follows, so the preface
+//! address); the settings are the served table's [`ClientAddress`]. The header is read exactly, without a byte of what follows, so the preface
 //! detection and the TLS handshake start where they would without it. Parsing is the `ppp`
 //! crate's.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use ppp::{HeaderResult, PartialResult, v1, v2};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// The PROXY protocol settings of the client listeners.
-#[derive(Debug, Clone)]
-pub struct ProxyProtocolConfig {
-    /// Every connection starts with a header (`--proxy-protocol`), whatever the table says;
-    /// else only while the served table says so (the ConfigMap's `use-proxy-protocol`).
-    pub always: bool,
-    /// How long a connection may take to send its whole header.
-    pub header_timeout: Duration,
-    /// The balancers whose headers name the client (empty: every peer's).
-    pub trusted: Vec<IpNet>,
-}
-
-impl Default for ProxyProtocolConfig {
-    /// Off; ingress-nginx's 5 s header timeout; every balancer trusted.
-    fn default() -> Self {
-        ProxyProtocolConfig {
-            always: false,
-            header_timeout: Duration::from_secs(5),
-            trusted: Vec::new(),
-        }
-    }
-}
-
-impl ProxyProtocolConfig {
-    /// Whether the header of a connection from `peer` is believed.
-    fn trusts(&self, peer: IpAddr) -> bool {
-        self.trusted.is_empty() || super::headers::is_trusted(&self.trusted, peer)
-    }
-}
+use crate::model::client_address::ClientAddress;
 
 /// The longest header read: a v1 header is at most 107 bytes (the specification's limit); a
 /// v2 header's length is in it, and nginx reads at most 4 KiB of one (the addresses and the
@@ -98,8 +69,8 @@ impl HeaderError {
 /// What a complete header said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The client the balancer accepted the connection from.
-    Client(SocketAddr),
+    /// The client the balancer accepted the connection from, and the port it was accepted on.
+    Client(SocketAddr, u16),
     /// No client: a v2 `LOCAL` command (the balancer's own health check), a v1 `UNKNOWN`, or
     /// an address family other than TCP over IPv4 or IPv6. The peer stays the peer.
     Unknown,
@@ -129,12 +100,14 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Source, usize)>, HeaderError> {
     match parsed {
         HeaderResult::V1(Ok(header)) => {
             let source = match header.addresses {
-                v1::Addresses::Tcp4(a) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                v1::Addresses::Tcp6(a) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
+                v1::Addresses::Tcp4(a) => Source::Client(
+                    SocketAddr::from((a.source_address, a.source_port)),
+                    a.destination_port,
+                ),
+                v1::Addresses::Tcp6(a) => Source::Client(
+                    SocketAddr::from((a.source_address, a.source_port)),
+                    a.destination_port,
+                ),
                 v1::Addresses::Unknown => Source::Unknown,
             };
             Ok(Some((source, header.header.len())))
@@ -144,12 +117,14 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Source, usize)>, HeaderError> {
                 return Err(HeaderError::TooLong(MAX_HEADER));
             }
             let source = match (header.command, header.addresses) {
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Source::Client(
+                    SocketAddr::from((a.source_address, a.source_port)),
+                    a.destination_port,
+                ),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Source::Client(
+                    SocketAddr::from((a.source_address, a.source_port)),
+                    a.destination_port,
+                ),
                 _ => Source::Unknown,
             };
             Ok(Some((source, header.len())))
@@ -195,19 +170,21 @@ async fn read_header(stream: &mut TcpStream) -> Result<Source, HeaderError> {
 }
 
 /// Reads the header of a connection from `peer` within the configured time and returns the
-/// connection's client: the header's source when the peer is trusted, else the peer.
+/// client it names with the port the balancer accepted it on; `None` when the header names
+/// none or the peer is not a trusted balancer (the peer stays the client).
 pub async fn accept(
-    config: &ProxyProtocolConfig,
+    rules: &ClientAddress,
     stream: &mut TcpStream,
     peer: SocketAddr,
-) -> Result<SocketAddr, HeaderError> {
-    let read = tokio::time::timeout(config.header_timeout, read_header(stream));
-    let source = read
-        .await
-        .map_err(|_| HeaderError::Timeout(config.header_timeout))??;
+) -> Result<Option<(SocketAddr, u16)>, HeaderError> {
+    let timeout = rules.proxy_protocol_header_timeout;
+    let read = tokio::time::timeout(timeout, read_header(stream));
+    let source = read.await.map_err(|_| HeaderError::Timeout(timeout))??;
     Ok(match source {
-        Source::Client(client) if config.trusts(peer.ip()) => client,
-        _ => peer,
+        Source::Client(client, port) if rules.proxy_protocol_from.contains(peer.ip()) => {
+            Some((client, port))
+        }
+        _ => None,
     })
 }
 
@@ -231,13 +208,16 @@ mod tests {
     fn v1_headers_name_the_client_and_their_length() {
         let tcp4 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\nGET / HTTP/1.1\r\n";
         let (source, len) = parse(tcp4).unwrap().unwrap();
-        assert_eq!(source, Source::Client("203.0.113.7:51234".parse().unwrap()));
+        assert_eq!(
+            source,
+            Source::Client("203.0.113.7:51234".parse().unwrap(), 80)
+        );
         assert_eq!(&tcp4[len..], b"GET / HTTP/1.1\r\n");
         let tcp6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 443 8443\r\n";
         assert_eq!(
             parse(tcp6).unwrap(),
             Some((
-                Source::Client("[2001:db8::7]:443".parse().unwrap()),
+                Source::Client("[2001:db8::7]:443".parse().unwrap(), 8443),
                 tcp6.len()
             ))
         );
@@ -256,7 +236,10 @@ mod tests {
         let header_len = proxy.len();
         proxy.extend(b"\x16\x03\x01");
         let (source, len) = parse(&proxy).unwrap().unwrap();
-        assert_eq!(source, Source::Client("203.0.113.7:51234".parse().unwrap()));
+        assert_eq!(
+            source,
+            Source::Client("203.0.113.7:51234".parse().unwrap(), 80)
+        );
         assert_eq!(len, header_len);
         let local = v2(0, 0x00, &[], &[]);
         assert_eq!(parse(&local).unwrap(), Some((Source::Unknown, 16)));
@@ -308,7 +291,7 @@ mod tests {
             let mut bytes = format!("PROXY TCP4 {ip} 10.0.0.1 {port} 80\r\n").into_bytes();
             let len = bytes.len();
             bytes.extend(rest);
-            prop_assert_eq!(parse(&bytes).unwrap(), Some((Source::Client(SocketAddr::from((ip, port))), len)));
+            prop_assert_eq!(parse(&bytes).unwrap(), Some((Source::Client(SocketAddr::from((ip, port)), 80), len)));
         }
 
         /// A v1 header cut anywhere asks for more.

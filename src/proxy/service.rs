@@ -8,7 +8,6 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::Proxy;
@@ -80,7 +79,10 @@ impl Proxy {
         let requests = &self.metrics.requests;
         let stats = requests.enabled().then(|| requests.unrouted().clone());
         let log = self.config.access_log.as_ref();
-        (stats.is_some() || log.is_some()).then(|| Exchange::start(req, conn.peer, stats, log))
+        (stats.is_some() || log.is_some()).then(|| {
+            let client = headers::client_addr(conn, req.headers());
+            Exchange::start(req, client, stats, log)
+        })
     }
 
     pub(super) fn relay(
@@ -270,7 +272,6 @@ pub(super) fn prepare_upstream_request(
     req: &mut Request<Incoming>,
     host: HeaderValue,
     client: &ClientInfo,
-    trusted_nets: &[IpNet],
 ) -> HeaderValue {
     let from_http2 = req.version() == Version::HTTP_2;
     // Without an authority in the target, `host` is the request's own Host header (see
@@ -295,7 +296,7 @@ pub(super) fn prepare_upstream_request(
     if let Some(host) = host.as_ref().filter(|_| !host_is_header) {
         headers.insert(header::HOST, host.clone());
     }
-    headers::set_forwarding_headers(headers, client, trusted_nets, host.as_ref());
+    headers::set_forwarding_headers(headers, client, host.as_ref());
     let id = headers::ensure_request_id(headers);
     debug!(request_id = ?id, "forwarding");
     id.clone()

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
+use crate::model::client_address::ClientAddress;
 use crate::tls::CertStore;
 pub use balancer::{
     Attempt, Balancer, FAILURE_PENALTY, Picked, RoundRobin, next_untried, stable_hash,
@@ -121,10 +122,10 @@ impl State {
         (self.metrics.control).count_table(served.generation, &served.table);
     }
 
-    /// Whether the served table asks client connections for a PROXY protocol header (read
-    /// once per connection, without taking a reference to the snapshot).
-    pub fn proxy_protocol(&self) -> bool {
-        self.current.load().table.proxy_protocol()
+    /// How the served table finds connections' clients (read once per connection, without
+    /// taking a reference to the snapshot).
+    pub fn client_address(&self) -> Arc<ClientAddress> {
+        self.current.load().table.client_address().clone()
     }
 
     /// Marks the process as shutting down (`/readyz` turns unready).

@@ -278,6 +278,14 @@ async fn handle(
 /// The echo a [`TestBackend`] answers with.
 pub struct Echo(pub serde_json::Value);
 
+/// The backend's view of a request the proxy answered with 200, from the raw HTTP/1.1 answer
+/// (as [`raw`] returns it; the body is the backend's JSON echo).
+pub fn echo_of_raw(answer: &str) -> Echo {
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    Echo(serde_json::from_str(body).expect("the backend's echo"))
+}
+
 impl Echo {
     pub fn backend(&self) -> &str {
         self.0["backend"].as_str().unwrap()
@@ -718,6 +726,28 @@ pub fn build_table(
     build_table_with(ingresses, services, Vec::new(), config)
 }
 
+/// A build configuration that reads the controller ConfigMap `default/weir` (make it with
+/// [`config_map_json`]`("weir", …)`).
+pub fn with_config_map() -> weir::model::BuildConfig {
+    weir::model::BuildConfig {
+        config_map: Some(weir::model::ObjectRef::new(
+            weir::model::ObjectKind::ConfigMap,
+            "default",
+            "weir",
+        )),
+        ..weir::model::BuildConfig::default()
+    }
+}
+
+/// `table` with the forwarding headers of the peers in `nets` (comma-separated CIDRs)
+/// believed, as `--trust-forwarded-from` does.
+pub fn trusting(table: RouteTable, nets: &str) -> RouteTable {
+    table.with_client_address(weir::model::client_address::ClientAddress {
+        forwarded_from: weir::model::access::IpList::parse(nets).unwrap(),
+        ..Default::default()
+    })
+}
+
 /// [`build_table`] with these Secrets ([`secret_json`]) and ConfigMaps ([`config_map_json`])
 /// in the cluster.
 pub fn build_table_with(
@@ -745,4 +775,34 @@ pub fn build_table_with(
         input.endpoints.push(parse(endpoints));
     }
     weir::model::build(&input, config)
+}
+
+/// An access log writing text into memory.
+pub fn memory_access_log() -> (
+    weir::access_log::AccessLog,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    #[derive(Clone)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<String>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(buf));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+    let log = weir::access_log::AccessLog::start(
+        weir::access_log::LogFormat::Text,
+        Box::new(Sink(lines.clone())),
+        dropped,
+    )
+    .unwrap();
+    (log, lines)
 }

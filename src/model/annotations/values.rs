@@ -69,6 +69,50 @@ pub(crate) fn status(value: &str, min: u16, max: u16) -> Option<StatusCode> {
         .flatten()
 }
 
+/// What [`go_duration`] accepts, for messages.
+pub(crate) const GO_DURATION: &str =
+    "it must be a Go duration: numbers with a unit h, m, s, ms, us or ns (e.g. \"5s\", \"1m30s\")";
+
+/// A duration as Go's `time.ParseDuration` reads it (ingress-nginx's ConfigMap durations):
+/// decimal numbers, each with a unit (`h`, `m`, `s`, `ms`, `us`, `µs`, `ns`), added up; `0`
+/// alone is zero. Negative durations and ones over [`MAX_TIMEOUT_SECS`] are refused.
+pub(crate) fn go_duration(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let number: f64 = number.parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" | "μs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    (total <= MAX_TIMEOUT_SECS as f64).then(|| Duration::from_secs_f64(total))
+}
+
 /// A comma-separated list with empty items and surrounding spaces dropped.
 pub(crate) fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
@@ -111,6 +155,40 @@ mod tests {
             "99999999999999999999",
         ] {
             assert_eq!(seconds(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn go_durations_as_go_reads_them() {
+        let ms = |n: u64| Some(Duration::from_millis(n));
+        assert_eq!(go_duration("5s"), ms(5000));
+        assert_eq!(go_duration(" 1m30s "), ms(90_000));
+        assert_eq!(go_duration("1h"), ms(3_600_000));
+        assert_eq!(go_duration("1.5s"), ms(1500));
+        assert_eq!(go_duration(".5s"), ms(500));
+        assert_eq!(go_duration("300ms"), ms(300));
+        assert_eq!(go_duration("2us"), Some(Duration::from_micros(2)));
+        assert_eq!(go_duration("2µs"), Some(Duration::from_micros(2)));
+        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        for bad in [
+            "5", "", "s", "-5s", "5x", "1..5s", ".s", "5s5", "1e3s", "200h",
+        ] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the text, the parser answers without panicking, and what it accepts is
+        /// within bounds; a duration written as Go writes whole milliseconds reads back.
+        #[test]
+        fn go_durations_never_panic_and_round_trip(text in "\\PC{0,12}", ms in 0u64..86_400_000) {
+            if let Some(d) = go_duration(&text) {
+                prop_assert!(d.as_secs() <= MAX_TIMEOUT_SECS);
+            }
+            let (h, m, s, rest) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+            let written = format!("{h}h{m}m{s}s{rest}ms");
+            let read = go_duration(&written).unwrap();
+            prop_assert!(read.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(1));
         }
     }
 

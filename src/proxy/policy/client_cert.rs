@@ -105,7 +105,13 @@ mod tests {
         verdict: Option<Result<(), String>>,
         subject: &str,
     ) -> ClientInfo {
-        let mut conn = ClientInfo::new("127.0.0.1:1".parse().unwrap(), 443, "https", &[]);
+        let mut conn = ClientInfo::new(
+            "127.0.0.1:1".parse().unwrap(),
+            443,
+            "https",
+            Default::default(),
+            false,
+        );
         conn.client_cert = Some(Arc::new(ClientCert {
             policy,
             verdict,
@@ -187,9 +193,21 @@ mod tests {
             "ok",
             "an equal policy of a newer table"
         );
-        let no_sni = ClientInfo::new("127.0.0.1:1".parse().unwrap(), 443, "https", &[]);
+        let no_sni = ClientInfo::new(
+            "127.0.0.1:1".parse().unwrap(),
+            443,
+            "https",
+            Default::default(),
+            false,
+        );
         assert_eq!(outcome(&auth, &no_sni), "misdirected");
-        let plain = ClientInfo::new("127.0.0.1:1".parse().unwrap(), 80, "http", &[]);
+        let plain = ClientInfo::new(
+            "127.0.0.1:1".parse().unwrap(),
+            80,
+            "http",
+            Default::default(),
+            false,
+        );
         assert_eq!(outcome(&auth, &plain), "plain-http");
     }
 

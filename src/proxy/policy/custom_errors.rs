@@ -28,7 +28,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::super::Proxy;
@@ -114,7 +113,6 @@ impl Pending {
 pub(in crate::proxy) fn side_headers(
     headers: &HeaderMap,
     conn: &ClientInfo,
-    trusted: &[IpNet],
     host: &HeaderValue,
     body: bool,
 ) -> HeaderMap {
@@ -125,7 +123,7 @@ pub(in crate::proxy) fn side_headers(
         headers.remove(header::CONTENT_LENGTH);
     }
     let host = (!host.is_empty()).then_some(host);
-    headers::set_forwarding_headers(&mut headers, conn, trusted, host);
+    headers::set_forwarding_headers(&mut headers, conn, host);
     headers
 }
 
@@ -172,8 +170,7 @@ impl Proxy {
         }
         let turn = self.error_pages.next.fetch_add(1, Ordering::Relaxed);
         let addr = endpoints[turn % endpoints.len()];
-        let trusted = &self.config.trust_forwarded_from;
-        let mut headers = side_headers(&pending.headers, conn, trusted, &pending.host, false);
+        let mut headers = side_headers(&pending.headers, conn, &pending.host, false);
         let route = &pending.route;
         let service = &route.backend.service;
         let contract: [(&str, Option<HeaderValue>); 7] = [

@@ -98,7 +98,6 @@ impl Mirrors {
         conn: &ClientInfo,
         (host, host_value): (&str, &HeaderValue),
         req: &mut Request<Incoming>,
-        trusted: &[ipnet::IpNet],
     ) -> Option<Box<Tee>> {
         let shared = &self.shared;
         let ingress = &route.ingress;
@@ -114,7 +113,7 @@ impl Mirrors {
             http_host: host_value.to_str().unwrap_or(host),
             method: req.method().as_str(),
             request_uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            remote_addr: client_ip(conn, req.headers(), trusted),
+            remote_addr: client_ip(conn, req.headers()),
             headers: req.headers(),
         };
         let url = mirror.target.expand(&vars);
@@ -128,7 +127,7 @@ impl Mirrors {
             return None;
         };
         let body = mirror.request_body && !http_body::Body::is_end_stream(req.body());
-        let mut headers = side_headers(req.headers(), conn, trusted, host_value, body);
+        let mut headers = side_headers(req.headers(), conn, host_value, body);
         if !body {
             headers.remove(header::TRANSFER_ENCODING);
         }
