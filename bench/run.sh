@@ -909,7 +909,10 @@ start_weir_bin() {
   for attempt in 1 2 3 4 5 6; do
     lines=0
     [ ! -e "$WORK/weir-$http.log" ] || lines=$(wc -l <"$WORK/weir-$http.log")
-    spawn "$var" taskset -c "$PIN_CPUS" "${WEIR_WRAP[@]}" "$bin" --manifests "$dir" \
+    # As nginx here (keepalive_requests 1000000); set by the environment, which a weir of a
+    # revision before the flag ignores.
+    spawn "$var" env WEIR_KEEPALIVE_REQUESTS=1000000 \
+      taskset -c "$PIN_CPUS" "${WEIR_WRAP[@]}" "$bin" --manifests "$dir" \
       --http-addr "127.0.0.1:$http" --https-addr "127.0.0.1:$https" \
       --admin-addr "127.0.0.1:$admin" --shutdown-delay 0s --shutdown-timeout 1s "${flags[@]}" \
       >>"$WORK/weir-$http.stdout" 2>>"$WORK/weir-$http.log"

@@ -185,6 +185,28 @@ pub struct Config {
     #[arg(long, env = "WEIR_MAX_REQUEST_TARGET_SIZE", default_value_t = 8 * 1024, value_parser = clap::value_parser!(u32).range(256..=1024 * 1024))]
     pub max_request_target_size: u32,
 
+    /// Most client connections open at once (plain, TLS and passed through); at the cap,
+    /// accepting pauses and new connections wait in the listen backlog. Default: half the
+    /// process's open-files limit (the other half is for endpoint connections); 0: no cap.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most connections open at once from one client address (after a PROXY protocol header,
+    /// the address it names); more are closed as soon as they are accepted. 0: no cap.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
+    pub max_connections_per_client: usize,
+
+    /// Most requests in flight at once on one HTTP/2 connection (nginx's
+    /// `http2_max_concurrent_streams`).
+    #[arg(long, env = "WEIR_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Requests served on one client connection before weir closes it (ingress-nginx's
+    /// `keep-alive-requests`): HTTP/1 gets `Connection: close` on the last response, HTTP/2 a
+    /// GOAWAY. 0: no cap.
+    #[arg(long, env = "WEIR_KEEPALIVE_REQUESTS", default_value_t = 1000)]
+    pub keepalive_requests: u64,
+
     /// Peers (comma-separated IPs or CIDRs) whose X-Forwarded-* headers are kept and extended;
     /// from anyone else they are replaced.
     #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
@@ -635,6 +657,13 @@ impl Config {
             max_request_header_size: self.max_request_header_size as usize,
             max_headers: self.max_headers as usize,
             max_request_target_size: self.max_request_target_size as usize,
+            max_connections: self
+                .max_connections
+                .or_else(crate::proxy::default_max_connections)
+                .unwrap_or(0),
+            max_connections_per_client: self.max_connections_per_client,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            keepalive_requests: self.keepalive_requests,
             access_log: None,
             mirror: crate::proxy::MirrorLimits::default(),
         }

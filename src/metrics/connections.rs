@@ -13,6 +13,14 @@ pub struct ConnectionMetrics {
     pub active: IntGaugeVec,
     /// `weir_client_connections_total{listener}`: accepted connections.
     pub accepted: IntCounterVec,
+    /// `weir_client_connections_limit`: `--max-connections` (0: none).
+    pub limit: IntGauge,
+    /// `weir_client_connections_refused_total{reason}`: connections closed as soon as they
+    /// were accepted: `per_client` (over `--max-connections-per-client`).
+    pub refused: IntCounterVec,
+    /// `weir_accept_pauses_total{reason}`: times accepting paused: `max_connections` (the cap
+    /// reached), `resources` (accepting failed for want of file descriptors or memory).
+    pub accept_pauses: IntCounterVec,
     /// `weir_client_connections_parked`: idle HTTP/1 connections holding only their socket.
     pub parked: IntGauge,
     /// `weir_client_connections_parks_total`: times a connection was parked.
@@ -102,6 +110,24 @@ impl ConnectionMetrics {
                 ),
                 &["reason"],
             )?,
+            limit: IntGauge::new(
+                "weir_client_connections_limit",
+                "The most client connections open at once (--max-connections; 0: no cap).",
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "weir_client_connections_refused_total",
+                    "Client connections closed as soon as they were accepted: per_client (over --max-connections-per-client).",
+                ),
+                &["reason"],
+            )?,
+            accept_pauses: IntCounterVec::new(
+                Opts::new(
+                    "weir_accept_pauses_total",
+                    "Times accepting connections paused: max_connections (--max-connections reached; new connections wait in the listen backlog), resources (accepting failed for want of file descriptors or memory; backs off 10 ms to 1 s).",
+                ),
+                &["reason"],
+            )?,
             proxy_protocol_errors: IntCounterVec::new(
                 Opts::new(
                     "weir_proxy_protocol_errors_total",
@@ -162,6 +188,9 @@ impl ConnectionMetrics {
             Box::new(m.passthrough),
             Box::new(m.tls_handshakes),
             Box::new(m.tls_handshake_errors),
+            Box::new(m.limit),
+            Box::new(m.refused),
+            Box::new(m.accept_pauses),
             Box::new(m.proxy_protocol_errors),
             Box::new(m.upstream_errors),
             Box::new(m.upstream_retries),

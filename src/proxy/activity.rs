@@ -18,6 +18,11 @@ pub struct ConnActivity {
     write_blocked: AtomicBool,
     /// The listener is taking the socket back from an idle HTTP/1 connection.
     parking: AtomicBool,
+    /// How many requests have started on the connection.
+    requests: AtomicU64,
+    /// The connection served its last request (`--keepalive-requests`): an HTTP/2 connection
+    /// is to be shut down gracefully.
+    retiring: AtomicBool,
 }
 
 fn process_start() -> Instant {
@@ -38,6 +43,8 @@ impl ConnActivity {
             completed: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            retiring: AtomicBool::new(false),
         })
     }
 
@@ -75,6 +82,22 @@ impl ConnActivity {
     /// Marks that the listener is taking the socket back (`true`) or has got it (`false`).
     pub fn set_parking(&self, parking: bool) {
         self.parking.store(parking, Ordering::Release);
+    }
+
+    /// Counts a request that started on the connection; returns how many have, this one
+    /// included.
+    pub fn count_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks that the connection has served its last request.
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection has served its last request.
+    pub fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
     }
 
     /// Whether the listener is taking the socket back: its shutdown must then be skipped.

@@ -20,13 +20,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, debug, debug_span, warn};
+use tracing::{Instrument, Span, debug, debug_span};
 
 use super::Proxy;
 use super::activity::ConnActivity;
 use super::body::ProxyBody;
 use super::client_cert::TlsListener;
 use super::headers::{self, ClientInfo};
+use super::overload::{self, AcceptBackoff, Open};
 use super::park::{self, ReadReady, Resumable, Wake};
 use super::passthrough::Handshake;
 use super::preface::{self, Detected};
@@ -92,17 +93,53 @@ impl Proxy {
         let connections = &self.metrics.connections;
         let active = connections.active.with_label_values(&[scheme]);
         let accepted = connections.accepted.with_label_values(&[scheme]);
+        let mut backoff = AcceptBackoff::default();
         loop {
+            // At --max-connections, accepting pauses: new connections wait in the kernel's
+            // backlog until one closes.
+            if !self.limits.has_room() {
+                let pauses = &connections.accept_pauses;
+                pauses.with_label_values(&["max_connections"]).inc();
+                debug!(
+                    listener = scheme,
+                    "--max-connections reached; accepting paused"
+                );
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.limits.room() => {}
+                }
+            }
             let (stream, peer) = tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        backoff.succeeded();
+                        accepted
+                    }
+                    Err(error) if overload::is_resource_error(&error) => {
+                        // Out of file descriptors or memory: back off instead of spinning;
+                        // established connections are served meanwhile.
+                        let pauses = &connections.accept_pauses;
+                        pauses.with_label_values(&["resources"]).inc();
+                        let wait = backoff.failed(&error, scheme);
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
                     Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // About that one connection (reset before it was accepted).
+                        debug!(%error, "accept failed");
                         continue;
                     }
+                },
+            };
+            let permit = match self.limits.admit() {
+                Ok(permit) => permit,
+                // Another listener took the last place since the look: this connection waits.
+                Err(later) => tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    permit = later.wait() => Some(permit),
                 },
             };
             accepted.inc();
@@ -110,7 +147,7 @@ impl Proxy {
                 stream,
                 peer,
                 local_port,
-                open: GaugeGuard::new(active.clone()),
+                open: Open::new(GaugeGuard::new(active.clone()), permit),
             };
             let connection =
                 self.clone()
@@ -157,7 +194,7 @@ impl Proxy {
             mut stream,
             mut peer,
             local_port,
-            open,
+            mut open,
         } = accepted;
         let _ = stream.set_nodelay(true);
         let rules = self.state.client_address();
@@ -177,6 +214,15 @@ impl Proxy {
                         .inc();
                     return None;
                 }
+            }
+        }
+        match self.limits.enter(peer.ip()) {
+            Some(slot) => open.slot = slot,
+            None => {
+                debug!(%peer, "--max-connections-per-client reached; closing");
+                let refused = &self.metrics.connections.refused;
+                refused.with_label_values(&["per_client"]).inc();
+                return None;
             }
         }
         let conn = ClientInfo::new(peer, port, transport.scheme(), rules, proxied);
@@ -259,7 +305,7 @@ impl Proxy {
         http2: bool,
         conn: ClientInfo,
         cancel: CancellationToken,
-        open: GaugeGuard,
+        open: Open,
     ) -> Serving
     where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
@@ -297,11 +343,14 @@ impl Proxy {
     + 'static
     + use<> {
         let (proxy, conn, activity) = (self.clone(), client.conn.clone(), client.activity.clone());
+        let max_requests = self.config.keepalive_requests;
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
             let activity = activity.clone();
             let in_flight = activity.start();
+            // `--keepalive-requests`: this one is the connection's last.
+            let last = max_requests > 0 && activity.count_request() >= max_requests;
             // Costs nothing unless debug logging is on for weir.
             let span = debug_span!("request", method = %req.method(), path = req.uri().path());
             async move {
@@ -309,6 +358,9 @@ impl Proxy {
                 let mut response = response.map(|body| body.with_in_flight(in_flight));
                 if http2 {
                     headers::own_values(response.headers_mut());
+                }
+                if last {
+                    retire(&activity, &mut response, http2);
                 }
                 Ok::<_, Infallible>(response)
             }
@@ -327,7 +379,7 @@ impl Proxy {
             .timer(TokioTimer::new())
             .enable_connect_protocol()
             .max_header_list_size(config.max_request_header_size as u32)
-            .max_concurrent_streams(256);
+            .max_concurrent_streams(config.http2_max_concurrent_streams);
         let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
         let idle = IdleLimits {
             keepalive: config.keepalive_timeout,
@@ -446,6 +498,21 @@ impl Proxy {
     }
 }
 
+/// Ends a connection after `response`, its last (`--keepalive-requests`): HTTP/1 says
+/// `Connection: close` (hyper closes the connection after it; not on a `101`, whose connection
+/// becomes the tunnel); an HTTP/2 connection is shut down gracefully by its drive loop
+/// (GOAWAY; the streams in flight finish).
+fn retire(activity: &ConnActivity, response: &mut Response<ProxyBody>, http2: bool) {
+    if http2 {
+        activity.retire();
+    } else if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let close = http::HeaderValue::from_static("close");
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, close);
+    }
+}
+
 /// What a client connection keeps for as long as it is open, whichever task serves it (an
 /// HTTP/1 connection moves to a task of its own when it parks).
 struct Client {
@@ -453,8 +520,8 @@ struct Client {
     conn: Arc<ClientInfo>,
     /// Fires when the proxy shuts down.
     cancel: CancellationToken,
-    /// Counts the connection as open (`weir_client_connections_active`).
-    _open: GaugeGuard,
+    /// Counts the connection as open (`weir_client_connections_active`, the caps).
+    _open: Open,
 }
 
 /// A connection just accepted, before its task starts.
@@ -463,8 +530,8 @@ struct Accepted {
     peer: SocketAddr,
     /// The port of the listener it came in on.
     local_port: u16,
-    /// Counts the connection as open (`weir_client_connections_active`).
-    open: GaugeGuard,
+    /// Counts the connection as open (`weir_client_connections_active`, the caps).
+    open: Open,
 }
 
 /// A connection being served, whatever its stream and protocol.
@@ -543,6 +610,9 @@ where
             if shutdown.is_some() {
                 return Poll::Pending;
             }
+            if activity.retiring() {
+                return Poll::Ready(Event::Retire);
+            }
             let (cancelled, timer) = if registered {
                 (cancel.is_cancelled(), sleep.is_elapsed())
             } else {
@@ -567,7 +637,7 @@ where
                 }
                 return shutdown.unwrap_or(Ended::Closed);
             }
-            Event::Cancelled => {
+            Event::Cancelled | Event::Retire => {
                 graceful_shutdown(connection.as_mut());
                 shutdown = Some(Ended::Closed);
             }
@@ -606,6 +676,8 @@ enum Event {
     Ended(Result<(), hyper::Error>),
     /// `cancel` fired.
     Cancelled,
+    /// The connection served its last request (`--keepalive-requests`, HTTP/2).
+    Retire,
     /// The idle timer ran out.
     Check,
 }

@@ -12,6 +12,7 @@ mod grpc;
 mod headers;
 mod idle;
 mod listener;
+mod overload;
 mod park;
 mod passthrough;
 mod phases;
@@ -33,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::state::State;
+pub use overload::default_max_connections;
 use park::ParkedCount;
 pub use policy::mirror::MirrorLimits;
 pub use policy::retry::REPLAY_LIMIT;
@@ -70,6 +72,15 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Longest request-target in bytes (414 above).
     pub max_request_target_size: usize,
+    /// Most open client connections (0: no cap); at the cap, accepting pauses.
+    pub max_connections: usize,
+    /// Most open connections per client address (0: no cap); more are closed when accepted.
+    pub max_connections_per_client: usize,
+    /// Most requests in flight on one HTTP/2 connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_concurrent_streams: u32,
+    /// Requests served on one connection before it is closed (HTTP/1: `Connection: close` on
+    /// the last response; HTTP/2: GOAWAY); 0: no cap.
+    pub keepalive_requests: u64,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
     /// How many request copies (`mirror-target`) may be in flight, with how much body each.
@@ -91,6 +102,10 @@ impl Default for ProxyConfig {
             max_request_header_size: 32 * 1024,
             max_headers: 100,
             max_request_target_size: 8 * 1024,
+            max_connections: 0,
+            max_connections_per_client: 0,
+            http2_max_concurrent_streams: 128,
+            keepalive_requests: 1000,
             access_log: None,
             mirror: MirrorLimits::default(),
         }
@@ -111,6 +126,8 @@ pub struct Proxy {
     error_pages: policy::custom_errors::ErrorPageClient,
     /// Request copies (`mirror-target`).
     mirrors: policy::mirror::Mirrors,
+    /// `--max-connections`, `--max-connections-per-client`.
+    limits: overload::ConnectionLimits,
 }
 
 impl Proxy {
@@ -139,7 +156,13 @@ impl Proxy {
             cancel.clone(),
         );
         tasks.spawn(async move { reaper.reap_idle(cancel).await });
+        let limits = overload::ConnectionLimits::new(
+            config.max_connections,
+            config.max_connections_per_client,
+        );
+        metrics.connections.limit.set(config.max_connections as i64);
         Arc::new(Proxy {
+            limits,
             state,
             config,
             pool,

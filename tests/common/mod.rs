@@ -469,6 +469,21 @@ pub async fn http2_connect(
     sender
 }
 
+/// An HTTP/1.1 client connection of its own to `addr` (after writing `preamble` on it, such as
+/// a PROXY protocol header): requests sent on it share one keep-alive connection.
+pub async fn http1_connect(
+    addr: SocketAddr,
+    preamble: &[u8],
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(preamble).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// Reads a whole response.
 pub async fn read_answer(response: Response<Incoming>) -> Answer {
     let (parts, body) = response.into_parts();

@@ -41,7 +41,22 @@ impl WeirProcess {
 
     /// Like [`WeirProcess::spawn`], with these environment variables.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        Self::launch(Command::new(env!("CARGO_BIN_EXE_weir")), args, env)
+    }
+
+    /// Like [`WeirProcess::spawn`], with at most `files` open file descriptors (`prlimit`,
+    /// util-linux).
+    pub fn spawn_with_open_files(args: &[&str], files: u32) -> WeirProcess {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_weir"));
+        Self::launch(command, args, &[("RUST_LOG", "info")])
+    }
+
+    fn launch(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> WeirProcess {
+        let mut child = command
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
