@@ -41,6 +41,8 @@ WEIR_LOG=$work/weir.log
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # weir itself: setpriv's change of uid clears the parent-death signal bwrap set.
+  pkill -9 -f "^$bin --manifests $work/manifests" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -53,6 +55,10 @@ mkdir -p "$work/www" "$work/manifests"
 echo "served read-only" >"$work/www/index.html"
 python3 -m http.server "$backend" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
 pids+=($!)
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$backend/" && break
+  sleep 0.05
+done
 cat >"$work/manifests/site.yaml" <<EOF
 apiVersion: v1
 kind: Service
