@@ -105,7 +105,13 @@ churn_ingress() {
   cat >"$M/.churn.tmp" <<EOF
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: churn, namespace: default}
+metadata:
+  name: churn
+  namespace: default
+  # The backend answers /: the new path answers 200 only once weir routes it.
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /
+    nginx.ingress.kubernetes.io/ssl-redirect: "false"
 spec:
   ingressClassName: weir
   rules:
