@@ -32,12 +32,8 @@ async fn serve(
     config: ProxyConfig,
 ) -> (TestProxy, Vec<String>) {
     let built = build_table_with(ingresses, services, secrets, &BuildConfig::default());
-    let diagnostics = built
-        .diagnostics
-        .iter()
-        .map(|d| d.message.clone())
-        .collect();
-    (TestProxy::start(config, built.table).await, diagnostics)
+    let (table, diagnostics) = messages(built);
+    (TestProxy::start(config, table).await, diagnostics)
 }
 
 /// GET with optional `Authorization` and `X-Forwarded-For`.

@@ -33,12 +33,8 @@ fn built(
         vec![config_map_json("weir", settings)],
         &with_config_map(),
     );
-    let diagnostics = built
-        .diagnostics
-        .iter()
-        .map(|d| d.message.clone())
-        .collect();
-    (built.table, diagnostics)
+    let (table, diagnostics) = messages(built);
+    (table, diagnostics)
 }
 
 /// A GET of `/` on host `h` with these extra headers.

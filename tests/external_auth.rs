@@ -31,13 +31,9 @@ async fn serve_with(
     };
     let services = vec![service_json("web", &[web.addr])];
     let built = build_table_with(ingresses, services, objects, &config);
-    let diagnostics = built
-        .diagnostics
-        .iter()
-        .map(|d| d.message.clone())
-        .collect();
+    let (table, diagnostics) = messages(built);
     (
-        TestProxy::start(ProxyConfig::default(), built.table).await,
+        TestProxy::start(ProxyConfig::default(), table).await,
         diagnostics,
     )
 }

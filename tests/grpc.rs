@@ -51,12 +51,8 @@ fn build(
         ..BuildConfig::default()
     };
     let built = build_table_with(ingresses, services, objects, &config);
-    let diagnostics = built
-        .diagnostics
-        .iter()
-        .map(|d| d.message.clone())
-        .collect();
-    (built.table, diagnostics)
+    let (table, diagnostics) = messages(built);
+    (table, diagnostics)
 }
 
 /// The in-process proxy (plain listener) serving `ingresses`; the build must report nothing.

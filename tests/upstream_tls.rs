@@ -55,13 +55,9 @@ async fn serve(
         .map(|(name, addr)| service_json(name, &[*addr]))
         .collect();
     let built = build_table_with(ingresses, services, secrets, &BuildConfig::default());
-    let diagnostics = built
-        .diagnostics
-        .iter()
-        .map(|d| d.message.clone())
-        .collect();
+    let (table, diagnostics) = messages(built);
     (
-        TestProxy::start(ProxyConfig::default(), built.table).await,
+        TestProxy::start(ProxyConfig::default(), table).await,
         diagnostics,
     )
 }

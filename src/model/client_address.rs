@@ -19,8 +19,9 @@
 
 use std::time::Duration;
 
-use super::access::IpList;
 use http::HeaderName;
+
+use super::access::IpList;
 
 /// How a connection's client is found and described (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]

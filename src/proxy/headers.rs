@@ -3,13 +3,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+
 use super::client_cert::ClientCert;
 use super::overload::Open;
 use crate::model::access::{IpList, canonical};
 use crate::model::client_address::ClientAddress;
 use crate::model::external_auth::HOP_BY_HOP;
-use bytes::Bytes;
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -155,6 +156,12 @@ impl ClientInfo {
             open: None,
         }
     }
+
+    /// Whether the forwarded-for header may name the client: the peer is trusted and no
+    /// PROXY protocol header decides instead.
+    fn reads_chain(&self) -> bool {
+        self.trusted && !self.proxied
+    }
 }
 
 /// The client's address, the one every decision by address uses (the access log, rate limits,
@@ -163,15 +170,18 @@ impl ClientInfo {
 /// trusted network, read as [`forwarded_client`] does (the peer itself when there is none). An
 /// untrusted peer's header is never read. IPv4-mapped IPv6 is IPv4.
 pub fn client_ip(client: &ClientInfo, headers: &HeaderMap) -> IpAddr {
-    let chain = joined(headers, &client.rules.forwarded_for_header);
-    client_in(client, chain.as_ref())
+    // The untrusted (common) case looks at no header.
+    let chain = client
+        .reads_chain()
+        .then(|| joined(headers, &client.rules.forwarded_for_header));
+    client_in(client, chain.flatten().as_ref())
 }
 
 /// [`client_ip`] from the forwarded-for header's values `chain` (joined).
 fn client_in(client: &ClientInfo, chain: Option<&HeaderValue>) -> IpAddr {
     let peer = canonical(client.peer.ip());
     match chain {
-        Some(chain) if client.trusted && !client.proxied => {
+        Some(chain) if client.reads_chain() => {
             forwarded_client(chain.as_bytes(), &client.rules.forwarded_from).unwrap_or(peer)
         }
         _ => peer,
@@ -193,14 +203,12 @@ pub fn client_addr(client: &ClientInfo, headers: &HeaderMap) -> SocketAddr {
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
-    if values.next().is_none() {
+    let Some(second) = values.next() else {
         return Some(first.clone());
-    }
-    let mut all = Vec::with_capacity(64);
-    for (i, value) in headers.get_all(name).iter().enumerate() {
-        if i > 0 {
-            all.extend_from_slice(b", ");
-        }
+    };
+    let mut all = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(values) {
+        all.extend_from_slice(b", ");
         all.extend_from_slice(value.as_bytes());
     }
     HeaderValue::from_bytes(&all).ok()
@@ -250,11 +258,13 @@ pub fn set_forwarding_headers(
         headers.remove(header::FORWARDED);
     }
     let original = joined(headers, &rules.forwarded_for_header);
-    // The untrusted (common) case only copies the connection's ready-made value.
-    let real_ip = match trusted && !client.proxied && original.is_some() {
-        true => HeaderValue::try_from(client_in(client, original.as_ref()).to_string())
-            .expect("an IP address is a valid header value"),
-        false => client.peer_ip.clone(),
+    // The peer (the common case) only copies the connection's ready-made value.
+    let ip = client_in(client, original.as_ref());
+    let real_ip = match ip == canonical(client.peer.ip()) {
+        true => client.peer_ip.clone(),
+        false => {
+            HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
+        }
     };
     let xff = match trusted && rules.full_forwarded_for {
         true => {

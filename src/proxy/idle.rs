@@ -48,16 +48,7 @@ pub struct IdleTimeout {
 impl IdleTimeout {
     /// Finds an `IdleTimeout` of `side` anywhere in an error's source chain.
     pub fn in_chain(error: &(dyn StdError + 'static), side: Side) -> bool {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if e.downcast_ref::<IdleTimeout>()
-                .is_some_and(|t| t.side == side)
-            {
-                return true;
-            }
-            current = e.source();
-        }
-        false
+        super::in_chain::<IdleTimeout>(error).any(|t| t.side == side)
     }
 }
 

@@ -40,6 +40,13 @@ pub use policy::mirror::MirrorLimits;
 pub use policy::retry::REPLAY_LIMIT;
 use upstream::{Pool, UpstreamConfig};
 
+/// The errors of type `T` in `error`'s source chain, `error` itself first.
+pub(crate) fn in_chain<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e T> {
+    std::iter::successors(Some(error), |e| e.source()).filter_map(|e| e.downcast_ref::<T>())
+}
+
 /// Data-plane settings (see the flags of the same names). What Ingresses can change per route
 /// (timeouts, body size, redirects, HSTS) comes with each route's policy instead.
 #[derive(Debug, Clone)]

@@ -10,10 +10,9 @@
 //!   backs off (10 ms doubling to 1 s) instead of spinning, and says so at most once per
 //!   [`LOG_EVERY`].
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,6 +20,7 @@ use tracing::warn;
 
 use crate::metrics::GaugeGuard;
 use crate::model::access::canonical;
+use crate::state::{ConnectionCounter, ConnectionSlot};
 
 /// The longest a listener waits after a failed accept.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -34,8 +34,8 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct ConnectionLimits {
     /// `--max-connections`: a permit per open client connection.
     total: Option<Arc<Semaphore>>,
-    /// `--max-connections-per-client`.
-    per_client: Option<Arc<PerClient>>,
+    /// `--max-connections-per-client` (its addresses are bounded by the connections).
+    per_client: Option<Arc<ConnectionCounter>>,
 }
 
 impl ConnectionLimits {
@@ -43,7 +43,10 @@ impl ConnectionLimits {
     pub fn new(total: usize, per_client: usize) -> Self {
         ConnectionLimits {
             total: (total > 0).then(|| Arc::new(Semaphore::new(total))),
-            per_client: (per_client > 0).then(|| Arc::new(PerClient::new(per_client))),
+            per_client: (per_client > 0).then(|| {
+                let cap = u32::try_from(per_client).unwrap_or(u32::MAX);
+                Arc::new(ConnectionCounter::bounded(cap, usize::MAX))
+            }),
         }
     }
 
@@ -78,10 +81,10 @@ impl ConnectionLimits {
     }
 
     /// Counts a connection from `ip` against its address's cap: `None` when it is over.
-    pub fn enter(&self, ip: IpAddr) -> Option<Option<ClientSlot>> {
+    pub fn enter(&self, ip: IpAddr) -> Option<Option<ConnectionSlot>> {
         match &self.per_client {
             None => Some(None),
-            Some(per_client) => per_client.enter(ip).map(Some),
+            Some(per_client) => per_client.acquire(canonical(ip)).map(Some),
         }
     }
 }
@@ -100,71 +103,6 @@ impl AdmitLater {
     }
 }
 
-/// Open connections per client address, in shards so that accepting on many threads does not
-/// contend on one lock.
-#[derive(Debug)]
-struct PerClient {
-    cap: usize,
-    shards: Box<[Mutex<HashMap<IpAddr, usize>>]>,
-}
-
-const SHARDS: usize = 16;
-
-impl PerClient {
-    fn new(cap: usize) -> Self {
-        PerClient {
-            cap,
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
-    }
-
-    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, usize>> {
-        let bits = match ip {
-            IpAddr::V4(v4) => u64::from(u32::from(*v4)),
-            IpAddr::V6(v6) => {
-                let bits = u128::from(*v6);
-                (bits >> 64) as u64 ^ bits as u64
-            }
-        };
-        // Fibonacci hashing: the product's top bits depend on every bit of the address.
-        let shard = bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
-        &self.shards[shard as usize]
-    }
-
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
-        let ip = canonical(ip);
-        let mut shard = self.shard(&ip).lock().unwrap_or_else(|e| e.into_inner());
-        let open = shard.entry(ip).or_insert(0);
-        if *open >= self.cap {
-            return None;
-        }
-        *open += 1;
-        Some(ClientSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection counted against its client address's cap, until dropped.
-#[derive(Debug)]
-pub struct ClientSlot {
-    table: Arc<PerClient>,
-    ip: IpAddr,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut shard = (self.table.shard(&self.ip).lock()).unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = shard.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                shard.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// What an open client connection holds for as long as it is open: its count in
 /// `weir_client_connections_active`, its place under `--max-connections` and under its
 /// address's cap.
@@ -173,7 +111,7 @@ pub struct Open {
     _gauge: GaugeGuard,
     _permit: Option<OwnedSemaphorePermit>,
     /// Set once the client's address is known (after a PROXY protocol header).
-    pub(super) slot: Option<ClientSlot>,
+    pub(super) slot: Option<ConnectionSlot>,
 }
 
 impl Open {
@@ -264,11 +202,7 @@ mod tests {
         let third = limits.enter(a).unwrap();
         drop((second, third));
         let per_client = limits.per_client.as_ref().unwrap();
-        let entries: usize = per_client
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap().len())
-            .sum();
+        let entries = per_client.addresses();
         assert_eq!(
             entries, 0,
             "no state is kept for addresses without connections"

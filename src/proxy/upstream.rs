@@ -226,7 +226,7 @@ pub struct ClientBodyBroken(#[source] BoxError);
 impl ClientBodyBroken {
     /// Whether `error` or one of its sources is a [`ClientBodyBroken`].
     pub fn in_chain(error: &(dyn std::error::Error + 'static)) -> bool {
-        std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<ClientBodyBroken>())
+        super::in_chain::<ClientBodyBroken>(error).next().is_some()
     }
 }
 

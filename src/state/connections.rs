@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use super::MAX_CLIENTS;
 
-/// Requests in progress per client address, at most `limit` each.
+/// Things in progress (requests, or connections: `--max-connections-per-client`) per client
+/// address, at most `limit` each.
 #[derive(Debug)]
 pub struct ConnectionCounter {
     limit: u32,
+    /// The most addresses with something in progress at once.
+    max_clients: usize,
     counts: Mutex<HashMap<IpAddr, u32, foldhash::fast::RandomState>>,
 }
 
@@ -27,10 +30,18 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionCounter {
-    /// A counter allowing `limit` requests in progress per client address.
+    /// A counter allowing `limit` requests in progress per client address, for at most
+    /// [`MAX_CLIENTS`] addresses at once.
     pub fn new(limit: u32) -> Self {
+        Self::bounded(limit, MAX_CLIENTS)
+    }
+
+    /// A counter allowing `limit` per client address, for at most `max_clients` addresses at
+    /// once (a new one beyond them is refused).
+    pub fn bounded(limit: u32, max_clients: usize) -> Self {
         ConnectionCounter {
             limit,
+            max_clients,
             counts: Mutex::new(HashMap::default()),
         }
     }
@@ -38,7 +49,7 @@ impl ConnectionCounter {
     /// A place for one more request of `client`, unless it has `limit` in progress already.
     pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<ConnectionSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.len() >= MAX_CLIENTS && !counts.contains_key(&client) {
+        if counts.len() >= self.max_clients && !counts.contains_key(&client) {
             return None;
         }
         let count = counts.entry(client).or_insert(0);
@@ -50,6 +61,12 @@ impl ConnectionCounter {
             counter: self.clone(),
             client,
         })
+    }
+
+    /// How many addresses have something in progress.
+    #[cfg(test)]
+    pub fn addresses(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// How many requests of `client` are in progress.

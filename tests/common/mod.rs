@@ -745,6 +745,16 @@ pub fn build_table(
     build_table_with(ingresses, services, Vec::new(), config)
 }
 
+/// A build's table and the messages of its diagnostics.
+pub fn messages(built: weir::model::Built) -> (RouteTable, Vec<String>) {
+    let messages = built
+        .diagnostics
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    (built.table, messages)
+}
+
 /// A build configuration that reads the controller ConfigMap `default/weir` (make it with
 /// [`config_map_json`]`("weir", …)`).
 pub fn with_config_map() -> weir::model::BuildConfig {

@@ -20,14 +20,9 @@ pub struct BodyTooLarge {
 impl BodyTooLarge {
     /// Finds a `BodyTooLarge` anywhere in an error's source chain.
     pub fn in_chain(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if e.is::<BodyTooLarge>() {
-                return true;
-            }
-            current = e.source();
-        }
-        false
+        crate::proxy::in_chain::<BodyTooLarge>(error)
+            .next()
+            .is_some()
     }
 }
 
