@@ -317,13 +317,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         Source::Cluster(source, client) => {
             let ingresses = source.ingresses();
-            let leader = metrics.control.leader.clone();
             spawn_api_writers(
                 &config,
                 client,
                 ingresses,
                 published_rx,
-                leader,
+                metrics.control.clone(),
                 &tasks,
                 &cancel,
             )
@@ -382,7 +381,7 @@ async fn spawn_api_writers(
     client: kube::Client,
     ingresses: kube::runtime::reflector::Store<k8s_openapi::api::networking::v1::Ingress>,
     published: watch::Receiver<Option<Arc<Published>>>,
-    leader_gauge: prometheus::IntGauge,
+    metrics: weir::metrics::ControlMetrics,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -409,6 +408,7 @@ async fn spawn_api_writers(
         cancel.clone(),
     ));
     let mut leading = leader_rx.clone();
+    let leader_gauge = metrics.leader.clone();
     tasks.spawn(async move {
         loop {
             leader_gauge.set(i64::from(*leading.borrow_and_update()));
@@ -427,6 +427,7 @@ async fn spawn_api_writers(
         reporter,
         published.clone(),
         leader_rx.clone(),
+        metrics,
         cancel.clone(),
     ));
 

@@ -30,6 +30,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use common::fault::FaultProxy;
 use common::metrics::{parse, scrape, total, value};
 use common::process::WeirProcess;
 use common::ws::WsBackend;
@@ -57,7 +58,7 @@ struct Cluster {
     admin: Client,
     weir_kubeconfig: PathBuf,
     backend_ips: Vec<IpAddr>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn admin_client() -> Client {
@@ -194,7 +195,7 @@ impl Cluster {
             admin,
             weir_kubeconfig,
             backend_ips,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -212,9 +213,33 @@ impl Cluster {
     /// Starts weir with the ServiceAccount's kubeconfig; `election_id` keeps the tests'
     /// replicas from electing each other.
     async fn weir(&self, election_id: &str, extra: &[&str]) -> WeirProcess {
+        self.weir_with(&self.weir_kubeconfig, election_id, extra)
+            .await
+    }
+
+    /// Like [`Cluster::weir`], reaching the API server through `relay` (a [`FaultProxy`] in
+    /// front of it).
+    async fn weir_via(&self, relay: SocketAddr, election_id: &str, extra: &[&str]) -> WeirProcess {
+        let kubeconfig = std::fs::read_to_string(&self.weir_kubeconfig)
+            .unwrap()
+            .replace(&env("WEIR_E2E_APISERVER"), &format!("https://{relay}"));
+        let path = self
+            .dir
+            .path()
+            .join(format!("via-{}.kubeconfig", relay.port()));
+        std::fs::write(&path, kubeconfig).unwrap();
+        self.weir_with(&path, election_id, extra).await
+    }
+
+    async fn weir_with(
+        &self,
+        kubeconfig: &std::path::Path,
+        election_id: &str,
+        extra: &[&str],
+    ) -> WeirProcess {
         let mut args = vec![
             "--kubeconfig",
-            self.weir_kubeconfig.to_str().unwrap(),
+            kubeconfig.to_str().unwrap(),
             "--election-id",
             election_id,
             "--election-lease-duration",
@@ -422,6 +447,17 @@ fn ingress_json(
 
 /// Polls `host` + `path` through weir until it answers `status`; returns how long that took.
 async fn until_answer(weir: &WeirProcess, host: &str, path: &str, status: u16) -> Duration {
+    until_answer_within(weir, host, path, status, Duration::from_secs(20)).await
+}
+
+/// Like [`until_answer`], waiting at most `limit`.
+async fn until_answer_within(
+    weir: &WeirProcess,
+    host: &str,
+    path: &str,
+    status: u16,
+    limit: Duration,
+) -> Duration {
     let client = http1_client();
     let started = Instant::now();
     loop {
@@ -430,7 +466,7 @@ async fn until_answer(weir: &WeirProcess, host: &str, path: &str, status: u16) -
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < limit,
             "{host}{path} still answers {} instead of {status}; log:\n{}",
             answer.status,
             weir.log()
@@ -2246,6 +2282,33 @@ fn steady_load(
     (served, handles)
 }
 
+/// Stops the clients of [`steady_load`] and asserts that every request they sent succeeded;
+/// returns how many they sent.
+async fn all_served(
+    stop: tokio_util::sync::CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    served: Served,
+) -> usize {
+    stop.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let served = served.lock().unwrap();
+    let failed: Vec<Instant> = served
+        .iter()
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(started, _)| *started)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed",
+        failed.len(),
+        served.len()
+    );
+    assert!(!served.is_empty(), "no request was sent");
+    served.len()
+}
+
 /// Waits until weir serves a table newer than `after` (`weir_table_generation`); returns it.
 async fn until_generation_after(weir: &WeirProcess, after: f64) -> f64 {
     let started = Instant::now();
@@ -2366,4 +2429,197 @@ async fn a_canary_rollout_moves_traffic_step_by_step_without_a_failed_request() 
     let served = served.lock().unwrap();
     let failed = served.iter().filter(|(_, b)| b.is_none()).count();
     assert_eq!(failed, 0, "{failed} of {} requests failed", served.len());
+}
+
+/// The API server forgets the resource versions weir watched from while weir cannot reach it:
+/// when weir is back, its watches are answered 410 Gone (`too old resource version`), and
+/// weir lists afresh — a deletion and a creation it never saw as watch events reach the
+/// table, and the table serves all along.
+#[tokio::test]
+async fn an_expired_watch_lists_afresh_without_dropping_the_table() {
+    let cluster = Cluster::connect_exclusive().await;
+    let ns = cluster.namespace("e2e-expiry").await;
+    let backend = cluster.backend(4, "expiry").await;
+    cluster.service(&ns, "expiry", &[&backend]).await;
+    cluster
+        .route(&ns, "steady", "steady.expiry.test", "expiry")
+        .await;
+    cluster
+        .route(&ns, "gone", "gone.expiry.test", "expiry")
+        .await;
+    let apiserver: SocketAddr = env("WEIR_E2E_APISERVER")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let relay = FaultProxy::start(apiserver, Duration::ZERO).await;
+    let weir = cluster
+        .weir_via(relay.addr, "e2e-expiry", &["--watch-namespace", &ns])
+        .await;
+    until_answer(&weir, "gone.expiry.test", "/", 200).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (served, handles) = steady_load(&weir, "steady.expiry.test", 2, stop.clone());
+
+    // weir is cut off; meanwhile one Ingress goes and another comes …
+    relay.cut();
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.admin.clone(), &ns);
+    ingresses
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster.route(&ns, "new", "new.expiry.test", "expiry").await;
+    // … and the API server restarts: its watch cache begins at the current revision, older
+    // resource versions are gone.
+    let ctl = env("WEIR_E2E_APISERVER_CTL");
+    for step in ["restart", "wait-ready"] {
+        let status = tokio::process::Command::new(&ctl)
+            .arg(step)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "apiserver-ctl.sh {step}");
+    }
+    relay.restore();
+
+    // The watches back off (as client-go's reflectors do: from 0.8 s doubling to 30 s) after
+    // the failures of the cut, and once more after the 410.
+    until_answer_within(&weir, "new.expiry.test", "/", 200, Duration::from_secs(75)).await;
+    until_answer(&weir, "gone.expiry.test", "/", 404).await;
+    let requests = all_served(stop, handles, served).await;
+    let log = weir.log();
+    assert!(
+        log.contains("too old resource version"),
+        "no watch was answered 410 Gone; log:\n{log}"
+    );
+    let restarts = total(&parse(&scrape(&weir).await), "weir_watch_restarts_total");
+    assert!(restarts >= 1.0, "weir_watch_restarts_total is {restarts}");
+    eprintln!("{requests} requests served while weir was cut off and relisted");
+}
+
+/// An Ingress of more than 1 MiB (8,000-odd rules, near what etcd stores in one object) is
+/// served whole, and the other routes serve while it is taken in.
+#[tokio::test]
+async fn a_one_mebibyte_ingress_is_served_whole() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-large").await;
+    let backend = cluster.backend(5, "large").await;
+    cluster.service(&ns, "large", &[&backend]).await;
+    cluster
+        .route(&ns, "steady", "steady.large.test", "large")
+        .await;
+    let weir = cluster.weir("e2e-large", &["--watch-namespace", &ns]).await;
+    until_answer(&weir, "steady.large.test", "/", 200).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (served, handles) = steady_load(&weir, "steady.large.test", 2, stop.clone());
+
+    let rule = |i: usize| {
+        json!({"host": format!("r{i}.large.test"), "http": {"paths": [{
+            "path": format!("/{i}/{}", "p".repeat(24)), "pathType": "Prefix",
+            "backend": {"service": {"name": "large", "port": {"name": "http"}}}}]}})
+    };
+    let mut rules = Vec::new();
+    let mut size = 0;
+    while size < 1 << 20 {
+        let next = rule(rules.len());
+        size += serde_json::to_vec(&next).unwrap().len() + 1;
+        rules.push(next);
+    }
+    let count = rules.len();
+    let large = json!({"metadata": {"name": "large", "namespace": ns},
+        "spec": {"ingressClassName": "weir", "rules": rules}});
+    assert!(serde_json::to_vec(&large).unwrap().len() > 1 << 20);
+    let before = value(&parse(&scrape(&weir).await), "weir_table_generation", &[]);
+    cluster.ingress(&ns, large).await;
+    until_generation_after(&weir, before).await;
+
+    let client = http1_client();
+    for i in [0, count / 2, count - 1] {
+        let path = format!("/{i}/{}/x", "p".repeat(24));
+        let host = format!("r{i}.large.test");
+        let answer = get(&client, weir.http, &host, &path).await;
+        assert_eq!(answer.status, 200, "{host}{path}");
+        assert_eq!(answer.echo().uri(), path);
+    }
+    // A rule answers only its own host.
+    let host = format!("r{}.large.test", count - 1);
+    assert_eq!(get(&client, weir.http, &host, "/0/").await.status, 404);
+    all_served(stop, handles, served).await;
+    let samples = parse(&scrape(&weir).await);
+    assert_eq!(
+        value(&samples, "weir_table_ingresses", &[]),
+        2.0,
+        "both Ingresses are in the table"
+    );
+}
+
+/// A storm of Diagnostics (60 Ingresses naming a Service that does not exist, created at
+/// once) becomes Events at a pace: 25 at once, then 5 a second — every one of them in the
+/// end, none lost — while weir serves.
+#[tokio::test]
+async fn a_diagnostic_storm_is_paced_into_events() {
+    const BROKEN: usize = 60;
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("e2e-storm").await;
+    let backend = cluster.backend(6, "storm").await;
+    cluster.service(&ns, "storm", &[&backend]).await;
+    cluster
+        .route(&ns, "steady", "steady.storm.test", "storm")
+        .await;
+    let weir = cluster.weir("e2e-storm", &["--watch-namespace", &ns]).await;
+    until_answer(&weir, "steady.storm.test", "/", 200).await;
+    until_leader_gauge(&weir, 1.0).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (served, handles) = steady_load(&weir, "steady.storm.test", 1, stop.clone());
+
+    for i in 0..BROKEN {
+        let name = format!("broken-{i}");
+        let host = format!("{name}.storm.test");
+        cluster.route(&ns, &name, &host, "missing").await;
+    }
+    // Until every broken Ingress has its Event; on the way, some waited for their turn.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), &ns);
+    let started = Instant::now();
+    let mut most_waiting = 0.0f64;
+    let times = loop {
+        let waiting = value(&parse(&scrape(&weir).await), "weir_events_waiting", &[]);
+        most_waiting = most_waiting.max(waiting);
+        let list = events.list(&Default::default()).await.unwrap();
+        let mut times: Vec<_> = list
+            .items
+            .iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .is_some_and(|n| n.starts_with("broken-"))
+            })
+            .filter_map(|e| e.event_time.as_ref().map(|t| t.0))
+            .collect();
+        if times.len() >= BROKEN {
+            times.sort();
+            break times;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {BROKEN} Events after a minute; log:\n{}",
+            times.len(),
+            weir.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(times.len(), BROKEN, "one Event per broken Ingress");
+    assert!(most_waiting > 0.0, "no diagnostic ever waited for its turn");
+    // 25 at once, then one every 200 ms: the 35 after the burst take at least 7 s.
+    let span = times[BROKEN - 1].duration_since(times[0]);
+    assert!(
+        span.as_secs_f64() >= 6.5,
+        "{BROKEN} Events written within {span:?}"
+    );
+    let samples = parse(&scrape(&weir).await);
+    assert_eq!(
+        value(&samples, "weir_events_total", &[("result", "published")]),
+        BROKEN as f64
+    );
+    assert_eq!(value(&samples, "weir_events_waiting", &[]), 0.0);
+    all_served(stop, handles, served).await;
 }

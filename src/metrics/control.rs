@@ -37,6 +37,11 @@ pub struct ControlMetrics {
     pub leader: IntGauge,
     /// `weir_watch_restarts_total{resource}`: watch streams that failed and were restarted.
     pub watch_restarts: IntCounterVec,
+    /// `weir_events_total{result}`: Events written for Diagnostics, `published` or `failed`.
+    pub events: IntCounterVec,
+    /// `weir_events_waiting`: Diagnostics not yet written as Events (their turn under the
+    /// Events rate limit has not come, or writing failed and is retried).
+    pub events_waiting: IntGauge,
     /// `weir_ssl_certificate_expire_time_seconds{namespace,secret,host}`.
     pub certificate_expiry: Arc<GaugeSet>,
     /// The generation of the table `routes`, `backends` and `backends_without_endpoints`
@@ -106,6 +111,17 @@ impl ControlMetrics {
                 ),
                 &["resource"],
             )?,
+            events: IntCounterVec::new(
+                Opts::new(
+                    "weir_events_total",
+                    "Events written for Diagnostics (by the leader), by result.",
+                ),
+                &["result"],
+            )?,
+            events_waiting: IntGauge::new(
+                "weir_events_waiting",
+                "Diagnostics waiting to be written as Events: for their turn under the Events rate limit, or for a retry.",
+            )?,
             certificate_expiry: GaugeSet::new(GaugeVec::new(
                 Opts::new(
                     "weir_ssl_certificate_expire_time_seconds",
@@ -129,6 +145,8 @@ impl ControlMetrics {
             Box::new(m.diagnostics.family.clone()),
             Box::new(m.leader),
             Box::new(m.watch_restarts),
+            Box::new(m.events),
+            Box::new(m.events_waiting),
             Box::new(m.certificate_expiry.family.clone()),
         ])?;
         Ok(metrics)

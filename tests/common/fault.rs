@@ -1,9 +1,10 @@
 //! A fault proxy: a TCP relay in front of an endpoint that holds back what the endpoint sends
-//! by a delay that a test sets and changes while it runs (a slowed endpoint on demand).
+//! by a delay that a test sets and changes while it runs (a slowed endpoint on demand), and
+//! that a test can cut off (a network partition on demand).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub struct FaultProxy {
     pub addr: SocketAddr,
     delay_ms: Arc<AtomicU64>,
+    /// The relayed connections end when it is cancelled; `None` while cut off.
+    links: Arc<Mutex<Option<CancellationToken>>>,
     cancel: CancellationToken,
 }
 
@@ -31,21 +34,26 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
         let cancel = CancellationToken::new();
-        let (stop, delays) = (cancel.clone(), delay_ms.clone());
+        let links = Arc::new(Mutex::new(Some(cancel.child_token())));
+        let (stop, delays, current) = (cancel.clone(), delay_ms.clone(), links.clone());
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
                     _ = stop.cancelled() => return,
                     accepted = listener.accept() => accepted.unwrap(),
                 };
-                let (stop, delays) = (stop.clone(), delays.clone());
+                // Cut off: the connection is closed at once.
+                let Some(link) = current.lock().unwrap().clone() else {
+                    continue;
+                };
+                let delays = delays.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = relay(client, server, delays) => {}
-                        _ = stop.cancelled() => {}
+                        _ = link.cancelled() => {}
                     }
                 });
             }
@@ -53,8 +61,21 @@ impl FaultProxy {
         FaultProxy {
             addr,
             delay_ms,
+            links,
             cancel,
         }
+    }
+
+    /// Closes every relayed connection and closes new ones at once, until [`FaultProxy::restore`].
+    pub fn cut(&self) {
+        if let Some(link) = self.links.lock().unwrap().take() {
+            link.cancel();
+        }
+    }
+
+    /// Relays new connections again after [`FaultProxy::cut`].
+    pub fn restore(&self) {
+        *self.links.lock().unwrap() = Some(self.cancel.child_token());
     }
 
     /// Changes the delay of what the target sends from now on.
