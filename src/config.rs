@@ -11,6 +11,7 @@ pub use crate::access_log::LogFormat;
 use crate::metrics::{ControllerLabels, MetricsConfig, RequestLabels};
 use crate::model::access::IpList;
 use crate::model::client_address::ClientAddress;
+use crate::model::connection::ConnectionLimits;
 use crate::model::{
     BuildConfig, ClassConfig, Defaults, ExternalNamePolicy, Hsts, ObjectKind, ObjectRef, Timeouts,
 };
@@ -197,13 +198,14 @@ pub struct Config {
     pub max_connections_per_client: usize,
 
     /// Most requests in flight at once on one HTTP/2 connection (nginx's
-    /// `http2_max_concurrent_streams`).
+    /// `http2_max_concurrent_streams`; the controller ConfigMap's `http2-max-concurrent-streams`
+    /// overrides it).
     #[arg(long, env = "WEIR_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub http2_max_concurrent_streams: u32,
 
     /// Requests served on one client connection before weir closes it (ingress-nginx's
-    /// `keep-alive-requests`): HTTP/1 gets `Connection: close` on the last response, HTTP/2 a
-    /// GOAWAY. 0: no cap.
+    /// `keep-alive-requests`, which overrides it): HTTP/1 gets `Connection: close` on the last
+    /// response, HTTP/2 a GOAWAY. 0: no cap.
     #[arg(long, env = "WEIR_KEEPALIVE_REQUESTS", default_value_t = 1000)]
     pub keepalive_requests: u64,
 
@@ -568,6 +570,10 @@ impl Config {
                     forwarded_from: IpList::from_nets(&self.trust_forwarded_from),
                     ..ClientAddress::default()
                 },
+                connection_limits: ConnectionLimits {
+                    keepalive_requests: self.keepalive_requests,
+                    http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+                },
                 ..self.routes.defaults()
             },
             config_map: self
@@ -664,8 +670,6 @@ impl Config {
                 .or_else(crate::proxy::default_max_connections)
                 .unwrap_or(0),
             max_connections_per_client: self.max_connections_per_client,
-            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
-            keepalive_requests: self.keepalive_requests,
             access_log: None,
             mirror: crate::proxy::MirrorLimits::default(),
         }
@@ -701,6 +705,20 @@ mod tests {
         assert!(Config::try_parse_from(["weir", "--max-headers=0"]).is_err());
         assert!(Config::try_parse_from(["weir", "--upstream-response-timeout=0s"]).is_err());
         assert!(Config::try_parse_from(["weir", "--shutdown-delay=0s"]).is_ok());
+        let c = Config::try_parse_from([
+            "weir",
+            "--keepalive-requests=0",
+            "--http2-max-concurrent-streams=9",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.build_config().defaults.connection_limits,
+            ConnectionLimits {
+                keepalive_requests: 0,
+                http2_max_concurrent_streams: 9
+            }
+        );
+        let c = Config::try_parse_from(["weir", "--upstream-connect-timeout=250ms"]).unwrap();
         assert!(!c.enable_ssl_passthrough && !c.build_config().ssl_passthrough);
         let c = Config::try_parse_from(["weir", "--enable-ssl-passthrough"]).unwrap();
         assert!(c.build_config().ssl_passthrough && c.proxy_config().ssl_passthrough);

@@ -16,27 +16,6 @@ use weir::proxy::ProxyConfig;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
-/// The table weir builds for one Ingress on host `h` (its annotations `annotations`) with the
-/// controller ConfigMap `settings`, and the diagnostics.
-fn built(
-    backend: &TestBackend,
-    annotations: &[(&str, &str)],
-    settings: &[(&str, &str)],
-) -> (weir::model::RouteTable, Vec<String>) {
-    let built = build_table_with(
-        vec![nginx_ingress(
-            "app",
-            annotations,
-            rule("h", &[("/", "Prefix", "s")]),
-        )],
-        vec![service_json("s", &[backend.addr])],
-        vec![config_map_json("weir", settings)],
-        &with_config_map(),
-    );
-    let (table, diagnostics) = messages(built);
-    (table, diagnostics)
-}
-
 /// A GET of `/` on host `h` with these extra headers.
 async fn get_with(proxy: &TestProxy, headers: &[(&str, &str)]) -> Answer {
     let mut req = Request::get(format!("http://{}/", proxy.addr)).header("host", "h");
@@ -49,7 +28,7 @@ async fn get_with(proxy: &TestProxy, headers: &[(&str, &str)]) -> Answer {
 #[tokio::test]
 async fn a_trusted_balancer_s_x_forwarded_for_names_the_client_everywhere() {
     let backend = TestBackend::start("b").await;
-    let (table, diagnostics) = built(
+    let (table, diagnostics) = built_for_h(
         &backend,
         &[("whitelist-source-range", "198.51.100.0/24")],
         &[
@@ -104,7 +83,7 @@ async fn a_trusted_balancer_s_x_forwarded_for_names_the_client_everywhere() {
 #[tokio::test]
 async fn another_header_can_name_the_client_and_the_full_chain_is_kept_on_request() {
     let backend = TestBackend::start("b").await;
-    let (table, diagnostics) = built(
+    let (table, diagnostics) = built_for_h(
         &backend,
         &[],
         &[
@@ -140,7 +119,7 @@ async fn an_untrusted_peer_or_an_unreadable_list_changes_nothing() {
         ("x-forwarded-proto", "https"),
     ];
     // The balancer list does not hold the peer.
-    let (table, _) = built(
+    let (table, _) = built_for_h(
         &backend,
         &[],
         &[
@@ -155,7 +134,7 @@ async fn an_untrusted_peer_or_an_unreadable_list_changes_nothing() {
     assert_eq!(echo.header("x-forwarded-proto").as_deref(), Some("http"));
 
     // A list weir cannot read trusts nobody, is reported, and the route keeps serving.
-    let (table, diagnostics) = built(
+    let (table, diagnostics) = built_for_h(
         &backend,
         &[],
         &[
@@ -183,7 +162,7 @@ async fn behind_proxy_protocol_the_header_s_client_is_final() {
             ("compute-full-forwarded-for", full),
         ]
     };
-    let (table, diagnostics) = built(&backend, &[], &settings("false"));
+    let (table, diagnostics) = built_for_h(&backend, &[], &settings("false"));
     assert_eq!(diagnostics, Vec::<String>::new());
     let proxy = TestProxy::start(ProxyConfig::default(), table).await;
     // Every peer is trusted (no proxy-real-ip-cidr), yet the client cannot pick its address
@@ -197,7 +176,7 @@ async fn behind_proxy_protocol_the_header_s_client_is_final() {
     assert_eq!(echo.header_all("x-forwarded-for"), ["198.51.100.7"]);
     assert_eq!(echo.header("x-forwarded-port").as_deref(), Some("8443"));
 
-    let (table, _) = built(&backend, &[], &settings("true"));
+    let (table, _) = built_for_h(&backend, &[], &settings("true"));
     proxy.publish(table);
     let echo = echo_of_raw(&raw(proxy.addr, request).await);
     assert_eq!(echo.header("x-real-ip").as_deref(), Some("198.51.100.7"));

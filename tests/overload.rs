@@ -1,7 +1,8 @@
 //! Overload protection with real sockets: `--max-connections` pauses accepting and resumes,
 //! `--max-connections-per-client` keeps one address from crowding out the others,
-//! `--keepalive-requests` ends connections after their last request, and HTTP/2 connections
-//! announce `--http2-max-concurrent-streams`.
+//! `keep-alive-requests` ends connections after their last request, and HTTP/2 connections
+//! announce `http2-max-concurrent-streams` (both keys of the controller ConfigMap, over flags of
+//! the same names).
 
 mod common;
 
@@ -19,10 +20,15 @@ use weir::proxy::ProxyConfig;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
-async fn proxy(config: ProxyConfig) -> (TestProxy, TestBackend) {
+/// A proxy for host `h` with the controller ConfigMap `settings`.
+async fn proxy_with_settings(settings: &[(&str, &str)]) -> (TestProxy, TestBackend) {
     let backend = TestBackend::start("b").await;
-    let table = table(&[("h", PathRule::prefix("/"), "s", vec![backend.addr])]);
-    (TestProxy::start(config, table).await, backend)
+    let (table, diagnostics) = built_for_h(&backend, &[], settings);
+    assert_eq!(diagnostics, Vec::<String>::new());
+    (
+        TestProxy::start(ProxyConfig::default(), table).await,
+        backend,
+    )
 }
 
 fn request() -> Request<Full<Bytes>> {
@@ -137,11 +143,7 @@ async fn one_address_cannot_crowd_out_the_others() {
 
 #[tokio::test]
 async fn a_connection_ends_after_its_last_request() {
-    let config = ProxyConfig {
-        keepalive_requests: 3,
-        ..ProxyConfig::default()
-    };
-    let (proxy, backend) = proxy(config).await;
+    let (proxy, backend) = proxy_with_settings(&[("keep-alive-requests", "3")]).await;
 
     // HTTP/1.1: the third response says `Connection: close`, then the connection ends.
     let mut sender = http1_connect(proxy.addr, b"").await;
@@ -184,11 +186,7 @@ async fn a_connection_ends_after_its_last_request() {
 
 #[tokio::test]
 async fn http2_connections_announce_the_stream_limit() {
-    let config = ProxyConfig {
-        http2_max_concurrent_streams: 7,
-        ..ProxyConfig::default()
-    };
-    let (proxy, _backend) = proxy(config).await;
+    let (proxy, _backend) = proxy_with_settings(&[("http2-max-concurrent-streams", "7")]).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, mut connection) = h2::client::handshake(tcp).await.unwrap();
     let request = Request::get("http://h/").body(()).unwrap();

@@ -22,6 +22,7 @@ use super::access::Access;
 use super::annotations::{self, IngressAnnotations};
 use super::classes::Classes;
 use super::configmap;
+use super::connection::Connection;
 use super::diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason};
 use super::endpoints::{Backends, Upstream};
 use super::objects::index_by_name;
@@ -190,8 +191,11 @@ impl IncrementalBuild {
         builder.set_host_settings(&ours, &annotations);
         builder.set_catch_all(catch_all);
         builder.set_default_backend(controller_backend);
-        let client_address = builder.defaults.client_address.clone();
-        builder.table.set_client_address(client_address);
+        let connection = Connection {
+            client_address: Arc::new(builder.defaults.client_address.clone()),
+            limits: builder.defaults.connection_limits,
+        };
+        builder.table.set_connection(connection);
         let tls = tls_bindings(&ours, &mut builder.diagnostics);
 
         let Builder {

@@ -18,6 +18,7 @@ use super::access::IpList;
 use super::annotations::values;
 use super::balance::{LOAD_BALANCE, LoadBalance};
 use super::client_address::ClientAddress;
+use super::connection::ConnectionLimits;
 use super::diagnostic::{Diagnostic, ObjectRef, Reason};
 use super::error_pages;
 use super::external_auth::{ExternalAuth, Settings};
@@ -80,6 +81,16 @@ pub const KEYS: &[(&str, KeySupport)] = &[
     ("proxy-next-upstream-tries", KeySupport::Read),
     ("proxy-next-upstream-timeout", KeySupport::Read),
     ("retry-non-idempotent", KeySupport::Read),
+    ("keep-alive-requests", KeySupport::Read),
+    ("http2-max-concurrent-streams", KeySupport::Read),
+    (
+        "max-worker-connections",
+        KeySupport::Accepted(
+            "weir caps the client connections of the whole process with --max-connections \
+             (default half the open-files limit); nginx's cap is per worker and counts \
+             connections to endpoints too",
+        ),
+    ),
     ("global-auth-snippet", KeySupport::Never),
     ("client-body-buffer-size", KeySupport::Accepted(STREAMS)),
     ("proxy-buffering", KeySupport::Accepted(STREAMS)),
@@ -211,6 +222,7 @@ fn read(
         ),
         relative_redirects: flag(&mut reader, "relative-redirects", flags.relative_redirects),
         client_address: client_address(&mut reader, &flags.client_address),
+        connection_limits: connection_limits(&mut reader, flags.connection_limits),
         global_auth: global_auth(&mut reader),
         allow_sources: source_list(&mut reader, "whitelist-source-range"),
         deny_sources: source_list(&mut reader, "denylist-source-range"),
@@ -290,6 +302,32 @@ fn client_address(reader: &mut Reader<'_>, flags: &ClientAddress) -> ClientAddre
             .unwrap_or_else(|| flags.forwarded_for_header.clone()),
         full_forwarded_for: boolean(reader, "compute-full-forwarded-for")
             .unwrap_or(flags.full_forwarded_for),
+    }
+}
+
+/// `keep-alive-requests` (0: no cap) and `http2-max-concurrent-streams` (1 to 65,536) over
+/// the flags' values.
+fn connection_limits(reader: &mut Reader<'_>, flags: ConnectionLimits) -> ConnectionLimits {
+    ConnectionLimits {
+        keepalive_requests: reader
+            .get(
+                "keep-alive-requests",
+                "it must be a whole number of requests (0: no cap)",
+                |v: &str| v.trim().parse::<u64>().ok(),
+            )
+            .unwrap_or(flags.keepalive_requests),
+        http2_max_concurrent_streams: reader
+            .get(
+                "http2-max-concurrent-streams",
+                "it must be a whole number from 1 to 65536",
+                |v: &str| {
+                    v.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=65_536).contains(n))
+                },
+            )
+            .unwrap_or(flags.http2_max_concurrent_streams),
     }
 }
 
@@ -632,6 +670,48 @@ mod tests {
                 .iter()
                 .all(|d| d.reason == Reason::InvalidConfigMapValue)
         );
+    }
+
+    #[test]
+    fn connection_limits_override_the_flags_and_bad_values_keep_them() {
+        let flags = Defaults {
+            connection_limits: ConnectionLimits {
+                keepalive_requests: 50,
+                http2_max_concurrent_streams: 20,
+            },
+            ..Defaults::default()
+        };
+        let (d, diagnostics) = read_with_flags(
+            &[
+                ("keep-alive-requests", "0"),
+                ("http2-max-concurrent-streams", "1000"),
+                ("max-worker-connections", "65536"),
+            ],
+            &flags,
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(
+            d.connection_limits,
+            ConnectionLimits {
+                keepalive_requests: 0,
+                http2_max_concurrent_streams: 1000,
+            }
+        );
+        for (requests, streams) in [("-1", "0"), ("many", "65537"), ("1.5", "")] {
+            let (d, diagnostics) = read_with_flags(
+                &[
+                    ("keep-alive-requests", requests),
+                    ("http2-max-concurrent-streams", streams),
+                ],
+                &flags,
+            );
+            assert_eq!(d.connection_limits, flags.connection_limits);
+            assert_eq!(
+                diagnostics.len(),
+                2,
+                "{requests:?} {streams:?}: {diagnostics:#?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod classes;
 pub mod client_address;
 pub mod client_auth;
 pub mod configmap;
+pub mod connection;
 pub mod diagnostic;
 mod endpoints;
 pub mod error_pages;

@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 use super::access::{Access, Cors, IpList, RateLimits};
 use super::balance::{Balance, LoadBalance};
 use super::client_address::ClientAddress;
+use super::connection::ConnectionLimits;
 use super::error_pages::ErrorPages;
 use super::external_auth::ExternalAuth;
 use super::mirror::Mirror;
@@ -60,6 +61,8 @@ pub struct Defaults {
     pub limit_conn_status: StatusCode,
     /// Who the client is behind load balancers (PROXY protocol, forwarded headers).
     pub client_address: ClientAddress,
+    /// How many requests a client connection may carry.
+    pub connection_limits: ConnectionLimits,
     /// `no-auth-locations`: Ingress paths starting with one of these skip global auth.
     pub no_auth_locations: Vec<String>,
     /// `load-balance`: the algorithm of routes without their own (default round robin).
@@ -149,6 +152,7 @@ impl Default for Defaults {
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             client_address: ClientAddress::default(),
+            connection_limits: ConnectionLimits::default(),
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
             load_balance: LoadBalance::RoundRobin,
             custom_http_errors: Vec::new(),

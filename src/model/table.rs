@@ -37,6 +37,7 @@ use http::HeaderValue;
 use super::canary::Canary;
 use super::client_address::ClientAddress;
 use super::client_auth::HostClientAuth;
+use super::connection::{Connection, ConnectionLimits};
 use super::diagnostic::ObjectRef;
 use super::paths::PathRegex;
 pub use super::policy::{HttpsPolicy, Policy};
@@ -381,20 +382,27 @@ pub struct RouteTable {
     client_auth: bool,
     /// Some host passes its TLS connections through.
     passthrough: bool,
-    /// Who the client is behind load balancers.
-    client_address: Arc<ClientAddress>,
+    /// What each client connection takes from the table when it is accepted.
+    connection: Arc<Connection>,
 }
 
 impl RouteTable {
-    /// How connections' clients are found (PROXY protocol, forwarded headers).
-    pub fn client_address(&self) -> &Arc<ClientAddress> {
-        &self.client_address
+    /// What a client connection takes from the table when it is accepted: how its client is
+    /// found (PROXY protocol, forwarded headers), how many requests it may carry.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
     }
 
     /// This table with connections' clients found by `rules` (a table is otherwise built with
     /// the controller's [`Defaults`](super::Defaults)).
     pub fn with_client_address(mut self, rules: ClientAddress) -> Self {
-        self.client_address = Arc::new(rules);
+        Arc::make_mut(&mut self.connection).client_address = Arc::new(rules);
+        self
+    }
+
+    /// This table with client connections limited by `limits`.
+    pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        Arc::make_mut(&mut self.connection).limits = limits;
         self
     }
 
@@ -624,7 +632,7 @@ pub struct RouteTableBuilder {
     route_count: usize,
     client_auth: bool,
     passthrough: bool,
-    client_address: Arc<ClientAddress>,
+    connection: Arc<Connection>,
     /// The hosts a regex rule was inserted into (their regexes are put in matching order when
     /// the table is built; adopted hosts are in order already).
     regex_inserted: Vec<HostMatch>,
@@ -946,13 +954,13 @@ impl RouteTableBuilder {
             route_count: self.route_count,
             client_auth: self.client_auth,
             passthrough: self.passthrough,
-            client_address: self.client_address,
+            connection: self.connection,
         }
     }
 
-    /// Sets how connections' clients are found.
-    pub fn set_client_address(&mut self, rules: ClientAddress) {
-        self.client_address = Arc::new(rules);
+    /// Sets what client connections take from the table.
+    pub fn set_connection(&mut self, connection: Connection) {
+        self.connection = Arc::new(connection);
     }
 }
 

@@ -33,6 +33,7 @@ use super::passthrough::Handshake;
 use super::preface::{self, Detected};
 use super::proxy_protocol;
 use crate::metrics::GaugeGuard;
+use crate::model::connection::ConnectionLimits;
 use crate::tls::ServerConfigs;
 
 /// How a listener's connections start: plain (HTTP/2 told from HTTP/1 by the preface) or TLS
@@ -199,7 +200,8 @@ impl Proxy {
             mut open,
         } = accepted;
         let _ = stream.set_nodelay(true);
-        let rules = self.state.client_address();
+        let connection = self.state.connection();
+        let rules = connection.client_address.clone();
         let proxied = rules.proxy_protocol;
         let (mut port, mut scheme) = (local_port, transport.scheme());
         if proxied {
@@ -246,7 +248,7 @@ impl Proxy {
                 else {
                     return None;
                 };
-                Some(self.serve(read, stream, http2, conn, cancel))
+                Some(self.serve(read, stream, http2, conn, connection.limits, cancel))
             }
             Transport::Tls(tls) => {
                 let timeout = self.config.tls_handshake_timeout;
@@ -279,7 +281,8 @@ impl Proxy {
                             .with_label_values(&[version.unwrap_or("unknown"), alpn_label])
                             .inc();
                         let http2 = alpn == Some(b"h2");
-                        Some(self.serve(Bytes::new(), stream, http2, conn, cancel))
+                        let limits = connection.limits;
+                        Some(self.serve(Bytes::new(), stream, http2, conn, limits, cancel))
                     }
                     Ok(Err(error)) => {
                         debug!(%error, "TLS handshake failed");
@@ -312,6 +315,7 @@ impl Proxy {
         stream: I,
         http2: bool,
         conn: ClientInfo,
+        limits: ConnectionLimits,
         cancel: CancellationToken,
     ) -> Serving
     where
@@ -322,6 +326,7 @@ impl Proxy {
         let client = Client {
             activity,
             conn: Arc::new(conn),
+            limits,
             cancel,
         };
         if http2 {
@@ -349,7 +354,7 @@ impl Proxy {
     + 'static
     + use<> {
         let (proxy, conn, activity) = (self.clone(), client.conn.clone(), client.activity.clone());
-        let max_requests = self.config.keepalive_requests;
+        let max_requests = client.limits.keepalive_requests;
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
@@ -389,7 +394,7 @@ impl Proxy {
             .timer(TokioTimer::new())
             .enable_connect_protocol()
             .max_header_list_size(config.max_request_header_size as u32)
-            .max_concurrent_streams(config.http2_max_concurrent_streams);
+            .max_concurrent_streams(client.limits.http2_max_concurrent_streams);
         let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
         let idle = IdleLimits {
             keepalive: config.keepalive_timeout,
@@ -527,6 +532,8 @@ struct Client {
     activity: Arc<ConnActivity>,
     /// The client, and the connection's place under the caps (`ClientInfo::open`).
     conn: Arc<ClientInfo>,
+    /// How many requests it may carry (from the table it was accepted under).
+    limits: ConnectionLimits,
     /// Fires when the proxy shuts down.
     cancel: CancellationToken,
 }

@@ -83,11 +83,6 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Most open connections per client address (0: no cap); more are closed when accepted.
     pub max_connections_per_client: usize,
-    /// Most requests in flight on one HTTP/2 connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
-    pub http2_max_concurrent_streams: u32,
-    /// Requests served on one connection before it is closed (HTTP/1: `Connection: close` on
-    /// the last response; HTTP/2: GOAWAY); 0: no cap.
-    pub keepalive_requests: u64,
     /// Where each finished request is logged (`None`: no access log).
     pub access_log: Option<AccessLog>,
     /// How many request copies (`mirror-target`) may be in flight, with how much body each.
@@ -111,8 +106,6 @@ impl Default for ProxyConfig {
             max_request_target_size: 8 * 1024,
             max_connections: 0,
             max_connections_per_client: 0,
-            http2_max_concurrent_streams: 128,
-            keepalive_requests: 1000,
             access_log: None,
             mirror: MirrorLimits::default(),
         }

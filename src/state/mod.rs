@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::metrics::Metrics;
 use crate::model::RouteTable;
-use crate::model::client_address::ClientAddress;
+use crate::model::connection::Connection;
 use crate::tls::CertStore;
 pub use balancer::{
     Attempt, Balancer, FAILURE_PENALTY, Picked, RoundRobin, next_untried, stable_hash,
@@ -122,10 +122,10 @@ impl State {
         (self.metrics.control).count_table(served.generation, &served.table);
     }
 
-    /// How the served table finds connections' clients (read once per connection, without
-    /// taking a reference to the snapshot).
-    pub fn client_address(&self) -> Arc<ClientAddress> {
-        self.current.load().table.client_address().clone()
+    /// What a client connection takes from the served table when it is accepted (read once
+    /// per connection, without taking a reference to the snapshot).
+    pub fn connection(&self) -> Arc<Connection> {
+        self.current.load().table.connection().clone()
     }
 
     /// Marks the process as shutting down (`/readyz` turns unready).

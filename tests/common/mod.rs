@@ -755,6 +755,27 @@ pub fn messages(built: weir::model::Built) -> (RouteTable, Vec<String>) {
     (built.table, messages)
 }
 
+/// The table weir builds for one Ingress `app` routing host `h` (every path) to Service `s`
+/// of `backend`, with `annotations` and the controller ConfigMap `settings`; and the
+/// diagnostics' messages.
+pub fn built_for_h(
+    backend: &TestBackend,
+    annotations: &[(&str, &str)],
+    settings: &[(&str, &str)],
+) -> (RouteTable, Vec<String>) {
+    let built = build_table_with(
+        vec![nginx_ingress(
+            "app",
+            annotations,
+            rule("h", &[("/", "Prefix", "s")]),
+        )],
+        vec![service_json("s", &[backend.addr])],
+        vec![config_map_json("weir", settings)],
+        &with_config_map(),
+    );
+    messages(built)
+}
+
 /// A build configuration that reads the controller ConfigMap `default/weir` (make it with
 /// [`config_map_json`]`("weir", …)`).
 pub fn with_config_map() -> weir::model::BuildConfig {
