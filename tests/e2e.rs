@@ -329,6 +329,15 @@ impl Cluster {
         self.ingress(ns, spec).await
     }
 
+    /// A Service `service` whose endpoint is backend `index`, and an Ingress `steady` routing
+    /// `host` to it (for [`SteadyLoad`]); the backend.
+    async fn steady_route(&self, ns: &str, index: usize, service: &str, host: &str) -> TestBackend {
+        let backend = self.backend(index, service).await;
+        self.service(ns, service, &[&backend]).await;
+        self.route(ns, "steady", host, service).await;
+        backend
+    }
+
     async fn ingress(&self, ns: &str, spec: serde_json::Value) -> Ingress {
         let ingress: Ingress = serde_json::from_value(spec).unwrap();
         Api::<Ingress>::namespaced(self.admin.clone(), ns)
@@ -2282,31 +2291,43 @@ fn steady_load(
     (served, handles)
 }
 
-/// Stops the clients of [`steady_load`] and asserts that every request they sent succeeded;
-/// returns how many they sent.
-async fn all_served(
+/// Two keep-alive clients sending to a host through weir (see [`steady_load`]) until
+/// [`SteadyLoad::all_served`].
+struct SteadyLoad {
     stop: tokio_util::sync::CancellationToken,
     handles: Vec<tokio::task::JoinHandle<()>>,
     served: Served,
-) -> usize {
-    stop.cancel();
-    for handle in handles {
-        handle.await.unwrap();
+}
+
+impl SteadyLoad {
+    /// Starts once weir serves `host`.
+    async fn start(weir: &WeirProcess, host: &'static str) -> SteadyLoad {
+        until_answer(weir, host, "/", 200).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (served, handles) = steady_load(weir, host, 2, stop.clone());
+        SteadyLoad {
+            stop,
+            handles,
+            served,
+        }
     }
-    let served = served.lock().unwrap();
-    let failed: Vec<Instant> = served
-        .iter()
-        .filter(|(_, outcome)| outcome.is_none())
-        .map(|(started, _)| *started)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed",
-        failed.len(),
+
+    /// Stops the clients and asserts that every request they sent succeeded; how many they
+    /// sent.
+    async fn all_served(self) -> usize {
+        self.stop.cancel();
+        for handle in self.handles {
+            handle.await.unwrap();
+        }
+        let served = self.served.lock().unwrap();
+        let failed = served
+            .iter()
+            .filter(|(_, outcome)| outcome.is_none())
+            .count();
+        assert_eq!(failed, 0, "{failed} of {} requests failed", served.len());
+        assert!(!served.is_empty(), "no request was sent");
         served.len()
-    );
-    assert!(!served.is_empty(), "no request was sent");
-    served.len()
+    }
 }
 
 /// Waits until weir serves a table newer than `after` (`weir_table_generation`); returns it.
@@ -2439,10 +2460,8 @@ async fn a_canary_rollout_moves_traffic_step_by_step_without_a_failed_request() 
 async fn an_expired_watch_lists_afresh_without_dropping_the_table() {
     let cluster = Cluster::connect_exclusive().await;
     let ns = cluster.namespace("e2e-expiry").await;
-    let backend = cluster.backend(4, "expiry").await;
-    cluster.service(&ns, "expiry", &[&backend]).await;
-    cluster
-        .route(&ns, "steady", "steady.expiry.test", "expiry")
+    let _backend = cluster
+        .steady_route(&ns, 4, "expiry", "steady.expiry.test")
         .await;
     cluster
         .route(&ns, "gone", "gone.expiry.test", "expiry")
@@ -2456,8 +2475,7 @@ async fn an_expired_watch_lists_afresh_without_dropping_the_table() {
         .weir_via(relay.addr, "e2e-expiry", &["--watch-namespace", &ns])
         .await;
     until_answer(&weir, "gone.expiry.test", "/", 200).await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (served, handles) = steady_load(&weir, "steady.expiry.test", 2, stop.clone());
+    let load = SteadyLoad::start(&weir, "steady.expiry.test").await;
 
     // weir is cut off; meanwhile one Ingress goes and another comes …
     relay.cut();
@@ -2484,7 +2502,7 @@ async fn an_expired_watch_lists_afresh_without_dropping_the_table() {
     // the failures of the cut, and once more after the 410.
     until_answer_within(&weir, "new.expiry.test", "/", 200, Duration::from_secs(75)).await;
     until_answer(&weir, "gone.expiry.test", "/", 404).await;
-    let requests = all_served(stop, handles, served).await;
+    let requests = load.all_served().await;
     let log = weir.log();
     assert!(
         log.contains("too old resource version"),
@@ -2501,15 +2519,11 @@ async fn an_expired_watch_lists_afresh_without_dropping_the_table() {
 async fn a_one_mebibyte_ingress_is_served_whole() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-large").await;
-    let backend = cluster.backend(5, "large").await;
-    cluster.service(&ns, "large", &[&backend]).await;
-    cluster
-        .route(&ns, "steady", "steady.large.test", "large")
+    let _backend = cluster
+        .steady_route(&ns, 5, "large", "steady.large.test")
         .await;
     let weir = cluster.weir("e2e-large", &["--watch-namespace", &ns]).await;
-    until_answer(&weir, "steady.large.test", "/", 200).await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (served, handles) = steady_load(&weir, "steady.large.test", 2, stop.clone());
+    let load = SteadyLoad::start(&weir, "steady.large.test").await;
 
     let rule = |i: usize| {
         json!({"host": format!("r{i}.large.test"), "http": {"paths": [{
@@ -2542,7 +2556,7 @@ async fn a_one_mebibyte_ingress_is_served_whole() {
     // A rule answers only its own host.
     let host = format!("r{}.large.test", count - 1);
     assert_eq!(get(&client, weir.http, &host, "/0/").await.status, 404);
-    all_served(stop, handles, served).await;
+    load.all_served().await;
     let samples = parse(&scrape(&weir).await);
     assert_eq!(
         value(&samples, "weir_table_ingresses", &[]),
@@ -2559,16 +2573,12 @@ async fn a_diagnostic_storm_is_paced_into_events() {
     const BROKEN: usize = 60;
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("e2e-storm").await;
-    let backend = cluster.backend(6, "storm").await;
-    cluster.service(&ns, "storm", &[&backend]).await;
-    cluster
-        .route(&ns, "steady", "steady.storm.test", "storm")
+    let _backend = cluster
+        .steady_route(&ns, 6, "storm", "steady.storm.test")
         .await;
     let weir = cluster.weir("e2e-storm", &["--watch-namespace", &ns]).await;
-    until_answer(&weir, "steady.storm.test", "/", 200).await;
     until_leader_gauge(&weir, 1.0).await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (served, handles) = steady_load(&weir, "steady.storm.test", 1, stop.clone());
+    let load = SteadyLoad::start(&weir, "steady.storm.test").await;
 
     for i in 0..BROKEN {
         let name = format!("broken-{i}");
@@ -2621,5 +2631,5 @@ async fn a_diagnostic_storm_is_paced_into_events() {
         BROKEN as f64
     );
     assert_eq!(value(&samples, "weir_events_waiting", &[]), 0.0);
-    all_served(stop, handles, served).await;
+    load.all_served().await;
 }
