@@ -1168,4 +1168,6 @@ mod incremental_tests;
 mod memo;
 mod order;
 #[cfg(test)]
+mod shuffle_tests;
+#[cfg(test)]
 mod tests;
