@@ -588,4 +588,137 @@ mod tests {
         }
         assert!(Template::parse("/caf%C3%A9/$1?a=b").is_ok());
     }
+
+    /// Segments of clean request paths: plain ones, dotted ones that are not dot-segments,
+    /// and escapes that stay encoded (upper-case, as [`normalize`] writes them), an encoded
+    /// slash among them.
+    const SEGMENTS: [&str; 9] = ["a", "b", "ab", "A", "...", ".b", "%20", "%C3%A9", "a%2Fb"];
+    /// Rule paths (each rule as Exact or Prefix).
+    const RULES: [&str; 8] = ["/", "/a", "/a/b", "/ab", "/A", "/a/ab", "/b", "/b/a/a"];
+    /// What can come before a segment without changing what the path denotes.
+    const NOISE: [&str; 6] = [".", "%2e", "", "zz/..", "z%7A/%2E%2e", "x/.%2E"];
+
+    /// One segment of a clean path and how it is written: the noise segments before it,
+    /// which of its characters are percent-encoded, and whether escapes are in lower case.
+    type Written = (usize, Vec<usize>, u16, bool);
+
+    /// `segment` with the characters `mask` picks percent-encoded, escapes in lower case if
+    /// `lower`.
+    fn encode(segment: &str, mask: u16, lower: bool) -> String {
+        let case = |s: String| if lower { s.to_ascii_lowercase() } else { s };
+        let mut out = String::new();
+        let mut rest = segment;
+        let mut i = 0;
+        while let Some(c) = rest.chars().next() {
+            if c == '%' {
+                out.push_str(&case(rest[..3].to_owned()));
+                rest = &rest[3..];
+            } else {
+                if mask >> (i % 16) & 1 == 1 {
+                    out.push_str(&case(format!("%{:02X}", c as u32)));
+                } else {
+                    out.push(c);
+                }
+                rest = &rest[1..];
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The rule of `rules` (path, Exact?) that serves routing path `path` by the Ingress
+    /// rules written out plainly: an Exact rule equal to it, else the Prefix rule with the
+    /// longest path whose `/`-separated elements start the path's.
+    fn reference_route(rules: &[(&str, bool)], path: &str) -> Option<usize> {
+        if let Some(i) = rules.iter().position(|(p, exact)| *exact && *p == path) {
+            return Some(i);
+        }
+        let elements = |p: &str| -> Vec<String> {
+            p.split('/')
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let requested = elements(path);
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, exact))| !exact && requested.starts_with(&elements(p)))
+            .max_by_key(|(_, (p, _))| p.len())
+            .map(|(i, _)| i)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A request path written with dot-segments (also encoded), repeated slashes and
+        /// needless or lower-case percent-escapes normalises to the clean path it denotes, and
+        /// the route the proxy picks for it (its routing path, from the normalised path) is
+        /// the route of the clean path by the Ingress rules' own terms.
+        #[test]
+        fn a_request_path_routes_like_the_clean_path_it_denotes(
+            rules in proptest::collection::btree_set((0..RULES.len(), any::<bool>()), 1..6),
+            written in proptest::collection::vec(
+                (
+                    0..SEGMENTS.len(),
+                    proptest::collection::vec(0..NOISE.len(), 0..3),
+                    any::<u16>(),
+                    any::<bool>(),
+                ),
+                0..4,
+            ),
+            climb in any::<bool>(),
+            trailing in 0u8..4,
+        ) {
+            use crate::model::fixtures::ingress;
+            let rules: Vec<(&str, bool)> = rules.iter().map(|&(r, exact)| (RULES[r], exact)).collect();
+            let mut b = ingress("apps", "paths").class("weir");
+            for (i, (path, exact)) in rules.iter().enumerate() {
+                let service = format!("s{i}");
+                b = if *exact {
+                    b.exact("h.com", path, &service, 80)
+                } else {
+                    b.prefix("h.com", path, &service, 80)
+                };
+            }
+            let input = crate::model::Input {
+                ingresses: vec![std::sync::Arc::new(b.build())],
+                ..crate::model::Input::default()
+            };
+            let built = crate::model::build(&input, &crate::model::BuildConfig::default());
+            prop_assert_eq!(built.table.route_count(), rules.len(), "{:?}", built.diagnostics);
+
+            let written: Vec<Written> = written;
+            let segments: Vec<&str> = written.iter().map(|w| SEGMENTS[w.0]).collect();
+            let clean = if segments.is_empty() {
+                "/".to_owned()
+            } else {
+                let slash = if trailing > 0 { "/" } else { "" };
+                format!("/{}{slash}", segments.join("/"))
+            };
+            let mut raw = String::from(if climb { "/.." } else { "" });
+            for (segment, noise, mask, lower) in &written {
+                for n in noise {
+                    raw.push('/');
+                    raw.push_str(NOISE[*n]);
+                }
+                raw.push('/');
+                raw.push_str(&encode(SEGMENTS[*segment], *mask, *lower));
+            }
+            raw.push_str(match trailing {
+                0 => "",
+                1 => "/",
+                2 => "/.",
+                _ => "/zz/..",
+            });
+
+            let normalized = normalize(&raw).map_err(|e| TestCaseError::fail(format!("{raw}: {e}")))?;
+            prop_assert_eq!(normalized.as_ref(), clean.as_str(), "{}", raw);
+            let routing = routing_path(&normalized).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(routing.as_ref(), clean.replace("%2F", "/"));
+            let routed = built.table.route("h.com", &routing).map(|r| r.backend.service.name.clone());
+            let want = reference_route(&rules, &routing).map(|i| format!("s{i}"));
+            prop_assert_eq!(routed, want, "{} -> {} by {:?}", raw, routing, rules);
+        }
+    }
 }
