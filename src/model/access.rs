@@ -503,6 +503,8 @@ impl PasswordHash {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
     use proptest::prelude::*;
 
@@ -638,6 +640,236 @@ mod tests {
         let (users, _) = Users::from_map([("alice", hash.as_bytes())]).unwrap();
         assert!(users.verify("alice", b"secret"));
         assert!(Users::from_map([]).is_err());
+    }
+
+    /// A network as an allow/deny list may write it, for [`ip_lists_match_like_a_mask_compare`].
+    #[derive(Debug, Clone)]
+    enum Written {
+        /// `a.b.c.d/p` (host bits may be set) or, with `None`, `a.b.c.d`.
+        V4(u32, Option<u8>),
+        /// `x:…:y/p` or `x:…:y`.
+        V6(u128, Option<u8>),
+        /// `::ffff:a.b.c.d/(96 + p)` or `::ffff:a.b.c.d`: an IPv4 network written as IPv6.
+        Mapped(u32, Option<u8>),
+    }
+
+    impl Written {
+        fn text(&self) -> String {
+            let suffix =
+                |p: &Option<u8>, plus: u8| p.map(|p| format!("/{}", p + plus)).unwrap_or_default();
+            match self {
+                Written::V4(a, p) => format!("{}{}", Ipv4Addr::from(*a), suffix(p, 0)),
+                Written::V6(a, p) => format!("{}{}", Ipv6Addr::from(*a), suffix(p, 0)),
+                Written::Mapped(a, p) => format!("::ffff:{}{}", Ipv4Addr::from(*a), suffix(p, 96)),
+            }
+        }
+
+        /// Whether `ip` is in the network, by comparing the first prefix bits: an IPv4 client
+        /// (also one that arrives IPv4-mapped) is in IPv4 networks (also mapped ones) only.
+        fn contains(&self, ip: IpAddr) -> bool {
+            fn same_prefix(a: u128, b: u128, bits: u32, prefix: u32) -> bool {
+                prefix == 0 || (a ^ b) >> (bits - prefix) == 0
+            }
+            let v4 = match ip {
+                IpAddr::V4(v4) => Some(u32::from(v4)),
+                IpAddr::V6(v6) => {
+                    let bits = u128::from(v6);
+                    (bits >> 32 == 0xffff).then_some(bits as u32)
+                }
+            };
+            // An IPv6 network inside `::ffff:0:0/96` is the IPv4 network it maps.
+            let net = match self {
+                Written::V6(a, p) if a >> 32 == 0xffff && p.is_none_or(|p| p >= 96) => {
+                    &Written::Mapped(*a as u32, p.map(|p| p - 96))
+                }
+                other => other,
+            };
+            match (net, v4, ip) {
+                (Written::V4(a, p) | Written::Mapped(a, p), Some(ip), _) => same_prefix(
+                    u128::from(*a),
+                    u128::from(ip),
+                    32,
+                    u32::from(p.unwrap_or(32)),
+                ),
+                (Written::V6(a, p), None, IpAddr::V6(ip)) => {
+                    same_prefix(*a, u128::from(ip), 128, u32::from(p.unwrap_or(128)))
+                }
+                _ => false,
+            }
+        }
+
+        /// An address near the network: its own with bit `flip` (from the top) flipped.
+        fn near(&self, flip: u8, mapped: bool) -> IpAddr {
+            match self {
+                Written::V4(a, _) | Written::Mapped(a, _) => {
+                    let a = a ^ (1u32 << 31).checked_shr(u32::from(flip)).unwrap_or(0);
+                    if mapped {
+                        IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(a))
+                    }
+                }
+                Written::V6(a, _) => IpAddr::V6(Ipv6Addr::from(
+                    a ^ (1u128 << 127).checked_shr(u32::from(flip)).unwrap_or(0),
+                )),
+            }
+        }
+    }
+
+    fn written() -> impl Strategy<Value = Written> {
+        let v4 = prop_oneof![
+            Just(0x0a00_0000u32),
+            Just(0xc0a8_0100),
+            Just(0),
+            Just(u32::MAX),
+            any::<u32>()
+        ];
+        let v6 = prop_oneof![
+            Just(0x2001_0db8u128 << 96),
+            Just(1u128),
+            Just(0),
+            any::<u128>()
+        ];
+        prop_oneof![
+            (v4.clone(), proptest::option::of(0u8..=32)).prop_map(|(a, p)| Written::V4(a, p)),
+            (v6, proptest::option::of(0u8..=128)).prop_map(|(a, p)| Written::V6(a, p)),
+            (v4, proptest::option::of(0u8..=32)).prop_map(|(a, p)| Written::Mapped(a, p)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Membership agrees with comparing prefix bits, for lists of IPv4, IPv6 and
+        /// IPv4-mapped networks and addresses however they are spaced, and the list written
+        /// back parses to itself.
+        #[test]
+        fn ip_lists_match_like_a_mask_compare(
+            nets in proptest::collection::vec(written(), 1..5),
+            separators in proptest::collection::vec(prop_oneof![Just(","), Just(" , "), Just(",,"), Just(" ,\t")], 5),
+            probes in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..=130, any::<bool>()), 8),
+            random in proptest::collection::vec(prop_oneof![
+                any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            ], 2),
+        ) {
+            let mut text = String::new();
+            for (i, net) in nets.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(separators[i]);
+                }
+                text.push_str(&net.text());
+            }
+            let list = IpList::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            let ips = probes
+                .iter()
+                .map(|(net, flip, mapped)| nets[net.index(nets.len())].near(*flip, *mapped))
+                .chain(random);
+            for ip in ips {
+                let want = nets.iter().any(|net| net.contains(ip));
+                prop_assert_eq!(list.contains(ip), want, "{} in {}", ip, text);
+            }
+            prop_assert_eq!(IpList::parse(&list.to_string()), Ok(list.clone()), "{}", list);
+        }
+    }
+
+    /// `password` hashed in one of the formats htpasswd writes (and nginx reads), with `salt`
+    /// (eight characters of crypt's alphabet): 0 apr1, 1 MD5-crypt, 2 SHA-256-crypt, 3
+    /// SHA-512-crypt (both at the fewest rounds), 4 DES, 5 `{SHA}`, 6 bcrypt at its lowest
+    /// cost (4).
+    #[allow(deprecated)] // the old formats' hash functions: htpasswd files still hold them
+    fn hash(scheme: u8, password: &str, salt: &str) -> String {
+        use base64::Engine;
+        use crypt3_rs::HashSetup;
+        use crypt3_rs::crypt::{apr1, bcrypt, md5, sha256, sha512, unix};
+        let setup = |rounds| HashSetup {
+            salt: Some(salt),
+            rounds,
+        };
+        let hashed = match scheme {
+            0 => apr1::hash_with(setup(None), password),
+            1 => md5::hash_with(setup(None), password),
+            2 => sha256::hash_with(setup(Some(1000)), password),
+            3 => sha512::hash_with(setup(Some(1000)), password),
+            4 => unix::hash_with(&salt[..2], password),
+            5 => {
+                let digest = Sha1::digest(password.as_bytes());
+                return format!(
+                    "{{SHA}}{}",
+                    base64::engine::general_purpose::STANDARD.encode(digest)
+                );
+            }
+            _ => bcrypt::hash_with(
+                bcrypt::BcryptSetup {
+                    salt: Some(&format!("{salt}KzDnLdNDVX3p.8")),
+                    cost: Some(4),
+                    variant: Some(bcrypt::BcryptVariant::V2y),
+                },
+                password,
+            ),
+        };
+        hashed.expect("a hash").into()
+    }
+
+    proptest! {
+        // Few cases: a check costs 5 to 20 ms in a debug build (bcrypt, SHA-crypt), and a case
+        // makes five or so per user.
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// A file of `user:hash` lines (with comments, blank lines, `:comment` suffixes,
+        /// surrounding spaces and CRLF endings) verifies each user's password and refuses a
+        /// different one, another user's and an unknown user, whatever the hash format.
+        #[test]
+        fn generated_htpasswd_lines_verify_their_password(
+            users in proptest::collection::btree_map(
+                "[a-z][a-z0-9._-]{0,8}",
+                (
+                    "[ -~]{1,12}",
+                    // bcrypt is slow on purpose: one case in twenty.
+                    prop_oneof![19 => 0u8..6, 1 => Just(6u8)],
+                    "[./0-9A-Za-z]{8}",
+                    0u8..5,
+                ),
+                1..4,
+            ),
+        ) {
+            let mut file = String::from("# generated\n\n");
+            for (user, (password, scheme, salt, layout)) in &users {
+                let line = format!("{user}:{}", hash(*scheme, password, salt));
+                match layout {
+                    0 => file.push_str(&format!("{line}\n")),
+                    1 => file.push_str(&format!("{line}:a comment\n")),
+                    2 => file.push_str(&format!("  {line}\t\r\n")),
+                    3 => file.push_str(&format!("{line}\r\n# after\n\n")),
+                    _ => file.push_str(&line),
+                }
+                if *layout == 4 {
+                    file.push('\n');
+                }
+            }
+            let (parsed, skipped) = Users::from_htpasswd(file.as_bytes())
+                .map_err(|e| TestCaseError::fail(format!("{e}: {file}")))?;
+            prop_assert_eq!(skipped, vec![], "{}", file);
+            prop_assert_eq!(parsed.len(), users.len());
+            for (user, (password, scheme, ..)) in &users {
+                prop_assert!(parsed.verify(user, password.as_bytes()), "{} ({}): {}", user, scheme, file);
+                // Another byte in the first eight (DES reads no more than eight).
+                let mut wrong = password.clone().into_bytes();
+                wrong[0] ^= 1;
+                prop_assert!(!parsed.verify(user, &wrong), "{} ({})", user, scheme);
+                let first8 = |p: &str| p.as_bytes()[..p.len().min(8)].to_vec();
+                let other = users.iter().find(|(other, _)| *other != user);
+                if let Some((other, (theirs, ..))) = other
+                    && first8(theirs) != first8(password)
+                {
+                    prop_assert!(!parsed.verify(user, theirs.as_bytes()), "{}: {}'s password", user, other);
+                }
+                let unknown = format!("{user}x");
+                if !users.contains_key(&unknown) {
+                    prop_assert!(!parsed.verify(&unknown, password.as_bytes()));
+                }
+            }
+        }
     }
 
     proptest! {
