@@ -706,3 +706,188 @@ async fn the_watcher_is_used_when_available() {
     let trigger = super::watch::Trigger::new(dir.path(), false);
     assert!(matches!(trigger, super::watch::Trigger::Notify { .. }));
 }
+
+/// Generated manifest files against [`parse::parse_file`].
+mod generated {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::super::ManifestError;
+    use super::super::parse::parse_file;
+
+    /// One document of a generated file.
+    #[derive(Debug, Clone)]
+    enum Doc {
+        /// An object of a kind weir reads (`kind` indexes [`KINDS`]), in a namespace or none.
+        Good {
+            kind: usize,
+            name: usize,
+            ns: Option<usize>,
+        },
+        /// A `kind: List` of a Service and a ConfigMap.
+        List { name: usize },
+        /// A kind weir does not read: skipped.
+        Unknown(usize),
+        /// Only a comment: no object.
+        Empty,
+        /// A known kind whose body does not decode, or without a name, or without a kind.
+        Broken(usize),
+    }
+
+    const KINDS: [(&str, &str); 7] = [
+        ("v1", "Service"),
+        ("v1", "ConfigMap"),
+        ("v1", "Secret"),
+        ("v1", "Endpoints"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("networking.k8s.io/v1", "IngressClass"),
+        ("discovery.k8s.io/v1", "EndpointSlice"),
+    ];
+    const NAMES: [&str; 3] = ["web", "a-b", "x1"];
+    const NAMESPACES: [&str; 2] = ["shop", "default"];
+    const UNKNOWN: [&str; 3] = [
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+        "apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: old}\n",
+    ];
+    const BROKEN: [&str; 4] = [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: 80\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {namespace: x}\n",
+        "metadata: {name: nokind}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: [1]\n",
+    ];
+
+    fn doc() -> impl Strategy<Value = Doc> {
+        prop_oneof![
+            6 => (0..KINDS.len(), 0..NAMES.len(), proptest::option::of(0..NAMESPACES.len()))
+                .prop_map(|(kind, name, ns)| Doc::Good { kind, name, ns }),
+            1 => (0..NAMES.len()).prop_map(|name| Doc::List { name }),
+            1 => (0..UNKNOWN.len()).prop_map(Doc::Unknown),
+            1 => Just(Doc::Empty),
+            1 => (0..BROKEN.len()).prop_map(Doc::Broken),
+        ]
+    }
+
+    /// `(Kind, namespace, name)`: what identifies an object.
+    type Identity = (&'static str, Option<String>, String);
+
+    /// A document's text and the identities of the objects it declares.
+    fn render(doc: &Doc) -> (String, Vec<Identity>) {
+        match *doc {
+            Doc::Good { kind, name, ns } => {
+                let (api_version, kind) = KINDS[kind];
+                let name = NAMES[name];
+                let ns_line = ns
+                    .map(|ns| format!("  namespace: {}\n", NAMESPACES[ns]))
+                    .unwrap_or_default();
+                let body = match kind {
+                    "Service" => "spec:\n  ports:\n  - port: 80\n    name: http\n",
+                    "ConfigMap" => "data: {a: b}\n",
+                    "Secret" => "type: Opaque\nstringData:\n  auth: 'u:$apr1$x$y'\n",
+                    "Endpoints" => {
+                        "subsets:\n- addresses: [{ip: 10.0.0.1}]\n  ports: [{port: 80}]\n"
+                    }
+                    "Ingress" => "spec:\n  ingressClassName: weir\n",
+                    "IngressClass" => "spec: {controller: weir.dev/ingress-controller}\n",
+                    _ => "addressType: IPv4\nendpoints: []\n",
+                };
+                let text = format!(
+                    "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n{ns_line}{body}"
+                );
+                let ns = (kind != "IngressClass")
+                    .then(|| ns.map_or("default", |ns| NAMESPACES[ns]).to_owned());
+                (text, vec![(kind, ns, name.to_owned())])
+            }
+            Doc::List { name } => {
+                let name = NAMES[name];
+                let text = format!(
+                    "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {{name: {name}}}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {{name: {name}, namespace: shop}}\n"
+                );
+                let ids = vec![
+                    ("Service", Some("default".to_owned()), name.to_owned()),
+                    ("ConfigMap", Some("shop".to_owned()), name.to_owned()),
+                ];
+                (text, ids)
+            }
+            Doc::Unknown(i) => (UNKNOWN[i].to_owned(), vec![]),
+            Doc::Empty => ("# nothing here\n".to_owned(), vec![]),
+            Doc::Broken(i) => (BROKEN[i].to_owned(), vec![]),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// A multi-document file gives back the objects of its documents, in order and each
+        /// with its document's number, skipping unknown kinds and empty documents; if any
+        /// document is broken, the file is an error that names every broken document (and
+        /// only those), and a syntax error at the end is reported at its document too.
+        #[test]
+        fn generated_files_parse_back_to_their_objects(
+            docs in proptest::collection::vec(doc(), 1..8),
+            syntax_error in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            let mut want = Vec::new();
+            let mut broken = Vec::new();
+            // Comments before the first `---` are no document in YAML (a comment between two
+            // `---` is an empty one): the documents after count from 1.
+            let uncounted = usize::from(matches!(docs[0], Doc::Empty));
+            for (i, doc) in docs.iter().enumerate() {
+                let (doc_text, ids) = render(doc);
+                if i > 0 {
+                    text.push_str("---\n");
+                }
+                text.push_str(&doc_text);
+                let number = i + 1 - uncounted;
+                want.extend(ids.into_iter().map(|id| (number, id)));
+                if matches!(doc, Doc::Broken(_)) {
+                    broken.push(number);
+                }
+            }
+            if syntax_error {
+                text.push_str("---\nkind: [unclosed\n");
+                broken.push(docs.len() + 1 - uncounted);
+            }
+            match parse_file(Path::new("gen.yaml"), &text) {
+                Ok(parsed) => {
+                    prop_assert!(broken.is_empty(), "{:?} not reported in\n{}", broken, text);
+                    let got: Vec<_> = parsed
+                        .iter()
+                        .map(|p| {
+                            let (kind, ns, name) = p.object.identity();
+                            (p.document, (kind, ns.map(str::to_owned), name.to_owned()))
+                        })
+                        .collect();
+                    prop_assert_eq!(got, want, "{}", text);
+                }
+                Err(errors) => {
+                    let documents: Vec<usize> = errors
+                        .iter()
+                        .map(|e| match e {
+                            ManifestError::Parse { document, .. } => *document,
+                            other => panic!("not a parse error: {other}"),
+                        })
+                        .collect();
+                    prop_assert_eq!(documents, broken, "{}", text);
+                }
+            }
+        }
+
+        /// Any text, as YAML or as JSON, parses or is reported: never a panic.
+        #[test]
+        fn any_text_parses_or_is_reported(
+            text in prop_oneof![
+                "\\PC{0,200}",
+                "([-:{}\\[\\],#&*!|>'\"%@` \\n]|[a-z]{1,6}|---\\n|  |<<|kind: |apiVersion: v1\\n|- ){0,40}",
+            ],
+        ) {
+            for path in ["f.yaml", "f.json"] {
+                if let Err(errors) = parse_file(Path::new(path), &text) {
+                    prop_assert!(!errors.is_empty());
+                }
+            }
+        }
+    }
+}
