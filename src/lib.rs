@@ -8,6 +8,8 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod controller;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

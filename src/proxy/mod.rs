@@ -6,7 +6,7 @@
 mod activity;
 mod body;
 mod client_cert;
-mod client_hello;
+pub(crate) mod client_hello;
 mod exchange;
 mod grpc;
 mod headers;
@@ -18,7 +18,7 @@ mod passthrough;
 mod phases;
 mod policy;
 mod preface;
-mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 mod respond;
 mod service;
 mod tunnel;

@@ -20,6 +20,12 @@
 mod parse;
 #[cfg(test)]
 mod tests;
+
+/// One file's text parsed as a load parses it (the file's name picks YAML or JSON): the
+/// `Kind namespace/name` of each object, or every problem. For [`crate::fuzzing`].
+pub(crate) fn parse_text(path: &Path, text: &str) -> Result<Vec<String>, Vec<ManifestError>> {
+    parse::parse_file(path, text).map(|parsed| parsed.iter().map(|p| p.object.key()).collect())
+}
 mod watch;
 
 use std::collections::hash_map::Entry;
