@@ -479,8 +479,15 @@ impl PasswordHash {
                 true
             }
             Some(_) => false,
-            // DES crypt: 13 characters of crypt's alphabet.
-            None => hash.len() == 13,
+            // DES crypt: 13 characters of crypt's alphabet. (Checked here: crypt3_rs decodes
+            // a control character in the salt with an overflowing subtraction, a panic where
+            // overflow checks are on; found by the `htpasswd` fuzz target.)
+            None => {
+                hash.len() == 13
+                    && hash
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+            }
         };
         if known && crypt3_rs::Hash::try_from(hash).is_ok() {
             Ok(PasswordHash::Crypt(hash.to_owned()))
@@ -632,6 +639,17 @@ mod tests {
             Users::from_htpasswd(&[0xff, b':']),
             Err(UsersError::NotText)
         );
+    }
+
+    #[test]
+    fn a_des_hash_outside_crypts_alphabet_is_refused_not_checked() {
+        // The `htpasswd` fuzz target's crash: 13 bytes with control characters as a DES hash.
+        let file = b"<:\x00\x0e\x00\x00\x00\x00\x00\x00\x00\x00<\x00<\nalice:abNANd1rDfiNc\n";
+        let (users, skipped) = Users::from_htpasswd(file).unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(matches!(&skipped[..], [Skipped::User { user, .. }] if user == "<"));
+        assert!(!users.verify("<", b"x"));
+        assert!(users.verify("alice", b"secret"));
     }
 
     #[test]
