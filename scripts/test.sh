@@ -19,6 +19,9 @@ step "clippy (warnings are errors)"
 # --all-targets leaves out tests with `test = false` (the e2e suite): named here.
 cargo clippy --locked --all-targets --test e2e -- -D warnings || fail "clippy"
 
+step "fuzz targets compile (cargo check on stable; running them needs nightly: fuzz/README.md)"
+cargo check --locked --manifest-path fuzz/Cargo.toml || fail "the fuzz targets (fuzz/)"
+
 step "src/model stays pure (no I/O, clock, environment, async runtime or network crates)"
 impure=$(grep -rnE '^\s*use (tokio|hyper|hyper_util|rustls|tokio_rustls|kube)\b|kube::(Client|Api|runtime)|std::(env|fs|net::Tcp)|SystemTime::now|Instant::now' src/model || true)
 [ -z "$impure" ] || fail "impure code in src/model:
